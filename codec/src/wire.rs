@@ -1,0 +1,1 @@
+//! Primitive readers and writers: variable byte integers, UTF-8 strings, binary data.
