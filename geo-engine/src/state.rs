@@ -1,0 +1,124 @@
+//! What the pipeline produces: the processed state of a vehicle and the events it raises. Their
+//! JSON forms are the payloads of `vehicles/{id}` and `events/{id}/{kind}` (SPEC §6); absent
+//! values are omitted.
+
+use serde::{Deserialize, Serialize};
+
+/// Motion status of a vehicle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VehicleStatus {
+    Moving,
+    Stopped,
+    Offline,
+}
+
+/// The next stop along the vehicle's route, with the estimated time of arrival.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NextStop {
+    pub id: String,
+    pub name: String,
+    /// Metres along the route from the vehicle to the stop.
+    pub distance_m: f64,
+    /// Estimated arrival, Unix milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eta: Option<i64>,
+}
+
+/// The processed state of one vehicle (`vehicles/{id}`, retained).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VehicleState {
+    pub vehicle: String,
+    /// Smoothed position, WGS84 degrees.
+    pub lat: f64,
+    pub lon: f64,
+    /// The fix as received.
+    pub raw_lat: f64,
+    pub raw_lon: f64,
+    /// Device time of the fix, Unix milliseconds.
+    pub ts: i64,
+    /// Metres per second.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub speed: Option<f64>,
+    /// Degrees clockwise from north.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub heading: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trip: Option<String>,
+    pub status: VehicleStatus,
+    /// Whether the vehicle is inside its route corridor; absent when it matched no route.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub on_route: Option<bool>,
+    /// Cross-track distance from the matched route, metres.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub off_route_m: Option<f64>,
+    /// Distance along the matched route from its start, metres.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub progress_m: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_stop: Option<NextStop>,
+    /// Broker clock when the update arrived and when processing finished, Unix milliseconds.
+    pub received_at: i64,
+    pub processed_at: i64,
+}
+
+/// Kinds of event, as they appear in `events/{id}/{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Deviation,
+    BackOnRoute,
+    StopArrival,
+    StopDeparture,
+    GeofenceEnter,
+    GeofenceExit,
+    Offline,
+    Online,
+    Sos,
+}
+
+impl EventKind {
+    /// The topic segment and JSON `kind` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Deviation => "deviation",
+            EventKind::BackOnRoute => "back_on_route",
+            EventKind::StopArrival => "stop_arrival",
+            EventKind::StopDeparture => "stop_departure",
+            EventKind::GeofenceEnter => "geofence_enter",
+            EventKind::GeofenceExit => "geofence_exit",
+            EventKind::Offline => "offline",
+            EventKind::Online => "online",
+            EventKind::Sos => "sos",
+        }
+    }
+}
+
+/// An event (`events/{vehicle}/{kind}`, QoS 1). Kind-specific details are optional fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub vehicle: String,
+    /// Unix milliseconds.
+    pub ts: i64,
+    pub lat: f64,
+    pub lon: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stop_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stop_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub geofence_id: Option<String>,
+    /// Distance off route for deviation events, metres.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub off_route_m: Option<f64>,
+    /// Free-form message (SOS text).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
+}
