@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh Debian machine for building and testing fleetmq.
+# Installs the system packages the tests and the bench use (mosquitto clients and broker,
+# redis-server, chromium + chromedriver for the map test), the Python test dependencies into the
+# current python3, and builds the whole workspace. It never starts a service.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+APT_PACKAGES=(mosquitto-clients mosquitto redis-server chromium chromium-driver python3 python3-pip)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    $SUDO apt-get update
+    # Installing the mosquitto and redis packages must not leave their services running.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+        trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${APT_PACKAGES[@]}"
+else
+    echo "setup: system packages already installed"
+fi
+
+PY_REQS=('paho-mqtt>=2,<3' pytest websocket-client)
+if python3 - <<'PY' 2>/dev/null
+import sys
+import paho.mqtt, pytest, websocket  # noqa: F401
+sys.exit(0 if paho.mqtt.__version__.startswith("2.") else 1)
+PY
+then
+    echo "setup: python packages already installed"
+else
+    echo "setup: pip installing ${PY_REQS[*]}"
+    # Debian's own python3 is "externally managed"; a pyenv/venv python is not.
+    python3 -m pip install --quiet "${PY_REQS[@]}" \
+        || python3 -m pip install --quiet --break-system-packages "${PY_REQS[@]}"
+fi
+
+if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+cargo build --workspace --all-targets
+echo "setup: done"
