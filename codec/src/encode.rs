@@ -1,17 +1,109 @@
-//! Writing packets.
+//! Writing packets: fixed header, then the per-packet body writer.
+//!
+//! The exact size is computed first, reserved once, then written straight into the caller's
+//! buffer; on error the buffer is truncated back, so a failed encode writes nothing.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
+use crate::wire::{self, VBI_MAX, vbi_len};
 use crate::{EncodeError, Packet, Protocol};
+use crate::{
+    connack, connect, disconnect, publish, pubresp, suback, subscribe, unsuback, unsubscribe,
+};
 
 /// Appends `packet`, encoded for `protocol`, to `out`.
+///
+/// CONNECT is written in its own `Connect::protocol`. For 3.1.1, v5-only fields (properties,
+/// reason codes on acks) are left out, the CONNACK code is mapped with
+/// [`crate::reason::connack_v311`] and SUBACK failures become 0x80. For v5 the short forms are
+/// used whenever the reason is 0 and there are no properties.
+///
+/// # Errors
+/// `TooLong` when a string, binary field or the packet exceeds MQTT's length fields;
+/// `NotInProtocol` for AUTH in 3.1.1.
 pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
-    let _ = (packet, protocol, out);
-    Err(EncodeError::TooLong("encoder not written yet"))
+    if matches!(packet, Packet::Auth(_)) && protocol == Protocol::V311 {
+        return Err(EncodeError::NotInProtocol("AUTH"));
+    }
+    let remaining = remaining_len(packet, protocol);
+    if remaining > VBI_MAX {
+        return Err(EncodeError::TooLong("packet"));
+    }
+    let start = out.len();
+    out.reserve(1 + vbi_len(remaining) + remaining);
+    let result = write(packet, protocol, remaining, out);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
 }
 
 /// The number of bytes [`encode`] would write, fixed header included.
 pub fn encoded_len(packet: &Packet, protocol: Protocol) -> usize {
-    let _ = (packet, protocol);
-    0
+    let remaining = remaining_len(packet, protocol);
+    1 + vbi_len(remaining) + remaining
+}
+
+/// The fixed header's first byte: type in the high nibble, flags in the low one.
+fn first_byte(packet: &Packet) -> u8 {
+    match packet {
+        Packet::Connect(_) => 0x10,
+        Packet::ConnAck(_) => 0x20,
+        Packet::Publish(p) => 0x30 | publish::flags(p),
+        Packet::PubAck(_) => 0x40,
+        Packet::PubRec(_) => 0x50,
+        Packet::PubRel(_) => 0x62,
+        Packet::PubComp(_) => 0x70,
+        Packet::Subscribe(_) => 0x82,
+        Packet::SubAck(_) => 0x90,
+        Packet::Unsubscribe(_) => 0xA2,
+        Packet::UnsubAck(_) => 0xB0,
+        Packet::PingReq => 0xC0,
+        Packet::PingResp => 0xD0,
+        Packet::Disconnect(_) => 0xE0,
+        Packet::Auth(_) => 0xF0,
+    }
+}
+
+fn remaining_len(packet: &Packet, protocol: Protocol) -> usize {
+    match packet {
+        Packet::Connect(c) => connect::len(c),
+        Packet::ConnAck(c) => connack::len(c, protocol),
+        Packet::Publish(p) => publish::len(p, protocol),
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            pubresp::len(r, protocol)
+        }
+        Packet::Subscribe(s) => subscribe::len(s, protocol),
+        Packet::SubAck(s) => suback::len(s, protocol),
+        Packet::Unsubscribe(u) => unsubscribe::len(u, protocol),
+        Packet::UnsubAck(u) => unsuback::len(u, protocol),
+        Packet::PingReq | Packet::PingResp => 0,
+        Packet::Disconnect(d) => disconnect::len(d.reason, &d.properties, protocol, true),
+        Packet::Auth(a) => disconnect::len(a.reason, &a.properties, protocol, false),
+    }
+}
+
+fn write(
+    packet: &Packet,
+    protocol: Protocol,
+    remaining: usize,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    out.put_u8(first_byte(packet));
+    wire::write_vbi(out, remaining, "packet")?;
+    match packet {
+        Packet::Connect(c) => connect::write(c, out),
+        Packet::ConnAck(c) => connack::write(c, protocol, out),
+        Packet::Publish(p) => publish::write(p, protocol, out),
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            pubresp::write(r, protocol, out)
+        }
+        Packet::Subscribe(s) => subscribe::write(s, protocol, out),
+        Packet::SubAck(s) => suback::write(s, protocol, out),
+        Packet::Unsubscribe(u) => unsubscribe::write(u, protocol, out),
+        Packet::UnsubAck(u) => unsuback::write(u, protocol, out),
+        Packet::PingReq | Packet::PingResp => Ok(()),
+        Packet::Disconnect(d) => disconnect::write(d.reason, &d.properties, protocol, true, out),
+        Packet::Auth(a) => disconnect::write(a.reason, &a.properties, protocol, false, out),
+    }
 }

@@ -12,7 +12,11 @@
 //! - `reason`: reason codes, and how v5 codes map onto v3.1.1 return codes.
 //! - `error`: decode and encode errors, each mapped to the reason code the peer should be sent.
 //! - `wire`: primitive readers and writers (variable byte integers, strings, binary data).
+//! - `props`: reading and writing the v5 property block; which properties each packet allows.
 //! - `decode` / `encode`: fixed header framing and per-packet dispatch.
+//! - `connect`, `connack`, `publish`, `pubresp` (PUBACK/PUBREC/PUBREL/PUBCOMP), `subscribe`,
+//!   `suback`, `unsubscribe`, `unsuback`, `disconnect` (DISCONNECT and AUTH): one module per
+//!   packet body, each with `read`, `len` and `write`.
 
 mod error;
 mod packet;
@@ -26,8 +30,18 @@ pub use properties::Properties;
 pub use bytes::{Bytes, BytesMut};
 pub use bytestring::ByteString;
 
+mod connack;
+mod connect;
 mod decode;
+mod disconnect;
 mod encode;
+mod props;
+mod publish;
+mod pubresp;
+mod suback;
+mod subscribe;
+mod unsuback;
+mod unsubscribe;
 mod wire;
 
 pub use decode::decode;

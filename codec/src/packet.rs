@@ -35,6 +35,10 @@ impl QoS {
     }
 }
 
+/// One MQTT control packet, as read by [`crate::decode`] and written by [`crate::encode`].
+// CONNECT is the largest variant because it holds two property sets; it is read once per
+// connection, so boxing it would buy little and change the type the broker matches on.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Packet {
     Connect(Connect),
@@ -53,6 +57,29 @@ pub enum Packet {
     Disconnect(Disconnect),
     /// MQTT 5 only.
     Auth(Auth),
+}
+
+impl Packet {
+    /// The packet's control packet name in upper case, e.g. `"PUBLISH"`; for logs and metrics.
+    pub fn packet_type_name(&self) -> &'static str {
+        match self {
+            Packet::Connect(_) => "CONNECT",
+            Packet::ConnAck(_) => "CONNACK",
+            Packet::Publish(_) => "PUBLISH",
+            Packet::PubAck(_) => "PUBACK",
+            Packet::PubRec(_) => "PUBREC",
+            Packet::PubRel(_) => "PUBREL",
+            Packet::PubComp(_) => "PUBCOMP",
+            Packet::Subscribe(_) => "SUBSCRIBE",
+            Packet::SubAck(_) => "SUBACK",
+            Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+            Packet::UnsubAck(_) => "UNSUBACK",
+            Packet::PingReq => "PINGREQ",
+            Packet::PingResp => "PINGRESP",
+            Packet::Disconnect(_) => "DISCONNECT",
+            Packet::Auth(_) => "AUTH",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,7 +140,11 @@ pub struct PubResp {
 
 impl PubResp {
     pub fn new(pkid: u16) -> PubResp {
-        PubResp { pkid, reason: 0, properties: Properties::default() }
+        PubResp {
+            pkid,
+            reason: 0,
+            properties: Properties::default(),
+        }
     }
 }
 
@@ -169,7 +200,10 @@ pub struct Disconnect {
 
 impl Disconnect {
     pub fn new(reason: u8) -> Disconnect {
-        Disconnect { reason, properties: Properties::default() }
+        Disconnect {
+            reason,
+            properties: Properties::default(),
+        }
     }
 }
 

@@ -54,7 +54,9 @@ pub(crate) fn parse_vbi(bytes: &[u8]) -> Result<Vbi, DecodeError> {
         }
     }
     if bytes.len() >= 4 {
-        Err(DecodeError::Malformed("variable byte integer longer than 4 bytes"))
+        Err(DecodeError::Malformed(
+            "variable byte integer longer than 4 bytes",
+        ))
     } else {
         Ok(Vbi::Incomplete)
     }
@@ -110,7 +112,11 @@ pub(crate) fn vbi_len(value: usize) -> usize {
 ///
 /// # Errors
 /// `TooLong` when `value` exceeds [`VBI_MAX`].
-pub(crate) fn write_vbi(out: &mut BytesMut, value: usize, what: &'static str) -> Result<(), EncodeError> {
+pub(crate) fn write_vbi(
+    out: &mut BytesMut,
+    value: usize,
+    what: &'static str,
+) -> Result<(), EncodeError> {
     if value > VBI_MAX {
         return Err(EncodeError::TooLong(what));
     }
@@ -133,7 +139,11 @@ pub(crate) fn write_vbi(out: &mut BytesMut, value: usize, what: &'static str) ->
 ///
 /// # Errors
 /// `TooLong` when `data` is longer than 65535 bytes.
-pub(crate) fn write_binary(out: &mut BytesMut, data: &[u8], what: &'static str) -> Result<(), EncodeError> {
+pub(crate) fn write_binary(
+    out: &mut BytesMut,
+    data: &[u8],
+    what: &'static str,
+) -> Result<(), EncodeError> {
     let len = u16::try_from(data.len()).map_err(|_| EncodeError::TooLong(what))?;
     out.put_u16(len);
     out.put_slice(data);
@@ -144,7 +154,11 @@ pub(crate) fn write_binary(out: &mut BytesMut, data: &[u8], what: &'static str) 
 ///
 /// # Errors
 /// `TooLong` when `s` is longer than 65535 bytes.
-pub(crate) fn write_string(out: &mut BytesMut, s: &str, what: &'static str) -> Result<(), EncodeError> {
+pub(crate) fn write_string(
+    out: &mut BytesMut,
+    s: &str,
+    what: &'static str,
+) -> Result<(), EncodeError> {
     write_binary(out, s.as_bytes(), what)
 }
 
@@ -173,7 +187,10 @@ mod tests {
     fn vbi_too_large_is_rejected() {
         let mut out = BytesMut::new();
         assert!(write_vbi(&mut out, VBI_MAX + 1, "x").is_err());
-        assert!(matches!(parse_vbi(&[0xFF, 0xFF, 0xFF, 0xFF, 0x01]), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            parse_vbi(&[0xFF, 0xFF, 0xFF, 0xFF, 0x01]),
+            Err(DecodeError::Malformed(_))
+        ));
         assert!(matches!(parse_vbi(&[0xFF, 0xFF]), Ok(Vbi::Incomplete)));
     }
 
