@@ -42,8 +42,8 @@ pub fn decode(
         });
     }
     if buf.len() < size {
-        // Bounded by `max_packet_size`, checked above.
-        buf.reserve(size - buf.len());
+        // No `reserve(size)` here: memory should grow with bytes received, not bytes announced,
+        // or a peer could pin `max_packet_size` per connection by sending four bytes.
         return Ok(None);
     }
     let first = buf[0];

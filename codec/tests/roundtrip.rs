@@ -402,7 +402,11 @@ proptest! {
         }
         bytes.truncate(cut.index(bytes.len()) + 1);
         let mut buf = BytesMut::from(&bytes[..]);
-        while let Ok(Some(_)) = decode(&mut buf, protocol, MAX) {}
+        // Whatever still decodes must re-encode to something that decodes the same.
+        while let Ok(Some(decoded)) = decode(&mut buf, protocol, MAX) {
+            let mut again = encode_checked(&decoded, protocol);
+            prop_assert_eq!(decode(&mut again, protocol, MAX), Ok(Some(decoded)));
+        }
     }
 }
 
