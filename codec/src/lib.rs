@@ -6,6 +6,19 @@
 //! buffer (`Bytes` / `ByteString`). It is its own crate because both the broker and the bench's
 //! load-generating client speak MQTT with it, and so it can be fuzzed on its own.
 //!
+//! # Examples
+//! ```
+//! use fleetmq_codec::{BytesMut, Packet, Protocol, PubResp, decode, encode};
+//!
+//! let mut buf = BytesMut::new();
+//! encode(&Packet::PubAck(PubResp::new(7)), Protocol::V5, &mut buf)?;
+//! assert_eq!(&buf[..], [0x40, 0x02, 0x00, 0x07]); // v5 short form, as Mosquitto sends it
+//! let packet = decode(&mut buf, Protocol::V5, 1 << 20)?;
+//! assert_eq!(packet, Some(Packet::PubAck(PubResp::new(7))));
+//! assert!(buf.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Layout
 //! - `packet`: the packet types, one struct per control packet, shared by both protocol versions.
 //! - `properties`: the MQTT 5 property set.

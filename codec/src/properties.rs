@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
+/// Every MQTT 5 property a packet can carry; `None` / empty means absent. 3.1.1 packets always
+/// have the default (empty) set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Properties {
     /// 0x01, PUBLISH / will.
