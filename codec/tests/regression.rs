@@ -159,3 +159,24 @@ fn packet_type_names() {
         "DISCONNECT"
     );
 }
+
+#[test]
+fn publish_topic_and_payload_share_the_read_buffer() {
+    let frame = [
+        0x32, 0x0A, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x05, b'x', b'y', b'z',
+    ];
+    let mut buf = BytesMut::from(&frame[..]);
+    let range = buf.as_ptr_range();
+    let Packet::Publish(p) = decode(&mut buf, Protocol::V311, MAX).unwrap().unwrap() else {
+        panic!("not a PUBLISH");
+    };
+    assert_eq!(
+        (&p.topic[..], p.pkid, &p.payload[..]),
+        ("a/b", 5, &b"xyz"[..])
+    );
+    assert!(range.contains(&p.payload.as_ptr()), "payload was copied");
+    assert!(
+        range.contains(&p.topic.as_bytes().as_ptr()),
+        "topic was copied"
+    );
+}
