@@ -1,12 +1,56 @@
 //! geo-engine: the location pipeline of fleetmq as a pure library.
 //!
-//! No tokio, no I/O: every function takes the clock value it needs, so a trace replayed with the
-//! same inputs gives the same outputs. The broker calls it inline for every location update.
+//! No tokio, no I/O: loaders take text or bytes, every function takes the clock value it needs,
+//! so a trace replayed with the same inputs gives the same outputs. The broker calls it inline
+//! for every location update: [`parse_fixes`], then [`Tracker::process`] per vehicle against a
+//! shared [`Network`].
 //!
 //! # Layout
-//! - `state`: the processed vehicle state and events, as published on `vehicles/{id}` and
-//!   `events/{id}/{kind}` (SPEC §6).
+//! - [`fix`]: the input `Fix` (SPEC §4) and its JSON parsing, one object or a batch.
+//! - [`validate`]: stage 1, plausibility checks; [`RejectReason`] and [`Rejection`].
+//! - [`dedup`]: stage 2, duplicates by `ts`/`seq`.
+//! - [`jitter`]: stage 3, stationary wobble filter.
+//! - [`kalman`]: stage 4, constant-velocity Kalman filter in local metres.
+//! - [`corridor`]: stage 5, route geometry in metres and matching (cross-track, progress).
+//! - [`deviation`]: stage 6, deviation / back on route with hysteresis.
+//! - [`stops`]: stage 6, stop arrival/departure, next stop and ETA.
+//! - [`geofence`]: stage 6, geofence enter/exit.
+//! - [`tracker`]: per-vehicle state running the stages in order, offline/online.
+//! - [`network`]: routes, stops, geofences and the segment R-trees.
+//! - [`geojson`], [`gtfs`]: route loaders.
+//! - [`live`]: spatial index of live vehicle positions (nearby, bbox).
+//! - [`simulate`]: deterministic trace simulator.
+//! - [`state`]: the processed state and events (SPEC §6 payloads).
+//! - [`config`]: [`PipelineConfig`], thresholds with SPEC §5 defaults.
+//! - [`local`]: local metric frame and great-circle distance.
+//! - [`error`]: [`LoadError`].
 
+pub mod config;
+pub mod corridor;
+pub mod dedup;
+pub mod deviation;
+pub mod error;
+pub mod fix;
+pub mod geofence;
+pub mod geojson;
+pub mod gtfs;
+pub mod jitter;
+pub mod kalman;
+pub mod live;
+pub mod local;
+pub mod network;
+pub mod simulate;
 pub mod state;
+pub mod stops;
+pub mod tracker;
+pub mod validate;
 
+pub use config::PipelineConfig;
+pub use error::LoadError;
+pub use fix::{Fix, parse_fixes};
+pub use live::LiveIndex;
+pub use network::{Network, Summary};
+pub use simulate::{SimConfig, SimFix, SimKind, Simulator, simulate};
 pub use state::{Event, EventKind, NextStop, VehicleState, VehicleStatus};
+pub use tracker::{Outcome, Tracker};
+pub use validate::{RejectReason, Rejection};

@@ -1,0 +1,357 @@
+//! Route corridors and matching (SPEC §5.5): a corridor is one route geometry (a GTFS shape or a
+//! GeoJSON LineString) in local metres with cumulative distances and its stops placed along it.
+//! Matching finds the nearest segment of the vehicle's route (or of any route), giving the
+//! cross-track distance and the progress along the route.
+
+use geo::{Coord, Line};
+use rstar::RTree;
+use rstar::primitives::GeomWithData;
+
+use crate::local::{LocalFrame, dist};
+
+/// Which corridor and segment an R-tree entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegRef {
+    /// Index into the network's corridors.
+    pub corridor: u32,
+    /// Segment `i` joins points `i` and `i + 1`.
+    pub seg: u32,
+}
+
+/// An R-tree entry: a geo `Line` in local metres (geo 0.33 implements rstar 0.12's
+/// `RTreeObject` and `PointDistance` for it) tagged with its corridor and segment.
+pub type SegmentEntry = GeomWithData<Line<f64>, SegRef>;
+
+/// A stop placed along a corridor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorridorStop {
+    /// Index into the network's stops.
+    pub stop: usize,
+    /// Distance from the corridor's start to the stop's projection, metres.
+    pub progress_m: f64,
+}
+
+/// One route geometry.
+#[derive(Debug, Clone)]
+pub struct Corridor {
+    /// Shape id (GTFS) or the route id (GeoJSON, one line per route).
+    pub id: String,
+    /// Index into the network's routes.
+    pub route: usize,
+    /// WGS84 `(lon, lat)` vertices, for GeoJSON output.
+    pub coords: Vec<(f64, f64)>,
+    /// The same vertices in the network's local frame, metres.
+    pub points: Vec<[f64; 2]>,
+    /// Distance along the corridor at each vertex, metres (`cum[0] == 0`).
+    pub cum: Vec<f64>,
+    /// Stops in travel order.
+    pub stops: Vec<CorridorStop>,
+    /// GTFS trips that run on this corridor (0 for GeoJSON).
+    pub trips: usize,
+}
+
+/// Where a point lies relative to one corridor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Projection {
+    /// Index into the network's corridors.
+    pub corridor: usize,
+    /// Segment index.
+    pub segment: usize,
+    /// Cross-track distance, metres.
+    pub off_route_m: f64,
+    /// Distance along the corridor to the foot of the perpendicular, metres.
+    pub progress_m: f64,
+}
+
+impl Corridor {
+    /// Builds a corridor from `(lon, lat)` vertices; repeated vertices are dropped. `None` when
+    /// fewer than two distinct vertices remain.
+    pub fn new(
+        id: String,
+        route: usize,
+        coords: &[(f64, f64)],
+        frame: &LocalFrame,
+    ) -> Option<Corridor> {
+        let mut kept: Vec<(f64, f64)> = Vec::with_capacity(coords.len());
+        let mut points: Vec<[f64; 2]> = Vec::with_capacity(coords.len());
+        let mut cum = Vec::with_capacity(coords.len());
+        for &(lon, lat) in coords {
+            let p = frame.to_local(lat, lon);
+            match points.last() {
+                Some(&q) if dist(p, q) < 0.01 => continue,
+                Some(&q) => cum.push(cum.last().copied().unwrap_or(0.0) + dist(p, q)),
+                None => cum.push(0.0),
+            }
+            points.push(p);
+            kept.push((lon, lat));
+        }
+        (points.len() >= 2).then_some(Corridor {
+            id,
+            route,
+            coords: kept,
+            points,
+            cum,
+            stops: Vec::new(),
+            trips: 0,
+        })
+    }
+
+    /// Total length, metres.
+    pub fn length_m(&self) -> f64 {
+        self.cum.last().copied().unwrap_or(0.0)
+    }
+
+    /// Number of segments.
+    pub fn segments(&self) -> usize {
+        self.points.len().saturating_sub(1)
+    }
+
+    /// Projects `p` onto segment `seg`: `(cross-track distance, progress)`, metres.
+    pub fn project_on(&self, seg: usize, p: [f64; 2]) -> (f64, f64) {
+        let (Some(&a), Some(&b)) = (self.points.get(seg), self.points.get(seg + 1)) else {
+            return (f64::INFINITY, 0.0);
+        };
+        let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
+        let len2 = dx * dx + dy * dy;
+        let t = if len2 > 0.0 {
+            (((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / len2).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let foot = [a[0] + t * dx, a[1] + t * dy];
+        (dist(p, foot), self.cum[seg] + t * len2.sqrt())
+    }
+
+    /// The point at `progress` metres along the corridor and the unit direction of travel there.
+    pub fn point_at(&self, progress: f64) -> ([f64; 2], [f64; 2]) {
+        let progress = progress.clamp(0.0, self.length_m());
+        let seg = match self.cum.binary_search_by(|c| c.total_cmp(&progress)) {
+            Ok(i) => i.min(self.segments().saturating_sub(1)),
+            Err(i) => i.saturating_sub(1).min(self.segments().saturating_sub(1)),
+        };
+        let (a, b) = (self.points[seg], self.points[seg + 1]);
+        let len = dist(a, b).max(1e-9);
+        let t = ((progress - self.cum[seg]) / len).clamp(0.0, 1.0);
+        let dir = [(b[0] - a[0]) / len, (b[1] - a[1]) / len];
+        ([a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])], dir)
+    }
+
+    /// Places a point that is known to come after `from` metres (stops in order): among the
+    /// segments ahead, the first one within 25 m of the closest, so a loop that passes near
+    /// the stop again later does not capture it.
+    pub fn place_after(&self, p: [f64; 2], from: f64) -> (f64, f64) {
+        let cands: Vec<(f64, f64)> = (0..self.segments())
+            .filter(|&s| self.cum[s + 1] >= from)
+            .map(|s| self.project_on(s, p))
+            .map(|(d, prog)| (d, prog.max(from)))
+            .collect();
+        let best = cands.iter().map(|c| c.0).fold(f64::INFINITY, f64::min);
+        cands
+            .into_iter()
+            .find(|c| c.0 <= best + 25.0)
+            .unwrap_or((f64::INFINITY, from))
+    }
+
+    /// R-tree entries of this corridor's segments, tagged with corridor index `ci`.
+    pub fn entries(&self, ci: usize) -> Vec<SegmentEntry> {
+        self.points
+            .windows(2)
+            .enumerate()
+            .map(|(s, w)| {
+                let line = Line::new(
+                    Coord {
+                        x: w[0][0],
+                        y: w[0][1],
+                    },
+                    Coord {
+                        x: w[1][0],
+                        y: w[1][1],
+                    },
+                );
+                GeomWithData::new(
+                    line,
+                    SegRef {
+                        corridor: ci as u32,
+                        seg: s as u32,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// The matching preference: the corridor matched last time and the progress reached on it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Previous {
+    /// Corridor index.
+    pub corridor: usize,
+    /// Progress reached, metres.
+    pub progress_m: f64,
+}
+
+/// Progress may go back this much (GPS noise, smoothing lag) and still count as the same pass.
+pub const BACKTRACK_TOLERANCE_M: f64 = 30.0;
+
+/// Matches `p` against the segments in `tree` (one route's, or every route's).
+///
+/// Candidates are the segments within `radius_of(corridor)` of `p`. With a previous match, the
+/// candidate on the same corridor with the smallest progress not behind it (minus
+/// [`BACKTRACK_TOLERANCE_M`]) wins: a route that uses the same street twice (out and back, a
+/// loop) is followed pass by pass instead of jumping to the other pass. Otherwise, and when
+/// nothing is within the corridor, the nearest segment wins.
+pub fn match_point(
+    tree: &RTree<SegmentEntry>,
+    corridors: &[Corridor],
+    p: [f64; 2],
+    query_radius: f64,
+    radius_of: &dyn Fn(&Corridor) -> f64,
+    prev: Option<Previous>,
+) -> Option<Projection> {
+    let q = geo::Point::new(p[0], p[1]);
+    let mut nearest: Option<Projection> = None;
+    let mut forward: Option<Projection> = None;
+    for e in tree.locate_within_distance(q, query_radius * query_radius) {
+        let ci = e.data.corridor as usize;
+        let Some(c) = corridors.get(ci) else { continue };
+        let seg = e.data.seg as usize;
+        let (d, prog) = c.project_on(seg, p);
+        if d > radius_of(c) {
+            continue;
+        }
+        let cand = Projection {
+            corridor: ci,
+            segment: seg,
+            off_route_m: d,
+            progress_m: prog,
+        };
+        if nearest.is_none_or(|n| d < n.off_route_m) {
+            nearest = Some(cand);
+        }
+        if let Some(prev) = prev {
+            if ci == prev.corridor
+                && prog >= prev.progress_m - BACKTRACK_TOLERANCE_M
+                && forward.is_none_or(|f| prog < f.progress_m)
+            {
+                forward = Some(cand);
+            }
+        }
+    }
+    if let Some(f) = forward.or(nearest) {
+        return Some(f);
+    }
+    // Off every corridor: report the distance to the nearest segment.
+    let e = tree.nearest_neighbor(&q)?;
+    let ci = e.data.corridor as usize;
+    let (d, prog) = corridors.get(ci)?.project_on(e.data.seg as usize, p);
+    Some(Projection {
+        corridor: ci,
+        segment: e.data.seg as usize,
+        off_route_m: d,
+        progress_m: prog,
+    })
+}
+
+/// The same answer as [`match_point`] without the R-tree nor the preference: a scan over every
+/// segment of `corridors` (the baseline of the bench and a cross-check in tests).
+pub fn nearest_linear(corridors: &[Corridor], p: [f64; 2]) -> Option<Projection> {
+    let mut best: Option<Projection> = None;
+    for (ci, c) in corridors.iter().enumerate() {
+        for seg in 0..c.segments() {
+            let (d, prog) = c.project_on(seg, p);
+            if best.is_none_or(|b| d < b.off_route_m) {
+                best = Some(Projection {
+                    corridor: ci,
+                    segment: seg,
+                    off_route_m: d,
+                    progress_m: prog,
+                });
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> LocalFrame {
+        LocalFrame::new(-16.92, 145.77)
+    }
+
+    /// An L-shaped corridor: 1 km east, then 1 km north.
+    fn l_shape() -> Corridor {
+        let f = frame();
+        let pts = [[0.0, 0.0], [1000.0, 0.0], [1000.0, 1000.0]];
+        let coords: Vec<(f64, f64)> = pts
+            .iter()
+            .map(|&p| {
+                let (la, lo) = f.to_geo(p);
+                (lo, la)
+            })
+            .collect();
+        Corridor::new("L".into(), 0, &coords, &f).unwrap()
+    }
+
+    #[test]
+    fn projection_gives_cross_track_and_progress() {
+        let c = l_shape();
+        assert!((c.length_m() - 2000.0).abs() < 0.01);
+        let tree = RTree::bulk_load(c.entries(0));
+        let cs = [c];
+        let m = match_point(&tree, &cs, [500.0, 20.0], 50.0, &|_| 50.0, None).unwrap();
+        assert!((m.off_route_m - 20.0).abs() < 0.01 && (m.progress_m - 500.0).abs() < 0.01);
+        let m = match_point(&tree, &cs, [1030.0, 400.0], 50.0, &|_| 50.0, None).unwrap();
+        assert!((m.off_route_m - 30.0).abs() < 0.01 && (m.progress_m - 1400.0).abs() < 0.01);
+        // Far away: still the nearest segment, with its distance.
+        let m = match_point(&tree, &cs, [500.0, -300.0], 50.0, &|_| 50.0, None).unwrap();
+        assert!((m.off_route_m - 300.0).abs() < 0.01);
+        let lin = nearest_linear(&cs, [500.0, -300.0]).unwrap();
+        assert_eq!((lin.segment, lin.corridor), (m.segment, m.corridor));
+    }
+
+    #[test]
+    fn out_and_back_follows_the_current_pass() {
+        let f = frame();
+        let pts = [[0.0, 0.0], [1000.0, 0.0], [1000.0, 10.0], [0.0, 10.0]];
+        let coords: Vec<(f64, f64)> = pts
+            .iter()
+            .map(|&p| {
+                let (la, lo) = f.to_geo(p);
+                (lo, la)
+            })
+            .collect();
+        let c = Corridor::new("O".into(), 0, &coords, &f).unwrap();
+        let tree = RTree::bulk_load(c.entries(0));
+        let cs = [c];
+        let prev = Some(Previous {
+            corridor: 0,
+            progress_m: 1200.0,
+        });
+        let m = match_point(&tree, &cs, [600.0, 4.0], 50.0, &|_| 50.0, prev).unwrap();
+        assert!(
+            (m.progress_m - 1410.0).abs() < 0.5,
+            "stays on the way back: {}",
+            m.progress_m
+        );
+        let prev = Some(Previous {
+            corridor: 0,
+            progress_m: 500.0,
+        });
+        let m = match_point(&tree, &cs, [600.0, 6.0], 50.0, &|_| 50.0, prev).unwrap();
+        assert!(
+            (m.progress_m - 600.0).abs() < 0.5,
+            "stays on the way out: {}",
+            m.progress_m
+        );
+    }
+
+    #[test]
+    fn point_at_walks_the_line() {
+        let c = l_shape();
+        let (p, dir) = c.point_at(1500.0);
+        assert!(dist(p, [1000.0, 500.0]) < 1e-6 && (dir[1] - 1.0).abs() < 1e-9);
+        let (p, _) = c.point_at(5000.0);
+        assert!(dist(p, [1000.0, 1000.0]) < 1e-6);
+    }
+}

@@ -1,0 +1,254 @@
+//! The input of the pipeline: a location fix as published on `fleet/{id}/location` (SPEC §4),
+//! and its parsing from JSON, one object or a batch array.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::validate::{RejectReason, Rejection};
+
+/// One location update from a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fix {
+    /// WGS84 latitude, degrees.
+    pub lat: f64,
+    /// WGS84 longitude, degrees.
+    pub lon: f64,
+    /// Device time, Unix milliseconds.
+    pub ts: i64,
+    /// Reported ground speed, m/s.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub speed: Option<f64>,
+    /// Reported heading, degrees clockwise from north.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub heading: Option<f64>,
+    /// Reported horizontal accuracy (one standard deviation), metres.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub accuracy: Option<f64>,
+    /// Route the vehicle says it serves.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub route: Option<String>,
+    /// Trip the vehicle says it runs.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trip: Option<String>,
+    /// Per-vehicle message counter.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub seq: Option<u64>,
+}
+
+impl Fix {
+    /// A fix with only the required fields.
+    pub fn new(lat: f64, lon: f64, ts: i64) -> Fix {
+        Fix {
+            lat,
+            lon,
+            ts,
+            speed: None,
+            heading: None,
+            accuracy: None,
+            route: None,
+            trip: None,
+            seq: None,
+        }
+    }
+
+    /// The SPEC §4 JSON payload of this fix.
+    pub fn to_json(&self) -> String {
+        // Serializing a struct of numbers and strings cannot fail; fall back to "{}" anyway.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+/// Parses a `fleet/{id}/location` payload: one JSON object or an array of them (a batch),
+/// returned sorted by `ts` (stable, so equal timestamps keep their order).
+///
+/// # Errors
+/// `bad_json` when the payload is not JSON or not an object/array; otherwise the first
+/// element's problem, naming the field (`missing_field`, `invalid_field`).
+pub fn parse_fixes(payload: &[u8]) -> Result<Vec<Fix>, Rejection> {
+    let value: Value = serde_json::from_slice(payload)
+        .map_err(|e| Rejection::new(RejectReason::BadJson, "payload", e.to_string()))?;
+    let mut fixes = match value {
+        Value::Object(map) => vec![fix_from_object(&map)?],
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(Rejection::new(
+                    RejectReason::BadJson,
+                    "payload",
+                    "empty batch",
+                ));
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::Object(map) => out.push(fix_from_object(map).map_err(|mut r| {
+                        r.message = format!("batch element {i}: {}", r.message);
+                        r
+                    })?),
+                    _ => {
+                        return Err(Rejection::new(
+                            RejectReason::BadJson,
+                            "payload",
+                            format!("batch element {i} is not an object"),
+                        ));
+                    }
+                }
+            }
+            out
+        }
+        _ => {
+            return Err(Rejection::new(
+                RejectReason::BadJson,
+                "payload",
+                "expected a JSON object or array",
+            ));
+        }
+    };
+    fixes.sort_by_key(|f| f.ts);
+    Ok(fixes)
+}
+
+/// Builds a fix from one JSON object, naming the first missing or ill-typed field.
+fn fix_from_object(map: &Map<String, Value>) -> Result<Fix, Rejection> {
+    let lat = required_f64(map, "lat")?;
+    let lon = required_f64(map, "lon")?;
+    let ts = match map.get("ts") {
+        None | Some(Value::Null) => return Err(missing("ts")),
+        Some(v) => as_ts(v).ok_or_else(|| invalid("ts", "expected Unix milliseconds"))?,
+    };
+    let seq = match map.get("seq") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| invalid("seq", "expected a non-negative integer"))?,
+        ),
+    };
+    Ok(Fix {
+        lat,
+        lon,
+        ts,
+        speed: optional_f64(map, "speed")?,
+        heading: optional_f64(map, "heading")?,
+        accuracy: optional_f64(map, "accuracy")?,
+        route: optional_string(map, "route")?,
+        trip: optional_string(map, "trip")?,
+        seq,
+    })
+}
+
+/// Accepts an integer, or a float with no fractional part, as milliseconds.
+fn as_ts(v: &Value) -> Option<i64> {
+    if let Some(i) = v.as_i64() {
+        return Some(i);
+    }
+    let f = v.as_f64()?;
+    // Bounds keep the cast exact; the range check in `validate` does the rest.
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+}
+
+fn required_f64(map: &Map<String, Value>, field: &'static str) -> Result<f64, Rejection> {
+    optional_f64(map, field)?.ok_or_else(|| missing(field))
+}
+
+fn optional_f64(map: &Map<String, Value>, field: &'static str) -> Result<Option<f64>, Rejection> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or_else(|| invalid(field, "expected a number")),
+    }
+}
+
+fn optional_string(
+    map: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, Rejection> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= 256 => Ok(Some(s.clone())),
+        Some(Value::String(_)) => Err(invalid(field, "longer than 256 bytes")),
+        // Route and trip ids are often numeric in feeds; accept a number as its decimal text.
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(invalid(field, "expected a string")),
+    }
+}
+
+fn missing(field: &'static str) -> Rejection {
+    Rejection::new(
+        RejectReason::MissingField,
+        field,
+        format!("{field} is required"),
+    )
+}
+
+fn invalid(field: &'static str, what: &str) -> Rejection {
+    Rejection::new(
+        RejectReason::InvalidField,
+        field,
+        format!("{field}: {what}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_spec_example() {
+        let p =
+            br#"{"lat": 52.52, "lon": 13.405, "ts": 1763700000000, "speed": 11.2, "heading": 90,
+            "accuracy": 5, "route": "M10", "trip": "M10-0712", "seq": 42}"#;
+        let f = parse_fixes(p).unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].ts, 1763700000000);
+        assert_eq!(f[0].route.as_deref(), Some("M10"));
+        assert_eq!(f[0].seq, Some(42));
+        assert_eq!(f[0].speed, Some(11.2));
+    }
+
+    #[test]
+    fn batch_sorted_by_ts() {
+        let p =
+            br#"[{"lat":1,"lon":2,"ts":30},{"lat":1,"lon":2,"ts":10},{"lat":1,"lon":2,"ts":20}]"#;
+        let ts: Vec<i64> = parse_fixes(p).unwrap().iter().map(|f| f.ts).collect();
+        assert_eq!(ts, vec![10, 20, 30]);
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let cases: [(&[u8], RejectReason, &str); 7] = [
+            (b"not json", RejectReason::BadJson, "payload"),
+            (b"42", RejectReason::BadJson, "payload"),
+            (br#"{"lon":1,"ts":1}"#, RejectReason::MissingField, "lat"),
+            (br#"{"lat":1,"ts":1}"#, RejectReason::MissingField, "lon"),
+            (br#"{"lat":1,"lon":1}"#, RejectReason::MissingField, "ts"),
+            (
+                br#"{"lat":"x","lon":1,"ts":1}"#,
+                RejectReason::InvalidField,
+                "lat",
+            ),
+            (
+                br#"[{"lat":1,"lon":1,"ts":1},{"lat":1,"lon":1,"ts":2,"speed":"fast"}]"#,
+                RejectReason::InvalidField,
+                "speed",
+            ),
+        ];
+        for (payload, reason, field) in cases {
+            let r = parse_fixes(payload).unwrap_err();
+            assert_eq!(
+                (r.reason, r.field),
+                (reason, field),
+                "{}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let mut f = Fix::new(-16.9, 145.7, 5);
+        f.route = Some("R".into());
+        assert_eq!(parse_fixes(f.to_json().as_bytes()).unwrap(), vec![f]);
+    }
+}

@@ -1,0 +1,470 @@
+//! The route network: routes, their corridors (geometries) and stops, geofences, and the R-trees
+//! over every corridor's segments. Built once by a loader (`geojson`, `gtfs`), then shared
+//! read-only (`Arc<Network>`) by every vehicle's tracker.
+
+use std::collections::HashMap;
+
+use geo::{BoundingRect, Contains, Intersects, MultiPolygon, Point, Rect};
+use rstar::RTree;
+use serde_json::{Value, json};
+
+use crate::corridor::{Corridor, CorridorStop, Previous, Projection, SegmentEntry, match_point};
+use crate::error::LoadError;
+use crate::local::LocalFrame;
+
+/// A route: what vehicles name in their `route` field.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `route_id`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Corridor half-width, metres; `None` uses the pipeline default.
+    pub corridor_m: Option<f64>,
+    /// Indices of this route's corridors (one per shape / LineString).
+    pub corridors: Vec<usize>,
+}
+
+/// A stop.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    /// `stop_id`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// WGS84 degrees.
+    pub lat: f64,
+    /// WGS84 degrees.
+    pub lon: f64,
+    /// Position in the network's local frame, metres.
+    pub local: [f64; 2],
+}
+
+/// A polygon that raises `geofence_enter` / `geofence_exit`.
+#[derive(Debug, Clone)]
+pub struct Geofence {
+    /// `geofence_id`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// In `(lon, lat)` degrees.
+    pub area: MultiPolygon<f64>,
+    /// Bounding box of `area`, for a cheap first test.
+    bbox: Option<Rect<f64>>,
+}
+
+impl Geofence {
+    /// A geofence over `area`.
+    pub fn new(id: String, name: String, area: MultiPolygon<f64>) -> Geofence {
+        let bbox = area.bounding_rect();
+        Geofence {
+            id,
+            name,
+            area,
+            bbox,
+        }
+    }
+
+    /// Whether `(lat, lon)` is inside.
+    pub fn contains(&self, lat: f64, lon: f64) -> bool {
+        let p = Point::new(lon, lat);
+        match self.bbox {
+            Some(b) if b.intersects(&p) => self.area.contains(&p),
+            _ => false,
+        }
+    }
+}
+
+/// Counts for `fleetmq routes check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Distinct routes.
+    pub routes: usize,
+    /// Corridors (GTFS shapes or GeoJSON lines).
+    pub corridors: usize,
+    /// Distinct stops.
+    pub stops: usize,
+    /// Geofences.
+    pub geofences: usize,
+    /// Segments in the R-tree.
+    pub segments: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} routes ({} corridors, {} segments), {} stops, {} geofences",
+            self.routes, self.corridors, self.segments, self.stops, self.geofences
+        )
+    }
+}
+
+/// Route, stop and geofence input common to the loaders.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawNetwork {
+    pub routes: Vec<RawRoute>,
+    pub stops: Vec<RawStop>,
+    pub geofences: Vec<Geofence>,
+    /// GTFS `trip_id` → (route id, shape id).
+    pub trips: Vec<(String, String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RawRoute {
+    pub id: String,
+    pub name: String,
+    pub corridor_m: Option<f64>,
+    pub shapes: Vec<RawShape>,
+    /// Stops that apply to every shape of the route, in order.
+    pub stops: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RawShape {
+    pub id: String,
+    /// `(lon, lat)`.
+    pub coords: Vec<(f64, f64)>,
+    /// Stops of this shape only, in order (GTFS, or GeoJSON stops with a `shape_id`).
+    pub stops: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RawStop {
+    pub id: String,
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// Routes, stops, geofences and the segment R-trees. `Send + Sync`; share it with `Arc`.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// Local frame every corridor and stop is projected into.
+    pub(crate) frame: LocalFrame,
+    pub(crate) routes: Vec<Route>,
+    route_index: HashMap<String, usize>,
+    pub(crate) corridors: Vec<Corridor>,
+    pub(crate) stops: Vec<Stop>,
+    pub(crate) geofences: Vec<Geofence>,
+    /// Every corridor's segments.
+    tree: RTree<SegmentEntry>,
+    /// Per route, its corridors' segments.
+    route_trees: Vec<RTree<SegmentEntry>>,
+    /// GTFS trip → corridor.
+    trip_corridor: HashMap<String, usize>,
+    /// Widest explicit corridor, metres.
+    max_corridor_m: f64,
+}
+
+const BUNDLED: &str = include_str!("../data/cairns.geojson");
+
+impl Network {
+    /// The bundled sample routes (TransLink Cairns, 2014; see `data/`).
+    pub fn bundled() -> Network {
+        // The bundled file is tested to load (tests::bundled_loads); an empty network is the
+        // fallback that can never be reached.
+        Network::from_geojson(BUNDLED).unwrap_or_else(|_| Network::empty())
+    }
+
+    /// A network with nothing in it.
+    pub fn empty() -> Network {
+        Network {
+            frame: LocalFrame::new(0.0, 0.0),
+            routes: Vec::new(),
+            route_index: HashMap::new(),
+            corridors: Vec::new(),
+            stops: Vec::new(),
+            geofences: Vec::new(),
+            tree: RTree::new(),
+            route_trees: Vec::new(),
+            trip_corridor: HashMap::new(),
+            max_corridor_m: 0.0,
+        }
+    }
+
+    /// Builds the network from loader output.
+    pub(crate) fn build(raw: RawNetwork) -> Result<Network, LoadError> {
+        let all = raw
+            .routes
+            .iter()
+            .flat_map(|r| r.shapes.iter())
+            .flat_map(|s| s.coords.iter());
+        let (mut min, mut max) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
+        for &(lon, lat) in all {
+            min = [min[0].min(lon), min[1].min(lat)];
+            max = [max[0].max(lon), max[1].max(lat)];
+        }
+        if !min[0].is_finite() {
+            return Err(LoadError::NoRoutes);
+        }
+        let frame = LocalFrame::new((min[1] + max[1]) / 2.0, (min[0] + max[0]) / 2.0);
+
+        let mut stops: Vec<Stop> = Vec::new();
+        let mut stop_index: HashMap<String, usize> = HashMap::new();
+        for s in raw.stops {
+            if stop_index.contains_key(&s.id) {
+                continue;
+            }
+            stop_index.insert(s.id.clone(), stops.len());
+            let local = frame.to_local(s.lat, s.lon);
+            stops.push(Stop {
+                id: s.id,
+                name: s.name,
+                lat: s.lat,
+                lon: s.lon,
+                local,
+            });
+        }
+
+        let mut net = Network {
+            frame,
+            stops,
+            geofences: raw.geofences,
+            ..Network::empty()
+        };
+        let mut shape_index: HashMap<(String, String), usize> = HashMap::new();
+        for r in raw.routes {
+            let ri = match net.route_index.get(&r.id) {
+                Some(&ri) => ri,
+                None => {
+                    net.route_index.insert(r.id.clone(), net.routes.len());
+                    net.routes.push(Route {
+                        id: r.id.clone(),
+                        name: r.name.clone(),
+                        corridor_m: r.corridor_m,
+                        corridors: Vec::new(),
+                    });
+                    net.routes.len() - 1
+                }
+            };
+            for shape in r.shapes {
+                let Some(mut c) = Corridor::new(shape.id.clone(), ri, &shape.coords, &frame) else {
+                    continue;
+                };
+                let ordered = if shape.stops.is_empty() {
+                    &r.stops
+                } else {
+                    &shape.stops
+                };
+                let mut from = 0.0;
+                for sid in ordered {
+                    let Some(&si) = stop_index.get(sid) else {
+                        continue;
+                    };
+                    let (_, prog) = c.place_after(net.stops[si].local, from);
+                    from = prog;
+                    c.stops.push(CorridorStop {
+                        stop: si,
+                        progress_m: prog,
+                    });
+                }
+                let ci = net.corridors.len();
+                shape_index.insert((r.id.clone(), shape.id), ci);
+                net.routes[ri].corridors.push(ci);
+                net.corridors.push(c);
+            }
+        }
+        net.routes.retain(|r| !r.corridors.is_empty());
+        if net.routes.is_empty() {
+            return Err(LoadError::NoRoutes);
+        }
+        // Re-index after dropping empty routes.
+        net.route_index = net
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), i))
+            .collect();
+        for (ri, r) in net.routes.iter().enumerate() {
+            for &ci in &r.corridors {
+                net.corridors[ci].route = ri;
+            }
+        }
+        for (trip, route, shape) in raw.trips {
+            if let Some(&ci) = shape_index.get(&(route, shape)) {
+                net.trip_corridor.insert(trip, ci);
+                net.corridors[ci].trips += 1;
+            }
+        }
+        let entries: Vec<SegmentEntry> = net
+            .corridors
+            .iter()
+            .enumerate()
+            .flat_map(|(ci, c)| c.entries(ci))
+            .collect();
+        net.tree = RTree::bulk_load(entries);
+        net.route_trees = net
+            .routes
+            .iter()
+            .map(|r| {
+                RTree::bulk_load(
+                    r.corridors
+                        .iter()
+                        .flat_map(|&ci| net.corridors[ci].entries(ci))
+                        .collect(),
+                )
+            })
+            .collect();
+        net.max_corridor_m = net
+            .routes
+            .iter()
+            .filter_map(|r| r.corridor_m)
+            .fold(0.0, f64::max);
+        Ok(net)
+    }
+
+    /// Counts of what was loaded.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            routes: self.routes.len(),
+            corridors: self.corridors.len(),
+            stops: self.stops.len(),
+            geofences: self.geofences.len(),
+            segments: self.tree.size(),
+        }
+    }
+
+    /// Route ids, in load order.
+    pub fn route_ids(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.id.as_str())
+    }
+
+    /// The routes.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The corridors (route geometries).
+    pub fn corridors(&self) -> &[Corridor] {
+        &self.corridors
+    }
+
+    /// The stops.
+    pub fn stops(&self) -> &[Stop] {
+        &self.stops
+    }
+
+    /// The geofences.
+    pub fn geofences(&self) -> &[Geofence] {
+        &self.geofences
+    }
+
+    /// The local frame of corridors and stops.
+    pub fn frame(&self) -> &LocalFrame {
+        &self.frame
+    }
+
+    /// Index of route `id`.
+    pub fn route_index(&self, id: &str) -> Option<usize> {
+        self.route_index.get(id).copied()
+    }
+
+    /// Corridor of GTFS trip `id`.
+    pub fn trip_corridor(&self, id: &str) -> Option<usize> {
+        self.trip_corridor.get(id).copied()
+    }
+
+    /// The corridor half-width of `corridor`'s route, or `default_m`.
+    pub fn corridor_width(&self, corridor: usize, default_m: f64) -> f64 {
+        self.corridors
+            .get(corridor)
+            .and_then(|c| self.routes.get(c.route))
+            .and_then(|r| r.corridor_m)
+            .unwrap_or(default_m)
+    }
+
+    /// Matches local point `p` on route `route` (any route when `None`); see
+    /// [`crate::corridor::match_point`].
+    pub fn match_local(
+        &self,
+        route: Option<usize>,
+        p: [f64; 2],
+        default_corridor_m: f64,
+        prev: Option<Previous>,
+    ) -> Option<Projection> {
+        let tree = match route {
+            Some(ri) => self.route_trees.get(ri)?,
+            None => &self.tree,
+        };
+        let radius = self.max_corridor_m.max(default_corridor_m);
+        let width = |c: &Corridor| {
+            self.routes
+                .get(c.route)
+                .and_then(|r| r.corridor_m)
+                .unwrap_or(default_corridor_m)
+        };
+        match_point(tree, &self.corridors, p, radius, &width, prev)
+    }
+
+    /// Every segment's R-tree (for the bench).
+    pub fn segment_tree(&self) -> &RTree<SegmentEntry> {
+        &self.tree
+    }
+
+    /// Everything as one GeoJSON FeatureCollection (the format `from_geojson` reads).
+    pub fn routes_geojson(&self) -> Value {
+        let mut features = Vec::new();
+        for ri in 0..self.routes.len() {
+            self.route_features(ri, &mut features);
+        }
+        for g in &self.geofences {
+            let geometry = serde_json::to_value(geo_to_geojson(&g.area)).unwrap_or(Value::Null);
+            features.push(json!({"type": "Feature", "geometry": geometry,
+                "properties": {"geofence_id": g.id, "name": g.name}}));
+        }
+        json!({"type": "FeatureCollection", "features": features})
+    }
+
+    /// One route's lines and stops as a GeoJSON FeatureCollection.
+    pub fn route_geojson(&self, id: &str) -> Option<Value> {
+        let ri = self.route_index(id)?;
+        let mut features = Vec::new();
+        self.route_features(ri, &mut features);
+        Some(json!({"type": "FeatureCollection", "features": features}))
+    }
+
+    fn route_features(&self, ri: usize, out: &mut Vec<Value>) {
+        let r = &self.routes[ri];
+        let multi = r.corridors.len() > 1;
+        for &ci in &r.corridors {
+            let c = &self.corridors[ci];
+            let coords: Vec<[f64; 2]> = c.coords.iter().map(|&(lon, lat)| [lon, lat]).collect();
+            let mut props = json!({"route_id": r.id, "name": r.name, "shape_id": c.id,
+                "length_m": (c.length_m() * 10.0).round() / 10.0});
+            if let Some(w) = r.corridor_m {
+                props["corridor_m"] = json!(w);
+            }
+            out.push(json!({"type": "Feature", "properties": props,
+                "geometry": {"type": "LineString", "coordinates": coords}}));
+            for (seq, cs) in c.stops.iter().enumerate() {
+                let s = &self.stops[cs.stop];
+                let mut props =
+                    json!({"stop_id": s.id, "route_id": r.id, "name": s.name, "sequence": seq + 1});
+                if multi {
+                    props["shape_id"] = json!(c.id);
+                }
+                out.push(json!({"type": "Feature", "properties": props,
+                    "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]}}));
+            }
+        }
+    }
+}
+
+/// A MultiPolygon's GeoJSON geometry object.
+fn geo_to_geojson(area: &MultiPolygon<f64>) -> Value {
+    let ring = |ls: &geo::LineString<f64>| ls.coords().map(|c| [c.x, c.y]).collect::<Vec<_>>();
+    let polys: Vec<Vec<Vec<[f64; 2]>>> = area
+        .iter()
+        .map(|p| {
+            std::iter::once(ring(p.exterior()))
+                .chain(p.interiors().iter().map(ring))
+                .collect()
+        })
+        .collect();
+    if polys.len() == 1 {
+        json!({"type": "Polygon", "coordinates": polys[0]})
+    } else {
+        json!({"type": "MultiPolygon", "coordinates": polys})
+    }
+}

@@ -1,0 +1,422 @@
+//! A deterministic trace simulator: a vehicle driving a route's corridors at a set speed with
+//! Gaussian GPS noise, dwelling at stops, optionally detouring sideways over a stretch, with
+//! duplicates, stationary jitter and invalid fixes mixed in. The demo, the bench and the tests
+//! all drive the pipeline with it. Randomness is a seeded xorshift64* with Box–Muller normals,
+//! so a seed always gives the same trace.
+
+use std::collections::VecDeque;
+
+use crate::corridor::Corridor;
+use crate::fix::Fix;
+use crate::local::dist;
+use crate::network::Network;
+use crate::validate::RejectReason;
+
+/// A sideways excursion from the route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detour {
+    /// Where it starts, metres along the first corridor.
+    pub start_m: f64,
+    /// How long it lasts at full offset, metres along the corridor.
+    pub length_m: f64,
+    /// How far to the left of the route (negative: right), metres. The vehicle ramps out and
+    /// back over `|offset_m|` of progress, i.e. at 45°.
+    pub offset_m: f64,
+}
+
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Route id to drive.
+    pub route: String,
+    /// Only this corridor (shape id) of the route; all of them, in order, when `None`.
+    pub corridor: Option<String>,
+    /// Times over the corridors; `None` drives forever (the iterator never ends).
+    pub laps: Option<u32>,
+    /// Device time of the first fix, Unix ms.
+    pub start_ms: i64,
+    /// Time between fixes, ms.
+    pub interval_ms: i64,
+    /// Cruising speed, m/s.
+    pub speed_mps: f64,
+    /// GPS noise standard deviation while moving, metres (also the reported `accuracy`).
+    pub noise_m: f64,
+    /// Time spent at each stop, ms (0: no stops).
+    pub dwell_ms: i64,
+    /// GPS noise while standing at a stop, metres.
+    pub dwell_noise_m: f64,
+    /// Optional sideways detour on the first corridor.
+    pub detour: Option<Detour>,
+    /// Probability that a fix is sent twice.
+    pub duplicate_prob: f64,
+    /// Probability that an invalid fix is slipped in before a fix.
+    pub invalid_prob: f64,
+    /// Whether fixes carry `route` (and `trip`).
+    pub send_route: bool,
+    /// RNG seed.
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            route: String::new(),
+            corridor: None,
+            laps: Some(1),
+            start_ms: 1_763_700_000_000,
+            interval_ms: 1000,
+            speed_mps: 10.0,
+            noise_m: 5.0,
+            dwell_ms: 15_000,
+            dwell_noise_m: 0.5,
+            detour: None,
+            duplicate_prob: 0.0,
+            invalid_prob: 0.0,
+            send_route: true,
+            seed: 1,
+        }
+    }
+}
+
+/// What a simulated fix is meant to exercise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimKind {
+    /// An ordinary fix.
+    Normal,
+    /// A second copy of the previous fix.
+    Duplicate,
+    /// Standing at a stop, a few seconds in: the jitter filter must drop it.
+    Jitter,
+    /// A fix that validation must reject, for this reason.
+    Invalid(RejectReason),
+}
+
+/// One simulated fix with the truth behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimFix {
+    /// What the device sends.
+    pub fix: Fix,
+    /// What it is meant to exercise.
+    pub kind: SimKind,
+    /// True position, degrees.
+    pub true_lat: f64,
+    /// True position, degrees.
+    pub true_lon: f64,
+    /// True distance along the current corridor, metres.
+    pub progress_m: f64,
+    /// True sideways offset from the route (the detour), metres.
+    pub offset_m: f64,
+    /// Index (in the network) of the corridor being driven.
+    pub corridor: usize,
+}
+
+/// Runs `cfg` to the end and collects the trace. Empty when the route is unknown; with
+/// `laps: None` the trace is cut at 100 000 fixes.
+pub fn simulate(net: &Network, cfg: &SimConfig) -> Vec<SimFix> {
+    Simulator::new(net, cfg.clone())
+        .map(|s| s.take(100_000).collect())
+        .unwrap_or_default()
+}
+
+/// A seeded xorshift64* generator with Box–Muller normals.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator; seed 0 is replaced (xorshift needs a non-zero state).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal.
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// The trace as an iterator (endless with `laps: None`).
+#[derive(Debug, Clone)]
+pub struct Simulator<'a> {
+    net: &'a Network,
+    cfg: SimConfig,
+    rng: Rng,
+    /// Corridors driven, in order, each lap.
+    plan: Vec<usize>,
+    leg: usize,
+    lap: u32,
+    progress: f64,
+    ts: i64,
+    seq: u64,
+    next_stop: usize,
+    dwell_until: Option<i64>,
+    dwell_fixes: u32,
+    invalid_turn: usize,
+    pending: VecDeque<SimFix>,
+    done: bool,
+}
+
+impl<'a> Simulator<'a> {
+    /// A simulator over `cfg.route`; `None` if the route (or corridor) is unknown.
+    pub fn new(net: &'a Network, cfg: SimConfig) -> Option<Simulator<'a>> {
+        let route = net.routes().get(net.route_index(&cfg.route)?)?;
+        let plan: Vec<usize> = match &cfg.corridor {
+            Some(id) => vec![
+                *route
+                    .corridors
+                    .iter()
+                    .find(|&&ci| net.corridors()[ci].id == *id)?,
+            ],
+            None => route.corridors.clone(),
+        };
+        if plan.is_empty() || !(cfg.speed_mps > 0.0) || cfg.interval_ms <= 0 {
+            return None;
+        }
+        let rng = Rng::new(cfg.seed);
+        let ts = cfg.start_ms;
+        Some(Simulator {
+            net,
+            cfg,
+            rng,
+            plan,
+            leg: 0,
+            lap: 0,
+            progress: 0.0,
+            ts,
+            seq: 0,
+            next_stop: 0,
+            dwell_until: None,
+            dwell_fixes: 0,
+            invalid_turn: 0,
+            pending: VecDeque::new(),
+            done: false,
+        })
+    }
+
+    fn corridor(&self) -> &'a Corridor {
+        &self.net.corridors()[self.plan[self.leg]]
+    }
+
+    /// Sideways offset of the detour at `progress` (first leg of the first lap only).
+    fn offset_at(&self, progress: f64) -> f64 {
+        let Some(d) = self.cfg.detour.filter(|_| self.leg == 0 && self.lap == 0) else {
+            return 0.0;
+        };
+        let ramp = d.offset_m.abs().max(1.0);
+        let x = progress - d.start_m;
+        let f = if x <= 0.0 || x >= d.length_m + 2.0 * ramp {
+            0.0
+        } else if x < ramp {
+            x / ramp
+        } else if x <= ramp + d.length_m {
+            1.0
+        } else {
+            (d.length_m + 2.0 * ramp - x) / ramp
+        };
+        f * d.offset_m
+    }
+
+    /// True position at `progress` with the detour applied, local metres, and the heading.
+    fn true_position(&self, progress: f64) -> ([f64; 2], f64, f64) {
+        let c = self.corridor();
+        let (p, _) = c.point_at(progress);
+        let offset = self.offset_at(progress);
+        // Direction smoothed over a window, so an offset path turns gradually at corners.
+        let w = 50.0 + offset.abs() / 2.0;
+        let (a, _) = c.point_at(progress - w);
+        let (b, _) = c.point_at(progress + w);
+        let len = dist(a, b).max(1e-9);
+        let dir = [(b[0] - a[0]) / len, (b[1] - a[1]) / len];
+        let pos = [p[0] - dir[1] * offset, p[1] + dir[0] * offset];
+        let heading = dir[0].atan2(dir[1]).to_degrees().rem_euclid(360.0);
+        (pos, heading, offset)
+    }
+
+    fn make(
+        &mut self,
+        pos: [f64; 2],
+        noise: f64,
+        speed: f64,
+        heading: f64,
+        offset: f64,
+        kind: SimKind,
+    ) -> SimFix {
+        let frame = self.net.frame();
+        let (true_lat, true_lon) = frame.to_geo(pos);
+        let noisy = [
+            pos[0] + noise * self.rng.normal(),
+            pos[1] + noise * self.rng.normal(),
+        ];
+        let (lat, lon) = frame.to_geo(noisy);
+        self.seq += 1;
+        let c = self.corridor();
+        let fix = Fix {
+            lat,
+            lon,
+            ts: self.ts,
+            speed: Some(speed),
+            heading: Some((heading * 10.0).round() / 10.0),
+            accuracy: Some(self.cfg.noise_m.max(1.0)),
+            route: self.cfg.send_route.then(|| self.cfg.route.clone()),
+            trip: self
+                .cfg
+                .send_route
+                .then(|| format!("{}-{}", c.id, self.lap)),
+            seq: Some(self.seq),
+        };
+        SimFix {
+            fix,
+            kind,
+            true_lat,
+            true_lon,
+            progress_m: self.progress,
+            offset_m: offset,
+            corridor: self.plan[self.leg],
+        }
+    }
+
+    /// An invalid variant of `good`, cycling through the reasons.
+    fn invalid(&mut self, good: &SimFix) -> SimFix {
+        let mut f = good.fix.clone();
+        f.seq = None;
+        f.ts -= self.cfg.interval_ms / 2;
+        let reason = match self.invalid_turn % 7 {
+            0 => {
+                f.lat = 91.0;
+                RejectReason::LatOutOfRange
+            }
+            1 => {
+                f.lat = 0.0;
+                f.lon = 0.0;
+                RejectReason::NullIsland
+            }
+            2 => {
+                f.ts = good.fix.ts + 3_600_000;
+                RejectReason::FutureTs
+            }
+            3 => {
+                f.ts = good.fix.ts - 2 * 86_400_000;
+                RejectReason::StaleTs
+            }
+            4 => {
+                f.accuracy = Some(500.0);
+                RejectReason::Accuracy
+            }
+            5 => {
+                f.speed = Some(150.0);
+                RejectReason::Speed
+            }
+            _ => {
+                f.lat += if f.lat > 0.0 { -0.05 } else { 0.05 };
+                RejectReason::Teleport
+            }
+        };
+        self.invalid_turn += 1;
+        SimFix {
+            fix: f,
+            kind: SimKind::Invalid(reason),
+            ..good.clone()
+        }
+    }
+
+    /// Moves to the next corridor or lap; false when the trace is over.
+    fn next_leg(&mut self) -> bool {
+        self.leg += 1;
+        if self.leg == self.plan.len() {
+            self.leg = 0;
+            self.lap += 1;
+            if self.cfg.laps.is_some_and(|n| self.lap >= n) {
+                return false;
+            }
+        }
+        self.progress = 0.0;
+        self.next_stop = 0;
+        true
+    }
+
+    /// One tick: the fix at `self.ts`.
+    fn tick(&mut self) -> Option<SimFix> {
+        let dt = self.cfg.interval_ms as f64 / 1000.0;
+        if let Some(until) = self.dwell_until {
+            if self.ts < until {
+                self.dwell_fixes += 1;
+                let (pos, heading, off) = self.true_position(self.progress);
+                let kind = if self.dwell_fixes > 2 {
+                    SimKind::Jitter
+                } else {
+                    SimKind::Normal
+                };
+                return Some(self.make(pos, self.cfg.dwell_noise_m, 0.0, heading, off, kind));
+            }
+            self.dwell_until = None;
+        }
+        let mut target = self.progress + self.cfg.speed_mps * dt;
+        let c = self.corridor();
+        if target >= c.length_m() {
+            if !self.next_leg() {
+                return None;
+            }
+            target = 0.0;
+        }
+        let c = self.corridor();
+        // Stop at the next stop if we pass it (not while detouring).
+        let mut speed = self.cfg.speed_mps;
+        if self.cfg.dwell_ms > 0 {
+            while let Some(cs) = c.stops.get(self.next_stop) {
+                if cs.progress_m > target {
+                    break;
+                }
+                self.next_stop += 1;
+                if cs.progress_m >= self.progress && self.offset_at(cs.progress_m) == 0.0 {
+                    target = cs.progress_m;
+                    self.dwell_until = Some(self.ts + self.cfg.dwell_ms);
+                    self.dwell_fixes = 0;
+                    speed = 0.0;
+                    break;
+                }
+            }
+        }
+        self.progress = target;
+        let (pos, heading, off) = self.true_position(self.progress);
+        Some(self.make(pos, self.cfg.noise_m, speed, heading, off, SimKind::Normal))
+    }
+}
+
+impl Iterator for Simulator<'_> {
+    type Item = SimFix;
+
+    fn next(&mut self) -> Option<SimFix> {
+        if let Some(f) = self.pending.pop_front() {
+            return Some(f);
+        }
+        if self.done {
+            return None;
+        }
+        let Some(good) = self.tick() else {
+            self.done = true;
+            return None;
+        };
+        self.ts += self.cfg.interval_ms;
+        if self.rng.uniform() < self.cfg.duplicate_prob {
+            self.pending.push_back(SimFix {
+                kind: SimKind::Duplicate,
+                ..good.clone()
+            });
+        }
+        if self.rng.uniform() < self.cfg.invalid_prob {
+            let bad = self.invalid(&good);
+            self.pending.push_front(good);
+            return Some(bad);
+        }
+        Some(good)
+    }
+}

@@ -1,0 +1,436 @@
+//! Per-vehicle pipeline state tying the stages together: validate → dedup → jitter → smooth →
+//! match → events (SPEC §5), plus offline/online. A tracker is plain data (`Serialize` +
+//! `Deserialize`) so the broker can snapshot it to Redis and restore it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::PipelineConfig;
+use crate::corridor::Previous;
+use crate::dedup::Dedup;
+use crate::deviation::{Deviation, Transition};
+use crate::fix::Fix;
+use crate::geofence::{Crossing, Geofences};
+use crate::jitter::Jitter;
+use crate::kalman::Kalman;
+use crate::local::{LocalFrame, haversine_m};
+use crate::network::Network;
+use crate::state::{Event, EventKind, VehicleState, VehicleStatus};
+use crate::stops::{StopChange, Stops};
+use crate::validate::{LastFix, Rejection, validate};
+
+/// A fix farther than this from the tracker's frame origin re-anchors the frame, metres.
+const FRAME_REANCHOR_M: f64 = 50_000.0;
+
+/// What happened to one fix that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Processed: publish the state (retained) and the events.
+    Forwarded {
+        /// The new processed state.
+        state: VehicleState,
+        /// Events raised by this fix, in order.
+        events: Vec<Event>,
+    },
+    /// Not newer than what was accepted: dropped.
+    Duplicate,
+    /// A stationary wobble: not forwarded; last-seen was refreshed.
+    Jitter,
+}
+
+/// The corridor a vehicle is following and how far along it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RouteMatch {
+    /// Index into the network's corridors.
+    corridor: usize,
+    /// The corridor's id, to notice a different network after a restore.
+    corridor_id: String,
+    /// Progress, metres; never decreases within a pass.
+    progress_m: f64,
+}
+
+/// One vehicle's pipeline state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tracker {
+    vehicle: String,
+    /// Last declared route and trip (a fix without them keeps the previous ones).
+    route: Option<String>,
+    trip: Option<String>,
+    /// Last accepted fix, for the teleport check.
+    last: Option<LastFix>,
+    dedup: Dedup,
+    jitter: Jitter,
+    /// Frame of the Kalman filter, anchored near the vehicle.
+    frame: Option<LocalFrame>,
+    kalman: Option<Kalman>,
+    matched: Option<RouteMatch>,
+    deviation: Deviation,
+    stops: Stops,
+    geofences: Geofences,
+    state: Option<VehicleState>,
+    /// Broker clock of the last accepted fix, Unix ms.
+    last_seen_ms: Option<i64>,
+    offline: bool,
+}
+
+impl Tracker {
+    /// A tracker for a vehicle not seen before.
+    pub fn new(vehicle: &str) -> Tracker {
+        Tracker {
+            vehicle: vehicle.to_owned(),
+            route: None,
+            trip: None,
+            last: None,
+            dedup: Dedup::default(),
+            jitter: Jitter::default(),
+            frame: None,
+            kalman: None,
+            matched: None,
+            deviation: Deviation::default(),
+            stops: Stops::default(),
+            geofences: Geofences::default(),
+            state: None,
+            last_seen_ms: None,
+            offline: false,
+        }
+    }
+
+    /// The vehicle id.
+    pub fn vehicle(&self) -> &str {
+        &self.vehicle
+    }
+
+    /// The latest processed state, if any fix was forwarded.
+    pub fn state(&self) -> Option<&VehicleState> {
+        self.state.as_ref()
+    }
+
+    /// Broker clock of the last accepted fix, Unix ms.
+    pub fn last_seen_ms(&self) -> Option<i64> {
+        self.last_seen_ms
+    }
+
+    /// Whether a deviation is in progress.
+    pub fn is_deviated(&self) -> bool {
+        self.deviation.is_deviated()
+    }
+
+    /// One fix through validate → dedup → jitter → smooth → match → events. `now_ms` is the
+    /// broker clock when the fix arrived.
+    ///
+    /// # Errors
+    /// The validation [`Rejection`]; the tracker is unchanged then.
+    pub fn process(
+        &mut self,
+        net: &Network,
+        cfg: &PipelineConfig,
+        fix: Fix,
+        now_ms: i64,
+    ) -> Result<Outcome, Rejection> {
+        validate(&fix, self.last.as_ref(), cfg, now_ms)?;
+        if self.dedup.is_duplicate(&fix) {
+            return Ok(Outcome::Duplicate);
+        }
+        self.dedup.accept(&fix);
+        self.last = Some(LastFix::of(&fix));
+        self.last_seen_ms = Some(now_ms);
+        let resuming = self.offline || self.state.is_none();
+        if !resuming && self.jitter.is_jitter(&fix, cfg) {
+            return Ok(Outcome::Jitter);
+        }
+        self.jitter.forwarded(&fix);
+        let mut events = Vec::new();
+        if resuming {
+            self.offline = false;
+            events.push(self.event(EventKind::Online, fix.ts, fix.lat, fix.lon));
+        }
+        self.declare(net, &fix, &mut events);
+
+        // Smooth.
+        let (lat, lon, vel) = self.smooth(&fix, cfg);
+        let speed_now = fix.speed.unwrap_or_else(|| vel[0].hypot(vel[1]));
+        let heading = fix.heading.map(|h| h.rem_euclid(360.0)).or_else(|| {
+            (vel[0].hypot(vel[1]) >= cfg.min_speed)
+                .then(|| vel[0].atan2(vel[1]).to_degrees().rem_euclid(360.0))
+        });
+
+        // Match and events.
+        let m = self.match_route(net, cfg, lat, lon, fix.ts, speed_now, &mut events);
+        for c in self.geofences.update(net, lat, lon) {
+            let (kind, id) = match c {
+                Crossing::Enter(id) => (EventKind::GeofenceEnter, id),
+                Crossing::Exit(id) => (EventKind::GeofenceExit, id),
+            };
+            let mut e = self.event(kind, fix.ts, lat, lon);
+            e.geofence_id = Some(id);
+            events.push(e);
+        }
+
+        let round = |x: f64, k: f64| (x * k).round() / k;
+        let state = VehicleState {
+            vehicle: self.vehicle.clone(),
+            lat: round(lat, 1e7),
+            lon: round(lon, 1e7),
+            raw_lat: fix.lat,
+            raw_lon: fix.lon,
+            ts: fix.ts,
+            speed: Some(round(speed_now, 100.0)),
+            heading: heading.map(|h| round(h, 10.0)),
+            route: self.route.clone().or(m.route),
+            trip: self.trip.clone(),
+            status: if speed_now < cfg.min_speed {
+                VehicleStatus::Stopped
+            } else {
+                VehicleStatus::Moving
+            },
+            on_route: m.on_route,
+            off_route_m: m.off_route_m.map(|d| round(d, 10.0)),
+            progress_m: m.progress_m.map(|p| round(p, 10.0)),
+            next_stop: m.next_stop,
+            received_at: now_ms,
+            processed_at: now_ms,
+        };
+        self.state = Some(state.clone());
+        Ok(Outcome::Forwarded { state, events })
+    }
+
+    /// Goes offline (called on disconnect): the offline state and event, once.
+    pub fn mark_offline(&mut self, now_ms: i64) -> Option<(VehicleState, Event)> {
+        if self.offline {
+            return None;
+        }
+        let state = self.state.as_mut()?;
+        self.offline = true;
+        state.status = VehicleStatus::Offline;
+        state.processed_at = now_ms;
+        let (lat, lon) = (state.lat, state.lon);
+        let state = state.clone();
+        Some((state, self.event(EventKind::Offline, now_ms, lat, lon)))
+    }
+
+    /// Goes offline when no fix came for `stale_after`: the offline state and event, once.
+    pub fn check_stale(
+        &mut self,
+        cfg: &PipelineConfig,
+        now_ms: i64,
+    ) -> Option<(VehicleState, Event)> {
+        let seen = self.last_seen_ms?;
+        if now_ms.saturating_sub(seen) < cfg.stale_after_ms {
+            return None;
+        }
+        self.mark_offline(now_ms)
+    }
+
+    /// Takes the route and trip a fix declares; a change of either restarts matching.
+    fn declare(&mut self, net: &Network, fix: &Fix, events: &mut Vec<Event>) {
+        let route_changed = fix.route.is_some() && fix.route != self.route;
+        let trip_changed = fix.trip.is_some() && fix.trip != self.trip;
+        if route_changed || trip_changed {
+            if let Some(StopChange::Departure(si)) = self.stops.leave(net) {
+                events.push(self.stop_event(
+                    net,
+                    EventKind::StopDeparture,
+                    si,
+                    fix.ts,
+                    fix.lat,
+                    fix.lon,
+                ));
+            }
+            if route_changed {
+                self.deviation.reset();
+            }
+            self.matched = None;
+            self.stops = Stops::default();
+        }
+        if fix.route.is_some() {
+            self.route.clone_from(&fix.route);
+        }
+        if fix.trip.is_some() {
+            self.trip.clone_from(&fix.trip);
+        }
+    }
+
+    /// Runs the Kalman filter; returns the smoothed `(lat, lon)` and velocity (m/s east, north).
+    fn smooth(&mut self, fix: &Fix, cfg: &PipelineConfig) -> (f64, f64, [f64; 2]) {
+        let sigma = fix.accuracy.unwrap_or(cfg.default_accuracy_m).max(1.0);
+        let frame = match self.frame {
+            Some(f) if haversine_m(f.lat0, f.lon0, fix.lat, fix.lon) < FRAME_REANCHOR_M => f,
+            _ => {
+                self.kalman = None;
+                *self.frame.insert(LocalFrame::new(fix.lat, fix.lon))
+            }
+        };
+        let z = frame.to_local(fix.lat, fix.lon);
+        let k = match self.kalman.as_mut() {
+            Some(k) if fix.ts - k.ts() <= cfg.filter_reset_ms && k.is_finite() => {
+                k.step(z, sigma, fix.ts, cfg.process_noise);
+                *k
+            }
+            _ => *self.kalman.insert(Kalman::new(z, sigma, fix.ts)),
+        };
+        let (lat, lon) = frame.to_geo(k.position());
+        (lat, lon, k.velocity())
+    }
+
+    /// Matches the smoothed position, updates deviation and stops, and pushes their events.
+    #[allow(clippy::too_many_arguments)]
+    fn match_route(
+        &mut self,
+        net: &Network,
+        cfg: &PipelineConfig,
+        lat: f64,
+        lon: f64,
+        ts: i64,
+        speed_now: f64,
+        events: &mut Vec<Event>,
+    ) -> MatchView {
+        let route_idx = self.route.as_deref().and_then(|r| net.route_index(r));
+        // Forget a match that refers to another network (restored snapshot) or route.
+        if let Some(m) = &self.matched {
+            let valid = net
+                .corridors()
+                .get(m.corridor)
+                .is_some_and(|c| c.id == m.corridor_id && route_idx.is_none_or(|ri| c.route == ri));
+            if !valid {
+                self.matched = None;
+                self.stops = Stops::default();
+            }
+        }
+        let p = net.frame().to_local(lat, lon);
+        let prev = match (
+            self.trip.as_deref().and_then(|t| net.trip_corridor(t)),
+            &self.matched,
+        ) {
+            (_, Some(m)) => Some(Previous {
+                corridor: m.corridor,
+                progress_m: m.progress_m,
+            }),
+            (Some(ci), None) => Some(Previous {
+                corridor: ci,
+                progress_m: 0.0,
+            }),
+            (None, None) => None,
+        };
+        let Some(proj) = net.match_local(route_idx, p, cfg.corridor_m, prev) else {
+            return MatchView::default();
+        };
+        let width = net.corridor_width(proj.corridor, cfg.corridor_m);
+        let inside = proj.off_route_m <= width;
+        match self.deviation.update(
+            proj.off_route_m,
+            width,
+            cfg.corridor_hysteresis_m,
+            cfg.off_route_fixes,
+        ) {
+            Some(Transition::Deviated) => {
+                if let Some(StopChange::Departure(si)) = self.stops.leave(net) {
+                    events.push(self.stop_event(net, EventKind::StopDeparture, si, ts, lat, lon));
+                }
+                let mut e = self.event(EventKind::Deviation, ts, lat, lon);
+                e.off_route_m = Some((proj.off_route_m * 10.0).round() / 10.0);
+                events.push(e);
+            }
+            Some(Transition::BackOnRoute) => {
+                events.push(self.event(EventKind::BackOnRoute, ts, lat, lon))
+            }
+            None => {}
+        }
+        if inside {
+            let corridor_id = net
+                .corridors()
+                .get(proj.corridor)
+                .map(|c| c.id.clone())
+                .unwrap_or_default();
+            match self.matched.as_mut() {
+                Some(m) if m.corridor == proj.corridor => {
+                    if proj.progress_m < m.progress_m - cfg.progress_reset_m {
+                        m.progress_m = proj.progress_m;
+                        self.stops.new_pass();
+                    } else {
+                        m.progress_m = m.progress_m.max(proj.progress_m);
+                    }
+                }
+                _ => {
+                    self.matched = Some(RouteMatch {
+                        corridor: proj.corridor,
+                        corridor_id,
+                        progress_m: proj.progress_m,
+                    });
+                }
+            }
+            if let Some(m) = &self.matched {
+                let (ci, prog) = (m.corridor, m.progress_m);
+                for change in self.stops.update(net, ci, p, prog, ts, cfg) {
+                    let (kind, si) = match change {
+                        StopChange::Arrival(si) => (EventKind::StopArrival, si),
+                        StopChange::Departure(si) => (EventKind::StopDeparture, si),
+                    };
+                    events.push(self.stop_event(net, kind, si, ts, lat, lon));
+                }
+            }
+        }
+        let route = net
+            .corridors()
+            .get(proj.corridor)
+            .and_then(|c| net.routes().get(c.route))
+            .map(|r| r.id.clone());
+        let (progress_m, next_stop) = match &self.matched {
+            Some(m) => (
+                Some(m.progress_m),
+                self.stops
+                    .next_stop(net, m.corridor, m.progress_m, ts, speed_now),
+            ),
+            None => (None, None),
+        };
+        MatchView {
+            route,
+            on_route: Some(!self.deviation.is_deviated()),
+            off_route_m: Some(proj.off_route_m),
+            progress_m,
+            next_stop,
+        }
+    }
+
+    fn event(&self, kind: EventKind, ts: i64, lat: f64, lon: f64) -> Event {
+        Event {
+            kind,
+            vehicle: self.vehicle.clone(),
+            ts,
+            lat,
+            lon,
+            route: self.route.clone(),
+            trip: self.trip.clone(),
+            stop_id: None,
+            stop_name: None,
+            geofence_id: None,
+            off_route_m: None,
+            message: None,
+        }
+    }
+
+    fn stop_event(
+        &self,
+        net: &Network,
+        kind: EventKind,
+        stop: usize,
+        ts: i64,
+        lat: f64,
+        lon: f64,
+    ) -> Event {
+        let mut e = self.event(kind, ts, lat, lon);
+        if let Some(s) = net.stops().get(stop) {
+            e.stop_id = Some(s.id.clone());
+            e.stop_name = Some(s.name.clone());
+        }
+        e
+    }
+}
+
+/// The route-related fields of a state.
+#[derive(Debug, Default)]
+struct MatchView {
+    route: Option<String>,
+    on_route: Option<bool>,
+    off_route_m: Option<f64>,
+    progress_m: Option<f64>,
+    next_stop: Option<crate::state::NextStop>,
+}
