@@ -1,0 +1,206 @@
+"""Processes under test (fleetmq, redis-server) and waiting for conditions with deadlines.
+
+Nothing here sleeps for a fixed time to synchronise: `wait_for` polls a condition until it holds
+or its deadline passes, and process start-up waits for the process to say it is ready.
+"""
+
+import collections
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from typing import Callable, List, Optional, TypeVar
+
+T = TypeVar("T")
+
+LISTENING = re.compile(r"^fleetmq listening mqtt=(\S+):(\d+) http=(\S+):(\d+)\s*$")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+class Timeout(AssertionError):
+    """A condition did not hold before its deadline."""
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 5.0, what: str = "condition",
+             interval: float = 0.02) -> T:
+    """Polls `condition` until it returns a truthy value, which is returned; raises Timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise Timeout(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def quiet_for(condition: Callable[[], object], seconds: float, interval: float = 0.02) -> None:
+    """Asserts that `condition` stays falsy for `seconds` (for checks that something does NOT
+    happen within a protocol-defined time, e.g. a will delay); returns early with a failure."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            raise AssertionError(f"expected nothing for {seconds} s, got {value!r}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (for servers that cannot bind port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _LineReader:
+    """Drains a pipe on a thread so the child never blocks on a full pipe; keeps the last lines."""
+
+    def __init__(self, stream, keep: int = 400):
+        self.lines: collections.deque = collections.deque(maxlen=keep)
+        self.first_match: Optional[re.Match] = None
+        self.closed = False
+        self._stream = stream
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        for raw in iter(self._stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            if self.first_match is None:
+                match = LISTENING.match(line)
+                if match:
+                    self.first_match = match
+        self.closed = True
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class BrokerProcess:
+    """A running `fleetmq serve` on loopback port 0."""
+
+    _recent: collections.deque = collections.deque(maxlen=4)
+
+    def __init__(self, proc: subprocess.Popen, stdout: _LineReader, stderr: _LineReader,
+                 host: str, port: int, http_host: str, http_port: int, args: List[str]):
+        self.proc = proc
+        self._stdout = stdout
+        self._stderr = stderr
+        self.host = host
+        self.port = port
+        self.http_host = http_host
+        self.http_port = http_port
+        self.args = args
+
+    @classmethod
+    def start(cls, binary: pathlib.Path, extra: List[str], workdir: pathlib.Path) -> "BrokerProcess":
+        args = [str(binary), "serve", "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", *extra]
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=str(workdir))
+        out = _LineReader(proc.stdout)
+        err = _LineReader(proc.stderr)
+        cls._recent.append((args, out, err))
+        deadline = time.monotonic() + START_TIMEOUT
+        while out.first_match is None:
+            if proc.poll() is not None or time.monotonic() >= deadline:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(
+                    f"fleetmq did not print its listening line (exit {proc.returncode})\n"
+                    f"args: {args}\nstdout:\n{out.text()}\nstderr:\n{err.text()}")
+            time.sleep(0.01)
+        m = out.first_match
+        return cls(proc, out, err, m.group(1).strip("[]"), int(m.group(2)),
+                   m.group(3).strip("[]"), int(m.group(4)), args)
+
+    @property
+    def addr(self):
+        return (self.host, self.port)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        return self._stderr.text()
+
+    def terminate(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, then waits for the exit code (SIGKILL if it does not stop in time)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def stop(self):
+        self.terminate()
+
+    @classmethod
+    def recent_logs(cls) -> str:
+        parts = []
+        for args, out, err in cls._recent:
+            parts.append(f"$ {' '.join(args)}\n--- stdout\n{out.text()}\n--- stderr (tail)\n"
+                         + "\n".join(list(err.lines)[-80:]))
+        return "\n\n".join(parts)
+
+
+class RedisProcess:
+    """A redis-server of the test's own, on a free loopback port, with persistence off."""
+
+    def __init__(self, proc: subprocess.Popen, port: int):
+        self.proc = proc
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/"
+
+    @classmethod
+    def start(cls, workdir: pathlib.Path) -> "RedisProcess":
+        last_error = None
+        for _ in range(5):
+            port = free_port()
+            proc = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(workdir)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            server = cls(proc, port)
+            try:
+                wait_for(lambda: proc.poll() is not None or server.ping(), 10, "redis PONG")
+            except Timeout as e:
+                last_error = e
+            if proc.poll() is None and server.ping():
+                return server
+            server.stop()
+        raise RuntimeError(f"redis-server did not start: {last_error}")
+
+    def command(self, *words: str) -> bytes:
+        """Sends one inline command and returns the raw reply's first line(s)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            payload = b"".join(
+                b"$%d\r\n%s\r\n" % (len(w.encode()), w.encode()) for w in words)
+            s.sendall(b"*%d\r\n" % len(words) + payload)
+            return s.recv(65536)
+
+    def ping(self) -> bool:
+        try:
+            return self.command("PING").startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
