@@ -192,13 +192,19 @@ pub struct Previous {
 /// Progress may go back this much (GPS noise, smoothing lag) and still count as the same pass.
 pub const BACKTRACK_TOLERANCE_M: f64 = 30.0;
 
+/// How far ahead of the previous match a candidate still counts as the same pass, metres. A
+/// route passing the same place twice less than this apart (along the route) is ambiguous.
+pub const LOOKAHEAD_M: f64 = 500.0;
+
 /// Matches `p` against the segments in `tree` (one route's, or every route's).
 ///
 /// Candidates are the segments within `radius_of(corridor)` of `p`. With a previous match, the
-/// candidate on the same corridor with the smallest progress not behind it (minus
-/// [`BACKTRACK_TOLERANCE_M`]) wins: a route that uses the same street twice (out and back, a
-/// loop) is followed pass by pass instead of jumping to the other pass. Otherwise, and when
-/// nothing is within the corridor, the nearest segment wins.
+/// nearest candidate on the same corridor whose progress lies in
+/// `[prev - BACKTRACK_TOLERANCE_M, prev + LOOKAHEAD_M]` wins: a route that uses the same street
+/// twice (out and back, a loop) is followed pass by pass instead of jumping to the other pass.
+/// Failing that (rejoining after a detour), the first pass ahead of the previous match wins;
+/// then the nearest candidate (a new trip); when nothing is within the corridor, the nearest
+/// segment, with its distance.
 pub fn match_point(
     tree: &RTree<SegmentEntry>,
     corridors: &[Corridor],
@@ -209,7 +215,8 @@ pub fn match_point(
 ) -> Option<Projection> {
     let q = geo::Point::new(p[0], p[1]);
     let mut nearest: Option<Projection> = None;
-    let mut forward: Option<Projection> = None;
+    let mut local: Option<Projection> = None;
+    let mut ahead: Option<Projection> = None;
     for e in tree.locate_within_distance(q, query_radius * query_radius) {
         let ci = e.data.corridor as usize;
         let Some(c) = corridors.get(ci) else { continue };
@@ -227,16 +234,18 @@ pub fn match_point(
         if nearest.is_none_or(|n| d < n.off_route_m) {
             nearest = Some(cand);
         }
-        if let Some(prev) = prev {
-            if ci == prev.corridor
-                && prog >= prev.progress_m - BACKTRACK_TOLERANCE_M
-                && forward.is_none_or(|f| prog < f.progress_m)
-            {
-                forward = Some(cand);
+        if let Some(prev) =
+            prev.filter(|p| p.corridor == ci && prog >= p.progress_m - BACKTRACK_TOLERANCE_M)
+        {
+            if prog <= prev.progress_m + LOOKAHEAD_M && local.is_none_or(|f| d < f.off_route_m) {
+                local = Some(cand);
+            }
+            if ahead.is_none_or(|a| prog < a.progress_m) {
+                ahead = Some(cand);
             }
         }
     }
-    if let Some(f) = forward.or(nearest) {
+    if let Some(f) = local.or(ahead).or(nearest) {
         return Some(f);
     }
     // Off every corridor: report the distance to the nearest segment.

@@ -23,7 +23,7 @@
 //! - [`state`]: the processed state and events (SPEC §6 payloads).
 //! - [`config`]: [`PipelineConfig`], thresholds with SPEC §5 defaults.
 //! - [`local`]: local metric frame and great-circle distance.
-//! - [`error`]: [`LoadError`].
+//! - [`error`]: errors of the route loaders ([`LoadError`]).
 
 pub mod config;
 pub mod corridor;

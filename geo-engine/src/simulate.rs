@@ -12,6 +12,9 @@ use crate::local::dist;
 use crate::network::Network;
 use crate::validate::RejectReason;
 
+/// Reported speed of the fix at a stop, as the vehicle rolls in, m/s.
+const ARRIVAL_SPEED: f64 = 1.0;
+
 /// A sideways excursion from the route.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Detour {
@@ -85,7 +88,7 @@ pub enum SimKind {
     Normal,
     /// A second copy of the previous fix.
     Duplicate,
-    /// Standing at a stop, a few seconds in: the jitter filter must drop it.
+    /// Standing at a stop after the arrival fix: the jitter filter must drop it.
     Jitter,
     /// A fix that validation must reject, for this reason.
     Invalid(RejectReason),
@@ -108,6 +111,8 @@ pub struct SimFix {
     pub offset_m: f64,
     /// Index (in the network) of the corridor being driven.
     pub corridor: usize,
+    /// Device clock when this fix was sent, Unix ms (an invalid fix's `ts` may lie).
+    pub sent_ms: i64,
 }
 
 /// Runs `cfg` to the end and collects the trace. Empty when the route is unknown; with
@@ -159,7 +164,8 @@ pub struct Simulator<'a> {
     seq: u64,
     next_stop: usize,
     dwell_until: Option<i64>,
-    dwell_fixes: u32,
+    /// No fix was made on the current leg yet.
+    fresh_leg: bool,
     invalid_turn: usize,
     pending: VecDeque<SimFix>,
     done: bool,
@@ -178,7 +184,8 @@ impl<'a> Simulator<'a> {
             ],
             None => route.corridors.clone(),
         };
-        if plan.is_empty() || !(cfg.speed_mps > 0.0) || cfg.interval_ms <= 0 {
+        if plan.is_empty() || cfg.speed_mps.is_nan() || cfg.speed_mps <= 0.0 || cfg.interval_ms <= 0
+        {
             return None;
         }
         let rng = Rng::new(cfg.seed);
@@ -195,7 +202,7 @@ impl<'a> Simulator<'a> {
             seq: 0,
             next_stop: 0,
             dwell_until: None,
-            dwell_fixes: 0,
+            fresh_leg: true,
             invalid_turn: 0,
             pending: VecDeque::new(),
             done: false,
@@ -281,6 +288,7 @@ impl<'a> Simulator<'a> {
             progress_m: self.progress,
             offset_m: offset,
             corridor: self.plan[self.leg],
+            sent_ms: self.ts,
         }
     }
 
@@ -330,6 +338,7 @@ impl<'a> Simulator<'a> {
 
     /// Moves to the next corridor or lap; false when the trace is over.
     fn next_leg(&mut self) -> bool {
+        let end = self.true_position(self.progress).0;
         self.leg += 1;
         if self.leg == self.plan.len() {
             self.leg = 0;
@@ -340,6 +349,11 @@ impl<'a> Simulator<'a> {
         }
         self.progress = 0.0;
         self.next_stop = 0;
+        self.fresh_leg = true;
+        // Deadhead to the next leg's start without fixes, at cruising speed: the gap in time
+        // matches the distance, so validation sees no teleport.
+        let gap = dist(end, self.true_position(0.0).0);
+        self.ts += (gap / self.cfg.speed_mps * 1000.0) as i64;
         true
     }
 
@@ -348,26 +362,23 @@ impl<'a> Simulator<'a> {
         let dt = self.cfg.interval_ms as f64 / 1000.0;
         if let Some(until) = self.dwell_until {
             if self.ts < until {
-                self.dwell_fixes += 1;
                 let (pos, heading, off) = self.true_position(self.progress);
-                let kind = if self.dwell_fixes > 2 {
-                    SimKind::Jitter
-                } else {
-                    SimKind::Normal
-                };
+                // Within a metre or two of the arrival fix, which was forwarded (it was
+                // still rolling): certainly jitter.
+                let kind = SimKind::Jitter;
                 return Some(self.make(pos, self.cfg.dwell_noise_m, 0.0, heading, off, kind));
             }
             self.dwell_until = None;
         }
-        let mut target = self.progress + self.cfg.speed_mps * dt;
-        let c = self.corridor();
-        if target >= c.length_m() {
-            if !self.next_leg() {
-                return None;
-            }
-            target = 0.0;
+        if self.progress >= self.corridor().length_m() && !self.next_leg() {
+            return None;
         }
         let c = self.corridor();
+        let mut target = (self.progress + self.cfg.speed_mps * dt).min(c.length_m());
+        if std::mem::take(&mut self.fresh_leg) {
+            // The first fix of a leg is at its start.
+            target = 0.0;
+        }
         // Stop at the next stop if we pass it (not while detouring).
         let mut speed = self.cfg.speed_mps;
         if self.cfg.dwell_ms > 0 {
@@ -379,15 +390,20 @@ impl<'a> Simulator<'a> {
                 if cs.progress_m >= self.progress && self.offset_at(cs.progress_m) == 0.0 {
                     target = cs.progress_m;
                     self.dwell_until = Some(self.ts + self.cfg.dwell_ms);
-                    self.dwell_fixes = 0;
-                    speed = 0.0;
+                    speed = ARRIVAL_SPEED;
                     break;
                 }
             }
         }
         self.progress = target;
         let (pos, heading, off) = self.true_position(self.progress);
-        Some(self.make(pos, self.cfg.noise_m, speed, heading, off, SimKind::Normal))
+        // Standing at a stop the receiver is stationary: it wobbles by `dwell_noise_m` only.
+        let noise = if self.dwell_until.is_some() {
+            self.cfg.dwell_noise_m
+        } else {
+            self.cfg.noise_m
+        };
+        Some(self.make(pos, noise, speed, heading, off, SimKind::Normal))
     }
 }
 

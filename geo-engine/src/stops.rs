@@ -77,12 +77,13 @@ impl Stops {
                 .and_then(|cs| net.stops().get(cs.stop))
                 .map(|s| s.local)
         };
-        if let Some(i) = self.at_stop {
-            if stop_pos(i).is_none_or(|p| dist(p, pos) > cfg.stop_radius_m) {
-                self.at_stop = None;
-                if let Some(cs) = c.stops.get(i) {
-                    out.push(StopChange::Departure(cs.stop));
-                }
+        let left = self
+            .at_stop
+            .filter(|&i| stop_pos(i).is_none_or(|p| dist(p, pos) > cfg.stop_radius_m));
+        if let Some(i) = left {
+            self.at_stop = None;
+            if let Some(cs) = c.stops.get(i) {
+                out.push(StopChange::Departure(cs.stop));
             }
         }
         if self.at_stop.is_none() {

@@ -22,6 +22,8 @@ use crate::validate::{LastFix, Rejection, validate};
 const FRAME_REANCHOR_M: f64 = 50_000.0;
 
 /// What happened to one fix that passed validation.
+// Returned once per fix and matched at once: boxing the state would cost an allocation per fix.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Processed: publish the state (retained) and the events.

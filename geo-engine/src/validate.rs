@@ -178,40 +178,37 @@ pub fn validate(
             format!("ts {} is older than {} ms", fix.ts, cfg.max_age_ms),
         ));
     }
-    if let Some(speed) = fix.speed {
-        if !(0.0..=cfg.max_speed).contains(&speed) {
-            return Err(Rejection::new(
-                Speed,
-                "speed",
-                format!("speed {speed} m/s outside [0, {}]", cfg.max_speed),
-            ));
-        }
+    if let Some(speed) = fix.speed.filter(|s| !(0.0..=cfg.max_speed).contains(s)) {
+        return Err(Rejection::new(
+            Speed,
+            "speed",
+            format!("speed {speed} m/s outside [0, {}]", cfg.max_speed),
+        ));
     }
-    if let Some(acc) = fix.accuracy {
-        if !(0.0..=cfg.max_accuracy).contains(&acc) {
-            return Err(Rejection::new(
-                Accuracy,
-                "accuracy",
-                format!("accuracy {acc} m outside [0, {}]", cfg.max_accuracy),
-            ));
-        }
+    if let Some(acc) = fix
+        .accuracy
+        .filter(|a| !(0.0..=cfg.max_accuracy).contains(a))
+    {
+        return Err(Rejection::new(
+            Accuracy,
+            "accuracy",
+            format!("accuracy {acc} m outside [0, {}]", cfg.max_accuracy),
+        ));
     }
-    if let Some(last) = last {
-        if fix.ts > last.ts {
-            let d = haversine_m(last.lat, last.lon, fix.lat, fix.lon);
-            let slack = last.accuracy + fix.accuracy.unwrap_or(0.0);
-            let dt_s = (fix.ts - last.ts) as f64 / 1000.0;
-            let implied = (d - slack).max(0.0) / dt_s;
-            if implied > cfg.max_speed {
-                return Err(Rejection::new(
-                    Teleport,
-                    "lat",
-                    format!(
-                        "implied speed {implied:.0} m/s from the last fix exceeds {}",
-                        cfg.max_speed
-                    ),
-                ));
-            }
+    if let Some(last) = last.filter(|l| fix.ts > l.ts) {
+        let d = haversine_m(last.lat, last.lon, fix.lat, fix.lon);
+        let slack = last.accuracy + fix.accuracy.unwrap_or(0.0);
+        let dt_s = (fix.ts - last.ts) as f64 / 1000.0;
+        let implied = (d - slack).max(0.0) / dt_s;
+        if implied > cfg.max_speed {
+            return Err(Rejection::new(
+                Teleport,
+                "lat",
+                format!(
+                    "implied speed {implied:.0} m/s from the last fix exceeds {}",
+                    cfg.max_speed
+                ),
+            ));
         }
     }
     Ok(())
