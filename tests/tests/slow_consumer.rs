@@ -1,0 +1,160 @@
+//! Slow-consumer isolation (issue 2 item 6, SPEC §3 and STYLE "the router never waits on a slow
+//! client"): a subscriber that stops reading must not slow any other client nor grow the
+//! broker's memory past its bounded queue. QoS 0 to it is dropped; QoS 1 waits in its bounded
+//! queue while the publisher still gets its PUBACKs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fleetmq_tests::packets::{self, Version, kind};
+use fleetmq_tests::{HarnessError, RawClient, Server, wait_until};
+
+type TestResult = Result<(), HarnessError>;
+
+/// Payload size: 10 KiB, so 10,240 messages carry 100 MiB.
+const PAYLOAD: usize = 10 * 1024;
+/// The fast subscriber may lag the publisher by at most this many messages.
+const WINDOW: usize = 256;
+/// No single step may take longer than this: "promptly".
+const STEP: Duration = Duration::from_secs(10);
+/// Generous ceiling on the broker's RSS after 100 MiB passed a stalled subscriber.
+const RSS_CEILING: u64 = 256 * 1024 * 1024;
+
+/// A subscriber that reads (and acks) everything on a thread and counts it.
+struct Counter {
+    received: Arc<AtomicUsize>,
+    bytes: Arc<AtomicU64>,
+    handle: thread::JoinHandle<Result<(), HarnessError>>,
+}
+
+fn fast_subscriber(
+    server: &Server,
+    topic: &str,
+    qos: u8,
+    expected: usize,
+) -> Result<Counter, HarnessError> {
+    let mut client = RawClient::connect(server.mqtt_addr(), Version::V5, "fast")?;
+    assert_eq!(client.subscribe(1, topic, qos)?, vec![qos]);
+    let received = Arc::new(AtomicUsize::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let (r, b) = (Arc::clone(&received), Arc::clone(&bytes));
+    let handle = thread::spawn(move || {
+        while r.load(Ordering::SeqCst) < expected {
+            let Some(p) = client.read_packet(Duration::from_secs(30))? else {
+                return Err(HarnessError::BadPacket(
+                    "fast subscriber disconnected".into(),
+                ));
+            };
+            if p.kind() != kind::PUBLISH {
+                continue;
+            }
+            if let Some(pkid) = p.publish_pkid() {
+                client.send(&packets::puback(pkid))?;
+            }
+            let len = p.publish_payload(Version::V5).map_or(0, <[u8]>::len);
+            b.fetch_add(len as u64, Ordering::SeqCst);
+            r.fetch_add(1, Ordering::SeqCst);
+        }
+        client.send(&packets::disconnect())?;
+        Ok(())
+    });
+    Ok(Counter {
+        received,
+        bytes,
+        handle,
+    })
+}
+
+/// A subscriber that subscribes and then never reads its socket again.
+fn stalled_subscriber(server: &Server, topic: &str, qos: u8) -> Result<RawClient, HarnessError> {
+    let mut client = RawClient::connect(server.mqtt_addr(), Version::V5, "stalled")?;
+    assert_eq!(client.subscribe(1, topic, qos)?, vec![qos]);
+    Ok(client)
+}
+
+#[test]
+fn stalled_qos0_subscriber_does_not_slow_others_or_grow_memory() -> TestResult {
+    let server = Server::start(&[])?;
+    let total = 100 * 1024 * 1024 / PAYLOAD;
+    let _stalled = stalled_subscriber(&server, "load/#", 0)?;
+    let fast = fast_subscriber(&server, "load/#", 0, total)?;
+    let mut publisher = RawClient::connect(server.mqtt_addr(), Version::V5, "publisher")?;
+    let payload = vec![b'x'; PAYLOAD];
+    let message = packets::publish(Version::V5, b"load/bus", 0, 0, &payload);
+    let started = Instant::now();
+    let mut peak_rss = server.rss_bytes()?;
+    for sent in 1..=total {
+        publisher.send(&message)?;
+        // Pace on the fast subscriber (never on the stalled one) so QoS 0 to the fast one has
+        // no reason to be dropped: then every message must arrive.
+        if sent % 64 == 0 || sent == total {
+            let need = sent.saturating_sub(WINDOW);
+            wait_until(STEP, "the fast subscriber to keep up", || {
+                (fast.received.load(Ordering::SeqCst) >= need).then_some(())
+            })?;
+            if sent % 1024 == 0 {
+                peak_rss = peak_rss.max(server.rss_bytes()?);
+            }
+        }
+    }
+    wait_until(STEP, "the fast subscriber to get every message", || {
+        (fast.received.load(Ordering::SeqCst) >= total).then_some(())
+    })?;
+    let elapsed = started.elapsed();
+    peak_rss = peak_rss.max(server.rss_bytes()?);
+    assert_eq!(fast.bytes.load(Ordering::SeqCst), (total * PAYLOAD) as u64);
+    assert!(
+        peak_rss < RSS_CEILING,
+        "broker RSS reached {} MiB with a stalled subscriber",
+        peak_rss / (1024 * 1024)
+    );
+    eprintln!(
+        "100 MiB through in {:.1} s, peak broker RSS {} MiB",
+        elapsed.as_secs_f64(),
+        peak_rss / (1024 * 1024)
+    );
+    fast.handle
+        .join()
+        .map_err(|_| HarnessError::BadPacket("reader panicked".into()))??;
+    // The publisher's connection is healthy too.
+    publisher.ping()
+}
+
+#[test]
+fn stalled_qos1_subscriber_does_not_block_publisher_acks() -> TestResult {
+    let server = Server::start(&["--max-queued", "100"])?;
+    let total = 3000;
+    let _stalled = stalled_subscriber(&server, "q1/#", 1)?;
+    let fast = fast_subscriber(&server, "q1/#", 1, total)?;
+    let mut publisher = RawClient::connect(server.mqtt_addr(), Version::V5, "publisher")?;
+    let payload = vec![b'y'; PAYLOAD];
+    let mut in_flight = 0usize;
+    for i in 0..total {
+        let pkid = u16::try_from(i % 60_000 + 1).unwrap_or(1);
+        publisher.send(&packets::publish(Version::V5, b"q1/bus", 1, pkid, &payload))?;
+        in_flight += 1;
+        // Keep at most 32 unacknowledged: every PUBACK must come back promptly.
+        while in_flight >= 32 {
+            let ack = publisher.expect(kind::PUBACK, STEP)?;
+            assert_eq!(ack.reason(), 0, "PUBACK {ack:?}");
+            in_flight -= 1;
+        }
+    }
+    while in_flight > 0 {
+        publisher.expect(kind::PUBACK, STEP)?;
+        in_flight -= 1;
+    }
+    wait_until(
+        STEP,
+        "the fast QoS 1 subscriber to get every message",
+        || (fast.received.load(Ordering::SeqCst) >= total).then_some(()),
+    )?;
+    let rss = server.rss_bytes()?;
+    assert!(rss < RSS_CEILING, "broker RSS {} MiB", rss / (1024 * 1024));
+    fast.handle
+        .join()
+        .map_err(|_| HarnessError::BadPacket("reader panicked".into()))??;
+    Ok(())
+}
