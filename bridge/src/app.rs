@@ -1,0 +1,158 @@
+//! Assembles the HTTP application: [`BridgeConfig`], the router of every SPEC §7 endpoint with its
+//! timeout and body-limit layers ([`app`]), and the server loop with graceful shutdown ([`serve`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Extension};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::error::AppError;
+use crate::hub::Hub;
+use crate::port::BrokerPort;
+use crate::routes::Routes;
+use crate::{map, mqtt_ws, ops, rest, routes, sse, ws};
+
+/// Configuration of the HTTP side.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// FeatureCollection of routes (LineStrings), stops (Points) and geofences (Polygons), precomputed
+    /// by the broker; see [`crate::routes`] for how features are tied to route ids.
+    pub routes_geojson: Value,
+    /// Optional raster tile URL template (`{z}`, `{x}`, `{y}`) for the map background; off by default
+    /// so the map works offline.
+    pub tile_url: Option<String>,
+    /// Limit on producing a response (not on streams once started).
+    pub request_timeout: Duration,
+    /// Largest request body, bytes.
+    pub body_limit: usize,
+    /// Largest `/ws` message from a client, bytes.
+    pub ws_max_message: usize,
+    /// Largest `/mqtt` WebSocket message from a client, bytes (an MQTT packet may span several).
+    pub mqtt_max_message: usize,
+    /// Most states in one list or track response.
+    pub max_list: usize,
+    /// Longest ping message, characters.
+    pub max_ping_message: usize,
+    /// How long `serve` waits for open connections after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            routes_geojson: json!({"type": "FeatureCollection", "features": []}),
+            tile_url: None,
+            request_timeout: Duration::from_secs(10),
+            body_limit: 16 * 1024,
+            ws_max_message: 64 * 1024,
+            mqtt_max_message: 1024 * 1024 + 16,
+            max_list: 10_000,
+            max_ping_message: 1024,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    /// The live fleet and stream clients.
+    pub hub: Hub,
+    /// The broker.
+    pub port: Arc<dyn BrokerPort>,
+    /// Route GeoJSON, indexed.
+    pub routes: Arc<Routes>,
+    /// The configuration.
+    pub config: Arc<BridgeConfig>,
+}
+
+/// Tells stream handlers that the server is shutting down (set by [`serve`]).
+#[derive(Clone)]
+pub struct ShutdownSignal(pub watch::Receiver<bool>);
+
+/// The router of every endpoint. Tests drive it with `oneshot`; [`serve`] runs it.
+pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router {
+    let routes = Arc::new(Routes::new(&config.routes_geojson));
+    let timeout = config.request_timeout;
+    let body_limit = config.body_limit;
+    let state = AppState {
+        hub,
+        port,
+        routes,
+        config: Arc::new(config),
+    };
+    Router::new()
+        .route("/", get(map::index))
+        .route("/map.js", get(map::script))
+        .route("/map.css", get(map::style))
+        .route("/map/config.json", get(map::config))
+        .route("/ws", get(ws::handler))
+        .route("/mqtt", get(mqtt_ws::handler))
+        .route("/api/v1/vehicles", get(rest::list_vehicles))
+        .route("/api/v1/vehicles/{id}", get(rest::get_vehicle))
+        .route("/api/v1/vehicles/{id}/track", get(rest::track))
+        .route("/api/v1/vehicles/{id}/ping", post(rest::ping))
+        .route("/api/v1/stream", get(sse::handler))
+        .route("/api/v1/routes", get(routes::list))
+        .route("/api/v1/routes/{id}", get(routes::one))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then tells stream clients to close (1001),
+/// stops accepting, and waits for open requests (at most the default grace of 5 s).
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = BridgeConfig::default().shutdown_grace;
+    let (tx, rx) = watch::channel(false);
+    let tx = Arc::new(tx);
+    let app = app.layer(Extension(ShutdownSignal(rx)));
+    let signalled = tx.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = signalled.send(true);
+    });
+    let mut started = tx.subscribe();
+    let grace_after_shutdown = async move {
+        while !*started.borrow_and_update() {
+            if started.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = server => r,
+        () = grace_after_shutdown => {
+            tracing::warn!("HTTP connections still open {grace:?} after shutdown; closing them");
+            Ok(())
+        }
+    }
+}

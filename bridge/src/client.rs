@@ -1,0 +1,360 @@
+//! One connected stream client (WebSocket or SSE): its bounded outgoing queue, where states are
+//! coalesced per subscription and vehicle at the subscription's `max_hz`, events and control
+//! messages wait in bounded FIFOs, and the writer takes what is due in batches.
+//!
+//! The hub's push path calls `offer_*` (a short mutex section, never an await); the connection's
+//! writer task awaits [`Client::next_batch`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::fleet::Prepared;
+use crate::metrics::{Metrics, inc};
+
+/// Identifies a client within a hub.
+pub type ClientId = u64;
+/// Identifies a subscription within a client.
+pub type SubKey = u32;
+
+/// Why a client is being closed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// It could not keep up (WebSocket 1013).
+    Slow,
+    /// The server is shutting down (WebSocket 1001).
+    Shutdown,
+}
+
+/// What a client's queue limits are.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Events waiting to be sent; more are dropped and counted.
+    pub events: usize,
+    /// Snapshots and error replies waiting; a client that lets this fill is closed as slow.
+    pub control: usize,
+    /// Messages per batch handed to the writer.
+    pub batch: usize,
+}
+
+/// One message for the client: the SPEC §7 JSON and its `type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// `snapshot`, `update`, `event` or `error` (the SSE event name).
+    pub kind: &'static str,
+    /// The whole JSON text.
+    pub text: String,
+}
+
+/// What the writer gets from [`Client::next_batch`].
+#[derive(Debug)]
+pub enum Batch {
+    /// Messages to send now; `oldest` is when the longest-waiting of them became due.
+    Messages {
+        msgs: Vec<Outgoing>,
+        oldest: Instant,
+    },
+    /// Stop and close the connection.
+    Close(CloseReason),
+}
+
+/// Per-subscription settings, as the client's queue needs them.
+#[derive(Debug, Clone)]
+pub struct SubMeta {
+    /// The client's subscription id, already JSON-encoded (with quotes).
+    pub sub_json: Arc<str>,
+    /// Minimum time between two updates of one vehicle (1 / `max_hz`).
+    pub interval: Duration,
+    /// False until the snapshot is queued, so no update overtakes it.
+    pub ready: bool,
+}
+
+/// The coalescing slot of one (subscription, vehicle).
+#[derive(Default)]
+struct Slot {
+    /// The latest state not yet sent.
+    pending: Option<Arc<Prepared>>,
+    last_sent: Option<Instant>,
+    /// The `seq` of this slot's entry in the timer heap, if scheduled.
+    timer: Option<u64>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    due: Instant,
+    seq: u64,
+    sub: SubKey,
+    vehicle: Arc<str>,
+}
+
+#[derive(Default)]
+struct Queue {
+    subs: HashMap<SubKey, SubMeta>,
+    slots: HashMap<(SubKey, Arc<str>), Slot>,
+    /// Earliest-due first; at most one entry per slot.
+    timers: BinaryHeap<Reverse<Timer>>,
+    seq: u64,
+    events: VecDeque<(Instant, Outgoing)>,
+    control: VecDeque<(Instant, Outgoing)>,
+    closing: Option<CloseReason>,
+}
+
+impl Queue {
+    fn schedule(&mut self, key: (SubKey, Arc<str>), due: Instant) {
+        self.seq += 1;
+        let seq = self.seq;
+        if let Some(slot) = self.slots.get_mut(&key) {
+            slot.timer = Some(seq);
+            self.timers.push(Reverse(Timer {
+                due,
+                seq,
+                sub: key.0,
+                vehicle: key.1,
+            }));
+        }
+    }
+}
+
+/// A connected client's outgoing side.
+pub struct Client {
+    /// Unique within the hub.
+    pub id: ClientId,
+    queue: Mutex<Queue>,
+    notify: Notify,
+    limits: QueueLimits,
+    metrics: Arc<Metrics>,
+}
+
+impl Client {
+    /// A client with an empty queue.
+    pub fn new(id: ClientId, limits: QueueLimits, metrics: Arc<Metrics>) -> Client {
+        Client {
+            id,
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::new(),
+            limits,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while the lock is held; a poisoned queue is still consistent.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a subscription (not ready: its updates wait until [`Client::activate`]).
+    pub fn add_sub(&self, sub: SubKey, meta: SubMeta) {
+        self.lock().subs.insert(sub, meta);
+    }
+
+    /// Queues the subscription's snapshot and lets its updates flow.
+    pub fn activate(&self, sub: SubKey, snapshot: Outgoing) {
+        let now = Instant::now();
+        let mut q = self.lock();
+        if q.control.len() >= self.limits.control {
+            q.closing.get_or_insert(CloseReason::Slow);
+            drop(q);
+            self.notify.notify_one();
+            return;
+        }
+        q.control.push_back((now, snapshot));
+        if let Some(m) = q.subs.get_mut(&sub) {
+            m.ready = true;
+        }
+        // Updates that arrived while the snapshot was being made were parked unscheduled.
+        let parked: Vec<_> = q
+            .slots
+            .iter()
+            .filter(|(k, s)| k.0 == sub && s.pending.is_some() && s.timer.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in parked {
+            q.schedule(key, now);
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Removes a subscription and everything it had pending.
+    pub fn remove_sub(&self, sub: SubKey) {
+        let mut q = self.lock();
+        q.subs.remove(&sub);
+        q.slots.retain(|k, _| k.0 != sub);
+        q.timers.retain(|t| t.0.sub != sub);
+    }
+
+    /// Offers a new state of `vehicle` to subscription `sub`: it replaces any pending one and is sent
+    /// when the subscription's interval since the last send has passed.
+    pub fn offer_state(&self, sub: SubKey, p: &Arc<Prepared>, vehicle: &Arc<str>, now: Instant) {
+        let mut q = self.lock();
+        if q.closing.is_some() {
+            return;
+        }
+        let Some(interval) = q.subs.get(&sub).map(|m| m.interval) else {
+            return;
+        };
+        let key = (sub, vehicle.clone());
+        let slot = q.slots.entry(key.clone()).or_default();
+        if slot.pending.replace(p.clone()).is_some() {
+            inc(&self.metrics.deliveries_coalesced);
+        }
+        if slot.timer.is_none() {
+            let due = slot.last_sent.map_or(now, |t| (t + interval).max(now));
+            q.schedule(key, due);
+            drop(q);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Offers an event (its JSON) to subscription `sub`; dropped and counted when the client's event
+    /// queue is full.
+    pub fn offer_event(&self, sub: SubKey, event_json: &str, now: Instant) {
+        let mut q = self.lock();
+        if q.closing.is_some() {
+            return;
+        }
+        let Some(sub_json) = q.subs.get(&sub).map(|m| m.sub_json.clone()) else {
+            return;
+        };
+        if q.events.len() >= self.limits.events {
+            inc(&self.metrics.deliveries_dropped);
+            return;
+        }
+        let text = format!(r#"{{"type":"event","sub":{sub_json},"event":{event_json}}}"#);
+        q.events.push_back((
+            now,
+            Outgoing {
+                kind: "event",
+                text,
+            },
+        ));
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Queues a control message (an error reply); dropped and counted when the control queue is full.
+    pub fn send_control(&self, msg: Outgoing) {
+        let mut q = self.lock();
+        if q.control.len() >= self.limits.control {
+            inc(&self.metrics.deliveries_dropped);
+            return;
+        }
+        q.control.push_back((Instant::now(), msg));
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Asks the writer to close the connection.
+    pub fn close(&self, reason: CloseReason) {
+        self.lock().closing.get_or_insert(reason);
+        self.notify.notify_one();
+    }
+
+    /// Waits until something is due and takes it: control messages first, then events, then due
+    /// states, at most `limits.batch` messages.
+    pub async fn next_batch(&self) -> Batch {
+        loop {
+            let next_due = match self.take_due() {
+                Ok(batch) => return batch,
+                Err(next_due) => next_due,
+            };
+            let notified = self.notify.notified();
+            match next_due {
+                Some(due) => {
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// A batch if anything is due, else the time the next state becomes due.
+    fn take_due(&self) -> Result<Batch, Option<Instant>> {
+        let now = Instant::now();
+        let mut q = self.lock();
+        if let Some(r) = q.closing {
+            return Ok(Batch::Close(r));
+        }
+        let cap = self.limits.batch.max(1);
+        let mut msgs = Vec::new();
+        let mut oldest = now;
+        while msgs.len() < cap {
+            let Some((at, m)) = q.control.pop_front().or_else(|| q.events.pop_front()) else {
+                break;
+            };
+            if m.kind == "event" {
+                inc(&self.metrics.events_sent);
+            }
+            oldest = oldest.min(at);
+            msgs.push(m);
+        }
+        while msgs.len() < cap {
+            let Some(Reverse(t)) = q.timers.peek() else {
+                break;
+            };
+            if t.due > now {
+                break;
+            }
+            let Some(Reverse(t)) = q.timers.pop() else {
+                break;
+            };
+            let (ready, sub_json) = match q.subs.get(&t.sub) {
+                Some(m) => (m.ready, m.sub_json.clone()),
+                None => continue,
+            };
+            let Some(slot) = q.slots.get_mut(&(t.sub, t.vehicle)) else {
+                continue;
+            };
+            if slot.timer != Some(t.seq) {
+                continue;
+            }
+            slot.timer = None;
+            if !ready {
+                continue; // parked: `activate` reschedules it
+            }
+            if let Some(p) = slot.pending.take() {
+                slot.last_sent = Some(now);
+                let text = format!(
+                    r#"{{"type":"update","sub":{sub_json},"vehicle":{}}}"#,
+                    p.json()
+                );
+                msgs.push(Outgoing {
+                    kind: "update",
+                    text,
+                });
+                inc(&self.metrics.updates_sent);
+                oldest = oldest.min(t.due);
+            }
+        }
+        if msgs.is_empty() {
+            Err(q.timers.peek().map(|t| t.0.due))
+        } else {
+            Ok(Batch::Messages { msgs, oldest })
+        }
+    }
+}
+
+/// Counts a client in a gauge for as long as it lives.
+pub struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    /// Adds one now, subtracts it on drop.
+    pub fn hold(g: &'a AtomicU64) -> Gauge<'a> {
+        inc(g);
+        Gauge(g)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        crate::metrics::dec(self.0);
+    }
+}

@@ -1,0 +1,66 @@
+//! The one HTTP error type: [`AppError`] maps every failure of a handler onto a status code and the
+//! SPEC §7 body `{"error":{"code":"...","message":"..."}}`, logging internals without exposing them.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::port::PortError;
+
+/// A failed HTTP request.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Unknown vehicle, route or path: 404 `NOT_FOUND`.
+    #[error("{0}")]
+    NotFound(String),
+    /// Malformed query, body or path parameter: 400 `BAD_REQUEST`.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Body larger than the configured limit: 413 `PAYLOAD_TOO_LARGE`.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The broker cannot serve this now: 503 `UNAVAILABLE`.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; the message is logged, not sent: 500 `INTERNAL`.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            AppError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        }
+    }
+}
+
+impl From<PortError> for AppError {
+    fn from(e: PortError) -> Self {
+        match e {
+            PortError::Rejected(m) => AppError::BadRequest(m),
+            PortError::Unavailable(m) => AppError::Unavailable(m),
+            PortError::Internal(m) => AppError::Internal(m),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let message = match &self {
+            AppError::Internal(m) => {
+                tracing::error!(error = %m, "internal error in HTTP handler");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = json!({"error": {"code": code, "message": message}});
+        (status, Json(body)).into_response()
+    }
+}

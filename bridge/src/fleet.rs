@@ -1,0 +1,305 @@
+//! The latest state of every vehicle, a bounded track ring per vehicle and a grid index over
+//! positions, sharded so that pushes of different vehicles rarely contend.
+//!
+//! Owned by the [`Hub`](crate::Hub); REST queries and subscription snapshots read it.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use geo_engine::VehicleState;
+
+use crate::filter::Criteria;
+use crate::grid::{Bbox, Cell, Grid, distance_m};
+
+/// Number of shards: a power of two comfortably above the core count of the machines we run on.
+const SHARDS: usize = 16;
+/// A bbox query covering more cells than this scans every vehicle instead.
+const MAX_QUERY_CELLS: usize = 4096;
+
+/// A state plus its JSON, serialized at most once however many clients receive it.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The state as the broker pushed it.
+    pub state: Arc<VehicleState>,
+    json: OnceLock<Arc<str>>,
+}
+
+impl Prepared {
+    /// Wraps a state; its JSON is made on first use.
+    pub fn new(state: Arc<VehicleState>) -> Prepared {
+        Prepared {
+            state,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The state's SPEC §6 JSON.
+    pub fn json(&self) -> &Arc<str> {
+        self.json.get_or_init(|| to_json(&*self.state))
+    }
+}
+
+/// Serializes a value; our state and event types cannot fail to serialize, but if one ever did we
+/// would rather send `null` than panic on the delivery path.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Arc<str> {
+    serde_json::to_string(v)
+        .map(Arc::from)
+        .unwrap_or_else(|_| Arc::from("null"))
+}
+
+/// One vehicle's entry.
+struct Entry {
+    latest: Arc<Prepared>,
+    /// Oldest first, at most `track_capacity` long.
+    track: VecDeque<Arc<VehicleState>>,
+    cell: Cell,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<Arc<str>, Entry>,
+    /// Vehicle ids per grid cell (of this shard's vehicles only).
+    cells: HashMap<Cell, HashSet<Arc<str>>>,
+}
+
+/// The hub already holds its maximum number of vehicles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// A distance query for [`Fleet::select`].
+#[derive(Debug, Clone, Copy)]
+pub struct Near {
+    /// Centre, degrees.
+    pub lat: f64,
+    /// Centre, degrees.
+    pub lon: f64,
+    /// Only vehicles within this many metres, if given.
+    pub radius_m: Option<f64>,
+}
+
+/// Latest states, tracks and the position index.
+pub struct Fleet {
+    shards: Box<[RwLock<Shard>]>,
+    hasher: RandomState,
+    grid: Grid,
+    track_capacity: usize,
+    max_vehicles: usize,
+    count: AtomicUsize,
+}
+
+impl Fleet {
+    /// An empty fleet.
+    pub fn new(grid: Grid, track_capacity: usize, max_vehicles: usize) -> Fleet {
+        Fleet {
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
+            grid,
+            track_capacity,
+            max_vehicles,
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, vehicle: &str) -> &RwLock<Shard> {
+        let i = (self.hasher.hash_one(vehicle) as usize) % SHARDS;
+        &self.shards[i]
+    }
+
+    fn read(lock: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+        // No code panics while holding these locks, so poisoning cannot carry a broken invariant.
+        lock.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+        lock.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of vehicles.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Records a new latest state; returns the previous one.
+    ///
+    /// # Errors
+    /// [`Full`] when the vehicle is new and the fleet is at `max_vehicles`.
+    pub fn upsert(&self, p: &Arc<Prepared>) -> Result<Option<Arc<Prepared>>, Full> {
+        let s = &p.state;
+        let cell = self.grid.cell(s.lat, s.lon);
+        let mut shard = Self::write(self.shard(&s.vehicle));
+        let shard = &mut *shard;
+        if let Some(e) = shard.map.get_mut(s.vehicle.as_str()) {
+            let prev = std::mem::replace(&mut e.latest, p.clone());
+            if e.track.len() >= self.track_capacity {
+                e.track.pop_front();
+            }
+            if self.track_capacity > 0 {
+                e.track.push_back(s.clone());
+            }
+            if e.cell != cell {
+                let id = prev_key(&shard.cells, e.cell, &s.vehicle)
+                    .unwrap_or_else(|| Arc::from(s.vehicle.as_str()));
+                remove_from_cell(&mut shard.cells, e.cell, &s.vehicle);
+                shard.cells.entry(cell).or_default().insert(id);
+                e.cell = cell;
+            }
+            return Ok(Some(prev));
+        }
+        // A new vehicle: reserve a place first so that concurrent inserts cannot overshoot.
+        if self.count.fetch_add(1, Ordering::Relaxed) >= self.max_vehicles {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return Err(Full);
+        }
+        let id: Arc<str> = Arc::from(s.vehicle.as_str());
+        let mut track = VecDeque::new();
+        if self.track_capacity > 0 {
+            track.push_back(s.clone());
+        }
+        shard.cells.entry(cell).or_default().insert(id.clone());
+        shard.map.insert(
+            id,
+            Entry {
+                latest: p.clone(),
+                track,
+                cell,
+            },
+        );
+        Ok(None)
+    }
+
+    /// The latest state of a vehicle.
+    pub fn get(&self, vehicle: &str) -> Option<Arc<Prepared>> {
+        Self::read(self.shard(vehicle))
+            .map
+            .get(vehicle)
+            .map(|e| e.latest.clone())
+    }
+
+    /// The vehicle's recorded states with `from <= ts <= to`, oldest first, at most `max`
+    /// (the most recent ones); `None` for an unknown vehicle.
+    pub fn track(
+        &self,
+        vehicle: &str,
+        from: i64,
+        to: i64,
+        max: usize,
+    ) -> Option<Vec<Arc<VehicleState>>> {
+        let shard = Self::read(self.shard(vehicle));
+        let e = shard.map.get(vehicle)?;
+        let mut out: Vec<_> = e
+            .track
+            .iter()
+            .rev()
+            .filter(|s| s.ts >= from && s.ts <= to)
+            .take(max)
+            .cloned()
+            .collect();
+        out.reverse();
+        Some(out)
+    }
+
+    /// States matching `criteria`: nearest first with `near` (only those within its radius), else
+    /// by vehicle id; at most `limit`.
+    pub fn select(
+        &self,
+        criteria: &Criteria,
+        near: Option<Near>,
+        limit: usize,
+    ) -> Vec<Arc<Prepared>> {
+        let mut found: Vec<Arc<Prepared>> = Vec::new();
+        if let Some(v) = &criteria.vehicle {
+            found.extend(self.get(v).filter(|p| criteria.matches_state(&p.state)));
+        } else {
+            let circle = near.and_then(|n| n.radius_m.map(|r| Bbox::around(n.lat, n.lon, r)));
+            // Some(None): the bbox and the circle do not overlap.
+            let area: Option<Option<Bbox>> = match (criteria.bbox, circle) {
+                (Some(b), Some(c)) => Some(intersect(&b, &c)),
+                (b, c) => b.or(c).map(Some),
+            };
+            let cells = match area {
+                Some(Some(b)) => self.grid.cells(&b, MAX_QUERY_CELLS),
+                _ => None,
+            };
+            match (area, cells) {
+                (Some(None), _) => {} // disjoint areas: nothing can match
+                (_, Some(cells)) => {
+                    for lock in self.shards.iter() {
+                        let shard = Self::read(lock);
+                        for c in &cells {
+                            let Some(ids) = shard.cells.get(c) else {
+                                continue;
+                            };
+                            found.extend(
+                                ids.iter()
+                                    .filter_map(|id| shard.map.get(id))
+                                    .map(|e| &e.latest)
+                                    .filter(|p| criteria.matches_state(&p.state))
+                                    .cloned(),
+                            );
+                        }
+                    }
+                }
+                _ => {
+                    for lock in self.shards.iter() {
+                        let shard = Self::read(lock);
+                        found.extend(
+                            shard
+                                .map
+                                .values()
+                                .map(|e| &e.latest)
+                                .filter(|p| criteria.matches_state(&p.state))
+                                .cloned(),
+                        );
+                    }
+                }
+            }
+        }
+        match near {
+            Some(n) => {
+                let mut with_d: Vec<(f64, Arc<Prepared>)> = found
+                    .into_iter()
+                    .map(|p| (distance_m(n.lat, n.lon, p.state.lat, p.state.lon), p))
+                    .filter(|(d, _)| n.radius_m.is_none_or(|r| *d <= r))
+                    .collect();
+                with_d.sort_by(|a, b| {
+                    a.0.total_cmp(&b.0)
+                        .then_with(|| a.1.state.vehicle.cmp(&b.1.state.vehicle))
+                });
+                with_d.truncate(limit);
+                with_d.into_iter().map(|(_, p)| p).collect()
+            }
+            None => {
+                found.sort_by(|a, b| a.state.vehicle.cmp(&b.state.vehicle));
+                found.truncate(limit);
+                found
+            }
+        }
+    }
+}
+
+/// The intersection of two boxes, `None` when disjoint.
+fn intersect(a: &Bbox, b: &Bbox) -> Option<Bbox> {
+    Bbox::new([
+        a.min_lon.max(b.min_lon),
+        a.min_lat.max(b.min_lat),
+        a.max_lon.min(b.max_lon),
+        a.max_lat.min(b.max_lat),
+    ])
+    .ok()
+}
+
+fn prev_key(cells: &HashMap<Cell, HashSet<Arc<str>>>, cell: Cell, id: &str) -> Option<Arc<str>> {
+    cells.get(&cell).and_then(|set| set.get(id).cloned())
+}
+
+fn remove_from_cell(cells: &mut HashMap<Cell, HashSet<Arc<str>>>, cell: Cell, id: &str) {
+    if let Some(set) = cells.get_mut(&cell) {
+        set.remove(id);
+        if set.is_empty() {
+            cells.remove(&cell);
+        }
+    }
+}

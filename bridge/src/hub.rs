@@ -1,0 +1,230 @@
+//! The [`Hub`]: where the broker pushes every processed state and event, and from where they fan
+//! out to the interested stream clients. It owns the fleet (latest states, tracks, position
+//! index), the subscription index and the registry of connected clients.
+//!
+//! Pushing is cheap and never blocks on a client: it updates the fleet under a short shard lock,
+//! looks up the interested subscriptions under a read lock, and offers the state to each client's
+//! bounded coalescing queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use geo_engine::{Event, VehicleState};
+use tokio::time::Instant;
+
+use crate::client::{Client, CloseReason, QueueLimits};
+use crate::fleet::{Fleet, Prepared, to_json};
+use crate::grid::Grid;
+use crate::metrics::{Metrics, inc};
+use crate::session::Session;
+use crate::subs::{SubIndex, Target};
+
+/// Limits and tuning of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// A client that stays behind this long is closed with 1013 (SPEC §7: 30 s).
+    pub slow_client_timeout: Duration,
+    /// States kept per vehicle for `/track` when the broker has no durable store.
+    pub track_capacity: usize,
+    /// Vehicles the hub holds at most; states of further vehicles are refused and counted.
+    pub max_vehicles: usize,
+    /// Events waiting per client before new ones are dropped.
+    pub client_event_queue: usize,
+    /// Control messages (snapshots, errors) waiting per client.
+    pub client_control_queue: usize,
+    /// Subscriptions per client.
+    pub max_subscriptions: usize,
+    /// Side of a grid cell of the position and subscription indexes, degrees.
+    pub cell_deg: f64,
+    /// A bbox subscription covering more cells than this is checked on every push instead.
+    pub max_sub_cells: usize,
+    /// Messages handed to a client's writer at once.
+    pub batch: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            slow_client_timeout: Duration::from_secs(30),
+            track_capacity: 1000,
+            max_vehicles: 1_000_000,
+            client_event_queue: 1024,
+            client_control_queue: 64,
+            max_subscriptions: 64,
+            cell_deg: 0.05,
+            max_sub_cells: 1024,
+            batch: 256,
+        }
+    }
+}
+
+/// State shared by all handles.
+pub(crate) struct HubInner {
+    pub(crate) config: HubConfig,
+    pub(crate) fleet: Fleet,
+    pub(crate) subs: RwLock<SubIndex>,
+    clients: Mutex<HashMap<u64, Weak<Client>>>,
+    next_client: AtomicU64,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// The bridge's live view of the fleet; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+impl Hub {
+    /// A hub with no vehicles and no clients.
+    pub fn new(config: HubConfig) -> Hub {
+        let grid = Grid::new(config.cell_deg);
+        Hub {
+            inner: Arc::new(HubInner {
+                fleet: Fleet::new(grid, config.track_capacity, config.max_vehicles),
+                subs: RwLock::new(SubIndex::new(grid, config.max_sub_cells)),
+                clients: Mutex::new(HashMap::new()),
+                next_client: AtomicU64::new(1),
+                metrics: Arc::new(Metrics::default()),
+                config,
+            }),
+        }
+    }
+
+    /// Records a processed state and offers it to every subscription that selects it now, or
+    /// selected its previous state (so a client sees a vehicle leave its bbox or route).
+    pub fn push_state(&self, state: Arc<VehicleState>) {
+        let m = &self.inner.metrics;
+        inc(&m.states_pushed);
+        let p = Arc::new(Prepared::new(state));
+        let prev = match self.inner.fleet.upsert(&p) {
+            Ok(prev) => prev,
+            Err(_) => {
+                inc(&m.states_refused);
+                return;
+            }
+        };
+        let mut targets: Vec<Target> = Vec::new();
+        {
+            let subs = self.inner.read_subs();
+            subs.state_targets(&p.state, &mut targets);
+            if let Some(prev) = &prev {
+                let before = targets.len();
+                subs.state_targets(&prev.state, &mut targets);
+                if targets.len() > before {
+                    targets.sort_by_key(|(c, s)| (c.id, *s));
+                    targets.dedup_by_key(|(c, s)| (c.id, *s));
+                }
+            }
+        }
+        if targets.is_empty() {
+            return;
+        }
+        let vehicle: Arc<str> = Arc::from(p.state.vehicle.as_str());
+        let now = Instant::now();
+        for (client, sub) in targets {
+            client.offer_state(sub, &p, &vehicle, now);
+        }
+    }
+
+    /// Offers an event to every subscription that wants events of its vehicle. Events are not
+    /// coalesced; a client whose event queue is full loses it (counted).
+    pub fn push_event(&self, event: Arc<Event>) {
+        inc(&self.inner.metrics.events_pushed);
+        let latest = if event.route.is_none() || event.trip.is_none() {
+            self.inner.fleet.get(&event.vehicle)
+        } else {
+            None
+        };
+        let route = event
+            .route
+            .as_deref()
+            .or_else(|| latest.as_ref().and_then(|p| p.state.route.as_deref()));
+        let trip = event
+            .trip
+            .as_deref()
+            .or_else(|| latest.as_ref().and_then(|p| p.state.trip.as_deref()));
+        let mut targets: Vec<Target> = Vec::new();
+        self.inner
+            .read_subs()
+            .event_targets(&event, route, trip, &mut targets);
+        if targets.is_empty() {
+            return;
+        }
+        let json = to_json(&*event);
+        let now = Instant::now();
+        for (client, sub) in targets {
+            client.offer_event(sub, &json, now);
+        }
+    }
+
+    /// The latest state of a vehicle.
+    pub fn latest(&self, vehicle: &str) -> Option<Arc<VehicleState>> {
+        self.inner.fleet.get(vehicle).map(|p| p.state.clone())
+    }
+
+    /// Number of vehicles with a known state.
+    pub fn len(&self) -> usize {
+        self.inner.fleet.count()
+    }
+
+    /// Whether no vehicle has a state yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bridge's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The configuration the hub was made with.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// Closes every stream client (WebSocket close 1001, SSE streams end); used on shutdown.
+    pub fn close_all(&self) {
+        let clients: Vec<Arc<Client>> = self
+            .inner
+            .lock_clients()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for c in clients {
+            c.close(CloseReason::Shutdown);
+        }
+    }
+
+    /// Registers a new stream client.
+    pub(crate) fn connect(&self) -> Session {
+        let id = self.inner.next_client.fetch_add(1, Ordering::Relaxed);
+        let c = &self.inner.config;
+        let limits = QueueLimits {
+            events: c.client_event_queue,
+            control: c.client_control_queue,
+            batch: c.batch,
+        };
+        let client = Arc::new(Client::new(id, limits, self.inner.metrics.clone()));
+        self.inner
+            .lock_clients()
+            .insert(id, Arc::downgrade(&client));
+        Session::new(self.clone(), client)
+    }
+}
+
+impl HubInner {
+    pub(crate) fn read_subs(&self) -> std::sync::RwLockReadGuard<'_, SubIndex> {
+        // Nothing panics while the index lock is held.
+        self.subs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write_subs(&self) -> std::sync::RwLockWriteGuard<'_, SubIndex> {
+        self.subs.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Client>>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,159 @@
+//! A stream client's session with the hub: its named subscriptions, how subscribing files them in
+//! the index and queues the snapshot, and the clean-up when the connection ends.
+//!
+//! Owned by the connection's task (WebSocket or SSE); the writer side only needs the [`Client`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::{Client, Outgoing, SubKey, SubMeta};
+use crate::filter::Criteria;
+use crate::fleet::to_json;
+use crate::hub::Hub;
+use crate::subs::SubRef;
+
+/// Largest `max_hz` a subscription may ask for (SPEC §7).
+pub const MAX_HZ: f64 = 10.0;
+
+/// What a subscription asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubSpec {
+    /// Which vehicles.
+    pub criteria: Criteria,
+    /// Whether to send their states (snapshot + updates).
+    pub states: bool,
+    /// Whether to send their events.
+    pub events: bool,
+    /// Updates per vehicle per second at most, in (0, 10].
+    pub max_hz: f64,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubError {
+    /// The client already has the maximum number of subscriptions.
+    #[error("too many subscriptions (at most {0})")]
+    TooMany(usize),
+}
+
+struct Registered {
+    key: SubKey,
+    criteria: Arc<Criteria>,
+    states: bool,
+}
+
+/// One connected stream client.
+pub struct Session {
+    hub: Hub,
+    client: Arc<Client>,
+    subs: HashMap<String, Registered>,
+    next_key: SubKey,
+}
+
+impl Session {
+    pub(crate) fn new(hub: Hub, client: Arc<Client>) -> Session {
+        Session {
+            hub,
+            client,
+            subs: HashMap::new(),
+            next_key: 0,
+        }
+    }
+
+    /// The client's outgoing queue.
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// Subscribes under `id` (replacing a subscription of the same id): files it, then queues its
+    /// snapshot, then lets its updates flow, so no update overtakes the snapshot and none is lost
+    /// between them.
+    ///
+    /// # Errors
+    /// [`SubError::TooMany`] at the per-client limit.
+    pub fn subscribe(&mut self, id: &str, spec: SubSpec) -> Result<(), SubError> {
+        self.unsubscribe(id);
+        let max = self.hub.inner.config.max_subscriptions;
+        if self.subs.len() >= max {
+            return Err(SubError::TooMany(max));
+        }
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1);
+        let sub_json = to_json(&id);
+        let hz = if spec.max_hz.is_finite() {
+            spec.max_hz.clamp(0.01, MAX_HZ)
+        } else {
+            1.0
+        };
+        let interval = Duration::from_secs_f64(1.0 / hz);
+        self.client.add_sub(
+            key,
+            SubMeta {
+                sub_json: sub_json.clone(),
+                interval,
+                ready: false,
+            },
+        );
+        let criteria = Arc::new(spec.criteria);
+        self.hub.inner.write_subs().insert(SubRef {
+            client: self.client.clone(),
+            sub: key,
+            criteria: criteria.clone(),
+            states: spec.states,
+            events: spec.events,
+        });
+        let mut text = format!(r#"{{"type":"snapshot","sub":{sub_json},"vehicles":["#);
+        if spec.states {
+            let found = self.hub.inner.fleet.select(&criteria, None, usize::MAX);
+            for (i, p) in found.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(p.json());
+            }
+        }
+        text.push_str("]}");
+        self.client.activate(
+            key,
+            Outgoing {
+                kind: "snapshot",
+                text,
+            },
+        );
+        self.subs.insert(
+            id.to_owned(),
+            Registered {
+                key,
+                criteria,
+                states: spec.states,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes the subscription `id`; false if there was none.
+    pub fn unsubscribe(&mut self, id: &str) -> bool {
+        let Some(r) = self.subs.remove(id) else {
+            return false;
+        };
+        self.hub
+            .inner
+            .write_subs()
+            .remove(self.client.id, r.key, &r.criteria, r.states);
+        self.client.remove_sub(r.key);
+        true
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        {
+            let mut index = self.hub.inner.write_subs();
+            for r in self.subs.values() {
+                index.remove(self.client.id, r.key, &r.criteria, r.states);
+            }
+        }
+        self.hub.inner.lock_clients().remove(&self.client.id);
+    }
+}

@@ -1,0 +1,185 @@
+//! The subscription index: finds the subscriptions interested in a state or an event without
+//! looking at the others. Each subscription is filed under its most selective criterion — vehicle,
+//! then trip, then route, then the grid cells its bbox covers — or, when it has none or its bbox
+//! covers too many cells, in a short "wide" list checked on every push.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use geo_engine::{Event, VehicleState};
+
+use crate::client::{Client, ClientId, SubKey};
+use crate::filter::Criteria;
+use crate::grid::{Cell, Grid};
+
+/// One registered subscription.
+#[derive(Clone)]
+pub struct SubRef {
+    /// The client it belongs to.
+    pub client: Arc<Client>,
+    /// Its key within the client.
+    pub sub: SubKey,
+    /// What it selects.
+    pub criteria: Arc<Criteria>,
+    /// Whether it receives states (updates).
+    pub states: bool,
+    /// Whether it receives events.
+    pub events: bool,
+}
+
+/// Where a subscription is filed.
+#[derive(Debug, Clone, PartialEq)]
+enum Slot {
+    Vehicle(Arc<str>),
+    Trip(Arc<str>),
+    Route(Arc<str>),
+    Cells(Vec<Cell>),
+    Wide,
+    /// Events of every vehicle, no states.
+    AllEvents,
+}
+
+/// A subscription target: the client and the subscription key.
+pub type Target = (Arc<Client>, SubKey);
+
+/// The index.
+pub struct SubIndex {
+    grid: Grid,
+    max_cells: usize,
+    by_vehicle: HashMap<Arc<str>, Vec<SubRef>>,
+    by_trip: HashMap<Arc<str>, Vec<SubRef>>,
+    by_route: HashMap<Arc<str>, Vec<SubRef>>,
+    by_cell: HashMap<Cell, Vec<SubRef>>,
+    wide: Vec<SubRef>,
+    all_events: Vec<SubRef>,
+}
+
+impl SubIndex {
+    /// An empty index over `grid`; a bbox covering more than `max_cells` cells is filed as wide.
+    pub fn new(grid: Grid, max_cells: usize) -> SubIndex {
+        SubIndex {
+            grid,
+            max_cells,
+            by_vehicle: HashMap::new(),
+            by_trip: HashMap::new(),
+            by_route: HashMap::new(),
+            by_cell: HashMap::new(),
+            wide: Vec::new(),
+            all_events: Vec::new(),
+        }
+    }
+
+    fn slot_for(&self, c: &Criteria, states: bool) -> Slot {
+        if let Some(v) = &c.vehicle {
+            Slot::Vehicle(v.clone())
+        } else if let Some(t) = &c.trip {
+            Slot::Trip(t.clone())
+        } else if let Some(r) = &c.route {
+            Slot::Route(r.clone())
+        } else if let Some(cells) = c.bbox.and_then(|b| self.grid.cells(&b, self.max_cells)) {
+            Slot::Cells(cells)
+        } else if !states && c.is_empty() {
+            Slot::AllEvents
+        } else {
+            Slot::Wide
+        }
+    }
+
+    /// Files a subscription.
+    pub fn insert(&mut self, s: SubRef) {
+        match self.slot_for(&s.criteria, s.states) {
+            Slot::Vehicle(k) => self.by_vehicle.entry(k).or_default().push(s),
+            Slot::Trip(k) => self.by_trip.entry(k).or_default().push(s),
+            Slot::Route(k) => self.by_route.entry(k).or_default().push(s),
+            Slot::Cells(cells) => {
+                for c in cells {
+                    self.by_cell.entry(c).or_default().push(s.clone());
+                }
+            }
+            Slot::Wide => self.wide.push(s),
+            Slot::AllEvents => self.all_events.push(s),
+        }
+    }
+
+    /// Removes a subscription filed with `criteria` (as given to [`SubIndex::insert`]).
+    pub fn remove(
+        &mut self,
+        client: ClientId,
+        sub: SubKey,
+        criteria: &Arc<Criteria>,
+        states: bool,
+    ) {
+        let probe_slot = self.slot_for(criteria, states);
+        let keep = |s: &SubRef| !(s.client.id == client && s.sub == sub);
+        fn from_map<K: std::hash::Hash + Eq>(
+            map: &mut HashMap<K, Vec<SubRef>>,
+            k: &K,
+            keep: impl Fn(&SubRef) -> bool,
+        ) {
+            if let Some(list) = map.get_mut(k) {
+                list.retain(keep);
+                if list.is_empty() {
+                    map.remove(k);
+                }
+            }
+        }
+        match probe_slot {
+            Slot::Vehicle(k) => from_map(&mut self.by_vehicle, &k, keep),
+            Slot::Trip(k) => from_map(&mut self.by_trip, &k, keep),
+            Slot::Route(k) => from_map(&mut self.by_route, &k, keep),
+            Slot::Cells(cells) => {
+                for c in cells {
+                    from_map(&mut self.by_cell, &c, keep);
+                }
+            }
+            Slot::Wide => self.wide.retain(keep),
+            Slot::AllEvents => self.all_events.retain(keep),
+        }
+    }
+
+    /// Appends the subscriptions that want this state.
+    pub fn state_targets(&self, s: &VehicleState, out: &mut Vec<Target>) {
+        let cell = self.grid.cell(s.lat, s.lon);
+        let lists = [
+            self.by_vehicle.get(s.vehicle.as_str()),
+            s.trip.as_deref().and_then(|t| self.by_trip.get(t)),
+            s.route.as_deref().and_then(|r| self.by_route.get(r)),
+            self.by_cell.get(&cell),
+            Some(&self.wide),
+        ];
+        for list in lists.into_iter().flatten() {
+            out.extend(
+                list.iter()
+                    .filter(|r| r.states && r.criteria.matches_state(s))
+                    .map(|r| (r.client.clone(), r.sub)),
+            );
+        }
+    }
+
+    /// Appends the subscriptions that want this event; `route` and `trip` are the event's own or
+    /// those of the vehicle's latest state.
+    pub fn event_targets(
+        &self,
+        e: &Event,
+        route: Option<&str>,
+        trip: Option<&str>,
+        out: &mut Vec<Target>,
+    ) {
+        let cell = self.grid.cell(e.lat, e.lon);
+        let lists = [
+            self.by_vehicle.get(e.vehicle.as_str()),
+            trip.and_then(|t| self.by_trip.get(t)),
+            route.and_then(|r| self.by_route.get(r)),
+            self.by_cell.get(&cell),
+            Some(&self.wide),
+            Some(&self.all_events),
+        ];
+        for list in lists.into_iter().flatten() {
+            out.extend(
+                list.iter()
+                    .filter(|r| r.events && r.criteria.matches_event(e, route, trip))
+                    .map(|r| (r.client.clone(), r.sub)),
+            );
+        }
+    }
+}

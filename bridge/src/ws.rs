@@ -1,0 +1,134 @@
+//! `GET /ws`: the WebSocket bridge of SPEC §7. The reader applies `subscribe`/`unsubscribe`
+//! requests to the session (errors are replied and the connection stays open); the writer pumps
+//! the client's coalesced queue; a slow client is closed with 1013, all clients with 1001 on
+//! shutdown.
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, State};
+use axum::response::Response;
+use futures_util::SinkExt;
+use futures_util::stream::{SplitSink, StreamExt};
+
+use crate::app::{AppState, ShutdownSignal};
+use crate::client::{CloseReason, Gauge, Outgoing};
+use crate::hub::Hub;
+use crate::protocol::{Op, ProtoError, parse};
+use crate::pump::{Ending, Outlet, pump};
+use crate::session::Session;
+
+/// Close code for a client that could not keep up ("try again later").
+pub const CLOSE_SLOW: u16 = 1013;
+/// Close code on server shutdown ("going away").
+pub const CLOSE_SHUTDOWN: u16 = 1001;
+
+/// Upgrades the request and runs the client.
+pub async fn handler(
+    State(st): State<AppState>,
+    signal: Option<Extension<ShutdownSignal>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let max = st.config.ws_max_message;
+    let hub = st.hub.clone();
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| run(hub, socket, signal.map(|Extension(s)| s)))
+}
+
+struct WsOutlet<'a>(&'a mut SplitSink<WebSocket, Message>);
+
+impl Outlet for WsOutlet<'_> {
+    async fn send_batch(&mut self, msgs: Vec<Outgoing>) -> Result<(), ()> {
+        for m in msgs {
+            self.0
+                .feed(Message::Text(m.text.into()))
+                .await
+                .map_err(|_| ())?;
+        }
+        self.0.flush().await.map_err(|_| ())
+    }
+}
+
+async fn run(hub: Hub, socket: WebSocket, signal: Option<ShutdownSignal>) {
+    let _gauge = Gauge::hold(&hub.metrics().ws_clients);
+    let slow = hub.config().slow_client_timeout;
+    let mut session = hub.connect();
+    let client = session.client().clone();
+    let (mut tx, mut rx) = socket.split();
+    let reader = async {
+        while let Some(Ok(msg)) = rx.next().await {
+            match msg {
+                Message::Text(t) => handle(&mut session, t.as_str()),
+                Message::Binary(_) => client.send_control(
+                    ProtoError::new(
+                        "BAD_REQUEST",
+                        "binary frames are not accepted; send JSON text",
+                    )
+                    .to_outgoing(),
+                ),
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => {}
+            }
+        }
+    };
+    let mut outlet = WsOutlet(&mut tx);
+    let ending = tokio::select! {
+        () = reader => Ending::Gone,
+        e = pump(&client, &mut outlet, slow, hub.metrics()) => e,
+        () = wait_shutdown(signal) => Ending::Closed(CloseReason::Shutdown),
+    };
+    let frame = match ending {
+        Ending::Closed(CloseReason::Slow) => Some(CloseFrame {
+            code: CLOSE_SLOW,
+            reason: "too slow: try again later".into(),
+        }),
+        Ending::Closed(CloseReason::Shutdown) => Some(CloseFrame {
+            code: CLOSE_SHUTDOWN,
+            reason: "server shutting down".into(),
+        }),
+        Ending::Gone => None,
+    };
+    if let Some(frame) = frame {
+        // The peer may be the slow one: bound the wait for the close frame to get out.
+        let _ = tokio::time::timeout(slow, tx.send(Message::Close(Some(frame)))).await;
+    }
+    let _ = tokio::time::timeout(slow, tx.close()).await;
+    drop(session);
+}
+
+/// Applies one text frame to the session.
+fn handle(session: &mut Session, text: &str) {
+    let result = match parse(text) {
+        Ok(Op::Subscribe { id, spec }) => session
+            .subscribe(&id, spec)
+            .map_err(|e| ProtoError::new("TOO_MANY_SUBSCRIPTIONS", e.to_string())),
+        Ok(Op::Unsubscribe { id }) => {
+            if session.unsubscribe(&id) {
+                Ok(())
+            } else {
+                Err(ProtoError::new(
+                    "NOT_SUBSCRIBED",
+                    format!("no subscription {id:?}"),
+                ))
+            }
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        session.client().send_control(e.to_outgoing());
+    }
+}
+
+/// Resolves when the server starts shutting down; never without a signal.
+pub(crate) async fn wait_shutdown(signal: Option<ShutdownSignal>) {
+    if let Some(ShutdownSignal(mut rx)) = signal {
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        if *rx.borrow() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
