@@ -2,15 +2,34 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
-use crate::{Config, Error};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::{Context, Limits};
+use crate::metrics::Metrics;
+use crate::router::{Router, RouterConfig};
+use crate::{Config, Error, listener};
+
+/// Bytes one session's queue may hold, beside `--max-queued` messages.
+const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 
 /// A broker whose listeners are bound (so tests can bind port 0 and read the real address) but
 /// that does not accept connections until [`Broker::run`].
 pub struct Broker {
     config: Config,
-    mqtt_addr: SocketAddr,
-    http_addr: SocketAddr,
+    mqtt: TcpListener,
+    http: TcpListener,
+    metrics: Arc<Metrics>,
+}
+
+async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { flag, addr, source })
 }
 
 impl Broker {
@@ -19,23 +38,61 @@ impl Broker {
     /// # Errors
     /// A listener's port is in use, or a file named by the configuration is unreadable or invalid.
     pub async fn bind(config: Config) -> Result<Broker, Error> {
-        let mqtt_addr = config.mqtt;
-        let http_addr = config.http;
-        Ok(Broker { config, mqtt_addr, http_addr })
+        let mqtt = bind("mqtt", config.mqtt).await?;
+        let http = bind("http", config.http).await?;
+        Ok(Broker {
+            config,
+            mqtt,
+            http,
+            metrics: Arc::new(Metrics::default()),
+        })
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt_addr
+        self.mqtt.local_addr().unwrap_or(self.config.mqtt)
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+        self.http.local_addr().unwrap_or(self.config.http)
     }
 
     /// Serves until `shutdown` completes, then disconnects clients (v5: 0x8B) and flushes state.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let _ = &self.config;
+        let token = CancellationToken::new();
+        let router_config = RouterConfig {
+            max_queued: self.config.max_queued,
+            max_queued_bytes: MAX_QUEUED_BYTES,
+        };
+        let (router, router_tx) = Router::new(router_config, self.metrics.clone());
+        let limits = Limits {
+            max_keepalive: self.config.max_keepalive,
+            receive_maximum: self.config.receive_maximum.max(1),
+            max_packet_size: self.config.max_packet_size as usize,
+            ..Limits::default()
+        };
+        let ctx = Arc::new(Context::new(
+            router_tx,
+            self.metrics.clone(),
+            limits,
+            token.clone(),
+        ));
+        let router_task = tokio::spawn(router.run(token.clone().cancelled_owned()));
+        let accept = tokio::spawn(listener::run(
+            ctx.clone(),
+            self.mqtt,
+            self.config.max_connections,
+        ));
+        let _http = self.http;
         shutdown.await;
+        tracing::info!("shutting down");
+        token.cancel();
+        let _ = accept.await;
+        let _ = router_task.await;
+        // Give connections a moment to write their DISCONNECT 0x8B.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while self.metrics.connections.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     }
 }

@@ -1,0 +1,201 @@
+//! CONNECT to CONNACK: reading the first packet within the connect timeout, checking it,
+//! settling the client identifier, keep-alive and session expiry, and attaching to the router.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use fleetmq_codec::{ConnAck, Connect, Packet, Properties, Protocol, reason};
+use tokio::sync::{mpsc, oneshot};
+
+use super::link::{ConnLink, LINK_CAPACITY, Outgoing};
+use crate::context::Context;
+use crate::router::{ConnectRequest, RouterMsg, Will};
+use crate::topic;
+
+/// What the rest of the connection needs to know after a successful CONNECT.
+pub struct Accepted {
+    pub protocol: Protocol,
+    pub session: u64,
+    pub link: ConnLink,
+    pub rx: mpsc::Receiver<Outgoing>,
+    pub connack: ConnAck,
+    /// Seconds; 0 = no keep-alive.
+    pub keep_alive: u16,
+    pub client_id: Arc<str>,
+    /// Client's Topic Alias Maximum (aliases we may use towards it).
+    pub client_alias_max: u16,
+    pub client_max_packet: usize,
+    /// v5: the session expiry the CONNECT asked for (0 can't be raised at DISCONNECT).
+    pub expiry_interval: u32,
+}
+
+/// Why a CONNECT was refused: the CONNACK reason and a reason string.
+pub struct Refusal {
+    pub protocol: Protocol,
+    pub code: u8,
+    pub message: &'static str,
+}
+
+impl Refusal {
+    pub fn connack(&self) -> Packet {
+        let mut properties = Properties::default();
+        if self.protocol == Protocol::V5 {
+            properties.reason_string = Some(self.message.into());
+        }
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: self.code,
+            properties,
+        })
+    }
+}
+
+fn refuse(protocol: Protocol, code: u8, message: &'static str) -> Refusal {
+    Refusal {
+        protocol,
+        code,
+        message,
+    }
+}
+
+/// Checks a CONNECT and attaches the session to the router.
+pub async fn accept(ctx: &Context, c: Connect) -> Result<Accepted, Refusal> {
+    let protocol = c.protocol;
+    let v5 = protocol == Protocol::V5;
+    let mut assigned = None;
+    let client_id: Arc<str> = if c.client_id.is_empty() {
+        if !v5 && !c.clean_start {
+            return Err(refuse(
+                protocol,
+                reason::CLIENT_IDENTIFIER_NOT_VALID,
+                "an empty client id needs clean session",
+            ));
+        }
+        let id: Arc<str> = format!("fleetmq-{:016x}", rand_id(ctx)).into();
+        assigned = Some(id.clone());
+        id
+    } else {
+        Arc::from(&*c.client_id)
+    };
+    if c.properties.authentication_method.is_some() {
+        return Err(refuse(
+            protocol,
+            reason::BAD_AUTHENTICATION_METHOD,
+            "enhanced authentication is not supported",
+        ));
+    }
+    let will = match c.will {
+        Some(w) => {
+            if topic::validate_name(&w.topic).is_err() {
+                return Err(refuse(
+                    protocol,
+                    reason::TOPIC_NAME_INVALID,
+                    "will topic is not a valid topic name",
+                ));
+            }
+            Some(Will {
+                delay: w.properties.will_delay_interval.unwrap_or(0),
+                expiry: w.properties.message_expiry_interval,
+                topic: w.topic,
+                payload: w.payload,
+                qos: w.qos,
+                retain: w.retain,
+                properties: Properties {
+                    will_delay_interval: None,
+                    message_expiry_interval: None,
+                    ..w.properties
+                },
+            })
+        }
+        None => None,
+    };
+    let expiry_interval = if v5 {
+        c.properties.session_expiry_interval.unwrap_or(0)
+    } else if c.clean_start {
+        0
+    } else {
+        u32::MAX
+    };
+    let max = ctx.limits.max_keepalive;
+    let (keep_alive, server_keep_alive) =
+        if c.keep_alive > max || (c.keep_alive == 0 && max < u16::MAX) {
+            (max, v5.then_some(max))
+        } else {
+            (c.keep_alive, None)
+        };
+    let client_max_packet = c
+        .properties
+        .maximum_packet_size
+        .map_or(usize::MAX, |m| m as usize);
+    let (tx, rx) = mpsc::channel(LINK_CAPACITY);
+    let link = ConnLink {
+        id: ctx.next_conn_id(),
+        tx,
+        want_ready: Arc::new(AtomicBool::new(false)),
+        close: ctx.shutdown.child_token(),
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let req = ConnectRequest {
+        client_id: client_id.clone(),
+        clean_start: c.clean_start,
+        expiry_interval,
+        will,
+        link: link.clone(),
+        receive_maximum: c.properties.receive_maximum.unwrap_or(u16::MAX),
+        max_packet_size: client_max_packet,
+        reply: reply_tx,
+    };
+    let unavailable = || {
+        refuse(
+            protocol,
+            reason::SERVER_UNAVAILABLE,
+            "broker is shutting down",
+        )
+    };
+    ctx.router
+        .send(RouterMsg::Connect(req))
+        .await
+        .map_err(|_| unavailable())?;
+    let reply = reply_rx.await.map_err(|_| unavailable())?;
+    let mut properties = Properties::default();
+    if v5 {
+        properties.receive_maximum = Some(ctx.limits.receive_maximum);
+        properties.maximum_packet_size = u32::try_from(ctx.limits.max_packet_size).ok();
+        properties.topic_alias_maximum = Some(ctx.limits.topic_alias_maximum);
+        properties.retain_available = Some(1);
+        properties.wildcard_subscription_available = Some(1);
+        properties.subscription_identifier_available = Some(1);
+        properties.shared_subscription_available = Some(1);
+        properties.server_keep_alive = server_keep_alive;
+        properties.assigned_client_identifier = assigned.map(|a| (*a).into());
+    }
+    let connack = ConnAck {
+        session_present: reply.session_present,
+        code: reason::SUCCESS,
+        properties,
+    };
+    Ok(Accepted {
+        protocol,
+        session: reply.session,
+        link,
+        rx,
+        connack,
+        keep_alive,
+        client_id,
+        client_alias_max: if v5 {
+            c.properties.topic_alias_maximum.unwrap_or(0)
+        } else {
+            0
+        },
+        client_max_packet,
+        expiry_interval,
+    })
+}
+
+/// A process-unique, hard-to-guess suffix for assigned client identifiers.
+fn rand_id(ctx: &Context) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(ctx.next_conn_id());
+    h.finish()
+}

@@ -1,0 +1,286 @@
+//! Handling what a connected client sends: PUBLISH (topic aliases, flow control, QoS
+//! acknowledgements), the QoS 2 handshakes, SUBSCRIBE/UNSUBSCRIBE, PINGREQ and DISCONNECT.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use fleetmq_codec::{
+    ByteString, Packet, Properties, Protocol, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck,
+    Unsubscribe, reason,
+};
+use tokio::sync::oneshot;
+
+use super::link::{ConnLink, Outgoing};
+use crate::context::Context;
+use crate::message::{Message, Origin};
+use crate::router::subscriptions::SubOptions;
+use crate::router::{RouterMsg, SubRequest};
+use crate::topic;
+
+/// What the reader does after a packet.
+pub enum Flow {
+    Continue,
+    /// The client sent DISCONNECT.
+    Disconnected {
+        will: bool,
+        expiry: Option<u32>,
+    },
+    /// Close with this v5 reason code.
+    Violation {
+        code: u8,
+        message: &'static str,
+    },
+}
+
+pub struct Inbound {
+    ctx: Arc<Context>,
+    protocol: Protocol,
+    session: u64,
+    link: ConnLink,
+    client_id: Arc<str>,
+    /// Topic aliases the client set up towards us.
+    aliases: HashMap<u16, ByteString>,
+    /// QoS 2 publishes received and not yet released: bounded by our receive maximum.
+    unreleased: HashSet<u16>,
+    connect_expiry: u32,
+}
+
+fn violation(code: u8, message: &'static str) -> Flow {
+    Flow::Violation { code, message }
+}
+
+impl Inbound {
+    pub fn new(
+        ctx: Arc<Context>,
+        protocol: Protocol,
+        session: u64,
+        link: ConnLink,
+        client_id: Arc<str>,
+        connect_expiry: u32,
+    ) -> Inbound {
+        Inbound {
+            ctx,
+            protocol,
+            session,
+            link,
+            client_id,
+            aliases: HashMap::new(),
+            unreleased: HashSet::new(),
+            connect_expiry,
+        }
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    async fn send(&self, packet: Packet) {
+        let _ = self.link.tx.send(Outgoing::Packet(packet)).await;
+    }
+
+    async fn router(&self, msg: RouterMsg) -> bool {
+        self.ctx.router.send(msg).await.is_ok()
+    }
+
+    pub async fn handle(&mut self, packet: Packet) -> Flow {
+        match packet {
+            Packet::Publish(p) => self.publish(p).await,
+            Packet::PubAck(r) | Packet::PubComp(r) => {
+                self.router(RouterMsg::Complete {
+                    session: self.session,
+                    pkid: r.pkid,
+                })
+                .await;
+                Flow::Continue
+            }
+            Packet::PubRec(r) => {
+                if r.reason >= 0x80 {
+                    self.router(RouterMsg::Complete {
+                        session: self.session,
+                        pkid: r.pkid,
+                    })
+                    .await;
+                } else {
+                    self.router(RouterMsg::Received {
+                        session: self.session,
+                        pkid: r.pkid,
+                    })
+                    .await;
+                    self.send(Packet::PubRel(PubResp::new(r.pkid))).await;
+                }
+                Flow::Continue
+            }
+            Packet::PubRel(r) => {
+                self.unreleased.remove(&r.pkid);
+                self.router(RouterMsg::Release {
+                    session: self.session,
+                    pkid: r.pkid,
+                })
+                .await;
+                self.send(Packet::PubComp(PubResp::new(r.pkid))).await;
+                Flow::Continue
+            }
+            Packet::Subscribe(s) => self.subscribe(s).await,
+            Packet::Unsubscribe(u) => self.unsubscribe(u).await,
+            Packet::PingReq => {
+                self.send(Packet::PingResp).await;
+                Flow::Continue
+            }
+            Packet::Disconnect(d) => {
+                let expiry = d.properties.session_expiry_interval;
+                if expiry.is_some_and(|e| e > 0) && self.connect_expiry == 0 {
+                    return violation(
+                        reason::PROTOCOL_ERROR,
+                        "session expiry cannot be set at DISCONNECT when CONNECT had 0",
+                    );
+                }
+                Flow::Disconnected {
+                    will: d.reason == reason::DISCONNECT_WITH_WILL,
+                    expiry,
+                }
+            }
+            Packet::Auth(_) => violation(
+                reason::BAD_AUTHENTICATION_METHOD,
+                "enhanced authentication is not supported",
+            ),
+            Packet::Connect(_) => violation(reason::PROTOCOL_ERROR, "second CONNECT"),
+            _ => violation(reason::PROTOCOL_ERROR, "packet type not sent by clients"),
+        }
+    }
+
+    async fn publish(&mut self, mut p: Publish) -> Flow {
+        self.ctx.metrics.messages_received.fetch_add(1, Relaxed);
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias == 0 || alias > self.ctx.limits.topic_alias_maximum {
+                return violation(reason::TOPIC_ALIAS_INVALID, "topic alias out of range");
+            }
+            if p.topic.is_empty() {
+                match self.aliases.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => return violation(reason::PROTOCOL_ERROR, "unknown topic alias"),
+                }
+            } else {
+                self.aliases.insert(alias, p.topic.clone());
+            }
+        }
+        if let Err(e) = topic::validate_name(&p.topic) {
+            return violation(reason::TOPIC_NAME_INVALID, e.as_str());
+        }
+        if p.qos == QoS::ExactlyOnce && !self.unreleased.contains(&p.pkid) {
+            if self.unreleased.len() >= usize::from(self.ctx.limits.receive_maximum) {
+                return violation(
+                    reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    "more QoS 2 publishes unreleased than our receive maximum",
+                );
+            }
+            self.unreleased.insert(p.pkid);
+        }
+        let (qos, pkid) = (p.qos, p.pkid);
+        p.properties.subscription_identifiers.clear();
+        let expires_at = p
+            .properties
+            .message_expiry_interval
+            .take()
+            .map(|s| Instant::now() + Duration::from_secs(s.into()));
+        let message = Arc::new(Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos,
+            retain: p.retain,
+            properties: p.properties,
+            expires_at,
+            origin: Origin::Session(self.session),
+        });
+        let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
+        self.router(RouterMsg::Publish { message, qos2_pkid }).await;
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(Packet::PubAck(PubResp::new(pkid))).await,
+            QoS::ExactlyOnce => self.send(Packet::PubRec(PubResp::new(pkid))).await,
+        }
+        Flow::Continue
+    }
+
+    async fn subscribe(&mut self, s: Subscribe) -> Flow {
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        let mut requests = Vec::with_capacity(s.filters.len());
+        for f in s.filters {
+            let denied = match topic::parse_shared(&f.filter) {
+                Err(_) => Some(reason::TOPIC_FILTER_INVALID),
+                Ok((Some(_), _)) if f.no_local => {
+                    return violation(reason::PROTOCOL_ERROR, "no-local on a shared subscription");
+                }
+                Ok(_) => None,
+            };
+            requests.push(SubRequest {
+                opts: SubOptions {
+                    qos: f.qos,
+                    no_local: f.no_local,
+                    retain_as_published: f.retain_as_published,
+                    id: sub_id,
+                },
+                filter: f.filter,
+                retain_handling: f.retain_handling,
+                denied,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let requests_copy = requests.clone();
+        if !self
+            .router(RouterMsg::Subscribe {
+                session: self.session,
+                requests,
+                reply: tx,
+            })
+            .await
+        {
+            return Flow::Continue;
+        }
+        let Ok((codes, new)) = rx.await else {
+            return Flow::Continue;
+        };
+        let mut properties = Properties::default();
+        if codes.iter().any(|c| *c >= 0x80) && self.protocol == Protocol::V5 {
+            properties.reason_string = Some("one or more filters refused".into());
+        }
+        self.send(Packet::SubAck(SubAck {
+            pkid: s.pkid,
+            codes,
+            properties,
+        }))
+        .await;
+        self.router(RouterMsg::SendRetained {
+            session: self.session,
+            requests: requests_copy,
+            new,
+        })
+        .await;
+        Flow::Continue
+    }
+
+    async fn unsubscribe(&mut self, u: Unsubscribe) -> Flow {
+        let (tx, rx) = oneshot::channel();
+        if !self
+            .router(RouterMsg::Unsubscribe {
+                session: self.session,
+                filters: u.filters,
+                reply: tx,
+            })
+            .await
+        {
+            return Flow::Continue;
+        }
+        let Ok(codes) = rx.await else {
+            return Flow::Continue;
+        };
+        self.send(Packet::UnsubAck(UnsubAck {
+            pkid: u.pkid,
+            codes,
+            properties: Properties::default(),
+        }))
+        .await;
+        Flow::Continue
+    }
+}

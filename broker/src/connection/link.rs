@@ -1,0 +1,54 @@
+//! The link between the router and one connection's writer: a bounded channel of packets to
+//! write, a flag the router raises when the channel was full (the writer answers with `Ready`
+//! once it has drained), and a token that closes the connection.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use fleetmq_codec::Packet;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::router::session::Delivery;
+
+/// Packets queued for one connection's writer. The capacity bounds what one slow client pins
+/// in memory beyond its session queue.
+pub const LINK_CAPACITY: usize = 128;
+
+/// Something for the writer to put on the wire.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// An application message; `pkid` is 0 for QoS 0.
+    Publish {
+        delivery: Delivery,
+        pkid: u16,
+        dup: bool,
+    },
+    /// The second step of an outgoing QoS 2 delivery.
+    PubRel(u16),
+    /// A control packet (CONNACK, acks, SUBACK, PINGRESP, ...).
+    Packet(Packet),
+    /// Write a DISCONNECT with this reason (v5 only) and close.
+    Disconnect {
+        reason: u8,
+        message: Option<&'static str>,
+    },
+}
+
+/// The router's handle on an attached connection.
+#[derive(Debug, Clone)]
+pub struct ConnLink {
+    /// Unique per connection, so events from a replaced connection are told apart.
+    pub id: u64,
+    pub tx: mpsc::Sender<Outgoing>,
+    pub want_ready: Arc<AtomicBool>,
+    pub close: CancellationToken,
+}
+
+impl ConnLink {
+    /// Asks the connection to send DISCONNECT `reason` (best effort) and close.
+    pub fn disconnect(&self, reason: u8, message: Option<&'static str>) {
+        let _ = self.tx.try_send(Outgoing::Disconnect { reason, message });
+        self.close.cancel();
+    }
+}

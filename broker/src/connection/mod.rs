@@ -1,0 +1,237 @@
+//! One client connection over any byte stream (TCP, TLS, WebSocket): CONNECT, then a reader
+//! that decodes and handles packets and a writer task fed through the connection's link.
+//!
+//! # Layout
+//! - `handshake`: CONNECT → CONNACK.
+//! - `link`: the channel between the router and the writer.
+//! - `inbound`: handling each packet the client sends.
+//! - `writer`: encoding and writing what goes to the client.
+
+mod handshake;
+mod inbound;
+pub mod link;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use fleetmq_codec::{BytesMut, DecodeError, Packet, Protocol, decode, encode, reason};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::context::Context;
+use crate::router::RouterMsg;
+use inbound::{Flow, Inbound};
+
+/// Bytes reserved for each read; a larger packet grows the buffer up to the maximum packet size.
+const READ_CHUNK: usize = 1024;
+
+/// Runs one connection to completion.
+pub async fn serve<S>(ctx: Arc<Context>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    ctx.metrics.connections.fetch_add(1, Relaxed);
+    ctx.metrics.connections_total.fetch_add(1, Relaxed);
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf = BytesMut::new();
+    let deadline = Instant::now() + ctx.limits.connect_timeout;
+    let first = tokio::select! {
+        r = read_packet(&ctx, &mut rd, &mut buf, Protocol::V5, deadline) => r,
+        _ = ctx.shutdown.cancelled() => Err(ReadEnd::Closed),
+    };
+    let connect = match first {
+        Ok(Packet::Connect(c)) => c,
+        Ok(_) => {
+            tracing::debug!(%peer, "first packet was not CONNECT");
+            ctx.metrics.protocol_errors.fetch_add(1, Relaxed);
+            return finish(&ctx);
+        }
+        Err(ReadEnd::Decode(DecodeError::UnsupportedProtocol(level))) => {
+            tracing::debug!(%peer, level, "unsupported protocol level");
+            // A 3.1.1-shaped CONNACK with "unacceptable protocol version", as Mosquitto answers.
+            let _ = wr.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+            return finish(&ctx);
+        }
+        Err(e) => {
+            tracing::debug!(%peer, reason = ?e, "connection ended before CONNECT");
+            if matches!(e, ReadEnd::Decode(_)) {
+                ctx.metrics.protocol_errors.fetch_add(1, Relaxed);
+            }
+            return finish(&ctx);
+        }
+    };
+    let protocol = connect.protocol;
+    let accepted = match handshake::accept(&ctx, connect).await {
+        Ok(a) => a,
+        Err(refusal) => {
+            let mut out = BytesMut::new();
+            let _ = encode(&refusal.connack(), refusal.protocol, &mut out);
+            let _ = wr.write_all(&out).await;
+            let _ = wr.shutdown().await;
+            return finish(&ctx);
+        }
+    };
+    tracing::debug!(%peer, client = %accepted.client_id, ?protocol, "connected");
+    let session = accepted.session;
+    let link = accepted.link.clone();
+    let writer = writer::Writer::new(
+        protocol,
+        session,
+        link.clone(),
+        accepted.client_alias_max,
+        accepted.client_max_packet,
+    );
+    let writer_task = tokio::spawn(writer.run(ctx.clone(), wr, accepted.rx));
+    let _ = link
+        .tx
+        .send(link::Outgoing::Packet(Packet::ConnAck(accepted.connack)))
+        .await;
+    let _ = ctx
+        .router
+        .send(RouterMsg::Ready {
+            session,
+            conn: link.id,
+        })
+        .await;
+
+    let mut inbound = Inbound::new(
+        ctx.clone(),
+        protocol,
+        session,
+        link.clone(),
+        accepted.client_id.clone(),
+        accepted.expiry_interval,
+    );
+    let keep_alive = Duration::from_millis(u64::from(accepted.keep_alive) * 1500);
+    let mut publish_will = true;
+    let mut expiry_update = None;
+    loop {
+        let deadline = if keep_alive.is_zero() {
+            Instant::now() + Duration::from_secs(86400 * 365)
+        } else {
+            Instant::now() + keep_alive
+        };
+        let next = tokio::select! {
+            r = read_packet(&ctx, &mut rd, &mut buf, protocol, deadline) => r,
+            _ = link.close.cancelled() => Err(ReadEnd::Closed),
+        };
+        match next {
+            Ok(packet) => match inbound.handle(packet).await {
+                Flow::Continue => {}
+                Flow::Disconnected { will, expiry } => {
+                    publish_will = will;
+                    expiry_update = expiry;
+                    break;
+                }
+                Flow::Violation { code, message } => {
+                    ctx.metrics.protocol_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, code, message, "protocol violation");
+                    let _ = link.tx.try_send(link::Outgoing::Disconnect {
+                        reason: code,
+                        message: Some(message),
+                    });
+                    break;
+                }
+            },
+            Err(ReadEnd::Decode(e)) => {
+                ctx.metrics.protocol_errors.fetch_add(1, Relaxed);
+                tracing::debug!(%peer, error = %e, "malformed packet");
+                let _ = link.tx.try_send(link::Outgoing::Disconnect {
+                    reason: e.reason_code(),
+                    message: Some(decode_message(&e)),
+                });
+                break;
+            }
+            Err(ReadEnd::KeepAlive) => {
+                tracing::debug!(%peer, "keep-alive timeout");
+                let _ = link.tx.try_send(link::Outgoing::Disconnect {
+                    reason: reason::KEEP_ALIVE_TIMEOUT,
+                    message: Some("keep-alive timeout"),
+                });
+                break;
+            }
+            Err(ReadEnd::Closed) | Err(ReadEnd::Io) => break,
+        }
+    }
+    // Closed by the router (takeover, shutdown) the session is not ours to detach any more;
+    // the router ignores a Disconnect from a replaced connection.
+    let _ = ctx
+        .router
+        .send(RouterMsg::Disconnect {
+            session,
+            conn: link.id,
+            publish_will,
+            expiry_interval: expiry_update,
+        })
+        .await;
+    // Let the writer flush what is queued (a DISCONNECT, acks) before the socket closes.
+    drop(inbound);
+    let close = link.close.clone();
+    drop(link);
+    // The writer ends when every sender is gone or on cancel, and cancels the token itself.
+    if tokio::time::timeout(Duration::from_secs(2), close.cancelled())
+        .await
+        .is_err()
+    {
+        close.cancel();
+    }
+    let _ = writer_task.await;
+    finish(&ctx);
+}
+
+fn finish(ctx: &Context) {
+    ctx.metrics.connections.fetch_sub(1, Relaxed);
+}
+
+fn decode_message(e: &DecodeError) -> &'static str {
+    match e {
+        DecodeError::PacketTooLarge { .. } => "packet exceeds the maximum packet size",
+        DecodeError::Malformed(m) | DecodeError::Protocol(m) => m,
+        DecodeError::UnsupportedProtocol(_) => "unsupported protocol version",
+    }
+}
+
+#[derive(Debug)]
+enum ReadEnd {
+    Decode(DecodeError),
+    KeepAlive,
+    Closed,
+    Io,
+}
+
+/// Reads until one whole packet is buffered, or the deadline passes.
+async fn read_packet<R: AsyncRead + Unpin>(
+    ctx: &Context,
+    rd: &mut R,
+    buf: &mut BytesMut,
+    protocol: Protocol,
+    deadline: Instant,
+) -> Result<Packet, ReadEnd> {
+    loop {
+        match decode(buf, protocol, ctx.limits.max_packet_size) {
+            Ok(Some(p)) => {
+                if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+                    // Give back the memory a large packet needed; idle connections stay small.
+                    *buf = BytesMut::new();
+                }
+                return Ok(p);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ReadEnd::Decode(e)),
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match tokio::time::timeout_at(deadline, rd.read_buf(buf)).await {
+            Err(_) => return Err(ReadEnd::KeepAlive),
+            Ok(Ok(0)) => return Err(ReadEnd::Closed),
+            Ok(Ok(n)) => {
+                ctx.metrics.bytes_received.fetch_add(n as u64, Relaxed);
+            }
+            Ok(Err(_)) => return Err(ReadEnd::Io),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! What every connection shares: the router's channel, metrics, limits, and the shutdown token.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::router::RouterMsg;
+
+/// Protocol limits from the configuration, as connections apply them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_keepalive: u16,
+    /// Our Receive Maximum: QoS 2 publishes a client may have unreleased towards us.
+    pub receive_maximum: u16,
+    pub max_packet_size: usize,
+    /// Topic aliases a client may set up towards us.
+    pub topic_alias_maximum: u16,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_keepalive: 65535,
+            receive_maximum: 1024,
+            max_packet_size: 1024 * 1024,
+            topic_alias_maximum: 64,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct Context {
+    pub router: mpsc::Sender<RouterMsg>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    /// Cancelled when the broker shuts down.
+    pub shutdown: CancellationToken,
+    next_conn: AtomicU64,
+}
+
+impl Context {
+    pub fn new(
+        router: mpsc::Sender<RouterMsg>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) -> Context {
+        Context {
+            router,
+            metrics,
+            limits,
+            shutdown,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Relaxed)
+    }
+}

@@ -1,0 +1,60 @@
+//! An application message as the router holds it: shared by every subscriber it is delivered to
+//! (one allocation per publish, not per delivery).
+
+use std::time::Instant;
+
+use fleetmq_codec::{ByteString, Bytes, Properties, QoS};
+
+/// Who published a message; used for no-local and for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A client session (its router-assigned id).
+    Session(u64),
+    /// The broker itself: processed state, events, `$SYS`, pings from HTTP.
+    Broker,
+}
+
+#[derive(Debug)]
+pub struct Message {
+    pub topic: ByteString,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Properties passed through to subscribers (payload format, content type, response
+    /// topic, correlation data, user properties). Topic alias, subscription identifiers and
+    /// message expiry are set per delivery.
+    pub properties: Properties,
+    /// When the message expiry interval runs out; `None` never.
+    pub expires_at: Option<Instant>,
+    pub origin: Origin,
+}
+
+impl Message {
+    /// Seconds of expiry left at `now` (rounded up), `None` without expiry.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let left = at.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            u32::try_from(secs).unwrap_or(u32::MAX)
+        })
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// An upper bound on the encoded PUBLISH size, for checking a client's maximum packet size
+    /// before queueing.
+    pub fn size_estimate(&self) -> usize {
+        let p = &self.properties;
+        let props = p.content_type.as_ref().map_or(0, |s| s.len() + 3)
+            + p.response_topic.as_ref().map_or(0, |s| s.len() + 3)
+            + p.correlation_data.as_ref().map_or(0, |s| s.len() + 3)
+            + p.user_properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 5)
+                .sum::<usize>()
+            + 32;
+        self.topic.len() + self.payload.len() + props + 16
+    }
+}

@@ -1,0 +1,232 @@
+//! Broker counters, shared by connections and the router as relaxed atomics (no locks on the
+//! hot path), rendered as `$SYS` topics and in Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+/// Upper bounds (seconds) of the processing-latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 10] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,
+];
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub started: Instant,
+    pub connections: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Messages dropped because a session's queue was full (oldest first).
+    pub messages_dropped: AtomicU64,
+    /// Messages whose expiry interval ran out before delivery.
+    pub messages_expired: AtomicU64,
+    /// Publishes refused by the ACL.
+    pub publishes_denied: AtomicU64,
+    /// Connections closed for a protocol violation or malformed packet.
+    pub protocol_errors: AtomicU64,
+    /// Gauges the router refreshes.
+    pub sessions: AtomicI64,
+    pub subscriptions: AtomicI64,
+    pub retained: AtomicI64,
+    pub updates_accepted: AtomicU64,
+    pub updates_duplicate: AtomicU64,
+    pub updates_jitter: AtomicU64,
+    updates_rejected: Mutex<Vec<(&'static str, u64)>>,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_ns: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            started: Instant::now(),
+            connections: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            messages_received: AtomicU64::new(0),
+            messages_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            messages_dropped: AtomicU64::new(0),
+            messages_expired: AtomicU64::new(0),
+            publishes_denied: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            sessions: AtomicI64::new(0),
+            subscriptions: AtomicI64::new(0),
+            retained: AtomicI64::new(0),
+            updates_accepted: AtomicU64::new(0),
+            updates_duplicate: AtomicU64::new(0),
+            updates_jitter: AtomicU64::new(0),
+            updates_rejected: Mutex::new(Vec::new()),
+            latency_buckets: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a rejected location update under its reason.
+    pub fn reject(&self, reason: &'static str) {
+        let mut v = self
+            .updates_rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match v.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => v.push((reason, 1)),
+        }
+    }
+
+    /// Records the time one location update took from arrival to publication.
+    pub fn observe_latency(&self, seconds: f64) {
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.latency_buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_ns
+            .fetch_add((seconds * 1e9) as u64, Relaxed);
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        let v = self
+            .updates_rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        v.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Prometheus text exposition of every counter.
+    pub fn render(&self, out: &mut String) {
+        let counters: [(&str, &str, u64); 11] = [
+            (
+                "fleetmq_connections_total",
+                "MQTT connections accepted",
+                self.connections_total.load(Relaxed),
+            ),
+            (
+                "fleetmq_messages_received_total",
+                "PUBLISH packets received",
+                self.messages_received.load(Relaxed),
+            ),
+            (
+                "fleetmq_messages_sent_total",
+                "PUBLISH packets sent",
+                self.messages_sent.load(Relaxed),
+            ),
+            (
+                "fleetmq_bytes_received_total",
+                "bytes read from MQTT clients",
+                self.bytes_received.load(Relaxed),
+            ),
+            (
+                "fleetmq_bytes_sent_total",
+                "bytes written to MQTT clients",
+                self.bytes_sent.load(Relaxed),
+            ),
+            (
+                "fleetmq_messages_dropped_total",
+                "messages dropped from full session queues",
+                self.messages_dropped.load(Relaxed),
+            ),
+            (
+                "fleetmq_messages_expired_total",
+                "messages expired before delivery",
+                self.messages_expired.load(Relaxed),
+            ),
+            (
+                "fleetmq_publishes_denied_total",
+                "publishes refused by the ACL",
+                self.publishes_denied.load(Relaxed),
+            ),
+            (
+                "fleetmq_protocol_errors_total",
+                "connections closed for protocol errors",
+                self.protocol_errors.load(Relaxed),
+            ),
+            (
+                "fleetmq_updates_accepted_total",
+                "location updates forwarded",
+                self.updates_accepted.load(Relaxed),
+            ),
+            (
+                "fleetmq_updates_filtered_total",
+                "location updates dropped as duplicate or jitter",
+                self.updates_duplicate.load(Relaxed) + self.updates_jitter.load(Relaxed),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let gauges: [(&str, &str, i64); 4] = [
+            (
+                "fleetmq_connections",
+                "MQTT connections open",
+                self.connections.load(Relaxed),
+            ),
+            (
+                "fleetmq_sessions",
+                "MQTT sessions (connected or not)",
+                self.sessions.load(Relaxed),
+            ),
+            (
+                "fleetmq_subscriptions",
+                "MQTT subscriptions",
+                self.subscriptions.load(Relaxed),
+            ),
+            (
+                "fleetmq_retained_messages",
+                "retained messages",
+                self.retained.load(Relaxed),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fleetmq_updates_rejected_total location updates rejected, by reason\n# TYPE fleetmq_updates_rejected_total counter"
+        );
+        {
+            let v = self
+                .updates_rejected
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (reason, n) in v.iter() {
+                let _ = writeln!(
+                    out,
+                    "fleetmq_updates_rejected_total{{reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+        let name = "fleetmq_processing_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} location update arrival to publication\n# TYPE {name} histogram"
+        );
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                self.latency_buckets[i].load(Relaxed)
+            );
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.latency_sum_ns.load(Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}

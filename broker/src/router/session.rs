@@ -1,0 +1,244 @@
+//! One MQTT session as the router holds it: its subscriptions, the queue of messages waiting to
+//! be sent, the QoS 1/2 messages in flight, and the connection it is attached to (if any).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use fleetmq_codec::QoS;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::connection::link::{ConnLink, Outgoing};
+use crate::message::Message;
+use crate::metrics::Metrics;
+
+/// Our own cap on QoS 1/2 messages in flight to one client, below any Receive Maximum it
+/// announces, so a slow client pins a bounded number of messages.
+pub const MAX_INFLIGHT: usize = 256;
+
+/// A message waiting in a session's queue with the options of the delivery.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub sub_ids: Vec<u32>,
+}
+
+/// Where a QoS 1/2 message in flight stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflightState {
+    /// Sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Sent,
+    /// PUBREC received and PUBREL sent; waiting for PUBCOMP.
+    Released,
+}
+
+#[derive(Debug)]
+pub struct Inflight {
+    pub pkid: u16,
+    pub delivery: Delivery,
+    pub state: InflightState,
+    /// Not yet (re)sent on the current connection: set for everything in flight on reconnect.
+    pub unsent: bool,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    /// Filters this session subscribes to, as given (with `$share/G/` prefix), for cleanup.
+    pub filters: HashSet<Box<str>>,
+    pub queue: VecDeque<Delivery>,
+    /// Bytes held by `queue` (payload and topic), bounded by the router's byte limit.
+    pub queue_bytes: usize,
+    pub inflight: VecDeque<Inflight>,
+    /// QoS 2 packet ids received from the client and not yet released (duplicate suppression).
+    pub incoming_qos2: HashSet<u16>,
+    next_pkid: u16,
+    /// Seconds the session outlives its connection; `u32::MAX` never expires.
+    pub expiry_interval: u32,
+    /// When an unattached session expires.
+    pub expires_at: Option<Instant>,
+    pub link: Option<ConnLink>,
+    /// The connection's outgoing channel was full: wait for `Ready` before sending more.
+    pub blocked: bool,
+    /// The client's Receive Maximum: QoS 1/2 messages it accepts unacknowledged.
+    pub receive_maximum: u16,
+    /// The client's Maximum Packet Size.
+    pub max_packet_size: usize,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>) -> Session {
+        Session {
+            client_id,
+            filters: HashSet::new(),
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            inflight: VecDeque::new(),
+            incoming_qos2: HashSet::new(),
+            next_pkid: 0,
+            expiry_interval: 0,
+            expires_at: None,
+            link: None,
+            blocked: false,
+            receive_maximum: u16::MAX,
+            max_packet_size: usize::MAX,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Queues a delivery; when the queue is at `max_len` messages or `max_bytes`, the oldest
+    /// are dropped (and counted) to make room.
+    pub fn enqueue(&mut self, d: Delivery, max_len: usize, max_bytes: usize, metrics: &Metrics) {
+        if d.message.size_estimate() > self.max_packet_size {
+            // The client said it cannot take a packet this large; the spec says discard it.
+            metrics.messages_dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        let size = d.message.payload.len() + d.message.topic.len();
+        while !self.queue.is_empty()
+            && (self.queue.len() >= max_len || self.queue_bytes + size > max_bytes)
+        {
+            if let Some(old) = self.queue.pop_front() {
+                self.queue_bytes -= old.message.payload.len() + old.message.topic.len();
+                metrics.messages_dropped.fetch_add(1, Relaxed);
+            }
+        }
+        if max_len == 0 {
+            metrics.messages_dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        self.queue_bytes += size;
+        self.queue.push_back(d);
+    }
+
+    fn alloc_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1);
+            if self.next_pkid == 0 {
+                self.next_pkid = 1;
+            }
+            let id = self.next_pkid;
+            if !self.inflight.iter().any(|f| f.pkid == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Sends queued messages to the attached connection while its channel has room and the
+    /// client's receive maximum allows more in flight. Never waits.
+    pub fn flush(&mut self, now: Instant, metrics: &Metrics) {
+        if self.blocked {
+            return;
+        }
+        let Some(link) = self.link.clone() else {
+            return;
+        };
+        if !self.resend_unsent(&link) {
+            return;
+        }
+        let window = usize::from(self.receive_maximum).min(MAX_INFLIGHT);
+        while let Some(front) = self.queue.front() {
+            if front.message.is_expired(now) {
+                self.pop_front();
+                metrics.messages_expired.fetch_add(1, Relaxed);
+                continue;
+            }
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+                return;
+            }
+            let permit = match link.tx.try_reserve() {
+                Ok(p) => p,
+                Err(TrySendError::Full(())) => {
+                    self.blocked = true;
+                    link.want_ready.store(true, Relaxed);
+                    return;
+                }
+                Err(TrySendError::Closed(())) => return,
+            };
+            let Some(d) = self.pop_front() else { return };
+            let pkid = if d.qos == QoS::AtMostOnce {
+                0
+            } else {
+                let pkid = self.alloc_pkid();
+                self.inflight.push_back(Inflight {
+                    pkid,
+                    delivery: d.clone(),
+                    state: InflightState::Sent,
+                    unsent: false,
+                });
+                pkid
+            };
+            permit.send(Outgoing::Publish {
+                delivery: d,
+                pkid,
+                dup: false,
+            });
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queue_bytes -= d.message.payload.len() + d.message.topic.len();
+        Some(d)
+    }
+
+    /// Marks everything in flight to be resent (PUBLISH with DUP, or PUBREL) by the next
+    /// [`Session::flush`], after a reconnect.
+    pub fn mark_inflight_unsent(&mut self) {
+        for f in &mut self.inflight {
+            f.unsent = true;
+        }
+    }
+
+    /// Resends in-flight messages marked unsent, in order; false when the channel filled.
+    fn resend_unsent(&mut self, link: &ConnLink) -> bool {
+        for f in self.inflight.iter_mut().filter(|f| f.unsent) {
+            let out = match f.state {
+                InflightState::Sent => Outgoing::Publish {
+                    delivery: f.delivery.clone(),
+                    pkid: f.pkid,
+                    dup: true,
+                },
+                InflightState::Released => Outgoing::PubRel(f.pkid),
+            };
+            match link.tx.try_send(out) {
+                Ok(()) => f.unsent = false,
+                Err(TrySendError::Full(_)) => {
+                    self.blocked = true;
+                    link.want_ready.store(true, Relaxed);
+                    return false;
+                }
+                Err(TrySendError::Closed(_)) => return false,
+            }
+        }
+        true
+    }
+
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) from the client: the message is done.
+    pub fn complete(&mut self, pkid: u16) -> bool {
+        match self.inflight.iter().position(|f| f.pkid == pkid) {
+            Some(i) => {
+                self.inflight.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// PUBREC from the client: the message is received; PUBREL follows.
+    pub fn released(&mut self, pkid: u16) -> bool {
+        match self.inflight.iter_mut().find(|f| f.pkid == pkid) {
+            Some(f) => {
+                f.state = InflightState::Released;
+                true
+            }
+            None => false,
+        }
+    }
+}

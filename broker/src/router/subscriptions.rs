@@ -1,0 +1,285 @@
+//! The subscription tree: filters split by level, each node holding the sessions subscribed to
+//! exactly that filter and its shared-subscription groups. Matching a topic walks only the
+//! branches that can match (literal level, `+`, `#`), so its cost follows the topic's depth and
+//! the number of matching filters, not the number of subscriptions.
+
+use std::collections::HashMap;
+
+use fleetmq_codec::QoS;
+
+/// Options of one subscription (MQTT 5 subscription options plus the identifier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubOptions {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub id: Option<u32>,
+}
+
+/// Members of one `$share/GROUP/FILTER`, served round-robin.
+#[derive(Debug, Default)]
+pub struct SharedGroup {
+    members: Vec<(u64, SubOptions)>,
+    next: usize,
+}
+
+impl SharedGroup {
+    /// The next member, in turn, for which `eligible` holds (e.g. connected); falls back to the
+    /// next member in turn when none is eligible, so the message waits in a session queue.
+    pub fn pick(&mut self, eligible: impl Fn(u64) -> bool) -> Option<(u64, SubOptions)> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        for i in 0..n {
+            let idx = (self.next + i) % n;
+            if eligible(self.members[idx].0) {
+                self.next = (idx + 1) % n;
+                return Some(self.members[idx]);
+            }
+        }
+        let idx = self.next % n;
+        self.next = (idx + 1) % n;
+        Some(self.members[idx])
+    }
+}
+
+/// What a matching topic delivers to.
+pub enum Target<'a> {
+    Direct(u64, SubOptions),
+    Shared(&'a mut SharedGroup),
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    direct: HashMap<u64, SubOptions>,
+    shared: HashMap<Box<str>, SharedGroup>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.direct.is_empty() && self.shared.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SubscriptionTree {
+    root: Node,
+    count: usize,
+}
+
+impl SubscriptionTree {
+    /// Number of subscriptions (shared members included).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Adds or replaces a subscription; returns true when it did not exist before.
+    pub fn subscribe(
+        &mut self,
+        session: u64,
+        group: Option<&str>,
+        filter: &str,
+        opts: SubOptions,
+    ) -> bool {
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        let is_new = match group {
+            None => node.direct.insert(session, opts).is_none(),
+            Some(g) => {
+                let grp = node.shared.entry(g.into()).or_default();
+                match grp.members.iter_mut().find(|(s, _)| *s == session) {
+                    Some(m) => {
+                        m.1 = opts;
+                        false
+                    }
+                    None => {
+                        grp.members.push((session, opts));
+                        true
+                    }
+                }
+            }
+        };
+        if is_new {
+            self.count += 1;
+        }
+        is_new
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn unsubscribe(&mut self, session: u64, group: Option<&str>, filter: &str) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let removed = remove(&mut self.root, &levels, session, group);
+        if removed {
+            self.count -= 1;
+        }
+        removed
+    }
+
+    /// Calls `visit` for every subscription whose filter matches `topic`.
+    pub fn for_each_match(&mut self, topic: &str, mut visit: impl FnMut(Target<'_>)) {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        walk(&mut self.root, &levels, dollar, &mut visit);
+    }
+}
+
+fn remove(node: &mut Node, levels: &[&str], session: u64, group: Option<&str>) -> bool {
+    let Some((first, rest)) = levels.split_first() else {
+        return match group {
+            None => node.direct.remove(&session).is_some(),
+            Some(g) => {
+                let Some(grp) = node.shared.get_mut(g) else {
+                    return false;
+                };
+                let before = grp.members.len();
+                grp.members.retain(|(s, _)| *s != session);
+                let removed = grp.members.len() != before;
+                if grp.members.is_empty() {
+                    node.shared.remove(g);
+                }
+                removed
+            }
+        };
+    };
+    let Some(child) = node.children.get_mut(*first) else {
+        return false;
+    };
+    let removed = remove(child, rest, session, group);
+    if child.is_empty() {
+        node.children.remove(*first);
+    }
+    removed
+}
+
+fn visit_node(node: &mut Node, visit: &mut dyn FnMut(Target<'_>)) {
+    for (s, o) in &node.direct {
+        visit(Target::Direct(*s, *o));
+    }
+    for grp in node.shared.values_mut() {
+        visit(Target::Shared(grp));
+    }
+}
+
+/// `dollar`: the topic starts with `$` and this is the first level, where wildcards don't match.
+fn walk(node: &mut Node, levels: &[&str], dollar: bool, visit: &mut dyn FnMut(Target<'_>)) {
+    let Some((first, rest)) = levels.split_first() else {
+        visit_node(node, visit);
+        return;
+    };
+    if !dollar {
+        if let Some(hash) = node.children.get_mut("#") {
+            visit_node(hash, visit);
+        }
+        if let Some(plus) = node.children.get_mut("+") {
+            walk_level(plus, rest, visit);
+        }
+    }
+    if let Some(child) = node.children.get_mut(*first) {
+        walk_level(child, rest, visit);
+    }
+}
+
+/// After consuming a level: `a/#` also matches `a` itself.
+fn walk_level(node: &mut Node, rest: &[&str], visit: &mut dyn FnMut(Target<'_>)) {
+    if rest.is_empty() {
+        if let Some(hash) = node.children.get_mut("#") {
+            visit_node(hash, visit);
+        }
+    }
+    walk(node, rest, false, visit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic;
+    use proptest::prelude::*;
+
+    fn opts() -> SubOptions {
+        SubOptions {
+            qos: QoS::AtMostOnce,
+            no_local: false,
+            retain_as_published: false,
+            id: None,
+        }
+    }
+
+    fn matched(tree: &mut SubscriptionTree, topic: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        tree.for_each_match(topic, |t| {
+            if let Target::Direct(s, _) = t {
+                out.push(s)
+            }
+        });
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn wildcards_and_dollar() {
+        let mut t = SubscriptionTree::default();
+        t.subscribe(1, None, "#", opts());
+        t.subscribe(2, None, "a/+", opts());
+        t.subscribe(3, None, "a/#", opts());
+        t.subscribe(4, None, "$SYS/#", opts());
+        t.subscribe(5, None, "+/b", opts());
+        assert_eq!(matched(&mut t, "a/b"), vec![1, 2, 3, 5]);
+        assert_eq!(matched(&mut t, "a"), vec![1, 3]);
+        assert_eq!(matched(&mut t, "$SYS/x"), vec![4]);
+        assert!(t.unsubscribe(1, None, "#"));
+        assert!(!t.unsubscribe(1, None, "#"));
+        assert_eq!(matched(&mut t, "a/b"), vec![2, 3, 5]);
+        assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn shared_round_robin() {
+        let mut t = SubscriptionTree::default();
+        t.subscribe(1, Some("g"), "x/+", opts());
+        t.subscribe(2, Some("g"), "x/+", opts());
+        let mut picks = Vec::new();
+        for _ in 0..4 {
+            t.for_each_match("x/y", |tg| {
+                if let Target::Shared(g) = tg {
+                    picks.push(g.pick(|_| true).map(|p| p.0));
+                }
+            });
+        }
+        assert_eq!(picks, vec![Some(1), Some(2), Some(1), Some(2)]);
+    }
+
+    fn level() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("".to_string()),
+            Just("$x".to_string())
+        ]
+    }
+
+    proptest! {
+        /// The tree agrees with the plain matcher for every filter/topic pair.
+        #[test]
+        fn tree_agrees_with_matcher(
+            filters in proptest::collection::vec(proptest::collection::vec(prop_oneof![level(), Just("+".to_string())], 1..4), 1..6),
+            hash in proptest::collection::vec(any::<bool>(), 6),
+            topic in proptest::collection::vec(level(), 1..4),
+        ) {
+            let mut t = SubscriptionTree::default();
+            let mut fs = Vec::new();
+            for (i, f) in filters.iter().enumerate() {
+                let mut f = f.join("/");
+                if hash[i] { f.push_str("/#"); }
+                t.subscribe(i as u64, None, &f, opts());
+                fs.push(f);
+            }
+            let topic = topic.join("/");
+            let expect: Vec<u64> = fs.iter().enumerate().filter(|(_, f)| topic::matches(f, &topic)).map(|(i, _)| i as u64).collect();
+            prop_assert_eq!(matched(&mut t, &topic), expect);
+        }
+    }
+}
