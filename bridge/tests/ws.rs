@@ -1,0 +1,328 @@
+//! `/ws` protocol: snapshot then updates for every subscription kind, filters, error replies,
+//! unsubscribe, and coalescing.
+
+mod common;
+
+use common::*;
+use fleetmq_bridge::HubConfig;
+use geo_engine::EventKind;
+use serde_json::{Value, json};
+
+const CAIRNS: (f64, f64) = (-16.92, 145.77);
+const FAR: (f64, f64) = (-17.5, 146.5);
+
+/// Pushes bus-1 (R1/T1 in Cairns) and bus-2 (R2/T2 far away).
+fn seed(s: &Server, ts: i64) {
+    s.hub.push_state(state(
+        "bus-1",
+        CAIRNS.0,
+        CAIRNS.1,
+        Some("R1"),
+        Some("T1"),
+        ts,
+    ));
+    s.hub
+        .push_state(state("bus-2", FAR.0, FAR.1, Some("R2"), Some("T2"), ts));
+}
+
+/// Subscribes with `filter`, expects a snapshot of just bus-1, then updates of bus-1 and never of
+/// bus-2 (pushed between two bus-1 updates, so it would arrive before the second).
+async fn check_kind(filter: Value) {
+    let s = start(HubConfig::default()).await;
+    seed(&s, 1000);
+    let mut ws = connect(s.addr).await;
+    let mut req = filter.clone();
+    req["op"] = json!("subscribe");
+    req["id"] = json!("s1");
+    req["max_hz"] = json!(10);
+    send(&mut ws, req).await;
+    let snap = recv(&mut ws, 5).await;
+    assert_eq!(snap["type"], "snapshot", "{snap}");
+    assert_eq!(snap["sub"], "s1");
+    assert_eq!(snapshot_ids(&snap), vec!["bus-1"], "filter {filter}");
+
+    s.hub.push_state(state(
+        "bus-1",
+        CAIRNS.0 + 0.001,
+        CAIRNS.1,
+        Some("R1"),
+        Some("T1"),
+        2000,
+    ));
+    let up = recv(&mut ws, 5).await;
+    assert_eq!(up["type"], "update", "{up}");
+    assert_eq!(up["sub"], "s1");
+    assert_eq!(up["vehicle"]["vehicle"], "bus-1");
+    assert_eq!(up["vehicle"]["ts"], 2000);
+
+    s.hub.push_state(state(
+        "bus-2",
+        FAR.0 + 0.001,
+        FAR.1,
+        Some("R2"),
+        Some("T2"),
+        3000,
+    ));
+    s.hub.push_state(state(
+        "bus-1",
+        CAIRNS.0 + 0.002,
+        CAIRNS.1,
+        Some("R1"),
+        Some("T1"),
+        4000,
+    ));
+    let up = recv(&mut ws, 5).await;
+    assert_eq!(
+        up["vehicle"]["vehicle"], "bus-1",
+        "filter {filter} let through {up}"
+    );
+    assert_eq!(up["vehicle"]["ts"], 4000);
+}
+
+#[tokio::test]
+async fn vehicle_subscription() {
+    check_kind(json!({"vehicle": "bus-1"})).await;
+}
+
+#[tokio::test]
+async fn route_subscription() {
+    check_kind(json!({"route": "R1"})).await;
+}
+
+#[tokio::test]
+async fn trip_subscription() {
+    check_kind(json!({"trip": "T1"})).await;
+}
+
+#[tokio::test]
+async fn bbox_subscription() {
+    check_kind(json!({"bbox": [145.7, -17.0, 145.8, -16.8]})).await;
+}
+
+#[tokio::test]
+async fn wide_bbox_subscription_sees_everything() {
+    let s = start(HubConfig::default()).await;
+    seed(&s, 1000);
+    let mut ws = connect(s.addr).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "w", "bbox": [-180, -90, 180, 90]}),
+    )
+    .await;
+    assert_eq!(
+        snapshot_ids(&recv(&mut ws, 5).await),
+        vec!["bus-1", "bus-2"]
+    );
+    s.hub
+        .push_state(state("bus-2", FAR.0, FAR.1 + 0.01, Some("R2"), None, 2000));
+    assert_eq!(recv(&mut ws, 5).await["vehicle"]["vehicle"], "bus-2");
+}
+
+#[tokio::test]
+async fn vehicle_leaving_bbox_gets_one_last_update() {
+    let s = start(HubConfig::default()).await;
+    seed(&s, 1000);
+    let mut ws = connect(s.addr).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "b", "bbox": [145.7, -17.0, 145.8, -16.8], "max_hz": 10}),
+    )
+    .await;
+    assert_eq!(snapshot_ids(&recv(&mut ws, 5).await), vec!["bus-1"]);
+    // bus-1 drives out of the box: the client hears it once, then no more.
+    s.hub
+        .push_state(state("bus-1", FAR.0, FAR.1, Some("R1"), Some("T1"), 2000));
+    let up = recv(&mut ws, 5).await;
+    assert_eq!(
+        (
+            up["vehicle"]["vehicle"].as_str(),
+            up["vehicle"]["ts"].as_i64()
+        ),
+        (Some("bus-1"), Some(2000))
+    );
+    s.hub.push_state(state(
+        "bus-1",
+        FAR.0,
+        FAR.1 + 0.01,
+        Some("R1"),
+        Some("T1"),
+        3000,
+    ));
+    s.hub
+        .push_state(state("bus-3", CAIRNS.0, CAIRNS.1, None, None, 3000));
+    let up = recv(&mut ws, 5).await;
+    assert_eq!(up["vehicle"]["vehicle"], "bus-3", "{up}");
+}
+
+#[tokio::test]
+async fn events_subscription_filters_by_route() {
+    let s = start(HubConfig::default()).await;
+    seed(&s, 1000);
+    let mut ws = connect(s.addr).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "ev", "events": true}),
+    )
+    .await;
+    let snap = recv(&mut ws, 5).await;
+    assert_eq!(snap["type"], "snapshot");
+    assert!(
+        snapshot_ids(&snap).is_empty(),
+        "an events-only subscription has no vehicles"
+    );
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "r1", "route": "R1", "events": true}),
+    )
+    .await;
+    assert_eq!(snapshot_ids(&recv(&mut ws, 5).await), vec!["bus-1"]);
+
+    // The event carries no route: the bridge uses the vehicle's latest state (R2 for bus-2).
+    s.hub.push_event(event(
+        "bus-2",
+        EventKind::Deviation,
+        FAR.0,
+        FAR.1,
+        None,
+        2000,
+    ));
+    let ev = recv(&mut ws, 5).await;
+    assert_eq!(
+        (ev["type"].as_str(), ev["sub"].as_str()),
+        (Some("event"), Some("ev")),
+        "{ev}"
+    );
+    assert_eq!(ev["event"]["kind"], "deviation");
+    assert_eq!(ev["event"]["vehicle"], "bus-2");
+
+    s.hub.push_event(event(
+        "bus-1",
+        EventKind::StopArrival,
+        CAIRNS.0,
+        CAIRNS.1,
+        Some("R1"),
+        3000,
+    ));
+    let mut subs: Vec<String> = Vec::new();
+    for _ in 0..2 {
+        let ev = recv(&mut ws, 5).await;
+        assert_eq!(ev["type"], "event");
+        assert_eq!(ev["event"]["vehicle"], "bus-1");
+        assert_eq!(ev["event"]["kind"], "stop_arrival");
+        subs.push(ev["sub"].as_str().unwrap_or_default().to_owned());
+    }
+    subs.sort();
+    assert_eq!(subs, vec!["ev", "r1"]);
+}
+
+#[tokio::test]
+async fn bad_requests_get_errors_and_the_connection_stays_open() {
+    let s = start(HubConfig::default()).await;
+    seed(&s, 1000);
+    let mut ws = connect(s.addr).await;
+    ws_send_text(&mut ws, "this is not json").await;
+    let e = recv(&mut ws, 5).await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("BAD_JSON")),
+        "{e}"
+    );
+    send(&mut ws, json!({"op": "dance", "id": "x"})).await;
+    assert_eq!(recv(&mut ws, 5).await["code"], "UNKNOWN_OP");
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "x", "bbox": [1, 2, 3]}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws, 5).await["code"], "BAD_BBOX");
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "x", "bbox": [10, 0, 5, 1]}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws, 5).await["code"], "BAD_BBOX");
+    send(&mut ws, json!({"op": "unsubscribe", "id": "never"})).await;
+    assert_eq!(recv(&mut ws, 5).await["code"], "NOT_SUBSCRIBED");
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "ok", "vehicle": "bus-1"}),
+    )
+    .await;
+    let snap = recv(&mut ws, 5).await;
+    assert_eq!(snap["type"], "snapshot");
+    assert_eq!(snapshot_ids(&snap), vec!["bus-1"]);
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_updates() {
+    let s = start(HubConfig::default()).await;
+    seed(&s, 1000);
+    let mut ws = connect(s.addr).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "a", "vehicle": "bus-1", "max_hz": 10}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "b", "vehicle": "bus-2", "max_hz": 10}),
+    )
+    .await;
+    recv(&mut ws, 5).await;
+    recv(&mut ws, 5).await;
+    send(&mut ws, json!({"op": "unsubscribe", "id": "a"})).await;
+    // The unsubscribe is applied before the next request is read: an error reply proves it was.
+    send(&mut ws, json!({"op": "unsubscribe", "id": "a"})).await;
+    assert_eq!(recv(&mut ws, 5).await["code"], "NOT_SUBSCRIBED");
+    s.hub
+        .push_state(state("bus-1", CAIRNS.0, CAIRNS.1, Some("R1"), None, 2000));
+    s.hub
+        .push_state(state("bus-2", FAR.0, FAR.1, Some("R2"), None, 2000));
+    let up = recv(&mut ws, 5).await;
+    assert_eq!(
+        (up["sub"].as_str(), up["vehicle"]["vehicle"].as_str()),
+        (Some("b"), Some("bus-2")),
+        "{up}"
+    );
+}
+
+#[tokio::test]
+async fn updates_are_coalesced_at_max_hz() {
+    let s = start(HubConfig::default()).await;
+    seed(&s, 1000);
+    let mut ws = connect(s.addr).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "c", "vehicle": "bus-1", "max_hz": 1}),
+    )
+    .await;
+    recv(&mut ws, 5).await;
+    s.hub
+        .push_state(state("bus-1", CAIRNS.0, CAIRNS.1, Some("R1"), None, 2000));
+    assert_eq!(recv(&mut ws, 5).await["vehicle"]["ts"], 2000);
+    // Within the next second: many states; the client gets only the latest, once.
+    let before = s
+        .hub
+        .metrics()
+        .deliveries_coalesced
+        .load(std::sync::atomic::Ordering::Relaxed);
+    for ts in 3000..3050 {
+        s.hub
+            .push_state(state("bus-1", CAIRNS.0, CAIRNS.1, Some("R1"), None, ts));
+    }
+    let up = recv(&mut ws, 5).await;
+    assert_eq!(up["vehicle"]["ts"], 3049, "{up}");
+    let after = s
+        .hub
+        .metrics()
+        .deliveries_coalesced
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(after - before >= 49, "coalesced {}", after - before);
+}
+
+async fn ws_send_text(ws: &mut Ws, text: &str) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+        .await
+        .expect("send");
+}
