@@ -6,6 +6,7 @@
 //! - `server`: binds listeners and runs everything until shutdown ([`Broker`]).
 //! - `error`: start-up and run-time errors ([`Error`]).
 
+pub mod auth;
 pub mod config;
 mod error;
 pub mod server;

@@ -1,0 +1,271 @@
+//! `--acl FILE`: Mosquitto-style topic rules on top of the role table, and the final
+//! publish/subscribe decision ([`Acl::can_publish`], [`Acl::can_subscribe`]).
+//!
+//! # File format
+//! ```toml
+//! [[rule]]
+//! client = "dispatch-1"        # or `user = "..."`, or `role = "rider"`, or none: every client
+//! topic = "fleet/+/ping"       # a filter; `%c` is the client id, `%u` the user name
+//! access = "write"             # "read" | "write" | "readwrite" | "deny"
+//! ```
+//!
+//! # The decision
+//! For a publish to topic `T` (a subscription to filter `F`, after stripping `$share/G/`):
+//!
+//! ```text
+//! allowed = (base OR a matching grant rule) AND NOT a matching deny rule
+//! base    = the role table (see `permissions`)            if the client has a role
+//!         = true iff the ACL contains no grant rule        if authentication is off (open broker)
+//!         = false                                          for an anonymous client of a broker with auth
+//! ```
+//!
+//! - A rule *applies* to a client when it names nothing, or its `user`, `role` or `client` equals
+//!   the client's. `%c`/`%u` are substituted before matching; a rule with `%u` does not apply to a
+//!   client without a user name.
+//! - A `write` or `readwrite` rule grants a publish when its filter matches `T`; a `read` or
+//!   `readwrite` rule grants a subscription when its filter covers every topic `F` can match
+//!   (`vehicles/#` covers `vehicles/+`, not `#`).
+//! - A `deny` rule denies a publish when its filter matches `T`, and a subscription when it shares
+//!   any topic with `F` (deny `fleet/x/#` refuses `fleet/#` too): the broker checks at subscribe
+//!   time only, so anything weaker would deliver denied topics. A deny wins over every grant.
+//! - Without authentication an ACL file that grants anything is an allow-list, as in Mosquitto:
+//!   what no rule grants is refused. A file of deny rules only is a block-list.
+//! - Fail closed on odd ids: a substituted `%c`/`%u` that is empty or contains `/`, `+`, `#` makes
+//!   a grant rule grant nothing and a deny rule deny everything for that client.
+//! - Invalid topics and filters (a wildcard in a PUBLISH topic, `#` not last) are refused, and
+//!   nobody publishes to a `$` topic.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::error::{AuthConfigError, read_file};
+use super::permissions::{Op, plain_level, role_allows};
+use super::topic::{Level, covers, overlap, parse_filter, parse_topic, strip_share};
+use super::{Identity, Role};
+
+/// The parsed `--acl` rules; [`Acl::empty`] when no file is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acl {
+    /// The rules in file order (order does not change the decision).
+    rules: Vec<Rule>,
+    /// Whether any rule grants access (makes the file an allow-list for an open broker).
+    has_grants: bool,
+}
+
+/// One `[[rule]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    /// Which clients it applies to.
+    who: Who,
+    /// The topic filter, possibly with `%c`/`%u`.
+    topic: String,
+    /// What it grants or denies.
+    access: Access,
+}
+
+/// Which clients a rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Who {
+    Everyone,
+    User(String),
+    Role(Role),
+    Client(String),
+}
+
+/// The `access` of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Access {
+    Read,
+    Write,
+    Readwrite,
+    Deny,
+}
+
+impl Access {
+    fn grants(self, op: Op) -> bool {
+        matches!(
+            (self, op),
+            (Access::Read | Access::Readwrite, Op::Subscribe)
+                | (Access::Write | Access::Readwrite, Op::Publish)
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    user: Option<String>,
+    role: Option<String>,
+    client: Option<String>,
+    topic: String,
+    access: Access,
+}
+
+/// A rule's filter after substitution for one client.
+enum Subst<'a> {
+    /// The filter to match.
+    Filter(Cow<'a, str>),
+    /// `%u` and the client has no user name: the rule does not apply.
+    NotApplicable,
+    /// The substituted value cannot be one level: fail closed.
+    Unsafe,
+}
+
+impl Acl {
+    /// No rules: the role table alone decides.
+    pub fn empty() -> Acl {
+        Acl::default()
+    }
+
+    /// Reads and parses an ACL file.
+    ///
+    /// # Errors
+    /// [`AuthConfigError`] naming the file and the problem (unreadable, bad TOML, unknown key,
+    /// unknown role, invalid filter, more than one of `user`/`role`/`client`).
+    pub fn load(path: &Path) -> Result<Acl, AuthConfigError> {
+        Acl::parse(&read_file(path)?).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses ACL rules from TOML text.
+    ///
+    /// # Errors
+    /// As [`Acl::load`], without a file name.
+    pub fn parse(text: &str) -> Result<Acl, AuthConfigError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| AuthConfigError::toml(text, &e))?;
+        let mut rules = Vec::with_capacity(raw.rule.len());
+        for (index, r) in raw.rule.into_iter().enumerate() {
+            let n = index + 1;
+            let who = match (r.user, r.role, r.client) {
+                (None, None, None) => Who::Everyone,
+                (Some(u), None, None) => Who::User(u),
+                (None, Some(role), None) => Who::Role(
+                    role.parse()
+                        .map_err(|e| AuthConfigError::invalid(format!("rule {n}: {e}")))?,
+                ),
+                (None, None, Some(c)) => Who::Client(c),
+                _ => {
+                    return Err(AuthConfigError::invalid(format!(
+                        "rule {n}: give at most one of `user`, `role`, `client` (use two rules)"
+                    )));
+                }
+            };
+            let probe = r.topic.replace("%c", "c").replace("%u", "u");
+            if parse_filter(&probe).is_none() {
+                return Err(AuthConfigError::invalid(format!(
+                    "rule {n}: `{}` is not a valid topic filter (`+` and `#` must be whole levels, `#` last)",
+                    r.topic
+                )));
+            }
+            rules.push(Rule {
+                who,
+                topic: r.topic,
+                access: r.access,
+            });
+        }
+        let has_grants = rules.iter().any(|r| r.access != Access::Deny);
+        Ok(Acl { rules, has_grants })
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Whether `id` may publish to `topic` (module doc: the decision). `false` for a topic with a
+    /// wildcard, and for every `$` topic (`$SYS/...` belongs to the broker; `$share/...` is a
+    /// subscription prefix, not a topic), whatever the role or rules.
+    pub fn can_publish(&self, id: &Identity, topic: &str) -> bool {
+        !topic.starts_with('$')
+            && parse_topic(topic).is_some_and(|t| self.allowed(id, Op::Publish, &t))
+    }
+
+    /// Whether `id` may subscribe to `filter` (module doc: the decision); `$share/G/F` is checked
+    /// as `F`. `false` for an invalid filter.
+    pub fn can_subscribe(&self, id: &Identity, filter: &str) -> bool {
+        strip_share(filter)
+            .and_then(parse_filter)
+            .is_some_and(|f| self.allowed(id, Op::Subscribe, &f))
+    }
+
+    fn allowed(&self, id: &Identity, op: Op, target: &[Level<'_>]) -> bool {
+        let base = match id.role {
+            Some(_) => role_allows(id, op, target),
+            None => id.open_broker && !self.has_grants,
+        };
+        let granted = base
+            || self.applying(id).any(|(rule, subst)| {
+                rule.access.grants(op)
+                    && matches!(&subst, Subst::Filter(f) if parse_filter(f).is_some_and(|p| covers(&p, target)))
+            });
+        let denied = self.applying(id).any(|(rule, subst)| {
+            rule.access == Access::Deny
+                && match &subst {
+                    Subst::Filter(f) => parse_filter(f).is_some_and(|p| overlap(&p, target)),
+                    Subst::Unsafe => true,
+                    Subst::NotApplicable => false,
+                }
+        });
+        granted && !denied
+    }
+
+    /// The rules applying to `id`, each with its substituted filter.
+    fn applying<'a>(&'a self, id: &'a Identity) -> impl Iterator<Item = (&'a Rule, Subst<'a>)> {
+        self.rules
+            .iter()
+            .filter(|rule| match &rule.who {
+                Who::Everyone => true,
+                Who::User(u) => id.user.as_deref() == Some(u.as_str()),
+                Who::Role(r) => id.role == Some(*r),
+                Who::Client(c) => id.client_id == *c,
+            })
+            .map(|rule| (rule, substitute(&rule.topic, id)))
+    }
+}
+
+/// Substitutes `%c` and `%u` in `topic` for `id`, in one pass (a substituted value is never
+/// substituted again).
+fn substitute<'a>(topic: &'a str, id: &Identity) -> Subst<'a> {
+    if !topic.contains("%c") && !topic.contains("%u") {
+        return Subst::Filter(Cow::Borrowed(topic));
+    }
+    let mut out = String::with_capacity(topic.len() + 32);
+    let mut rest = topic;
+    while let Some(pos) = rest.find('%') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        let value = if after.starts_with('c') {
+            id.client_id.as_str()
+        } else if after.starts_with('u') {
+            match id.user.as_deref() {
+                Some(user) => user,
+                None => return Subst::NotApplicable,
+            }
+        } else {
+            out.push('%');
+            rest = after;
+            continue;
+        };
+        if !plain_level(value) {
+            return Subst::Unsafe;
+        }
+        out.push_str(value);
+        rest = &after[1..];
+    }
+    out.push_str(rest);
+    Subst::Filter(Cow::Owned(out))
+}
