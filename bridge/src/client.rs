@@ -102,9 +102,35 @@ struct Queue {
     events: VecDeque<(Instant, Outgoing)>,
     control: VecDeque<(Instant, Outgoing)>,
     closing: Option<CloseReason>,
+    /// When idle slots were last dropped.
+    swept: Option<Instant>,
 }
 
+/// How often a queue drops the slots of vehicles it has not heard of for a whole interval.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 impl Queue {
+    /// Drops slots with nothing pending or scheduled whose interval has passed: they no longer
+    /// hold back the next update, so forgetting them keeps the map to recently active vehicles.
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|t| now.duration_since(t) < SWEEP_EVERY)
+        {
+            return;
+        }
+        self.swept = Some(now);
+        let subs = &self.subs;
+        self.slots.retain(|(sub, _), slot| {
+            let interval = subs.get(sub).map_or(Duration::ZERO, |m| m.interval);
+            slot.pending.is_some()
+                || slot.timer.is_some()
+                || slot
+                    .last_sent
+                    .is_some_and(|t| now.duration_since(t) < interval)
+        });
+    }
+
     fn schedule(&mut self, key: (SubKey, Arc<str>), due: Instant) {
         self.seq += 1;
         let seq = self.seq;
@@ -334,6 +360,7 @@ impl Client {
                 oldest = oldest.min(t.due);
             }
         }
+        q.sweep(now);
         if msgs.is_empty() {
             Err(q.timers.peek().map(|t| t.0.due))
         } else {
@@ -356,5 +383,139 @@ impl<'a> Gauge<'a> {
 impl Drop for Gauge<'_> {
     fn drop(&mut self) {
         crate::metrics::dec(self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::Prepared;
+
+    fn client(events: usize) -> Client {
+        Client::new(
+            1,
+            QueueLimits {
+                events,
+                control: 4,
+                batch: 100,
+            },
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    fn prepared(vehicle: &str, ts: i64) -> Arc<Prepared> {
+        let s = geo_engine::VehicleState {
+            vehicle: vehicle.into(),
+            lat: 1.0,
+            lon: 2.0,
+            raw_lat: 1.0,
+            raw_lon: 2.0,
+            ts,
+            speed: None,
+            heading: None,
+            route: None,
+            trip: None,
+            status: geo_engine::VehicleStatus::Moving,
+            on_route: None,
+            off_route_m: None,
+            progress_m: None,
+            next_stop: None,
+            received_at: ts,
+            processed_at: ts,
+        };
+        Arc::new(Prepared::new(Arc::new(s)))
+    }
+
+    fn meta(ready: bool) -> SubMeta {
+        SubMeta {
+            sub_json: Arc::from("\"s\""),
+            interval: Duration::from_secs(1),
+            ready,
+        }
+    }
+
+    fn texts(b: Result<Batch, Option<Instant>>) -> Vec<String> {
+        match b {
+            Ok(Batch::Messages { msgs, .. }) => msgs.into_iter().map(|m| m.text).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latest_state_wins_and_interval_holds_back_the_next() {
+        let c = client(8);
+        c.add_sub(0, meta(true));
+        let v: Arc<str> = Arc::from("bus");
+        c.offer_state(0, &prepared("bus", 1), &v, Instant::now());
+        c.offer_state(0, &prepared("bus", 2), &v, Instant::now());
+        let sent = texts(c.take_due());
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].contains(r#""ts":2"#), "{sent:?}");
+        assert_eq!(
+            c.metrics
+                .deliveries_coalesced
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // The next state waits for the interval.
+        c.offer_state(0, &prepared("bus", 3), &v, Instant::now());
+        assert!(matches!(c.take_due(), Err(Some(_))));
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        let sent = texts(c.take_due());
+        assert!(sent.len() == 1 && sent[0].contains(r#""ts":3"#), "{sent:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn updates_wait_for_the_snapshot() {
+        let c = client(8);
+        c.add_sub(0, meta(false));
+        let v: Arc<str> = Arc::from("bus");
+        c.offer_state(0, &prepared("bus", 1), &v, Instant::now());
+        assert!(
+            texts(c.take_due()).is_empty(),
+            "no update before the snapshot"
+        );
+        c.activate(
+            0,
+            Outgoing {
+                kind: "snapshot",
+                text: "SNAP".into(),
+            },
+        );
+        let sent = texts(c.take_due());
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0], "SNAP");
+        assert!(sent[1].contains(r#""type":"update""#));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_are_bounded_and_counted() {
+        let c = client(2);
+        c.add_sub(0, meta(true));
+        for i in 0..5 {
+            c.offer_event(0, &format!("{{\"n\":{i}}}"), Instant::now());
+        }
+        assert_eq!(texts(c.take_due()).len(), 2);
+        assert_eq!(
+            c.metrics
+                .deliveries_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_slots_are_swept() {
+        let c = client(2);
+        c.add_sub(0, meta(true));
+        for i in 0..10 {
+            let v: Arc<str> = Arc::from(format!("bus-{i}"));
+            c.offer_state(0, &prepared(&v, 1), &v, Instant::now());
+        }
+        assert_eq!(texts(c.take_due()).len(), 10);
+        assert_eq!(c.lock().slots.len(), 10);
+        tokio::time::advance(SWEEP_EVERY + Duration::from_secs(1)).await;
+        let _ = c.take_due();
+        assert_eq!(c.lock().slots.len(), 0);
     }
 }

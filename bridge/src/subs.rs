@@ -183,3 +183,93 @@ impl SubIndex {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::QueueLimits;
+    use crate::grid::Bbox;
+    use crate::metrics::Metrics;
+
+    fn sub(id: u64, criteria: Criteria, states: bool, events: bool) -> SubRef {
+        let limits = QueueLimits {
+            events: 1,
+            control: 1,
+            batch: 1,
+        };
+        let client = Arc::new(Client::new(id, limits, Arc::new(Metrics::default())));
+        SubRef {
+            client,
+            sub: 0,
+            criteria: Arc::new(criteria),
+            states,
+            events,
+        }
+    }
+
+    fn state(vehicle: &str, route: &str, lat: f64, lon: f64) -> VehicleState {
+        VehicleState {
+            vehicle: vehicle.into(),
+            lat,
+            lon,
+            raw_lat: lat,
+            raw_lon: lon,
+            ts: 1,
+            speed: None,
+            heading: None,
+            route: Some(route.into()),
+            trip: None,
+            status: geo_engine::VehicleStatus::Moving,
+            on_route: None,
+            off_route_m: None,
+            progress_m: None,
+            next_stop: None,
+            received_at: 1,
+            processed_at: 1,
+        }
+    }
+
+    #[test]
+    fn only_interested_subscriptions_are_found_and_removal_works() {
+        let mut index = SubIndex::new(Grid::new(0.05), 1024);
+        // Many subscriptions that are not interested in bus-1 on R1 in Cairns.
+        for i in 0..1000 {
+            let c = Criteria {
+                route: Some(Arc::from(format!("other-{i}").as_str())),
+                ..Criteria::default()
+            };
+            index.insert(sub(100 + i, c, true, false));
+        }
+        let by_route = Criteria {
+            route: Some(Arc::from("R1")),
+            ..Criteria::default()
+        };
+        let by_box = Criteria {
+            bbox: Some(Bbox::new([145.7, -17.0, 145.8, -16.8]).expect("bbox")),
+            ..Criteria::default()
+        };
+        let elsewhere = Criteria {
+            bbox: Some(Bbox::new([10.0, 50.0, 10.1, 50.1]).expect("bbox")),
+            ..Criteria::default()
+        };
+        index.insert(sub(1, by_route.clone(), true, false));
+        index.insert(sub(2, by_box, true, false));
+        index.insert(sub(3, elsewhere, true, false));
+        index.insert(sub(4, Criteria::default(), false, true)); // events only
+        let mut out = Vec::new();
+        index.state_targets(&state("bus-1", "R1", -16.92, 145.77), &mut out);
+        let mut ids: Vec<u64> = out.iter().map(|(c, _)| c.id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2]);
+        assert!(
+            index.all_events.len() == 1 && index.wide.is_empty(),
+            "events-only subs are not checked for states"
+        );
+
+        index.remove(1, 0, &Arc::new(by_route), true);
+        out.clear();
+        index.state_targets(&state("bus-1", "R1", -16.92, 145.77), &mut out);
+        assert_eq!(out.iter().map(|(c, _)| c.id).collect::<Vec<_>>(), vec![2]);
+        assert!(!index.by_route.contains_key("R1"));
+    }
+}
