@@ -131,6 +131,6 @@ def test_bad_acl_file_exits_2(fleetmq_path, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[[rule]]\ntopic = \"x\"\naccess = \"sometimes\"\n")
     proc = subprocess.run([str(fleetmq_path), "serve", "--mqtt", "127.0.0.1:0", "--http",
-                           "127.0.0.1:0", "--acl", str(bad)], capture_output=True, timeout=30)
+                           "127.0.0.1:0", "--acl", str(bad)], capture_output=True, timeout=15)
     assert proc.returncode == 2
     assert "bad.toml" in (proc.stderr + proc.stdout).decode(errors="replace")
