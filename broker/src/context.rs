@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Acl, Authenticator};
 use crate::metrics::Metrics;
 use crate::router::RouterMsg;
 
@@ -41,6 +42,8 @@ pub struct Context {
     pub limits: Limits,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
+    pub auth: Arc<Authenticator>,
+    pub acl: Arc<Acl>,
     next_conn: AtomicU64,
 }
 
@@ -50,12 +53,16 @@ impl Context {
         metrics: Arc<Metrics>,
         limits: Limits,
         shutdown: CancellationToken,
+        auth: Arc<Authenticator>,
+        acl: Arc<Acl>,
     ) -> Context {
         Context {
             router,
             metrics,
             limits,
             shutdown,
+            auth,
+            acl,
             next_conn: AtomicU64::new(1),
         }
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Acl, Authenticator, JwtVerifier, UsersFile};
 use crate::context::{Context, Limits};
 use crate::metrics::Metrics;
 use crate::router::{Router, RouterConfig};
@@ -24,6 +25,38 @@ pub struct Broker {
     mqtt: TcpListener,
     http: TcpListener,
     metrics: Arc<Metrics>,
+    auth: Arc<Authenticator>,
+    acl: Arc<Acl>,
+}
+
+fn config_error(e: impl std::fmt::Display) -> Error {
+    Error::Config(e.to_string())
+}
+
+/// Users file, JWT key and anonymous access, with the secure default: anonymous clients only
+/// while no authentication is configured and every listener is on loopback.
+fn load_auth(config: &Config) -> Result<Authenticator, Error> {
+    let users = config.users.as_deref().map(UsersFile::load).transpose().map_err(config_error)?;
+    let jwt = match (&config.jwt_secret, &config.jwt_public_key) {
+        (Some(secret), _) => Some(JwtVerifier::hs256(secret.as_bytes())),
+        (None, Some(path)) => Some(JwtVerifier::load_public_key(path).map_err(config_error)?),
+        (None, None) => None,
+    };
+    let configured = users.is_some() || jwt.is_some();
+    let loopback = [Some(config.mqtt), config.mqtts, Some(config.http), config.https]
+        .into_iter()
+        .flatten()
+        .all(|a| a.ip().is_loopback());
+    let allow_anonymous = match config.allow_anonymous {
+        Some(allow) => allow,
+        None if !configured && !loopback => {
+            return Err(Error::Config(
+                "a listener is outside loopback and no authentication is configured: add --users or --jwt-secret, or pass --allow-anonymous".into(),
+            ));
+        }
+        None => !configured,
+    };
+    Ok(Authenticator::new(users, jwt, allow_anonymous))
 }
 
 async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -38,6 +71,11 @@ impl Broker {
     /// # Errors
     /// A listener's port is in use, or a file named by the configuration is unreadable or invalid.
     pub async fn bind(config: Config) -> Result<Broker, Error> {
+        let auth = Arc::new(load_auth(&config)?);
+        let acl = Arc::new(match &config.acl {
+            Some(path) => Acl::load(path).map_err(config_error)?,
+            None => Acl::empty(),
+        });
         let mqtt = bind("mqtt", config.mqtt).await?;
         let http = bind("http", config.http).await?;
         Ok(Broker {
@@ -45,6 +83,8 @@ impl Broker {
             mqtt,
             http,
             metrics: Arc::new(Metrics::default()),
+            auth,
+            acl,
         })
     }
 
@@ -75,6 +115,8 @@ impl Broker {
             self.metrics.clone(),
             limits,
             token.clone(),
+            self.auth,
+            self.acl,
         ));
         let router_task = tokio::spawn(router.run(token.clone().cancelled_owned()));
         let accept = tokio::spawn(listener::run(

@@ -8,6 +8,7 @@ use fleetmq_codec::{ConnAck, Connect, Packet, Properties, Protocol, reason};
 use tokio::sync::{mpsc, oneshot};
 
 use super::link::{ConnLink, LINK_CAPACITY, Outgoing};
+use crate::auth::Identity;
 use crate::context::Context;
 use crate::router::{ConnectRequest, RouterMsg, Will};
 use crate::topic;
@@ -27,20 +28,21 @@ pub struct Accepted {
     pub client_max_packet: usize,
     /// v5: the session expiry the CONNECT asked for (0 can't be raised at DISCONNECT).
     pub expiry_interval: u32,
+    pub identity: Arc<Identity>,
 }
 
 /// Why a CONNECT was refused: the CONNACK reason and a reason string.
 pub struct Refusal {
     pub protocol: Protocol,
     pub code: u8,
-    pub message: &'static str,
+    pub message: String,
 }
 
 impl Refusal {
     pub fn connack(&self) -> Packet {
         let mut properties = Properties::default();
         if self.protocol == Protocol::V5 {
-            properties.reason_string = Some(self.message.into());
+            properties.reason_string = Some(self.message.as_str().into());
         }
         Packet::ConnAck(ConnAck {
             session_present: false,
@@ -50,16 +52,44 @@ impl Refusal {
     }
 }
 
-fn refuse(protocol: Protocol, code: u8, message: &'static str) -> Refusal {
+fn refuse(protocol: Protocol, code: u8, message: impl Into<String>) -> Refusal {
     Refusal {
         protocol,
         code,
-        message,
+        message: message.into(),
     }
 }
 
+/// Checks credentials; password hashing is slow, so it runs off the async workers.
+async fn authenticate(
+    ctx: &Context,
+    c: &Connect,
+    client_id: &str,
+    cert_cn: Option<&str>,
+) -> Result<Identity, Refusal> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let auth = ctx.auth.clone();
+    let client_id = client_id.to_owned();
+    let user = c.username.as_ref().map(|u| u.to_string());
+    let password = c.password.clone();
+    let cn = cert_cn.map(str::to_owned);
+    let check = move || {
+        auth.authenticate(&client_id, user.as_deref(), password.as_deref(), cn.as_deref(), now)
+    };
+    let result = if ctx.auth.is_configured() && c.password.is_some() {
+        tokio::task::spawn_blocking(check).await.map_err(|_| {
+            refuse(c.protocol, reason::SERVER_UNAVAILABLE, "authentication failed to run")
+        })?
+    } else {
+        check()
+    };
+    result.map_err(|e| refuse(c.protocol, e.reason_code(), e.to_string()))
+}
+
 /// Checks a CONNECT and attaches the session to the router.
-pub async fn accept(ctx: &Context, c: Connect) -> Result<Accepted, Refusal> {
+pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<Accepted, Refusal> {
     let protocol = c.protocol;
     let v5 = protocol == Protocol::V5;
     let mut assigned = None;
@@ -83,6 +113,10 @@ pub async fn accept(ctx: &Context, c: Connect) -> Result<Accepted, Refusal> {
             reason::BAD_AUTHENTICATION_METHOD,
             "enhanced authentication is not supported",
         ));
+    }
+    let identity = Arc::new(authenticate(ctx, &c, &client_id, cert_cn).await?);
+    if c.will.as_ref().is_some_and(|w| !ctx.acl.can_publish(&identity, &w.topic)) {
+        return Err(refuse(protocol, reason::NOT_AUTHORIZED, "not authorized to publish to the will topic"));
     }
     let will = match c.will {
         Some(w) => {
@@ -132,7 +166,7 @@ pub async fn accept(ctx: &Context, c: Connect) -> Result<Accepted, Refusal> {
         id: ctx.next_conn_id(),
         tx,
         want_ready: Arc::new(AtomicBool::new(false)),
-        close: ctx.shutdown.child_token(),
+        close: tokio_util::sync::CancellationToken::new(),
     };
     let (reply_tx, reply_rx) = oneshot::channel();
     let req = ConnectRequest {
@@ -189,6 +223,7 @@ pub async fn accept(ctx: &Context, c: Connect) -> Result<Accepted, Refusal> {
         },
         client_max_packet,
         expiry_interval,
+        identity,
     })
 }
 

@@ -13,6 +13,7 @@ use fleetmq_codec::{
 use tokio::sync::oneshot;
 
 use super::link::{ConnLink, Outgoing};
+use crate::auth::Identity;
 use crate::context::Context;
 use crate::message::{Message, Origin};
 use crate::router::subscriptions::SubOptions;
@@ -39,7 +40,7 @@ pub struct Inbound {
     protocol: Protocol,
     session: u64,
     link: ConnLink,
-    client_id: Arc<str>,
+    identity: Arc<Identity>,
     /// Topic aliases the client set up towards us.
     aliases: HashMap<u16, ByteString>,
     /// QoS 2 publishes received and not yet released: bounded by our receive maximum.
@@ -57,7 +58,7 @@ impl Inbound {
         protocol: Protocol,
         session: u64,
         link: ConnLink,
-        client_id: Arc<str>,
+        identity: Arc<Identity>,
         connect_expiry: u32,
     ) -> Inbound {
         Inbound {
@@ -65,15 +66,11 @@ impl Inbound {
             protocol,
             session,
             link,
-            client_id,
+            identity,
             aliases: HashMap::new(),
             unreleased: HashSet::new(),
             connect_expiry,
         }
-    }
-
-    pub fn client_id(&self) -> &str {
-        &self.client_id
     }
 
     async fn send(&self, packet: Packet) {
@@ -178,6 +175,12 @@ impl Inbound {
             self.unreleased.insert(p.pkid);
         }
         let (qos, pkid) = (p.qos, p.pkid);
+        if !self.ctx.acl.can_publish(&self.identity, &p.topic) {
+            self.ctx.metrics.publishes_denied.fetch_add(1, Relaxed);
+            self.unreleased.remove(&pkid);
+            self.refuse_publish(qos, pkid, reason::NOT_AUTHORIZED, "not authorized to publish to this topic").await;
+            return Flow::Continue;
+        }
         p.properties.subscription_identifiers.clear();
         let expires_at = p
             .properties
@@ -203,6 +206,21 @@ impl Inbound {
         Flow::Continue
     }
 
+    /// Answers a refused QoS 1/2 publish with a reason code (v5) or a plain ack (3.1.1, which
+    /// has no way to say no); a refused QoS 0 publish is dropped.
+    async fn refuse_publish(&self, qos: QoS, pkid: u16, code: u8, message: &'static str) {
+        let mut ack = PubResp::new(pkid);
+        if self.protocol == Protocol::V5 {
+            ack.reason = code;
+            ack.properties.reason_string = Some(message.into());
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(Packet::PubAck(ack)).await,
+            QoS::ExactlyOnce => self.send(Packet::PubRec(ack)).await,
+        }
+    }
+
     async fn subscribe(&mut self, s: Subscribe) -> Flow {
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut requests = Vec::with_capacity(s.filters.len());
@@ -212,6 +230,7 @@ impl Inbound {
                 Ok((Some(_), _)) if f.no_local => {
                     return violation(reason::PROTOCOL_ERROR, "no-local on a shared subscription");
                 }
+                Ok(_) if !self.ctx.acl.can_subscribe(&self.identity, &f.filter) => Some(reason::NOT_AUTHORIZED),
                 Ok(_) => None,
             };
             requests.push(SubRequest {

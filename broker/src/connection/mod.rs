@@ -64,7 +64,7 @@ where
         }
     };
     let protocol = connect.protocol;
-    let accepted = match handshake::accept(&ctx, connect).await {
+    let accepted = match handshake::accept(&ctx, connect, None).await {
         Ok(a) => a,
         Err(refusal) => {
             let mut out = BytesMut::new();
@@ -102,7 +102,7 @@ where
         protocol,
         session,
         link.clone(),
-        accepted.client_id.clone(),
+        accepted.identity.clone(),
         accepted.expiry_interval,
     );
     let keep_alive = Duration::from_millis(u64::from(accepted.keep_alive) * 1500);

@@ -80,6 +80,7 @@ impl Writer {
             if !out.is_empty() {
                 let n = out.len();
                 tokio::select! {
+                    biased;
                     r = wr.write_all(&out) => if r.is_err() { break 'outer },
                     _ = close.cancelled() => break 'outer,
                 }
