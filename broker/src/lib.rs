@@ -7,6 +7,7 @@
 //! - `error`: start-up and run-time errors ([`Error`]).
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 mod error;
 pub mod server;
