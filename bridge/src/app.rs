@@ -43,6 +43,10 @@ pub struct BridgeConfig {
     pub max_ping_message: usize,
     /// How long `serve` waits for open connections after shutdown starts.
     pub shutdown_grace: Duration,
+    /// The server pings `/ws` clients this often, so that dead peers are noticed.
+    pub ws_ping_interval: Duration,
+    /// A `/ws` client from which nothing (not even a pong) arrived for this long is dropped.
+    pub ws_idle_timeout: Duration,
 }
 
 impl Default for BridgeConfig {
@@ -57,6 +61,8 @@ impl Default for BridgeConfig {
             max_list: 10_000,
             max_ping_message: 1024,
             shutdown_grace: Duration::from_secs(5),
+            ws_ping_interval: Duration::from_secs(30),
+            ws_idle_timeout: Duration::from_secs(90),
         }
     }
 }

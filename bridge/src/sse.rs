@@ -41,6 +41,9 @@ struct ChannelOutlet(mpsc::Sender<Outgoing>);
 impl Outlet for ChannelOutlet {
     async fn send_batch(&mut self, msgs: Vec<Outgoing>) -> Result<(), ()> {
         for m in msgs {
+            if m.kind == "ping" {
+                continue; // WebSocket-only; SSE has its own keep-alive comments
+            }
             self.0.send(m).await.map_err(|_| ())?;
         }
         Ok(())

@@ -1,13 +1,18 @@
 //! `GET /ws`: the WebSocket bridge of SPEC §7. The reader applies `subscribe`/`unsubscribe`
 //! requests to the session (errors are replied and the connection stays open); the writer pumps
 //! the client's coalesced queue; a slow client is closed with 1013, all clients with 1001 on
-//! shutdown.
+//! shutdown. The server pings every client periodically and drops one that has been silent (no
+//! pong either) for the idle timeout.
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
 use axum::response::Response;
+use bytes::Bytes;
 use futures_util::SinkExt;
 use futures_util::stream::{SplitSink, StreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::app::{AppState, ShutdownSignal};
 use crate::client::{CloseReason, Gauge, Outgoing};
@@ -29,9 +34,10 @@ pub async fn handler(
 ) -> Response {
     let max = st.config.ws_max_message;
     let hub = st.hub.clone();
+    let keepalive = (st.config.ws_ping_interval, st.config.ws_idle_timeout);
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| run(hub, socket, signal.map(|Extension(s)| s)))
+        .on_upgrade(move |socket| run(hub, socket, keepalive, signal.map(|Extension(s)| s)))
 }
 
 struct WsOutlet<'a>(&'a mut SplitSink<WebSocket, Message>);
@@ -39,23 +45,55 @@ struct WsOutlet<'a>(&'a mut SplitSink<WebSocket, Message>);
 impl Outlet for WsOutlet<'_> {
     async fn send_batch(&mut self, msgs: Vec<Outgoing>) -> Result<(), ()> {
         for m in msgs {
-            self.0
-                .feed(Message::Text(m.text.into()))
-                .await
-                .map_err(|_| ())?;
+            let frame = if m.kind == PING {
+                Message::Ping(Bytes::new())
+            } else {
+                Message::Text(m.text.into())
+            };
+            self.0.feed(frame).await.map_err(|_| ())?;
         }
         self.0.flush().await.map_err(|_| ())
     }
 }
 
-async fn run(hub: Hub, socket: WebSocket, signal: Option<ShutdownSignal>) {
+/// The `kind` of the control message that the outlet turns into a WebSocket ping.
+const PING: &str = "ping";
+
+async fn run(
+    hub: Hub,
+    socket: WebSocket,
+    keepalive: (Duration, Duration),
+    signal: Option<ShutdownSignal>,
+) {
     let _gauge = Gauge::hold(&hub.metrics().ws_clients);
     let slow = hub.config().slow_client_timeout;
     let mut session = hub.connect();
     let client = session.client().clone();
     let (mut tx, mut rx) = socket.split();
+    let start = Instant::now();
+    // Milliseconds after `start` when the peer last sent anything (pongs included).
+    let last_seen = AtomicU64::new(0);
+    let since_start = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let pinger = async {
+        let (every, idle) = keepalive;
+        let mut tick =
+            tokio::time::interval_at(start + every, every.max(Duration::from_millis(10)));
+        loop {
+            tick.tick().await;
+            let quiet = since_start().saturating_sub(last_seen.load(Ordering::Relaxed));
+            if Duration::from_millis(quiet) > idle {
+                tracing::debug!(client = client.id, "dropping a silent WebSocket client");
+                return;
+            }
+            client.send_control(Outgoing {
+                kind: PING,
+                text: String::new(),
+            });
+        }
+    };
     let reader = async {
         while let Some(Ok(msg)) = rx.next().await {
+            last_seen.store(since_start(), Ordering::Relaxed);
             match msg {
                 Message::Text(t) => handle(&mut session, t.as_str()),
                 Message::Binary(_) => client.send_control(
@@ -73,6 +111,7 @@ async fn run(hub: Hub, socket: WebSocket, signal: Option<ShutdownSignal>) {
     let mut outlet = WsOutlet(&mut tx);
     let ending = tokio::select! {
         () = reader => Ending::Gone,
+        () = pinger => Ending::Gone,
         e = pump(&client, &mut outlet, slow, hub.metrics()) => e,
         () = wait_shutdown(signal) => Ending::Closed(CloseReason::Shutdown),
     };

@@ -326,3 +326,41 @@ async fn ws_send_text(ws: &mut Ws, text: &str) {
         .await
         .expect("send");
 }
+
+#[tokio::test]
+async fn server_pings_and_a_ponging_client_stays_connected() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let config = fleetmq_bridge::BridgeConfig {
+        ws_ping_interval: std::time::Duration::from_millis(100),
+        ws_idle_timeout: std::time::Duration::from_millis(350),
+        ..fleetmq_bridge::BridgeConfig::default()
+    };
+    let s = start_with(HubConfig::default(), config).await;
+    let mut ws = connect(s.addr).await;
+    // Reading makes tungstenite answer each ping; 8 pings span longer than the idle timeout.
+    let mut pings = 0;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pings < 8 {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("pings")
+            .expect("open")
+            .expect("ok");
+        match msg {
+            Message::Ping(_) => pings += 1,
+            Message::Close(f) => panic!("closed although ponging: {f:?}"),
+            _ => {}
+        }
+    }
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "s", "vehicle": "x"}),
+    )
+    .await;
+    loop {
+        if recv(&mut ws, 5).await["type"] == "snapshot" {
+            break;
+        }
+    }
+}

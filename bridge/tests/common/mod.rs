@@ -154,11 +154,16 @@ impl Drop for Server {
 
 /// Starts the app on 127.0.0.1:0.
 pub async fn start(hub_config: HubConfig) -> Server {
+    start_with(hub_config, BridgeConfig::default()).await
+}
+
+/// Starts the app on 127.0.0.1:0 with this bridge configuration (routes replaced by `routes()`).
+pub async fn start_with(hub_config: HubConfig, config: BridgeConfig) -> Server {
     let hub = Hub::new(hub_config);
     let port = Arc::new(FakePort::default());
     let config = BridgeConfig {
         routes_geojson: routes(),
-        ..BridgeConfig::default()
+        ..config
     };
     let app = fleetmq_bridge::app(hub.clone(), port.clone(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
