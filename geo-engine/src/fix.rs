@@ -2,7 +2,7 @@
 //! and its parsing from JSON, one object or a batch array.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::validate::{RejectReason, Rejection};
 
@@ -65,11 +65,16 @@ impl Fix {
 /// `bad_json` when the payload is not JSON or not an object/array; otherwise the first
 /// element's problem, naming the field (`missing_field`, `invalid_field`).
 pub fn parse_fixes(payload: &[u8]) -> Result<Vec<Fix>, Rejection> {
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| Rejection::new(RejectReason::BadJson, "payload", e.to_string()))?;
-    let mut fixes = match value {
-        Value::Object(map) => vec![fix_from_object(&map)?],
-        Value::Array(items) => {
+    // Typed deserialization (no intermediate map) keeps this cheap; the fields stay `Value`s so
+    // a wrong type is reported by field name rather than as a serde message.
+    let bad =
+        |e: serde_json::Error| Rejection::new(RejectReason::BadJson, "payload", e.to_string());
+    let mut fixes = match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => vec![fix_from_raw(
+            serde_json::from_slice::<RawFix>(payload).map_err(bad)?,
+        )?],
+        Some(b'[') => {
+            let items: Vec<RawFix> = serde_json::from_slice(payload).map_err(bad)?;
             if items.is_empty() {
                 return Err(Rejection::new(
                     RejectReason::BadJson,
@@ -78,20 +83,11 @@ pub fn parse_fixes(payload: &[u8]) -> Result<Vec<Fix>, Rejection> {
                 ));
             }
             let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                match item {
-                    Value::Object(map) => out.push(fix_from_object(map).map_err(|mut r| {
-                        r.message = format!("batch element {i}: {}", r.message);
-                        r
-                    })?),
-                    _ => {
-                        return Err(Rejection::new(
-                            RejectReason::BadJson,
-                            "payload",
-                            format!("batch element {i} is not an object"),
-                        ));
-                    }
-                }
+            for (i, item) in items.into_iter().enumerate() {
+                out.push(fix_from_raw(item).map_err(|mut r| {
+                    r.message = format!("batch element {i}: {}", r.message);
+                    r
+                })?);
             }
             out
         }
@@ -107,17 +103,40 @@ pub fn parse_fixes(payload: &[u8]) -> Result<Vec<Fix>, Rejection> {
     Ok(fixes)
 }
 
-/// Builds a fix from one JSON object, naming the first missing or ill-typed field.
-fn fix_from_object(map: &Map<String, Value>) -> Result<Fix, Rejection> {
-    let lat = required_f64(map, "lat")?;
-    let lon = required_f64(map, "lon")?;
-    let ts = match map.get("ts") {
-        None | Some(Value::Null) => return Err(missing("ts")),
-        Some(v) => as_ts(v).ok_or_else(|| invalid("ts", "expected Unix milliseconds"))?,
+/// The JSON object as sent; unknown fields are ignored.
+#[derive(Deserialize)]
+struct RawFix {
+    #[serde(default)]
+    lat: Value,
+    #[serde(default)]
+    lon: Value,
+    #[serde(default)]
+    ts: Value,
+    #[serde(default)]
+    speed: Value,
+    #[serde(default)]
+    heading: Value,
+    #[serde(default)]
+    accuracy: Value,
+    #[serde(default)]
+    route: Value,
+    #[serde(default)]
+    trip: Value,
+    #[serde(default)]
+    seq: Value,
+}
+
+/// Builds a fix, naming the first missing or ill-typed field.
+fn fix_from_raw(raw: RawFix) -> Result<Fix, Rejection> {
+    let lat = required_f64(&raw.lat, "lat")?;
+    let lon = required_f64(&raw.lon, "lon")?;
+    let ts = match &raw.ts {
+        Value::Null => return Err(missing("ts")),
+        v => as_ts(v).ok_or_else(|| invalid("ts", "expected Unix milliseconds"))?,
     };
-    let seq = match map.get("seq") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
+    let seq = match &raw.seq {
+        Value::Null => None,
+        v => Some(
             v.as_u64()
                 .ok_or_else(|| invalid("seq", "expected a non-negative integer"))?,
         ),
@@ -126,11 +145,11 @@ fn fix_from_object(map: &Map<String, Value>) -> Result<Fix, Rejection> {
         lat,
         lon,
         ts,
-        speed: optional_f64(map, "speed")?,
-        heading: optional_f64(map, "heading")?,
-        accuracy: optional_f64(map, "accuracy")?,
-        route: optional_string(map, "route")?,
-        trip: optional_string(map, "trip")?,
+        speed: optional_f64(&raw.speed, "speed")?,
+        heading: optional_f64(&raw.heading, "heading")?,
+        accuracy: optional_f64(&raw.accuracy, "accuracy")?,
+        route: optional_string(raw.route, "route")?,
+        trip: optional_string(raw.trip, "trip")?,
         seq,
     })
 }
@@ -145,14 +164,14 @@ fn as_ts(v: &Value) -> Option<i64> {
     (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
 }
 
-fn required_f64(map: &Map<String, Value>, field: &'static str) -> Result<f64, Rejection> {
-    optional_f64(map, field)?.ok_or_else(|| missing(field))
+fn required_f64(v: &Value, field: &'static str) -> Result<f64, Rejection> {
+    optional_f64(v, field)?.ok_or_else(|| missing(field))
 }
 
-fn optional_f64(map: &Map<String, Value>, field: &'static str) -> Result<Option<f64>, Rejection> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
+fn optional_f64(v: &Value, field: &'static str) -> Result<Option<f64>, Rejection> {
+    match v {
+        Value::Null => Ok(None),
+        v => v
             .as_f64()
             .filter(|f| f.is_finite())
             .map(Some)
@@ -160,17 +179,14 @@ fn optional_f64(map: &Map<String, Value>, field: &'static str) -> Result<Option<
     }
 }
 
-fn optional_string(
-    map: &Map<String, Value>,
-    field: &'static str,
-) -> Result<Option<String>, Rejection> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= 256 => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(invalid(field, "longer than 256 bytes")),
+fn optional_string(v: Value, field: &'static str) -> Result<Option<String>, Rejection> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s.len() <= 256 => Ok(Some(s)),
+        Value::String(_) => Err(invalid(field, "longer than 256 bytes")),
         // Route and trip ids are often numeric in feeds; accept a number as its decimal text.
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(invalid(field, "expected a string")),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        _ => Err(invalid(field, "expected a string")),
     }
 }
 

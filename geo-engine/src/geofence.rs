@@ -23,6 +23,9 @@ pub struct Geofences {
 impl Geofences {
     /// Updates with a new position; returns exits first, then entries, each in network order.
     pub fn update(&mut self, net: &Network, lat: f64, lon: f64) -> Vec<Crossing> {
+        if net.geofences().is_empty() && self.inside.is_empty() {
+            return Vec::new();
+        }
         let now: Vec<String> = net
             .geofences()
             .iter()

@@ -60,7 +60,9 @@ pub fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 
 /// Euclidean distance between two local points, metres.
 pub fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
-    (a[0] - b[0]).hypot(a[1] - b[1])
+    // Not `hypot`: its overflow care is ~10x slower and local metres never overflow.
+    let (dx, dy) = (a[0] - b[0], a[1] - b[1]);
+    (dx * dx + dy * dy).sqrt()
 }
 
 #[cfg(test)]
