@@ -116,26 +116,29 @@
     // Explicit colours first, so generated ones avoid them.
     for (const f of features) {
       const props = f.properties || {};
-      const id = props.id ?? f.id ?? props.route ?? props.route_id;
-      let color = typeof props.color === 'string' ? props.color : null;
+      const t = (f.geometry || {}).type;
+      if (t !== 'LineString' && t !== 'MultiLineString') continue;
+      const id = props.route_id ?? props.route ?? props.id ?? f.id;
+      let color = typeof props.color === 'string' ? props.color
+        : typeof props.route_color === 'string' ? props.route_color : null;
       if (color && /^[0-9a-fA-F]{6}$/.test(color)) color = '#' + color;
       if (id != null && color && /^#[0-9a-fA-F]{6}$/.test(color)) routeColors.set(String(id), color);
     }
     for (const f of features) {
       const g = f.geometry || {};
       const props = f.properties || {};
-      const id = props.id ?? f.id ?? props.route ?? props.route_id;
-      const name = props.name || props.short_name || props.long_name || id || '';
+      const routeId = props.route_id ?? props.route ?? props.id ?? f.id;
+      const name = props.name || props.short_name || props.long_name || '';
       if (g.type === 'LineString' || g.type === 'MultiLineString') {
         const lines = g.type === 'LineString' ? [projLine(g.coordinates)] : (g.coordinates || []).map(projLine);
-        routes.push({ id, name, color: colorFor(id), lines });
+        routes.push({ id: routeId, name, color: colorFor(routeId), lines });
       } else if (g.type === 'Point' && Array.isArray(g.coordinates)) {
-        stops.push({ id, name, p: project(+g.coordinates[0], +g.coordinates[1]) });
+        stops.push({ id: props.stop_id ?? props.id ?? f.id, name, p: project(+g.coordinates[0], +g.coordinates[1]) });
       } else if (g.type === 'Polygon' || g.type === 'MultiPolygon') {
         const polys = g.type === 'Polygon' ? [g.coordinates] : (g.coordinates || []);
         const rings = [];
         for (const poly of polys) for (const ring of poly || []) rings.push(projLine(ring));
-        fences.push({ id, name, rings });
+        fences.push({ id: props.geofence_id ?? props.id ?? f.id, name, rings });
       }
     }
     window.__fleetmq.routes = routes.length;
@@ -321,7 +324,7 @@
     }
     ctx.lineJoin = 'round';
     ctx.lineCap = 'round';
-    const w = Math.max(2, Math.min(6, view.zoom - 9));
+    const w = Math.max(2.5, Math.min(7, view.zoom - 8));
     for (const r of routes) {
       ctx.beginPath();
       for (const line of r.lines) pathLine(line);
@@ -334,11 +337,11 @@
       ctx.stroke();
       ctx.globalAlpha = 1;
     }
-    if (view.zoom >= 11) {
-      const rad = view.zoom >= 14 ? 4 : 2.5;
+    if (view.zoom >= 10) {
+      const rad = view.zoom >= 15 ? 5 : view.zoom >= 13 ? 3.5 : 2;
       ctx.fillStyle = '#fff';
-      ctx.strokeStyle = '#37474f';
-      ctx.lineWidth = 1.5;
+      ctx.strokeStyle = view.zoom >= 13 ? '#37474f' : '#78909c';
+      ctx.lineWidth = view.zoom >= 13 ? 1.5 : 1;
       for (const s of stops) {
         const p = toScreen(s.p);
         if (p.x < -10 || p.y < -10 || p.x > view.w + 10 || p.y > view.h + 10) continue;

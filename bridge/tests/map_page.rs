@@ -1,5 +1,5 @@
 //! The map page in headless Chromium (when `/usr/bin/chromium` exists): serves the app with a feed
-//! of moving vehicles (one off route, one offline), loads `/` through the DevTools protocol, waits
+//! of vehicles moving along the bundled Cairns routes (one off route, one offline), loads `/` through the DevTools protocol, waits
 //! until vehicles are drawn and frames advance, and saves a screenshot to `target/map.png`.
 
 mod common;
@@ -19,40 +19,47 @@ use tokio_tungstenite::tungstenite::Message;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Two routes through a grid of stops around Cairns.
-fn demo_routes() -> Value {
-    let r1: Vec<[f64; 2]> = (0..=20)
-        .map(|i| {
-            [
-                145.74 + i as f64 * 0.003,
-                -16.93 + (i as f64 * 0.3).sin() * 0.004,
-            ]
-        })
-        .collect();
-    let r2: Vec<[f64; 2]> = (0..=20)
-        .map(|i| {
-            [
-                145.77 + (i as f64 * 0.25).cos() * 0.01,
-                -16.95 + i as f64 * 0.0025,
-            ]
-        })
-        .collect();
-    let mut features = vec![
-        json!({"type": "Feature", "id": "R1", "geometry": {"type": "LineString", "coordinates": r1}, "properties": {"name": "Route 1"}}),
-        json!({"type": "Feature", "id": "R2", "geometry": {"type": "LineString", "coordinates": r2}, "properties": {"name": "Route 2", "color": "#8e24aa"}}),
-        json!({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[145.755, -16.935], [145.765, -16.935], [145.765, -16.925], [145.755, -16.925], [145.755, -16.935]]]}, "properties": {"id": "depot", "kind": "geofence"}}),
-    ];
-    for (i, c) in r1.iter().enumerate().step_by(4) {
-        features.push(json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": c}, "properties": {"id": format!("S1-{i}"), "name": format!("Stop {i}"), "routes": ["R1"]}}));
+/// The line of each route in a FeatureCollection (the first shape of each `route_id`).
+fn route_lines(fc: &Value) -> Vec<(String, Vec<[f64; 2]>)> {
+    let mut out: Vec<(String, Vec<[f64; 2]>)> = Vec::new();
+    for f in fc["features"].as_array().into_iter().flatten() {
+        if f["geometry"]["type"] != "LineString" {
+            continue;
+        }
+        let id = f["properties"]["route_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if out.iter().any(|(r, _)| *r == id) {
+            continue;
+        }
+        let coords: Vec<[f64; 2]> = f["geometry"]["coordinates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some([c[0].as_f64()?, c[1].as_f64()?]))
+            .collect();
+        if coords.len() >= 2 {
+            out.push((id, coords));
+        }
     }
-    for (i, c) in r2.iter().enumerate().step_by(5) {
-        features.push(json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": c}, "properties": {"id": format!("S2-{i}"), "name": format!("Stop {i}"), "routes": ["R2"]}}));
-    }
-    json!({"type": "FeatureCollection", "features": features})
+    out
 }
 
-/// Moves vehicles along the routes every 200 ms until dropped.
-fn feed(hub: Hub) -> tokio::task::JoinHandle<()> {
+/// The point a fraction `f` (0..1) of the way along a line, by vertex index.
+fn along(line: &[[f64; 2]], f: f64) -> (f64, f64) {
+    let x = f.clamp(0.0, 1.0) * (line.len() - 1) as f64;
+    let i = (x.floor() as usize).min(line.len() - 2);
+    let t = x - i as f64;
+    let (a, b) = (line[i], line[i + 1]);
+    (a[1] + (b[1] - a[1]) * t, a[0] + (b[0] - a[0]) * t)
+}
+
+const VEHICLES: usize = 12;
+
+/// Moves vehicles along the routes every 200 ms until aborted: bus-3 detours (off route), bus-5
+/// is offline.
+fn feed(hub: Hub, lines: Vec<(String, Vec<[f64; 2]>)>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut t: i64 = 0;
         loop {
@@ -60,39 +67,43 @@ fn feed(hub: Hub) -> tokio::task::JoinHandle<()> {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
-            for v in 0..6 {
-                let f = ((t as f64) * 0.004 + v as f64 * 0.16) % 1.0;
-                let (route, lon, lat) = if v % 2 == 0 {
-                    ("R1", 145.74 + f * 0.06, -16.93 + (f * 6.0).sin() * 0.004)
-                } else {
-                    ("R2", 145.77 + (f * 5.0).cos() * 0.01, -16.95 + f * 0.05)
-                };
-                let mut s =
-                    (*state(&format!("bus-{v}"), lat, lon, Some(route), Some("T1"), now)).clone();
-                s.heading = Some(if v % 2 == 0 { 80.0 } else { 10.0 });
+            for v in 0..VEHICLES {
+                let (route, line) = &lines[v % lines.len()];
+                let f = ((t as f64) * 0.001 + v as f64 * 0.37) % 1.0;
+                let (lat, lon) = along(line, f);
+                let (lat2, lon2) = along(line, f + 0.001);
+                let heading = (lon2 - lon)
+                    .atan2(lat2 - lat)
+                    .to_degrees()
+                    .rem_euclid(360.0);
+                let id = format!("bus-{v}");
+                let mut s = (*state(&id, lat, lon, Some(route), Some("T1"), now)).clone();
+                s.heading = Some(heading);
                 if v == 3 {
-                    s.lon += 0.004; // detouring
+                    s.lat += 0.004; // detouring
                     s.on_route = Some(false);
-                    s.off_route_m = Some(420.0);
+                    s.off_route_m = Some(440.0);
                 }
                 if v == 5 {
                     s.status = VehicleStatus::Offline;
                 }
                 s.next_stop = Some(NextStop {
-                    id: "S1-8".into(),
+                    id: "S8".into(),
                     name: "Stop 8".into(),
                     distance_m: 640.0,
-                    eta: Some(now + 120_000),
+                    eta: Some(now + 180_000),
                 });
                 hub.push_state(Arc::new(s));
             }
             if t % 10 == 0 {
+                let (lat, lon) = hub.latest("bus-3").map_or((0.0, 0.0), |s| (s.lat, s.lon));
+                let route = lines[3 % lines.len()].0.as_str();
                 hub.push_event(event(
                     "bus-3",
                     EventKind::Deviation,
-                    -16.93,
-                    145.76,
-                    Some("R1"),
+                    lat,
+                    lon,
+                    Some(route),
                     now,
                 ));
             }
@@ -187,15 +198,42 @@ async fn wait_for_file(path: &Path) -> String {
     }
 }
 
+/// A PNG of the page.
+async fn screenshot(cdp: &mut Cdp) -> Vec<u8> {
+    let shot = cdp
+        .call("Page.captureScreenshot", json!({"format": "png"}))
+        .await;
+    let png = decode_base64(shot["data"].as_str().expect("png data"));
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    png
+}
+
+/// Writes a file under the workspace's `target/`.
+fn save(bytes: &[u8], name: &str) {
+    let out: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target")
+        .join(name);
+    std::fs::create_dir_all(out.parent().expect("parent")).expect("target dir");
+    std::fs::write(&out, bytes).expect("write screenshot");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_page_draws_moving_vehicles() {
     if !Path::new(CHROMIUM).exists() {
         eprintln!("skipping: {CHROMIUM} not installed");
         return;
     }
+    let routes = geo_engine::Network::bundled().routes_geojson();
+    let lines = route_lines(&routes);
+    assert!(lines.len() >= 4, "the bundled network has routes");
+    let line_count = routes["features"].as_array().map_or(0, |fs| {
+        fs.iter()
+            .filter(|f| f["geometry"]["type"] == "LineString")
+            .count()
+    }) as u64;
     let hub = Hub::new(HubConfig::default());
     let config = BridgeConfig {
-        routes_geojson: demo_routes(),
+        routes_geojson: routes.clone(),
         ..BridgeConfig::default()
     };
     let app = fleetmq_bridge::app(hub.clone(), Arc::new(FakePort::default()), config);
@@ -204,7 +242,7 @@ async fn map_page_draws_moving_vehicles() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(fleetmq_bridge::serve(listener, app, std::future::pending()));
-    let feeder = feed(hub.clone());
+    let feeder = feed(hub.clone(), lines);
 
     let profile = std::env::temp_dir().join(format!("fleetmq-chromium-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
@@ -271,7 +309,9 @@ async fn map_page_draws_moving_vehicles() {
             .as_str()
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or(Value::Null);
-        if v["vehicles"].as_u64().unwrap_or(0) >= 6 && v["routes"].as_u64() == Some(2) {
+        if v["vehicles"].as_u64().unwrap_or(0) >= VEHICLES as u64
+            && v["routes"].as_u64() == Some(line_count)
+        {
             break v;
         }
         assert!(
@@ -292,7 +332,10 @@ async fn map_page_draws_moving_vehicles() {
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or(Value::Null);
         if v[0].as_u64().unwrap_or(0) > first["frames"].as_u64().unwrap_or(0) + 30 {
-            assert_eq!(v[1], "6 vehicles · 1 off route · 1 offline");
+            assert_eq!(
+                v[1],
+                format!("{VEHICLES} vehicles · 1 off route · 1 offline")
+            );
             break;
         }
         assert!(Instant::now() < deadline, "frames do not advance: {v}");
@@ -321,16 +364,12 @@ async fn map_page_draws_moving_vehicles() {
             .is_some_and(|d| d.contains("bus-3") && d.contains("Stop 8")),
         "{details}"
     );
+    let png = screenshot(&mut cdp).await;
+    save(&png, "map-zoomed.png");
     cdp.eval("document.getElementById('fit').click()").await;
 
-    let shot = cdp
-        .call("Page.captureScreenshot", json!({"format": "png"}))
-        .await;
-    let png = decode_base64(shot["data"].as_str().expect("png data"));
-    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    let out: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/map.png");
-    std::fs::create_dir_all(out.parent().expect("parent")).expect("target dir");
-    std::fs::write(&out, png).expect("write screenshot");
+    let png = screenshot(&mut cdp).await;
+    save(&png, "map.png");
 
     feeder.abort();
     let _ = chromium.kill().await;
