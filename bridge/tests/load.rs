@@ -101,6 +101,12 @@ async fn a_client_that_never_reads_is_closed_with_1013_and_others_are_not_delaye
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_receive_an_update() {
     const N: usize = 1000;
+    // Client and server ends live in this process: two descriptors per connection.
+    let limit = rlimit::increase_nofile_limit(4 * N as u64 + 256).expect("raise RLIMIT_NOFILE");
+    assert!(
+        limit >= 2 * N as u64 + 64,
+        "RLIMIT_NOFILE hard limit {limit} is too low for {N} clients"
+    );
     let s = start(HubConfig::default()).await;
     s.hub
         .push_state(state("bus-1", -16.92, 145.77, Some("R1"), None, 1));
