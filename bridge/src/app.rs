@@ -20,6 +20,9 @@ use crate::port::BrokerPort;
 use crate::routes::Routes;
 use crate::{map, mqtt_ws, ops, rest, routes, sse, ws};
 
+/// How long [`serve`] waits for open requests after shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Configuration of the HTTP side.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
@@ -41,8 +44,6 @@ pub struct BridgeConfig {
     pub max_list: usize,
     /// Longest ping message, characters.
     pub max_ping_message: usize,
-    /// How long `serve` waits for open connections after shutdown starts.
-    pub shutdown_grace: Duration,
     /// The server pings `/ws` clients this often, so that dead peers are noticed.
     pub ws_ping_interval: Duration,
     /// A `/ws` client from which nothing (not even a pong) arrived for this long is dropped.
@@ -60,7 +61,6 @@ impl Default for BridgeConfig {
             mqtt_max_message: 1024 * 1024 + 16,
             max_list: 10_000,
             max_ping_message: 1024,
-            shutdown_grace: Duration::from_secs(5),
             ws_ping_interval: Duration::from_secs(30),
             ws_idle_timeout: Duration::from_secs(90),
         }
@@ -83,6 +83,19 @@ pub struct AppState {
 /// Tells stream handlers that the server is shutting down (set by [`serve`]).
 #[derive(Clone)]
 pub struct ShutdownSignal(pub watch::Receiver<bool>);
+
+impl ShutdownSignal {
+    /// Resolves when the server starts shutting down; never without a signal (an app driven by
+    /// `oneshot`, not by [`serve`]).
+    pub async fn wait(signal: Option<ShutdownSignal>) {
+        if let Some(ShutdownSignal(mut rx)) = signal {
+            // An error means `serve` is gone without signalling: treat it like a shutdown too.
+            let _ = rx.wait_for(|stopping| *stopping).await;
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
+}
 
 /// The router of every endpoint. Tests drive it with `oneshot`; [`serve`] runs it.
 pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router {
@@ -132,25 +145,22 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = BridgeConfig::default().shutdown_grace;
+    let grace = SHUTDOWN_GRACE;
     let (tx, rx) = watch::channel(false);
-    let tx = Arc::new(tx);
+    let mut started = rx.clone();
     let app = app.layer(Extension(ShutdownSignal(rx)));
-    let signalled = tx.clone();
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
-        let _ = signalled.send(true);
+        let _ = tx.send(true);
     });
-    let mut started = tx.subscribe();
+    // Open streams are told to end; whatever is still open after the grace period is cut.
     let grace_after_shutdown = async move {
-        while !*started.borrow_and_update() {
-            if started.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+        if started.wait_for(|stopping| *stopping).await.is_err() {
+            std::future::pending::<()>().await;
         }
         tokio::time::sleep(grace).await;
     };

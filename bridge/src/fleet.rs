@@ -52,6 +52,8 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Arc<str> {
 
 /// One vehicle's entry.
 struct Entry {
+    /// The map key, shared with the cell index.
+    id: Arc<str>,
     latest: Arc<Prepared>,
     /// Oldest first, at most `track_capacity` long.
     track: VecDeque<Arc<VehicleState>>,
@@ -140,8 +142,7 @@ impl Fleet {
                 e.track.push_back(s.clone());
             }
             if e.cell != cell {
-                let id = prev_key(&shard.cells, e.cell, &s.vehicle)
-                    .unwrap_or_else(|| Arc::from(s.vehicle.as_str()));
+                let id = e.id.clone();
                 remove_from_cell(&mut shard.cells, e.cell, &s.vehicle);
                 shard.cells.entry(cell).or_default().insert(id);
                 e.cell = cell;
@@ -160,8 +161,9 @@ impl Fleet {
         }
         shard.cells.entry(cell).or_default().insert(id.clone());
         shard.map.insert(
-            id,
+            id.clone(),
             Entry {
+                id,
                 latest: p.clone(),
                 track,
                 cell,
@@ -289,10 +291,6 @@ fn intersect(a: &Bbox, b: &Bbox) -> Option<Bbox> {
         a.max_lat.min(b.max_lat),
     ])
     .ok()
-}
-
-fn prev_key(cells: &HashMap<Cell, HashSet<Arc<str>>>, cell: Cell, id: &str) -> Option<Arc<str>> {
-    cells.get(&cell).and_then(|set| set.get(id).cloned())
 }
 
 fn remove_from_cell(cells: &mut HashMap<Cell, HashSet<Arc<str>>>, cell: Cell, id: &str) {

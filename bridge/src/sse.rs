@@ -20,7 +20,6 @@ use crate::filter::Criteria;
 use crate::grid::Bbox;
 use crate::pump::{Outlet, pump};
 use crate::session::SubSpec;
-use crate::ws::wait_shutdown;
 
 /// Messages buffered between the pump and the response body.
 const CHANNEL: usize = 16;
@@ -100,7 +99,7 @@ pub async fn handler(
         tokio::select! {
             _ = pump(&client, &mut out, slow, hub.metrics()) => {}
             () = closed.closed() => {}
-            () = wait_shutdown(signal) => client.close(CloseReason::Shutdown),
+            () = ShutdownSignal::wait(signal) => client.close(CloseReason::Shutdown),
         }
         drop(session);
     });

@@ -113,7 +113,7 @@ async fn run(
         () = reader => Ending::Gone,
         () = pinger => Ending::Gone,
         e = pump(&client, &mut outlet, slow, hub.metrics()) => e,
-        () = wait_shutdown(signal) => Ending::Closed(CloseReason::Shutdown),
+        () = ShutdownSignal::wait(signal) => Ending::Closed(CloseReason::Shutdown),
     };
     let frame = match ending {
         Ending::Closed(CloseReason::Slow) => Some(CloseFrame {
@@ -155,19 +155,4 @@ fn handle(session: &mut Session, text: &str) {
     if let Err(e) = result {
         session.client().send_control(e.to_outgoing());
     }
-}
-
-/// Resolves when the server starts shutting down; never without a signal.
-pub(crate) async fn wait_shutdown(signal: Option<ShutdownSignal>) {
-    if let Some(ShutdownSignal(mut rx)) = signal {
-        while !*rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
-                break;
-            }
-        }
-        if *rx.borrow() {
-            return;
-        }
-    }
-    std::future::pending::<()>().await;
 }

@@ -364,3 +364,56 @@ async fn server_pings_and_a_ponging_client_stays_connected() {
         }
     }
 }
+
+/// Reads until the server's close frame and returns its code.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("no close frame")
+        {
+            Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_shutdown_closes_clients_with_1001() {
+    let s = start(HubConfig::default()).await;
+    let mut ws = connect(s.addr).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "s", "vehicle": "x"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws, 5).await["type"], "snapshot");
+    let hub = s.hub.clone();
+    drop(s); // resolves the shutdown future given to `serve`
+    assert_eq!(close_code(&mut ws).await, Some(1001));
+    wait_until(5, "the client to be gone", || {
+        hub.metrics()
+            .ws_clients
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hub_close_all_closes_clients_with_1001() {
+    let s = start(HubConfig::default()).await;
+    let mut a = connect(s.addr).await;
+    let mut b = connect(s.addr).await;
+    for ws in [&mut a, &mut b] {
+        send(ws, json!({"op": "subscribe", "id": "s", "events": true})).await;
+        assert_eq!(recv(ws, 5).await["type"], "snapshot");
+    }
+    s.hub.close_all();
+    assert_eq!(close_code(&mut a).await, Some(1001));
+    assert_eq!(close_code(&mut b).await, Some(1001));
+}
