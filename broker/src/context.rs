@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Acl, Authenticator};
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::router::RouterMsg;
 
@@ -44,6 +45,7 @@ pub struct Context {
     pub shutdown: CancellationToken,
     pub auth: Arc<Authenticator>,
     pub acl: Arc<Acl>,
+    pub ingest: Arc<Ingest>,
     next_conn: AtomicU64,
 }
 
@@ -55,6 +57,7 @@ impl Context {
         shutdown: CancellationToken,
         auth: Arc<Authenticator>,
         acl: Arc<Acl>,
+        ingest: Arc<Ingest>,
     ) -> Context {
         Context {
             router,
@@ -63,6 +66,7 @@ impl Context {
             shutdown,
             auth,
             acl,
+            ingest,
             next_conn: AtomicU64::new(1),
         }
     }

@@ -5,12 +5,32 @@
 //! - `config`: the resolved configuration ([`Config`]).
 //! - `server`: binds listeners and runs everything until shutdown ([`Broker`]).
 //! - `error`: start-up and run-time errors ([`Error`]).
+//! - `listener`: the TCP accept loop.
+//! - `http`: the broker's side of the HTTP bridge.
+//! - `routes`: reading the route network file.
+//! - `ingest`: location updates through geo-engine, processed state back out.
+//! - `connection`: one client connection: handshake, inbound packets, the writer.
+//! - `context`: what connections share (router channel, limits, metrics, shutdown).
+//! - `router`: the single owner of sessions, subscriptions and retained messages.
+//! - `message`: an application message as routed.
+//! - `topic`: topic name and filter rules.
+//! - `metrics`: counters for `$SYS` and Prometheus.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+mod connection;
+mod context;
 mod error;
+mod http;
+pub mod ingest;
+mod listener;
+mod message;
+pub mod metrics;
+mod router;
+pub mod routes;
 pub mod server;
+mod topic;
 
 pub use config::Config;
 pub use error::Error;

@@ -13,7 +13,12 @@ use crate::auth::{Acl, Authenticator, JwtVerifier, UsersFile};
 use crate::context::{Context, Limits};
 use crate::metrics::Metrics;
 use crate::router::{Router, RouterConfig};
-use crate::{Config, Error, listener};
+use crate::http::{BridgePort, HubSink};
+use crate::ingest::Ingest;
+use crate::router::RouterMsg;
+use crate::{Config, Error, listener, routes};
+use fleetmq_bridge::{BridgeConfig, Hub, HubConfig};
+use geo_engine::{Network, PipelineConfig};
 
 /// Bytes one session's queue may hold, beside `--max-queued` messages.
 const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
@@ -27,6 +32,7 @@ pub struct Broker {
     metrics: Arc<Metrics>,
     auth: Arc<Authenticator>,
     acl: Arc<Acl>,
+    network: Arc<Network>,
 }
 
 fn config_error(e: impl std::fmt::Display) -> Error {
@@ -76,6 +82,7 @@ impl Broker {
             Some(path) => Acl::load(path).map_err(config_error)?,
             None => Acl::empty(),
         });
+        let network = Arc::new(routes::load(config.routes.as_deref())?);
         let mqtt = bind("mqtt", config.mqtt).await?;
         let http = bind("http", config.http).await?;
         Ok(Broker {
@@ -85,6 +92,7 @@ impl Broker {
             metrics: Arc::new(Metrics::default()),
             auth,
             acl,
+            network,
         })
     }
 
@@ -94,6 +102,11 @@ impl Broker {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr().unwrap_or(self.config.http)
+    }
+
+    /// The route network in use.
+    pub fn network(&self) -> &Arc<Network> {
+        &self.network
     }
 
     /// Serves until `shutdown` completes, then disconnects clients (v5: 0x8B) and flushes state.
@@ -110,13 +123,21 @@ impl Broker {
             max_packet_size: self.config.max_packet_size as usize,
             ..Limits::default()
         };
+        let hub = Hub::new(HubConfig::default());
+        let ingest = Arc::new(Ingest::new(
+            self.network.clone(),
+            PipelineConfig::default(),
+            vec![Arc::new(HubSink(hub.clone()))],
+            self.metrics.clone(),
+        ));
         let ctx = Arc::new(Context::new(
-            router_tx,
+            router_tx.clone(),
             self.metrics.clone(),
             limits,
             token.clone(),
             self.auth,
             self.acl,
+            ingest.clone(),
         ));
         let router_task = tokio::spawn(router.run(token.clone().cancelled_owned()));
         let accept = tokio::spawn(listener::run(
@@ -124,17 +145,44 @@ impl Broker {
             self.mqtt,
             self.config.max_connections,
         ));
-        let _http = self.http;
+        let bridge_config = BridgeConfig {
+            routes_geojson: self.network.routes_geojson(),
+            ..BridgeConfig::default()
+        };
+        let app = fleetmq_bridge::app(hub.clone(), Arc::new(BridgePort { ctx: ctx.clone() }), bridge_config);
+        let http = tokio::spawn(fleetmq_bridge::serve(self.http, app, token.clone().cancelled_owned()));
+        let sweeper = tokio::spawn(sweep(ingest, router_tx, token.clone()));
         shutdown.await;
         tracing::info!("shutting down");
         token.cancel();
+        hub.close_all();
         let _ = accept.await;
         let _ = router_task.await;
+        let _ = sweeper.await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), http).await;
         // Give connections a moment to write their DISCONNECT 0x8B.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         while self.metrics.connections.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+}
+
+/// Marks vehicles offline when no fix came for `stale_after`, once a second.
+async fn sweep(ingest: Arc<Ingest>, router: tokio::sync::mpsc::Sender<RouterMsg>, token: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = token.cancelled() => return,
+        }
+        let ingest2 = ingest.clone();
+        let Ok(outputs) = tokio::task::spawn_blocking(move || ingest2.sweep()).await else { continue };
+        for message in outputs {
+            if router.send(RouterMsg::Publish { message, qos2_pkid: None }).await.is_err() {
+                return;
+            }
+        }
     }
 }

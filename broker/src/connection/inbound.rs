@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::link::{ConnLink, Outgoing};
 use crate::auth::Identity;
 use crate::context::Context;
+use crate::ingest::topics::{DriverTopic, driver_topic};
 use crate::message::{Message, Origin};
 use crate::router::subscriptions::SubOptions;
 use crate::router::{RouterMsg, SubRequest};
@@ -46,7 +47,12 @@ pub struct Inbound {
     /// QoS 2 publishes received and not yet released: bounded by our receive maximum.
     unreleased: HashSet<u16>,
     connect_expiry: u32,
+    /// Vehicles this connection published locations for: they go offline when it closes.
+    vehicles: HashSet<Box<str>>,
 }
+
+/// Vehicles one connection is remembered to speak for (a gateway may publish for many).
+const MAX_VEHICLES_PER_CONNECTION: usize = 4096;
 
 fn violation(code: u8, message: &'static str) -> Flow {
     Flow::Violation { code, message }
@@ -70,7 +76,13 @@ impl Inbound {
             aliases: HashMap::new(),
             unreleased: HashSet::new(),
             connect_expiry,
+            vehicles: HashSet::new(),
         }
+    }
+
+    /// Vehicles this connection published locations for.
+    pub fn vehicles(&self) -> impl Iterator<Item = &str> {
+        self.vehicles.iter().map(|v| &**v)
     }
 
     async fn send(&self, packet: Packet) {
@@ -148,6 +160,7 @@ impl Inbound {
     }
 
     async fn publish(&mut self, mut p: Publish) -> Flow {
+        let received = Instant::now();
         self.ctx.metrics.messages_received.fetch_add(1, Relaxed);
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.ctx.limits.topic_alias_maximum {
@@ -196,6 +209,31 @@ impl Inbound {
             expires_at,
             origin: Origin::Session(self.session),
         });
+        match driver_topic(&message.topic) {
+            Some(DriverTopic::Location(vehicle)) => {
+                match self.ctx.ingest.location(vehicle, &message.payload, received) {
+                    Ok(outputs) => {
+                        if self.vehicles.len() < MAX_VEHICLES_PER_CONNECTION {
+                            self.vehicles.insert(vehicle.into());
+                        }
+                        for m in outputs {
+                            self.router(RouterMsg::Publish { message: m, qos2_pkid: None }).await;
+                        }
+                    }
+                    Err(r) => {
+                        self.unreleased.remove(&pkid);
+                        let text = format!("{}: {}", r.field, r.message);
+                        self.refuse_publish(qos, pkid, reason::PAYLOAD_FORMAT_INVALID, &text).await;
+                        return Flow::Continue;
+                    }
+                }
+            }
+            Some(DriverTopic::Sos(vehicle)) => {
+                let event = self.ctx.ingest.sos(vehicle, &message.payload);
+                self.router(RouterMsg::Publish { message: event, qos2_pkid: None }).await;
+            }
+            None => {}
+        }
         let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
         self.router(RouterMsg::Publish { message, qos2_pkid }).await;
         match qos {
@@ -208,11 +246,11 @@ impl Inbound {
 
     /// Answers a refused QoS 1/2 publish with a reason code (v5) or a plain ack (3.1.1, which
     /// has no way to say no); a refused QoS 0 publish is dropped.
-    async fn refuse_publish(&self, qos: QoS, pkid: u16, code: u8, message: &'static str) {
+    async fn refuse_publish(&self, qos: QoS, pkid: u16, code: u8, message: &str) {
         let mut ack = PubResp::new(pkid);
         if self.protocol == Protocol::V5 {
             ack.reason = code;
-            ack.properties.reason_string = Some(message.into());
+            ack.properties.reason_string = Some(message.to_owned().into());
         }
         match qos {
             QoS::AtMostOnce => {}

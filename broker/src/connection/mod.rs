@@ -156,6 +156,9 @@ where
             Err(ReadEnd::Closed) | Err(ReadEnd::Io) => break,
         }
     }
+    for m in ctx.ingest.disconnected(inbound.vehicles()) {
+        let _ = ctx.router.send(RouterMsg::Publish { message: m, qos2_pkid: None }).await;
+    }
     // Closed by the router (takeover, shutdown) the session is not ours to detach any more;
     // the router ignores a Disconnect from a replaced connection.
     let _ = ctx

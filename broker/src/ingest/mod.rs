@@ -1,0 +1,241 @@
+//! The ingest hook: location updates on `fleet/{id}/location` run through geo-engine inline,
+//! and the processed state (`vehicles/{id}`, retained) and events (`events/{id}/{kind}`, QoS 1)
+//! go back into the router like any other publish, and to the state sinks (the WebSocket
+//! bridge, the Redis writer).
+//!
+//! One vehicle's updates are processed in arrival order under that vehicle's own lock;
+//! different vehicles are processed in parallel on the connections' tasks, on every core.
+//!
+//! # Layout
+//! - `topics`: which driver topics fleetmq interprets.
+//! - `sink`: the [`StateSink`] interface for consumers of processed state.
+
+mod sink;
+pub mod topics;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use fleetmq_codec::{Bytes, Properties, QoS};
+use geo_engine::{Event, Network, Outcome, PipelineConfig, Rejection, Tracker, VehicleState, parse_fixes};
+
+use crate::message::{Message, Origin};
+use crate::metrics::Metrics;
+pub use sink::StateSink;
+
+/// Broker clock, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What an accepted update produced: messages to route.
+pub type Outputs = Vec<Arc<Message>>;
+
+pub struct Ingest {
+    network: Arc<Network>,
+    config: PipelineConfig,
+    /// One tracker per vehicle; the map's shard lock is held only to find the entry, the
+    /// tracker's own mutex while one update is processed (never across an await).
+    trackers: DashMap<Arc<str>, Arc<Mutex<Tracker>>>,
+    sinks: Vec<Arc<dyn StateSink>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Ingest {
+    pub fn new(network: Arc<Network>, config: PipelineConfig, sinks: Vec<Arc<dyn StateSink>>, metrics: Arc<Metrics>) -> Ingest {
+        Ingest { network, config, trackers: DashMap::new(), sinks, metrics }
+    }
+
+    pub fn network(&self) -> &Arc<Network> {
+        &self.network
+    }
+
+    pub fn vehicle_count(&self) -> usize {
+        self.trackers.len()
+    }
+
+    /// Puts back a tracker restored from a snapshot (before any connection is accepted).
+    pub fn restore(&self, tracker: Tracker) -> Outputs {
+        let vehicle: Arc<str> = tracker.vehicle().into();
+        let out = tracker.state().map(|s| vec![state_message(s)]).unwrap_or_default();
+        if let Some(s) = tracker.state() {
+            let s = Arc::new(s.clone());
+            for sink in &self.sinks {
+                sink.restored(&s);
+            }
+        }
+        self.trackers.insert(vehicle, Arc::new(Mutex::new(tracker)));
+        out
+    }
+
+    fn tracker(&self, vehicle: &str) -> Arc<Mutex<Tracker>> {
+        if let Some(t) = self.trackers.get(vehicle) {
+            return t.clone();
+        }
+        self.trackers.entry(vehicle.into()).or_insert_with(|| Arc::new(Mutex::new(Tracker::new(vehicle)))).clone()
+    }
+
+    /// Processes one location payload (an object or a batch) for `vehicle`.
+    ///
+    /// # Errors
+    /// The first rejected fix; fixes of a batch before and after it are still processed.
+    pub fn location(&self, vehicle: &str, payload: &[u8], received: Instant) -> Result<Outputs, Rejection> {
+        let fixes = match parse_fixes(payload) {
+            Ok(f) => f,
+            Err(r) => {
+                self.metrics.reject(r.reason.as_str());
+                return Err(r);
+            }
+        };
+        let now = now_ms();
+        let tracker = self.tracker(vehicle);
+        let mut outputs = Vec::new();
+        let mut first_rejection = None;
+        let mut forwarded = Vec::new();
+        {
+            let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
+            for fix in fixes {
+                match t.process(&self.network, &self.config, fix, now) {
+                    Ok(Outcome::Forwarded { state, events }) => {
+                        self.metrics.updates_accepted.fetch_add(1, Relaxed);
+                        forwarded.push((state, events));
+                    }
+                    Ok(Outcome::Duplicate) => {
+                        self.metrics.updates_duplicate.fetch_add(1, Relaxed);
+                    }
+                    Ok(Outcome::Jitter) => {
+                        self.metrics.updates_jitter.fetch_add(1, Relaxed);
+                    }
+                    Err(r) => {
+                        self.metrics.reject(r.reason.as_str());
+                        first_rejection.get_or_insert(r);
+                    }
+                }
+            }
+            if !forwarded.is_empty() {
+                for sink in &self.sinks {
+                    sink.snapshot(&t);
+                }
+            }
+        }
+        for (mut state, events) in forwarded {
+            state.processed_at = now_ms();
+            for e in events {
+                outputs.push(event_message(&e));
+                let e = Arc::new(e);
+                for sink in &self.sinks {
+                    sink.event(&e);
+                }
+            }
+            outputs.push(state_message(&state));
+            let state = Arc::new(state);
+            for sink in &self.sinks {
+                sink.state(&state);
+            }
+        }
+        self.metrics.observe_latency(received.elapsed().as_secs_f64());
+        match first_rejection {
+            Some(r) if outputs.is_empty() => Err(r),
+            _ => Ok(outputs),
+        }
+    }
+
+    /// The vehicles a driver connection published for went away: each goes offline.
+    pub fn disconnected<'a>(&self, vehicles: impl IntoIterator<Item = &'a str>) -> Outputs {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for v in vehicles {
+            let Some(t) = self.trackers.get(v).map(|t| t.clone()) else { continue };
+            let went = t.lock().unwrap_or_else(|e| e.into_inner()).mark_offline(now);
+            if let Some((state, event)) = went {
+                out.extend(self.offline(state, event));
+            }
+        }
+        out
+    }
+
+    /// Vehicles with no fix for `stale_after` go offline.
+    pub fn sweep(&self) -> Outputs {
+        let now = now_ms();
+        let trackers: Vec<Arc<Mutex<Tracker>>> = self.trackers.iter().map(|e| e.value().clone()).collect();
+        let mut out = Vec::new();
+        for t in trackers {
+            let went = t.lock().unwrap_or_else(|e| e.into_inner()).check_stale(&self.config, now);
+            if let Some((state, event)) = went {
+                out.extend(self.offline(state, event));
+            }
+        }
+        out
+    }
+
+    fn offline(&self, state: VehicleState, event: Event) -> Outputs {
+        let out = vec![event_message(&event), state_message(&state)];
+        let (state, event) = (Arc::new(state), Arc::new(event));
+        for sink in &self.sinks {
+            sink.event(&event);
+            sink.state(&state);
+        }
+        out
+    }
+
+    /// An SOS from a driver: the `events/{id}/sos` message. Its persistence before publication
+    /// is the caller's business.
+    pub fn sos(&self, vehicle: &str, payload: &[u8]) -> Arc<Message> {
+        let tracker = self.trackers.get(vehicle).map(|t| t.clone());
+        let (lat, lon) = tracker
+            .and_then(|t| t.lock().unwrap_or_else(|e| e.into_inner()).state().map(|s| (s.lat, s.lon)))
+            .unwrap_or((0.0, 0.0));
+        let text = std::str::from_utf8(payload).ok().filter(|s| !s.is_empty()).map(str::to_owned);
+        let event = Event {
+            kind: geo_engine::EventKind::Sos,
+            vehicle: vehicle.to_owned(),
+            ts: now_ms(),
+            lat,
+            lon,
+            route: None,
+            trip: None,
+            stop_id: None,
+            stop_name: None,
+            geofence_id: None,
+            off_route_m: None,
+            message: text,
+        };
+        let msg = event_message(&event);
+        let event = Arc::new(event);
+        for sink in &self.sinks {
+            sink.event(&event);
+        }
+        msg
+    }
+}
+
+fn broker_message(topic: String, payload: Vec<u8>, qos: QoS, retain: bool) -> Arc<Message> {
+    let properties = Properties {
+        payload_format_indicator: Some(1),
+        content_type: Some("application/json".into()),
+        ..Properties::default()
+    };
+    Arc::new(Message {
+        topic: topic.into(),
+        payload: Bytes::from(payload),
+        qos,
+        retain,
+        properties,
+        expires_at: None,
+        origin: Origin::Broker,
+    })
+}
+
+/// `vehicles/{id}`, retained.
+pub fn state_message(state: &VehicleState) -> Arc<Message> {
+    let payload = serde_json::to_vec(state).unwrap_or_default();
+    broker_message(format!("vehicles/{}", state.vehicle), payload, QoS::AtMostOnce, true)
+}
+
+/// `events/{id}/{kind}`, QoS 1.
+pub fn event_message(event: &Event) -> Arc<Message> {
+    let payload = serde_json::to_vec(event).unwrap_or_default();
+    broker_message(format!("events/{}/{}", event.vehicle, event.kind.as_str()), payload, QoS::AtLeastOnce, false)
+}

@@ -1,0 +1,20 @@
+//! Consumers of processed state beside MQTT subscribers: the WebSocket bridge's hub and the
+//! Redis writer. Calls come from the ingest path, so an implementation must return at once
+//! (hand off to its own bounded queue) and never block.
+
+use std::sync::Arc;
+
+use geo_engine::{Event, Tracker, VehicleState};
+
+pub trait StateSink: Send + Sync {
+    /// A new processed state.
+    fn state(&self, state: &Arc<VehicleState>);
+    /// An event.
+    fn event(&self, event: &Arc<Event>);
+    /// The tracker after an accepted update, for durable snapshots (filter state included).
+    fn snapshot(&self, _tracker: &Tracker) {}
+    /// A state restored at start-up (already durable: no need to write it back).
+    fn restored(&self, state: &Arc<VehicleState>) {
+        self.state(state);
+    }
+}
