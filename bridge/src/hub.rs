@@ -71,6 +71,26 @@ pub(crate) struct HubInner {
 }
 
 /// The bridge's live view of the fleet; cheap to clone.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use fleetmq_bridge::{Hub, HubConfig};
+/// use geo_engine::{VehicleState, VehicleStatus};
+///
+/// let hub = Hub::new(HubConfig::default());
+/// let state = VehicleState {
+///     vehicle: "bus-12".into(), lat: -16.92, lon: 145.77, raw_lat: -16.92, raw_lon: 145.77,
+///     ts: 1_763_700_000_000, speed: Some(8.0), heading: None, route: Some("110".into()), trip: None,
+///     status: VehicleStatus::Moving, on_route: Some(true), off_route_m: None, progress_m: None,
+///     next_stop: None, received_at: 1_763_700_000_050, processed_at: 1_763_700_000_051,
+/// };
+/// hub.push_state(Arc::new(state));
+/// assert_eq!(hub.len(), 1);
+/// assert_eq!(hub.latest("bus-12").map(|s| s.ts), Some(1_763_700_000_000));
+/// ```
 #[derive(Clone)]
 pub struct Hub {
     pub(crate) inner: Arc<HubInner>,

@@ -21,6 +21,25 @@
 //! - `error`: [`AppError`], the one HTTP error type.
 //! - `metrics`: the bridge's counters.
 
+//!
+//! # Protocol details (where SPEC §7 is silent)
+//! - `subscribe` criteria combine: `{"route":"M10","bbox":[...]}` selects vehicles matching both.
+//!   With criteria the subscription gets a snapshot and updates; `"events":true` adds the events of
+//!   those vehicles. `{"events":true}` alone gets every event and an empty snapshot. Subscribing
+//!   again with the same `id` replaces the subscription.
+//! - A vehicle that leaves a subscription's filter (bbox, route, trip) gets one last update, so a
+//!   client can drop it.
+//! - Error codes: `BAD_JSON`, `UNKNOWN_OP`, `BAD_BBOX`, `BAD_REQUEST`, `NOT_SUBSCRIBED`,
+//!   `TOO_MANY_SUBSCRIPTIONS`. Close codes: 1013 for a client that could not keep up, 1001 on
+//!   shutdown. The server pings every 30 s and drops a client silent for 90 s.
+//! - `GET /api/v1/stream` takes `vehicle`, `route`, `trip`, `bbox` (combined like above; none =
+//!   every vehicle), `events` (default `true`) and `max_hz`; SSE event names are the message types.
+//! - `GET /api/v1/vehicles` answers `{"count":N,"vehicles":[state,...]}` (by id, or nearest first
+//!   with `near`), `limit` at most 10,000; `/track` answers `{"vehicle","count","fixes":[...]}`
+//!   oldest first; `POST .../ping` publishes `{"message","ts"}` and answers 202
+//!   `{"status":"accepted","topic":"fleet/{id}/ping"}`.
+//! - `GET /map/config.json` gives the map page its optional tile URL.
+
 #![forbid(unsafe_code)]
 
 pub mod app;

@@ -44,6 +44,39 @@ pub enum PortError {
 /// Implemented by the broker, called by the bridge's HTTP handlers.
 ///
 /// Every method must return promptly: the bridge calls the synchronous ones from request handlers.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::sync::Arc;
+///
+/// use bytes::Bytes;
+/// use fleetmq_bridge::{BridgeConfig, BrokerPort, Hub, HubConfig, MqttIo, PortError, Readiness};
+/// use futures_util::future::BoxFuture;
+///
+/// struct NoBroker;
+///
+/// impl BrokerPort for NoBroker {
+///     fn ping(&self, _vehicle: &str, _payload: Bytes) -> Result<(), PortError> {
+///         Err(PortError::Unavailable("no broker".into()))
+///     }
+///     fn serve_mqtt(&self, _io: MqttIo, _peer: SocketAddr) {} // dropping `io` closes it
+///     fn write_metrics(&self, out: &mut String) {
+///         out.push_str("example_up 1\n");
+///     }
+///     fn readiness(&self) -> Readiness {
+///         Readiness::Degraded("no broker".into())
+///     }
+///     fn track(&self, _: &str, _: i64, _: i64) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>> {
+///         Box::pin(async { None }) // the bridge serves its in-memory ring
+///     }
+/// }
+///
+/// let hub = Hub::new(HubConfig::default());
+/// let router = fleetmq_bridge::app(hub.clone(), Arc::new(NoBroker), BridgeConfig::default());
+/// # drop(router);
+/// ```
 pub trait BrokerPort: Send + Sync + 'static {
     /// QoS 1 publish of `payload` to `fleet/{vehicle}/ping` (`POST /api/v1/vehicles/{id}/ping` → 202).
     ///
