@@ -27,7 +27,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
     /// FeatureCollection of routes (LineStrings), stops (Points) and geofences (Polygons), precomputed
-    /// by the broker; see [`crate::routes`] for how features are tied to route ids.
+    /// by the broker. A feature belongs to route `R` when its properties say `route_id`/`route` = `R`
+    /// or `routes` contains `R`; a (Multi)LineString also by its own `id`.
     pub routes_geojson: Value,
     /// Optional raster tile URL template (`{z}`, `{x}`, `{y}`) for the map background; off by default
     /// so the map works offline.

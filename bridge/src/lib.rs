@@ -2,7 +2,7 @@
 //!
 //! It knows nothing of MQTT internals: the broker pushes processed states and events into a
 //! [`Hub`], implements [`BrokerPort`] for pings, MQTT over WebSocket, metrics, readiness and
-//! durable tracks, and runs [`app`] with [`serve`].
+//! durable tracks, and runs [`app()`] with [`serve`].
 //!
 //! # Layout
 //! - `port`: the [`BrokerPort`] trait the broker implements, and the MQTT byte stream type.
@@ -17,7 +17,7 @@
 //! - `protocol`: parsing `/ws` requests, error replies.
 //! - `ws`, `sse`, `mqtt_ws`: `/ws`, `/api/v1/stream`, `/mqtt`.
 //! - `rest`, `routes`, `ops`, `map`: the other endpoints.
-//! - `app`: [`BridgeConfig`], [`app`], [`serve`].
+//! - `app`: [`BridgeConfig`], [`app()`], [`serve`].
 //! - `error`: [`AppError`], the one HTTP error type.
 //! - `metrics`: the bridge's counters.
 
