@@ -21,7 +21,7 @@
 //!
 //! - A rule *applies* to a client when it names nothing, or its `user`, `role` or `client` equals
 //!   the client's. `%c`/`%u` are substituted before matching; a rule with `%u` does not apply to a
-//!   client without a user name.
+//!   client without a user name, nor one with `%c` to an HTTP identity (empty client id).
 //! - A `write` or `readwrite` rule grants a publish when its filter matches `T`; a `read` or
 //!   `readwrite` rule grants a subscription when its filter covers every topic `F` can match
 //!   (`vehicles/#` covers `vehicles/+`, not `#`).
@@ -30,8 +30,8 @@
 //!   time only, so anything weaker would deliver denied topics. A deny wins over every grant.
 //! - Without authentication an ACL file that grants anything is an allow-list, as in Mosquitto:
 //!   what no rule grants is refused. A file of deny rules only is a block-list.
-//! - Fail closed on odd ids: a substituted `%c`/`%u` that is empty or contains `/`, `+`, `#` makes
-//!   a grant rule grant nothing and a deny rule deny everything for that client.
+//! - Fail closed on odd ids: a substituted `%c`/`%u` that contains `/`, `+`, `#` makes a grant
+//!   rule grant nothing and a deny rule deny everything for that client.
 //! - Invalid topics and filters (a wildcard in a PUBLISH topic, `#` not last) are refused, and
 //!   nobody publishes to a `$` topic.
 
@@ -115,7 +115,7 @@ struct RawRule {
 enum Subst<'a> {
     /// The filter to match.
     Filter(Cow<'a, str>),
-    /// `%u` and the client has no user name: the rule does not apply.
+    /// `%u` without a user name, or `%c` with an empty client id: the rule does not apply.
     NotApplicable,
     /// The substituted value cannot be one level: fail closed.
     Unsafe,
@@ -251,15 +251,15 @@ fn substitute<'a>(topic: &'a str, id: &Identity) -> Subst<'a> {
         let value = if after.starts_with('c') {
             id.client_id.as_str()
         } else if after.starts_with('u') {
-            match id.user.as_deref() {
-                Some(user) => user,
-                None => return Subst::NotApplicable,
-            }
+            id.user.as_deref().unwrap_or_default()
         } else {
             out.push('%');
             rest = after;
             continue;
         };
+        if value.is_empty() {
+            return Subst::NotApplicable;
+        }
         if !plain_level(value) {
             return Subst::Unsafe;
         }

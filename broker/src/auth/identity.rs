@@ -1,4 +1,6 @@
-//! Who a connected client is once authenticated: the [`Identity`] every permission check takes.
+//! Who a connected client is once authenticated: the [`Identity`] every permission check takes,
+//! and the read rules the HTTP/WebSocket bridge applies per vehicle (riders see only the vehicles,
+//! routes and trips in their token).
 
 use super::Role;
 
@@ -55,5 +57,66 @@ impl Identity {
             role: Some(role),
             ..Identity::default()
         }
+    }
+
+    /// Whether this identity may read `vehicle`'s state and events over HTTP or WebSocket, given
+    /// the vehicle's current `route` and `trip` (SPEC §9 read column): integrators and operators
+    /// see everything, a rider the vehicles, routes and trips of its token, a driver nothing, an
+    /// anonymous client everything only on a broker without authentication. `--acl` rules are
+    /// MQTT topic rules and are not consulted here.
+    pub fn may_read_vehicle(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool {
+        let listed =
+            |list: &[String], item: Option<&str>| item.is_some_and(|i| list.iter().any(|x| x == i));
+        match self.role {
+            Some(Role::Operator | Role::Integrator) => true,
+            Some(Role::Rider) => {
+                listed(&self.vehicles, Some(vehicle))
+                    || listed(&self.routes, route)
+                    || listed(&self.trips, trip)
+            }
+            Some(Role::Driver) => false,
+            None => self.open_broker,
+        }
+    }
+
+    /// Whether this identity may read every vehicle at once (bounding-box, nearest and list
+    /// queries, `events: true` for all vehicles): integrators, operators, and anonymous clients of
+    /// a broker without authentication.
+    pub fn may_read_all_vehicles(&self) -> bool {
+        match self.role {
+            Some(Role::Operator | Role::Integrator) => true,
+            Some(Role::Rider | Role::Driver) => false,
+            None => self.open_broker,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_read_rules() {
+        let mut rider = Identity::with_role("", Some("r"), Role::Rider);
+        rider.vehicles = vec!["bus-1".into()];
+        rider.routes = vec!["R1".into()];
+        rider.trips = vec!["T1".into()];
+        assert!(rider.may_read_vehicle("bus-1", None, None));
+        assert!(rider.may_read_vehicle("bus-2", Some("R1"), None));
+        assert!(rider.may_read_vehicle("bus-3", Some("R9"), Some("T1")));
+        assert!(!rider.may_read_vehicle("bus-4", Some("R9"), Some("T9")));
+        assert!(!rider.may_read_vehicle("bus-4", None, None));
+        assert!(!rider.may_read_all_vehicles());
+        let mut driver = Identity::with_role("d", None, Role::Driver);
+        driver.vehicle = Some("bus-1".into());
+        assert!(!driver.may_read_vehicle("bus-1", None, None));
+        for role in [Role::Integrator, Role::Operator] {
+            let id = Identity::with_role("", None, role);
+            assert!(id.may_read_vehicle("any", None, None) && id.may_read_all_vehicles());
+        }
+        assert!(Identity::open("", None).may_read_all_vehicles());
+        assert!(Identity::open("", None).may_read_vehicle("x", None, None));
+        assert!(!Identity::anonymous("").may_read_all_vehicles());
+        assert!(!Identity::anonymous("").may_read_vehicle("x", None, None));
     }
 }

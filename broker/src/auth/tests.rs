@@ -247,6 +247,10 @@ fn odd_ids_fail_closed() {
     assert!(!acl.can_publish(&alice, "fleet/bus-1/location"));
     alice.client_id = "xy".into();
     assert!(acl.can_publish(&alice, "fleet/bus-1/location"));
+    // An HTTP identity (empty client id) is outside `%c` rules, grants and denies alike.
+    alice.client_id = String::new();
+    assert!(acl.can_publish(&alice, "fleet/bus-1/status"));
+    assert!(!acl.can_subscribe(&alice, "clients/#"));
 }
 
 #[test]

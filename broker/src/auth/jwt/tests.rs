@@ -179,6 +179,40 @@ fn es256_with_a_generated_key() {
 }
 
 #[test]
+fn rs256_with_a_generated_key() {
+    use rsa::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _};
+    let sk = rsa::RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
+    let private = sk.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let public = sk
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    let v = JwtVerifier::from_public_key_pem(public.as_bytes()).unwrap();
+    let key = EncodingKey::from_rsa_pem(private.as_bytes()).unwrap();
+    let token = encode(
+        &Header::new(Algorithm::RS256),
+        &claims("rider", NOW + 60),
+        &key,
+    )
+    .unwrap();
+    let c = v.verify(&token, NOW).unwrap();
+    assert_eq!((c.sub.as_str(), c.role), ("bus-12", Role::Rider));
+    assert_eq!(v.verify(&token, NOW + 91), Err(AuthError::Expired));
+    // The RSA key does not verify an ES256 token, nor an HS256 token keyed with the PEM.
+    let (ec_private, _) = es256_pair();
+    let es = es256(&claims("rider", NOW + 60), &ec_private);
+    assert!(matches!(
+        v.verify(&es, NOW),
+        Err(AuthError::InvalidToken(_))
+    ));
+    let confused = hs256(&claims("operator", NOW + 60), public.as_bytes());
+    assert!(matches!(
+        v.verify(&confused, NOW),
+        Err(AuthError::InvalidToken(_))
+    ));
+}
+
+#[test]
 fn public_key_errors_name_the_problem_and_file() {
     let err = JwtVerifier::from_public_key_pem(
         b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
