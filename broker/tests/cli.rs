@@ -532,3 +532,84 @@ fn listening_line_parser_is_strict() {
     assert!(parse_listening("fleetmq listening mqtt=127.0.0.1:1").is_none());
     assert!(parse_listening("listening mqtt=127.0.0.1:1 http=127.0.0.1:2").is_none());
 }
+
+/// `routes check` on the GeoJSON below (one route, two stops, one geofence) prints the counts.
+const ROUTES: &str = r#"{"type":"FeatureCollection","features":[
+  {"type":"Feature","properties":{"route_id":"A","name":"Route A"},
+   "geometry":{"type":"LineString","coordinates":[[145.77,-16.92],[145.78,-16.92],[145.78,-16.93]]}},
+  {"type":"Feature","properties":{"stop_id":"s1","route_id":"A","name":"One","sequence":1},
+   "geometry":{"type":"Point","coordinates":[145.775,-16.92]}},
+  {"type":"Feature","properties":{"stop_id":"s2","route_id":"A","name":"Two","sequence":2},
+   "geometry":{"type":"Point","coordinates":[145.78,-16.925]}},
+  {"type":"Feature","properties":{"geofence_id":"depot","name":"Depot"},
+   "geometry":{"type":"Polygon","coordinates":[[[145.76,-16.91],[145.765,-16.91],[145.765,-16.915],[145.76,-16.91]]]}}
+]}"#;
+
+/// `routes: N, stops: N, geofences: N, ...` as numbers by name.
+fn summary(out: &Output) -> Vec<(String, usize)> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    text.trim_end()
+        .split(", ")
+        .map(|part| {
+            let (k, v) = part.split_once(": ").unwrap_or_else(|| panic!("{part:?}"));
+            (
+                k.to_string(),
+                v.parse().unwrap_or_else(|_| panic!("{part:?}")),
+            )
+        })
+        .collect()
+}
+
+fn count(summary: &[(String, usize)], key: &str) -> usize {
+    summary
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("{key} missing from {summary:?}"))
+}
+
+#[test]
+fn routes_check_summarises_geojson_and_gtfs() {
+    let dir = TempDir::new("routes");
+    let file = dir.file("routes.geojson", ROUTES);
+    let out = output(fleetmq().args(["routes", "check", file.to_str().expect("utf-8")]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(count(&s, "routes"), 1);
+    assert_eq!(count(&s, "stops"), 2);
+    assert_eq!(count(&s, "geofences"), 1);
+
+    let gtfs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/cairns_gtfs.zip");
+    let out = output(fleetmq().args(["routes", "check", gtfs.to_str().expect("utf-8")]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&out);
+    assert!(count(&s, "routes") > 5, "{s:?}");
+    assert!(count(&s, "stops") > 100, "{s:?}");
+}
+
+#[test]
+fn routes_check_names_the_file_and_first_bad_feature() {
+    let dir = TempDir::new("badroutes");
+    let bad = ROUTES.replace("[145.775,-16.92]", "[245.775,-16.92]");
+    let file = dir.file("bad.geojson", &bad);
+    let out = output(fleetmq().args(["routes", "check", file.to_str().expect("utf-8")]));
+    assert_eq!(out.status.code(), Some(2));
+    let line = stderr_line(&out);
+    assert!(line.contains("bad.geojson"), "{line}");
+    assert!(line.contains("feature 1") && line.contains("s1"), "{line}");
+    assert!(out.stdout.is_empty());
+
+    let missing = dir.0.join("nope.geojson");
+    let out = output(fleetmq().args(["routes", "check", missing.to_str().expect("utf-8")]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_line(&out).contains("nope.geojson"));
+}

@@ -7,6 +7,7 @@
 //! - `value`: parsers for addresses, durations, sizes and booleans, shared by flags, env and file.
 //! - `file`: the `--config` TOML file, with "did you mean" for unknown keys.
 //! - `render`: a resolved `Config` as TOML (`serve --print-config`).
+//! - `routes`: `routes check FILE`.
 //! - `serve`: tracing, signals, bind, the "fleetmq listening" line, run until shutdown.
 //! - `passwd`: argon2id hashing for the users file ([`hash_password`]).
 //! - `failure`: what went wrong and which exit code it gets ([`Failure`]).
@@ -15,6 +16,7 @@ mod failure;
 mod file;
 mod passwd;
 mod render;
+mod routes;
 mod serve;
 mod settings;
 mod value;
@@ -120,7 +122,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo(args) => serve::serve(args.serve, Some(args.buses)),
         Command::Certs(args) => certs(&args),
         Command::Passwd => passwd::run(),
-        Command::Routes(RoutesCommand::Check { file }) => routes_check(&file),
+        Command::Routes(RoutesCommand::Check { file }) => routes::check(&file),
     }
 }
 
@@ -155,13 +157,4 @@ fn certs(args: &CertsArgs) -> Result<(), Failure> {
         cn = args.client_cn,
     );
     written.map_err(|e| Failure::Runtime(anyhow::Error::new(e).context("writing to stdout")))
-}
-
-fn routes_check(file: &std::path::Path) -> Result<(), Failure> {
-    // TODO(cli): call `crate::routes::check(file)` once geo-engine can load GeoJSON and GTFS
-    // (`geo_engine::Network::from_geojson`, `from_gtfs_zip`, `summary()`).
-    Err(Failure::Config(format!(
-        "{}: routes check is not available in this build yet",
-        file.display()
-    )))
 }

@@ -90,9 +90,11 @@ async fn run(config: Config, buses: Option<usize>) -> Result<(), Failure> {
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     let served = match buses {
-        // DEMO CALL SITE: replace with `crate::demo::run(config, buses, shutdown)` once the
-        // broker engineer adds the simulated buses; until then the demo is a plain `serve`.
-        Some(_buses) => run_until(broker.run(shutdown), deadline).await,
+        Some(buses) => {
+            let _fleet =
+                crate::demo::spawn_buses(broker.mqtt_addr(), broker.network().clone(), buses);
+            run_until(broker.run(shutdown), deadline).await
+        }
         None => run_until(broker.run(shutdown), deadline).await,
     };
     served?;
