@@ -1,10 +1,10 @@
-//! The latest state of every vehicle, a bounded track ring per vehicle and a grid index over
+//! The latest state of every vehicle, a bounded track ring per vehicle (see `track`) and a grid index over
 //! positions, sharded so that pushes of different vehicles rarely contend.
 //!
 //! Owned by the [`Hub`](crate::Hub); REST queries and subscription snapshots read it.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -13,6 +13,7 @@ use geo_engine::VehicleState;
 
 use crate::filter::Criteria;
 use crate::grid::{Bbox, Cell, Grid, distance_m};
+use crate::track::{Ring, TrackLimits, TrackPoint};
 
 /// Number of shards: a power of two comfortably above the core count of the machines we run on.
 const SHARDS: usize = 16;
@@ -55,8 +56,7 @@ struct Entry {
     /// The map key, shared with the cell index.
     id: Arc<str>,
     latest: Arc<Prepared>,
-    /// Oldest first, at most `track_capacity` long.
-    track: VecDeque<Arc<VehicleState>>,
+    track: Ring,
     cell: Cell,
 }
 
@@ -87,19 +87,30 @@ pub struct Fleet {
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
     grid: Grid,
-    track_capacity: usize,
+    track: TrackLimits,
     max_vehicles: usize,
     count: AtomicUsize,
 }
 
 impl Fleet {
     /// An empty fleet.
-    pub fn new(grid: Grid, track_capacity: usize, max_vehicles: usize) -> Fleet {
+    /// An empty fleet; each vehicle keeps `track_capacity` track points, all together at most
+    /// `track_budget`.
+    pub fn new(
+        grid: Grid,
+        track_capacity: usize,
+        track_budget: usize,
+        max_vehicles: usize,
+    ) -> Fleet {
         Fleet {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             hasher: RandomState::new(),
             grid,
-            track_capacity,
+            track: TrackLimits {
+                capacity: track_capacity,
+                budget: track_budget,
+                held: AtomicUsize::new(0),
+            },
             max_vehicles,
             count: AtomicUsize::new(0),
         }
@@ -135,12 +146,7 @@ impl Fleet {
         let shard = &mut *shard;
         if let Some(e) = shard.map.get_mut(s.vehicle.as_str()) {
             let prev = std::mem::replace(&mut e.latest, p.clone());
-            if e.track.len() >= self.track_capacity {
-                e.track.pop_front();
-            }
-            if self.track_capacity > 0 {
-                e.track.push_back(s.clone());
-            }
+            e.track.push(TrackPoint::from(&**s), &self.track);
             if e.cell != cell {
                 let id = e.id.clone();
                 remove_from_cell(&mut shard.cells, e.cell, &s.vehicle);
@@ -155,10 +161,8 @@ impl Fleet {
             return Err(Full);
         }
         let id: Arc<str> = Arc::from(s.vehicle.as_str());
-        let mut track = VecDeque::new();
-        if self.track_capacity > 0 {
-            track.push_back(s.clone());
-        }
+        let mut track = Ring::default();
+        track.push(TrackPoint::from(&**s), &self.track);
         shard.cells.entry(cell).or_default().insert(id.clone());
         shard.map.insert(
             id.clone(),
@@ -180,27 +184,16 @@ impl Fleet {
             .map(|e| e.latest.clone())
     }
 
-    /// The vehicle's recorded states with `from <= ts <= to`, oldest first, at most `max`
-    /// (the most recent ones); `None` for an unknown vehicle.
-    pub fn track(
-        &self,
-        vehicle: &str,
-        from: i64,
-        to: i64,
-        max: usize,
-    ) -> Option<Vec<Arc<VehicleState>>> {
-        let shard = Self::read(self.shard(vehicle));
-        let e = shard.map.get(vehicle)?;
-        let mut out: Vec<_> = e
-            .track
-            .iter()
-            .rev()
-            .filter(|s| s.ts >= from && s.ts <= to)
-            .take(max)
-            .cloned()
-            .collect();
-        out.reverse();
-        Some(out)
+    /// The vehicle's track points with `from <= ts <= to`, oldest first, at most `max` (the most
+    /// recent ones); `None` for an unknown vehicle.
+    pub fn track(&self, vehicle: &str, from: i64, to: i64, max: usize) -> Option<Vec<TrackPoint>> {
+        Some(
+            Self::read(self.shard(vehicle))
+                .map
+                .get(vehicle)?
+                .track
+                .range(from, to, max),
+        )
     }
 
     /// States matching `criteria`: nearest first with `near` (only those within its radius), else

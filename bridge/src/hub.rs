@@ -26,8 +26,11 @@ use crate::subs::{SubIndex, Target};
 pub struct HubConfig {
     /// A client that stays behind this long is closed with 1013 (SPEC §7: 30 s).
     pub slow_client_timeout: Duration,
-    /// States kept per vehicle for `/track` when the broker has no durable store.
+    /// Track points kept per vehicle for `/track` when the broker has no durable store.
     pub track_capacity: usize,
+    /// Track points kept over all vehicles (about 64 bytes each); past it, each new point of a
+    /// vehicle replaces that vehicle's oldest.
+    pub track_budget: usize,
     /// Vehicles the hub holds at most; states of further vehicles are refused and counted.
     pub max_vehicles: usize,
     /// Events waiting per client before new ones are dropped.
@@ -49,6 +52,7 @@ impl Default for HubConfig {
         HubConfig {
             slow_client_timeout: Duration::from_secs(30),
             track_capacity: 1000,
+            track_budget: 4_000_000,
             max_vehicles: 1_000_000,
             client_event_queue: 1024,
             client_control_queue: 64,
@@ -102,7 +106,12 @@ impl Hub {
         let grid = Grid::new(config.cell_deg);
         Hub {
             inner: Arc::new(HubInner {
-                fleet: Fleet::new(grid, config.track_capacity, config.max_vehicles),
+                fleet: Fleet::new(
+                    grid,
+                    config.track_capacity,
+                    config.track_budget,
+                    config.max_vehicles,
+                ),
                 subs: RwLock::new(SubIndex::new(grid, config.max_sub_cells)),
                 clients: Mutex::new(HashMap::new()),
                 next_client: AtomicU64::new(1),

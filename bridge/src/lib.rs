@@ -8,6 +8,7 @@
 //! - `port`: the [`BrokerPort`] trait the broker implements, and the MQTT byte stream type.
 //! - `hub`: the [`Hub`] the broker pushes into; fan-out to interested clients.
 //! - `fleet`: latest state, track ring and position grid per vehicle.
+//! - `track`: the compact, bounded track points.
 //! - `subs`: the subscription index (by vehicle, trip, route, grid cell).
 //! - `filter`: subscription/query criteria.
 //! - `grid`: bbox, grid cells, distances.
@@ -61,6 +62,7 @@ mod routes;
 mod session;
 mod sse;
 mod subs;
+mod track;
 mod ws;
 
 pub use app::{BridgeConfig, app, serve};

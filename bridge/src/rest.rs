@@ -191,15 +191,15 @@ pub async fn track(
         }
         Some(Err(e)) => return Err(e.into()),
         None => {
-            let states = st
+            let points = st
                 .hub
                 .inner
                 .fleet
                 .track(&id, from, to, max)
                 .ok_or_else(|| AppError::NotFound(format!("no vehicle {id:?}")))?;
-            states
+            points
                 .iter()
-                .filter_map(|s| serde_json::to_value(&**s).ok())
+                .filter_map(|p| serde_json::to_value(p).ok())
                 .collect()
         }
     };
