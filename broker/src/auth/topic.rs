@@ -136,6 +136,12 @@ pub(crate) fn covers(outer: &[Level<'_>], inner: &[Level<'_>]) -> bool {
     {
         return false;
     }
+    // A topic has at least one level, so a leading `#` in `inner` means "one level or more",
+    // which `+/#` covers as well as `#` does. Deeper, `x/#` also matches `x`, which only a
+    // trailing `#` in `outer` covers.
+    if let (Some(Level::Plus), [Level::Hash]) = (outer.first(), inner) {
+        return outer.get(1..) == Some(&[Level::Hash][..]);
+    }
     covers_rest(outer, inner)
 }
 
@@ -228,6 +234,9 @@ mod tests {
             ("#", "#", true),
             ("#", "+/+", true),
             ("#", "$SYS/#", false),
+            ("+/#", "#", true),
+            ("+/+/#", "#", false),
+            ("a/+/#", "a/#", false),
             ("+/#", "$SYS/a", false),
             ("$SYS/#", "$SYS/+/x", true),
             ("$SYS/#", "#", false),
@@ -285,6 +294,74 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Every sequence of 1..=`max` levels drawn from `alphabet`.
+    fn sequences<'a>(alphabet: &[&'a str], max: usize) -> Vec<Vec<&'a str>> {
+        let mut out: Vec<Vec<&str>> = alphabet.iter().map(|a| vec![*a]).collect();
+        let mut last = out.clone();
+        for _ in 1..max {
+            last = last
+                .iter()
+                .flat_map(|seq| {
+                    alphabet
+                        .iter()
+                        .map(move |a| [seq.as_slice(), &[*a]].concat())
+                })
+                .collect();
+            out.extend(last.iter().cloned());
+        }
+        out
+    }
+
+    /// Exhaustive check of the algebra against its definition over a finite universe: every
+    /// filter of up to 3 levels over {a, b, $x, +, #} and every topic of up to 4 levels over
+    /// {a, b, $x, c} (`c` appears in no filter, so it witnesses what a wildcard reaches).
+    /// `covers(o, i)` must hold exactly when every topic `i` matches is matched by `o`, and
+    /// `overlap(a, b)` exactly when some topic matches both.
+    #[test]
+    fn algebra_agrees_with_its_definition_exhaustively() {
+        let filters: Vec<String> = sequences(&["a", "b", "$x", "+", "#"], 3)
+            .into_iter()
+            .map(|levels| levels.join("/"))
+            .filter(|f| parse_filter(f).is_some())
+            .collect();
+        let topics: Vec<String> = sequences(&["a", "b", "$x", "c"], 4)
+            .into_iter()
+            .map(|levels| levels.join("/"))
+            .collect();
+        let parsed: Vec<Vec<Level<'_>>> = filters.iter().filter_map(|f| parse_filter(f)).collect();
+        let parsed_topics: Vec<Vec<Level<'_>>> =
+            topics.iter().filter_map(|t| parse_topic(t)).collect();
+        assert_eq!(
+            (parsed.len(), parsed_topics.len()),
+            (filters.len(), topics.len())
+        );
+        // matched[f][t]: whether filter f matches topic t.
+        let matched: Vec<Vec<bool>> = parsed
+            .iter()
+            .map(|f| parsed_topics.iter().map(|t| covers(f, t)).collect())
+            .collect();
+        for (oi, o) in parsed.iter().enumerate() {
+            for (ii, i) in parsed.iter().enumerate() {
+                let by_definition = (0..topics.len()).all(|t| !matched[ii][t] || matched[oi][t]);
+                assert_eq!(
+                    covers(o, i),
+                    by_definition,
+                    "{} ⊇ {}",
+                    filters[oi],
+                    filters[ii]
+                );
+                let common = (0..topics.len()).any(|t| matched[ii][t] && matched[oi][t]);
+                assert_eq!(overlap(o, i), common, "{} ∩ {}", filters[oi], filters[ii]);
+            }
+        }
+        // Spot checks that the universe is what it claims.
+        let idx = |f: &str| filters.iter().position(|x| x == f).unwrap();
+        let tdx = |t: &str| topics.iter().position(|x| x == t).unwrap();
+        assert!(matched[idx("a/#")][tdx("a")]);
+        assert!(!matched[idx("#")][tdx("$x/a")]);
+        assert!(matched[idx("$x/+")][tdx("$x/c")]);
     }
 
     #[test]
