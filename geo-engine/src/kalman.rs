@@ -75,7 +75,7 @@ impl Axis {
 /// let mut k = Kalman::new([0.0, 0.0], 5.0, 0);
 /// for i in 1..=20 {
 ///     // moving east at 10 m/s, one fix a second
-///     k.step([10.0 * i as f64, 0.0], 5.0, i * 1000, 0.5);
+///     k.step([10.0 * i as f64, 0.0], 5.0, i * 1000, 1.0);
 /// }
 /// let [vx, vy] = k.velocity();
 /// assert!((vx - 10.0).abs() < 1.0 && vy.abs() < 1.0);
