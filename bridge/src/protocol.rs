@@ -34,7 +34,8 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ProtoError {
-    /// `BAD_JSON`, `UNKNOWN_OP`, `BAD_BBOX`, `BAD_REQUEST`, `NOT_SUBSCRIBED` or `TOO_MANY_SUBSCRIPTIONS`.
+    /// `BAD_JSON`, `UNKNOWN_OP`, `BAD_BBOX`, `BAD_REQUEST`, `NOT_SUBSCRIBED`, `TOO_MANY_SUBSCRIPTIONS`
+    /// or `RATE_LIMITED`.
     pub code: &'static str,
     /// Human-readable detail.
     pub message: String,

@@ -1,5 +1,6 @@
 //! `GET /ws`: the WebSocket bridge of SPEC §7. The reader applies `subscribe`/`unsubscribe`
-//! requests to the session (errors are replied and the connection stays open); the writer pumps
+//! requests to the session (errors are replied and the connection stays open; at most a burst
+//! of 20 and 10 per second after it, else `RATE_LIMITED`); the writer pumps
 //! the client's coalesced queue; a slow client is closed with 1013, all clients with 1001 on
 //! shutdown. The server pings every client periodically and drops one that has been silent (no
 //! pong either) for the idle timeout.
@@ -92,9 +93,13 @@ async fn run(
         }
     };
     let reader = async {
+        let mut budget = RequestBudget::new(Instant::now());
         while let Some(Ok(msg)) = rx.next().await {
             last_seen.store(since_start(), Ordering::Relaxed);
             match msg {
+                Message::Text(_) if !budget.take(Instant::now()) => client.send_control(
+                    ProtoError::new("RATE_LIMITED", "too many requests; slow down").to_outgoing(),
+                ),
                 Message::Text(t) => handle(&mut session, t.as_str()),
                 Message::Binary(_) => client.send_control(
                     ProtoError::new(
@@ -132,6 +137,39 @@ async fn run(
     }
     let _ = tokio::time::timeout(slow, tx.close()).await;
     drop(session);
+}
+
+/// Requests a client may make in a burst, and per second after it: subscribing builds a snapshot,
+/// so a client must not be able to make the server do that without bound.
+const REQUEST_BURST: f64 = 20.0;
+const REQUESTS_PER_SEC: f64 = 10.0;
+
+/// A token bucket over a connection's requests.
+struct RequestBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RequestBudget {
+    fn new(now: Instant) -> RequestBudget {
+        RequestBudget {
+            tokens: REQUEST_BURST,
+            at: now,
+        }
+    }
+
+    /// Takes one request's token; false when the client is over its rate.
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.duration_since(self.at).as_secs_f64() * REQUESTS_PER_SEC;
+        self.tokens = (self.tokens + refill).min(REQUEST_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Applies one text frame to the session.

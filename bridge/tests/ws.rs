@@ -417,3 +417,27 @@ async fn hub_close_all_closes_clients_with_1001() {
     assert_eq!(close_code(&mut a).await, Some(1001));
     assert_eq!(close_code(&mut b).await, Some(1001));
 }
+
+#[tokio::test]
+async fn request_floods_are_rate_limited_and_the_connection_stays_open() {
+    let s = start(HubConfig::default()).await;
+    let mut ws = connect(s.addr).await;
+    for i in 0..40 {
+        send(&mut ws, json!({"op": "unsubscribe", "id": format!("n{i}")})).await;
+    }
+    let mut codes = Vec::new();
+    for _ in 0..40 {
+        codes.push(
+            recv(&mut ws, 5).await["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    let limited = codes.iter().filter(|c| *c == "RATE_LIMITED").count();
+    assert!(limited >= 10, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| *c == "NOT_SUBSCRIBED").count() + limited,
+        40
+    );
+}
