@@ -31,8 +31,9 @@
 //! - A vehicle that leaves a subscription's filter (bbox, route, trip) gets one last update, so a
 //!   client can drop it.
 //! - Error codes: `BAD_JSON`, `UNKNOWN_OP`, `BAD_BBOX`, `BAD_REQUEST`, `NOT_SUBSCRIBED`,
-//!   `TOO_MANY_SUBSCRIPTIONS`, `RATE_LIMITED` (over 20 requests in a burst or 10/s). Close codes: 1013 for a client that could not keep up, 1001 on
-//!   shutdown. The server pings every 30 s and drops a client silent for 90 s.
+//!   `TOO_MANY_SUBSCRIPTIONS`, `RATE_LIMITED` (over 20 requests in a burst or 10/s). Close
+//!   codes: 1013 for a client that could not keep up, 1001 on shutdown. The server pings every
+//!   30 s and drops a client silent for 90 s.
 //! - `GET /api/v1/stream` takes `vehicle`, `route`, `trip`, `bbox` (combined like above; none =
 //!   every vehicle), `events` (default `true`) and `max_hz`; SSE event names are the message types.
 //! - `GET /api/v1/vehicles` answers `{"count":N,"vehicles":[state,...]}` (by id, or nearest first
