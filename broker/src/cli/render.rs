@@ -77,12 +77,14 @@ mod tests {
 
     #[test]
     fn output_reads_back_as_the_same_config() {
-        let mut c = Config::default();
-        c.max_queued = 17;
-        c.state_ttl = std::time::Duration::from_millis(1500);
-        c.allow_anonymous = Some(false);
-        c.routes = Some("routes \"x\".geojson".into());
-        c.log = crate::config::LogFormat::Json;
+        let c = Config {
+            max_queued: 17,
+            state_ttl: std::time::Duration::from_millis(1500),
+            allow_anonymous: Some(false),
+            routes: Some("routes \"x\".geojson".into()),
+            log: crate::config::LogFormat::Json,
+            ..Config::default()
+        };
         let text = to_toml(&c);
         let back = file::parse("print", &text)
             .and_then(|s| s.into_config())

@@ -12,10 +12,10 @@ use crate::config::LogFormat;
 /// `IP:PORT` (`0.0.0.0:1883`, `[::]:1883`), or `localhost:PORT` for 127.0.0.1.
 pub fn addr(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
-    if let Some(port) = s.strip_prefix("localhost:") {
-        if let Ok(port) = port.parse::<u16>() {
-            return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
-        }
+    if let Some(port) = s.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     }
     s.parse().map_err(|_| {
         format!("invalid address {s:?}: expected IP:PORT, e.g. 0.0.0.0:1883 or [::1]:1883")
@@ -144,7 +144,7 @@ pub fn format_duration(d: Duration) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if ms != 0 && ms % per == 0 {
+        if ms != 0 && ms.checked_rem(per) == Some(0) {
             return format!("{}{unit}", ms / per);
         }
     }
