@@ -24,7 +24,9 @@
 //!   client without a user name, nor one with `%c` to an HTTP identity (empty client id).
 //! - A `write` or `readwrite` rule grants a publish when its filter matches `T`; a `read` or
 //!   `readwrite` rule grants a subscription when its filter covers every topic `F` can match
-//!   (`vehicles/#` covers `vehicles/+`, not `#`).
+//!   (`vehicles/#` covers `vehicles/+`, not `#`). One permission (a role-table entry or one rule)
+//!   must cover the whole filter; several narrower ones are not combined, so a rider of `bus-1`
+//!   and `bus-2` may subscribe to each, not to `vehicles/+`.
 //! - A `deny` rule denies a publish when its filter matches `T`, and a subscription when it shares
 //!   any topic with `F` (deny `fleet/x/#` refuses `fleet/#` too): the broker checks at subscribe
 //!   time only, so anything weaker would deliver denied topics. A deny wins over every grant.

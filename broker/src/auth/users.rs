@@ -21,8 +21,8 @@ use serde::Deserialize;
 use super::Role;
 use super::error::{AuthConfigError, read_file};
 
-/// One user of the users file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One user of the users file. `Debug` leaves the password hash out of logs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct User {
     /// The MQTT user name.
     pub name: String,
@@ -32,6 +32,16 @@ pub struct User {
     pub vehicle: Option<String>,
     /// The argon2 PHC string, validated at load.
     password_hash: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("vehicle", &self.vehicle)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The parsed users file, keyed by user name.
@@ -187,6 +197,11 @@ mod tests {
         assert!(users.verify("unit-12", b"").is_none());
         assert!(users.verify("nobody", b"pw").is_none());
         assert_eq!(users.get("ops").unwrap().role, Role::Operator);
+        let shown = format!("{users:?}");
+        assert!(
+            shown.contains("unit-12") && !shown.contains("argon2"),
+            "{shown}"
+        );
     }
 
     #[test]
