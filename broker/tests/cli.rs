@@ -613,3 +613,51 @@ fn routes_check_names_the_file_and_first_bad_feature() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_line(&out).contains("nope.geojson"));
 }
+
+/// `GET path` over plain HTTP/1.1; the whole response as text, or `None` if it failed.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = Vec::new();
+    // Bounded: the demo's few vehicles fit in far less.
+    stream.take(1 << 20).read_to_end(&mut body).ok()?;
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn demo_runs_buses_that_appear_over_http_and_stops_on_sigterm() {
+    let mut server = Server::start(fleetmq().args([
+        "demo",
+        "--buses",
+        "2",
+        "--mqtt",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ]));
+    let (_, http) = server.listening();
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let body = http_get(http, "/api/v1/vehicles").unwrap_or_default();
+        if body.contains("\"bus-1\"") && body.contains("\"bus-2\"") {
+            assert!(
+                !body.contains("\"bus-3\""),
+                "only 2 buses asked for: {body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "buses never appeared; last response {body:?}; stderr {}",
+            server.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.signal("TERM");
+    assert_eq!(server.proc.wait(DEADLINE).code(), Some(0));
+}

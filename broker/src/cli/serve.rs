@@ -2,7 +2,7 @@
 //! SIGINT/SIGTERM handlers, bind, print the one "fleetmq listening" line on stdout, and run until
 //! a signal. A second signal, or a shutdown that outlasts [`SHUTDOWN_GRACE`], ends the process.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -58,7 +58,9 @@ fn init_tracing(format: LogFormat) -> Result<(), Failure> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person watching, not in a file or a journal.
+        .with_ansi(std::io::stderr().is_terminal());
     let installed = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -91,8 +93,14 @@ async fn run(config: Config, buses: Option<usize>) -> Result<(), Failure> {
     };
     let served = match buses {
         Some(buses) => {
-            let _fleet =
+            let fleet =
                 crate::demo::spawn_buses(broker.mqtt_addr(), broker.network().clone(), buses);
+            // The buses stop (their tasks are aborted with the set) as soon as shutdown begins,
+            // so they do not keep reconnecting to a broker that is closing.
+            let shutdown = async move {
+                shutdown.await;
+                drop(fleet);
+            };
             run_until(broker.run(shutdown), deadline).await
         }
         None => run_until(broker.run(shutdown), deadline).await,
