@@ -45,7 +45,9 @@ pub enum CertError {
     /// The output directory or a file in it could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Io {
+        /// The directory or file that could not be written.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
 }
@@ -68,9 +70,11 @@ pub struct Bundle {
     pub ca_key_pem: String,
     /// Server certificate for `localhost`, `127.0.0.1` and `::1`, signed by the CA.
     pub server_pem: String,
+    /// The server certificate's private key (`--tls-key`).
     pub server_key_pem: String,
     /// Client certificate whose CN is the client name, signed by the CA.
     pub client_pem: String,
+    /// The client certificate's private key (`mosquitto_pub --key`).
     pub client_key_pem: String,
 }
 
@@ -88,11 +92,17 @@ impl std::fmt::Debug for Bundle {
 /// Where [`generate`] wrote each file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
+    /// `ca.pem`: the CA certificate clients trust.
     pub ca: PathBuf,
+    /// `ca-key.pem`: the CA's private key.
     pub ca_key: PathBuf,
+    /// `server.pem`: for `--tls-cert`.
     pub server: PathBuf,
+    /// `server-key.pem`: for `--tls-key`.
     pub server_key: PathBuf,
+    /// `client.pem`: a device's certificate.
     pub client: PathBuf,
+    /// `client-key.pem`: that device's private key.
     pub client_key: PathBuf,
 }
 
