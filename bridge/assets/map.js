@@ -512,7 +512,10 @@
   // ---- live feed ----
   let backoff = 500;
   function connect() {
-    const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
+    // A token in the page's URL (?token=...) is passed on, for brokers with authentication.
+    const token = new URLSearchParams(location.search).get('token');
+    const query = token ? '?token=' + encodeURIComponent(token) : '';
+    const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws' + query);
     ws.onopen = () => {
       backoff = 500;
       window.__fleetmq.connected = true;

@@ -2,11 +2,12 @@
 //! SPEC §7 body `{"error":{"code":"...","message":"..."}}`, logging internals without exposing them.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::port::PortError;
+use crate::port::{AuthError, PortError};
 
 /// A failed HTTP request.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,12 @@ pub enum AppError {
     /// Malformed query, body or path parameter: 400 `BAD_REQUEST`.
     #[error("{0}")]
     BadRequest(String),
+    /// No or a bad token: 401 `UNAUTHORIZED`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated but not allowed: 403 `FORBIDDEN`.
+    #[error("{0}")]
+    Forbidden(String),
     /// Body larger than the configured limit: 413 `PAYLOAD_TOO_LARGE`.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -33,6 +40,8 @@ impl AppError {
         match self {
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
@@ -50,6 +59,12 @@ impl From<PortError> for AppError {
     }
 }
 
+impl From<AuthError> for AppError {
+    fn from(e: AuthError) -> Self {
+        AppError::Unauthorized(e.to_string())
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
@@ -61,6 +76,11 @@ impl IntoResponse for AppError {
             other => other.to_string(),
         };
         let body = json!({"error": {"code": code, "message": message}});
-        (status, Json(body)).into_response()
+        let mut res = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
     }
 }

@@ -13,6 +13,7 @@ use geo_engine::VehicleState;
 
 use crate::filter::Criteria;
 use crate::grid::{Bbox, Cell, Grid, distance_m};
+use crate::port::Access;
 use crate::track::{Ring, TrackLimits, TrackPoint};
 
 /// Number of shards: a power of two comfortably above the core count of the machines we run on.
@@ -196,17 +197,25 @@ impl Fleet {
         )
     }
 
-    /// States matching `criteria`: nearest first with `near` (only those within its radius), else
+    /// States matching `criteria` that `access` (if any) may read: nearest first with `near` (only those within its radius), else
     /// by vehicle id; at most `limit`.
     pub fn select(
         &self,
         criteria: &Criteria,
         near: Option<Near>,
         limit: usize,
+        access: Option<&dyn Access>,
     ) -> Vec<Arc<Prepared>> {
+        let keep = |p: &Arc<Prepared>| {
+            let s = &p.state;
+            criteria.matches_state(s)
+                && access.is_none_or(|a| {
+                    a.may_read_vehicle(&s.vehicle, s.route.as_deref(), s.trip.as_deref())
+                })
+        };
         let mut found: Vec<Arc<Prepared>> = Vec::new();
         if let Some(v) = &criteria.vehicle {
-            found.extend(self.get(v).filter(|p| criteria.matches_state(&p.state)));
+            found.extend(self.get(v).filter(|p| keep(p)));
         } else {
             let circle = near.and_then(|n| n.radius_m.map(|r| Bbox::around(n.lat, n.lon, r)));
             // Some(None): the bbox and the circle do not overlap.
@@ -231,7 +240,7 @@ impl Fleet {
                                 ids.iter()
                                     .filter_map(|id| shard.map.get(id))
                                     .map(|e| &e.latest)
-                                    .filter(|p| criteria.matches_state(&p.state))
+                                    .filter(|p| keep(p))
                                     .cloned(),
                             );
                         }
@@ -245,7 +254,7 @@ impl Fleet {
                                 .map
                                 .values()
                                 .map(|e| &e.latest)
-                                .filter(|p| criteria.matches_state(&p.state))
+                                .filter(|p| keep(p))
                                 .cloned(),
                         );
                     }

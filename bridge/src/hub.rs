@@ -18,6 +18,7 @@ use crate::client::{Client, CloseReason, QueueLimits};
 use crate::fleet::{Fleet, Prepared, to_json};
 use crate::grid::Grid;
 use crate::metrics::{Metrics, inc};
+use crate::port::Access;
 use crate::session::Session;
 use crate::subs::{SubIndex, Target};
 
@@ -226,8 +227,8 @@ impl Hub {
         }
     }
 
-    /// Registers a new stream client.
-    pub(crate) fn connect(&self) -> Session {
+    /// Registers a new stream client that may read what `access` allows (`None`: everything).
+    pub(crate) fn connect(&self, access: Option<Arc<dyn Access>>) -> Session {
         let id = self.inner.next_client.fetch_add(1, Ordering::Relaxed);
         let c = &self.inner.config;
         let limits = QueueLimits {
@@ -239,7 +240,7 @@ impl Hub {
         self.inner
             .lock_clients()
             .insert(id, Arc::downgrade(&client));
-        Session::new(self.clone(), client)
+        Session::new(self.clone(), client, access)
     }
 }
 

@@ -5,7 +5,8 @@
 //! durable tracks, and runs [`app()`] with [`serve`].
 //!
 //! # Layout
-//! - `port`: the [`BrokerPort`] trait the broker implements, and the MQTT byte stream type.
+//! - `port`: the [`BrokerPort`] trait the broker implements, the MQTT byte stream type, [`Access`].
+//! - `auth`: the bearer token of a request, authenticated by the broker.
 //! - `hub`: the [`Hub`] the broker pushes into; fan-out to interested clients.
 //! - `fleet`: latest state, track ring and position grid per vehicle.
 //! - `track`: the compact, bounded track points.
@@ -41,10 +42,15 @@
 //!   oldest first; `POST .../ping` publishes `{"message","ts"}` and answers 202
 //!   `{"status":"accepted","topic":"fleet/{id}/ping"}`.
 //! - `GET /map/config.json` gives the map page its optional tile URL.
+//! - Authentication: [`BrokerPort::authenticate`] gets the bearer token (`Authorization: Bearer`
+//!   or `?token=`) of every `/ws`, `/api/v1/stream` and `/api/v1/vehicles...` request; 401 when
+//!   it refuses. Vehicles the [`Access`] may not read are left out of lists, snapshots, updates and
+//!   events and answer 404; a ping it may not send is 403. The map page passes its own `?token=`.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
+mod auth;
 mod client;
 pub mod error;
 mod filter;
@@ -70,4 +76,6 @@ pub use app::{BridgeConfig, app, serve};
 pub use error::AppError;
 pub use hub::{Hub, HubConfig};
 pub use metrics::Metrics;
-pub use port::{BrokerPort, MqttIo, MqttStream, PortError, Readiness};
+pub use port::{
+    Access, AuthError, BrokerPort, MqttIo, MqttStream, OpenAccess, PortError, Readiness,
+};

@@ -1,9 +1,11 @@
-//! The seam between the bridge and the broker: what the bridge asks of the broker ([`BrokerPort`])
-//! and the byte stream it hands over for MQTT over WebSocket ([`MqttIo`]).
+//! The seam between the bridge and the broker: what the bridge asks of the broker ([`BrokerPort`]),
+//! the byte stream it hands over for MQTT over WebSocket ([`MqttIo`]), and what an authenticated
+//! HTTP client may access ([`Access`]).
 //!
 //! The bridge knows nothing of MQTT internals; everything MQTT-shaped goes through this trait.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -39,6 +41,48 @@ pub enum PortError {
     /// Anything else; logged, hidden from HTTP clients: 500.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// What one HTTP or WebSocket client may see and do, as the broker decided from its token
+/// (SPEC §9). The bridge filters every state, event, list and snapshot through it.
+pub trait Access: Send + Sync + 'static {
+    /// Whether the client may read `vehicle`'s state and events, given its current route and trip.
+    fn may_read_vehicle(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool;
+    /// Whether the client may ping `vehicle` (`POST /api/v1/vehicles/{id}/ping`).
+    fn may_ping(&self, vehicle: &str) -> bool;
+    /// True when `may_read_vehicle` is always true, so the bridge can skip the per-message check.
+    fn reads_everything(&self) -> bool {
+        false
+    }
+}
+
+/// Everything allowed: the access of every client while the broker has no authentication.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenAccess;
+
+impl Access for OpenAccess {
+    fn may_read_vehicle(&self, _: &str, _: Option<&str>, _: Option<&str>) -> bool {
+        true
+    }
+
+    fn may_ping(&self, _: &str) -> bool {
+        true
+    }
+
+    fn reads_everything(&self) -> bool {
+        true
+    }
+}
+
+/// Why a request's credentials were refused: 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Authentication is configured and the request carries no token.
+    #[error("authentication required: send Authorization: Bearer <token> or ?token=")]
+    Missing,
+    /// The token is invalid or expired; the text says why (it is sent to the client).
+    #[error("invalid token: {0}")]
+    Invalid(String),
 }
 
 /// Implemented by the broker, called by the bridge's HTTP handlers.
@@ -104,4 +148,16 @@ pub trait BrokerPort: Send + Sync + 'static {
         from_ms: i64,
         to_ms: i64,
     ) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>>;
+
+    /// Authenticates an HTTP or WebSocket request by its bearer token (`Authorization: Bearer` or
+    /// `?token=`; `None` without one) and says what the client may access. Called once per
+    /// request or WebSocket connection. The default lets everyone read and ping everything, which
+    /// is right only for a broker without authentication.
+    ///
+    /// # Errors
+    /// [`AuthError`] to refuse the request with 401.
+    fn authenticate(&self, token: Option<&str>) -> Result<Arc<dyn Access>, AuthError> {
+        let _ = token;
+        Ok(Arc::new(OpenAccess))
+    }
 }

@@ -14,10 +14,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::error::AppError;
 use crate::filter::Criteria;
 use crate::fleet::{Near, Prepared};
 use crate::grid::Bbox;
+use geo_engine::VehicleState;
 
 fn json_text(status: StatusCode, text: String) -> Response {
     (status, [(CONTENT_TYPE, "application/json")], text).into_response()
@@ -40,12 +42,21 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
         .map_err(|e| AppError::BadRequest(e.body_text()))
 }
 
+/// Whether the caller may read this vehicle (a vehicle it may not read is answered as unknown, so
+/// that its existence does not leak).
+fn may_read(caller: &Caller, s: &VehicleState) -> bool {
+    caller
+        .0
+        .may_read_vehicle(&s.vehicle, s.route.as_deref(), s.trip.as_deref())
+}
+
 /// `GET /api/v1/vehicles/{id}`: the latest state.
 ///
 /// # Errors
 /// 404 for an unknown vehicle.
 pub async fn get_vehicle(
     State(st): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let p = st
@@ -53,6 +64,7 @@ pub async fn get_vehicle(
         .inner
         .fleet
         .get(&id)
+        .filter(|p| may_read(&caller, &p.state))
         .ok_or_else(|| AppError::NotFound(format!("no vehicle {id:?}")))?;
     Ok(json_text(StatusCode::OK, p.json().to_string()))
 }
@@ -90,6 +102,7 @@ fn parse_near(s: &str) -> Result<(f64, f64), AppError> {
 /// 400 for a malformed parameter.
 pub async fn list_vehicles(
     State(st): State<AppState>,
+    caller: Caller,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
     let q = query(q)?;
@@ -137,7 +150,11 @@ pub async fn list_vehicles(
         trip: some(q.trip).map(Arc::from),
         bbox,
     };
-    let found = st.hub.inner.fleet.select(&criteria, near, limit);
+    let found = st
+        .hub
+        .inner
+        .fleet
+        .select(&criteria, near, limit, caller.filter().as_deref());
     let text = format!(
         r#"{{"count":{},"vehicles":{}}}"#,
         found.len(),
@@ -169,9 +186,18 @@ fn parse_ms(name: &str, v: Option<String>, default: i64) -> Result<i64, AppError
 /// 400 for bad times, 404 for a vehicle without a track, the broker's error otherwise.
 pub async fn track(
     State(st): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     q: Result<Query<TrackQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
+    let latest = st.hub.latest(&id);
+    let allowed = match &latest {
+        Some(s) => may_read(&caller, s),
+        None => caller.0.may_read_vehicle(&id, None, None),
+    };
+    if !allowed {
+        return Err(AppError::NotFound(format!("no vehicle {id:?}")));
+    }
     let q = query(q)?;
     let from = parse_ms("from", q.from, 0)?;
     let to = parse_ms("to", q.to, i64::MAX)?;
@@ -184,7 +210,7 @@ pub async fn track(
             if v.len() > max {
                 v.drain(..v.len() - max);
             }
-            if v.is_empty() && st.hub.latest(&id).is_none() {
+            if v.is_empty() && latest.is_none() {
                 return Err(AppError::NotFound(format!("no track for vehicle {id:?}")));
             }
             v
@@ -219,6 +245,7 @@ fn valid_vehicle_id(id: &str) -> bool {
 /// 400 for a bad id or body, 413 for a body over the limit, 503 when the broker cannot take it.
 pub async fn ping(
     State(st): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
@@ -226,6 +253,9 @@ pub async fn ping(
         StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(e.body_text()),
         _ => AppError::BadRequest(e.body_text()),
     })?;
+    if !caller.0.may_ping(&id) {
+        return Err(AppError::Forbidden(format!("you may not ping {id:?}")));
+    }
     if !valid_vehicle_id(&id) {
         return Err(AppError::BadRequest(
             "vehicle id must be 1-128 bytes without / + #".into(),

@@ -11,6 +11,7 @@ use crate::client::{Client, Outgoing, SubKey, SubMeta};
 use crate::filter::Criteria;
 use crate::fleet::to_json;
 use crate::hub::Hub;
+use crate::port::Access;
 use crate::subs::SubRef;
 
 /// Largest `max_hz` a subscription may ask for (SPEC §7).
@@ -47,15 +48,18 @@ struct Registered {
 pub struct Session {
     hub: Hub,
     client: Arc<Client>,
+    /// What the client may read; `None` = everything.
+    access: Option<Arc<dyn Access>>,
     subs: HashMap<String, Registered>,
     next_key: SubKey,
 }
 
 impl Session {
-    pub(crate) fn new(hub: Hub, client: Arc<Client>) -> Session {
+    pub(crate) fn new(hub: Hub, client: Arc<Client>, access: Option<Arc<dyn Access>>) -> Session {
         Session {
             hub,
             client,
+            access,
             subs: HashMap::new(),
             next_key: 0,
         }
@@ -102,10 +106,15 @@ impl Session {
             criteria: criteria.clone(),
             states: spec.states,
             events: spec.events,
+            access: self.access.clone(),
         });
         let mut text = format!(r#"{{"type":"snapshot","sub":{sub_json},"vehicles":["#);
         if spec.states {
-            let found = self.hub.inner.fleet.select(&criteria, None, usize::MAX);
+            let found =
+                self.hub
+                    .inner
+                    .fleet
+                    .select(&criteria, None, usize::MAX, self.access.as_deref());
             for (i, p) in found.iter().enumerate() {
                 if i > 0 {
                     text.push(',');

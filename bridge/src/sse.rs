@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::app::{AppState, ShutdownSignal};
+use crate::auth::Caller;
 use crate::client::{CloseReason, Gauge, Outgoing};
 use crate::error::AppError;
 use crate::filter::Criteria;
@@ -59,6 +60,7 @@ fn nonempty(s: Option<String>) -> Option<Arc<str>> {
 /// 400 for a malformed query or bbox.
 pub async fn handler(
     State(st): State<AppState>,
+    caller: Caller,
     signal: Option<Extension<ShutdownSignal>>,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
@@ -84,7 +86,7 @@ pub async fn handler(
         max_hz,
     };
     let hub = st.hub.clone();
-    let mut session = hub.connect();
+    let mut session = hub.connect(caller.filter());
     session
         .subscribe("stream", spec)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;

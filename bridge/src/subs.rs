@@ -11,6 +11,7 @@ use geo_engine::{Event, VehicleState};
 use crate::client::{Client, ClientId, SubKey};
 use crate::filter::Criteria;
 use crate::grid::{Cell, Grid};
+use crate::port::Access;
 
 /// One registered subscription.
 #[derive(Clone)]
@@ -25,6 +26,16 @@ pub struct SubRef {
     pub states: bool,
     /// Whether it receives events.
     pub events: bool,
+    /// What its client may read; `None` = everything.
+    pub access: Option<Arc<dyn Access>>,
+}
+
+impl SubRef {
+    fn may_read(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool {
+        self.access
+            .as_ref()
+            .is_none_or(|a| a.may_read_vehicle(vehicle, route, trip))
+    }
 }
 
 /// Where a subscription is filed.
@@ -150,7 +161,11 @@ impl SubIndex {
         for list in lists.into_iter().flatten() {
             out.extend(
                 list.iter()
-                    .filter(|r| r.states && r.criteria.matches_state(s))
+                    .filter(|r| {
+                        r.states
+                            && r.criteria.matches_state(s)
+                            && r.may_read(&s.vehicle, s.route.as_deref(), s.trip.as_deref())
+                    })
                     .map(|r| (r.client.clone(), r.sub)),
             );
         }
@@ -177,7 +192,11 @@ impl SubIndex {
         for list in lists.into_iter().flatten() {
             out.extend(
                 list.iter()
-                    .filter(|r| r.events && r.criteria.matches_event(e, route, trip))
+                    .filter(|r| {
+                        r.events
+                            && r.criteria.matches_event(e, route, trip)
+                            && r.may_read(&e.vehicle, route, trip)
+                    })
                     .map(|r| (r.client.clone(), r.sub)),
             );
         }
@@ -204,6 +223,7 @@ mod tests {
             criteria: Arc::new(criteria),
             states,
             events,
+            access: None,
         }
     }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::app::{AppState, ShutdownSignal};
+use crate::auth::Caller;
 use crate::client::{CloseReason, Gauge, Outgoing};
 use crate::hub::Hub;
 use crate::protocol::{Op, ProtoError, parse};
@@ -30,15 +31,25 @@ pub const CLOSE_SHUTDOWN: u16 = 1001;
 /// Upgrades the request and runs the client.
 pub async fn handler(
     State(st): State<AppState>,
+    caller: Caller,
     signal: Option<Extension<ShutdownSignal>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let max = st.config.ws_max_message;
+    let session = st.hub.connect(caller.filter());
     let hub = st.hub.clone();
     let keepalive = (st.config.ws_ping_interval, st.config.ws_idle_timeout);
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| run(hub, socket, keepalive, signal.map(|Extension(s)| s)))
+        .on_upgrade(move |socket| {
+            run(
+                hub,
+                session,
+                socket,
+                keepalive,
+                signal.map(|Extension(s)| s),
+            )
+        })
 }
 
 struct WsOutlet<'a>(&'a mut SplitSink<WebSocket, Message>);
@@ -62,13 +73,13 @@ const PING: &str = "ping";
 
 async fn run(
     hub: Hub,
+    mut session: Session,
     socket: WebSocket,
     keepalive: (Duration, Duration),
     signal: Option<ShutdownSignal>,
 ) {
     let _gauge = Gauge::hold(&hub.metrics().ws_clients);
     let slow = hub.config().slow_client_timeout;
-    let mut session = hub.connect();
     let client = session.client().clone();
     let (mut tx, mut rx) = socket.split();
     let start = Instant::now();

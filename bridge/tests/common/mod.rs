@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fleetmq_bridge::{BridgeConfig, BrokerPort, Hub, HubConfig, MqttIo, PortError, Readiness};
+use fleetmq_bridge::{
+    Access, AuthError, BridgeConfig, BrokerPort, Hub, HubConfig, MqttIo, OpenAccess, PortError,
+    Readiness,
+};
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use geo_engine::{Event, EventKind, VehicleState, VehicleStatus};
@@ -25,6 +28,22 @@ pub struct FakePort {
     pub readiness: Mutex<Option<Readiness>>,
     /// What `track` answers; `None` = no durable store.
     pub track: Mutex<Option<Vec<Value>>>,
+    /// When set, requests need a token: `operator` reads everything, `rider-{route}` reads the
+    /// vehicles on that route and may not ping, anything else is refused.
+    pub auth: std::sync::atomic::AtomicBool,
+}
+
+/// A rider's access: the vehicles of one route.
+struct RiderAccess(String);
+
+impl Access for RiderAccess {
+    fn may_read_vehicle(&self, _vehicle: &str, route: Option<&str>, _trip: Option<&str>) -> bool {
+        route == Some(self.0.as_str())
+    }
+
+    fn may_ping(&self, _vehicle: &str) -> bool {
+        false
+    }
 }
 
 impl BrokerPort for FakePort {
@@ -53,6 +72,20 @@ impl BrokerPort for FakePort {
             .expect("lock")
             .clone()
             .unwrap_or(Readiness::Ready)
+    }
+
+    fn authenticate(&self, token: Option<&str>) -> Result<Arc<dyn Access>, AuthError> {
+        if !self.auth.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(Arc::new(OpenAccess));
+        }
+        match token {
+            None => Err(AuthError::Missing),
+            Some("operator") => Ok(Arc::new(OpenAccess)),
+            Some(t) => match t.strip_prefix("rider-") {
+                Some(route) => Ok(Arc::new(RiderAccess(route.to_owned()))),
+                None => Err(AuthError::Invalid("unknown token".into())),
+            },
+        }
     }
 
     fn track(
