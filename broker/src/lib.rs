@@ -5,6 +5,7 @@
 //! - `config`: the resolved configuration ([`Config`]).
 //! - `server`: binds listeners and runs everything until shutdown ([`Broker`]).
 //! - `error`: start-up and run-time errors ([`Error`]).
+//! - `demo`: simulated buses for `fleetmq demo`.
 //! - `listener`: the TCP accept loop.
 //! - `http`: the broker's side of the HTTP bridge.
 //! - `routes`: reading the route network file.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 mod connection;
 mod context;
+pub mod demo;
 mod error;
 mod http;
 pub mod ingest;
