@@ -16,80 +16,80 @@ use crate::config::LogFormat;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Settings {
     /// MQTT over TCP, 3.1.1 and 5.0 on one port [default: 127.0.0.1:1883]
-    #[arg(long, env = "FLEETMQ_MQTT", value_name = "ADDR", value_parser = value::addr)]
+    #[arg(long, help_heading = "Listeners", env = "FLEETMQ_MQTT", value_name = "ADDR", value_parser = value::addr)]
     pub mqtt: Option<SocketAddr>,
     /// MQTT over TLS; needs --tls-cert and --tls-key [default: off]
-    #[arg(long, env = "FLEETMQ_MQTTS", value_name = "ADDR", value_parser = value::addr)]
+    #[arg(long, help_heading = "Listeners", env = "FLEETMQ_MQTTS", value_name = "ADDR", value_parser = value::addr)]
     pub mqtts: Option<SocketAddr>,
     /// PEM certificate chain for --mqtts and --https
-    #[arg(long, env = "FLEETMQ_TLS_CERT", value_name = "FILE", value_parser = value::path)]
+    #[arg(long, help_heading = "TLS", env = "FLEETMQ_TLS_CERT", value_name = "FILE", value_parser = value::path)]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert
-    #[arg(long, env = "FLEETMQ_TLS_KEY", value_name = "FILE", value_parser = value::path)]
+    #[arg(long, help_heading = "TLS", env = "FLEETMQ_TLS_KEY", value_name = "FILE", value_parser = value::path)]
     pub tls_key: Option<PathBuf>,
     /// CA whose client certificates are accepted; turns on client-certificate auth
-    #[arg(long, env = "FLEETMQ_TLS_CLIENT_CA", value_name = "FILE", value_parser = value::path)]
+    #[arg(long, help_heading = "TLS", env = "FLEETMQ_TLS_CLIENT_CA", value_name = "FILE", value_parser = value::path)]
     pub tls_client_ca: Option<PathBuf>,
     /// WebSocket bridge, REST, SSE, MQTT over WebSocket, metrics, map [default: 127.0.0.1:8080]
-    #[arg(long, env = "FLEETMQ_HTTP", value_name = "ADDR", value_parser = value::addr)]
+    #[arg(long, help_heading = "Listeners", env = "FLEETMQ_HTTP", value_name = "ADDR", value_parser = value::addr)]
     pub http: Option<SocketAddr>,
     /// HTTPS/WSS with the --tls-cert certificate [default: off]
-    #[arg(long, env = "FLEETMQ_HTTPS", value_name = "ADDR", value_parser = value::addr)]
+    #[arg(long, help_heading = "Listeners", env = "FLEETMQ_HTTPS", value_name = "ADDR", value_parser = value::addr)]
     pub https: Option<SocketAddr>,
     /// GeoJSON FeatureCollection or GTFS (zip or folder) [default: the bundled sample routes]
-    #[arg(long, env = "FLEETMQ_ROUTES", value_name = "FILE", value_parser = value::path)]
+    #[arg(long, help_heading = "Data", env = "FLEETMQ_ROUTES", value_name = "FILE", value_parser = value::path)]
     pub routes: Option<PathBuf>,
     /// Redis URL for snapshots and restore, e.g. redis://127.0.0.1:6379 [default: off]
-    #[arg(long, env = "FLEETMQ_REDIS", value_name = "URL", value_parser = value::text)]
+    #[arg(long, help_heading = "Data", env = "FLEETMQ_REDIS", value_name = "URL", value_parser = value::text)]
     pub redis: Option<String>,
     /// Expiry of each vehicle's state in Redis, e.g. 3600, 90s, 1h [default: 1h]
-    #[arg(long, env = "FLEETMQ_STATE_TTL", value_name = "DURATION", value_parser = value::duration)]
+    #[arg(long, help_heading = "Data", env = "FLEETMQ_STATE_TTL", value_name = "DURATION", value_parser = value::duration)]
     pub state_ttl: Option<Duration>,
     /// Users file (TOML, argon2 hashes from `fleetmq passwd`) [default: off]
-    #[arg(long, env = "FLEETMQ_USERS", value_name = "FILE", value_parser = value::path)]
+    #[arg(long, help_heading = "Security", env = "FLEETMQ_USERS", value_name = "FILE", value_parser = value::path)]
     pub users: Option<PathBuf>,
     /// HS256 secret for JWT passwords/tokens [default: off]
-    #[arg(long, env = "FLEETMQ_JWT_SECRET", value_name = "S", value_parser = value::text,
+    #[arg(long, help_heading = "Security", env = "FLEETMQ_JWT_SECRET", value_name = "S", value_parser = value::text,
           hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// PEM public key for RS256/ES256 JWTs [default: off]
-    #[arg(long, env = "FLEETMQ_JWT_PUBLIC_KEY", value_name = "FILE", value_parser = value::path)]
+    #[arg(long, help_heading = "Security", env = "FLEETMQ_JWT_PUBLIC_KEY", value_name = "FILE", value_parser = value::path)]
     pub jwt_public_key: Option<PathBuf>,
     /// Extra topic rules (TOML [[rule]]) [default: off]
-    #[arg(long, env = "FLEETMQ_ACL", value_name = "FILE", value_parser = value::path)]
+    #[arg(long, help_heading = "Security", env = "FLEETMQ_ACL", value_name = "FILE", value_parser = value::path)]
     pub acl: Option<PathBuf>,
     /// Longest keep-alive a client may ask for, seconds [default: 65535]
-    #[arg(long, env = "FLEETMQ_MAX_KEEPALIVE", value_name = "S", value_parser = value::number::<u16>)]
+    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_KEEPALIVE", value_name = "S", value_parser = value::number::<u16>)]
     pub max_keepalive: Option<u16>,
     /// Unacknowledged QoS 1/2 publishes a client may send us [default: 1024]
-    #[arg(long, env = "FLEETMQ_RECEIVE_MAXIMUM", value_name = "N",
+    #[arg(long, help_heading = "Limits", env = "FLEETMQ_RECEIVE_MAXIMUM", value_name = "N",
           value_parser = value::number::<u16>)]
     pub receive_maximum: Option<u16>,
     /// Largest packet, bytes, e.g. 1048576 or 1MiB [default: 1MiB]
-    #[arg(long, env = "FLEETMQ_MAX_PACKET_SIZE", value_name = "B", value_parser = value::size)]
+    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_PACKET_SIZE", value_name = "B", value_parser = value::size)]
     pub max_packet_size: Option<u32>,
     /// Simultaneous client connections [default: 1000000]
-    #[arg(long, env = "FLEETMQ_MAX_CONNECTIONS", value_name = "N",
+    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_CONNECTIONS", value_name = "N",
           value_parser = value::number::<usize>)]
     pub max_connections: Option<usize>,
     /// Messages queued per session (offline or not yet sent); oldest dropped when full [default: 1000]
-    #[arg(long, env = "FLEETMQ_MAX_QUEUED", value_name = "N", value_parser = value::number::<usize>)]
+    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_QUEUED", value_name = "N", value_parser = value::number::<usize>)]
     pub max_queued: Option<usize>,
     /// Allow clients without credentials [default: only with no auth configured and every
     /// listener on loopback]
-    #[arg(long, env = "FLEETMQ_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1,
+    #[arg(long, help_heading = "Security", env = "FLEETMQ_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = value::boolean)]
     pub allow_anonymous: Option<bool>,
     /// New connections per IP per second; 0 = unlimited [default: 0]
-    #[arg(long, env = "FLEETMQ_MAX_CONNECT_RATE", value_name = "N",
+    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_CONNECT_RATE", value_name = "N",
           value_parser = value::number::<u32>)]
     pub max_connect_rate: Option<u32>,
     /// PUBLISH packets per client per second; 0 = unlimited [default: 0]
-    #[arg(long, env = "FLEETMQ_MAX_PUBLISH_RATE", value_name = "N",
+    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_PUBLISH_RATE", value_name = "N",
           value_parser = value::number::<u32>)]
     pub max_publish_rate: Option<u32>,
     /// Log format on stderr: pretty or json; filter with RUST_LOG [default: pretty]
-    #[arg(long, env = "FLEETMQ_LOG", value_name = "FORMAT", value_parser = value::log_format)]
+    #[arg(long, help_heading = "Logging", env = "FLEETMQ_LOG", value_name = "FORMAT", value_parser = value::log_format)]
     pub log: Option<LogFormat>,
 }
 
@@ -98,7 +98,7 @@ pub struct Settings {
 pub struct ServeArgs {
     #[command(flatten)]
     pub settings: Settings,
-    /// TOML file with any of the settings above; keys are the flag names with underscores
+    /// TOML file with any of the settings below; keys are the flag names with underscores
     /// (max_queued = 500). Flags and FLEETMQ_* variables override it.
     #[arg(long, env = "FLEETMQ_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
