@@ -208,9 +208,6 @@ fn check(c: &Config) -> Result<(), Failure> {
             "--tls-cert/--tls-key/--tls-client-ca are set but no TLS listener is: add --mqtts ADDR or --https ADDR",
         );
     }
-    if c.tls_cert.is_some() != c.tls_key.is_some() {
-        return bad("--tls-cert and --tls-key go together: give both");
-    }
     if c.jwt_secret.is_some() && c.jwt_public_key.is_some() {
         return bad(
             "--jwt-secret (HS256) and --jwt-public-key (RS256/ES256) exclude each other: give one",
@@ -231,4 +228,76 @@ fn check(c: &Config) -> Result<(), Failure> {
         return bad(&format!("{flag} 0 would refuse everything: use 1 or more"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(s: Settings) -> String {
+        match s.into_config() {
+            Err(Failure::Config(line)) => line,
+            other => panic!("expected a config failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn upper_layer_wins_and_defaults_fill_the_rest() {
+        let flags = Settings {
+            max_queued: Some(3),
+            ..Settings::default()
+        };
+        let file = Settings {
+            max_queued: Some(2),
+            max_keepalive: Some(2),
+            ..Settings::default()
+        };
+        let c = flags.over(file).into_config().expect("valid");
+        assert_eq!(c.max_queued, 3);
+        assert_eq!(c.max_keepalive, 2);
+        assert_eq!(c.receive_maximum, Config::default().receive_maximum);
+    }
+
+    #[test]
+    fn contradictory_settings_are_refused_with_the_fix() {
+        let addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let line = refused(Settings {
+            https: addr,
+            tls_cert: Some("c.pem".into()),
+            ..Settings::default()
+        });
+        assert!(
+            line.starts_with("--https needs --tls-cert and --tls-key"),
+            "{line}"
+        );
+        let line = refused(Settings {
+            tls_client_ca: Some("ca.pem".into()),
+            ..Settings::default()
+        });
+        assert!(line.contains("add --mqtts"), "{line}");
+        let line = refused(Settings {
+            jwt_secret: Some("s".into()),
+            jwt_public_key: Some("k.pem".into()),
+            ..Settings::default()
+        });
+        assert!(line.contains("give one"), "{line}");
+        let line = refused(Settings {
+            receive_maximum: Some(0),
+            ..Settings::default()
+        });
+        assert!(line.contains("1 to 65535"), "{line}");
+        let line = refused(Settings {
+            max_queued: Some(0),
+            ..Settings::default()
+        });
+        assert!(line.starts_with("--max-queued 0"), "{line}");
+        let ok = Settings {
+            mqtts: addr,
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            tls_client_ca: Some("ca.pem".into()),
+            ..Settings::default()
+        };
+        assert!(ok.into_config().is_ok());
+    }
 }
