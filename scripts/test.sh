@@ -35,7 +35,7 @@ else
 fi
 
 # pytest exits 5 when it collects no test: that fails the step too.
-step python-tests python3 -m pytest -q tests/python
+step python-tests python3 -m pytest -q -p no:cacheprovider tests/python
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "test.sh: FAILED steps: ${failed[*]}"
