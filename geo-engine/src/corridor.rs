@@ -29,6 +29,9 @@ pub struct CorridorStop {
     pub stop: usize,
     /// Distance from the corridor's start to the stop's projection, metres.
     pub progress_m: f64,
+    /// The projection itself, local metres: where a vehicle on the route is nearest the stop.
+    /// Feeds place stops 15–40 m off the drawn line, so arrivals are measured to this point.
+    pub at: [f64; 2],
 }
 
 /// One route geometry.
@@ -187,24 +190,31 @@ pub struct Previous {
     pub corridor: usize,
     /// Progress reached, metres.
     pub progress_m: f64,
+    /// How far ahead of `progress_m` the vehicle may be by now, metres (from its speed and the
+    /// time since; at least [`MIN_LOOKAHEAD_M`]).
+    pub lookahead_m: f64,
 }
 
 /// Progress may go back this much (GPS noise, smoothing lag) and still count as the same pass.
 pub const BACKTRACK_TOLERANCE_M: f64 = 30.0;
 
-/// How far ahead of the previous match a candidate still counts as the same pass, metres. A
-/// route passing the same place twice less than this apart (along the route) is ambiguous.
-pub const LOOKAHEAD_M: f64 = 500.0;
+/// Candidates this much farther than the nearest still count as the same place, metres.
+pub const SAME_PLACE_M: f64 = 15.0;
+
+/// The least look-ahead, metres. A route passing the same place twice less than this apart
+/// (along the route) is ambiguous.
+pub const MIN_LOOKAHEAD_M: f64 = 60.0;
 
 /// Matches `p` against the segments in `tree` (one route's, or every route's).
 ///
 /// Candidates are the segments within `radius_of(corridor)` of `p`. With a previous match, the
 /// nearest candidate on the same corridor whose progress lies in
-/// `[prev - BACKTRACK_TOLERANCE_M, prev + LOOKAHEAD_M]` wins: a route that uses the same street
+/// `[prev - BACKTRACK_TOLERANCE_M, prev + lookahead]` wins: a route that uses the same street
 /// twice (out and back, a loop) is followed pass by pass instead of jumping to the other pass.
-/// Failing that (rejoining after a detour), the first pass ahead of the previous match wins;
-/// then the nearest candidate (a new trip); when nothing is within the corridor, the nearest
-/// segment, with its distance.
+/// Failing that (rejoining after a detour), the first pass ahead of the previous match wins.
+/// Without either (first fix, new trip, next corridor), the candidate with the least progress
+/// among those within [`SAME_PLACE_M`] of the nearest wins. When nothing is within the corridor, the
+/// nearest segment, with its distance.
 pub fn match_point(
     tree: &RTree<SegmentEntry>,
     corridors: &[Corridor],
@@ -217,6 +227,7 @@ pub fn match_point(
     let mut nearest: Option<Projection> = None;
     let mut local: Option<Projection> = None;
     let mut ahead: Option<Projection> = None;
+    let mut all: Vec<Projection> = Vec::new();
     for e in tree.locate_within_distance(q, query_radius * query_radius) {
         let ci = e.data.corridor as usize;
         let Some(c) = corridors.get(ci) else { continue };
@@ -234,10 +245,13 @@ pub fn match_point(
         if nearest.is_none_or(|n| d < n.off_route_m) {
             nearest = Some(cand);
         }
+        all.push(cand);
         if let Some(prev) =
             prev.filter(|p| p.corridor == ci && prog >= p.progress_m - BACKTRACK_TOLERANCE_M)
         {
-            if prog <= prev.progress_m + LOOKAHEAD_M && local.is_none_or(|f| d < f.off_route_m) {
+            if prog <= prev.progress_m + prev.lookahead_m.max(MIN_LOOKAHEAD_M)
+                && local.is_none_or(|f| d < f.off_route_m)
+            {
                 local = Some(cand);
             }
             if ahead.is_none_or(|a| prog < a.progress_m) {
@@ -245,8 +259,18 @@ pub fn match_point(
             }
         }
     }
-    if let Some(f) = local.or(ahead).or(nearest) {
+    if let Some(f) = local.or(ahead) {
         return Some(f);
+    }
+    if let Some(n) = nearest {
+        // No usable previous match: the earliest pass among those about as near (a vehicle at a
+        // terminus starts the corridor that begins there rather than the one that ends there; a
+        // route passing here twice is taken at its first pass).
+        let earliest = all
+            .into_iter()
+            .filter(|c| c.off_route_m <= n.off_route_m + SAME_PLACE_M)
+            .min_by(|a, b| a.progress_m.total_cmp(&b.progress_m));
+        return earliest.or(Some(n));
     }
     // Off every corridor: report the distance to the nearest segment.
     let e = tree.nearest_neighbor(&q)?;
@@ -336,6 +360,7 @@ mod tests {
         let prev = Some(Previous {
             corridor: 0,
             progress_m: 1200.0,
+            lookahead_m: 500.0,
         });
         let m = match_point(&tree, &cs, [600.0, 4.0], 50.0, &|_| 50.0, prev).unwrap();
         assert!(
@@ -346,6 +371,7 @@ mod tests {
         let prev = Some(Previous {
             corridor: 0,
             progress_m: 500.0,
+            lookahead_m: 500.0,
         });
         let m = match_point(&tree, &cs, [600.0, 6.0], 50.0, &|_| 50.0, prev).unwrap();
         assert!(

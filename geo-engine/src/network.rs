@@ -254,9 +254,11 @@ impl Network {
                     };
                     let (_, prog) = c.place_after(net.stops[si].local, from);
                     from = prog;
+                    let at = c.point_at(prog).0;
                     c.stops.push(CorridorStop {
                         stop: si,
                         progress_m: prog,
+                        at,
                     });
                 }
                 let ci = net.corridors.len();

@@ -113,6 +113,8 @@ pub struct SimFix {
     pub corridor: usize,
     /// Device clock when this fix was sent, Unix ms (an invalid fix's `ts` may lie).
     pub sent_ms: i64,
+    /// Driving between legs (from one corridor's end to the next one's start), off the route.
+    pub deadhead: bool,
 }
 
 /// Runs `cfg` to the end and collects the trace. Empty when the route is unknown; with
@@ -121,6 +123,79 @@ pub fn simulate(net: &Network, cfg: &SimConfig) -> Vec<SimFix> {
     Simulator::new(net, cfg.clone())
         .map(|s| s.take(100_000).collect())
         .unwrap_or_default()
+}
+
+/// A detour of `offset_m` sideways over `length_m` on corridor `corridor` (a shape id) of `route`
+/// that reads as one clean deviation: at full offset it stays at least `offset_m / 2` from every
+/// part of the corridor, and all along (ramps included) at least 150 m from the parts of the
+/// corridor more than `2 × offset_m` away along it, and at least 100 m from the route's other
+/// corridors where they do not share the street. The first such start after 500 m, in 100 m
+/// steps.
+pub fn find_detour(
+    net: &Network,
+    route: &str,
+    corridor: &str,
+    offset_m: f64,
+    length_m: f64,
+) -> Option<Detour> {
+    let cfg = SimConfig {
+        route: route.into(),
+        corridor: Some(corridor.into()),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::new(net, cfg)?;
+    let all = Simulator::new(
+        net,
+        SimConfig {
+            route: route.into(),
+            ..SimConfig::default()
+        },
+    )?;
+    let c = sim.corridor();
+    let off = offset_m.abs();
+    let total = length_m + 2.0 * off;
+    let mut start = 500.0;
+    while start + total + 200.0 < c.length_m() {
+        let detour = Detour {
+            start_m: start,
+            length_m,
+            offset_m,
+        };
+        let probe = Simulator {
+            cfg: SimConfig {
+                detour: Some(detour),
+                ..sim.cfg.clone()
+            },
+            ..sim.clone()
+        };
+        let clear = (0..=(total / 20.0) as usize).all(|k| {
+            let progress = start + 20.0 * k as f64;
+            let (p, _, offset) = probe.true_position(progress);
+            let own = (0..c.segments()).all(|s| {
+                let (d, prog) = c.project_on(s, p);
+                let far_along = (prog - progress).abs() > 2.0 * off;
+                (offset.abs() < off - 1e-6 || d >= off / 2.0) && (!far_along || d >= 150.0)
+            });
+            // Another corridor of the route may share the street here (the other direction);
+            // elsewhere it must stay clear of the detour.
+            let centre = c.point_at(progress).0;
+            let others = all
+                .plan
+                .iter()
+                .map(|&ci| &net.corridors()[ci])
+                .filter(|o| o.id != c.id)
+                .all(|o| {
+                    (0..o.segments())
+                        .all(|s| o.project_on(s, centre).0 < 30.0 || o.project_on(s, p).0 >= 100.0)
+                });
+            own && others
+        });
+        if clear {
+            return Some(detour);
+        }
+        start += 100.0;
+    }
+    None
 }
 
 /// A seeded xorshift64* generator with Box–Muller normals.
@@ -166,6 +241,8 @@ pub struct Simulator<'a> {
     dwell_until: Option<i64>,
     /// No fix was made on the current leg yet.
     fresh_leg: bool,
+    /// Driving off-route from `.0` to the next leg's start `.1`, local metres.
+    deadhead: Option<([f64; 2], [f64; 2])>,
     invalid_turn: usize,
     pending: VecDeque<SimFix>,
     done: bool,
@@ -203,6 +280,7 @@ impl<'a> Simulator<'a> {
             next_stop: 0,
             dwell_until: None,
             fresh_leg: true,
+            deadhead: None,
             invalid_turn: 0,
             pending: VecDeque::new(),
             done: false,
@@ -289,6 +367,7 @@ impl<'a> Simulator<'a> {
             offset_m: offset,
             corridor: self.plan[self.leg],
             sent_ms: self.ts,
+            deadhead: false,
         }
     }
 
@@ -350,10 +429,12 @@ impl<'a> Simulator<'a> {
         self.progress = 0.0;
         self.next_stop = 0;
         self.fresh_leg = true;
-        // Deadhead to the next leg's start without fixes, at cruising speed: the gap in time
-        // matches the distance, so validation sees no teleport.
-        let gap = dist(end, self.true_position(0.0).0);
-        self.ts += (gap / self.cfg.speed_mps * 1000.0) as i64;
+        // Deadhead in a straight line to the next leg's start, sending fixes on the way, so the
+        // device clock stays in step with real time and validation sees no teleport.
+        let start = self.true_position(0.0).0;
+        if dist(end, start) > self.cfg.speed_mps * self.cfg.interval_ms as f64 / 1000.0 {
+            self.deadhead = Some((end, start));
+        }
         true
     }
 
@@ -370,8 +451,40 @@ impl<'a> Simulator<'a> {
             }
             self.dwell_until = None;
         }
-        if self.progress >= self.corridor().length_m() && !self.next_leg() {
-            return None;
+        if let Some((from, to)) = self.deadhead {
+            let step = self.cfg.speed_mps * dt;
+            let d = dist(from, to);
+            if d > step {
+                let pos = [
+                    from[0] + (to[0] - from[0]) * step / d,
+                    from[1] + (to[1] - from[1]) * step / d,
+                ];
+                self.deadhead = Some((pos, to));
+                let heading = (to[0] - from[0])
+                    .atan2(to[1] - from[1])
+                    .to_degrees()
+                    .rem_euclid(360.0);
+                let mut f = self.make(
+                    pos,
+                    self.cfg.noise_m,
+                    self.cfg.speed_mps,
+                    heading,
+                    0.0,
+                    SimKind::Normal,
+                );
+                f.deadhead = true;
+                return Some(f);
+            }
+            self.deadhead = None;
+        }
+        if self.progress >= self.corridor().length_m() {
+            if !self.next_leg() {
+                return None;
+            }
+            if self.deadhead.is_some() {
+                // Start the deadhead with this tick (it cannot start another one).
+                return self.tick();
+            }
         }
         let c = self.corridor();
         let mut target = (self.progress + self.cfg.speed_mps * dt).min(c.length_m());

@@ -1,5 +1,6 @@
 //! Stage 6b, stops (SPEC §5.6): arrival and departure within `stop_radius_m` of the stops of the
-//! matched corridor, the next stop ahead, and its ETA: the remaining distance along the route
+//! matched corridor (measured to the stop's projection on the route, see
+//! [`crate::corridor::CorridorStop::at`]), the next stop ahead, and its ETA: the remaining distance along the route
 //! over the recent average speed (progress made over the last `eta_window_ms`).
 
 use std::collections::VecDeque;
@@ -71,12 +72,7 @@ impl Stops {
         {
             self.samples.pop_front();
         }
-        let stop_pos = |i: usize| {
-            c.stops
-                .get(i)
-                .and_then(|cs| net.stops().get(cs.stop))
-                .map(|s| s.local)
-        };
+        let stop_pos = |i: usize| c.stops.get(i).map(|cs| cs.at);
         let left = self
             .at_stop
             .filter(|&i| stop_pos(i).is_none_or(|p| dist(p, pos) > cfg.stop_radius_m));

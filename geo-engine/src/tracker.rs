@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineConfig;
-use crate::corridor::Previous;
+use crate::corridor::{MIN_LOOKAHEAD_M, Previous};
 use crate::dedup::Dedup;
 use crate::deviation::{Deviation, Transition};
 use crate::fix::Fix;
@@ -17,6 +17,9 @@ use crate::network::Network;
 use crate::state::{Event, EventKind, VehicleState, VehicleStatus};
 use crate::stops::{StopChange, Stops};
 use crate::validate::{LastFix, Rejection, validate};
+
+/// The look-ahead along the route never exceeds this, metres.
+const LOOKAHEAD_CAP_M: f64 = 5_000.0;
 
 /// A fix farther than this from the tracker's frame origin re-anchors the frame, metres.
 const FRAME_REANCHOR_M: f64 = 50_000.0;
@@ -48,6 +51,9 @@ struct RouteMatch {
     corridor_id: String,
     /// Progress, metres; never decreases within a pass.
     progress_m: f64,
+    /// Device time of the fix that last matched inside the corridor, Unix ms.
+    #[serde(default)]
+    ts: i64,
 }
 
 /// One vehicle's pipeline state.
@@ -302,13 +308,21 @@ impl Tracker {
             self.trip.as_deref().and_then(|t| net.trip_corridor(t)),
             &self.matched,
         ) {
-            (_, Some(m)) => Some(Previous {
-                corridor: m.corridor,
-                progress_m: m.progress_m,
-            }),
+            (_, Some(m)) => {
+                // As far as the vehicle can have got since, generously.
+                let dt_s = (ts.saturating_sub(m.ts)).max(0) as f64 / 1000.0;
+                let lookahead_m =
+                    (MIN_LOOKAHEAD_M + speed_now.max(3.0) * dt_s * 1.5).min(LOOKAHEAD_CAP_M);
+                Some(Previous {
+                    corridor: m.corridor,
+                    progress_m: m.progress_m,
+                    lookahead_m,
+                })
+            }
             (Some(ci), None) => Some(Previous {
                 corridor: ci,
                 progress_m: 0.0,
+                lookahead_m: f64::INFINITY,
             }),
             (None, None) => None,
         };
@@ -344,6 +358,7 @@ impl Tracker {
                 .unwrap_or_default();
             match self.matched.as_mut() {
                 Some(m) if m.corridor == proj.corridor => {
+                    m.ts = ts;
                     if proj.progress_m < m.progress_m - cfg.progress_reset_m {
                         m.progress_m = proj.progress_m;
                         self.stops.new_pass();
@@ -356,6 +371,7 @@ impl Tracker {
                         corridor: proj.corridor,
                         corridor_id,
                         progress_m: proj.progress_m,
+                        ts,
                     });
                 }
             }

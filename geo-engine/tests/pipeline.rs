@@ -1,7 +1,6 @@
 //! The whole pipeline on simulated traces over the bundled Cairns routes.
 
-use geo_engine::corridor::nearest_linear;
-use geo_engine::simulate::Detour;
+use geo_engine::simulate::{Detour, find_detour};
 use geo_engine::{
     Event, EventKind, Network, Outcome, PipelineConfig, SimConfig, SimFix, SimKind, Tracker,
     VehicleState, simulate,
@@ -47,32 +46,48 @@ fn count(events: &[Event], kind: EventKind) -> usize {
     events.iter().filter(|e| e.kind == kind).count()
 }
 
-/// Route 121 outbound with a 300 m detour, duplicates, jitter at stops and invalid fixes.
+/// Every bundled corridor with a 300 m detour, duplicates, jitter at stops and invalid fixes,
+/// for two seeds each.
 #[test]
 fn full_run_with_detour() {
     let net = Network::bundled();
+    let mut runs = 0;
+    for c in net.corridors() {
+        let route = net.routes()[c.route].id.as_str();
+        let Some(detour) = find_detour(&net, route, &c.id, 300.0, 600.0) else {
+            println!("{}: no clear stretch for a detour", c.id);
+            continue;
+        };
+        for seed in [7, 8] {
+            check_run(&net, route, &c.id, detour, seed);
+            runs += 1;
+        }
+    }
+    assert!(runs >= 16, "only {runs} runs");
+}
+
+fn check_run(net: &Network, route: &str, corridor: &str, detour: Detour, seed: u64) {
     let cfg = PipelineConfig::default();
-    let detour = Detour {
-        start_m: 2500.0,
-        length_m: 800.0,
-        offset_m: 300.0,
-    };
     let sim = SimConfig {
-        route: "121".into(),
-        corridor: Some("121-a".into()),
+        route: route.into(),
+        corridor: Some(corridor.into()),
         noise_m: 5.0,
         detour: Some(detour),
         duplicate_prob: 0.05,
         invalid_prob: 0.03,
-        seed: 7,
+        seed,
         ..SimConfig::default()
     };
-    let trace = simulate(&net, &sim);
-    assert!(trace.len() > 500, "{} fixes", trace.len());
+    let trace = simulate(net, &sim);
+    let ctx = format!(
+        "route {route} ({corridor}), seed {seed}, detour at {:.0} m",
+        detour.start_m
+    );
+    assert!(trace.len() > 300, "{ctx}: {} fixes", trace.len());
     for kind in [SimKind::Duplicate, SimKind::Jitter] {
         assert!(
             trace.iter().any(|f| f.kind == kind),
-            "trace has no {kind:?}"
+            "{ctx}: trace has no {kind:?}"
         );
     }
     assert!(
@@ -80,45 +95,39 @@ fn full_run_with_detour() {
             .iter()
             .filter(|f| matches!(f.kind, SimKind::Invalid(_)))
             .count()
-            >= 7
+            >= 7,
+        "{ctx}"
     );
 
-    // Precondition: at full offset the detour is well clear of every part of the route.
-    let ci = trace[0].corridor;
-    let corridors = &net.corridors()[ci..=ci];
-    for f in trace.iter().filter(|f| f.offset_m >= 299.0) {
-        let p = net.frame().to_local(f.true_lat, f.true_lon);
-        let d = nearest_linear(corridors, p).unwrap().off_route_m;
-        assert!(
-            d > 150.0,
-            "detour passes {d:.0} m from the route at {:.0} m",
-            f.progress_m
-        );
-    }
-
-    let r = run(&net, &cfg, &trace);
+    let r = run(net, &cfg, &trace);
     assert_eq!(
         count(&r.events, EventKind::Deviation),
         1,
-        "{:#?}",
+        "{ctx}: {:?}",
         kinds(&r.events)
     );
-    assert_eq!(count(&r.events, EventKind::BackOnRoute), 1);
+    assert_eq!(
+        count(&r.events, EventKind::BackOnRoute),
+        1,
+        "{ctx}: {:?}",
+        kinds(&r.events)
+    );
     let dev = r
         .events
         .iter()
         .find(|e| e.kind == EventKind::Deviation)
         .unwrap();
-    assert!(dev.off_route_m.unwrap() > 50.0);
+    assert!(dev.off_route_m.unwrap() > 50.0, "{ctx}");
     let dev_state = r.states.iter().find(|(_, s)| s.ts == dev.ts).unwrap();
     assert!(
         dev_state.0.offset_m > 50.0,
-        "deviation raised at true offset {}",
+        "{ctx}: deviation raised at true offset {}",
         dev_state.0.offset_m
     );
 
     // Stops: arrivals follow the corridor's order; every stop away from the detour and at
     // least two radii from its neighbours is arrived at.
+    let ci = trace[0].corridor;
     let c = &net.corridors()[ci];
     let order: Vec<&str> = c
         .stops
@@ -136,7 +145,7 @@ fn full_run_with_detour() {
         let at = order[pos..]
             .iter()
             .position(|s| s == id)
-            .unwrap_or_else(|| panic!("stop {id} out of order: {arrived:?}"));
+            .unwrap_or_else(|| panic!("{ctx}: stop {id} out of order: {arrived:?}"));
         pos += at + 1;
     }
     let near_detour = |p: f64| {
@@ -155,30 +164,30 @@ fn full_run_with_detour() {
         if isolated && !near_detour(cs.progress_m) {
             assert!(
                 arrived.contains(&id),
-                "stop {id} at {:.0} m not arrived at",
+                "{ctx}: stop {id} at {:.0} m not arrived at",
                 cs.progress_m
             );
         }
     }
     assert!(
         arrived.len() >= c.stops.len() / 2,
-        "{} of {} stops",
+        "{ctx}: {} of {} stops",
         arrived.len(),
         c.stops.len()
     );
-    assert_eq!(
-        count(&r.events, EventKind::StopDeparture) + 1,
-        arrived.len(),
-        "every stop but the last is left"
+    let departures = count(&r.events, EventKind::StopDeparture);
+    assert!(
+        departures + 1 == arrived.len() || departures == arrived.len(),
+        "{ctx}: every stop but maybe the last is left"
     );
-    assert_eq!(count(&r.events, EventKind::Online), 1);
+    assert_eq!(count(&r.events, EventKind::Online), 1, "{ctx}");
 
     // Progress never decreases while on route; ETAs exist and lie ahead.
     let mut last = f64::NEG_INFINITY;
     for (_, s) in &r.states {
         if s.on_route == Some(true) {
             let p = s.progress_m.expect("progress while on route");
-            assert!(p >= last, "progress went back from {last} to {p}");
+            assert!(p >= last, "{ctx}: progress went back from {last} to {p}");
             last = p;
         }
     }
@@ -188,17 +197,59 @@ fn full_run_with_detour() {
         .filter_map(|(_, s)| s.next_stop.as_ref().map(|n| (s.ts, n)))
         .filter(|(_, n)| n.eta.is_some())
         .collect();
-    assert!(with_eta.len() > r.states.len() / 2);
-    assert!(with_eta.iter().all(|(ts, n)| n.eta.unwrap() >= *ts));
+    assert!(with_eta.len() > r.states.len() / 2, "{ctx}");
+    assert!(
+        with_eta.iter().all(|(ts, n)| n.eta.unwrap() >= *ts),
+        "{ctx}"
+    );
     println!(
-        "{} fixes, {} forwarded, {} events, {} stops arrived",
+        "{ctx}: {} fixes, {} forwarded, {} events, {}/{} stops arrived",
         trace.len(),
         r.states.len(),
         r.events.len(),
-        arrived.len()
+        arrived.len(),
+        c.stops.len()
     );
 }
 
 fn kinds(events: &[Event]) -> Vec<(i64, &'static str)> {
     events.iter().map(|e| (e.ts, e.kind.as_str())).collect()
+}
+
+/// Endless laps over every bundled route: the device clock advances exactly one interval per
+/// fix (so a real-time publisher never gets `future_ts`), every fix is accepted, and progress
+/// restarts on each new leg.
+#[test]
+fn endless_laps_keep_time_and_stay_valid() {
+    let net = Network::bundled();
+    let cfg = PipelineConfig::default();
+    for route in net.route_ids() {
+        let sim = SimConfig {
+            route: route.into(),
+            laps: None,
+            seed: 9,
+            ..SimConfig::default()
+        };
+        let trace: Vec<SimFix> = geo_engine::Simulator::new(&net, sim.clone())
+            .unwrap()
+            .take(20_000)
+            .collect();
+        let mut t = Tracker::new("lap");
+        let mut legs = 0;
+        for (i, f) in trace.iter().enumerate() {
+            assert_eq!(
+                f.fix.ts,
+                sim.start_ms + i as i64 * sim.interval_ms,
+                "route {route}: clock drift at fix {i}"
+            );
+            let res = t.process(&net, &cfg, f.fix.clone(), f.sent_ms + 30);
+            assert!(res.is_ok(), "route {route}: fix {i} rejected: {res:?}");
+            legs += usize::from(i > 0 && f.corridor != trace[i - 1].corridor);
+        }
+        assert!(
+            legs >= 2,
+            "route {route}: {legs} leg changes in {} fixes",
+            trace.len()
+        );
+    }
 }
