@@ -224,30 +224,32 @@ pub fn match_point(
     prev: Option<Previous>,
 ) -> Option<Projection> {
     let q = geo::Point::new(p[0], p[1]);
+    // Segments within their corridor's width of `p`, as projections.
+    let candidates = || {
+        tree.locate_within_distance(q, query_radius * query_radius)
+            .filter_map(|e| {
+                let ci = e.data.corridor as usize;
+                let c = corridors.get(ci)?;
+                let seg = e.data.seg as usize;
+                let (d, prog) = c.project_on(seg, p);
+                (d <= radius_of(c)).then_some(Projection {
+                    corridor: ci,
+                    segment: seg,
+                    off_route_m: d,
+                    progress_m: prog,
+                })
+            })
+    };
     let mut nearest: Option<Projection> = None;
     let mut local: Option<Projection> = None;
     let mut ahead: Option<Projection> = None;
-    let mut all: Vec<Projection> = Vec::new();
-    for e in tree.locate_within_distance(q, query_radius * query_radius) {
-        let ci = e.data.corridor as usize;
-        let Some(c) = corridors.get(ci) else { continue };
-        let seg = e.data.seg as usize;
-        let (d, prog) = c.project_on(seg, p);
-        if d > radius_of(c) {
-            continue;
-        }
-        let cand = Projection {
-            corridor: ci,
-            segment: seg,
-            off_route_m: d,
-            progress_m: prog,
-        };
+    for cand in candidates() {
+        let (d, prog) = (cand.off_route_m, cand.progress_m);
         if nearest.is_none_or(|n| d < n.off_route_m) {
             nearest = Some(cand);
         }
-        all.push(cand);
-        if let Some(prev) =
-            prev.filter(|p| p.corridor == ci && prog >= p.progress_m - BACKTRACK_TOLERANCE_M)
+        if let Some(prev) = prev
+            .filter(|p| p.corridor == cand.corridor && prog >= p.progress_m - BACKTRACK_TOLERANCE_M)
         {
             if prog <= prev.progress_m + prev.lookahead_m.max(MIN_LOOKAHEAD_M)
                 && local.is_none_or(|f| d < f.off_route_m)
@@ -265,9 +267,8 @@ pub fn match_point(
     if let Some(n) = nearest {
         // No usable previous match: the earliest pass among those about as near (a vehicle at a
         // terminus starts the corridor that begins there rather than the one that ends there; a
-        // route passing here twice is taken at its first pass).
-        let earliest = all
-            .into_iter()
+        // route passing here twice is taken at its first pass). A second query, off the hot path.
+        let earliest = candidates()
             .filter(|c| c.off_route_m <= n.off_route_m + SAME_PLACE_M)
             .min_by(|a, b| a.progress_m.total_cmp(&b.progress_m));
         return earliest.or(Some(n));

@@ -19,7 +19,7 @@
 //! - [`network`]: routes, stops, geofences and the segment R-trees.
 //! - [`geojson`], [`gtfs`]: route loaders.
 //! - [`live`]: spatial index of live vehicle positions (nearby, bbox).
-//! - [`simulate`]: deterministic trace simulator.
+//! - [`simulate`](mod@simulate): deterministic trace simulator.
 //! - [`state`]: the processed state and events (SPEC §6 payloads).
 //! - [`config`]: [`PipelineConfig`], thresholds with SPEC §5 defaults.
 //! - [`local`]: local metric frame and great-circle distance.

@@ -160,7 +160,8 @@ pub struct Network {
 const BUNDLED: &str = include_str!("../data/cairns.geojson");
 
 impl Network {
-    /// The bundled sample routes (TransLink Cairns, 2014; see `data/`).
+    /// The bundled sample routes (TransLink Cairns, 2014; see `data/README.md`). Parses the
+    /// embedded GeoJSON on each call: build it once and share it.
     pub fn bundled() -> Network {
         // The bundled file is tested to load (tests::bundled_loads); an empty network is the
         // fallback that can never be reached.

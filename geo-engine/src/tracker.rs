@@ -125,6 +125,11 @@ impl Tracker {
     /// One fix through validate → dedup → jitter → smooth → match → events. `now_ms` is the
     /// broker clock when the fix arrived.
     ///
+    /// The first forwarded fix of a vehicle, and the first after it went offline, raises
+    /// `online`; a jitter fix then is forwarded (the vehicle must come back). Events come in
+    /// this order: online, stop departure on leaving the route, deviation / back on route,
+    /// stop departure / arrival, geofence exit / enter.
+    ///
     /// # Errors
     /// The validation [`Rejection`]; the tracker is unchanged then.
     pub fn process(
