@@ -188,3 +188,70 @@ def load_shapes(geojson: dict, frame: Optional[Frame] = None) -> Tuple[Frame, Li
         shapes.append(Shape(p["route_id"], p.get("shape_id", p["route_id"]),
                             float(p.get("corridor_m") or 50.0), line, stops))
     return frame, shapes
+
+
+# --- processes --------------------------------------------------------------------------------
+
+_LISTENING = re.compile(r"^fleetmq listening .*?\bmqtt=\[?([^\s\]]+?)\]?:(\d+)\b.*?\bhttp=\[?([^\s\]]+?)\]?:(\d+)")
+
+
+class Piped:
+    """A child process whose stdout and stderr are drained by threads (last lines kept)."""
+
+    def __init__(self, args, cwd, new_session: bool = False):
+        import collections
+        import subprocess
+        import threading
+        self.args = [str(a) for a in args]
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, cwd=str(cwd),
+                                     start_new_session=new_session)
+        self.out = collections.deque(maxlen=400)
+        self.err = collections.deque(maxlen=400)
+        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=self._drain, args=(stream, sink), daemon=True).start()
+
+    @staticmethod
+    def _drain(stream, sink):
+        for raw in iter(stream.readline, b""):
+            sink.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def text(self) -> str:
+        return "stdout:\n" + "\n".join(self.out) + "\nstderr:\n" + "\n".join(list(self.err)[-60:])
+
+    def stop(self, timeout: float = 10.0):
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        import subprocess
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class DemoProcess(Piped):
+    """`fleetmq demo` on loopback port 0; addresses from its `fleetmq listening` line."""
+
+    def __init__(self, binary, workdir, buses: int, timeout: float = 30.0):
+        from harness import wait_for
+        super().__init__([binary, "demo", "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                          "--buses", buses], workdir)
+
+        def listening():
+            for line in list(self.out):
+                m = _LISTENING.match(line)
+                if m:
+                    return m
+            return self.proc.poll() is not None
+        try:
+            m = wait_for(listening, timeout, "the demo's listening line")
+        except AssertionError:
+            self.stop()
+            raise
+        if m is True:
+            raise RuntimeError(f"fleetmq demo exited {self.proc.returncode}\n{self.text()}")
+        self.host, self.port = m.group(1), int(m.group(2))
+        self.http_host, self.http_port = m.group(3), int(m.group(4))

@@ -528,6 +528,7 @@ def test_a_client_that_never_reads_does_not_delay_others(fleetmq_factory):
                     break
         except (websocket.WebSocketException, OSError):
             pass
+        print(f"stalled client closed, close frame status {status}")
         assert status in (1013, None), status
     finally:
         watcher.close()
