@@ -243,7 +243,20 @@ pub fn match_point(
     let mut nearest: Option<Projection> = None;
     let mut local: Option<Projection> = None;
     let mut ahead: Option<Projection> = None;
+    // The first candidates, kept on the stack for the fallback below.
+    let blank = Projection {
+        corridor: 0,
+        segment: 0,
+        off_route_m: f64::INFINITY,
+        progress_m: 0.0,
+    };
+    let mut kept = [blank; 32];
+    let mut count = 0usize;
     for cand in candidates() {
+        if let Some(slot) = kept.get_mut(count) {
+            *slot = cand;
+        }
+        count += 1;
         let (d, prog) = (cand.off_route_m, cand.progress_m);
         if nearest.is_none_or(|n| d < n.off_route_m) {
             nearest = Some(cand);
@@ -267,10 +280,19 @@ pub fn match_point(
     if let Some(n) = nearest {
         // No usable previous match: the earliest pass among those about as near (a vehicle at a
         // terminus starts the corridor that begins there rather than the one that ends there; a
-        // route passing here twice is taken at its first pass). A second query, off the hot path.
-        let earliest = candidates()
-            .filter(|c| c.off_route_m <= n.off_route_m + SAME_PLACE_M)
-            .min_by(|a, b| a.progress_m.total_cmp(&b.progress_m));
+        // route passing here twice is taken at its first pass).
+        let near = |c: &Projection| c.off_route_m <= n.off_route_m + SAME_PLACE_M;
+        let earliest = if count <= kept.len() {
+            kept[..count]
+                .iter()
+                .copied()
+                .filter(near)
+                .min_by(|a, b| a.progress_m.total_cmp(&b.progress_m))
+        } else {
+            candidates()
+                .filter(near)
+                .min_by(|a, b| a.progress_m.total_cmp(&b.progress_m))
+        };
         return earliest.or(Some(n));
     }
     // Off every corridor: report the distance to the nearest segment.
@@ -389,5 +411,46 @@ mod tests {
         assert!(dist(p, [1000.0, 500.0]) < 1e-6 && (dir[1] - 1.0).abs() < 1e-9);
         let (p, _) = c.point_at(5000.0);
         assert!(dist(p, [1000.0, 1000.0]) < 1e-6);
+    }
+
+    fn corridor(id: &str, pts: &[[f64; 2]]) -> Corridor {
+        let f = frame();
+        let coords: Vec<(f64, f64)> = pts
+            .iter()
+            .map(|&p| {
+                let (la, lo) = f.to_geo(p);
+                (lo, la)
+            })
+            .collect();
+        Corridor::new(id.into(), 0, &coords, &f).unwrap()
+    }
+
+    #[test]
+    fn at_a_terminus_the_corridor_that_starts_there_wins() {
+        let a = corridor("A", &[[-1000.0, 0.0], [0.0, 0.0]]);
+        let b = corridor("B", &[[0.0, 3.0], [0.0, 1000.0]]);
+        let mut entries = a.entries(0);
+        entries.extend(b.entries(1));
+        let tree = RTree::bulk_load(entries);
+        let cs = [a, b];
+        let m = match_point(&tree, &cs, [1.0, 1.0], 50.0, &|_| 50.0, None).unwrap();
+        assert_eq!((m.corridor, m.progress_m.round()), (1, 0.0));
+    }
+
+    #[test]
+    fn a_short_loop_is_not_skipped() {
+        // 100 m east, a 20 m wide U-turn, 100 m back west 20 m north of the way out.
+        let c = corridor("U", &[[0.0, 0.0], [100.0, 0.0], [100.0, 20.0], [0.0, 20.0]]);
+        let tree = RTree::bulk_load(c.entries(0));
+        let cs = [c];
+        // On the way out at 50 m, having been at 40 m a second ago at 10 m/s: the way back
+        // (progress ~170 m, 20 m off) is beyond the look-ahead.
+        let prev = Some(Previous {
+            corridor: 0,
+            progress_m: 40.0,
+            lookahead_m: 60.0,
+        });
+        let m = match_point(&tree, &cs, [50.0, 11.0], 50.0, &|_| 50.0, prev).unwrap();
+        assert!((m.progress_m - 50.0).abs() < 0.5, "{}", m.progress_m);
     }
 }
