@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use geo::{BoundingRect, Contains, Intersects, MultiPolygon, Point, Rect};
 use rstar::RTree;
-use serde_json::{Value, json};
 
 use crate::corridor::{Corridor, CorridorStop, Previous, Projection, SegmentEntry, match_point};
 use crate::error::LoadError;
@@ -403,71 +402,5 @@ impl Network {
     /// Every segment's R-tree (for the bench).
     pub fn segment_tree(&self) -> &RTree<SegmentEntry> {
         &self.tree
-    }
-
-    /// Everything as one GeoJSON FeatureCollection (the format `from_geojson` reads).
-    pub fn routes_geojson(&self) -> Value {
-        let mut features = Vec::new();
-        for ri in 0..self.routes.len() {
-            self.route_features(ri, &mut features);
-        }
-        for g in &self.geofences {
-            let geometry = serde_json::to_value(geo_to_geojson(&g.area)).unwrap_or(Value::Null);
-            features.push(json!({"type": "Feature", "geometry": geometry,
-                "properties": {"geofence_id": g.id, "name": g.name}}));
-        }
-        json!({"type": "FeatureCollection", "features": features})
-    }
-
-    /// One route's lines and stops as a GeoJSON FeatureCollection.
-    pub fn route_geojson(&self, id: &str) -> Option<Value> {
-        let ri = self.route_index(id)?;
-        let mut features = Vec::new();
-        self.route_features(ri, &mut features);
-        Some(json!({"type": "FeatureCollection", "features": features}))
-    }
-
-    fn route_features(&self, ri: usize, out: &mut Vec<Value>) {
-        let r = &self.routes[ri];
-        let multi = r.corridors.len() > 1;
-        for &ci in &r.corridors {
-            let c = &self.corridors[ci];
-            let coords: Vec<[f64; 2]> = c.coords.iter().map(|&(lon, lat)| [lon, lat]).collect();
-            let mut props = json!({"route_id": r.id, "name": r.name, "shape_id": c.id,
-                "length_m": (c.length_m() * 10.0).round() / 10.0});
-            if let Some(w) = r.corridor_m {
-                props["corridor_m"] = json!(w);
-            }
-            out.push(json!({"type": "Feature", "properties": props,
-                "geometry": {"type": "LineString", "coordinates": coords}}));
-            for (seq, cs) in c.stops.iter().enumerate() {
-                let s = &self.stops[cs.stop];
-                let mut props =
-                    json!({"stop_id": s.id, "route_id": r.id, "name": s.name, "sequence": seq + 1});
-                if multi {
-                    props["shape_id"] = json!(c.id);
-                }
-                out.push(json!({"type": "Feature", "properties": props,
-                    "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]}}));
-            }
-        }
-    }
-}
-
-/// A MultiPolygon's GeoJSON geometry object.
-fn geo_to_geojson(area: &MultiPolygon<f64>) -> Value {
-    let ring = |ls: &geo::LineString<f64>| ls.coords().map(|c| [c.x, c.y]).collect::<Vec<_>>();
-    let polys: Vec<Vec<Vec<[f64; 2]>>> = area
-        .iter()
-        .map(|p| {
-            std::iter::once(ring(p.exterior()))
-                .chain(p.interiors().iter().map(ring))
-                .collect()
-        })
-        .collect();
-    if polys.len() == 1 {
-        json!({"type": "Polygon", "coordinates": polys[0]})
-    } else {
-        json!({"type": "MultiPolygon", "coordinates": polys})
     }
 }
