@@ -8,6 +8,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::map_response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -133,7 +136,27 @@ pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router 
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(map_response(json_errors))
         .with_state(state)
+}
+
+/// Gives the plain-text 408 and 413 answers of the tower-http layers the JSON error body that
+/// every other error has.
+async fn json_errors(res: Response) -> Response {
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    match res.status() {
+        StatusCode::REQUEST_TIMEOUT if !is_json => {
+            AppError::Timeout("the request took too long".into()).into_response()
+        }
+        StatusCode::PAYLOAD_TOO_LARGE if !is_json => {
+            AppError::PayloadTooLarge("the request body is too large".into()).into_response()
+        }
+        _ => res,
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then tells stream clients to close (1001),

@@ -27,6 +27,9 @@ pub enum AppError {
     /// Body larger than the configured limit: 413 `PAYLOAD_TOO_LARGE`.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request did not finish within the configured time: 408 `TIMEOUT`.
+    #[error("{0}")]
+    Timeout(String),
     /// The broker cannot serve this now: 503 `UNAVAILABLE`.
     #[error("{0}")]
     Unavailable(String),
@@ -43,6 +46,7 @@ impl AppError {
             AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            AppError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "TIMEOUT"),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }

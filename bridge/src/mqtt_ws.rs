@@ -42,7 +42,8 @@ pub async fn handler(
     Peer(peer): Peer,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ws = ws.protocols(["mqtt"]);
+    // `mqttv3.1` is what MQTT 3.1 clients ask for; Mosquitto accepts it too.
+    let ws = ws.protocols(["mqtt", "mqttv3.1"]);
     if ws.selected_protocol().is_none() {
         return AppError::BadRequest("MQTT over WebSocket needs the subprotocol \"mqtt\"".into())
             .into_response();

@@ -239,6 +239,8 @@ async fn ping_reaches_the_port() {
     let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(100_000));
     let (status, text) = call(&app, post("/api/v1/vehicles/bus-7/ping", &big)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("a JSON error body for 413 too");
+    assert_eq!(v["error"]["code"], "PAYLOAD_TOO_LARGE");
     assert_eq!(
         port.pings.lock().expect("lock").len(),
         1,
@@ -471,4 +473,23 @@ async fn mqtt_over_websocket_round_trip_through_the_port() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_request_over_the_timeout_gets_408_json() {
+    let hub = Hub::new(HubConfig::default());
+    let port = Arc::new(FakePort::default());
+    port.track_hangs
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let config = BridgeConfig {
+        request_timeout: Duration::from_millis(100),
+        ..BridgeConfig::default()
+    };
+    let app = fleetmq_bridge::app(hub.clone(), port, config);
+    hub.push_state(state("bus-1", -16.92, 145.77, None, None, 1));
+    let (status, v) = get(&app, "/api/v1/vehicles/bus-1/track").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::REQUEST_TIMEOUT, Some("TIMEOUT"))
+    );
 }

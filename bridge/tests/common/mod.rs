@@ -31,6 +31,8 @@ pub struct FakePort {
     /// When set, requests need a token: `operator` reads everything, `rider-{route}` reads the
     /// vehicles on that route and may not ping, anything else is refused.
     pub auth: std::sync::atomic::AtomicBool,
+    /// When set, `track` never answers (to exercise the request timeout).
+    pub track_hangs: std::sync::atomic::AtomicBool,
 }
 
 /// A rider's access: the vehicles of one route.
@@ -94,6 +96,9 @@ impl BrokerPort for FakePort {
         from: i64,
         to: i64,
     ) -> BoxFuture<'static, Option<Result<Vec<Value>, PortError>>> {
+        if self.track_hangs.load(std::sync::atomic::Ordering::Relaxed) {
+            return Box::pin(std::future::pending());
+        }
         let fixes = self.track.lock().expect("lock").clone();
         Box::pin(async move {
             fixes.map(|v| {
