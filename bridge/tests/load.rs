@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_with_1013_and_others_are_not_delayed() {
     let config = HubConfig {
-        slow_client_timeout: Duration::from_secs(2),
+        slow_client_timeout: Duration::from_secs(3),
         ..HubConfig::default()
     };
     let s = start(config).await;
@@ -68,10 +68,12 @@ async fn a_client_that_never_reads_is_closed_with_1013_and_others_are_not_delaye
             }
         }
         worst = worst.max(sent.elapsed());
+        // Paces the feed at about 10 rounds a second (a rate, not a wait for a condition).
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!("slow client closed after {round} rounds; worst probe latency {worst:?}");
     assert!(
-        worst < Duration::from_secs(1),
+        worst < Duration::from_millis(1500),
         "fast client delayed by {worst:?}"
     );
 
