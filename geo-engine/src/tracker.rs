@@ -152,11 +152,12 @@ impl Tracker {
         }
         self.jitter.forwarded(&fix);
         let mut events = Vec::new();
-        if resuming {
-            self.offline = false;
-            events.push(self.event(EventKind::Online, fix.ts, fix.lat, fix.lon));
-        }
         self.declare(net, &fix, &mut events);
+        if resuming {
+            // After `declare`, so the event carries the route and trip of this fix.
+            self.offline = false;
+            events.insert(0, self.event(EventKind::Online, fix.ts, fix.lat, fix.lon));
+        }
 
         // Smooth.
         let (lat, lon, vel) = self.smooth(&fix, cfg);
@@ -168,6 +169,12 @@ impl Tracker {
 
         // Match and events.
         let m = self.match_route(net, cfg, lat, lon, fix.ts, speed_now, &mut events);
+        if self.route.is_none() {
+            // A vehicle that declared no route: its events name the route it was matched to.
+            for e in events.iter_mut().filter(|e| e.route.is_none()) {
+                e.route.clone_from(&m.route);
+            }
+        }
         for c in self.geofences.update(net, lat, lon) {
             let (kind, id) = match c {
                 Crossing::Enter(id) => (EventKind::GeofenceEnter, id),

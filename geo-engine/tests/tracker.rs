@@ -193,15 +193,21 @@ fn vehicle_without_route_matches_any_route() {
     );
     let mut t = Tracker::new("van");
     let mut on = 0;
+    let mut arrivals = 0;
     for f in &trace {
-        if let Ok(Outcome::Forwarded { state, .. }) =
+        if let Ok(Outcome::Forwarded { state, events }) =
             t.process(&net, &cfg, f.fix.clone(), f.sent_ms)
         {
             assert!(state.route.is_some() && state.off_route_m.is_some());
             on += usize::from(state.on_route == Some(true));
+            for e in events.iter().filter(|e| e.kind == EventKind::StopArrival) {
+                assert_eq!(e.route.as_deref(), Some("140"));
+                arrivals += 1;
+            }
         }
     }
     assert!(on > 100);
+    assert!(arrivals > 10, "{arrivals} arrivals");
 }
 
 #[test]
