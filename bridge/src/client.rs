@@ -7,7 +7,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -366,23 +365,6 @@ impl Client {
         } else {
             Ok(Batch::Messages { msgs, oldest })
         }
-    }
-}
-
-/// Counts a client in a gauge for as long as it lives.
-pub struct Gauge<'a>(&'a AtomicU64);
-
-impl<'a> Gauge<'a> {
-    /// Adds one now, subtracts it on drop.
-    pub fn hold(g: &'a AtomicU64) -> Gauge<'a> {
-        inc(g);
-        Gauge(g)
-    }
-}
-
-impl Drop for Gauge<'_> {
-    fn drop(&mut self) {
-        crate::metrics::dec(self.0);
     }
 }
 

@@ -128,3 +128,20 @@ impl Metrics {
         }
     }
 }
+
+/// Counts a client in a gauge for as long as it lives.
+pub(crate) struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    /// Adds one now, subtracts it on drop.
+    pub(crate) fn hold(g: &'a AtomicU64) -> Gauge<'a> {
+        inc(g);
+        Gauge(g)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        dec(self.0);
+    }
+}

@@ -13,8 +13,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::app::AppState;
-use crate::client::Gauge;
 use crate::error::AppError;
+use crate::metrics::Gauge;
 
 /// Bytes buffered in each direction between the WebSocket and the broker.
 const PIPE_BYTES: usize = 64 * 1024;

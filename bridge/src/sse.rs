@@ -15,10 +15,11 @@ use tokio::sync::mpsc;
 
 use crate::app::{AppState, ShutdownSignal};
 use crate::auth::Caller;
-use crate::client::{CloseReason, Gauge, Outgoing};
+use crate::client::{CloseReason, Outgoing};
 use crate::error::AppError;
 use crate::filter::Criteria;
 use crate::grid::Bbox;
+use crate::metrics::Gauge;
 use crate::pump::{Outlet, pump};
 use crate::session::SubSpec;
 

@@ -17,8 +17,9 @@ use tokio::time::Instant;
 
 use crate::app::{AppState, ShutdownSignal};
 use crate::auth::Caller;
-use crate::client::{CloseReason, Gauge, Outgoing};
+use crate::client::{CloseReason, Outgoing};
 use crate::hub::Hub;
+use crate::metrics::Gauge;
 use crate::protocol::{Op, ProtoError, parse};
 use crate::pump::{Ending, Outlet, pump};
 use crate::session::Session;
