@@ -364,8 +364,10 @@
   function drawVehicles(now) {
     let drawn = 0;
     const pulse = 0.5 + 0.5 * Math.sin(now / 250);
-    const order = [...vehicles.values()].sort((a, b) => (isOffRoute(a.s) - isOffRoute(b.s)) || (a.s.vehicle === selected) - (b.s.vehicle === selected));
-    for (const v of order) {
+    // Three passes instead of a sort per frame: off-route vehicles and the selected one on top.
+    const layer = v => (v.s.vehicle === selected ? 2 : isOffRoute(v.s) ? 1 : 0);
+    for (let pass = 0; pass < 3; pass++) for (const v of vehicles.values()) {
+      if (layer(v) !== pass) continue;
       const p = toScreen(displayPos(v, now));
       if (p.x < -20 || p.y < -20 || p.x > view.w + 20 || p.y > view.h + 20) continue;
       const s = v.s;

@@ -493,3 +493,45 @@ async fn a_request_over_the_timeout_gets_408_json() {
         (StatusCode::REQUEST_TIMEOUT, Some("TIMEOUT"))
     );
 }
+
+#[tokio::test]
+async fn map_page_and_its_config() {
+    let (app, _, _) = setup();
+    let (status, html) = call(
+        &app,
+        Request::get("/").body(Body::empty()).expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("<canvas") && html.contains("/map.js"),
+        "{html}"
+    );
+    let (status, js) = call(
+        &app,
+        Request::get("/map.js")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        js.contains("__fleetmq") && !js.contains("http://") && !js.contains("https://"),
+        "no third-party script"
+    );
+    assert_eq!(
+        get(&app, "/map/config.json").await,
+        (StatusCode::OK, json!({"tile_url": null}))
+    );
+    let config = BridgeConfig {
+        tile_url: Some("https://tiles.example/{z}/{x}/{y}.png".into()),
+        ..BridgeConfig::default()
+    };
+    let app = fleetmq_bridge::app(
+        Hub::new(HubConfig::default()),
+        Arc::new(FakePort::default()),
+        config,
+    );
+    let (_, v) = get(&app, "/map/config.json").await;
+    assert_eq!(v["tile_url"], "https://tiles.example/{z}/{x}/{y}.png");
+}
