@@ -22,7 +22,6 @@
 //! - `app`: [`BridgeConfig`], [`app()`], [`serve`].
 //! - `error`: [`AppError`], the one HTTP error type.
 //! - `metrics`: the bridge's counters.
-
 //!
 //! # Protocol details (where SPEC §7 is silent)
 //! - `subscribe` criteria combine: `{"route":"M10","bbox":[...]}` selects vehicles matching both.
