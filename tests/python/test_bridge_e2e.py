@@ -417,7 +417,10 @@ def _read_frames(conns, want, deadline):
             for key, _ in sel.select(timeout=0.5):
                 i = key.data
                 try:
-                    msg = json.loads(conns[i].recv())
+                    opcode, data = conns[i].recv_data(control_frame=True)  # pings answered
+                    if opcode != websocket.ABNF.OPCODE_TEXT:
+                        continue
+                    msg = json.loads(data)
                 except (websocket.WebSocketException, OSError, ValueError):
                     sel.unregister(key.fileobj)
                     continue
