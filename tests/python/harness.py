@@ -12,11 +12,13 @@ import socket
 import subprocess
 import threading
 import time
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
 
-LISTENING = re.compile(r"^fleetmq listening mqtt=(\S+):(\d+) http=(\S+):(\d+)\s*$")
+# `fleetmq listening mqtt=IP:PORT http=IP:PORT` and possibly more `name=IP:PORT` (mqtts=...).
+LISTENING = re.compile(r"^fleetmq listening ((?:\s*\w+=\S+:\d+)+)\s*$")
+ADDR = re.compile(r"(\w+)=(?:\[([^\]]+)\]|([^\s:\[]+)):(\d+)")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
@@ -87,14 +89,14 @@ class BrokerProcess:
     _recent: collections.deque = collections.deque(maxlen=4)
 
     def __init__(self, proc: subprocess.Popen, stdout: _LineReader, stderr: _LineReader,
-                 host: str, port: int, http_host: str, http_port: int, args: List[str]):
+                 listeners: Dict[str, Tuple[str, int]], args: List[str]):
         self.proc = proc
         self._stdout = stdout
         self._stderr = stderr
-        self.host = host
-        self.port = port
-        self.http_host = http_host
-        self.http_port = http_port
+        #: Every listener the line names: {"mqtt": (host, port), "http": ..., "mqtts": ...}.
+        self.listeners = listeners
+        self.host, self.port = listeners["mqtt"]
+        self.http_host, self.http_port = listeners["http"]
         self.args = args
 
     @classmethod
@@ -114,9 +116,13 @@ class BrokerProcess:
                     f"fleetmq did not print its listening line (exit {proc.returncode})\n"
                     f"args: {args}\nstdout:\n{out.text()}\nstderr:\n{err.text()}")
             time.sleep(0.01)
-        m = out.first_match
-        return cls(proc, out, err, m.group(1).strip("[]"), int(m.group(2)),
-                   m.group(3).strip("[]"), int(m.group(4)), args)
+        listeners = {name: (v6 or v4, int(port))
+                     for name, v6, v4, port in ADDR.findall(out.first_match.group(1))}
+        if "mqtt" not in listeners or "http" not in listeners:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"listening line without mqtt= and http=: {out.first_match.group(0)}")
+        return cls(proc, out, err, listeners, args)
 
     @property
     def addr(self):

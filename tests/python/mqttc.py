@@ -51,7 +51,10 @@ class Client:
     """One paho client running its network loop on a thread."""
 
     def __init__(self, addr: Tuple[str, int], client_id: str = "", protocol: int = V5,
-                 manual_ack: bool = False):
+                 manual_ack: bool = False, transport: str = "tcp", ws_path: str = "/mqtt",
+                 tls_ca: Optional[str] = None):
+        """`transport` "websockets" speaks MQTT over WebSocket at `ws_path`; `tls_ca` (a PEM CA
+        file) turns on TLS."""
         self.addr = addr
         self.protocol = protocol
         self.client_id = client_id
@@ -63,16 +66,24 @@ class Client:
         self._unsubacks: Dict[int, Tuple] = {}
         self._pubacks: Dict[int, Tuple] = {}
         self.manual_ack = manual_ack
+        self.transport = transport
+        self.ws_path = ws_path
+        self.tls_ca = tls_ca
         self.paho: Optional[mqtt.Client] = None
 
     def _new_paho(self, clean_start: bool) -> mqtt.Client:
         if self.protocol == V5:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=V5, manual_ack=self.manual_ack)
+                                 protocol=V5, manual_ack=self.manual_ack,
+                                 transport=self.transport)
         else:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                  clean_session=clean_start, protocol=self.protocol,
-                                 manual_ack=self.manual_ack)
+                                 manual_ack=self.manual_ack, transport=self.transport)
+        if self.transport == "websockets":
+            client.ws_set_options(path=self.ws_path)
+        if self.tls_ca is not None:
+            client.tls_set(ca_certs=self.tls_ca)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
