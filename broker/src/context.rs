@@ -46,6 +46,9 @@ pub struct Context {
     pub auth: Arc<Authenticator>,
     pub acl: Arc<Acl>,
     pub ingest: Arc<Ingest>,
+    /// The Redis store when `--redis` is set (SOS persistence, `/track`, readiness); set once,
+    /// before any connection is accepted.
+    pub persist: std::sync::OnceLock<Arc<crate::persist::Store>>,
     next_conn: AtomicU64,
 }
 
@@ -67,6 +70,7 @@ impl Context {
             auth,
             acl,
             ingest,
+            persist: std::sync::OnceLock::new(),
             next_conn: AtomicU64::new(1),
         }
     }

@@ -51,18 +51,36 @@ impl BrokerPort for BridgePort {
 
     fn write_metrics(&self, out: &mut String) {
         self.ctx.metrics.render(out);
+        if let Some(store) = self.ctx.persist.get() {
+            store.render_metrics(out);
+        }
     }
 
     fn readiness(&self) -> Readiness {
         if self.ctx.shutdown.is_cancelled() {
             Readiness::NotReady("shutting down".into())
+        } else if self.ctx.persist.get().is_some_and(|s| !s.is_up()) {
+            Readiness::Degraded("redis is down: latest states are kept in memory and written when it returns".into())
         } else {
             Readiness::Ready
         }
     }
 
-    fn track(&self, _vehicle: &str, _from_ms: i64, _to_ms: i64) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>> {
-        Box::pin(async { None })
+    fn track(&self, vehicle: &str, from_ms: i64, to_ms: i64) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>> {
+        // Redis down: the bridge serves its in-memory ring instead of an error.
+        let Some(store) = self.ctx.persist.get().filter(|s| s.is_up()) else {
+            return Box::pin(async { None });
+        };
+        let read = store.track(vehicle, from_ms, to_ms);
+        Box::pin(async move {
+            match read.await {
+                Ok(fixes) => Some(Ok(fixes)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis track read failed; serving the in-memory ring");
+                    None
+                }
+            }
+        })
     }
 }
 

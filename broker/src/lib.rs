@@ -10,6 +10,7 @@
 //! - `http`: the broker's side of the HTTP bridge.
 //! - `routes`: reading the route network file.
 //! - `ingest`: location updates through geo-engine, processed state back out.
+//! - `persist`: Redis snapshots, restore on start, the track and the SOS log (SPEC §8).
 //! - `connection`: one client connection: handshake, inbound packets, the writer.
 //! - `context`: what connections share (router channel, limits, metrics, shutdown).
 //! - `router`: the single owner of sessions, subscriptions and retained messages.
@@ -29,6 +30,7 @@ pub mod ingest;
 mod listener;
 mod message;
 pub mod metrics;
+pub mod persist;
 mod router;
 pub mod routes;
 pub mod server;

@@ -33,6 +33,8 @@ pub struct Broker {
     auth: Arc<Authenticator>,
     acl: Arc<Acl>,
     network: Arc<Network>,
+    /// `--redis`: the store and the state it restored, replayed in `run`.
+    persist: Option<crate::persist::Startup>,
 }
 
 fn config_error(e: impl std::fmt::Display) -> Error {
@@ -85,6 +87,8 @@ impl Broker {
         let network = Arc::new(routes::load(config.routes.as_deref())?);
         let mqtt = bind("mqtt", config.mqtt).await?;
         let http = bind("http", config.http).await?;
+        // After binding (a port in use fails fast), before accepting (restore comes first).
+        let persist = crate::persist::Startup::open(&config).await?;
         Ok(Broker {
             config,
             mqtt,
@@ -93,6 +97,7 @@ impl Broker {
             auth,
             acl,
             network,
+            persist,
         })
     }
 
@@ -127,7 +132,9 @@ impl Broker {
         let ingest = Arc::new(Ingest::new(
             self.network.clone(),
             PipelineConfig::default(),
-            vec![Arc::new(HubSink(hub.clone()))],
+            std::iter::once(Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>)
+                .chain(self.persist.as_ref().map(|p| p.store().sink()))
+                .collect(),
             self.metrics.clone(),
         ));
         let ctx = Arc::new(Context::new(
@@ -140,6 +147,15 @@ impl Broker {
             ingest.clone(),
         ));
         let router_task = tokio::spawn(router.run(token.clone().cancelled_owned()));
+        // Restored state goes into ingest, the hub and the retained tree before any listener
+        // accepts.
+        let store = match self.persist {
+            Some(p) => {
+                let _ = ctx.persist.set(p.store().clone());
+                Some(p.replay(&ingest, &router_tx).await)
+            }
+            None => None,
+        };
         let accept = tokio::spawn(listener::run(
             ctx.clone(),
             self.mqtt,
@@ -164,6 +180,10 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         while self.metrics.connections.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Flush Redis last, after connections stopped producing state.
+        if let Some(store) = store {
+            store.close().await;
         }
         Ok(())
     }

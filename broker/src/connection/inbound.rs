@@ -229,6 +229,11 @@ impl Inbound {
                 }
             }
             Some(DriverTopic::Sos(vehicle)) => {
+                // Persisted before anyone (hub, subscribers) is notified; the PUBACK below
+                // waits for it too: at most 2 s, then the SOS is delivered anyway.
+                if let Some(store) = self.ctx.persist.get() {
+                    store.sos(vehicle, &message.payload).await;
+                }
                 let event = self.ctx.ingest.sos(vehicle, &message.payload);
                 self.router(RouterMsg::Publish { message: event, qos2_pkid: None }).await;
             }

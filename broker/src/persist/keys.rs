@@ -1,0 +1,116 @@
+//! Redis key names (SPEC §8) and the cluster hash slot of a key.
+//!
+//! # Key scheme
+//! | key | type | written by |
+//! |---|---|---|
+//! | `fleetmq:vehicle:{id}` | hash: `state` (VehicleState JSON), `tracker` (geo-engine `Tracker` JSON, filter state included); `PEXPIRE` state TTL | writer |
+//! | `fleetmq:geo` | geo set, member `{id}` | writer |
+//! | `fleetmq:track:{id}` | stream, entry id `{ts}-0` (device time of the fix), field `state`; `MAXLEN ~ 10000` | writer |
+//! | `fleetmq:sos` | stream, `*` ids, fields `vehicle`, `ts`, `payload`; `MAXLEN ~ 100000` | SOS log |
+//!
+//! `{id}` is the vehicle id itself, with no braces: these are the names SPEC §8 publishes to
+//! integrators, so they stay as written. We deliberately add no hash tag: a tag (say
+//! `fleetmq:vehicle:{bus-12}`) would put a vehicle's hash and stream in one slot, but would also
+//! change the names others read. Nothing needs them co-located, because no command touches two
+//! keys and the writer never uses MULTI. For Redis Cluster, where one pipeline must stay within
+//! one slot, the writer already tags every command with [`slot`] of its key and orders a batch by
+//! slot ([`super::writer`]), so a cluster connection can send one pipeline per slot run; on a
+//! single node the runs are simply concatenated. `fleetmq:geo` and `fleetmq:sos` are single
+//! keys, one slot each.
+
+/// Prefix of the per-vehicle state hashes.
+pub const VEHICLE_PREFIX: &str = "fleetmq:vehicle:";
+/// SCAN pattern matching every vehicle hash.
+pub const VEHICLE_PATTERN: &str = "fleetmq:vehicle:*";
+/// Geo set of every vehicle's latest position.
+pub const GEO: &str = "fleetmq:geo";
+/// Stream of SOS messages.
+pub const SOS: &str = "fleetmq:sos";
+/// Hash fields.
+pub const FIELD_STATE: &str = "state";
+pub const FIELD_TRACKER: &str = "tracker";
+/// Approximate length cap of each vehicle's track stream.
+pub const TRACK_MAXLEN: usize = 10_000;
+/// Approximate length cap of the SOS stream.
+pub const SOS_MAXLEN: usize = 100_000;
+
+/// `fleetmq:vehicle:{id}`.
+pub fn vehicle(id: &str) -> String {
+    format!("{VEHICLE_PREFIX}{id}")
+}
+
+/// `fleetmq:track:{id}`.
+pub fn track(id: &str) -> String {
+    format!("fleetmq:track:{id}")
+}
+
+/// The vehicle id of a `fleetmq:vehicle:{id}` key.
+pub fn vehicle_id(key: &str) -> Option<&str> {
+    key.strip_prefix(VEHICLE_PREFIX).filter(|id| !id.is_empty())
+}
+
+/// Number of hash slots of a Redis Cluster.
+pub const SLOTS: u16 = 16384;
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag (the
+/// text between the first `{` and the next `}`, when not empty), modulo 16384.
+///
+/// # References
+/// Redis Cluster specification, "Keys distribution model".
+pub fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match bytes.iter().position(|&b| b == b'{') {
+        Some(open) => match bytes[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    crc16(hashed) % SLOTS
+}
+
+/// CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0.
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc16_check_value() {
+        // The standard check value of CRC16/XMODEM.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+    }
+
+    #[test]
+    fn slots_match_redis() {
+        // Values given by `CLUSTER KEYSLOT` in the Redis documentation.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("somekey"), 11058);
+        // A hash tag hashes only the tag; an empty tag hashes the whole key.
+        assert_eq!(slot("{user1000}.following"), slot("user1000"));
+        assert_eq!(slot("foo{}{bar}"), crc16(b"foo{}{bar}") % SLOTS);
+    }
+
+    #[test]
+    fn key_names() {
+        assert_eq!(vehicle("bus-12"), "fleetmq:vehicle:bus-12");
+        assert_eq!(track("bus-12"), "fleetmq:track:bus-12");
+        assert_eq!(vehicle_id("fleetmq:vehicle:bus-12"), Some("bus-12"));
+        assert_eq!(vehicle_id("fleetmq:vehicle:"), None);
+        assert_eq!(vehicle_id("other"), None);
+    }
+}

@@ -1,0 +1,330 @@
+//! Redis persistence (SPEC §8): write-behind snapshots of every vehicle's processed state and
+//! tracker, restore on start, the processed track for `/track`, and the SOS log.
+//!
+//! [`Store`] is the handle the server holds. Processed state reaches it through [`RedisSink`]
+//! (a [`StateSink`]) that only fills a bounded buffer; its own tasks talk to Redis. Redis being
+//! down never stops the broker: state waits in bounded memory and is written once Redis is back.
+//!
+//! # Layout
+//! - `keys`: key names, the key scheme and hash slots (read this for the cluster plan).
+//! - `pending`: the bounded latest-wins buffer between ingest and the writer.
+//! - `writer`: the write-behind task (pipelined batches every 100 ms, reconnect with backoff).
+//! - `restore`: reading every vehicle back on start.
+//! - `sos`: the SOS log, persisted before anyone is notified.
+//! - `stats`: `fleetmq_redis_*` metrics.
+
+pub mod keys;
+mod pending;
+mod restore;
+mod sos;
+mod stats;
+mod writer;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use geo_engine::{Event, Tracker, VehicleState};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::{Ingest, StateSink, now_ms};
+use crate::router::RouterMsg;
+use crate::{Config, Error};
+use pending::Pending;
+pub use restore::Restored;
+use sos::{SOS_WAIT, SosQueue, SosRecord};
+use stats::Stats;
+
+/// Vehicles the write-behind buffer holds at most (one entry each, latest wins).
+pub const MAX_PENDING_VEHICLES: usize = 1_000_000;
+/// Track points the write-behind buffer holds at most, all vehicles together.
+pub const MAX_PENDING_TRACK_POINTS: usize = 500_000;
+/// Entries `/track` returns at most (the newest ones).
+const TRACK_READ_MAX: usize = 10_000;
+
+/// Why Redis could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// `--redis` is not a usable URL.
+    #[error("invalid --redis URL {url:?}: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A Redis round trip failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// What the tasks and the handles share.
+pub(crate) struct Shared {
+    /// Multiplexed and reconnecting; clones share one connection.
+    conn: ConnectionManager,
+    pending: Pending,
+    sos: SosQueue,
+    stats: Stats,
+    /// `PEXPIRE` of each vehicle hash, milliseconds.
+    ttl_ms: u64,
+    /// Cancelled by [`Store::close`].
+    stop: CancellationToken,
+}
+
+impl Shared {
+    /// Records Redis's health, logging transitions once.
+    fn mark_up(&self, up: bool) {
+        let was = self.stats.up.swap(up, Relaxed);
+        match (was, up) {
+            (false, true) => tracing::info!(pending = self.pending.len(), "redis is up"),
+            (true, false) => tracing::warn!(
+                "redis is down: serving on, keeping the latest state per vehicle in memory"
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// The Redis store: cheap to share behind an `Arc`.
+pub struct Store {
+    shared: Arc<Shared>,
+    /// The writer and SOS tasks, joined by [`Store::close`].
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// A store for `url` whose vehicle hashes expire after `ttl`. Connects lazily: Redis being
+    /// down now is not an error.
+    ///
+    /// # Errors
+    /// [`PersistError::Url`] when `url` is not a Redis URL.
+    pub fn open(url: &str, ttl: Duration) -> Result<Store, PersistError> {
+        let url_error = |source| PersistError::Url {
+            url: url.to_owned(),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(url_error)?;
+        // Fail fast and let our own loops back off: a request while Redis is down returns at
+        // once instead of queueing behind the manager's retries.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(url_error)?;
+        let shared = Shared {
+            conn,
+            pending: Pending::new(MAX_PENDING_VEHICLES, MAX_PENDING_TRACK_POINTS),
+            sos: SosQueue::default(),
+            stats: Stats::default(),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+            stop: CancellationToken::new(),
+        };
+        Ok(Store {
+            shared: Arc::new(shared),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Reads every vehicle's tracker back (call before accepting connections).
+    ///
+    /// # Errors
+    /// Redis is down or went away during the restore.
+    pub async fn restore(&self) -> Result<Restored, PersistError> {
+        let mut conn = self.shared.conn.clone();
+        match restore::load(&mut conn, MAX_PENDING_VEHICLES, now_ms()).await {
+            Ok(r) => {
+                self.shared.mark_up(true);
+                Ok(r)
+            }
+            Err(e) => {
+                self.shared.mark_up(false);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The sink to give ingest: it buffers and never blocks.
+    pub fn sink(&self) -> Arc<dyn StateSink> {
+        Arc::new(RedisSink(self.shared.clone()))
+    }
+
+    /// Starts the writer and SOS tasks (on the current tokio runtime).
+    pub fn start(&self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if tasks.is_empty() {
+            tasks.push(tokio::spawn(writer::run(self.shared.clone())));
+            tasks.push(tokio::spawn(sos::run(self.shared.clone())));
+        }
+    }
+
+    /// Stops the tasks after a final flush of everything buffered (bounded in time).
+    pub async fn close(&self) {
+        self.shared.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Whether the last round trip to Redis succeeded.
+    pub fn is_up(&self) -> bool {
+        self.shared.stats.up.load(Relaxed)
+    }
+
+    /// Persists an SOS from `vehicle`: resolves `true` once Redis has it, or `false` after
+    /// [`SOS_WAIT`] (the SOS stays queued and is written when Redis is back).
+    pub async fn sos(&self, vehicle: &str, payload: &[u8]) -> bool {
+        let (done, acked) = oneshot::channel();
+        self.shared.sos.push(SosRecord {
+            vehicle: vehicle.to_owned(),
+            ts: now_ms(),
+            payload: payload.to_vec(),
+            done: Some(done),
+        });
+        let persisted = matches!(tokio::time::timeout(SOS_WAIT, acked).await, Ok(Ok(())));
+        if !persisted {
+            self.shared.stats.sos_unpersisted.fetch_add(1, Relaxed);
+            tracing::warn!(
+                vehicle,
+                "SOS not acknowledged by Redis within 2 s: delivering it anyway, will write it when Redis is back"
+            );
+        }
+        persisted
+    }
+
+    /// The processed track of `vehicle` with `from_ms <= ts <= to_ms`, oldest first, at most the
+    /// newest [`TRACK_READ_MAX`] entries. The future owns what it needs.
+    ///
+    /// # Errors
+    /// Redis is down or refused the read.
+    pub fn track(
+        &self,
+        vehicle: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = Result<Vec<serde_json::Value>, PersistError>> + Send + 'static {
+        let mut conn = self.shared.conn.clone();
+        let key = keys::track(vehicle);
+        async move {
+            let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XREVRANGE")
+                .arg(&key)
+                .arg(to_ms.max(0))
+                .arg(from_ms.max(0))
+                .arg("COUNT")
+                .arg(TRACK_READ_MAX)
+                .query_async(&mut conn)
+                .await?;
+            let mut fixes: Vec<serde_json::Value> = entries
+                .into_iter()
+                .filter_map(|(_, fields)| {
+                    let (_, json) = fields.into_iter().find(|(f, _)| f == keys::FIELD_STATE)?;
+                    serde_json::from_slice(&json).ok()
+                })
+                .collect();
+            fixes.reverse();
+            Ok(fixes)
+        }
+    }
+
+    /// Appends the `fleetmq_redis_*` metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        let pending = self.shared.pending.len() + self.shared.sos.len();
+        self.shared
+            .stats
+            .render(out, pending, self.shared.pending.dropped.load(Relaxed));
+    }
+}
+
+/// The store as the server starts it: opened and restored in `Broker::bind`, replayed into
+/// ingest and the router in `Broker::run` before any listener accepts.
+pub struct Startup {
+    store: Arc<Store>,
+    /// Trackers read back from Redis, not yet handed to ingest.
+    restored: Vec<Tracker>,
+}
+
+impl Startup {
+    /// Opens `--redis` (if set) and reads every vehicle back. Redis being down is not an error:
+    /// the broker serves without restored state and writes once Redis is back.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a malformed URL.
+    pub async fn open(config: &Config) -> Result<Option<Startup>, Error> {
+        let Some(url) = config.redis.as_deref() else {
+            return Ok(None);
+        };
+        let store = Store::open(url, config.state_ttl).map_err(|e| Error::Config(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let restored = match store.restore().await {
+            Ok(r) => {
+                tracing::info!(
+                    vehicles = r.trackers.len(),
+                    skipped = r.skipped,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "redis: state restored"
+                );
+                r.trackers
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "redis unavailable at start: serving without restored state, retrying in the background");
+                Vec::new()
+            }
+        };
+        Ok(Some(Startup {
+            store: Arc::new(store),
+            restored,
+        }))
+    }
+
+    /// The store handle (for the connection context and the HTTP side).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Puts the restored trackers into `ingest` (which feeds the bridge's hub), routes their
+    /// retained `vehicles/{id}`, then starts the writer. Call before accepting connections.
+    pub async fn replay(
+        self,
+        ingest: &Ingest,
+        router: &tokio::sync::mpsc::Sender<RouterMsg>,
+    ) -> Arc<Store> {
+        for tracker in self.restored {
+            for message in ingest.restore(tracker) {
+                if router
+                    .send(RouterMsg::Publish {
+                        message,
+                        qos2_pkid: None,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        self.store.start();
+        self.store
+    }
+}
+
+/// Feeds processed state into the write-behind buffer.
+pub struct RedisSink(Arc<Shared>);
+
+impl StateSink for RedisSink {
+    fn state(&self, state: &Arc<VehicleState>) {
+        self.0.pending.state(state);
+    }
+
+    fn event(&self, _event: &Arc<Event>) {}
+
+    fn snapshot(&self, tracker: &Tracker) {
+        self.0.pending.snapshot(tracker);
+    }
+
+    /// Restored states came from Redis: nothing to write back.
+    fn restored(&self, _state: &Arc<VehicleState>) {}
+}

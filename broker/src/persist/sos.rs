@@ -1,0 +1,129 @@
+//! The SOS log: `fleet/{id}/sos` is appended to `fleetmq:sos` (`XADD ... MAXLEN ~ 100000 *`)
+//! before anyone is notified. The connection waits for Redis's acknowledgement for at most
+//! [`SOS_WAIT`]; after that the SOS is delivered anyway and stays queued here, bounded by
+//! [`SOS_QUEUE`], until Redis is back and it is written.
+//!
+//! SOS messages have their own task so an emergency never queues behind a large state flush.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::{Notify, oneshot};
+
+use super::Shared;
+use super::keys;
+use super::writer::{MAX_BACKOFF, MIN_BACKOFF};
+
+/// Longest a driver's SOS waits for Redis before it is published unpersisted.
+pub const SOS_WAIT: Duration = Duration::from_secs(2);
+/// SOS messages kept while Redis is down; beyond it the oldest is dropped (and logged).
+pub const SOS_QUEUE: usize = 10_000;
+
+/// One SOS waiting to be written.
+#[derive(Debug)]
+pub struct SosRecord {
+    pub vehicle: String,
+    /// Broker clock when it arrived, Unix ms.
+    pub ts: i64,
+    pub payload: Vec<u8>,
+    /// Told when written; the waiting connection may have given up (receiver dropped).
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// The bounded queue between connections and the SOS task.
+#[derive(Debug, Default)]
+pub struct SosQueue {
+    queue: Mutex<VecDeque<SosRecord>>,
+    notify: Notify,
+}
+
+impl SosQueue {
+    /// SOS messages not yet written.
+    pub fn len(&self) -> usize {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Queues `record` and wakes the task.
+    pub fn push(&self, record: SosRecord) {
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() >= SOS_QUEUE
+                && let Some(old) = q.pop_front()
+            {
+                tracing::error!(vehicle = %old.vehicle, ts = old.ts, "SOS queue full while Redis is down: oldest SOS dropped unpersisted");
+            }
+            q.push_back(record);
+        }
+        self.notify.notify_one();
+    }
+
+    fn pop(&self) -> Option<SosRecord> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+
+    fn unpop(&self, record: SosRecord) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_front(record);
+    }
+}
+
+/// Writes queued SOS messages in order until the store is closed.
+pub async fn run(shared: Arc<Shared>) {
+    let mut conn = shared.conn.clone();
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let Some(mut record) = shared.sos.pop() else {
+            tokio::select! {
+                _ = shared.sos.notify.notified() => continue,
+                _ = shared.stop.cancelled() => return,
+            }
+        };
+        match write(&mut conn, &record).await {
+            Ok(()) => {
+                shared.stats.sos_written.fetch_add(1, Relaxed);
+                shared.mark_up(true);
+                backoff = MIN_BACKOFF;
+                if let Some(done) = record.done.take() {
+                    let _ = done.send(());
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "SOS write failed; retrying");
+                shared.stats.errors.fetch_add(1, Relaxed);
+                shared.mark_up(false);
+                shared.sos.unpop(record);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shared.stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn write(conn: &mut ConnectionManager, r: &SosRecord) -> redis::RedisResult<()> {
+    redis::cmd("XADD")
+        .arg(keys::SOS)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(keys::SOS_MAXLEN)
+        .arg("*")
+        .arg("vehicle")
+        .arg(&r.vehicle)
+        .arg("ts")
+        .arg(r.ts)
+        .arg("payload")
+        .arg(&r.payload)
+        .query_async::<String>(conn)
+        .await
+        .map(drop)
+}

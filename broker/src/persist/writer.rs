@@ -1,0 +1,200 @@
+//! The write-behind task: every [`FLUSH_INTERVAL`] it takes what [`Pending`] buffered and writes
+//! it as pipelined batches (SPEC §8):
+//! `HSET fleetmq:vehicle:{id} state <json> tracker <json>` + `PEXPIRE` (state TTL),
+//! `GEOADD fleetmq:geo lon lat {id} ...` and `XADD fleetmq:track:{id} MAXLEN ~ 10000 {ts}-0 state <json>`.
+//!
+//! Nothing here runs on the publish path: the ingest side only touches [`Pending`].
+//!
+//! # Faults
+//! A failed round trip marks Redis down and puts the whole batch back (newer updates that came
+//! meanwhile win). Writes are idempotent, so replaying a partly written batch is harmless: `HSET`,
+//! `PEXPIRE` and `GEOADD` overwrite, and a track entry's id is the fix's device time (`{ts}-0`), so
+//! a replayed `XADD` is refused as "not newer" and ignored. While down the task PINGs with
+//! backoff ([`MIN_BACKOFF`]..[`MAX_BACKOFF`]) and flushes everything as soon as a PING succeeds,
+//! which bounds the time from recovery to "all written" by `MAX_BACKOFF` plus the flush itself.
+//!
+//! # Cluster
+//! Vehicles are ordered by the hash slot of their `fleetmq:vehicle:{id}` key before they are cut
+//! into pipelines of [`VEHICLES_PER_PIPELINE`]; see [`super::keys`] for the key scheme.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use geo_engine::VehicleState;
+use redis::aio::ConnectionManager;
+use redis::{Pipeline, RedisResult, Value};
+
+use super::Shared;
+use super::keys;
+use super::pending::{Batch, Entry};
+
+/// Longest time an update waits in the buffer before its batch is written (SPEC §8).
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// First retry delay after Redis went away.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest retry delay while Redis is down.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Vehicles per pipeline: large enough to amortise round trips, small enough to keep one
+/// pipeline's buffers around a megabyte.
+pub const VEHICLES_PER_PIPELINE: usize = 500;
+/// With nothing to write, the connection is checked this often so `fleetmq_redis_up` and
+/// `/readyz` notice an outage without traffic.
+const IDLE_PING: Duration = Duration::from_secs(1);
+/// Time the final flush at shutdown may take.
+const FINAL_FLUSH: Duration = Duration::from_secs(3);
+/// Largest latitude Redis geo sets accept, degrees.
+const GEO_MAX_LAT: f64 = 85.051_128_78;
+
+/// Runs until the store is closed, then writes what is left (bounded by [`FINAL_FLUSH`]).
+pub async fn run(shared: Arc<Shared>) {
+    let mut conn = shared.conn.clone();
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = MIN_BACKOFF;
+    let mut last_contact = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.stop.cancelled() => break,
+        }
+        if !shared.stats.up.load(Relaxed) || last_contact.elapsed() >= IDLE_PING {
+            if ping(&mut conn).await {
+                shared.mark_up(true);
+                backoff = MIN_BACKOFF;
+                last_contact = Instant::now();
+            } else {
+                shared.mark_up(false);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shared.stop.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        }
+        let batch = shared.pending.take();
+        if batch.is_empty() {
+            continue;
+        }
+        match flush(&shared, &mut conn, &batch).await {
+            Ok(()) => last_contact = Instant::now(),
+            Err(e) => {
+                tracing::debug!(error = %e, "redis write failed; keeping the batch");
+                shared.stats.errors.fetch_add(1, Relaxed);
+                shared.mark_up(false);
+                shared.pending.put_back(batch);
+            }
+        }
+    }
+    let batch = shared.pending.take();
+    if batch.is_empty() {
+        return;
+    }
+    let vehicles = batch.len();
+    match tokio::time::timeout(FINAL_FLUSH, flush(&shared, &mut conn, &batch)).await {
+        Ok(Ok(())) => tracing::info!(vehicles, "redis: final flush written"),
+        Ok(Err(e)) => {
+            tracing::warn!(vehicles, error = %e, "redis: final flush failed; latest states since the last write are lost")
+        }
+        Err(_) => tracing::warn!(vehicles, "redis: final flush timed out"),
+    }
+}
+
+async fn ping(conn: &mut ConnectionManager) -> bool {
+    redis::cmd("PING").query_async::<String>(conn).await.is_ok()
+}
+
+/// Writes one batch as pipelines of [`VEHICLES_PER_PIPELINE`] vehicles, in slot order.
+///
+/// # Errors
+/// The first failed round trip; the caller puts the whole batch back.
+pub async fn flush(
+    shared: &Shared,
+    conn: &mut ConnectionManager,
+    batch: &Batch,
+) -> RedisResult<()> {
+    let mut order: Vec<(u16, &str, &Entry)> = batch
+        .iter()
+        .map(|(id, e)| (keys::slot(&keys::vehicle(id)), &**id, e))
+        .collect();
+    order.sort_unstable_by_key(|(slot, _, _)| *slot);
+    for chunk in order.chunks(VEHICLES_PER_PIPELINE) {
+        let pipe = pipeline(chunk, shared.ttl_ms);
+        if pipe.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let results: Vec<RedisResult<Value>> = pipe.query_async(conn).await?;
+        shared.stats.observe_write(started.elapsed().as_secs_f64());
+        shared.stats.batches.fetch_add(1, Relaxed);
+        let refused = results.iter().filter(|r| r.is_err()).count();
+        if refused > 0 {
+            // Expected for replayed track entries (ids not newer than the stream's top).
+            shared
+                .stats
+                .command_errors
+                .fetch_add(refused as u64, Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// The commands for one chunk of vehicles.
+fn pipeline(chunk: &[(u16, &str, &Entry)], ttl_ms: u64) -> Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    let mut geo = redis::cmd("GEOADD");
+    geo.arg(keys::GEO);
+    let mut geo_members = 0;
+    for (_, id, entry) in chunk {
+        let key = keys::vehicle(id);
+        let state_json = entry
+            .state
+            .as_ref()
+            .and_then(|s| serde_json::to_string(&**s).ok());
+        let tracker_json = entry
+            .tracker
+            .as_ref()
+            .and_then(|t| serde_json::to_string(&**t).ok());
+        if state_json.is_some() || tracker_json.is_some() {
+            let hset = pipe.cmd("HSET").arg(&key);
+            if let Some(json) = &state_json {
+                hset.arg(keys::FIELD_STATE).arg(json);
+            }
+            if let Some(json) = &tracker_json {
+                hset.arg(keys::FIELD_TRACKER).arg(json);
+            }
+            pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms);
+        }
+        if let Some(s) = entry.state.as_ref().filter(|s| geo_ok(s)) {
+            geo.arg(s.lon).arg(s.lat).arg(*id);
+            geo_members += 1;
+        }
+        if !entry.track.is_empty() {
+            let track = keys::track(id);
+            for point in &entry.track {
+                let Ok(json) = serde_json::to_string(&**point) else {
+                    continue;
+                };
+                pipe.cmd("XADD")
+                    .arg(&track)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(keys::TRACK_MAXLEN)
+                    .arg(format!("{}-0", point.ts.max(1)))
+                    .arg(keys::FIELD_STATE)
+                    .arg(json);
+            }
+        }
+    }
+    if geo_members > 0 {
+        pipe.add_command(geo);
+    }
+    pipe
+}
+
+/// Whether Redis accepts the position in a geo set.
+fn geo_ok(s: &VehicleState) -> bool {
+    s.lat.abs() <= GEO_MAX_LAT && s.lon.abs() <= 180.0
+}
