@@ -42,7 +42,11 @@ fn sim_config(i: usize, route: String) -> SimConfig {
         speed_mps: 8.0 + (i % 5) as f64,
         noise_m: 4.0,
         dwell_ms: 10_000,
-        detour: (i % 4 == 3).then_some(Detour { start_m: 800.0 + 150.0 * i as f64, length_m: 600.0, offset_m: 300.0 }),
+        detour: (i % 4 == 3).then_some(Detour {
+            start_m: 800.0 + 150.0 * i as f64,
+            length_m: 600.0,
+            offset_m: 300.0,
+        }),
         seed: i as u64 + 1,
         ..SimConfig::default()
     }
@@ -52,7 +56,9 @@ fn sim_config(i: usize, route: String) -> SimConfig {
 /// after every 120 s of driving, to show offline/online.
 async fn bus(mqtt: SocketAddr, network: Arc<Network>, i: usize, route: String) {
     let id = format!("bus-{}", i + 1);
-    let Some(sim) = Simulator::new(&network, sim_config(i, route)) else { return };
+    let Some(sim) = Simulator::new(&network, sim_config(i, route)) else {
+        return;
+    };
     // The simulator's clock starts now and advances one interval a fix, in step with real time.
     let mut fixes = sim.map(|s| s.fix);
     let mut driven = 0u32;
@@ -76,11 +82,13 @@ async fn bus(mqtt: SocketAddr, network: Arc<Network>, i: usize, route: String) {
                 payload: Bytes::from(fix.to_json()),
             };
             out.clear();
-            if encode(&Packet::Publish(publish), Protocol::V5, &mut out).is_err() || stream.write_all(&out).await.is_err() {
+            if encode(&Packet::Publish(publish), Protocol::V5, &mut out).is_err()
+                || stream.write_all(&out).await.is_err()
+            {
                 break;
             }
             driven += 1;
-            if i == 1 && driven % 120 == 0 {
+            if i == 1 && driven.is_multiple_of(120) {
                 drop(stream);
                 // Skip the fixes of the dark period, as a unit out of coverage would.
                 for _ in 0..90 {

@@ -63,7 +63,8 @@ pub fn parse_shared(filter: &str) -> Result<(Option<&str>, &str), TopicError> {
 }
 
 /// Whether `filter` matches `topic`. Topics starting with `$` are not matched by a filter
-/// starting with a wildcard.
+/// starting with a wildcard. The reference the subscription and retained trees are tested against.
+#[cfg(test)]
 pub fn matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;

@@ -15,7 +15,6 @@ use crate::topic;
 
 /// What the rest of the connection needs to know after a successful CONNECT.
 pub struct Accepted {
-    pub protocol: Protocol,
     pub session: u64,
     pub link: ConnLink,
     pub rx: mpsc::Receiver<Outgoing>,
@@ -76,11 +75,21 @@ async fn authenticate(
     let password = c.password.clone();
     let cn = cert_cn.map(str::to_owned);
     let check = move || {
-        auth.authenticate(&client_id, user.as_deref(), password.as_deref(), cn.as_deref(), now)
+        auth.authenticate(
+            &client_id,
+            user.as_deref(),
+            password.as_deref(),
+            cn.as_deref(),
+            now,
+        )
     };
     let result = if ctx.auth.is_configured() && c.password.is_some() {
         tokio::task::spawn_blocking(check).await.map_err(|_| {
-            refuse(c.protocol, reason::SERVER_UNAVAILABLE, "authentication failed to run")
+            refuse(
+                c.protocol,
+                reason::SERVER_UNAVAILABLE,
+                "authentication failed to run",
+            )
         })?
     } else {
         check()
@@ -115,8 +124,15 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
         ));
     }
     let identity = Arc::new(authenticate(ctx, &c, &client_id, cert_cn).await?);
-    if c.will.as_ref().is_some_and(|w| !ctx.acl.can_publish(&identity, &w.topic)) {
-        return Err(refuse(protocol, reason::NOT_AUTHORIZED, "not authorized to publish to the will topic"));
+    if c.will
+        .as_ref()
+        .is_some_and(|w| !ctx.acl.can_publish(&identity, &w.topic))
+    {
+        return Err(refuse(
+            protocol,
+            reason::NOT_AUTHORIZED,
+            "not authorized to publish to the will topic",
+        ));
     }
     let will = match c.will {
         Some(w) => {
@@ -187,7 +203,7 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
         )
     };
     ctx.router
-        .send(RouterMsg::Connect(req))
+        .send(RouterMsg::Connect(Box::new(req)))
         .await
         .map_err(|_| unavailable())?;
     let reply = reply_rx.await.map_err(|_| unavailable())?;
@@ -209,7 +225,6 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
         properties,
     };
     Ok(Accepted {
-        protocol,
         session: reply.session,
         link,
         rx,

@@ -12,7 +12,7 @@ use fleetmq_codec::{
 };
 use tokio::sync::oneshot;
 
-use super::link::{ConnLink, Outgoing};
+use super::link::{Ack, ConnLink, Outgoing};
 use crate::auth::Identity;
 use crate::context::Context;
 use crate::ingest::topics::{DriverTopic, driver_topic};
@@ -86,7 +86,11 @@ impl Inbound {
     }
 
     async fn send(&self, packet: Packet) {
-        let _ = self.link.tx.send(Outgoing::Packet(packet)).await;
+        let _ = self.link.tx.send(Outgoing::Packet(Box::new(packet))).await;
+    }
+
+    async fn ack(&self, ack: Ack) {
+        let _ = self.link.tx.send(Outgoing::Ack(ack)).await;
     }
 
     async fn router(&self, msg: RouterMsg) -> bool {
@@ -128,7 +132,7 @@ impl Inbound {
                     pkid: r.pkid,
                 })
                 .await;
-                self.send(Packet::PubComp(PubResp::new(r.pkid))).await;
+                self.ack(Ack::Completed(r.pkid)).await;
                 Flow::Continue
             }
             Packet::Subscribe(s) => self.subscribe(s).await,
@@ -191,7 +195,13 @@ impl Inbound {
         if !self.ctx.acl.can_publish(&self.identity, &p.topic) {
             self.ctx.metrics.publishes_denied.fetch_add(1, Relaxed);
             self.unreleased.remove(&pkid);
-            self.refuse_publish(qos, pkid, reason::NOT_AUTHORIZED, "not authorized to publish to this topic").await;
+            self.refuse_publish(
+                qos,
+                pkid,
+                reason::NOT_AUTHORIZED,
+                "not authorized to publish to this topic",
+            )
+            .await;
             return Flow::Continue;
         }
         p.properties.subscription_identifiers.clear();
@@ -211,19 +221,28 @@ impl Inbound {
         });
         match driver_topic(&message.topic) {
             Some(DriverTopic::Location(vehicle)) => {
-                match self.ctx.ingest.location(vehicle, &message.payload, received) {
+                match self
+                    .ctx
+                    .ingest
+                    .location(vehicle, &message.payload, received)
+                {
                     Ok(outputs) => {
                         if self.vehicles.len() < MAX_VEHICLES_PER_CONNECTION {
                             self.vehicles.insert(vehicle.into());
                         }
                         for m in outputs {
-                            self.router(RouterMsg::Publish { message: m, qos2_pkid: None }).await;
+                            self.router(RouterMsg::Publish {
+                                message: m,
+                                qos2_pkid: None,
+                            })
+                            .await;
                         }
                     }
                     Err(r) => {
                         self.unreleased.remove(&pkid);
                         let text = format!("{}: {}", r.field, r.message);
-                        self.refuse_publish(qos, pkid, reason::PAYLOAD_FORMAT_INVALID, &text).await;
+                        self.refuse_publish(qos, pkid, reason::PAYLOAD_FORMAT_INVALID, &text)
+                            .await;
                         return Flow::Continue;
                     }
                 }
@@ -235,7 +254,11 @@ impl Inbound {
                     store.sos(vehicle, &message.payload).await;
                 }
                 let event = self.ctx.ingest.sos(vehicle, &message.payload);
-                self.router(RouterMsg::Publish { message: event, qos2_pkid: None }).await;
+                self.router(RouterMsg::Publish {
+                    message: event,
+                    qos2_pkid: None,
+                })
+                .await;
             }
             None => {}
         }
@@ -243,8 +266,8 @@ impl Inbound {
         self.router(RouterMsg::Publish { message, qos2_pkid }).await;
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(Packet::PubAck(PubResp::new(pkid))).await,
-            QoS::ExactlyOnce => self.send(Packet::PubRec(PubResp::new(pkid))).await,
+            QoS::AtLeastOnce => self.ack(Ack::Received(pkid)).await,
+            QoS::ExactlyOnce => self.ack(Ack::Recorded(pkid)).await,
         }
         Flow::Continue
     }
@@ -273,7 +296,9 @@ impl Inbound {
                 Ok((Some(_), _)) if f.no_local => {
                     return violation(reason::PROTOCOL_ERROR, "no-local on a shared subscription");
                 }
-                Ok(_) if !self.ctx.acl.can_subscribe(&self.identity, &f.filter) => Some(reason::NOT_AUTHORIZED),
+                Ok(_) if !self.ctx.acl.can_subscribe(&self.identity, &f.filter) => {
+                    Some(reason::NOT_AUTHORIZED)
+                }
                 Ok(_) => None,
             };
             requests.push(SubRequest {

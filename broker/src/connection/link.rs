@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use fleetmq_codec::Packet;
+use fleetmq_codec::{Packet, PubResp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -26,8 +26,11 @@ pub enum Outgoing {
     },
     /// The second step of an outgoing QoS 2 delivery.
     PubRel(u16),
-    /// A control packet (CONNACK, acks, SUBACK, PINGRESP, ...).
-    Packet(Packet),
+    /// A successful PUBACK, PUBREC or PUBCOMP: the common case, kept small.
+    Ack(Ack),
+    /// Any other control packet (CONNACK, SUBACK, PINGRESP, refusals, ...), boxed so that
+    /// the channel's slots stay small.
+    Packet(Box<Packet>),
     /// Write a DISCONNECT with this reason (v5 only) and close.
     Disconnect {
         reason: u8,
@@ -50,5 +53,26 @@ impl ConnLink {
     pub fn disconnect(&self, reason: u8, message: Option<&'static str>) {
         let _ = self.tx.try_send(Outgoing::Disconnect { reason, message });
         self.close.cancel();
+    }
+}
+
+/// A success acknowledgement of an incoming publish.
+#[derive(Debug, Clone, Copy)]
+pub enum Ack {
+    /// PUBACK: QoS 1 received.
+    Received(u16),
+    /// PUBREC: QoS 2 received, waiting for PUBREL.
+    Recorded(u16),
+    /// PUBCOMP: QoS 2 released.
+    Completed(u16),
+}
+
+impl Ack {
+    pub fn packet(self) -> Packet {
+        match self {
+            Ack::Received(id) => Packet::PubAck(PubResp::new(id)),
+            Ack::Recorded(id) => Packet::PubRec(PubResp::new(id)),
+            Ack::Completed(id) => Packet::PubComp(PubResp::new(id)),
+        }
     }
 }

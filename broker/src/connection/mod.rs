@@ -33,6 +33,15 @@ pub async fn serve<S>(ctx: Arc<Context>, stream: S, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    serve_as(ctx, stream, peer, None).await;
+}
+
+/// Runs one connection whose TLS layer verified a client certificate with this CN (SPEC §9:
+/// without a password, the CN is the client's user).
+pub async fn serve_as<S>(ctx: Arc<Context>, stream: S, peer: SocketAddr, cert_cn: Option<Arc<str>>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     ctx.metrics.connections.fetch_add(1, Relaxed);
     ctx.metrics.connections_total.fetch_add(1, Relaxed);
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -64,7 +73,7 @@ where
         }
     };
     let protocol = connect.protocol;
-    let accepted = match handshake::accept(&ctx, connect, None).await {
+    let accepted = match login(&ctx, connect, peer, cert_cn.as_deref()).await {
         Ok(a) => a,
         Err(refusal) => {
             let mut out = BytesMut::new();
@@ -87,7 +96,9 @@ where
     let writer_task = tokio::spawn(writer.run(ctx.clone(), wr, accepted.rx));
     let _ = link
         .tx
-        .send(link::Outgoing::Packet(Packet::ConnAck(accepted.connack)))
+        .send(link::Outgoing::Packet(Box::new(Packet::ConnAck(
+            accepted.connack,
+        ))))
         .await;
     let _ = ctx
         .router
@@ -108,6 +119,7 @@ where
     let keep_alive = Duration::from_millis(u64::from(accepted.keep_alive) * 1500);
     let mut publish_will = true;
     let mut expiry_update = None;
+    let mut publish_budget = ctx.guard.publish_bucket(std::time::Instant::now());
     loop {
         let deadline = if keep_alive.is_zero() {
             Instant::now() + Duration::from_secs(86400 * 365)
@@ -118,6 +130,16 @@ where
             r = read_packet(&ctx, &mut rd, &mut buf, protocol, deadline) => r,
             _ = link.close.cancelled() => Err(ReadEnd::Closed),
         };
+        if let (Ok(Packet::Publish(_)), Some(budget)) = (&next, publish_budget.as_mut())
+            && !budget.take(std::time::Instant::now())
+        {
+            tracing::debug!(%peer, "publish rate exceeded");
+            let _ = link.tx.try_send(link::Outgoing::Disconnect {
+                reason: reason::MESSAGE_RATE_TOO_HIGH,
+                message: Some("publish rate exceeded"),
+            });
+            break;
+        }
         match next {
             Ok(packet) => match inbound.handle(packet).await {
                 Flow::Continue => {}
@@ -157,7 +179,13 @@ where
         }
     }
     for m in ctx.ingest.disconnected(inbound.vehicles()) {
-        let _ = ctx.router.send(RouterMsg::Publish { message: m, qos2_pkid: None }).await;
+        let _ = ctx
+            .router
+            .send(RouterMsg::Publish {
+                message: m,
+                qos2_pkid: None,
+            })
+            .await;
     }
     // Closed by the router (takeover, shutdown) the session is not ours to detach any more;
     // the router ignores a Disconnect from a replaced connection.
@@ -183,6 +211,43 @@ where
     }
     let _ = writer_task.await;
     finish(&ctx);
+}
+
+/// The handshake, refused outright while `peer` is backing off after failed logins; refusals
+/// for bad credentials count towards that back-off, and a login with credentials clears it.
+async fn login(
+    ctx: &Context,
+    connect: fleetmq_codec::Connect,
+    peer: SocketAddr,
+    cert_cn: Option<&str>,
+) -> Result<handshake::Accepted, handshake::Refusal> {
+    let ip = peer.ip();
+    let credentials = connect.password.is_some() || cert_cn.is_some();
+    if let Some(wait) = ctx.guard.login_blocked(ip, std::time::Instant::now()) {
+        tracing::debug!(%peer, ?wait, "refused: backing off after failed logins");
+        return Err(handshake::Refusal {
+            protocol: connect.protocol,
+            code: reason::CONNECTION_RATE_EXCEEDED,
+            message: format!(
+                "too many failed logins; retry in {} s",
+                wait.as_secs().max(1)
+            ),
+        });
+    }
+    let result = handshake::accept(ctx, connect, cert_cn).await;
+    match &result {
+        Err(r)
+            if matches!(
+                r.code,
+                reason::BAD_USER_NAME_OR_PASSWORD | reason::NOT_AUTHORIZED
+            ) =>
+        {
+            ctx.guard.login_failed(ip, std::time::Instant::now());
+        }
+        Ok(_) if credentials => ctx.guard.login_succeeded(ip),
+        _ => {}
+    }
+    result
 }
 
 fn finish(ctx: &Context) {

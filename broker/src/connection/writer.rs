@@ -172,7 +172,8 @@ impl Writer {
                 packet
             }
             Outgoing::PubRel(pkid) => Packet::PubRel(PubResp::new(pkid)),
-            Outgoing::Packet(p) => p,
+            Outgoing::Packet(p) => *p,
+            Outgoing::Ack(ack) => ack.packet(),
             Outgoing::Disconnect { reason, message } => {
                 if self.protocol == Protocol::V5 {
                     let mut d = Disconnect::new(reason);

@@ -79,7 +79,7 @@ pub struct SubRequest {
 
 #[derive(Debug)]
 pub enum RouterMsg {
-    Connect(ConnectRequest),
+    Connect(Box<ConnectRequest>),
     /// The connection wrote CONNACK (or SUBACK, or drained its channel): send what is queued.
     Ready {
         session: u64,
@@ -126,10 +126,6 @@ pub enum RouterMsg {
         conn: u64,
         publish_will: bool,
         expiry_interval: Option<u32>,
-    },
-    /// Operators' read of a session count etc. could go here; for now only stats.
-    Stats {
-        reply: oneshot::Sender<RouterStats>,
     },
 }
 
@@ -233,23 +229,23 @@ impl Router {
 
     fn handle(&mut self, msg: RouterMsg) {
         match msg {
-            RouterMsg::Connect(req) => self.connect(req),
+            RouterMsg::Connect(req) => self.connect(*req),
             RouterMsg::Ready { session, conn } => {
                 let now = Instant::now();
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    if s.link.as_ref().is_some_and(|l| l.id == conn) {
-                        s.blocked = false;
-                        s.flush(now, &self.metrics);
-                    }
+                if let Some(s) = self.sessions.get_mut(&session)
+                    && s.link.as_ref().is_some_and(|l| l.id == conn)
+                {
+                    s.blocked = false;
+                    s.flush(now, &self.metrics);
                 }
             }
             RouterMsg::Publish { message, qos2_pkid } => {
                 if let Some((session, pkid)) = qos2_pkid {
                     // A resent QoS 2 publish already routed: don't deliver it twice.
-                    if let Some(s) = self.sessions.get_mut(&session) {
-                        if !s.incoming_qos2.insert(pkid) {
-                            return;
-                        }
+                    if let Some(s) = self.sessions.get_mut(&session)
+                        && !s.incoming_qos2.insert(pkid)
+                    {
+                        return;
                     }
                 }
                 self.route(message);
@@ -275,10 +271,10 @@ impl Router {
                 let _ = reply.send(codes);
             }
             RouterMsg::Complete { session, pkid } => {
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    if s.complete(pkid) {
-                        s.flush(Instant::now(), &self.metrics);
-                    }
+                if let Some(s) = self.sessions.get_mut(&session)
+                    && s.complete(pkid)
+                {
+                    s.flush(Instant::now(), &self.metrics);
                 }
             }
             RouterMsg::Received { session, pkid } => {
@@ -297,9 +293,6 @@ impl Router {
                 publish_will,
                 expiry_interval,
             } => self.disconnect(session, conn, publish_will, expiry_interval),
-            RouterMsg::Stats { reply } => {
-                let _ = reply.send(self.stats());
-            }
         }
     }
 
@@ -311,13 +304,13 @@ impl Router {
         let mut session_present = false;
         let id = match existing {
             Some(id) => {
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    if let Some(old) = s.link.take() {
-                        old.disconnect(
-                            reason::SESSION_TAKEN_OVER,
-                            Some("another connection took over this session"),
-                        );
-                    }
+                if let Some(s) = self.sessions.get_mut(&id)
+                    && let Some(old) = s.link.take()
+                {
+                    old.disconnect(
+                        reason::SESSION_TAKEN_OVER,
+                        Some("another connection took over this session"),
+                    );
                 }
                 self.wills.remove(&id);
                 if req.clean_start {
@@ -368,7 +361,7 @@ impl Router {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
-        if !s.link.as_ref().is_some_and(|l| l.id == conn) {
+        if s.link.as_ref().is_none_or(|l| l.id != conn) {
             return; // an old connection of a session taken over
         }
         s.link = None;
@@ -393,10 +386,10 @@ impl Router {
         }
         if expiry_interval == 0 {
             self.end_session(session);
-        } else if expiry_interval != u32::MAX {
-            if let Some(s) = self.sessions.get_mut(&session) {
-                s.expires_at = Some(now + Duration::from_secs(expiry_interval.into()));
-            }
+        } else if expiry_interval != u32::MAX
+            && let Some(s) = self.sessions.get_mut(&session)
+        {
+            s.expires_at = Some(now + Duration::from_secs(expiry_interval.into()));
         }
     }
 

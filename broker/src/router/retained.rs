@@ -44,6 +44,7 @@ impl RetainedStore {
     }
 
     /// The retained message of exactly `topic`.
+    #[cfg(test)]
     pub fn get(&self, topic: &str) -> Option<&Arc<Message>> {
         let mut node = &self.root;
         for level in topic.split('/') {

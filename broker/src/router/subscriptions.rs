@@ -185,10 +185,10 @@ fn walk(node: &mut Node, levels: &[&str], dollar: bool, visit: &mut dyn FnMut(Ta
 
 /// After consuming a level: `a/#` also matches `a` itself.
 fn walk_level(node: &mut Node, rest: &[&str], visit: &mut dyn FnMut(Target<'_>)) {
-    if rest.is_empty() {
-        if let Some(hash) = node.children.get_mut("#") {
-            visit_node(hash, visit);
-        }
+    if rest.is_empty()
+        && let Some(hash) = node.children.get_mut("#")
+    {
+        visit_node(hash, visit);
     }
     walk(node, rest, false, visit);
 }
