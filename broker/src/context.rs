@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Acl, Authenticator};
 use crate::ingest::Ingest;
+use crate::limits::Guard;
 use crate::metrics::Metrics;
 use crate::router::RouterMsg;
 
@@ -49,6 +50,8 @@ pub struct Context {
     /// The Redis store when `--redis` is set (SOS persistence, `/track`, readiness); set once,
     /// before any connection is accepted.
     pub persist: std::sync::OnceLock<Arc<crate::persist::Store>>,
+    /// Connect rate, publish rate and failed-login back-off (`limits`).
+    pub guard: Guard,
     next_conn: AtomicU64,
 }
 
@@ -71,8 +74,15 @@ impl Context {
             acl,
             ingest,
             persist: std::sync::OnceLock::new(),
+            guard: Guard::new(0, 0),
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// Replaces the (unlimited) default limits.
+    pub fn with_guard(mut self, guard: Guard) -> Context {
+        self.guard = guard;
+        self
     }
 
     pub fn next_conn_id(&self) -> u64 {

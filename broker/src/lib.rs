@@ -6,7 +6,9 @@
 //! - `server`: binds listeners and runs everything until shutdown ([`Broker`]).
 //! - `error`: start-up and run-time errors ([`Error`]).
 //! - `demo`: simulated buses for `fleetmq demo`.
-//! - `listener`: the TCP accept loop.
+//! - `listener`: the TCP and TLS accept loop.
+//! - `tls`: rustls configuration from PEM files; the client certificate's CN.
+//! - `limits`: connect rate per IP, publish rate per client, failed-login back-off.
 //! - `http`: the broker's side of the HTTP bridge.
 //! - `routes`: reading the route network file.
 //! - `ingest`: location updates through geo-engine, processed state back out.
@@ -27,6 +29,7 @@ pub mod demo;
 mod error;
 mod http;
 pub mod ingest;
+mod limits;
 mod listener;
 mod message;
 pub mod metrics;
@@ -34,6 +37,7 @@ pub mod persist;
 mod router;
 pub mod routes;
 pub mod server;
+mod tls;
 mod topic;
 
 pub use config::Config;

@@ -16,7 +16,8 @@ use crate::router::{Router, RouterConfig};
 use crate::http::{BridgePort, HubSink};
 use crate::ingest::Ingest;
 use crate::router::RouterMsg;
-use crate::{Config, Error, listener, routes};
+use crate::limits::Guard;
+use crate::{Config, Error, listener, routes, tls};
 use fleetmq_bridge::{BridgeConfig, Hub, HubConfig};
 use geo_engine::{Network, PipelineConfig};
 
@@ -29,6 +30,8 @@ pub struct Broker {
     config: Config,
     mqtt: TcpListener,
     http: TcpListener,
+    /// `--mqtts` with its TLS configuration.
+    mqtts: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     metrics: Arc<Metrics>,
     auth: Arc<Authenticator>,
     acl: Arc<Acl>,
@@ -50,7 +53,8 @@ fn load_auth(config: &Config) -> Result<Authenticator, Error> {
         (None, Some(path)) => Some(JwtVerifier::load_public_key(path).map_err(config_error)?),
         (None, None) => None,
     };
-    let configured = users.is_some() || jwt.is_some();
+    // A client CA authenticates too: its certificates' CNs are identities.
+    let configured = users.is_some() || jwt.is_some() || config.tls_client_ca.is_some();
     let loopback = [Some(config.mqtt), config.mqtts, Some(config.http), config.https]
         .into_iter()
         .flatten()
@@ -87,12 +91,25 @@ impl Broker {
         let network = Arc::new(routes::load(config.routes.as_deref())?);
         let mqtt = bind("mqtt", config.mqtt).await?;
         let http = bind("http", config.http).await?;
+        let mqtts = match config.mqtts {
+            Some(addr) => {
+                let acceptor = tls::acceptor(
+                    config.tls_cert.as_deref(),
+                    config.tls_key.as_deref(),
+                    config.tls_client_ca.as_deref(),
+                )
+                .map_err(config_error)?;
+                Some((bind("mqtts", addr).await?, acceptor))
+            }
+            None => None,
+        };
         // After binding (a port in use fails fast), before accepting (restore comes first).
         let persist = crate::persist::Startup::open(&config).await?;
         Ok(Broker {
             config,
             mqtt,
             http,
+            mqtts,
             metrics: Arc::new(Metrics::default()),
             auth,
             acl,
@@ -103,6 +120,12 @@ impl Broker {
 
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt.local_addr().unwrap_or(self.config.mqtt)
+    }
+
+    /// The bound `--mqtts` address, if MQTT over TLS is on.
+    pub fn mqtts_addr(&self) -> Option<SocketAddr> {
+        let (listener, _) = self.mqtts.as_ref()?;
+        listener.local_addr().ok().or(self.config.mqtts)
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -145,7 +168,8 @@ impl Broker {
             self.auth,
             self.acl,
             ingest.clone(),
-        ));
+        )
+        .with_guard(Guard::new(self.config.max_connect_rate, self.config.max_publish_rate)));
         let router_task = tokio::spawn(router.run(token.clone().cancelled_owned()));
         // Restored state goes into ingest, the hub and the retained tree before any listener
         // accepts.
@@ -160,7 +184,16 @@ impl Broker {
             ctx.clone(),
             self.mqtt,
             self.config.max_connections,
+            None,
         ));
+        let accept_tls = self.mqtts.map(|(listener, acceptor)| {
+            tokio::spawn(listener::run(
+                ctx.clone(),
+                listener,
+                self.config.max_connections,
+                Some(acceptor),
+            ))
+        });
         let bridge_config = BridgeConfig {
             routes_geojson: self.network.routes_geojson(),
             ..BridgeConfig::default()
@@ -173,6 +206,9 @@ impl Broker {
         token.cancel();
         hub.close_all();
         let _ = accept.await;
+        if let Some(task) = accept_tls {
+            let _ = task.await;
+        }
         let _ = router_task.await;
         let _ = sweeper.await;
         let _ = tokio::time::timeout(Duration::from_secs(3), http).await;

@@ -113,9 +113,13 @@ async fn run(config: Config, buses: Option<usize>) -> Result<(), Failure> {
 /// Prints the line tests and scripts wait for, with the real bound ports.
 fn announce(broker: &Broker) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
+    let mqtts = broker
+        .mqtts_addr()
+        .map(|a| format!(" mqtts={a}"))
+        .unwrap_or_default();
     writeln!(
         out,
-        "fleetmq listening mqtt={} http={}",
+        "fleetmq listening mqtt={} http={}{mqtts}",
         broker.mqtt_addr(),
         broker.http_addr()
     )
