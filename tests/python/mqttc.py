@@ -142,6 +142,10 @@ class Client:
             self.paho.connect(self.addr[0], self.addr[1], keepalive)
         self.paho.loop_start()
         wait_for(lambda: self.connack or self.disconnected, timeout, "CONNACK")
+        if self.connack is None or reason_value(self.connack[1]) >= 0x80:
+            # Refused: stop paho's automatic reconnects, which would go on in the background.
+            self.paho.disconnect()
+            self.paho.loop_stop()
         if self.connack is None:
             raise AssertionError(f"connection closed before CONNACK: {self.disconnected}")
         return self.connack
