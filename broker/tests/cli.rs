@@ -150,7 +150,13 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let mut parts = rest.split(' ');
     let mqtt = parts.next()?.strip_prefix("mqtt=")?.parse().ok()?;
     let http = parts.next()?.strip_prefix("http=")?.parse().ok()?;
-    parts.next().is_none().then_some((mqtt, http))
+    // Further listeners (`mqtts=`, `https=`) may follow, each as `name=IP:PORT`.
+    parts
+        .all(|p| {
+            p.split_once('=')
+                .is_some_and(|(_, a)| a.parse::<SocketAddr>().is_ok())
+        })
+        .then_some((mqtt, http))
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -530,6 +536,11 @@ fn openssl_verify(dir: &Path) {
 fn listening_line_parser_is_strict() {
     assert!(parse_listening("fleetmq listening mqtt=127.0.0.1:1 http=[::1]:2").is_some());
     assert!(parse_listening("fleetmq listening mqtt=127.0.0.1:1").is_none());
+    assert!(
+        parse_listening("fleetmq listening mqtt=127.0.0.1:1 http=127.0.0.1:2 mqtts=127.0.0.1:3")
+            .is_some()
+    );
+    assert!(parse_listening("fleetmq listening mqtt=127.0.0.1:1 http=127.0.0.1:2 junk").is_none());
     assert!(parse_listening("listening mqtt=127.0.0.1:1 http=127.0.0.1:2").is_none());
 }
 
