@@ -26,7 +26,7 @@ use crate::router::RouterMsg;
 use inbound::{Flow, Inbound};
 
 /// Bytes reserved for each read; a larger packet grows the buffer up to the maximum packet size.
-const READ_CHUNK: usize = 1024;
+const READ_CHUNK: usize = 2048;
 
 /// Runs one connection to completion.
 pub async fn serve<S>(ctx: Arc<Context>, stream: S, peer: SocketAddr)
@@ -281,8 +281,9 @@ async fn read_packet<R: AsyncRead + Unpin>(
     loop {
         match decode(buf, protocol, ctx.limits.max_packet_size) {
             Ok(Some(p)) => {
-                if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
-                    // Give back the memory a large packet needed; idle connections stay small.
+                if buf.is_empty() {
+                    // Nothing buffered: give the memory back, so an idle connection holds no
+                    // read buffer (the next read reserves a fresh chunk).
                     *buf = BytesMut::new();
                 }
                 return Ok(p);

@@ -86,7 +86,8 @@ impl Writer {
                 }
                 ctx.metrics.bytes_sent.fetch_add(n as u64, Relaxed);
                 out.clear();
-                if out.capacity() > 4 * BATCH_BYTES {
+                if rx.is_empty() {
+                    // Idle: an idle connection keeps no write buffer.
                     out = BytesMut::new();
                 }
             }

@@ -312,7 +312,13 @@ impl Router {
                         Some("another connection took over this session"),
                     );
                 }
-                self.wills.remove(&id);
+                // The old connection ended without DISCONNECT: its will goes out now unless
+                // it asked for a delay, which the new connection cancels (MQTT 5 §3.1.2.5).
+                if let Some(will) = self.wills.remove(&id)
+                    && will.delay == 0
+                {
+                    self.publish_will(will);
+                }
                 if req.clean_start {
                     self.end_session(id);
                     None
