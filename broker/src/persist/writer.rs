@@ -34,7 +34,7 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// First retry delay after Redis went away.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest retry delay while Redis is down.
-pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
+pub const MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// Vehicles per pipeline: large enough to amortise round trips, small enough to keep one
 /// pipeline's buffers around a megabyte.
 pub const VEHICLES_PER_PIPELINE: usize = 500;

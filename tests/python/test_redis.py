@@ -1,0 +1,271 @@
+"""Redis persistence (SPEC §8, issue 5) against a real redis-server on a free loopback port.
+
+- processed state, geo index and track stream match what subscribers received;
+- `kill -9` and restart: REST, retained `vehicles/{id}` and the filters come back (a repeated fix is
+  still a duplicate, a far jump still a teleport, the next fix continues the track);
+- Redis stopped during a load: the broker keeps serving, buffers one entry per vehicle, and every
+  vehicle's latest state is in Redis within 1 s of Redis coming back;
+- SOS: in `fleetmq:sos` before subscribers get `events/{id}/sos`; with Redis down it is delivered
+  after the 2 s give-up (PUBACK not before) and written once Redis is back.
+"""
+
+import json
+import pathlib
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from harness import RedisProcess, wait_for
+from mqttc import connected, reason_value, unique
+
+BASE_LAT, BASE_LON = -16.92, 145.77
+STEP_DEG = 0.0003  # ~33 m per fix, one second apart: 33 m/s, under the 70 m/s limit
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def redis_on(port: int, workdir: pathlib.Path) -> RedisProcess:
+    """A redis-server on a given port (to bring "the same" Redis back after stopping it)."""
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisProcess(proc, port)
+    wait_for(lambda: proc.poll() is not None or server.ping(), 10, "redis PONG")
+    assert proc.poll() is None, "redis-server exited at start"
+    return server
+
+
+def rcli(redis: RedisProcess, *commands) -> list:
+    """Runs commands (tuples of words) through one redis-cli; one output line per reply line."""
+    script = "".join(" ".join(_quote(w) for w in c) + "\n" for c in commands)
+    out = subprocess.run(["redis-cli", "-p", str(redis.port), "--raw"], input=script.encode(),
+                         capture_output=True, timeout=10)
+    return out.stdout.decode().splitlines()
+
+
+def _quote(word) -> str:
+    return '"' + str(word).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def http_get(broker, path: str):
+    url = f"http://{broker.http_host}:{broker.http_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(broker, name: str) -> float:
+    _, text = http_get(broker, "/metrics")
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"metric {name} missing")
+
+
+class Fleet:
+    """Vehicles moving south in Cairns, one fix a second of device time."""
+
+    def __init__(self, count: int, prefix: str):
+        self.ids = [unique(prefix) for _ in range(count)]
+        self.base_ts = now_ms() - 300_000
+        self.sent = {v: 0 for v in self.ids}
+
+    def fix(self, vehicle: str, k: int) -> dict:
+        i = self.ids.index(vehicle)
+        return {"lat": round(BASE_LAT - 0.002 * i - STEP_DEG * k, 7), "lon": BASE_LON,
+                "ts": self.base_ts + 1000 * k, "accuracy": 5}
+
+    def publish_next(self, client, vehicle: str):
+        k = self.sent[vehicle]
+        code, _ = client.publish(f"fleet/{vehicle}/location", json.dumps(self.fix(vehicle, k)), 1)
+        assert reason_value(code) < 0x80, f"fix {k} of {vehicle} refused: {code}"
+        self.sent[vehicle] = k + 1
+
+
+def latest_states(watcher) -> dict:
+    """vehicle → (last received vehicles/{id} state, number of fixes forwarded)."""
+    out = {}
+    for m in list(watcher.messages):
+        if not m.topic.startswith("vehicles/"):
+            continue
+        state = json.loads(m.payload)
+        _, n = out.get(state["vehicle"], (None, 0))
+        out[state["vehicle"]] = (state, n + (state["status"] != "offline"))
+    return out
+
+
+def redis_states(redis, ids) -> dict:
+    lines = rcli(redis, *[("HGET", f"fleetmq:vehicle:{v}", "state") for v in ids])
+    return {v: (json.loads(line) if line else None) for v, line in zip(ids, lines)}
+
+
+def all_latest_in_redis(redis, watcher, ids) -> bool:
+    latest = latest_states(watcher)
+    stored = redis_states(redis, ids)
+    return all(v in latest and stored[v] == latest[v][0] for v in ids)
+
+
+def test_keys_match_processed_state(fleetmq_factory, redis):
+    broker = fleetmq_factory("--redis", redis.url)
+    watcher = connected(broker.addr)
+    watcher.subscribe("vehicles/#", 0)
+    driver = connected(broker.addr)
+    fleet = Fleet(40, "k")
+    for _ in range(3):
+        for v in fleet.ids:
+            fleet.publish_next(driver, v)
+    wait_for(lambda: all(n == 3 for _, n in latest_states(watcher).values())
+             and len(latest_states(watcher)) == 40, 10, "3 states per vehicle")
+    wait_for(lambda: all_latest_in_redis(redis, watcher, fleet.ids), 5, "latest states in Redis")
+    latest = latest_states(watcher)
+    for v in fleet.ids:
+        state, forwarded = latest[v]
+        key = f"fleetmq:vehicle:{v}"
+        xlen, pttl, tracker = rcli(redis, ("XLEN", f"fleetmq:track:{v}"), ("PTTL", key),
+                                   ("HGET", key, "tracker"))
+        assert int(xlen) == forwarded == 3
+        assert 0 < int(pttl) <= 3_600_000
+        assert json.loads(tracker)["vehicle"] == v
+        lon, lat = (float(x) for x in rcli(redis, ("GEOPOS", "fleetmq:geo", v)))
+        assert abs(lat - state["lat"]) < 1e-5 and abs(lon - state["lon"]) < 1e-5
+    # The track stream is what /track serves, oldest first, in device time.
+    v = fleet.ids[0]
+    status, body = http_get(broker, f"/api/v1/vehicles/{v}/track")
+    assert status == 200, body
+    assert [f["ts"] for f in json.loads(body)["fixes"]] == [fleet.fix(v, k)["ts"] for k in range(3)]
+    assert metric(broker, "fleetmq_redis_up") == 1
+
+
+def test_kill_and_restart_restores_state_and_filters(fleetmq_factory, redis):
+    first = fleetmq_factory("--redis", redis.url)
+    watcher = connected(first.addr)
+    watcher.subscribe("vehicles/#", 0)
+    driver = connected(first.addr)
+    fleet = Fleet(5, "r")
+    for _ in range(4):
+        for v in fleet.ids:
+            fleet.publish_next(driver, v)
+    wait_for(lambda: all(n == 4 for _, n in latest_states(watcher).values())
+             and len(latest_states(watcher)) == 5, 10, "4 states per vehicle")
+    wait_for(lambda: all_latest_in_redis(redis, watcher, fleet.ids), 5, "latest states in Redis")
+    before = {v: s for v, (s, _) in latest_states(watcher).items()}
+    first.proc.kill()  # kill -9: no shutdown flush, no offline states
+    first.proc.wait()
+
+    second = fleetmq_factory("--redis", redis.url)
+    for v in fleet.ids:
+        status, body = http_get(second, f"/api/v1/vehicles/{v}")
+        assert status == 200, body
+        got = json.loads(body)
+        for field in ("lat", "lon", "ts", "status", "raw_lat", "raw_lon"):
+            assert got[field] == before[v][field], (v, field)
+    retained = connected(second.addr)
+    retained.subscribe("vehicles/#", 0)
+    wait_for(lambda: len(latest_states(retained)) == 5, 5, "5 retained states")
+    for v, (state, _) in latest_states(retained).items():
+        assert state["ts"] == before[v]["ts"] and state["lat"] == before[v]["lat"]
+
+    driver = connected(second.addr)
+    events = connected(second.addr)
+    events.subscribe("events/#", 1)
+    v = fleet.ids[0]
+    retained.clear()
+    # The last fix again: still a duplicate (dedup state restored), so nothing is forwarded.
+    last = fleet.fix(v, fleet.sent[v] - 1)
+    code, _ = driver.publish(f"fleet/{v}/location", json.dumps(last), 1)
+    assert reason_value(code) < 0x80
+    # 20 km away one second later: a teleport against the restored last fix.
+    jump = dict(fleet.fix(v, fleet.sent[v]), lat=BASE_LAT + 0.18)
+    code, _ = driver.publish(f"fleet/{v}/location", json.dumps(jump), 1)
+    assert reason_value(code) == 0x99, code
+    # The next fix continues the track.
+    fleet.publish_next(driver, v)
+    wait_for(lambda: latest_states(retained).get(v), 5, "state of the continuing fix")
+    state, forwarded = latest_states(retained)[v]
+    assert forwarded == 1, "the repeated fix must not be forwarded"
+    assert state["ts"] == fleet.fix(v, fleet.sent[v] - 1)["ts"]
+    assert state["status"] == "moving"
+    # Events a restart could cause (a fresh tracker) would arrive with that state.
+    caused = [m.topic for m in events.messages
+              if m.topic.split("/")[-1] in ("deviation", "back_on_route", "online", "offline")]
+    assert not caused, caused
+
+
+def test_redis_outage_keeps_serving_and_catches_up(fleetmq_factory, redis, tmp_path):
+    broker = fleetmq_factory("--redis", redis.url)
+    watcher = connected(broker.addr)
+    watcher.subscribe("vehicles/#", 0)
+    driver = connected(broker.addr)
+    fleet = Fleet(20, "o")
+    for v in fleet.ids:
+        fleet.publish_next(driver, v)
+    wait_for(lambda: all_latest_in_redis(redis, watcher, fleet.ids), 5, "states in Redis")
+
+    redis.stop()
+    wait_for(lambda: json.loads(http_get(broker, "/readyz")[1]).get("status") == "degraded", 5,
+             "/readyz degraded")
+    assert metric(broker, "fleetmq_redis_up") == 0
+    for _ in range(5):
+        for v in fleet.ids:
+            fleet.publish_next(driver, v)  # acknowledged: the broker keeps serving
+    wait_for(lambda: all(n == 6 for _, n in latest_states(watcher).values()), 10,
+             "subscribers got every state during the outage")
+    # Latest wins: one buffered entry per vehicle, not one per fix.
+    assert metric(broker, "fleetmq_redis_pending") == 20
+
+    back = redis_on(redis.port, tmp_path)
+    try:
+        recovered = time.monotonic()
+        # The restarted Redis is empty: everything below came from the broker's buffer.
+        wait_for(lambda: all_latest_in_redis(back, watcher, fleet.ids), 1.0,
+                 "every latest state in Redis within 1 s of recovery")
+        assert time.monotonic() - recovered <= 1.0
+        wait_for(lambda: json.loads(http_get(broker, "/readyz")[1]).get("status") == "ready", 3,
+                 "/readyz ready again")
+        assert broker.alive()
+    finally:
+        back.stop()
+
+
+def sos_entries(redis) -> list:
+    return rcli(redis, ("XRANGE", "fleetmq:sos", "-", "+"))
+
+
+def test_sos_persisted_before_delivery_and_after_outage(fleetmq_factory, redis, tmp_path):
+    broker = fleetmq_factory("--redis", redis.url)
+    operator = connected(broker.addr)
+    operator.subscribe("events/+/sos", 1)
+    driver = connected(broker.addr)
+    vehicle = unique("sos")
+
+    code, _ = driver.publish(f"fleet/{vehicle}/sos", b"help-1", 1)
+    assert reason_value(code) < 0x80
+    operator.wait_messages(1)
+    # Persisted before anyone was notified: already in the stream when the event arrived.
+    entries = sos_entries(redis)
+    assert vehicle in entries and "help-1" in entries
+
+    redis.stop()
+    started = time.monotonic()
+    code, _ = driver.publish(f"fleet/{vehicle}/sos", b"help-2", 1, timeout=10)
+    waited = time.monotonic() - started
+    assert reason_value(code) < 0x80
+    assert waited >= 1.9, f"PUBACK after {waited:.2f} s, before the 2 s give-up"
+    messages = operator.wait_messages(2)
+    event = json.loads(messages[1].payload)
+    assert messages[1].topic == f"events/{vehicle}/sos" and event["kind"] == "sos"
+
+    back = redis_on(redis.port, tmp_path)
+    try:
+        wait_for(lambda: "help-2" in sos_entries(back), 3, "the SOS written once Redis is back")
+        assert vehicle in sos_entries(back)
+    finally:
+        back.stop()
