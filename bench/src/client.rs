@@ -37,6 +37,9 @@ pub struct ConnectOptions {
     pub bind: Option<IpAddr>,
     /// v5 Receive Maximum to announce; `None` leaves it at the protocol default (65,535).
     pub receive_maximum: Option<u16>,
+    /// Initial capacity of each of the read and write buffers, bytes: small for the thousands of
+    /// mostly idle drivers, larger for throughput clients.
+    pub buffer: usize,
 }
 
 impl ConnectOptions {
@@ -48,6 +51,7 @@ impl ConnectOptions {
             keep_alive: 0,
             bind: None,
             receive_maximum: None,
+            buffer: 16 * 1024,
         }
     }
 }
@@ -86,12 +90,12 @@ pub async fn connect(addr: SocketAddr, opts: &ConnectOptions) -> Result<(Reader,
     let (rd, wr) = stream.into_split();
     let mut reader = Reader {
         rd,
-        buf: BytesMut::with_capacity(16 * 1024),
+        buf: BytesMut::with_capacity(opts.buffer),
         protocol: opts.protocol,
     };
     let mut writer = Writer {
         wr,
-        buf: BytesMut::with_capacity(16 * 1024),
+        buf: BytesMut::with_capacity(opts.buffer),
         protocol: opts.protocol,
     };
     let properties = Properties {
@@ -236,8 +240,11 @@ impl Reader {
     /// # Errors
     /// I/O errors.
     pub async fn fill(&mut self) -> Result<bool> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(64 * 1024);
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            // Grows with the traffic: a busy subscriber reads in large chunks, an idle one
+            // keeps its small buffer.
+            let more = self.buf.capacity().clamp(1024, 64 * 1024);
+            self.buf.reserve(more);
         }
         Ok(self.rd.read_buf(&mut self.buf).await? > 0)
     }

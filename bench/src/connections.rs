@@ -178,7 +178,7 @@ pub async fn run(args: Args) -> Result<Figures> {
 }
 
 /// Ephemeral ports one source address can use, with a quarter kept back for everyone else.
-fn ports_per_address() -> usize {
+pub(crate) fn ports_per_address() -> usize {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
     let size = range
         .and_then(|text| {
@@ -191,7 +191,7 @@ fn ports_per_address() -> usize {
 }
 
 /// 127.0.0.2 for the first `per_addr` clients, 127.0.0.3 for the next, and so on.
-fn source_address(i: usize, per_addr: usize) -> Result<IpAddr> {
+pub(crate) fn source_address(i: usize, per_addr: usize) -> Result<IpAddr> {
     let n = 2 + i / per_addr.max(1);
     let (b, c) = (n / 256, n % 256);
     if b > 255 {

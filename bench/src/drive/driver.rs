@@ -1,0 +1,112 @@
+//! One simulated bus: an MQTT client publishing its simulated fixes to `fleet/{id}/location` on a
+//! fixed interval, `ts` set to the wall clock at send time.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use fleetmq_codec::{ByteString, Packet, QoS};
+use geo_engine::{Network, SimConfig, SimKind, Simulator};
+
+use crate::client::{self, Reader, Writer};
+
+use super::Shared;
+
+/// One driver's schedule.
+pub struct Job {
+    /// Driver number (vehicle `{prefix}{index}`).
+    pub index: usize,
+    /// Route driven.
+    pub route: String,
+    /// When the first fix goes out.
+    pub start: Instant,
+    /// Time between fixes.
+    pub interval: Duration,
+    /// When the driver stops.
+    pub end: Instant,
+    /// QoS of the publishes.
+    pub qos: QoS,
+}
+
+/// Publishes fixes until `job.end`; returns how many were sent.
+///
+/// # Errors
+/// The route is not in the network, or the connection fails.
+pub async fn drive(
+    reader: Reader,
+    mut w: Writer,
+    job: Job,
+    net: &'static Network,
+    shared: Arc<Shared>,
+) -> Result<u64> {
+    let cfg = SimConfig {
+        route: job.route.clone(),
+        laps: None,
+        interval_ms: job.interval.as_millis().max(1) as i64,
+        speed_mps: 10.0,
+        noise_m: 2.0,
+        dwell_ms: 0,
+        seed: job.index as u64 + 1,
+        ..SimConfig::default()
+    };
+    let mut sim = Simulator::new(net, cfg).with_context(|| format!("route {}", job.route))?;
+    let topic = ByteString::from(format!("fleet/{}{}/location", shared.prefix, job.index));
+    // Acks (QoS 1) and anything else the broker sends are read and dropped.
+    let drain = tokio::spawn(drain(reader));
+    let mut tick = tokio::time::interval_at(job.start.into(), job.interval);
+    // A late tick is not made up with a burst: fixes closer than the interval would look like
+    // teleports to the broker's validation.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent = 0u64;
+    let mut last_ts = 0i64;
+    let mut pkid = 0u16;
+    loop {
+        tick.tick().await;
+        if Instant::now() >= job.end {
+            break;
+        }
+        let Some(sim_fix) = sim.next() else {
+            break;
+        };
+        if sim_fix.kind != SimKind::Normal {
+            continue;
+        }
+        let mut fix = sim_fix.fix;
+        let ts = now_ms().max(last_ts + 1);
+        fix.ts = ts;
+        last_ts = ts;
+        let payload = Bytes::from(serde_json::to_vec(&fix)?);
+        pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
+        shared
+            .ledger
+            .sent(job.index, ts, shared.epoch.elapsed().as_nanos() as u64);
+        w.queue(&client::publish(&topic, job.qos, pkid, payload))?;
+        w.flush().await?;
+        sent += 1;
+        shared.counters.a.fetch_add(1, Ordering::Relaxed);
+        if drain.is_finished() {
+            bail!("broker closed driver {}", job.index);
+        }
+    }
+    drain.abort();
+    Ok(sent)
+}
+
+async fn drain(mut r: Reader) -> Result<()> {
+    while let Some(packet) = r.next().await? {
+        if let Packet::Disconnect(d) = packet {
+            bail!("DISCONNECT {:#04x}", d.reason);
+        }
+    }
+    Ok(())
+}
+
+/// Wall clock, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,285 @@
+//! `drive`: N simulated buses publish SPEC §4 locations to `fleet/{id}/location`; M watchers
+//! (WebSocket clients of the bridge's `/ws` subscribing to routes, or MQTT subscribers of
+//! `vehicles/#`) receive the processed states.
+//!
+//! Driver `i` is vehicle `b{run}-{i}` on route `i mod R` of the bundled network (the broker's
+//! default routes), driven by `geo_engine::Simulator` at 10 m/s with 2 m noise and no dwell (so
+//! every fix is meant to be forwarded: no jitter, no duplicates, no invalid fixes). A fix's `ts`
+//! is the wall clock at send time in ms, strictly increasing per vehicle; latency is matched
+//! exactly through the [`ledger`]. Drivers start spread evenly over one interval so the load is
+//! smooth. Watcher `j` subscribes to route `j mod R`.
+//!
+//! # Layout
+//! - [`ledger`]: sends and receipts per vehicle, latency lookup and the `lost` count.
+//! - [`driver`]: one simulated bus as an MQTT client.
+//! - [`watcher`]: WebSocket and MQTT watchers.
+
+pub mod driver;
+pub mod ledger;
+pub mod watcher;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use fleetmq_codec::{Protocol, QoS};
+use geo_engine::Network;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::client::{self, ConnectOptions};
+use crate::connections::{ports_per_address, source_address};
+use crate::report::{self, Counters, Latency, Progress};
+use ledger::Ledger;
+
+/// Most drivers or watchers in one run.
+const MAX_CLIENTS: usize = 100_000;
+
+/// The bundled route network, shared by every simulator for the whole run.
+fn network() -> &'static Network {
+    static NETWORK: OnceLock<Network> = OnceLock::new();
+    NETWORK.get_or_init(Network::bundled)
+}
+
+/// The `drive` workload.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Broker address, HOST:PORT (loopback only).
+    #[arg(long)]
+    pub mqtt: String,
+    /// Simulated vehicles, one MQTT connection each.
+    #[arg(long, default_value_t = 100)]
+    pub drivers: usize,
+    /// Time between two fixes of one vehicle, ms.
+    #[arg(long, default_value_t = 500)]
+    pub interval_ms: u64,
+    /// Seconds of driving.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// WebSocket bridge URL (`ws://127.0.0.1:8080/ws`); watchers use it unless `--watch-mqtt`.
+    #[arg(long)]
+    pub ws: Option<String>,
+    /// Watchers; without `--ws` (or with `--watch-mqtt`) they are MQTT subscribers of
+    /// `vehicles/#`.
+    #[arg(long, default_value_t = 1)]
+    pub watchers: usize,
+    /// Watch over MQTT (`vehicles/#`) even when `--ws` is given.
+    #[arg(long)]
+    pub watch_mqtt: bool,
+    /// `max_hz` asked of the WebSocket bridge.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_hz: f64,
+    /// QoS of the location publishes (0 or 1).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// Protocol of the drivers and MQTT watchers: 3.1.1 or 5.
+    #[arg(long, default_value = "5", value_parser = client::parse_protocol)]
+    pub protocol: Protocol,
+    /// Connects in flight at once while setting up.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Write the figures as one JSON object to FILE.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// SPEC §10 `drive` figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    /// Location updates published.
+    pub updates_sent: u64,
+    /// Processed states received by all watchers together.
+    pub states_received: u64,
+    /// `updates_sent` over the driving time.
+    pub updates_per_sec: f64,
+    /// Publish→receive latency, microseconds.
+    pub latency_us: Latency,
+    /// Watched vehicles whose last fix never produced a state.
+    pub lost: u64,
+}
+
+/// Everything a run's tasks share.
+pub struct Shared {
+    /// Sends and receipts.
+    pub ledger: Ledger,
+    /// Sent (a) and received (b), for the progress line.
+    pub counters: Arc<Counters>,
+    /// The instant all send and receive times count from.
+    pub epoch: Instant,
+    /// Vehicle id prefix of this run: `b{run}-`.
+    pub prefix: String,
+    /// Set when the drivers have stopped; watchers then drain.
+    pub done: AtomicBool,
+}
+
+impl Shared {
+    /// Driver index of vehicle `id`, if it belongs to this run.
+    pub fn index(&self, id: &str) -> Option<usize> {
+        id.strip_prefix(self.prefix.as_str())?.parse().ok()
+    }
+}
+
+/// Runs the workload and prints the table; writes JSON when asked.
+///
+/// # Errors
+/// Bad arguments, an unreachable broker or bridge, or every watcher failing.
+pub async fn run(args: Args) -> Result<Figures> {
+    let addr = crate::target::loopback(&args.mqtt)?;
+    let ws = match (&args.ws, args.watch_mqtt) {
+        (Some(url), false) => {
+            crate::target::loopback_ws(url)?;
+            Some(url.clone())
+        }
+        _ => None,
+    };
+    if args.drivers == 0 || args.drivers > MAX_CLIENTS || args.watchers > MAX_CLIENTS {
+        bail!("--drivers must be 1..={MAX_CLIENTS} and --watchers at most {MAX_CLIENTS}");
+    }
+    if args.interval_ms == 0 || args.duration == 0 {
+        bail!("--interval-ms and --duration must be positive");
+    }
+    rlimit::increase_nofile_limit(u64::MAX)?;
+    let routes: Vec<String> = network().route_ids().map(str::to_string).collect();
+    if routes.is_empty() {
+        bail!("the bundled network has no routes");
+    }
+    let epoch = Instant::now();
+    let run = std::process::id() % 100_000;
+    let shared = Arc::new(Shared {
+        ledger: Ledger::new(args.drivers),
+        counters: Arc::new(Counters::default()),
+        epoch,
+        prefix: format!("b{run}-"),
+        done: AtomicBool::new(false),
+    });
+
+    // Watchers first, so the first fix already has someone listening.
+    let mut watchers = JoinSet::new();
+    for j in 0..args.watchers {
+        let route = routes[j % routes.len()].clone();
+        match &ws {
+            Some(url) => {
+                for i in (0..args.drivers).filter(|i| i % routes.len() == j % routes.len()) {
+                    shared.ledger.watch(i);
+                }
+                let conn = watcher::connect_ws(url, &route, args.max_hz).await?;
+                watchers.spawn(watcher::watch_ws(conn, shared.clone()));
+            }
+            None => {
+                for i in 0..args.drivers {
+                    shared.ledger.watch(i);
+                }
+                let opts = ConnectOptions::new(args.protocol, format!("b{run}-watch-{j}"));
+                let (r, w) = watcher::connect_mqtt(addr, &opts).await?;
+                watchers.spawn(watcher::watch_mqtt(r, w, shared.clone()));
+            }
+        }
+    }
+
+    // Drivers connect, then start together, spread over one interval.
+    let per_addr = ports_per_address();
+    let spread = addr.is_ipv4() && args.drivers + args.watchers > per_addr;
+    let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut connecting = JoinSet::new();
+    for i in 0..args.drivers {
+        let mut opts = ConnectOptions::new(args.protocol, format!("{}{i}", shared.prefix));
+        opts.buffer = 1024;
+        if spread {
+            opts.bind = Some(source_address(i, per_addr)?);
+        }
+        let permit = permits.clone().acquire_owned().await?;
+        connecting.spawn(async move {
+            let conn = client::connect(addr, &opts).await;
+            drop(permit);
+            conn.map(|(r, w, _)| (i, r, w))
+        });
+    }
+    let mut conns = Vec::with_capacity(args.drivers);
+    while let Some(joined) = connecting.join_next().await {
+        conns.push(joined??);
+    }
+    let interval = Duration::from_millis(args.interval_ms);
+    let start = Instant::now() + Duration::from_millis(100);
+    let end = start + Duration::from_secs(args.duration);
+    let progress = Progress::start(shared.counters.clone(), "updates sent", "states received");
+    let qos = QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce);
+    let mut drivers = JoinSet::new();
+    let n = args.drivers as u32;
+    for (i, r, w) in conns {
+        let job = driver::Job {
+            index: i,
+            route: routes[i % routes.len()].clone(),
+            start: start + interval * (i as u32 % n) / n,
+            interval,
+            end,
+            qos,
+        };
+        drivers.spawn(driver::drive(r, w, job, network(), shared.clone()));
+    }
+    let mut updates_sent = 0;
+    while let Some(joined) = drivers.join_next().await {
+        match joined {
+            Ok(Ok(sent)) => updates_sent += sent,
+            Ok(Err(e)) => eprintln!("driver failed: {e:#}"),
+            Err(e) => eprintln!("driver task failed: {e}"),
+        }
+    }
+    let drive_secs = start.elapsed().as_secs_f64().max(1e-9);
+    shared.done.store(true, Ordering::Relaxed);
+    let mut states_received = 0;
+    let mut histogram = report::histogram();
+    while let Some(joined) = watchers.join_next().await {
+        match joined {
+            Ok(Ok((count, h))) => {
+                states_received += count;
+                histogram.add(&h).ok();
+            }
+            Ok(Err(e)) => eprintln!("watcher failed: {e:#}"),
+            Err(e) => eprintln!("watcher task failed: {e}"),
+        }
+    }
+    drop(progress);
+    let figures = Figures {
+        updates_sent,
+        states_received,
+        updates_per_sec: updates_sent as f64 / drive_secs,
+        latency_us: Latency::of(&histogram),
+        lost: shared.ledger.lost(),
+    };
+    let mut rows = vec![
+        ("broker".to_string(), args.mqtt.clone()),
+        (
+            "drivers".to_string(),
+            format!("{} every {} ms", args.drivers, args.interval_ms),
+        ),
+        (
+            "watchers".to_string(),
+            format!(
+                "{} {}",
+                args.watchers,
+                if ws.is_some() { "WebSocket" } else { "MQTT" }
+            ),
+        ),
+        (
+            "watched vehicles".to_string(),
+            shared.ledger.watched().to_string(),
+        ),
+        ("updates sent".to_string(), figures.updates_sent.to_string()),
+        (
+            "updates/s".to_string(),
+            format!("{:.0}", figures.updates_per_sec),
+        ),
+        (
+            "states received".to_string(),
+            figures.states_received.to_string(),
+        ),
+        ("lost".to_string(), figures.lost.to_string()),
+    ];
+    rows.extend(figures.latency_us.rows());
+    report::print_table("drive", &rows);
+    report::write_json(args.json.as_deref(), &figures)?;
+    Ok(figures)
+}
