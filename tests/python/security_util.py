@@ -129,3 +129,24 @@ def mosquitto(tool: str, port: int, args: List[str], timeout: float = 15
     """Runs `mosquitto_pub`/`mosquitto_sub` against 127.0.0.1:port with `args`."""
     return subprocess.run([tool, "-h", "localhost", "-p", str(port), "-V", "mqttv5", *args],
                           capture_output=True, timeout=timeout)
+
+
+def raw_login(addr, username: str, password: str, v5: bool = True) -> int:
+    """CONNECT with a user name and password over a raw socket (fast: no client library loop);
+    the CONNACK reason code (3.1.1: the return code), or -1 when closed without one."""
+    import struct
+
+    import rawmqtt
+    flags = 0x02 | 0x40 | 0x80
+    body = rawmqtt.utf8("MQTT") + bytes([5 if v5 else 4, flags]) + struct.pack(">H", 30)
+    if v5:
+        body += rawmqtt.encode_properties(None)
+    body += rawmqtt.utf8(f"raw-{time.monotonic_ns()}") + rawmqtt.utf8(username)
+    body += rawmqtt.utf8(password)
+    raw = rawmqtt.RawClient(addr, v5=v5)
+    try:
+        raw.send(rawmqtt.packet(rawmqtt.CONNECT, 0, body))
+        connack = raw.recv(10)
+        return -1 if connack is None else connack.reason
+    finally:
+        raw.close()
