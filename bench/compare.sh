@@ -7,6 +7,7 @@
 #   bench/compare.sh                         # full run, ~3 min
 #   DURATION=3 COUNTS="1000" bench/compare.sh   # quick
 #   BROKERS="fleetmq mosquitto" bench/compare.sh
+#   FLEETMQ=/path/to/fleetmq SKIP_BUILD=1 bench/compare.sh   # a broker built elsewhere
 #
 # Workloads: QoS 0, 64-byte payload, fan-in 16 publishers -> 1 subscriber and fan-out 1 -> 16,
 # $DURATION s each; `connections` for each count in $COUNTS (idle MQTT 3.1.1 clients).
@@ -26,8 +27,8 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 if [[ $SKIP_BUILD != 1 ]]; then
     cargo build --release -p fleetmq -p fleetmq-bench
 fi
-BENCH=$CARGO_TARGET_DIR/release/fleetmq-bench
-FLEETMQ=$CARGO_TARGET_DIR/release/fleetmq
+BENCH=${BENCH:-$CARGO_TARGET_DIR/release/fleetmq-bench}
+FLEETMQ=${FLEETMQ:-$CARGO_TARGET_DIR/release/fleetmq}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 # Brokers inherit the hard descriptor limit as their soft one (Mosquitto does not raise its own).
@@ -113,10 +114,12 @@ run_broker() {
     start_broker "$name" "$port" || return 0
     local target=127.0.0.1:$port
     "$BENCH" throughput --mqtt "$target" --protocol 3.1.1 --qos 0 --size 64 \
-        --publishers 16 --subscribers 1 --duration "$DURATION" --json "$OUT/$name-fanin.json" ||
+        --publishers 16 --subscribers 1 --duration "$DURATION" --json "$OUT/$name-fanin.json" \
+        --percentiles "$OUT/$name-fanin.csv" ||
         echo "$name fan-in failed" >&2
     "$BENCH" throughput --mqtt "$target" --protocol 3.1.1 --qos 0 --size 64 \
-        --publishers 1 --subscribers 16 --duration "$DURATION" --json "$OUT/$name-fanout.json" ||
+        --publishers 1 --subscribers 16 --duration "$DURATION" --json "$OUT/$name-fanout.json" \
+        --percentiles "$OUT/$name-fanout.csv" ||
         echo "$name fan-out failed" >&2
     for n in $COUNTS; do
         # A fresh broker per count, so the RSS baseline is an idle broker's.
@@ -138,3 +141,6 @@ for b in $BROKERS; do
 done
 
 python3 "$ROOT/bench/table.py" "$OUT" $BROKERS --counts $COUNTS
+if python3 -c 'import matplotlib' 2>/dev/null; then
+    python3 "$ROOT/bench/plot.py" "$OUT" $BROKERS --out "$ROOT/bench/latency.png"
+fi

@@ -267,10 +267,10 @@ impl Writer {
     pub fn ack(&mut self, kind: AckKind, pkid: u16) -> Result<()> {
         let resp = PubResp::new(pkid);
         self.queue(&match kind {
-            AckKind::PubAck => Packet::PubAck(resp),
-            AckKind::PubRec => Packet::PubRec(resp),
-            AckKind::PubRel => Packet::PubRel(resp),
-            AckKind::PubComp => Packet::PubComp(resp),
+            AckKind::Ack => Packet::PubAck(resp),
+            AckKind::Rec => Packet::PubRec(resp),
+            AckKind::Rel => Packet::PubRel(resp),
+            AckKind::Comp => Packet::PubComp(resp),
         })
     }
 
@@ -306,14 +306,14 @@ impl Writer {
 /// Which acknowledgement [`Writer::ack`] sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckKind {
-    /// QoS 1 acknowledgement.
-    PubAck,
-    /// QoS 2, step 1.
-    PubRec,
-    /// QoS 2, step 2.
-    PubRel,
-    /// QoS 2, step 3.
-    PubComp,
+    /// PUBACK: QoS 1 acknowledgement.
+    Ack,
+    /// PUBREC: QoS 2, step 1.
+    Rec,
+    /// PUBREL: QoS 2, step 2.
+    Rel,
+    /// PUBCOMP: QoS 2, step 3.
+    Comp,
 }
 
 /// Parses a protocol name as given on the command line: `3.1.1`/`4`/`v311` or `5`/`v5`.

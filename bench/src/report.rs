@@ -81,6 +81,28 @@ pub fn write_json<T: Serialize>(path: Option<&Path>, value: &T) -> Result<()> {
     Ok(())
 }
 
+/// Writes the distribution of `h` as CSV `percentile,latency_us` (when a path is given), from
+/// HdrHistogram's quantile iteration: dense towards the tail, which is what a percentile plot needs.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_percentiles(path: Option<&Path>, h: &Histogram<u64>) -> Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let mut text = String::from("percentile,latency_us\n");
+    if !h.is_empty() {
+        for v in h.iter_quantiles(5) {
+            let q = v.quantile_iterated_to() * 100.0;
+            text.push_str(&format!(
+                "{q:.6},{}\n",
+                h.highest_equivalent(v.value_iterated_to())
+            ));
+        }
+    }
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
 /// Prints a two-column table on stdout.
 pub fn print_table(title: &str, rows: &[(String, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);

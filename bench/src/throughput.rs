@@ -61,6 +61,9 @@ pub struct Args {
     /// Write the figures as one JSON object to FILE.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the latency distribution as CSV (`percentile,latency_us`) to FILE, for plotting.
+    #[arg(long)]
+    pub percentiles: Option<PathBuf>,
 }
 
 /// SPEC §10 `throughput` figures.
@@ -199,6 +202,7 @@ pub async fn run(args: Args) -> Result<Figures> {
     };
     print(&args, &figures);
     report::write_json(args.json.as_deref(), &figures)?;
+    report::write_percentiles(args.percentiles.as_deref(), &histogram)?;
     Ok(figures)
 }
 
@@ -310,7 +314,7 @@ async fn publisher(reader: Reader, mut w: Writer, job: PubJob) -> Result<PubResu
 fn on_ack(w: &mut Writer, ev: AckEvent, inflight: &mut u16) -> Result<()> {
     match ev {
         AckEvent::Done => *inflight = inflight.saturating_sub(1),
-        AckEvent::Received(pkid) => w.ack(AckKind::PubRel, pkid)?,
+        AckEvent::Received(pkid) => w.ack(AckKind::Rel, pkid)?,
     }
     Ok(())
 }
@@ -363,11 +367,11 @@ async fn subscriber(mut r: Reader, mut w: Writer, ctx: SubCtx) -> Result<SubResu
                     batch += 1;
                     match p.qos {
                         QoS::AtMostOnce => {}
-                        QoS::AtLeastOnce => w.ack(AckKind::PubAck, p.pkid)?,
-                        QoS::ExactlyOnce => w.ack(AckKind::PubRec, p.pkid)?,
+                        QoS::AtLeastOnce => w.ack(AckKind::Ack, p.pkid)?,
+                        QoS::ExactlyOnce => w.ack(AckKind::Rec, p.pkid)?,
                     }
                 }
-                Packet::PubRel(p) => w.ack(AckKind::PubComp, p.pkid)?,
+                Packet::PubRel(p) => w.ack(AckKind::Comp, p.pkid)?,
                 Packet::Disconnect(d) => bail!("broker sent DISCONNECT {:#04x}", d.reason),
                 _ => {}
             }
