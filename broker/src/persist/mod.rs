@@ -18,6 +18,8 @@ mod pending;
 mod restore;
 mod sos;
 mod stats;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -168,6 +170,11 @@ impl Store {
         for t in tasks {
             let _ = t.await;
         }
+    }
+
+    /// Vehicles and SOS messages waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.shared.pending.len() + self.shared.sos.len()
     }
 
     /// Whether the last round trip to Redis succeeded.
