@@ -10,6 +10,7 @@
 //! - `tls`: rustls configuration from PEM files; the client certificate's CN.
 //! - `limits`: connect rate per IP, publish rate per client, failed-login back-off.
 //! - `http`: the broker's side of the HTTP bridge.
+//! - `https`: the bridge over TLS (`--https`).
 //! - `routes`: reading the route network file.
 //! - `ingest`: location updates through geo-engine, processed state back out.
 //! - `persist`: Redis snapshots, restore on start, the track and the SOS log (SPEC §8).
@@ -28,6 +29,7 @@ mod context;
 pub mod demo;
 mod error;
 mod http;
+mod https;
 pub mod ingest;
 mod limits;
 mod listener;

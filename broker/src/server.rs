@@ -11,13 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Acl, Authenticator, JwtVerifier, UsersFile};
 use crate::context::{Context, Limits};
-use crate::metrics::Metrics;
-use crate::router::{Router, RouterConfig};
 use crate::http::{BridgePort, HubSink};
 use crate::ingest::Ingest;
-use crate::router::RouterMsg;
 use crate::limits::Guard;
-use crate::{Config, Error, listener, routes, tls};
+use crate::metrics::Metrics;
+use crate::router::RouterMsg;
+use crate::router::{Router, RouterConfig};
+use crate::{Config, Error, https, listener, routes, tls};
 use fleetmq_bridge::{BridgeConfig, Hub, HubConfig};
 use geo_engine::{Network, PipelineConfig};
 
@@ -32,6 +32,8 @@ pub struct Broker {
     http: TcpListener,
     /// `--mqtts` with its TLS configuration.
     mqtts: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// `--https` with its TLS configuration.
+    https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     metrics: Arc<Metrics>,
     auth: Arc<Authenticator>,
     acl: Arc<Acl>,
@@ -47,7 +49,12 @@ fn config_error(e: impl std::fmt::Display) -> Error {
 /// Users file, JWT key and anonymous access, with the secure default: anonymous clients only
 /// while no authentication is configured and every listener is on loopback.
 fn load_auth(config: &Config) -> Result<Authenticator, Error> {
-    let users = config.users.as_deref().map(UsersFile::load).transpose().map_err(config_error)?;
+    let users = config
+        .users
+        .as_deref()
+        .map(UsersFile::load)
+        .transpose()
+        .map_err(config_error)?;
     let jwt = match (&config.jwt_secret, &config.jwt_public_key) {
         (Some(secret), _) => Some(JwtVerifier::hs256(secret.as_bytes())),
         (None, Some(path)) => Some(JwtVerifier::load_public_key(path).map_err(config_error)?),
@@ -55,10 +62,15 @@ fn load_auth(config: &Config) -> Result<Authenticator, Error> {
     };
     // A client CA authenticates too: its certificates' CNs are identities.
     let configured = users.is_some() || jwt.is_some() || config.tls_client_ca.is_some();
-    let loopback = [Some(config.mqtt), config.mqtts, Some(config.http), config.https]
-        .into_iter()
-        .flatten()
-        .all(|a| a.ip().is_loopback());
+    let loopback = [
+        Some(config.mqtt),
+        config.mqtts,
+        Some(config.http),
+        config.https,
+    ]
+    .into_iter()
+    .flatten()
+    .all(|a| a.ip().is_loopback());
     let allow_anonymous = match config.allow_anonymous {
         Some(allow) => allow,
         None if !configured && !loopback => {
@@ -103,6 +115,15 @@ impl Broker {
             }
             None => None,
         };
+        let https = match config.https {
+            Some(addr) => {
+                let acceptor =
+                    tls::https_acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())
+                        .map_err(config_error)?;
+                Some((bind("https", addr).await?, acceptor))
+            }
+            None => None,
+        };
         // After binding (a port in use fails fast), before accepting (restore comes first).
         let persist = crate::persist::Startup::open(&config).await?;
         Ok(Broker {
@@ -110,6 +131,7 @@ impl Broker {
             mqtt,
             http,
             mqtts,
+            https,
             metrics: Arc::new(Metrics::default()),
             auth,
             acl,
@@ -126,6 +148,12 @@ impl Broker {
     pub fn mqtts_addr(&self) -> Option<SocketAddr> {
         let (listener, _) = self.mqtts.as_ref()?;
         listener.local_addr().ok().or(self.config.mqtts)
+    }
+
+    /// The bound `--https` address, if HTTPS is on.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        let (listener, _) = self.https.as_ref()?;
+        listener.local_addr().ok().or(self.config.https)
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -160,16 +188,21 @@ impl Broker {
                 .collect(),
             self.metrics.clone(),
         ));
-        let ctx = Arc::new(Context::new(
-            router_tx.clone(),
-            self.metrics.clone(),
-            limits,
-            token.clone(),
-            self.auth,
-            self.acl,
-            ingest.clone(),
-        )
-        .with_guard(Guard::new(self.config.max_connect_rate, self.config.max_publish_rate)));
+        let ctx = Arc::new(
+            Context::new(
+                router_tx.clone(),
+                self.metrics.clone(),
+                limits,
+                token.clone(),
+                self.auth,
+                self.acl,
+                ingest.clone(),
+            )
+            .with_guard(Guard::new(
+                self.config.max_connect_rate,
+                self.config.max_publish_rate,
+            )),
+        );
         let router_task = tokio::spawn(router.run(token.clone().cancelled_owned()));
         // Restored state goes into ingest, the hub and the retained tree before any listener
         // accepts.
@@ -198,8 +231,28 @@ impl Broker {
             routes_geojson: self.network.routes_geojson(),
             ..BridgeConfig::default()
         };
-        let app = fleetmq_bridge::app(hub.clone(), Arc::new(BridgePort { ctx: ctx.clone() }), bridge_config);
-        let http = tokio::spawn(fleetmq_bridge::serve(self.http, app, token.clone().cancelled_owned()));
+        let app = fleetmq_bridge::app(
+            hub.clone(),
+            Arc::new(BridgePort { ctx: ctx.clone() }),
+            bridge_config,
+        );
+        let https = match self.https {
+            Some((listener, acceptor)) => {
+                let listener =
+                    https::TlsListener::start(ctx.clone(), listener, acceptor, token.clone())?;
+                Some(tokio::spawn(https::serve(
+                    listener,
+                    app.clone(),
+                    token.clone(),
+                )))
+            }
+            None => None,
+        };
+        let http = tokio::spawn(fleetmq_bridge::serve(
+            self.http,
+            app,
+            token.clone().cancelled_owned(),
+        ));
         let sweeper = tokio::spawn(sweep(ingest, router_tx, token.clone()));
         shutdown.await;
         tracing::info!("shutting down");
@@ -212,6 +265,9 @@ impl Broker {
         let _ = router_task.await;
         let _ = sweeper.await;
         let _ = tokio::time::timeout(Duration::from_secs(3), http).await;
+        if let Some(https) = https {
+            let _ = tokio::time::timeout(Duration::from_secs(3), https).await;
+        }
         // Give connections a moment to write their DISCONNECT 0x8B.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         while self.metrics.connections.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
@@ -226,7 +282,11 @@ impl Broker {
 }
 
 /// Marks vehicles offline when no fix came for `stale_after`, once a second.
-async fn sweep(ingest: Arc<Ingest>, router: tokio::sync::mpsc::Sender<RouterMsg>, token: CancellationToken) {
+async fn sweep(
+    ingest: Arc<Ingest>,
+    router: tokio::sync::mpsc::Sender<RouterMsg>,
+    token: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -234,9 +294,18 @@ async fn sweep(ingest: Arc<Ingest>, router: tokio::sync::mpsc::Sender<RouterMsg>
             _ = token.cancelled() => return,
         }
         let ingest2 = ingest.clone();
-        let Ok(outputs) = tokio::task::spawn_blocking(move || ingest2.sweep()).await else { continue };
+        let Ok(outputs) = tokio::task::spawn_blocking(move || ingest2.sweep()).await else {
+            continue;
+        };
         for message in outputs {
-            if router.send(RouterMsg::Publish { message, qos2_pkid: None }).await.is_err() {
+            if router
+                .send(RouterMsg::Publish {
+                    message,
+                    qos2_pkid: None,
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
         }

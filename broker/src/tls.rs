@@ -70,6 +70,10 @@ pub fn server_config(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    build(cert, key, client_ca).map(Arc::new)
+}
+
+fn build(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
     let chain = certificates(cert)?;
     let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
         path: key.to_owned(),
@@ -99,15 +103,12 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config =
-        builder
-            .with_single_cert(chain, private_key)
-            .map_err(|e| TlsError::Rustls {
-                path: key.to_owned(),
-                message: e.to_string(),
-            })?;
-    config.alpn_protocols = Vec::new();
-    Ok(Arc::new(config))
+    builder
+        .with_single_cert(chain, private_key)
+        .map_err(|e| TlsError::Rustls {
+            path: key.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 /// Builds the acceptor from the configured files.
@@ -123,6 +124,20 @@ pub fn acceptor(
         return Err(TlsError::Missing);
     };
     Ok(TlsAcceptor::from(server_config(cert, key, client_ca)?))
+}
+
+/// The acceptor for `--https`: the same certificate, no client certificates (a browser would
+/// prompt for one), and HTTP/1.1 by ALPN (WebSocket upgrades need it).
+///
+/// # Errors
+/// As [`acceptor`].
+pub fn https_acceptor(cert: Option<&Path>, key: Option<&Path>) -> Result<TlsAcceptor, TlsError> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Err(TlsError::Missing);
+    };
+    let mut config = build(cert, key, None)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The common name of the certificate a client presented (rustls has verified its chain by the

@@ -108,8 +108,9 @@ class AuthClient(Client):
 
     def __init__(self, addr, client_id: str, protocol: int, username: Optional[str] = None,
                  password: Optional[str] = None, tls_ca: Optional[str] = None,
-                 certfile: Optional[str] = None, keyfile: Optional[str] = None):
-        super().__init__(addr, client_id, protocol)
+                 certfile: Optional[str] = None, keyfile: Optional[str] = None,
+                 transport: str = "tcp"):
+        super().__init__(addr, client_id, protocol, transport=transport)
         self.username = username
         self.password = password
         self.tls_files = (tls_ca, certfile, keyfile)

@@ -1,15 +1,19 @@
 """MQTT over TLS (SPEC §9, issue 6): the mosquitto clients with `--cafile` and the certificates of
 `fleetmq certs`; with a client certificate and `--tls-client-ca` the certificate's CN is the
 identity (a driver whose vehicle is the CN may publish `fleet/{CN}/location`, not another
-vehicle's); a TLS 1.1 client and an untrusted client certificate are refused."""
+vehicle's); a TLS 1.1 client and an untrusted client certificate are refused. `--https` serves
+the bridge over TLS: REST and MQTT over secure WebSocket."""
 
+import json
+import ssl
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
 from harness import BrokerProcess, quiet_for, wait_for
-from mqttc import V5, unique
+from mqttc import V5, reason_value, unique
 from security_util import (AuthClient, cert_cn, location, make_certs, mosquitto,
                            untrusted_client_cert, users_file)
 
@@ -23,7 +27,8 @@ def tls(fleetmq_path, tmp_path_factory):
     certs = make_certs(fleetmq_path, work / "certs")
     users = users_file(fleetmq_path, work / "users.toml", [OPERATOR])
     broker = BrokerProcess.start(fleetmq_path, [
-        "--mqtts", "127.0.0.1:0", "--tls-cert", certs["server"], "--tls-key",
+        "--mqtts", "127.0.0.1:0", "--https", "127.0.0.1:0", "--tls-cert", certs["server"],
+        "--tls-key",
         certs["server_key"], "--tls-client-ca", certs["ca"], "--users", users], work)
     broker.certs = certs
     broker.work = work
@@ -188,3 +193,32 @@ def test_mqtts_needs_certificate_and_key(fleetmq_path, tmp_path):
                            "--tls-key", str(missing)], capture_output=True, timeout=30)
     assert proc.returncode == 2
     assert "missing.pem" in (proc.stdout + proc.stderr).decode(errors="replace")
+
+
+def test_https_serves_the_bridge(tls):
+    _, port = tls.listeners["https"]
+    context = ssl.create_default_context(cafile=tls.certs["ca"])
+    with urllib.request.urlopen(f"https://localhost:{port}/api/v1/routes", context=context,
+                                timeout=10) as resp:
+        assert resp.status == 200
+        assert json.loads(resp.read())["type"] == "FeatureCollection"
+    # A client that does not trust the CA refuses the server.
+    strict = ssl.create_default_context()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"https://localhost:{port}/api/v1/routes", context=strict,
+                               timeout=10)
+
+
+def test_mqtt_over_secure_websocket(tls):
+    _, port = tls.listeners["https"]
+    topic = f"wss/{unique('t')}"
+    wss = AuthClient(("localhost", port), unique("wss"), V5, OPERATOR["name"],
+                     OPERATOR["password"], tls_ca=tls.certs["ca"], transport="websockets")
+    wss.connect()
+    wss.subscribe(topic, 1)
+    plain = operator(tls)
+    plain.publish(topic, b"to-wss", qos=1)
+    assert wss.wait_messages(1)[0].payload == b"to-wss"
+    assert reason_value(wss.publish(topic + "/up", b"x", qos=1)[0]) < 0x80
+    wss.disconnect()
+    plain.disconnect()

@@ -113,10 +113,13 @@ async fn run(config: Config, buses: Option<usize>) -> Result<(), Failure> {
 /// Prints the line tests and scripts wait for, with the real bound ports.
 fn announce(broker: &Broker) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    let mqtts = broker
-        .mqtts_addr()
-        .map(|a| format!(" mqtts={a}"))
-        .unwrap_or_default();
+    let mqtts = [
+        ("mqtts", broker.mqtts_addr()),
+        ("https", broker.https_addr()),
+    ]
+    .into_iter()
+    .filter_map(|(name, addr)| addr.map(|a| format!(" {name}={a}")))
+    .collect::<String>();
     writeln!(
         out,
         "fleetmq listening mqtt={} http={}{mqtts}",
