@@ -47,6 +47,9 @@ pub const MAX_PENDING_TRACK_POINTS: usize = 500_000;
 /// Entries `/track` returns at most (the newest ones).
 const TRACK_READ_MAX: usize = 10_000;
 
+/// One stream entry as XRANGE returns it: id and field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// Why Redis could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
@@ -217,7 +220,7 @@ impl Store {
         let mut conn = self.shared.conn.clone();
         let key = keys::track(vehicle);
         async move {
-            let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XREVRANGE")
+            let entries: Vec<StreamEntry> = redis::cmd("XREVRANGE")
                 .arg(&key)
                 .arg(to_ms.max(0))
                 .arg(from_ms.max(0))

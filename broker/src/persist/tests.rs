@@ -21,10 +21,22 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
         let dir = std::env::temp_dir();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
@@ -34,14 +46,19 @@ impl RedisServer {
         let server = RedisServer { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !server.ping() {
-            assert!(Instant::now() < deadline, "redis-server did not answer PING within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         server
     }
 
     fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
         let mut buf = [0u8; 7];
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
@@ -61,7 +78,10 @@ impl Drop for RedisServer {
 fn fix(i: usize, k: i64, base_ts: i64) -> Vec<geo_engine::Fix> {
     let lat = -16.90 - 0.0001 * (i % 500) as f64 - 0.0003 * k as f64;
     let lon = 145.74 + 0.0001 * (i / 500) as f64;
-    let json = format!(r#"{{"lat":{lat},"lon":{lon},"ts":{},"accuracy":5}}"#, base_ts + 1000 * k);
+    let json = format!(
+        r#"{{"lat":{lat},"lon":{lon},"ts":{},"accuracy":5}}"#,
+        base_ts + 1000 * k
+    );
     parse_fixes(json.as_bytes()).expect("valid fix")
 }
 
@@ -108,7 +128,12 @@ async fn round_trip(url: &str, trackers: &[Tracker]) -> (Vec<Tracker>, Duration)
 
 /// Every restored tracker handles the next fix exactly like its original (filter, dedup and
 /// teleport state included).
-fn assert_continues(net: &Network, originals: &[Tracker], mut restored: Vec<Tracker>, base_ts: i64) {
+fn assert_continues(
+    net: &Network,
+    originals: &[Tracker],
+    mut restored: Vec<Tracker>,
+    base_ts: i64,
+) {
     assert_eq!(restored.len(), originals.len());
     restored.sort_by_key(|t| t.vehicle()[4..].parse::<usize>().unwrap_or(usize::MAX));
     let cfg = PipelineConfig::default();
@@ -117,17 +142,29 @@ fn assert_continues(net: &Network, originals: &[Tracker], mut restored: Vec<Trac
         assert_eq!(orig.vehicle(), back.vehicle());
         let (mut a, mut b) = (orig.clone(), back);
         let next = fix(i, 2, base_ts).remove(0);
-        let (ra, rb) = (a.process(net, &cfg, next.clone(), now), b.process(net, &cfg, next, now));
+        let (ra, rb) = (
+            a.process(net, &cfg, next.clone(), now),
+            b.process(net, &cfg, next, now),
+        );
         match (ra, rb) {
-            (Ok(Outcome::Forwarded { state: sa, .. }), Ok(Outcome::Forwarded { state: sb, .. })) => {
-                assert!((sa.lat - sb.lat).abs() < 1e-9 && (sa.lon - sb.lon).abs() < 1e-9, "{i}: smoothing diverged");
+            (
+                Ok(Outcome::Forwarded { state: sa, .. }),
+                Ok(Outcome::Forwarded { state: sb, .. }),
+            ) => {
+                assert!(
+                    (sa.lat - sb.lat).abs() < 1e-9 && (sa.lon - sb.lon).abs() < 1e-9,
+                    "{i}: smoothing diverged"
+                );
                 assert_eq!(sa.on_route, sb.on_route);
             }
             (x, y) => panic!("{i}: original {x:?}, restored {y:?}"),
         }
         // The fix just processed is a duplicate for both.
         let again = fix(i, 2, base_ts).remove(0);
-        assert!(matches!(b.process(net, &cfg, again, now), Ok(Outcome::Duplicate)));
+        assert!(matches!(
+            b.process(net, &cfg, again, now),
+            Ok(Outcome::Duplicate)
+        ));
     }
 }
 
@@ -150,7 +187,11 @@ async fn restore_100k() {
     let base_ts = now_ms() - 60_000;
     let originals = trackers(&net, 100_000, base_ts);
     let (restored, took) = round_trip(&redis.url(), &originals).await;
-    println!("restored {} vehicles in {:.2} s", restored.len(), took.as_secs_f64());
+    println!(
+        "restored {} vehicles in {:.2} s",
+        restored.len(),
+        took.as_secs_f64()
+    );
     assert_continues(&net, &originals, restored, base_ts);
     assert!(took < Duration::from_secs(60), "restore took {took:?}");
 }
