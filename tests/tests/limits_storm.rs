@@ -63,7 +63,10 @@ async fn storm_connect(addr: SocketAddr, id: String) -> Result<Outcome, HarnessE
         // Fixed header (0x20, length) + flags + reason code.
         if have >= 4 {
             if buf[0] >> 4 != kind::CONNACK {
-                return Err(HarnessError::BadPacket(format!("not a CONNACK: {:02x?}", &buf[..have])));
+                return Err(HarnessError::BadPacket(format!(
+                    "not a CONNACK: {:02x?}",
+                    &buf[..have]
+                )));
             }
             return Ok(Outcome::ConnAck(buf[3]));
         }
@@ -165,7 +168,13 @@ fn publisher(
         while !stop.load(Ordering::SeqCst) {
             let pkid = u16::try_from(seq % 60_000 + 1).unwrap_or(1);
             let payload = seq.to_string();
-            client.send(&packets::publish(Version::V5, topic.as_bytes(), 1, pkid, payload.as_bytes()))?;
+            client.send(&packets::publish(
+                Version::V5,
+                topic.as_bytes(),
+                1,
+                pkid,
+                payload.as_bytes(),
+            ))?;
             let ack = client.expect(kind::PUBACK, STEP)?;
             if ack.reason() >= 0x80 {
                 return Err(HarnessError::BadPacket(format!("PUBACK {ack:?}")));
@@ -182,14 +191,21 @@ fn publisher(
 fn check_stream(seen: &[(u64, Instant)], sent: usize) {
     let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
     let expected: Vec<u64> = (0..sent as u64).collect();
-    assert_eq!(seqs.len(), expected.len(), "every message arrives exactly once");
+    assert_eq!(
+        seqs.len(),
+        expected.len(),
+        "every message arrives exactly once"
+    );
     assert!(seqs == expected, "messages arrive in order");
     let worst = seen
         .windows(2)
         .map(|w| w[1].1.duration_since(w[0].1))
         .max()
         .unwrap_or_default();
-    assert!(worst < MAX_GAP, "the subscriber went {worst:?} without a message");
+    assert!(
+        worst < MAX_GAP,
+        "the subscriber went {worst:?} without a message"
+    );
 }
 
 /// Runs the steady stream around `during` and checks it.
@@ -201,7 +217,12 @@ fn with_steady_stream<T>(
     let sent = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicBool::new(false));
-    let sub = subscriber(server.mqtt_addr(), topic, Arc::clone(&sent), Arc::clone(&finished))?;
+    let sub = subscriber(
+        server.mqtt_addr(),
+        topic,
+        Arc::clone(&sent),
+        Arc::clone(&finished),
+    )?;
     let publ = publisher(
         server.mqtt_addr(),
         topic,
@@ -231,7 +252,10 @@ fn with_steady_stream<T>(
 fn reconnect_storm_does_not_starve_a_connected_subscriber() -> TestResult {
     let server = Server::start(&[])?;
     let (outcomes, took) = with_steady_stream(&server, || storm(server.mqtt_addr(), "storm"))?;
-    let accepted = outcomes.iter().filter(|o| **o == Outcome::ConnAck(0)).count();
+    let accepted = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::ConnAck(0))
+        .count();
     assert_eq!(
         accepted,
         STORM,
@@ -255,8 +279,14 @@ fn storm_against_max_connections_keeps_existing_clients() -> TestResult {
         drop(holders);
         Ok(outcomes)
     })?;
-    let accepted = outcomes.iter().filter(|o| **o == Outcome::ConnAck(0)).count();
-    assert_eq!(accepted, 0, "no connection beyond --max-connections is accepted");
+    let accepted = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::ConnAck(0))
+        .count();
+    assert_eq!(
+        accepted, 0,
+        "no connection beyond --max-connections is accepted"
+    );
     // Room again once the holders left.
     fleetmq_tests::wait_until(STEP, "a free slot", || {
         RawClient::connect(server.mqtt_addr(), Version::V5, "after").ok()
