@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from harness import RedisProcess, wait_for
+from harness import RedisProcess, free_port, wait_for
 from mqttc import connected, reason_value, unique
 
 BASE_LAT, BASE_LON = -16.92, 145.77
@@ -269,3 +269,42 @@ def test_sos_persisted_before_delivery_and_after_outage(fleetmq_factory, redis, 
         assert vehicle in sos_entries(back)
     finally:
         back.stop()
+
+
+def test_redis_down_at_start_serves_and_writes_once_up(fleetmq_factory, tmp_path):
+    port = free_port()
+    broker = fleetmq_factory("--redis", f"redis://127.0.0.1:{port}/")
+    assert json.loads(http_get(broker, "/readyz")[1]).get("status") == "degraded"
+    watcher = connected(broker.addr)
+    watcher.subscribe("vehicles/#", 0)
+    driver = connected(broker.addr)
+    fleet = Fleet(10, "d")
+    for _ in range(2):
+        for v in fleet.ids:
+            fleet.publish_next(driver, v)
+    wait_for(lambda: all(n == 2 for _, n in latest_states(watcher).values())
+             and len(latest_states(watcher)) == 10, 10, "states served without Redis")
+    server = redis_on(port, tmp_path)
+    try:
+        wait_for(lambda: all_latest_in_redis(server, watcher, fleet.ids), 2,
+                 "states written once Redis is up")
+        wait_for(lambda: metric(broker, "fleetmq_redis_up") == 1, 2, "fleetmq_redis_up 1")
+    finally:
+        server.stop()
+
+
+def test_sigterm_flushes_latest_states(fleetmq_factory, redis):
+    broker = fleetmq_factory("--redis", redis.url)
+    watcher = connected(broker.addr)
+    watcher.subscribe("vehicles/#", 0)
+    driver = connected(broker.addr)
+    fleet = Fleet(10, "t")
+    for v in fleet.ids:
+        fleet.publish_next(driver, v)
+    wait_for(lambda: len(latest_states(watcher)) == 10, 5, "10 states")
+    assert broker.terminate() == 0
+    # On SIGTERM the vehicles go offline as their driver connection closes; whatever the last
+    # state was, it reached Redis before the process exited.
+    stored = redis_states(redis, fleet.ids)
+    for v in fleet.ids:
+        assert stored[v] is not None and stored[v]["ts"] == fleet.fix(v, 0)["ts"]

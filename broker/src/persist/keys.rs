@@ -12,11 +12,15 @@
 //! integrators, so they stay as written. We deliberately add no hash tag: a tag (say
 //! `fleetmq:vehicle:{bus-12}`) would put a vehicle's hash and stream in one slot, but would also
 //! change the names others read. Nothing needs them co-located, because no command touches two
-//! keys and the writer never uses MULTI. For Redis Cluster, where one pipeline must stay within
-//! one slot, the writer already tags every command with [`slot`] of its key and orders a batch by
-//! slot ([`super::writer`]), so a cluster connection can send one pipeline per slot run; on a
-//! single node the runs are simply concatenated. `fleetmq:geo` and `fleetmq:sos` are single
-//! keys, one slot each.
+//! keys and the writer never uses MULTI.
+//!
+//! The plan for Redis Cluster (`cluster-async`), where one pipeline must stay within one slot:
+//! the writer orders each batch by the [`slot`] of every vehicle's hash key
+//! ([`super::writer::flush`]); a cluster writer cuts the same ordered list at slot boundaries
+//! instead of every 500 vehicles, sending per slot run one pipeline of `HSET` + `PEXPIRE`, and
+//! groups `XADD`s by the slot of `fleetmq:track:{id}` the same way. `fleetmq:geo` and
+//! `fleetmq:sos` are single keys (one slot each): their commands go in their own pipelines. Today
+//! only the single-node connection exists, so a pipeline holds several slots.
 
 /// Prefix of the per-vehicle state hashes.
 pub const VEHICLE_PREFIX: &str = "fleetmq:vehicle:";
