@@ -161,3 +161,46 @@ def test_session_takeover_disconnects_old_connection(fleetmq):
     flags, reason, _ = first.wait_disconnected()
     assert reason.value == 0x8E, f"session taken over: {reason}"
     second.disconnect()
+
+
+def _dropped_in_metrics(broker) -> float:
+    """The largest `*dropped*` counter on /metrics (Prometheus text format)."""
+    import urllib.request
+    with urllib.request.urlopen(
+            f"http://{broker.http_host}:{broker.http_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if not line.startswith("#") and "dropped" in line.split(" ")[0]]
+    return max(values, default=0.0)
+
+
+def test_queue_overflow_counted_in_sys_and_metrics(fleetmq_factory):
+    """Issue 2: when the queue is full the oldest is dropped and counted in $SYS and metrics."""
+    broker = fleetmq_factory("--max-queued", "2")
+    topic, client_id = unique("overflow"), unique("sess")
+    sub = persistent(broker.addr, client_id, clean_start=True)
+    sub.subscribe(topic, 1)
+    sub.disconnect()
+    pub = connected(broker.addr)
+    for i in range(7):
+        pub.publish(topic, f"m{i}".encode(), qos=1)
+    assert wait_for(lambda: _dropped_in_metrics(broker) >= 5, 5, "dropped counter on /metrics")
+    watcher = connected(broker.addr)
+    watcher.subscribe("$SYS/broker/#", 0)
+
+    def sys_dropped():
+        for m in list(watcher.messages):
+            if "dropped" in m.topic:
+                try:
+                    if float(m.payload.split()[0]) >= 5:
+                        return m.topic
+                except (ValueError, IndexError):
+                    pass
+        return None
+    wait_for(sys_dropped, 12, "a $SYS/broker/...dropped counter of at least 5")
+    back = persistent(broker.addr, client_id)
+    pub.publish(topic, b"marker", qos=1)
+    assert [m.payload for m in back.wait_payload(b"marker")] == [b"m5", b"m6"]
+    end_session(back)
+    for c in (pub, watcher):
+        c.disconnect()
