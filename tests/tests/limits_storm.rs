@@ -16,6 +16,10 @@ use fleetmq_tests::{HarnessError, RawClient, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type TestResult = Result<(), HarnessError>;
+/// Sequence numbers received, with when each arrived.
+type Arrivals = Vec<(u64, Instant)>;
+/// A helper thread's handle.
+type Worker<T> = thread::JoinHandle<Result<T, HarnessError>>;
 
 /// Reconnects in the storm.
 const STORM: usize = 2_000;
@@ -114,7 +118,7 @@ fn subscriber(
     topic: &str,
     count: Arc<AtomicUsize>,
     finished: Arc<AtomicBool>,
-) -> Result<thread::JoinHandle<Result<Vec<(u64, Instant)>, HarnessError>>, HarnessError> {
+) -> Result<Worker<Arrivals>, HarnessError> {
     let mut client = RawClient::connect(addr, Version::V5, "storm-subscriber")?;
     assert_eq!(client.subscribe(1, topic, 1)?, vec![1]);
     Ok(thread::spawn(move || {
@@ -152,7 +156,7 @@ fn publisher(
     sent: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     finished: Arc<AtomicBool>,
-) -> Result<thread::JoinHandle<Result<(), HarnessError>>, HarnessError> {
+) -> Result<Worker<()>, HarnessError> {
     let mut client = RawClient::connect(addr, Version::V5, "storm-publisher")?;
     let topic = topic.to_string();
     Ok(thread::spawn(move || {
