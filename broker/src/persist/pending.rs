@@ -8,7 +8,9 @@
 //! # Bounds
 //! - At most `max_vehicles` vehicles are buffered. When full, updates of vehicles already
 //!   buffered still replace their entry (latest wins); a vehicle not yet buffered is dropped and
-//!   counted in `dropped` (its next update after a flush gets in again).
+//!   counted in `dropped` (its next update after a flush gets in again). A batch put back after a
+//!   failed write is never dropped, so for a moment the count can reach twice the bound; while
+//!   Redis is known to be down the writer takes nothing, so this happens once per outage.
 //! - At most [`TRACK_PER_VEHICLE`] track points per vehicle (oldest dropped first) and at most
 //!   `track_budget` in all; over the budget a vehicle keeps only its newest point.
 

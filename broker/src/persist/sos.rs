@@ -25,9 +25,11 @@ pub const SOS_QUEUE: usize = 10_000;
 /// One SOS waiting to be written.
 #[derive(Debug)]
 pub struct SosRecord {
+    /// The vehicle id from `fleet/{id}/sos`.
     pub vehicle: String,
     /// Broker clock when it arrived, Unix ms.
     pub ts: i64,
+    /// The driver's payload, as published.
     pub payload: Vec<u8>,
     /// Told when written; the waiting connection may have given up (receiver dropped).
     pub done: Option<oneshot::Sender<()>>,
