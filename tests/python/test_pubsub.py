@@ -148,3 +148,75 @@ def test_unacked_qos1_redelivered_with_dup_on_reconnect(fleetmq):
     cleanup.send(rawmqtt.disconnect())
     cleanup.close()
     pub.disconnect()
+
+
+def _resume(addr, client_id):
+    raw = rawmqtt.RawClient(addr)
+    connack = raw.connect(client_id, clean=False, props=[(rawmqtt.SESSION_EXPIRY, 60)])
+    assert connack.session_present
+    return raw
+
+
+def _end_session(addr, client_id):
+    cleanup = rawmqtt.RawClient(addr)
+    cleanup.connect(client_id, clean=True)
+    cleanup.send(rawmqtt.disconnect())
+    cleanup.close()
+
+
+def test_qos2_publish_and_pubrel_redelivered_on_reconnect(fleetmq):
+    """QoS 2 towards a subscriber survives reconnects at both stages: an unanswered PUBLISH is
+    resent with DUP; after PUBREC, the PUBREL is resent (and the message not sent again)."""
+    topic, client_id = unique("q2redeliver"), unique("q2sess")
+    raw = rawmqtt.RawClient(fleetmq.addr)
+    raw.connect(client_id, clean=False, props=[(rawmqtt.SESSION_EXPIRY, 60)])
+    raw.subscribe(1, [(topic, 2)])
+    pub = connected(fleetmq.addr)
+    pub.publish(topic, b"twice-safe", qos=2)
+    first = raw.expect(rawmqtt.PUBLISH)
+    assert first.qos == 2
+    raw.close()
+
+    raw = _resume(fleetmq.addr, client_id)
+    again = raw.expect(rawmqtt.PUBLISH)
+    assert (again.payload, again.pkid, again.dup) == (b"twice-safe", first.pkid, True)
+    raw.send(rawmqtt.ack(rawmqtt.PUBREC, again.pkid))
+    assert raw.expect(rawmqtt.PUBREL).pkid == again.pkid
+    raw.close()
+
+    raw = _resume(fleetmq.addr, client_id)
+    rel = raw.expect(rawmqtt.PUBREL)
+    assert rel.pkid == first.pkid, "PUBREL resent, not the PUBLISH"
+    raw.send(rawmqtt.ack(rawmqtt.PUBCOMP, rel.pkid))
+    # Nothing else is pending: a PINGREQ is answered next.
+    raw.send(rawmqtt.PINGREQ_BYTES)
+    raw.expect(rawmqtt.PINGRESP)
+    raw.send(rawmqtt.disconnect())
+    raw.close()
+    _end_session(fleetmq.addr, client_id)
+    pub.disconnect()
+
+
+def test_inbound_qos2_survives_reconnect_before_pubrel(fleetmq):
+    """A publisher's QoS 2 message received (PUBREC) but not yet released is delivered once when
+    the publisher resumes its session and sends PUBREL."""
+    topic, client_id = unique("q2in"), unique("q2pub")
+    sub = connected(fleetmq.addr)
+    sub.subscribe(topic, 1)
+    raw = rawmqtt.RawClient(fleetmq.addr)
+    raw.connect(client_id, clean=False, props=[(rawmqtt.SESSION_EXPIRY, 60)])
+    raw.send(rawmqtt.publish(topic, b"held", qos=2, pkid=42))
+    assert raw.expect(rawmqtt.PUBREC).pkid == 42
+    raw.close()
+    raw = _resume(fleetmq.addr, client_id)
+    raw.send(rawmqtt.publish(topic, b"held", qos=2, pkid=42, dup=True))
+    assert raw.expect(rawmqtt.PUBREC).pkid == 42
+    raw.send(rawmqtt.ack(rawmqtt.PUBREL, 42))
+    assert raw.expect(rawmqtt.PUBCOMP).pkid == 42
+    connected(fleetmq.addr).publish(topic, b"marker", qos=1)
+    sub.wait_payload(b"marker")
+    assert sub.payloads(topic).count(b"held") == 1, "delivered exactly once"
+    raw.send(rawmqtt.disconnect())
+    raw.close()
+    _end_session(fleetmq.addr, client_id)
+    sub.disconnect()
