@@ -5,11 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use fleetmq_bridge::{BrokerPort, Hub, MqttIo, PortError, Readiness};
+use fleetmq_bridge::{Access, AuthError, BrokerPort, Hub, MqttIo, OpenAccess, PortError, Readiness};
 use fleetmq_codec::{Bytes, Properties, QoS};
 use futures_util::future::BoxFuture;
 use geo_engine::{Event, VehicleState};
 
+use crate::auth::{Identity, Role};
 use crate::connection;
 use crate::context::Context;
 use crate::ingest::{StateSink, topics};
@@ -21,9 +22,29 @@ pub struct BridgePort {
 }
 
 impl BrokerPort for BridgePort {
+    fn authenticate(&self, token: Option<&str>) -> Result<Arc<dyn Access>, AuthError> {
+        let auth = &self.ctx.auth;
+        if !auth.is_configured() {
+            return Ok(Arc::new(OpenAccess));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let identity = match token {
+            Some(t) => auth
+                .authenticate_token(t, now)
+                .map_err(|e| AuthError::Invalid(e.to_string()))?,
+            None if auth.allows_anonymous() => Identity::anonymous(""),
+            None => return Err(AuthError::Missing),
+        };
+        Ok(Arc::new(IdentityAccess(identity)))
+    }
+
     fn ping(&self, vehicle: &str, payload: Bytes) -> Result<(), PortError> {
         if vehicle.is_empty() || vehicle.contains(['/', '+', '#']) {
-            return Err(PortError::Rejected("vehicle id must not contain '/', '+' or '#'".into()));
+            return Err(PortError::Rejected(
+                "vehicle id must not contain '/', '+' or '#'".into(),
+            ));
         }
         let message = Arc::new(Message {
             topic: topics::ping_topic(vehicle).into(),
@@ -41,7 +62,10 @@ impl BrokerPort for BridgePort {
         // Never wait on the router from an HTTP handler: a full router queue is a 503.
         self.ctx
             .router
-            .try_send(RouterMsg::Publish { message, qos2_pkid: None })
+            .try_send(RouterMsg::Publish {
+                message,
+                qos2_pkid: None,
+            })
             .map_err(|_| PortError::Unavailable("broker is busy; retry".into()))
     }
 
@@ -60,13 +84,21 @@ impl BrokerPort for BridgePort {
         if self.ctx.shutdown.is_cancelled() {
             Readiness::NotReady("shutting down".into())
         } else if self.ctx.persist.get().is_some_and(|s| !s.is_up()) {
-            Readiness::Degraded("redis is down: latest states are kept in memory and written when it returns".into())
+            Readiness::Degraded(
+                "redis is down: latest states are kept in memory and written when it returns"
+                    .into(),
+            )
         } else {
             Readiness::Ready
         }
     }
 
-    fn track(&self, vehicle: &str, from_ms: i64, to_ms: i64) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>> {
+    fn track(
+        &self,
+        vehicle: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>> {
         // Redis down: the bridge serves its in-memory ring instead of an error.
         let Some(store) = self.ctx.persist.get().filter(|s| s.is_up()) else {
             return Box::pin(async { None });
@@ -94,5 +126,28 @@ impl StateSink for HubSink {
 
     fn event(&self, event: &Arc<Event>) {
         self.0.push_event(event.clone());
+    }
+}
+
+/// What an authenticated HTTP client may read and ping (SPEC §9: riders see the vehicles,
+/// routes and trips of their token; integrators and operators see everything).
+struct IdentityAccess(Identity);
+
+impl Access for IdentityAccess {
+    fn may_read_vehicle(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool {
+        self.0.may_read_vehicle(vehicle, route, trip)
+    }
+
+    /// Operators ping any vehicle; riders ping the vehicles they may follow.
+    fn may_ping(&self, vehicle: &str) -> bool {
+        match self.0.role {
+            Some(Role::Operator) => true,
+            Some(Role::Rider) => self.0.vehicles.iter().any(|v| v == vehicle),
+            _ => false,
+        }
+    }
+
+    fn reads_everything(&self) -> bool {
+        self.0.may_read_all_vehicles()
     }
 }

@@ -14,8 +14,13 @@ use crate::Error;
 /// The file or folder is unreadable, or its content is not a valid route network; the error
 /// names the path and the first bad feature.
 pub fn load(path: Option<&Path>) -> Result<Network, Error> {
-    let Some(path) = path else { return Ok(Network::bundled()) };
-    let fail = |message: String| Error::File { path: path.to_owned(), message };
+    let Some(path) = path else {
+        return Ok(Network::bundled());
+    };
+    let fail = |message: String| Error::File {
+        path: path.to_owned(),
+        message,
+    };
     if path.is_dir() {
         let read = |name: &str| std::fs::read(path.join(name)).ok();
         return Network::from_gtfs_dir_files(&read).map_err(|e| fail(e.to_string()));
@@ -24,6 +29,7 @@ pub fn load(path: Option<&Path>) -> Result<Network, Error> {
     if bytes.starts_with(b"PK") {
         return Network::from_gtfs_zip(&bytes).map_err(|e| fail(e.to_string()));
     }
-    let text = std::str::from_utf8(&bytes).map_err(|_| fail("not UTF-8 text, a zip or a folder".into()))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| fail("not UTF-8 text, a zip or a folder".into()))?;
     Network::from_geojson(text).map_err(|e| fail(e.to_string()))
 }

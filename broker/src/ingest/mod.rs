@@ -19,7 +19,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use fleetmq_codec::{Bytes, Properties, QoS};
-use geo_engine::{Event, Network, Outcome, PipelineConfig, Rejection, Tracker, VehicleState, parse_fixes};
+use geo_engine::{
+    Event, Network, Outcome, PipelineConfig, Rejection, Tracker, VehicleState, parse_fixes,
+};
 
 use crate::message::{Message, Origin};
 use crate::metrics::Metrics;
@@ -27,7 +29,9 @@ pub use sink::StateSink;
 
 /// Broker clock, Unix milliseconds.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// What an accepted update produced: messages to route.
@@ -44,8 +48,19 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(network: Arc<Network>, config: PipelineConfig, sinks: Vec<Arc<dyn StateSink>>, metrics: Arc<Metrics>) -> Ingest {
-        Ingest { network, config, trackers: DashMap::new(), sinks, metrics }
+    pub fn new(
+        network: Arc<Network>,
+        config: PipelineConfig,
+        sinks: Vec<Arc<dyn StateSink>>,
+        metrics: Arc<Metrics>,
+    ) -> Ingest {
+        Ingest {
+            network,
+            config,
+            trackers: DashMap::new(),
+            sinks,
+            metrics,
+        }
     }
 
     pub fn network(&self) -> &Arc<Network> {
@@ -59,7 +74,10 @@ impl Ingest {
     /// Puts back a tracker restored from a snapshot (before any connection is accepted).
     pub fn restore(&self, tracker: Tracker) -> Outputs {
         let vehicle: Arc<str> = tracker.vehicle().into();
-        let out = tracker.state().map(|s| vec![state_message(s)]).unwrap_or_default();
+        let out = tracker
+            .state()
+            .map(|s| vec![state_message(s)])
+            .unwrap_or_default();
         if let Some(s) = tracker.state() {
             let s = Arc::new(s.clone());
             for sink in &self.sinks {
@@ -74,14 +92,22 @@ impl Ingest {
         if let Some(t) = self.trackers.get(vehicle) {
             return t.clone();
         }
-        self.trackers.entry(vehicle.into()).or_insert_with(|| Arc::new(Mutex::new(Tracker::new(vehicle)))).clone()
+        self.trackers
+            .entry(vehicle.into())
+            .or_insert_with(|| Arc::new(Mutex::new(Tracker::new(vehicle))))
+            .clone()
     }
 
     /// Processes one location payload (an object or a batch) for `vehicle`.
     ///
     /// # Errors
     /// The first rejected fix; fixes of a batch before and after it are still processed.
-    pub fn location(&self, vehicle: &str, payload: &[u8], received: Instant) -> Result<Outputs, Rejection> {
+    pub fn location(
+        &self,
+        vehicle: &str,
+        payload: &[u8],
+        received: Instant,
+    ) -> Result<Outputs, Rejection> {
         let fixes = match parse_fixes(payload) {
             Ok(f) => f,
             Err(r) => {
@@ -135,7 +161,8 @@ impl Ingest {
                 sink.state(&state);
             }
         }
-        self.metrics.observe_latency(received.elapsed().as_secs_f64());
+        self.metrics
+            .observe_latency(received.elapsed().as_secs_f64());
         match first_rejection {
             Some(r) if outputs.is_empty() => Err(r),
             _ => Ok(outputs),
@@ -147,8 +174,13 @@ impl Ingest {
         let now = now_ms();
         let mut out = Vec::new();
         for v in vehicles {
-            let Some(t) = self.trackers.get(v).map(|t| t.clone()) else { continue };
-            let went = t.lock().unwrap_or_else(|e| e.into_inner()).mark_offline(now);
+            let Some(t) = self.trackers.get(v).map(|t| t.clone()) else {
+                continue;
+            };
+            let went = t
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .mark_offline(now);
             if let Some((state, event)) = went {
                 out.extend(self.offline(state, event));
             }
@@ -159,10 +191,14 @@ impl Ingest {
     /// Vehicles with no fix for `stale_after` go offline.
     pub fn sweep(&self) -> Outputs {
         let now = now_ms();
-        let trackers: Vec<Arc<Mutex<Tracker>>> = self.trackers.iter().map(|e| e.value().clone()).collect();
+        let trackers: Vec<Arc<Mutex<Tracker>>> =
+            self.trackers.iter().map(|e| e.value().clone()).collect();
         let mut out = Vec::new();
         for t in trackers {
-            let went = t.lock().unwrap_or_else(|e| e.into_inner()).check_stale(&self.config, now);
+            let went = t
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check_stale(&self.config, now);
             if let Some((state, event)) = went {
                 out.extend(self.offline(state, event));
             }
@@ -185,9 +221,17 @@ impl Ingest {
     pub fn sos(&self, vehicle: &str, payload: &[u8]) -> Arc<Message> {
         let tracker = self.trackers.get(vehicle).map(|t| t.clone());
         let (lat, lon) = tracker
-            .and_then(|t| t.lock().unwrap_or_else(|e| e.into_inner()).state().map(|s| (s.lat, s.lon)))
+            .and_then(|t| {
+                t.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .state()
+                    .map(|s| (s.lat, s.lon))
+            })
             .unwrap_or((0.0, 0.0));
-        let text = std::str::from_utf8(payload).ok().filter(|s| !s.is_empty()).map(str::to_owned);
+        let text = std::str::from_utf8(payload)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
         let event = Event {
             kind: geo_engine::EventKind::Sos,
             vehicle: vehicle.to_owned(),
@@ -231,11 +275,21 @@ fn broker_message(topic: String, payload: Vec<u8>, qos: QoS, retain: bool) -> Ar
 /// `vehicles/{id}`, retained.
 pub fn state_message(state: &VehicleState) -> Arc<Message> {
     let payload = serde_json::to_vec(state).unwrap_or_default();
-    broker_message(format!("vehicles/{}", state.vehicle), payload, QoS::AtMostOnce, true)
+    broker_message(
+        format!("vehicles/{}", state.vehicle),
+        payload,
+        QoS::AtMostOnce,
+        true,
+    )
 }
 
 /// `events/{id}/{kind}`, QoS 1.
 pub fn event_message(event: &Event) -> Arc<Message> {
     let payload = serde_json::to_vec(event).unwrap_or_default();
-    broker_message(format!("events/{}/{}", event.vehicle, event.kind.as_str()), payload, QoS::AtLeastOnce, false)
+    broker_message(
+        format!("events/{}/{}", event.vehicle, event.kind.as_str()),
+        payload,
+        QoS::AtLeastOnce,
+        false,
+    )
 }

@@ -33,8 +33,14 @@ mod tests {
 
     #[test]
     fn classify() {
-        assert_eq!(driver_topic("fleet/bus-1/location"), Some(DriverTopic::Location("bus-1")));
-        assert_eq!(driver_topic("fleet/bus-1/sos"), Some(DriverTopic::Sos("bus-1")));
+        assert_eq!(
+            driver_topic("fleet/bus-1/location"),
+            Some(DriverTopic::Location("bus-1"))
+        );
+        assert_eq!(
+            driver_topic("fleet/bus-1/sos"),
+            Some(DriverTopic::Sos("bus-1"))
+        );
         assert_eq!(driver_topic("fleet/bus-1/status"), None);
         assert_eq!(driver_topic("fleet//location"), None);
         assert_eq!(driver_topic("fleet/a/b/location"), None);
