@@ -237,16 +237,28 @@ mod tests {
     fn connect_table_stays_bounded() {
         let t0 = Instant::now();
         let guard = Guard::new(1, 0);
+        let tracked = |g: &Guard| g.connects.lock().map(|m| m.len()).unwrap_or(usize::MAX);
+        // A flood from more addresses than the bound: every one still restricts, so the table is
+        // cleared rather than grown, and every address is served.
         for n in 0..(MAX_TRACKED_IPS as u32 + 10) {
             assert!(guard.allow_connect(ip(n), t0));
         }
-        let len = guard.connects.lock().map(|m| m.len()).unwrap_or(usize::MAX);
-        assert!(len <= MAX_TRACKED_IPS, "{len}");
-        // A second later every bucket is full again and is evicted before the table is cleared.
+        assert!(tracked(&guard) <= MAX_TRACKED_IPS, "{}", tracked(&guard));
+        // Fill it to the bound; two seconds later every bucket is full again, so one new
+        // address evicts them all instead of clearing restricting entries.
+        let mut n = 1_000_000;
+        while tracked(&guard) < MAX_TRACKED_IPS {
+            guard.allow_connect(ip(n), t0);
+            n += 1;
+        }
+        let recent = ip(n);
         let t1 = t0 + Duration::from_secs(2);
-        assert!(guard.allow_connect(IP, t1));
-        let len = guard.connects.lock().map(|m| m.len()).unwrap_or(usize::MAX);
-        assert_eq!(len, 1);
+        assert!(guard.allow_connect(recent, t1));
+        assert_eq!(tracked(&guard), 1);
+        assert!(
+            !guard.allow_connect(recent, t1),
+            "the new entry still restricts"
+        );
     }
 
     #[test]
