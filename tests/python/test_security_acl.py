@@ -214,6 +214,7 @@ def test_failed_logins_back_off(fleetmq_factory):
     codes = [raw_login(b.addr, "x", bad) for _ in range(11)]
     assert codes == [0x86] * 11, codes
     assert raw_login(b.addr, "x", good) == 0x9F
+    assert raw_login(b.addr, "x", good, v5=False) == 3, "3.1.1: server unavailable"
     wait_for(lambda: raw_login(b.addr, "x", good) == 0, 10, "the back-off to end")
     # Success forgets the failures: one more failure does not block again.
     assert raw_login(b.addr, "x", bad) == 0x86
