@@ -96,7 +96,7 @@ next_connection_delay_ms = 0
     max_inflight_count = 100
     dynamic_filters = true
 EOF
-        "$RUMQTTD" --config "$WORK/rumqttd.toml" >"$WORK/rumqttd.out" 2>&1 &
+        "$RUMQTTD" -q --config "$WORK/rumqttd.toml" >"$WORK/rumqttd.out" 2>&1 &
         ;;
     esac
     BROKER_PID=$!

@@ -29,8 +29,8 @@ pub struct ConnectOptions {
     pub protocol: Protocol,
     /// Client identifier (unique per run).
     pub client_id: String,
-    /// Keep-alive in seconds; 0 turns it off (the bench never idles long enough to need pings
-    /// except in `connections`, which uses 0).
+    /// Keep-alive in seconds. The default is the largest value (about 18 h) rather than 0 (off),
+    /// which rumqttd refuses: a bench run never lasts long enough to need a PINGREQ.
     pub keep_alive: u16,
     /// Source address to bind before connecting, to spread many clients over several loopback
     /// addresses; `None` lets the kernel choose.
@@ -43,12 +43,12 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
-    /// Options for `client_id` with keep-alive off and no source binding.
+    /// Options for `client_id` with the largest keep-alive and no source binding.
     pub fn new(protocol: Protocol, client_id: String) -> ConnectOptions {
         ConnectOptions {
             protocol,
             client_id,
-            keep_alive: 0,
+            keep_alive: u16::MAX,
             bind: None,
             receive_maximum: None,
             buffer: 16 * 1024,

@@ -78,8 +78,8 @@ pub struct Args {
     /// Protocol of the drivers and MQTT watchers: 3.1.1 or 5.
     #[arg(long, default_value = "5", value_parser = client::parse_protocol)]
     pub protocol: Protocol,
-    /// Connects in flight at once while setting up.
-    #[arg(long, default_value_t = 256)]
+    /// Connects in flight at once while setting up (below the broker's listen backlog).
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Write the figures as one JSON object to FILE.
     #[arg(long)]
