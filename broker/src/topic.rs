@@ -52,6 +52,7 @@ pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
 /// Splits `$share/GROUP/FILTER` into `(Some(GROUP), FILTER)`; any other filter into `(None, filter)`.
 pub fn parse_shared(filter: &str) -> Result<(Option<&str>, &str), TopicError> {
     let Some(rest) = filter.strip_prefix("$share/") else {
+        validate_filter(filter)?;
         return Ok((None, filter));
     };
     let (group, inner) = rest.split_once('/').ok_or(TopicError::BadShare)?;
@@ -103,6 +104,8 @@ mod tests {
         assert_eq!(parse_shared("a/b"), Ok((None, "a/b")));
         assert!(parse_shared("$share/g").is_err());
         assert!(parse_shared("$share//a").is_err());
+        assert!(parse_shared("a/#/b").is_err());
+        assert!(parse_shared("a+/b").is_err());
     }
 
     #[test]
