@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use fleetmq_bridge::{Access, AuthError, BrokerPort, Hub, MqttIo, OpenAccess, PortError, Readiness};
+use fleetmq_bridge::{
+    Access, AuthError, BrokerPort, Hub, MqttIo, OpenAccess, PortError, Readiness,
+};
 use fleetmq_codec::{Bytes, Properties, QoS};
 use futures_util::future::BoxFuture;
 use geo_engine::{Event, VehicleState};
@@ -19,6 +21,8 @@ use crate::router::RouterMsg;
 
 pub struct BridgePort {
     pub ctx: Arc<Context>,
+    /// `--max-connections`, applied to MQTT over WebSocket as to TCP.
+    pub max_connections: usize,
 }
 
 impl BrokerPort for BridgePort {
@@ -70,6 +74,24 @@ impl BrokerPort for BridgePort {
     }
 
     fn serve_mqtt(&self, io: MqttIo, peer: SocketAddr) {
+        // The same admission rules as the TCP listener.
+        let open = self
+            .ctx
+            .metrics
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if open >= self.max_connections as i64
+            || !self
+                .ctx
+                .guard
+                .allow_connect(peer.ip(), std::time::Instant::now())
+        {
+            self.ctx
+                .metrics
+                .connections_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
         tokio::spawn(connection::serve(self.ctx.clone(), io, peer));
     }
 

@@ -54,10 +54,12 @@ pub async fn run(
         };
         if ctx.metrics.connections.load(Relaxed) + handshaking.load(Relaxed) >= max {
             tracing::debug!(%peer, "connection limit reached; closing");
+            ctx.metrics.connections_refused.fetch_add(1, Relaxed);
             continue;
         }
         if !ctx.guard.allow_connect(peer.ip(), Instant::now()) {
             tracing::debug!(%peer, "connect rate exceeded; closing");
+            ctx.metrics.connections_refused.fetch_add(1, Relaxed);
             continue;
         }
         let _ = stream.set_nodelay(true);

@@ -28,6 +28,12 @@ pub struct Metrics {
     pub publishes_denied: AtomicU64,
     /// Connections closed for a protocol violation or malformed packet.
     pub protocol_errors: AtomicU64,
+    /// Connections refused at accept: `--max-connections` or the per-IP connect rate.
+    pub connections_refused: AtomicU64,
+    /// CONNECTs refused for bad credentials or a refused identity, and back-off refusals.
+    pub logins_refused: AtomicU64,
+    /// Clients disconnected for exceeding `--max-publish-rate`.
+    pub publish_rate_exceeded: AtomicU64,
     /// Gauges the router refreshes.
     pub sessions: AtomicI64,
     pub subscriptions: AtomicI64,
@@ -55,6 +61,9 @@ impl Default for Metrics {
             messages_expired: AtomicU64::new(0),
             publishes_denied: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            logins_refused: AtomicU64::new(0),
+            publish_rate_exceeded: AtomicU64::new(0),
             sessions: AtomicI64::new(0),
             subscriptions: AtomicI64::new(0),
             retained: AtomicI64::new(0),
@@ -104,7 +113,7 @@ impl Metrics {
 
     /// Prometheus text exposition of every counter.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 14] = [
             (
                 "fleetmq_connections_total",
                 "MQTT connections accepted",
@@ -149,6 +158,21 @@ impl Metrics {
                 "fleetmq_protocol_errors_total",
                 "connections closed for protocol errors",
                 self.protocol_errors.load(Relaxed),
+            ),
+            (
+                "fleetmq_connections_refused_total",
+                "connections refused by --max-connections or the connect rate",
+                self.connections_refused.load(Relaxed),
+            ),
+            (
+                "fleetmq_logins_refused_total",
+                "CONNECTs refused for credentials, identity or failed-login back-off",
+                self.logins_refused.load(Relaxed),
+            ),
+            (
+                "fleetmq_publish_rate_exceeded_total",
+                "clients disconnected for exceeding the publish rate",
+                self.publish_rate_exceeded.load(Relaxed),
             ),
             (
                 "fleetmq_updates_accepted_total",

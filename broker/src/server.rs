@@ -233,7 +233,10 @@ impl Broker {
         };
         let app = fleetmq_bridge::app(
             hub.clone(),
-            Arc::new(BridgePort { ctx: ctx.clone() }),
+            Arc::new(BridgePort {
+                ctx: ctx.clone(),
+                max_connections: self.config.max_connections,
+            }),
             bridge_config,
         );
         let https = match self.https {

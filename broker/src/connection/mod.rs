@@ -134,6 +134,7 @@ where
             && !budget.take(std::time::Instant::now())
         {
             tracing::debug!(%peer, "publish rate exceeded");
+            ctx.metrics.publish_rate_exceeded.fetch_add(1, Relaxed);
             let _ = link.tx.try_send(link::Outgoing::Disconnect {
                 reason: reason::MESSAGE_RATE_TOO_HIGH,
                 message: Some("publish rate exceeded"),
@@ -225,6 +226,7 @@ async fn login(
     let credentials = connect.password.is_some() || cert_cn.is_some();
     if let Some(wait) = ctx.guard.login_blocked(ip, std::time::Instant::now()) {
         tracing::debug!(%peer, ?wait, "refused: backing off after failed logins");
+        ctx.metrics.logins_refused.fetch_add(1, Relaxed);
         return Err(handshake::Refusal {
             protocol: connect.protocol,
             code: reason::CONNECTION_RATE_EXCEEDED,
@@ -243,6 +245,7 @@ async fn login(
             ) =>
         {
             ctx.guard.login_failed(ip, std::time::Instant::now());
+            ctx.metrics.logins_refused.fetch_add(1, Relaxed);
         }
         Ok(_) if credentials => ctx.guard.login_succeeded(ip),
         _ => {}
