@@ -54,7 +54,7 @@ fn init_tracing(format: LogFormat) -> Result<(), Failure> {
                 "RUST_LOG={spec:?}: {e}; use e.g. RUST_LOG=info or RUST_LOG=fleetmq=debug,info"
             ))
         })?,
-        Err(_) => EnvFilter::new("info"),
+        Err(_) => EnvFilter::new("info,rustls=error"),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
