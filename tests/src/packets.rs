@@ -22,7 +22,9 @@ pub mod kind {
 /// Protocol level in CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// MQTT 3.1.1 (protocol level 4).
     V311,
+    /// MQTT 5.0 (protocol level 5): property blocks in CONNECT, PUBLISH, SUBSCRIBE.
     V5,
 }
 
@@ -100,6 +102,7 @@ pub fn puback(pkid: u16) -> Vec<u8> {
     frame(kind::PUBACK << 4, &pkid.to_be_bytes())
 }
 
+/// PINGREQ.
 pub fn pingreq() -> Vec<u8> {
     vec![kind::PINGREQ << 4, 0]
 }

@@ -14,7 +14,9 @@ const MAX_INBOUND: usize = 4 * 1024 * 1024;
 /// One packet as received: the first byte and the body after the remaining length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawPacket {
+    /// Packet type and flags.
     pub first: u8,
+    /// Everything after the remaining length.
     pub body: Vec<u8>,
 }
 
@@ -130,6 +132,7 @@ impl RawClient {
         Ok(client)
     }
 
+    /// The protocol version this client's CONNECT used (decides how PUBLISH bodies parse).
     pub fn version(&self) -> Version {
         self.version
     }

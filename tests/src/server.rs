@@ -106,14 +106,17 @@ impl Server {
         }
     }
 
+    /// The bound MQTT (TCP) address from the listening line.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt
     }
 
+    /// The bound HTTP address from the listening line.
     pub fn http_addr(&self) -> SocketAddr {
         self.http
     }
 
+    /// Process id of the server (for `/proc` and signals).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
