@@ -7,7 +7,7 @@ import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
 from harness import quiet_for
-from mqttc import V311, V5, Client, connect_props, connected, props, PacketTypes, unique
+from mqttc import V311, V5, Client, PacketTypes, connect_props, connected, prop, props, unique
 
 
 def will_args(topic: str, payload: bytes, qos: int = 1, retain: bool = False, delay=None):
@@ -119,4 +119,27 @@ def test_will_sent_at_session_end_when_shorter_than_delay(fleetmq):
                   properties=connect_props(SessionExpiryInterval=1))
     dying.abort()
     assert watcher.wait_messages(1, timeout=6)[0].payload == b"session-ended"
+    watcher.disconnect()
+
+
+def test_will_properties_passed_through(fleetmq):
+    topic = unique("willprops")
+    watcher = connected(fleetmq.addr)
+    watcher.subscribe(topic, 1)
+    dying = Client(fleetmq.addr, unique("wp"), V5)
+    will_props = props(PacketTypes.WILLMESSAGE, ContentType="application/json",
+                       PayloadFormatIndicator=1, ResponseTopic=topic + "/r",
+                       CorrelationData=b"c1", UserProperty=[("vehicle", "bus-12")],
+                       MessageExpiryInterval=300)
+    dying.connect(will={"topic": topic, "payload": b'{"status":"offline"}', "qos": 1,
+                        "retain": False, "properties": will_props})
+    dying.abort()
+    m = watcher.wait_messages(1)[0]
+    assert m.payload == b'{"status":"offline"}'
+    assert prop(m.properties, "ContentType") == "application/json"
+    assert prop(m.properties, "PayloadFormatIndicator") == 1
+    assert prop(m.properties, "ResponseTopic") == topic + "/r"
+    assert prop(m.properties, "CorrelationData") == b"c1"
+    assert list(prop(m.properties, "UserProperty", [])) == [("vehicle", "bus-12")]
+    assert 290 <= prop(m.properties, "MessageExpiryInterval", 0) <= 300
     watcher.disconnect()
