@@ -111,7 +111,8 @@ def test_no_local_on_shared_subscription_is_protocol_error(fleetmq):
     raw.connect(unique("nlshare"))
     raw.send(rawmqtt.subscribe(1, [(f"$share/g/{unique('t')}", 0x01 | 0x04)]))
     packets = raw.wait_closed(5)
-    assert packets and packets[-1].type == rawmqtt.DISCONNECT and packets[-1].reason == 0x82
+    assert packets and packets[-1].type == rawmqtt.DISCONNECT
+    assert packets[-1].reason in (0x82, 0x8C), f"0x{packets[-1].reason:02x}"
 
 
 def test_subscription_identifier_zero_is_protocol_error(fleetmq):
@@ -121,3 +122,26 @@ def test_subscription_identifier_zero_is_protocol_error(fleetmq):
     packets = raw.wait_closed(5)
     assert packets and packets[-1].type == rawmqtt.DISCONNECT
     assert packets[-1].reason in (0x81, 0x82)
+
+
+def test_unsupported_authentication_method(fleetmq):
+    """Enhanced authentication is not offered: CONNECT with an Authentication Method gets
+    CONNACK 0x8C (bad authentication method) and the connection is closed."""
+    raw = rawmqtt.RawClient(fleetmq.addr)
+    raw.send(rawmqtt.connect(unique("scram"), props=[(0x15, "SCRAM-SHA-1")]))
+    connack = raw.recv(5)
+    assert connack is not None and connack.type == rawmqtt.CONNACK
+    assert connack.reason == 0x8C, f"0x{connack.reason:02x}"
+    raw.wait_closed(5)
+
+
+def test_auth_packet_without_method_is_protocol_error(fleetmq):
+    """AUTH `F0 00` (the short form the codec must read) on a connection that never negotiated
+    an authentication method: DISCONNECT 0x82 (protocol error) or 0x8C (bad authentication
+    method), with the connection closed."""
+    raw = rawmqtt.RawClient(fleetmq.addr)
+    raw.connect(unique("auth"))
+    raw.send(bytes([0xF0, 0x00]))
+    packets = raw.wait_closed(5)
+    assert packets and packets[-1].type == rawmqtt.DISCONNECT
+    assert packets[-1].reason in (0x82, 0x8C), f"0x{packets[-1].reason:02x}"

@@ -6,6 +6,7 @@ import time
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
+import rawmqtt
 from harness import quiet_for
 from mqttc import V311, V5, Client, PacketTypes, connect_props, connected, prop, props, unique
 
@@ -142,4 +143,29 @@ def test_will_properties_passed_through(fleetmq):
     assert prop(m.properties, "CorrelationData") == b"c1"
     assert list(prop(m.properties, "UserProperty", [])) == [("vehicle", "bus-12")]
     assert 290 <= prop(m.properties, "MessageExpiryInterval", 0) <= 300
+    watcher.disconnect()
+
+
+def _raw_with_will(addr, topic: str, payload: bytes) -> rawmqtt.RawClient:
+    raw = rawmqtt.RawClient(addr)
+    raw.connect(unique("rawwill"), will={"topic": topic, "payload": payload, "qos": 1})
+    return raw
+
+
+def test_short_form_disconnects(fleetmq):
+    """The v5 DISCONNECT short forms real clients send: `E0 00` is a normal disconnection (no
+    will); `E0 01 04` (reason, no property length) asks for the will."""
+    topic = unique("shortdisc")
+    watcher = connected(fleetmq.addr)
+    watcher.subscribe(topic, 1)
+    quiet = _raw_with_will(fleetmq.addr, topic, b"not-this")
+    quiet.send(bytes([0xE0, 0x00]))
+    quiet.wait_closed()
+    loud = _raw_with_will(fleetmq.addr, topic, b"this-one")
+    loud.send(bytes([0xE0, 0x01, 0x04]))
+    loud.wait_closed()
+    msg = watcher.wait_messages(1)[0]
+    assert msg.payload == b"this-one"
+    connected(fleetmq.addr).publish(topic, b"marker", qos=1)
+    assert [m.payload for m in watcher.wait_payload(b"marker")] == [b"this-one"]
     watcher.disconnect()
