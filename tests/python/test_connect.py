@@ -112,3 +112,17 @@ def test_v5_connect_properties_accepted(fleetmq):
     # The server tells us its limits.
     assert prop(properties, "ReceiveMaximum", 65535) >= 1
     client.disconnect()
+
+
+def test_v5_connack_advertises_supported_features(fleetmq):
+    """Everything SPEC §3 promises is advertised as available (absent means available)."""
+    client = Client(fleetmq.addr, unique("caps"), V5)
+    _, _, p = client.connect()
+    assert prop(p, "MaximumQoS", 2) == 2
+    assert prop(p, "RetainAvailable", 1) == 1
+    assert prop(p, "WildcardSubscriptionAvailable", 1) == 1
+    assert prop(p, "SubscriptionIdentifierAvailable", 1) == 1
+    assert prop(p, "SharedSubscriptionAvailable", 1) == 1
+    assert prop(p, "ReceiveMaximum", 65535) == 1024, "--receive-maximum default (SPEC §2)"
+    assert prop(p, "MaximumPacketSize") == 1024 * 1024, "--max-packet-size default 1 MiB"
+    client.disconnect()
