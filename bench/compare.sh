@@ -10,7 +10,9 @@
 #   FLEETMQ=/path/to/fleetmq SKIP_BUILD=1 bench/compare.sh   # a broker built elsewhere
 #
 # Workloads: QoS 0, 64-byte payload, fan-in 16 publishers -> 1 subscriber and fan-out 1 -> 16,
-# $DURATION s each; `connections` for each count in $COUNTS (idle MQTT 3.1.1 clients).
+# $DURATION s each, flooding (as fast as TCP allows) and paced at $RATE deliveries/s (default
+# 50,000: within every peer's capacity here); `connections` for each count in $COUNTS (idle MQTT
+# 3.1.1 clients).
 # Every client speaks MQTT 3.1.1, the version all three brokers serve on one listener.
 set -euo pipefail
 
@@ -19,6 +21,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target-bench}
 OUT=${OUT:-$ROOT/bench/results}
 DURATION=${DURATION:-10}
 COUNTS=${COUNTS:-"5000 18000"}
+RATE=${RATE:-50000}
 BROKERS=${BROKERS:-"fleetmq mosquitto rumqttd"}
 MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
 RUMQTTD=${RUMQTTD:-$ROOT/bench/.tools/bin/rumqttd}
@@ -121,6 +124,14 @@ run_broker() {
         --publishers 1 --subscribers 16 --duration "$DURATION" --json "$OUT/$name-fanout.json" \
         --percentiles "$OUT/$name-fanout.csv" ||
         echo "$name fan-out failed" >&2
+    # Paced: the same shapes at a fixed offered load every broker can carry, so latency is the
+    # broker's and not the queueing delay of a flood.
+    "$BENCH" throughput --mqtt "$target" --protocol 3.1.1 --qos 0 --size 64 --rate "$RATE" \
+        --publishers 16 --subscribers 1 --duration "$DURATION" --json "$OUT/$name-fanin-paced.json" \
+        --percentiles "$OUT/$name-fanin-paced.csv" || echo "$name paced fan-in failed" >&2
+    "$BENCH" throughput --mqtt "$target" --protocol 3.1.1 --qos 0 --size 64 --rate $((RATE / 16)) \
+        --publishers 1 --subscribers 16 --duration "$DURATION" --json "$OUT/$name-fanout-paced.json" \
+        --percentiles "$OUT/$name-fanout-paced.csv" || echo "$name paced fan-out failed" >&2
     for n in $COUNTS; do
         # A fresh broker per count, so the RSS baseline is an idle broker's.
         stop_broker

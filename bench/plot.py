@@ -40,8 +40,14 @@ def main(argv):
         out_png = argv[i + 1]
         argv = argv[:i] + argv[i + 2:]
     out, brokers = argv[0], argv[1:]
-    workloads = [("fanin", "QoS 0, 64 B, fan-in 16 -> 1"), ("fanout", "QoS 0, 64 B, fan-out 1 -> 16")]
-    fig, axes = plt.subplots(1, len(workloads), figsize=(12, 4.5), sharey=True)
+    workloads = [
+        ("fanin", "flood, fan-in 16 -> 1"),
+        ("fanout", "flood, fan-out 1 -> 16"),
+        ("fanin-paced", "paced, fan-in 16 -> 1"),
+        ("fanout-paced", "paced, fan-out 1 -> 16"),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    axes = axes.flatten()
     ticks = [0, 1, 2, 3, 4]
     labels = ["p0", "p90", "p99", "p99.9", "p99.99"]
     for ax, (key, title) in zip(axes, workloads):
@@ -53,11 +59,13 @@ def main(argv):
         ax.set_xticks(ticks + [math.log10(2)])
         ax.set_xticklabels(labels + ["p50"])
         ax.set_yscale("log")
+        ax.set_xlim(0, 5)
         ax.set_xlabel("percentile")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    axes[0].set_ylabel("publish -> receive latency (ms, log)")
-    fig.suptitle("fleetmq-bench throughput: latency by percentile (same machine, same run)")
+    for ax in axes:
+        ax.set_ylabel("publish -> receive (ms, log)")
+    fig.suptitle("fleetmq-bench throughput, QoS 0, 64 B: latency by percentile (same machine, same run)")
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     print(f"wrote {out_png}")

@@ -23,7 +23,8 @@ def load(out, name):
 def rows(out, brokers, counts):
     """(label, unit, {broker: value}) for every figure of interest."""
     table = []
-    for load_name, label in (("fanin", "fan-in 16->1"), ("fanout", "fan-out 1->16")):
+    for load_name, label in (("fanin", "fan-in 16->1"), ("fanout", "fan-out 1->16"),
+                             ("fanin-paced", "paced fan-in"), ("fanout-paced", "paced fan-out")):
         for key, unit, what in (
             ("received_per_sec", "msg/s", "delivered"),
             ("sent_per_sec", "msg/s", "published"),

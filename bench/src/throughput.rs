@@ -6,7 +6,8 @@
 //! smaller of `--inflight` and the broker's Receive Maximum). The first 8 bytes of every payload
 //! are the send time in nanoseconds since the process's start instant, which both sides share, so
 //! latency needs no clock synchronisation. After `--duration` the publishers stop and subscribers
-//! drain until one second passes without a message (at most 10 s).
+//! drain until one second passes without a message (at most 10 s). With `--rate`, publishers
+//! pace themselves to that total rate instead of flooding.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,11 @@ pub struct Args {
     /// Messages in flight per publisher at QoS 1/2 (capped by the broker's Receive Maximum).
     #[arg(long, default_value_t = 100)]
     pub inflight: u16,
+    /// Total messages per second over all publishers; 0 (default): as fast as flow control
+    /// allows. A fixed rate measures latency at a load the broker can sustain, instead of the
+    /// queueing delay of a flood.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Protocol: 3.1.1 or 5.
     #[arg(long, default_value = "5", value_parser = client::parse_protocol)]
     pub protocol: Protocol,
@@ -149,6 +155,8 @@ pub async fn run(args: Args) -> Result<Figures> {
     for (r, w, window, topic) in pubs {
         let job = PubJob {
             topic,
+            rate: (args.rate > 0).then(|| args.rate as f64 / args.publishers as f64),
+            start,
             qos,
             size: args.size,
             window,
@@ -239,6 +247,9 @@ fn print(args: &Args, f: &Figures) {
 
 struct PubJob {
     topic: ByteString,
+    /// Messages per second for this publisher; `None`: as fast as flow control allows.
+    rate: Option<f64>,
+    start: Instant,
     qos: QoS,
     size: usize,
     window: u16,
@@ -272,8 +283,17 @@ async fn publisher(reader: Reader, mut w: Writer, job: PubJob) -> Result<PubResu
             break;
         }
         let mut batch = 0u64;
+        // With --rate, only the messages due by now may go out.
+        let budget = match job.rate {
+            Some(r) => {
+                ((now.duration_since(job.start).as_secs_f64() * r) as u64).saturating_sub(sent)
+            }
+            None => u64::MAX,
+        };
         if now < job.end {
-            while w.pending() < WRITE_BATCH && (job.qos == QoS::AtMostOnce || inflight < job.window)
+            while batch < budget
+                && w.pending() < WRITE_BATCH
+                && (job.qos == QoS::AtMostOnce || inflight < job.window)
             {
                 pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
                 w.queue(&client::publish(
@@ -298,7 +318,11 @@ async fn publisher(reader: Reader, mut w: Writer, job: PubJob) -> Result<PubResu
         if w.pending() > 0 {
             w.flush().await?;
         } else {
-            let until = if now < job.end { job.end } else { grace_end };
+            let mut until = if now < job.end { job.end } else { grace_end };
+            if let Some(r) = job.rate.filter(|_| now < job.end) {
+                let next_due = job.start + Duration::from_secs_f64((sent + 1) as f64 / r);
+                until = until.min(next_due);
+            }
             match tokio::time::timeout_at(until.into(), rx.recv()).await {
                 Ok(Some(ev)) => on_ack(&mut w, ev, &mut inflight)?,
                 Ok(None) => bail!("broker closed the publisher's connection"),
