@@ -60,13 +60,31 @@ pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
 
 /// CONNECT with clean start, no will, no credentials and no properties (v5: empty property set).
 pub fn connect(version: Version, client_id: &str, keep_alive: u16) -> Vec<u8> {
+    connect_session(version, client_id, keep_alive, true, None)
+}
+
+/// CONNECT choosing clean start and (v5) the Session Expiry Interval property, in seconds.
+pub fn connect_session(
+    version: Version,
+    client_id: &str,
+    keep_alive: u16,
+    clean_start: bool,
+    session_expiry: Option<u32>,
+) -> Vec<u8> {
     let mut body = Vec::new();
     put_bytes(&mut body, b"MQTT");
     body.push(if version == Version::V5 { 5 } else { 4 });
-    body.push(0x02);
+    body.push(if clean_start { 0x02 } else { 0 });
     body.extend_from_slice(&keep_alive.to_be_bytes());
     if version == Version::V5 {
-        body.push(0);
+        match session_expiry {
+            Some(secs) => {
+                body.push(5);
+                body.push(0x11);
+                body.extend_from_slice(&secs.to_be_bytes());
+            }
+            None => body.push(0),
+        }
     }
     put_bytes(&mut body, client_id.as_bytes());
     frame(kind::CONNECT << 4, &body)

@@ -55,6 +55,11 @@ impl RawPacket {
         Some(u16::from_be_bytes([id[0], id[1]]))
     }
 
+    /// Session Present flag of a CONNACK.
+    pub fn session_present(&self) -> bool {
+        self.kind() == kind::CONNACK && self.body.first().is_some_and(|flags| flags & 1 == 1)
+    }
+
     /// Payload of a PUBLISH (`version` decides whether a property block precedes it).
     pub fn publish_payload(&self, version: Version) -> Option<&[u8]> {
         if self.kind() != kind::PUBLISH {
@@ -121,15 +126,29 @@ impl RawClient {
         version: Version,
         client_id: &str,
     ) -> Result<RawClient, HarnessError> {
+        let connect = packets::connect(version, client_id, 60);
+        Ok(RawClient::connect_with(addr, version, &connect)?.0)
+    }
+
+    /// Opens a connection, sends the given CONNECT bytes and returns the client with its
+    /// (successful) CONNACK.
+    ///
+    /// # Errors
+    /// No CONNACK within 5 s, or a refusal.
+    pub fn connect_with(
+        addr: SocketAddr,
+        version: Version,
+        connect: &[u8],
+    ) -> Result<(RawClient, RawPacket), HarnessError> {
         let mut client = RawClient::open(addr, version)?;
-        client.send(&packets::connect(version, client_id, 60))?;
+        client.send(connect)?;
         let connack = client.expect(kind::CONNACK, Duration::from_secs(5))?;
         if connack.reason() != 0 {
             return Err(HarnessError::BadPacket(format!(
                 "CONNACK refused: {connack:?}"
             )));
         }
-        Ok(client)
+        Ok((client, connack))
     }
 
     /// The protocol version this client's CONNECT used (decides how PUBLISH bodies parse).
