@@ -7,6 +7,15 @@ pub enum TopicError {
     Wildcard,
     BadFilter,
     BadShare,
+    TooDeep,
+}
+
+/// Most levels a topic name or filter may have. The topic trees recurse once per level, so a
+/// client must not be able to make that depth arbitrary.
+pub const MAX_LEVELS: usize = 128;
+
+fn too_deep(s: &str) -> bool {
+    s.bytes().filter(|&b| b == b'/').count() >= MAX_LEVELS
 }
 
 impl TopicError {
@@ -16,6 +25,7 @@ impl TopicError {
             TopicError::Wildcard => "topic name contains a wildcard",
             TopicError::BadFilter => "'#' must be last and '+'/'#' must fill a whole level",
             TopicError::BadShare => "shared subscription must be $share/GROUP/FILTER",
+            TopicError::TooDeep => "topic has more than 128 levels",
         }
     }
 }
@@ -28,6 +38,9 @@ pub fn validate_name(topic: &str) -> Result<(), TopicError> {
     if topic.bytes().any(|b| b == b'+' || b == b'#') {
         return Err(TopicError::Wildcard);
     }
+    if too_deep(topic) {
+        return Err(TopicError::TooDeep);
+    }
     Ok(())
 }
 
@@ -35,6 +48,9 @@ pub fn validate_name(topic: &str) -> Result<(), TopicError> {
 pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
     if filter.is_empty() {
         return Err(TopicError::Empty);
+    }
+    if too_deep(filter) {
+        return Err(TopicError::TooDeep);
     }
     let mut levels = filter.split('/').peekable();
     while let Some(level) = levels.next() {
@@ -96,6 +112,9 @@ mod tests {
         assert!(validate_filter("a+/b").is_err());
         assert!(validate_name("a/+").is_err());
         assert!(validate_name("a/b").is_ok());
+        assert_eq!(validate_name(&"/".repeat(60_000)), Err(TopicError::TooDeep));
+        assert_eq!(validate_filter(&"+/".repeat(200)), Err(TopicError::TooDeep));
+        assert!(validate_filter(&"a/".repeat(100)).is_ok());
     }
 
     #[test]

@@ -182,6 +182,7 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
         id: ctx.next_conn_id(),
         tx,
         want_ready: Arc::new(AtomicBool::new(false)),
+        taken_over: Arc::new(AtomicBool::new(false)),
         close: tokio_util::sync::CancellationToken::new(),
     };
     let (reply_tx, reply_rx) = oneshot::channel();

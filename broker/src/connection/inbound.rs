@@ -211,8 +211,8 @@ impl Inbound {
             .take()
             .map(|s| Instant::now() + Duration::from_secs(s.into()));
         let message = Arc::new(Message {
-            topic: p.topic,
-            payload: p.payload,
+            topic: own_topic(p.topic),
+            payload: own_payload(p.payload),
             qos,
             retain: p.retain,
             properties: p.properties,
@@ -369,5 +369,22 @@ impl Inbound {
         }))
         .await;
         Flow::Continue
+    }
+}
+
+/// Payloads up to this size are copied out of the read buffer, so that a small message kept
+/// in a queue or the retained store does not pin the (possibly much larger) buffer it was read
+/// into; larger payloads dominate their buffer anyway and stay zero-copy.
+const COPY_PAYLOAD_BELOW: usize = 64 * 1024;
+
+fn own_topic(topic: ByteString) -> ByteString {
+    ByteString::from(&*topic)
+}
+
+fn own_payload(payload: fleetmq_codec::Bytes) -> fleetmq_codec::Bytes {
+    if payload.len() < COPY_PAYLOAD_BELOW {
+        fleetmq_codec::Bytes::copy_from_slice(&payload)
+    } else {
+        payload
     }
 }

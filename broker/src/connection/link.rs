@@ -46,11 +46,17 @@ pub struct ConnLink {
     pub tx: mpsc::Sender<Outgoing>,
     pub want_ready: Arc<AtomicBool>,
     pub close: CancellationToken,
+    /// Set when a new connection took the session over (the same client came back).
+    pub taken_over: Arc<AtomicBool>,
 }
 
 impl ConnLink {
     /// Asks the connection to send DISCONNECT `reason` (best effort) and close.
     pub fn disconnect(&self, reason: u8, message: Option<&'static str>) {
+        if reason == fleetmq_codec::reason::SESSION_TAKEN_OVER {
+            self.taken_over
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let _ = self.tx.try_send(Outgoing::Disconnect { reason, message });
         self.close.cancel();
     }

@@ -179,15 +179,6 @@ where
             Err(ReadEnd::Closed) | Err(ReadEnd::Io) => break,
         }
     }
-    for m in ctx.ingest.disconnected(inbound.vehicles()) {
-        let _ = ctx
-            .router
-            .send(RouterMsg::Publish {
-                message: m,
-                qos2_pkid: None,
-            })
-            .await;
-    }
     // Closed by the router (takeover, shutdown) the session is not ours to detach any more;
     // the router ignores a Disconnect from a replaced connection.
     let _ = ctx
@@ -199,6 +190,23 @@ where
             expiry_interval: expiry_update,
         })
         .await;
+    // Vehicles this connection spoke for go offline; not when the session was taken over by
+    // a new connection, which is the same driver coming back.
+    let taken_over = link.taken_over.load(std::sync::atomic::Ordering::SeqCst);
+    let offline = if taken_over {
+        Vec::new()
+    } else {
+        ctx.ingest.disconnected(inbound.vehicles())
+    };
+    for m in offline {
+        let _ = ctx
+            .router
+            .send(RouterMsg::Publish {
+                message: m,
+                qos2_pkid: None,
+            })
+            .await;
+    }
     // Let the writer flush what is queued (a DISCONNECT, acks) before the socket closes.
     drop(inbound);
     let close = link.close.clone();

@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Instant;
 
 use fleetmq_codec::{
@@ -14,6 +15,7 @@ use fleetmq_codec::{
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::link::{ConnLink, LINK_CAPACITY, Outgoing};
 use crate::context::Context;
@@ -22,10 +24,17 @@ use crate::router::RouterMsg;
 /// Bytes gathered before a write; bounds the writer's buffer.
 const BATCH_BYTES: usize = 64 * 1024;
 
+/// Longest a write may wait on a client that does not read.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct Writer {
     pub protocol: Protocol,
     pub session: u64,
-    pub link: ConnLink,
+    /// The link's id and flags, but not its sender: the writer must see its channel close
+    /// when the reader and the router let go of it.
+    conn: u64,
+    want_ready: Arc<AtomicBool>,
+    close: CancellationToken,
     pub client_alias_max: u16,
     pub client_max_packet: usize,
     aliases: HashMap<ByteString, u16>,
@@ -48,7 +57,9 @@ impl Writer {
         Writer {
             protocol,
             session,
-            link,
+            conn: link.id,
+            want_ready: link.want_ready,
+            close: link.close,
             client_alias_max,
             client_max_packet,
             aliases: HashMap::new(),
@@ -62,7 +73,7 @@ impl Writer {
         mut rx: mpsc::Receiver<Outgoing>,
     ) {
         let mut out = BytesMut::with_capacity(0);
-        let close = self.link.close.clone();
+        let close = self.close.clone();
         'outer: loop {
             let first = tokio::select! {
                 biased;
@@ -79,9 +90,15 @@ impl Writer {
             }
             if !out.is_empty() {
                 let n = out.len();
+                // A client that stops reading for WRITE_TIMEOUT is cut off, so its connection
+                // slot and buffers are not held forever.
                 tokio::select! {
                     biased;
-                    r = wr.write_all(&out) => if r.is_err() { break 'outer },
+                    r = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)) => {
+                        if !matches!(r, Ok(Ok(()))) {
+                            break 'outer;
+                        }
+                    }
                     _ = close.cancelled() => break 'outer,
                 }
                 ctx.metrics.bytes_sent.fetch_add(n as u64, Relaxed);
@@ -94,13 +111,15 @@ impl Writer {
             if matches!(next, Next::Close) {
                 break;
             }
-            if self.link.want_ready.load(Relaxed) && rx.capacity() > LINK_CAPACITY / 2 {
-                self.link.want_ready.store(false, Relaxed);
+            if self.want_ready.load(SeqCst)
+                && rx.capacity() > LINK_CAPACITY / 2
+                && self.want_ready.swap(false, SeqCst)
+            {
                 let _ = ctx
                     .router
                     .send(RouterMsg::Ready {
                         session: self.session,
-                        conn: self.link.id,
+                        conn: self.conn,
                     })
                     .await;
             }
@@ -115,7 +134,7 @@ impl Writer {
             }
         }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wr.shutdown()).await;
-        self.link.close.cancel();
+        self.close.cancel();
     }
 
     async fn put(&mut self, ctx: &Context, item: Outgoing, out: &mut BytesMut) -> Next {
@@ -127,6 +146,7 @@ impl Writer {
             } => {
                 let m = &delivery.message;
                 let mut topic = m.topic.clone();
+                let mut new_alias = None;
                 let properties = if self.protocol == Protocol::V5 {
                     let mut p = m.properties.clone();
                     p.message_expiry_interval = m.remaining_expiry(Instant::now());
@@ -136,9 +156,9 @@ impl Writer {
                             p.topic_alias = Some(*a);
                             topic = ByteString::new();
                         } else if self.aliases.len() < usize::from(self.client_alias_max) {
-                            let a = self.aliases.len() as u16 + 1;
-                            self.aliases.insert(topic.clone(), a);
-                            p.topic_alias = Some(a);
+                            // Registered below, once the packet is known to be sent.
+                            new_alias = Some(self.aliases.len() as u16 + 1);
+                            p.topic_alias = new_alias;
                         }
                     }
                     p
@@ -168,6 +188,9 @@ impl Writer {
                             .await;
                     }
                     return Next::Continue;
+                }
+                if let Some(a) = new_alias {
+                    self.aliases.insert(m.topic.clone(), a);
                 }
                 ctx.metrics.messages_sent.fetch_add(1, Relaxed);
                 packet

@@ -505,17 +505,12 @@ impl Router {
                 }
                 let qos = m.qos.min(r.opts.qos);
                 let sub_ids = r.opts.id.into_iter().collect();
-                s.enqueue(
-                    Delivery {
-                        message: m,
-                        qos,
-                        retain: true,
-                        sub_ids,
-                    },
-                    self.config.max_queued,
-                    self.config.max_queued_bytes,
-                    &self.metrics,
-                );
+                s.replay(Delivery {
+                    message: m,
+                    qos,
+                    retain: true,
+                    sub_ids,
+                });
             }
         }
         s.flush(now, &self.metrics);

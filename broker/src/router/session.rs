@@ -3,7 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Instant;
 
 use fleetmq_codec::QoS;
@@ -50,6 +50,8 @@ pub struct Session {
     /// Filters this session subscribes to, as given (with `$share/G/` prefix), for cleanup.
     pub filters: HashSet<Box<str>>,
     pub queue: VecDeque<Delivery>,
+    /// Retained messages owed to new subscriptions, sent before `queue`.
+    replay: VecDeque<Delivery>,
     /// Bytes held by `queue` (payload and topic), bounded by the router's byte limit.
     pub queue_bytes: usize,
     pub inflight: VecDeque<Inflight>,
@@ -75,6 +77,7 @@ impl Session {
             client_id,
             filters: HashSet::new(),
             queue: VecDeque::new(),
+            replay: VecDeque::new(),
             queue_bytes: 0,
             inflight: VecDeque::new(),
             incoming_qos2: HashSet::new(),
@@ -136,32 +139,45 @@ impl Session {
         if self.blocked {
             return;
         }
-        let Some(link) = self.link.clone() else {
+        // Taken out for the loop (not cloned: a clone per delivery costs atomics and a lock
+        // in the cancellation token), put back at the end.
+        let Some(link) = self.link.take() else {
             return;
         };
-        if !self.resend_unsent(&link) {
+        self.send_pending(&link, now, metrics);
+        self.link = Some(link);
+    }
+
+    fn send_pending(&mut self, link: &ConnLink, now: Instant, metrics: &Metrics) {
+        let window = usize::from(self.receive_maximum).min(MAX_INFLIGHT);
+        if !self.resend_unsent(link, window) {
             return;
         }
-        let window = usize::from(self.receive_maximum).min(MAX_INFLIGHT);
-        while let Some(front) = self.queue.front() {
+        loop {
+            // Retained messages for a new subscription go first and are not subject to
+            // --max-queued; then the session queue.
+            let replay = !self.replay.is_empty();
+            let Some(front) = (if replay {
+                self.replay.front()
+            } else {
+                self.queue.front()
+            }) else {
+                return;
+            };
             if front.message.is_expired(now) {
-                self.pop_front();
+                self.take_front(replay);
                 metrics.messages_expired.fetch_add(1, Relaxed);
                 continue;
             }
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
                 return;
             }
-            let permit = match link.tx.try_reserve() {
-                Ok(p) => p,
-                Err(TrySendError::Full(())) => {
-                    self.blocked = true;
-                    link.want_ready.store(true, Relaxed);
-                    return;
-                }
-                Err(TrySendError::Closed(())) => return,
+            let Some(permit) = self.reserve(link) else {
+                return;
             };
-            let Some(d) = self.pop_front() else { return };
+            let Some(d) = self.take_front(replay) else {
+                return;
+            };
             let pkid = if d.qos == QoS::AtMostOnce {
                 0
             } else {
@@ -182,10 +198,45 @@ impl Session {
         }
     }
 
-    fn pop_front(&mut self) -> Option<Delivery> {
+    /// A slot in the link's channel, or `None` with the session marked blocked until the
+    /// writer says `Ready`. `want_ready` is raised *before* the second try, so a writer that
+    /// drains in between either sees the flag or leaves room for that second try: the wakeup
+    /// cannot be lost.
+    fn reserve<'a>(
+        &mut self,
+        link: &'a ConnLink,
+    ) -> Option<tokio::sync::mpsc::Permit<'a, Outgoing>> {
+        match link.tx.try_reserve() {
+            Ok(p) => Some(p),
+            Err(TrySendError::Closed(())) => None,
+            Err(TrySendError::Full(())) => {
+                link.want_ready.store(true, SeqCst);
+                match link.tx.try_reserve() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        self.blocked = true;
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_front(&mut self, replay: bool) -> Option<Delivery> {
+        if replay {
+            return self.replay.pop_front();
+        }
         let d = self.queue.pop_front()?;
         self.queue_bytes -= d.message.payload.len() + d.message.topic.len();
         Some(d)
+    }
+
+    /// Queues a retained message for a new subscription (bounded by the retained store, whose
+    /// messages it shares).
+    pub fn replay(&mut self, d: Delivery) {
+        if d.message.size_estimate() <= self.max_packet_size {
+            self.replay.push_back(d);
+        }
     }
 
     /// Marks everything in flight to be resent (PUBLISH with DUP, or PUBREL) by the next
@@ -196,26 +247,31 @@ impl Session {
         }
     }
 
-    /// Resends in-flight messages marked unsent, in order; false when the channel filled.
-    fn resend_unsent(&mut self, link: &ConnLink) -> bool {
-        for f in self.inflight.iter_mut().filter(|f| f.unsent) {
-            let out = match f.state {
+    /// Resends in-flight messages marked unsent, in order, no more than the client's receive
+    /// maximum at once; false when the channel filled or the window is used up.
+    fn resend_unsent(&mut self, link: &ConnLink, window: usize) -> bool {
+        let mut outstanding = self.inflight.iter().filter(|f| !f.unsent).count();
+        for i in 0..self.inflight.len() {
+            if !self.inflight[i].unsent {
+                continue;
+            }
+            if outstanding >= window {
+                return false;
+            }
+            let Some(permit) = self.reserve(link) else {
+                return false;
+            };
+            let f = &mut self.inflight[i];
+            permit.send(match f.state {
                 InflightState::Sent => Outgoing::Publish {
                     delivery: f.delivery.clone(),
                     pkid: f.pkid,
                     dup: true,
                 },
                 InflightState::Released => Outgoing::PubRel(f.pkid),
-            };
-            match link.tx.try_send(out) {
-                Ok(()) => f.unsent = false,
-                Err(TrySendError::Full(_)) => {
-                    self.blocked = true;
-                    link.want_ready.store(true, Relaxed);
-                    return false;
-                }
-                Err(TrySendError::Closed(_)) => return false,
-            }
+            });
+            f.unsent = false;
+            outstanding += 1;
         }
         true
     }

@@ -121,9 +121,8 @@ impl SubscriptionTree {
 
     /// Calls `visit` for every subscription whose filter matches `topic`.
     pub fn for_each_match(&mut self, topic: &str, mut visit: impl FnMut(Target<'_>)) {
-        let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
-        walk(&mut self.root, &levels, dollar, &mut visit);
+        walk(&mut self.root, Some(topic), dollar, &mut visit);
     }
 }
 
@@ -165,32 +164,38 @@ fn visit_node(node: &mut Node, visit: &mut dyn FnMut(Target<'_>)) {
 }
 
 /// `dollar`: the topic starts with `$` and this is the first level, where wildcards don't match.
-fn walk(node: &mut Node, levels: &[&str], dollar: bool, visit: &mut dyn FnMut(Target<'_>)) {
-    let Some((first, rest)) = levels.split_first() else {
+fn walk(node: &mut Node, rest: Option<&str>, dollar: bool, visit: &mut dyn FnMut(Target<'_>)) {
+    // The topic is consumed level by level without collecting its levels: no allocation per
+    // publish.
+    let Some(rest) = rest else {
         visit_node(node, visit);
         return;
+    };
+    let (first, tail) = match rest.split_once('/') {
+        Some((first, tail)) => (first, Some(tail)),
+        None => (rest, None),
     };
     if !dollar {
         if let Some(hash) = node.children.get_mut("#") {
             visit_node(hash, visit);
         }
         if let Some(plus) = node.children.get_mut("+") {
-            walk_level(plus, rest, visit);
+            walk_level(plus, tail, visit);
         }
     }
-    if let Some(child) = node.children.get_mut(*first) {
-        walk_level(child, rest, visit);
+    if let Some(child) = node.children.get_mut(first) {
+        walk_level(child, tail, visit);
     }
 }
 
 /// After consuming a level: `a/#` also matches `a` itself.
-fn walk_level(node: &mut Node, rest: &[&str], visit: &mut dyn FnMut(Target<'_>)) {
-    if rest.is_empty()
+fn walk_level(node: &mut Node, tail: Option<&str>, visit: &mut dyn FnMut(Target<'_>)) {
+    if tail.is_none()
         && let Some(hash) = node.children.get_mut("#")
     {
         visit_node(hash, visit);
     }
-    walk(node, rest, false, visit);
+    walk(node, tail, false, visit);
 }
 
 #[cfg(test)]
