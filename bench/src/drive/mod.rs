@@ -230,11 +230,13 @@ pub async fn run(args: Args) -> Result<Figures> {
     let drive_secs = start.elapsed().as_secs_f64().max(1e-9);
     shared.done.store(true, Ordering::Relaxed);
     let mut states_received = 0;
+    let mut repeats = 0;
     let mut histogram = report::histogram();
     while let Some(joined) = watchers.join_next().await {
         match joined {
-            Ok(Ok((count, h))) => {
+            Ok(Ok((count, r, h))) => {
                 states_received += count;
+                repeats += r;
                 histogram.add(&h).ok();
             }
             Ok(Err(e)) => eprintln!("watcher failed: {e:#}"),
@@ -276,6 +278,7 @@ pub async fn run(args: Args) -> Result<Figures> {
             "states received".to_string(),
             figures.states_received.to_string(),
         ),
+        ("  of which repeats".to_string(), repeats.to_string()),
         ("lost".to_string(), figures.lost.to_string()),
     ];
     rows.extend(figures.latency_us.rows());

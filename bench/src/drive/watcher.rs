@@ -1,8 +1,11 @@
 //! Watchers: WebSocket clients of the bridge's `/ws` subscribed to one route, or MQTT
-//! subscribers of `vehicles/#`. Each records the latency of every state of this run's vehicles
-//! and drains after the drivers stop until 2 s pass quietly (at most 10 s).
+//! subscribers of `vehicles/#`. Each records the latency of the first delivery of every fix of
+//! this run's vehicles (a state whose `ts` is not newer than the last one this watcher saw for
+//! that vehicle is a repeat: counted, not timed) and drains after the drivers stop until 2 s
+//! pass quietly (at most 10 s).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -72,7 +75,7 @@ pub async fn connect_ws(url: &str, route: &str, max_hz: f64) -> Result<Ws> {
 ///
 /// # Errors
 /// The bridge closes the connection or sends an error.
-pub async fn watch_ws(mut ws: Ws, shared: Arc<Shared>) -> Result<(u64, Histogram<u64>)> {
+pub async fn watch_ws(mut ws: Ws, shared: Arc<Shared>) -> Result<Tally> {
     let mut watch = Watch::new();
     loop {
         match tokio::time::timeout(POLL, ws.next()).await {
@@ -101,7 +104,7 @@ pub async fn watch_ws(mut ws: Ws, shared: Arc<Shared>) -> Result<(u64, Histogram
         }
     }
     ws.close(None).await.ok();
-    Ok((watch.count, watch.histogram))
+    Ok((watch.count, watch.repeats, watch.histogram))
 }
 
 /// Connects an MQTT watcher and subscribes it to `vehicles/#`.
@@ -118,11 +121,7 @@ pub async fn connect_mqtt(addr: SocketAddr, opts: &ConnectOptions) -> Result<(Re
 ///
 /// # Errors
 /// The broker closes the connection or sends a malformed packet.
-pub async fn watch_mqtt(
-    mut r: Reader,
-    _w: Writer,
-    shared: Arc<Shared>,
-) -> Result<(u64, Histogram<u64>)> {
+pub async fn watch_mqtt(mut r: Reader, _w: Writer, shared: Arc<Shared>) -> Result<Tally> {
     let mut watch = Watch::new();
     loop {
         match tokio::time::timeout(POLL, r.fill()).await {
@@ -145,12 +144,19 @@ pub async fn watch_mqtt(
             break;
         }
     }
-    Ok((watch.count, watch.histogram))
+    Ok((watch.count, watch.repeats, watch.histogram))
 }
+
+/// What a watcher returns: states received, repeats among them, latency of first deliveries.
+pub type Tally = (u64, u64, Histogram<u64>);
 
 /// One watcher's tally.
 struct Watch {
     count: u64,
+    /// States whose `ts` was not newer than the vehicle's last one seen here.
+    repeats: u64,
+    /// Newest `ts` seen per vehicle index.
+    newest: HashMap<usize, i64>,
     histogram: Histogram<u64>,
     last_seen: Instant,
     done_at: Option<Instant>,
@@ -160,6 +166,8 @@ impl Watch {
     fn new() -> Watch {
         Watch {
             count: 0,
+            repeats: 0,
+            newest: HashMap::new(),
             histogram: report::histogram(),
             last_seen: Instant::now(),
             done_at: None,
@@ -171,8 +179,14 @@ impl Watch {
             return;
         };
         let now_ns = shared.epoch.elapsed().as_nanos() as u64;
-        if let Some(ns) = shared.ledger.received(i, state.ts, now_ns) {
-            report::record(&mut self.histogram, ns / 1000);
+        let newest = self.newest.entry(i).or_insert(i64::MIN);
+        if state.ts > *newest {
+            *newest = state.ts;
+            if let Some(ns) = shared.ledger.received(i, state.ts, now_ns) {
+                report::record(&mut self.histogram, ns / 1000);
+            }
+        } else {
+            self.repeats += 1;
         }
         self.count += 1;
         self.last_seen = Instant::now();
