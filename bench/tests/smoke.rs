@@ -153,6 +153,8 @@ fn throughput_qos0_and_qos1_deliver() -> TestResult {
                 qos,
                 "--duration",
                 "1",
+                "--rate",
+                "1000",
             ],
             &format!("throughput{qos}"),
         )?;
