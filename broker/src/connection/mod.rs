@@ -45,14 +45,17 @@ where
     ctx.metrics.connections.fetch_add(1, Relaxed);
     ctx.metrics.connections_total.fetch_add(1, Relaxed);
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut buf = BytesMut::new();
+    let mut rb = ReadBuf {
+        buf: BytesMut::new(),
+        hot: false,
+    };
     let deadline = Instant::now() + ctx.limits.connect_timeout;
     let first = tokio::select! {
-        r = read_packet(&ctx, &mut rd, &mut buf, Protocol::V5, deadline) => r,
+        r = read_packet(&ctx, &mut rd, &mut rb, Protocol::V5, deadline) => r.map(Box::new),
         _ = ctx.shutdown.cancelled() => Err(ReadEnd::Closed),
     };
-    let connect = match first {
-        Ok(Packet::Connect(c)) => c,
+    let connect = match first.map(|p| *p) {
+        Ok(Packet::Connect(c)) => Box::new(c),
         Ok(_) => {
             tracing::debug!(%peer, "first packet was not CONNECT");
             ctx.metrics.protocol_errors.fetch_add(1, Relaxed);
@@ -73,7 +76,9 @@ where
         }
     };
     let protocol = connect.protocol;
-    let accepted = match login(&ctx, connect, peer, cert_cn.as_deref()).await {
+    // Boxed sub-futures (here and for each packet below) keep the connection's own future,
+    // which every idle connection holds, small: their large states live only while running.
+    let accepted = match Box::pin(login(&ctx, *connect, peer, cert_cn.as_deref())).await {
         Ok(a) => a,
         Err(refusal) => {
             let mut out = BytesMut::new();
@@ -127,7 +132,7 @@ where
             Instant::now() + keep_alive
         };
         let next = tokio::select! {
-            r = read_packet(&ctx, &mut rd, &mut buf, protocol, deadline) => r,
+            r = read_packet(&ctx, &mut rd, &mut rb, protocol, deadline) => r,
             _ = link.close.cancelled() => Err(ReadEnd::Closed),
         };
         if let (Ok(Packet::Publish(_)), Some(budget)) = (&next, publish_budget.as_mut())
@@ -142,7 +147,7 @@ where
             break;
         }
         match next {
-            Ok(packet) => match inbound.handle(packet).await {
+            Ok(packet) => match Box::pin(inbound.handle(packet)).await {
                 Flow::Continue => {}
                 Flow::Disconnected { will, expiry } => {
                     publish_will = will;
@@ -282,36 +287,114 @@ enum ReadEnd {
 }
 
 /// Reads until one whole packet is buffered, or the deadline passes.
+/// The read buffer of one connection.
+struct ReadBuf {
+    buf: BytesMut,
+    /// The last read filled all the room it had: more is probably waiting, so keep a full
+    /// chunk. Otherwise the socket went quiet and the buffer is released between packets.
+    hot: bool,
+}
+
+/// Bytes reserved for the first read after a quiet spell: enough for a small packet, little
+/// for an idle connection to hold while it waits.
+const QUIET_CHUNK: usize = 128;
+
 async fn read_packet<R: AsyncRead + Unpin>(
     ctx: &Context,
     rd: &mut R,
-    buf: &mut BytesMut,
+    rb: &mut ReadBuf,
     protocol: Protocol,
     deadline: Instant,
 ) -> Result<Packet, ReadEnd> {
     loop {
-        match decode(buf, protocol, ctx.limits.max_packet_size) {
+        match decode(&mut rb.buf, protocol, ctx.limits.max_packet_size) {
             Ok(Some(p)) => {
-                if buf.is_empty() {
-                    // Nothing buffered: give the memory back, so an idle connection holds no
-                    // read buffer (the next read reserves a fresh chunk).
-                    *buf = BytesMut::new();
+                if rb.buf.is_empty() && !rb.hot {
+                    // Nothing buffered and the socket was drained: give the memory back, so
+                    // an idle connection holds (almost) no read buffer.
+                    rb.buf = BytesMut::new();
                 }
                 return Ok(p);
             }
             Ok(None) => {}
             Err(e) => return Err(ReadEnd::Decode(e)),
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+        let chunk = if rb.hot || !rb.buf.is_empty() {
+            READ_CHUNK
+        } else {
+            QUIET_CHUNK
+        };
+        if rb.buf.capacity() - rb.buf.len() < chunk / 4 {
+            rb.buf.reserve(chunk);
         }
-        match tokio::time::timeout_at(deadline, rd.read_buf(buf)).await {
+        let room = rb.buf.capacity() - rb.buf.len();
+        match tokio::time::timeout_at(deadline, rd.read_buf(&mut rb.buf)).await {
             Err(_) => return Err(ReadEnd::KeepAlive),
             Ok(Ok(0)) => return Err(ReadEnd::Closed),
             Ok(Ok(n)) => {
+                rb.hot = n == room;
                 ctx.metrics.bytes_received.fetch_add(n as u64, Relaxed);
             }
             Ok(Err(_)) => return Err(ReadEnd::Io),
         }
+    }
+}
+
+#[cfg(test)]
+/// Every idle connection holds these futures and channel slots: keep them small (issue 7's
+/// memory-per-connection target). Bounds are for the unoptimised test build.
+mod footprint {
+    use super::*;
+    use crate::auth::{Acl, Authenticator};
+    use crate::context::Limits;
+    use crate::ingest::Ingest;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn connection_state_stays_small() {
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let metrics = Arc::new(Metrics::default());
+        let ingest = Arc::new(Ingest::new(
+            Arc::new(geo_engine::Network::empty()),
+            geo_engine::PipelineConfig::default(),
+            vec![],
+            metrics.clone(),
+        ));
+        let ctx = Arc::new(Context::new(
+            tx,
+            metrics,
+            Limits::default(),
+            tokio_util::sync::CancellationToken::new(),
+            Arc::new(Authenticator::new(None, None, true)),
+            Arc::new(Acl::empty()),
+            ingest,
+        ));
+        let (a, _b) = tokio::io::duplex(64);
+        let ctx2 = ctx.clone();
+        let fut = serve(ctx, a, "127.0.0.1:1".parse().unwrap());
+        assert!(
+            std::mem::size_of_val(&fut) <= 3 * 1024,
+            "serve future {}",
+            std::mem::size_of_val(&fut)
+        );
+        let (ltx, lrx) = tokio::sync::mpsc::channel(1);
+        let link = link::ConnLink {
+            id: 1,
+            tx: ltx,
+            want_ready: Default::default(),
+            close: Default::default(),
+            taken_over: Default::default(),
+        };
+        let w = writer::Writer::new(Protocol::V5, 1, link, 0, 1000);
+        let (c, _d) = tokio::io::duplex(64);
+        let (_r, wr) = tokio::io::split(c);
+        let wfut = w.run(ctx2, wr, lrx);
+        eprintln!("writer future: {}", std::mem::size_of_val(&wfut));
+        eprintln!("Outgoing: {}", std::mem::size_of::<link::Outgoing>());
+        eprintln!(
+            "Session: {}",
+            std::mem::size_of::<crate::router::session::Session>()
+        );
+        eprintln!("Packet: {}", std::mem::size_of::<Packet>());
     }
 }

@@ -81,10 +81,10 @@ impl Writer {
                 _ = close.cancelled() => None,
             };
             let Some(first) = first else { break };
-            let mut next = self.put(&ctx, first, &mut out).await;
+            let mut next = self.put(&ctx, first, &mut out);
             while matches!(next, Next::Continue) && out.len() < BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(item) => next = self.put(&ctx, item, &mut out).await,
+                    Ok(item) => next = self.put(&ctx, item, &mut out),
                     Err(_) => break,
                 }
             }
@@ -127,7 +127,7 @@ impl Writer {
         // A DISCONNECT queued when the connection was told to close still goes out, briefly.
         while let Ok(item) = rx.try_recv() {
             if let Outgoing::Disconnect { .. } = item {
-                self.put(&ctx, item, &mut out).await;
+                self.put(&ctx, item, &mut out);
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wr.write_all(&out))
                     .await;
                 break;
@@ -137,7 +137,7 @@ impl Writer {
         self.close.cancel();
     }
 
-    async fn put(&mut self, ctx: &Context, item: Outgoing, out: &mut BytesMut) -> Next {
+    fn put(&mut self, ctx: &Context, item: Outgoing, out: &mut BytesMut) -> Next {
         let packet = match item {
             Outgoing::Publish {
                 delivery,
@@ -179,13 +179,18 @@ impl Writer {
                     // Too large for this client: discarded as if delivered (MQTT 5 §3.1.2.25).
                     ctx.metrics.messages_dropped.fetch_add(1, Relaxed);
                     if delivery.qos != QoS::AtMostOnce {
-                        let _ = ctx
-                            .router
-                            .send(RouterMsg::Complete {
-                                session: self.session,
-                                pkid,
-                            })
-                            .await;
+                        // Rare: never hold the writer on it (a full router queue hands the
+                        // completion to a task of its own).
+                        let done = RouterMsg::Complete {
+                            session: self.session,
+                            pkid,
+                        };
+                        if let Err(tokio::sync::mpsc::error::TrySendError::Full(done)) =
+                            ctx.router.try_send(done)
+                        {
+                            let router = ctx.router.clone();
+                            tokio::spawn(async move { router.send(done).await });
+                        }
                     }
                     return Next::Continue;
                 }
