@@ -40,6 +40,8 @@ impl Default for Limits {
 
 pub struct Context {
     pub router: mpsc::Sender<RouterMsg>,
+    /// Writers report a drained link here (see `Router::ready_sender`).
+    pub ready: mpsc::UnboundedSender<(u64, u64)>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     /// Cancelled when the broker shuts down.
@@ -56,8 +58,12 @@ pub struct Context {
 }
 
 impl Context {
+    // Each argument is a distinct shared service the connections need; the struct is built
+    // once, in `server.rs`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         router: mpsc::Sender<RouterMsg>,
+        ready: mpsc::UnboundedSender<(u64, u64)>,
         metrics: Arc<Metrics>,
         limits: Limits,
         shutdown: CancellationToken,
@@ -67,6 +73,7 @@ impl Context {
     ) -> Context {
         Context {
             router,
+            ready,
             metrics,
             limits,
             shutdown,

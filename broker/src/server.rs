@@ -191,6 +191,7 @@ impl Broker {
         let ctx = Arc::new(
             Context::new(
                 router_tx.clone(),
+                router.ready_sender(),
                 self.metrics.clone(),
                 limits,
                 token.clone(),

@@ -362,6 +362,7 @@ mod footprint {
         ));
         let ctx = Arc::new(Context::new(
             tx,
+            tokio::sync::mpsc::unbounded_channel().0,
             metrics,
             Limits::default(),
             tokio_util::sync::CancellationToken::new(),

@@ -115,13 +115,7 @@ impl Writer {
                 && rx.capacity() > LINK_CAPACITY / 2
                 && self.want_ready.swap(false, SeqCst)
             {
-                let _ = ctx
-                    .router
-                    .send(RouterMsg::Ready {
-                        session: self.session,
-                        conn: self.conn,
-                    })
-                    .await;
+                let _ = ctx.ready.send((self.session, self.conn));
             }
         }
         // A DISCONNECT queued when the connection was told to close still goes out, briefly.

@@ -154,6 +154,12 @@ struct PendingWill {
 
 pub struct Router {
     rx: mpsc::Receiver<RouterMsg>,
+    /// Writers that drained a full link: served before any publish, so a blocked session
+    /// resumes at once instead of waiting behind a full router queue of publishes. Unbounded
+    /// but bounded by construction: a writer sends one `Ready` per time the router blocked
+    /// its session, and the router blocks it again only after reading that `Ready`.
+    ready_rx: mpsc::UnboundedReceiver<(u64, u64)>,
+    ready_tx: mpsc::UnboundedSender<(u64, u64)>,
     sessions: HashMap<u64, Session>,
     by_client: HashMap<Arc<str>, u64>,
     next_session: u64,
@@ -170,8 +176,11 @@ pub struct Router {
 impl Router {
     pub fn new(config: RouterConfig, metrics: Arc<Metrics>) -> (Router, mpsc::Sender<RouterMsg>) {
         let (tx, rx) = mpsc::channel(ROUTER_CAPACITY);
+        let (ready_tx, ready_rx) = mpsc::unbounded_channel();
         let router = Router {
             rx,
+            ready_rx,
+            ready_tx,
             sessions: HashMap::new(),
             by_client: HashMap::new(),
             next_session: 1,
@@ -186,6 +195,11 @@ impl Router {
         (router, tx)
     }
 
+    /// Where writers report that their link has room again: `(session, connection)`.
+    pub fn ready_sender(&self) -> mpsc::UnboundedSender<(u64, u64)> {
+        self.ready_tx.clone()
+    }
+
     /// Runs until `shutdown` completes (then tells every v5 client the server is shutting down)
     /// or every sender is gone.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
@@ -195,6 +209,8 @@ impl Router {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
+                biased;
+                Some((session, conn)) = self.ready_rx.recv() => self.ready(session, conn),
                 msg = self.rx.recv() => match msg {
                     Some(m) => self.handle(m),
                     None => break,
@@ -230,15 +246,7 @@ impl Router {
     fn handle(&mut self, msg: RouterMsg) {
         match msg {
             RouterMsg::Connect(req) => self.connect(*req),
-            RouterMsg::Ready { session, conn } => {
-                let now = Instant::now();
-                if let Some(s) = self.sessions.get_mut(&session)
-                    && s.link.as_ref().is_some_and(|l| l.id == conn)
-                {
-                    s.blocked = false;
-                    s.flush(now, &self.metrics);
-                }
-            }
+            RouterMsg::Ready { session, conn } => self.ready(session, conn),
             RouterMsg::Publish { message, qos2_pkid } => {
                 if let Some((session, pkid)) = qos2_pkid {
                     // A resent QoS 2 publish already routed: don't deliver it twice.
@@ -293,6 +301,15 @@ impl Router {
                 publish_will,
                 expiry_interval,
             } => self.disconnect(session, conn, publish_will, expiry_interval),
+        }
+    }
+
+    fn ready(&mut self, session: u64, conn: u64) {
+        if let Some(s) = self.sessions.get_mut(&session)
+            && s.link.as_ref().is_some_and(|l| l.id == conn)
+        {
+            s.blocked = false;
+            s.flush(Instant::now(), &self.metrics);
         }
     }
 
