@@ -90,7 +90,9 @@ where
     };
     tracing::debug!(%peer, client = %accepted.client_id, ?protocol, "connected");
     let session = accepted.session;
-    let link = accepted.link.clone();
+    // Moved, not cloned: every sender must go when the connection ends, or the writer never
+    // sees its channel close and the socket lingers.
+    let link = accepted.link;
     let writer = writer::Writer::new(
         protocol,
         session,
