@@ -143,7 +143,10 @@ impl Writer {
                 let mut new_alias = None;
                 let properties = if self.protocol == Protocol::V5 {
                     let mut p = m.properties.clone();
-                    p.message_expiry_interval = m.remaining_expiry(Instant::now());
+                    // Read the clock only for the messages that expire.
+                    p.message_expiry_interval = m
+                        .expires_at
+                        .and_then(|_| m.remaining_expiry(Instant::now()));
                     p.subscription_identifiers = delivery.sub_ids;
                     if self.client_alias_max > 0 {
                         if let Some(a) = self.aliases.get(&topic) {
