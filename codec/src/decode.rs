@@ -26,6 +26,26 @@ pub fn decode(
     protocol: Protocol,
     max_packet_size: usize,
 ) -> Result<Option<Packet>, DecodeError> {
+    let Some((header_len, size)) = frame(buf, max_packet_size)? else {
+        return Ok(None);
+    };
+    let first = buf[0];
+    let mut frame = buf.split_to(size).freeze();
+    frame.advance(header_len);
+    read_packet(first, frame, protocol).map(Some)
+}
+
+/// Whether one whole packet is buffered at the front of `buf`: its size once it is, checked
+/// against `max_packet_size` as [`decode`] checks it; nothing is consumed.
+///
+/// # Errors
+/// A malformed fixed header, or a packet larger than `max_packet_size`.
+pub fn whole_packet_len(buf: &[u8], max_packet_size: usize) -> Result<Option<usize>, DecodeError> {
+    Ok(frame(buf, max_packet_size)?.map(|(_, size)| size))
+}
+
+/// The fixed header's length and the packet's size, once it is all buffered.
+fn frame(buf: &[u8], max_packet_size: usize) -> Result<Option<(usize, usize)>, DecodeError> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -46,10 +66,7 @@ pub fn decode(
         // or a peer could pin `max_packet_size` per connection by sending four bytes.
         return Ok(None);
     }
-    let first = buf[0];
-    let mut frame = buf.split_to(size).freeze();
-    frame.advance(header_len);
-    read_packet(first, frame, protocol).map(Some)
+    Ok(Some((header_len, size)))
 }
 
 /// Parses the body of one complete packet whose fixed header's first byte is `first`.

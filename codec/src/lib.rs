@@ -57,5 +57,5 @@ mod unsuback;
 mod unsubscribe;
 mod wire;
 
-pub use decode::decode;
+pub use decode::{decode, whole_packet_len};
 pub use encode::{encode, encoded_len};

@@ -2,12 +2,11 @@
 //! settling the client identifier, keep-alive and session expiry, and attaching to the router.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use fleetmq_codec::{ConnAck, Connect, Packet, Properties, Protocol, reason};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::link::{ConnLink, LINK_CAPACITY, Outgoing};
+use super::link::ConnLink;
 use crate::auth::Identity;
 use crate::context::Context;
 use crate::router::{ConnectRequest, RouterMsg, Will};
@@ -17,7 +16,6 @@ use crate::topic;
 pub struct Accepted {
     pub session: u64,
     pub link: ConnLink,
-    pub rx: mpsc::Receiver<Outgoing>,
     pub connack: ConnAck,
     /// Seconds; 0 = no keep-alive.
     pub keep_alive: u16,
@@ -177,14 +175,7 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
         .properties
         .maximum_packet_size
         .map_or(usize::MAX, |m| m as usize);
-    let (tx, rx) = mpsc::channel(LINK_CAPACITY);
-    let link = ConnLink {
-        id: ctx.next_conn_id(),
-        tx,
-        want_ready: Arc::new(AtomicBool::new(false)),
-        taken_over: Arc::new(AtomicBool::new(false)),
-        close: tokio_util::sync::CancellationToken::new(),
-    };
+    let link = ConnLink::new(ctx.next_conn_id());
     let (reply_tx, reply_rx) = oneshot::channel();
     let req = ConnectRequest {
         client_id: client_id.clone(),
@@ -228,7 +219,6 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
     Ok(Accepted {
         session: reply.session,
         link,
-        rx,
         connack,
         keep_alive,
         client_id,

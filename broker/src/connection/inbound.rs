@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use fleetmq_codec::{
-    ByteString, Packet, Properties, Protocol, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck,
-    Unsubscribe, reason,
+    ByteString, BytesMut, Packet, Properties, Protocol, PubResp, Publish, QoS, SubAck, Subscribe,
+    UnsubAck, Unsubscribe, encode, reason,
 };
 use tokio::sync::oneshot;
 
-use super::link::{Ack, ConnLink, Outgoing};
+use super::link::Ack;
 use crate::auth::Identity;
 use crate::context::Context;
 use crate::ingest::topics::{DriverTopic, driver_topic};
@@ -36,19 +36,25 @@ pub enum Flow {
     },
 }
 
+// Empty tables cost their size in every idle connection; a boxed one costs a pointer.
+#[allow(clippy::box_collection)]
 pub struct Inbound {
     ctx: Arc<Context>,
     protocol: Protocol,
     session: u64,
-    link: ConnLink,
     identity: Arc<Identity>,
+    /// Acknowledgements and other answers to the client, encoded, for the connection to
+    /// write.
+    replies: BytesMut,
+    // The three collections below are boxed on first use: most connections never need
+    // them, and every idle connection would hold their empty tables.
     /// Topic aliases the client set up towards us.
-    aliases: HashMap<u16, ByteString>,
+    aliases: Option<Box<HashMap<u16, ByteString>>>,
     /// QoS 2 publishes received and not yet released: bounded by our receive maximum.
-    unreleased: HashSet<u16>,
+    unreleased: Option<Box<HashSet<u16>>>,
     connect_expiry: u32,
     /// Vehicles this connection published locations for: they go offline when it closes.
-    vehicles: HashSet<Box<str>>,
+    vehicles: Option<Box<HashSet<Box<str>>>>,
 }
 
 /// Vehicles one connection is remembered to speak for (a gateway may publish for many).
@@ -63,7 +69,6 @@ impl Inbound {
         ctx: Arc<Context>,
         protocol: Protocol,
         session: u64,
-        link: ConnLink,
         identity: Arc<Identity>,
         connect_expiry: u32,
     ) -> Inbound {
@@ -71,26 +76,51 @@ impl Inbound {
             ctx,
             protocol,
             session,
-            link,
             identity,
-            aliases: HashMap::new(),
-            unreleased: HashSet::new(),
+            replies: BytesMut::new(),
+            aliases: None,
+            unreleased: None,
             connect_expiry,
-            vehicles: HashSet::new(),
+            vehicles: None,
         }
     }
 
     /// Vehicles this connection published locations for.
     pub fn vehicles(&self) -> impl Iterator<Item = &str> {
-        self.vehicles.iter().map(|v| &**v)
+        self.vehicles.iter().flat_map(|v| v.iter()).map(|v| &**v)
     }
 
-    async fn send(&self, packet: Packet) {
-        let _ = self.link.tx.send(Outgoing::Packet(Box::new(packet))).await;
+    /// Forgets an unreleased QoS 2 packet id.
+    fn release(&mut self, pkid: u16) {
+        if let Some(u) = &mut self.unreleased {
+            u.remove(&pkid);
+        }
     }
 
-    async fn ack(&self, ack: Ack) {
-        let _ = self.link.tx.send(Outgoing::Ack(ack)).await;
+    /// Moves the answers produced so far to the end of `out`.
+    pub fn replies_into(&mut self, out: &mut BytesMut) {
+        if self.replies.is_empty() {
+            return;
+        }
+        if out.is_empty() {
+            *out = std::mem::take(&mut self.replies);
+        } else {
+            out.extend_from_slice(&self.replies);
+            self.replies = BytesMut::new();
+        }
+    }
+
+    fn send(&mut self, packet: Packet) {
+        if encode(&packet, self.protocol, &mut self.replies).is_err() {
+            tracing::warn!(
+                session = self.session,
+                "dropped a reply that cannot be encoded"
+            );
+        }
+    }
+
+    fn ack(&mut self, ack: Ack) {
+        self.send(ack.packet());
     }
 
     async fn router(&self, msg: RouterMsg) -> bool {
@@ -121,24 +151,24 @@ impl Inbound {
                         pkid: r.pkid,
                     })
                     .await;
-                    self.send(Packet::PubRel(PubResp::new(r.pkid))).await;
+                    self.send(Packet::PubRel(PubResp::new(r.pkid)));
                 }
                 Flow::Continue
             }
             Packet::PubRel(r) => {
-                self.unreleased.remove(&r.pkid);
+                self.release(r.pkid);
                 self.router(RouterMsg::Release {
                     session: self.session,
                     pkid: r.pkid,
                 })
                 .await;
-                self.ack(Ack::Completed(r.pkid)).await;
+                self.ack(Ack::Completed(r.pkid));
                 Flow::Continue
             }
             Packet::Subscribe(s) => self.subscribe(s).await,
             Packet::Unsubscribe(u) => self.unsubscribe(u).await,
             Packet::PingReq => {
-                self.send(Packet::PingResp).await;
+                self.send(Packet::PingResp);
                 Flow::Continue
             }
             Packet::Disconnect(d) => {
@@ -171,37 +201,41 @@ impl Inbound {
                 return violation(reason::TOPIC_ALIAS_INVALID, "topic alias out of range");
             }
             if p.topic.is_empty() {
-                match self.aliases.get(&alias) {
+                match self.aliases.as_ref().and_then(|a| a.get(&alias)) {
                     Some(t) => p.topic = t.clone(),
                     None => return violation(reason::PROTOCOL_ERROR, "unknown topic alias"),
                 }
             } else {
-                self.aliases.insert(alias, p.topic.clone());
+                self.aliases
+                    .get_or_insert_default()
+                    .insert(alias, p.topic.clone());
             }
         }
         if let Err(e) = topic::validate_name(&p.topic) {
             return violation(reason::TOPIC_NAME_INVALID, e.as_str());
         }
-        if p.qos == QoS::ExactlyOnce && !self.unreleased.contains(&p.pkid) {
-            if self.unreleased.len() >= usize::from(self.ctx.limits.receive_maximum) {
-                return violation(
-                    reason::RECEIVE_MAXIMUM_EXCEEDED,
-                    "more QoS 2 publishes unreleased than our receive maximum",
-                );
+        if p.qos == QoS::ExactlyOnce {
+            let unreleased = self.unreleased.get_or_insert_default();
+            if !unreleased.contains(&p.pkid) {
+                if unreleased.len() >= usize::from(self.ctx.limits.receive_maximum) {
+                    return violation(
+                        reason::RECEIVE_MAXIMUM_EXCEEDED,
+                        "more QoS 2 publishes unreleased than our receive maximum",
+                    );
+                }
+                unreleased.insert(p.pkid);
             }
-            self.unreleased.insert(p.pkid);
         }
         let (qos, pkid) = (p.qos, p.pkid);
         if !self.ctx.acl.can_publish(&self.identity, &p.topic) {
             self.ctx.metrics.publishes_denied.fetch_add(1, Relaxed);
-            self.unreleased.remove(&pkid);
+            self.release(pkid);
             self.refuse_publish(
                 qos,
                 pkid,
                 reason::NOT_AUTHORIZED,
                 "not authorized to publish to this topic",
-            )
-            .await;
+            );
             return Flow::Continue;
         }
         p.properties.subscription_identifiers.clear();
@@ -227,8 +261,9 @@ impl Inbound {
                     .location(vehicle, &message.payload, received)
                 {
                     Ok(outputs) => {
-                        if self.vehicles.len() < MAX_VEHICLES_PER_CONNECTION {
-                            self.vehicles.insert(vehicle.into());
+                        let vehicles = self.vehicles.get_or_insert_default();
+                        if vehicles.len() < MAX_VEHICLES_PER_CONNECTION {
+                            vehicles.insert(vehicle.into());
                         }
                         for m in outputs {
                             self.router(RouterMsg::Publish {
@@ -239,10 +274,9 @@ impl Inbound {
                         }
                     }
                     Err(r) => {
-                        self.unreleased.remove(&pkid);
+                        self.release(pkid);
                         let text = format!("{}: {}", r.field, r.message);
-                        self.refuse_publish(qos, pkid, reason::PAYLOAD_FORMAT_INVALID, &text)
-                            .await;
+                        self.refuse_publish(qos, pkid, reason::PAYLOAD_FORMAT_INVALID, &text);
                         return Flow::Continue;
                     }
                 }
@@ -266,15 +300,15 @@ impl Inbound {
         self.router(RouterMsg::Publish { message, qos2_pkid }).await;
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack(Ack::Received(pkid)).await,
-            QoS::ExactlyOnce => self.ack(Ack::Recorded(pkid)).await,
+            QoS::AtLeastOnce => self.ack(Ack::Received(pkid)),
+            QoS::ExactlyOnce => self.ack(Ack::Recorded(pkid)),
         }
         Flow::Continue
     }
 
     /// Answers a refused QoS 1/2 publish with a reason code (v5) or a plain ack (3.1.1, which
     /// has no way to say no); a refused QoS 0 publish is dropped.
-    async fn refuse_publish(&self, qos: QoS, pkid: u16, code: u8, message: &str) {
+    fn refuse_publish(&mut self, qos: QoS, pkid: u16, code: u8, message: &str) {
         let mut ack = PubResp::new(pkid);
         if self.protocol == Protocol::V5 {
             ack.reason = code;
@@ -282,8 +316,8 @@ impl Inbound {
         }
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(Packet::PubAck(ack)).await,
-            QoS::ExactlyOnce => self.send(Packet::PubRec(ack)).await,
+            QoS::AtLeastOnce => self.send(Packet::PubAck(ack)),
+            QoS::ExactlyOnce => self.send(Packet::PubRec(ack)),
         }
     }
 
@@ -336,8 +370,7 @@ impl Inbound {
             pkid: s.pkid,
             codes,
             properties,
-        }))
-        .await;
+        }));
         self.router(RouterMsg::SendRetained {
             session: self.session,
             requests: requests_copy,
@@ -366,8 +399,7 @@ impl Inbound {
             pkid: u.pkid,
             codes,
             properties: Properties::default(),
-        }))
-        .await;
+        }));
         Flow::Continue
     }
 }

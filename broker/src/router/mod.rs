@@ -160,7 +160,9 @@ pub struct Router {
     /// its session, and the router blocks it again only after reading that `Ready`.
     ready_rx: mpsc::UnboundedReceiver<(u64, u64)>,
     ready_tx: mpsc::UnboundedSender<(u64, u64)>,
-    sessions: HashMap<u64, Session>,
+    /// Boxed: a map slot per session stays two words, not the whole session, so the
+    /// table's spare capacity costs little with tens of thousands of idle clients.
+    sessions: HashMap<u64, Box<Session>>,
     by_client: HashMap<Arc<str>, u64>,
     next_session: u64,
     subs: SubscriptionTree,
@@ -251,7 +253,7 @@ impl Router {
                 if let Some((session, pkid)) = qos2_pkid {
                     // A resent QoS 2 publish already routed: don't deliver it twice.
                     if let Some(s) = self.sessions.get_mut(&session)
-                        && !s.incoming_qos2.insert(pkid)
+                        && !s.incoming_qos2.get_or_insert_default().insert(pkid)
                     {
                         return;
                     }
@@ -291,8 +293,10 @@ impl Router {
                 }
             }
             RouterMsg::Release { session, pkid } => {
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    s.incoming_qos2.remove(&pkid);
+                if let Some(s) = self.sessions.get_mut(&session)
+                    && let Some(pending) = &mut s.incoming_qos2
+                {
+                    pending.remove(&pkid);
                 }
             }
             RouterMsg::Disconnect {
@@ -350,7 +354,7 @@ impl Router {
             let id = self.next_session;
             self.next_session += 1;
             self.sessions
-                .insert(id, Session::new(req.client_id.clone()));
+                .insert(id, Box::new(Session::new(req.client_id.clone())));
             self.by_client.insert(req.client_id.clone(), id);
             id
         });
@@ -438,7 +442,7 @@ impl Router {
         if self.by_client.get(&s.client_id) == Some(&id) {
             self.by_client.remove(&s.client_id);
         }
-        for f in &s.filters {
+        for f in s.filters.iter().flat_map(|f| f.iter()) {
             if let Ok((group, filter)) = topic::parse_shared(f) {
                 self.subs.unsubscribe(id, group, filter);
             }
@@ -494,7 +498,9 @@ impl Router {
             if let Some(n) = new.last_mut() {
                 *n = self.subs.subscribe(session, group, filter, r.opts);
             }
-            s.filters.insert(Box::from(&*r.filter));
+            s.filters
+                .get_or_insert_default()
+                .insert(Box::from(&*r.filter));
             codes.push(r.opts.qos as u8);
         }
         self.metrics
@@ -540,7 +546,7 @@ impl Router {
         let codes = filters
             .iter()
             .map(|f| {
-                let removed = s.filters.remove(&**f)
+                let removed = s.filters.as_mut().is_some_and(|fs| fs.remove(&**f))
                     && topic::parse_shared(f)
                         .is_ok_and(|(g, inner)| self.subs.unsubscribe(session, g, inner));
                 if removed {
@@ -572,7 +578,7 @@ impl Router {
         self.subs.for_each_match(&message.topic, |t| match t {
             Target::Direct(s, o) => targets.push((s, o)),
             Target::Shared(g) => {
-                if let Some(p) = g.pick(|id| sessions.get(&id).is_some_and(Session::is_connected)) {
+                if let Some(p) = g.pick(|id| sessions.get(&id).is_some_and(|s| s.is_connected())) {
                     targets.push(p);
                 }
             }

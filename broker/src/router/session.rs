@@ -3,13 +3,12 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use fleetmq_codec::QoS;
-use tokio::sync::mpsc::error::TrySendError;
 
-use crate::connection::link::{ConnLink, Outgoing};
+use crate::connection::link::{ConnLink, Outgoing, Permit, Refused};
 use crate::message::Message;
 use crate::metrics::Metrics;
 
@@ -45,10 +44,14 @@ pub struct Inflight {
 }
 
 #[derive(Debug)]
+// Empty tables cost their size in every idle connection; a boxed one costs a pointer.
+#[allow(clippy::box_collection)]
 pub struct Session {
     pub client_id: Arc<str>,
+    // `filters` and `incoming_qos2` are boxed on first use: tens of thousands of idle
+    // sessions would otherwise each hold two empty tables.
     /// Filters this session subscribes to, as given (with `$share/G/` prefix), for cleanup.
-    pub filters: HashSet<Box<str>>,
+    pub filters: Option<Box<HashSet<Box<str>>>>,
     pub queue: VecDeque<Delivery>,
     /// Retained messages owed to new subscriptions, sent before `queue`.
     replay: VecDeque<Delivery>,
@@ -56,7 +59,7 @@ pub struct Session {
     pub queue_bytes: usize,
     pub inflight: VecDeque<Inflight>,
     /// QoS 2 packet ids received from the client and not yet released (duplicate suppression).
-    pub incoming_qos2: HashSet<u16>,
+    pub incoming_qos2: Option<Box<HashSet<u16>>>,
     next_pkid: u16,
     /// Seconds the session outlives its connection; `u32::MAX` never expires.
     pub expiry_interval: u32,
@@ -75,12 +78,12 @@ impl Session {
     pub fn new(client_id: Arc<str>) -> Session {
         Session {
             client_id,
-            filters: HashSet::new(),
+            filters: None,
             queue: VecDeque::new(),
             replay: VecDeque::new(),
             queue_bytes: 0,
             inflight: VecDeque::new(),
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: None,
             next_pkid: 0,
             expiry_interval: 0,
             expires_at: None,
@@ -202,16 +205,13 @@ impl Session {
     /// writer says `Ready`. `want_ready` is raised *before* the second try, so a writer that
     /// drains in between either sees the flag or leaves room for that second try: the wakeup
     /// cannot be lost.
-    fn reserve<'a>(
-        &mut self,
-        link: &'a ConnLink,
-    ) -> Option<tokio::sync::mpsc::Permit<'a, Outgoing>> {
-        match link.tx.try_reserve() {
+    fn reserve<'a>(&mut self, link: &'a ConnLink) -> Option<Permit<'a>> {
+        match link.try_reserve() {
             Ok(p) => Some(p),
-            Err(TrySendError::Closed(())) => None,
-            Err(TrySendError::Full(())) => {
-                link.want_ready.store(true, SeqCst);
-                match link.tx.try_reserve() {
+            Err(Refused::Closed) => None,
+            Err(Refused::Full) => {
+                link.want_ready();
+                match link.try_reserve() {
                     Ok(p) => Some(p),
                     Err(_) => {
                         self.blocked = true;
