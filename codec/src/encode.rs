@@ -5,6 +5,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::publish::PublishRef;
 use crate::wire::{self, VBI_MAX, vbi_len};
 use crate::{EncodeError, Packet, Protocol};
 use crate::{
@@ -38,6 +39,37 @@ pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result
     result
 }
 
+/// Appends one PUBLISH written from borrowed parts, as [`encode`] would write the same
+/// [`crate::Publish`]. With `max_len`, a packet longer than that is not written and
+/// `Ok(false)` says so (a client's Maximum Packet Size).
+///
+/// # Errors
+/// `TooLong` when the topic or the packet exceeds MQTT's length fields.
+pub fn encode_publish(
+    p: &PublishRef<'_>,
+    protocol: Protocol,
+    max_len: usize,
+    out: &mut BytesMut,
+) -> Result<bool, EncodeError> {
+    let remaining = publish::len(p, protocol);
+    if remaining > VBI_MAX {
+        return Err(EncodeError::TooLong("packet"));
+    }
+    let total = 1 + vbi_len(remaining) + remaining;
+    if total > max_len {
+        return Ok(false);
+    }
+    let start = out.len();
+    out.reserve(total);
+    out.put_u8(0x30 | publish::flags(p));
+    let result =
+        wire::write_vbi(out, remaining, "packet").and_then(|()| publish::write(p, protocol, out));
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result.map(|()| true)
+}
+
 /// The number of bytes [`encode`] would write, fixed header included.
 pub fn encoded_len(packet: &Packet, protocol: Protocol) -> usize {
     let remaining = remaining_len(packet, protocol);
@@ -49,7 +81,7 @@ fn first_byte(packet: &Packet) -> u8 {
     match packet {
         Packet::Connect(_) => 0x10,
         Packet::ConnAck(_) => 0x20,
-        Packet::Publish(p) => 0x30 | publish::flags(p),
+        Packet::Publish(p) => 0x30 | publish::flags(&p.as_ref()),
         Packet::PubAck(_) => 0x40,
         Packet::PubRec(_) => 0x50,
         Packet::PubRel(_) => 0x62,
@@ -69,7 +101,7 @@ fn remaining_len(packet: &Packet, protocol: Protocol) -> usize {
     match packet {
         Packet::Connect(c) => connect::len(c),
         Packet::ConnAck(c) => connack::len(c, protocol),
-        Packet::Publish(p) => publish::len(p, protocol),
+        Packet::Publish(p) => publish::len(&p.as_ref(), protocol),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             pubresp::len(r, protocol)
         }
@@ -94,7 +126,7 @@ fn write(
     match packet {
         Packet::Connect(c) => connect::write(c, out),
         Packet::ConnAck(c) => connack::write(c, protocol, out),
-        Packet::Publish(p) => publish::write(p, protocol, out),
+        Packet::Publish(p) => publish::write(&p.as_ref(), protocol, out),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             pubresp::write(r, protocol, out)
         }

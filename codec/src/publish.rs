@@ -37,36 +37,67 @@ pub(crate) fn read(flags: u8, mut body: Bytes, protocol: Protocol) -> Result<Pub
     })
 }
 
+/// A PUBLISH to write, borrowing its parts: a broker sending one message to many clients
+/// encodes each copy from the shared message without cloning (and dropping) its fields.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// May be empty in v5 when a topic alias property stands in for it.
+    pub topic: &'a str,
+    /// Packet identifier; ignored for QoS 0.
+    pub pkid: u16,
+    /// Written in v5 only.
+    pub properties: &'a Properties,
+    pub payload: &'a [u8],
+}
+
+impl Publish {
+    /// This packet as a [`PublishRef`].
+    pub fn as_ref(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            pkid: self.pkid,
+            properties: &self.properties,
+            payload: &self.payload,
+        }
+    }
+}
+
 /// The fixed header's low nibble.
-pub(crate) fn flags(p: &Publish) -> u8 {
+pub(crate) fn flags(p: &PublishRef<'_>) -> u8 {
     u8::from(p.dup) << 3 | (p.qos as u8) << 1 | u8::from(p.retain)
 }
 
 /// Remaining length of an encoded PUBLISH.
-pub(crate) fn len(p: &Publish, protocol: Protocol) -> usize {
+pub(crate) fn len(p: &PublishRef<'_>, protocol: Protocol) -> usize {
     let mut n = field_len(p.topic.as_bytes()) + p.payload.len();
     if p.qos != QoS::AtMostOnce {
         n += 2;
     }
     if protocol == Protocol::V5 {
-        n += props::block_len(&p.properties);
+        n += props::block_len(p.properties);
     }
     n
 }
 
 /// Writes a PUBLISH body straight into `out`: no intermediate buffer.
 pub(crate) fn write(
-    p: &Publish,
+    p: &PublishRef<'_>,
     protocol: Protocol,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    wire::write_string(out, &p.topic, "topic")?;
+    wire::write_string(out, p.topic, "topic")?;
     if p.qos != QoS::AtMostOnce {
         out.put_u16(p.pkid);
     }
     if protocol == Protocol::V5 {
-        props::write(out, &p.properties)?;
+        props::write(out, p.properties)?;
     }
-    out.put_slice(&p.payload);
+    out.put_slice(p.payload);
     Ok(())
 }

@@ -382,6 +382,23 @@ proptest! {
     }
 
     #[test]
+    fn publish_from_borrowed_parts_is_the_same_bytes(
+        v5 in any::<bool>(),
+        packet in publish(Protocol::V5),
+        max in 0usize..600,
+    ) {
+        let protocol = if v5 { Protocol::V5 } else { Protocol::V311 };
+        let Packet::Publish(p) = &packet else { unreachable!() };
+        let whole = encode_checked(&packet, protocol);
+        let mut parts = BytesMut::from(&b"before"[..]);
+        let written = fleetmq_codec::encode_publish(&p.as_ref(), protocol, max, &mut parts)
+            .expect("encodes");
+        prop_assert_eq!(written, whole.len() <= max);
+        let expected = if written { [&b"before"[..], &whole[..]].concat() } else { b"before".to_vec() };
+        prop_assert_eq!(&parts[..], &expected[..]);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..256), v5 in any::<bool>(), max in 0usize..512) {
         let protocol = if v5 { Protocol::V5 } else { Protocol::V311 };
         let mut buf = BytesMut::from(&bytes[..]);
