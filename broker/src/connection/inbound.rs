@@ -2,6 +2,7 @@
 //! acknowledgements), the QoS 2 handshakes, SUBSCRIBE/UNSUBSCRIBE, PINGREQ and DISCONNECT.
 
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -127,17 +128,31 @@ impl Inbound {
         self.ctx.router.send(msg).await.is_ok()
     }
 
-    pub async fn handle(&mut self, packet: Packet) -> Flow {
+    /// Handles one packet. Not an `async fn`: its future is allocated per packet, so a
+    /// PUBLISH or an acknowledgement (nearly all traffic) gets a future the size of what it
+    /// needs, not of the largest packet kind and the packet itself.
+    pub fn handle(&mut self, packet: Packet) -> Pin<Box<dyn Future<Output = Flow> + Send + '_>> {
+        match packet {
+            Packet::Publish(p) => Box::pin(self.publish(p)),
+            Packet::PubAck(r) | Packet::PubComp(r) => Box::pin(self.completed(r.pkid)),
+            other => Box::pin(self.handle_other(other)),
+        }
+    }
+
+    /// PUBACK or PUBCOMP: the delivery is done.
+    async fn completed(&self, pkid: u16) -> Flow {
+        self.router(RouterMsg::Complete {
+            session: self.session,
+            pkid,
+        })
+        .await;
+        Flow::Continue
+    }
+
+    async fn handle_other(&mut self, packet: Packet) -> Flow {
         match packet {
             Packet::Publish(p) => self.publish(p).await,
-            Packet::PubAck(r) | Packet::PubComp(r) => {
-                self.router(RouterMsg::Complete {
-                    session: self.session,
-                    pkid: r.pkid,
-                })
-                .await;
-                Flow::Continue
-            }
+            Packet::PubAck(r) | Packet::PubComp(r) => self.completed(r.pkid).await,
             Packet::PubRec(r) => {
                 if r.reason >= 0x80 {
                     self.router(RouterMsg::Complete {
@@ -165,8 +180,10 @@ impl Inbound {
                 self.ack(Ack::Completed(r.pkid));
                 Flow::Continue
             }
-            Packet::Subscribe(s) => self.subscribe(s).await,
-            Packet::Unsubscribe(u) => self.unsubscribe(u).await,
+            // Boxed, like the SOS write below: rare, and their states would otherwise size
+            // the future of every packet, which is allocated and moved per packet.
+            Packet::Subscribe(s) => Box::pin(self.subscribe(s)).await,
+            Packet::Unsubscribe(u) => Box::pin(self.unsubscribe(u)).await,
             Packet::PingReq => {
                 self.send(Packet::PingResp);
                 Flow::Continue
@@ -193,7 +210,7 @@ impl Inbound {
         }
     }
 
-    async fn publish(&mut self, mut p: Publish) -> Flow {
+    pub(super) async fn publish(&mut self, mut p: Publish) -> Flow {
         let received = Instant::now();
         self.ctx.metrics.messages_received.fetch_add(1, Relaxed);
         if let Some(alias) = p.properties.topic_alias.take() {
@@ -285,7 +302,7 @@ impl Inbound {
                 // Persisted before anyone (hub, subscribers) is notified; the PUBACK below
                 // waits for it too: at most 2 s, then the SOS is delivered anyway.
                 if let Some(store) = self.ctx.persist.get() {
-                    store.sos(vehicle, &message.payload).await;
+                    Box::pin(store.sos(vehicle, &message.payload)).await;
                 }
                 let event = self.ctx.ingest.sos(vehicle, &message.payload);
                 self.router(RouterMsg::Publish {

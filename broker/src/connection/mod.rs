@@ -227,7 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                             Some((reason::MESSAGE_RATE_TOO_HIGH, "publish rate exceeded"));
                         return ending;
                     }
-                    Ok(packet) => Box::pin(self.inbound.handle(packet)),
+                    Ok(packet) => self.inbound.handle(packet),
                     Err(End::Decode(e)) => {
                         ctx.metrics.protocol_errors.fetch_add(1, Relaxed);
                         tracing::debug!(%peer, error = %e, "malformed packet");
@@ -416,6 +416,26 @@ mod footprint {
             Arc::new(Acl::empty()),
             ingest,
         ));
+        let mut inbound = Inbound::new(
+            ctx.clone(),
+            Protocol::V5,
+            1,
+            Arc::new(crate::auth::Identity::default()),
+            0,
+        );
+        let publish = fleetmq_codec::Publish {
+            dup: false,
+            qos: fleetmq_codec::QoS::AtMostOnce,
+            retain: false,
+            topic: "t".into(),
+            pkid: 0,
+            properties: Default::default(),
+            payload: Default::default(),
+        };
+        // Allocated (and moved) per packet received.
+        let handling = inbound.publish(publish);
+        eprintln!("publish future {}", std::mem::size_of_val(&handling));
+        drop(handling);
         let (a, _b) = tokio::io::duplex(64);
         let fut = serve(ctx, a, "127.0.0.1:1".parse().unwrap());
         eprintln!(

@@ -2,7 +2,7 @@
 //!
 //! Connections talk to it through one bounded channel of [`RouterMsg`]; it answers through
 //! each connection's [`ConnLink`] without ever waiting on a client: when a link's channel is
-//! full the session is marked blocked and resumes when the writer reports `Ready`. Timers
+//! full the session is marked blocked and resumes when the connection reports `Ready`. Timers
 //! (session expiry, delayed wills, `$SYS`) run off a one-second tick.
 //!
 //! # Layout
@@ -154,9 +154,9 @@ struct PendingWill {
 
 pub struct Router {
     rx: mpsc::Receiver<RouterMsg>,
-    /// Writers that drained a full link: served before any publish, so a blocked session
+    /// Connections that drained a full link: served before any publish, so a blocked session
     /// resumes at once instead of waiting behind a full router queue of publishes. Unbounded
-    /// but bounded by construction: a writer sends one `Ready` per time the router blocked
+    /// but bounded by construction: a connection sends one `Ready` per time the router blocked
     /// its session, and the router blocks it again only after reading that `Ready`.
     ready_rx: mpsc::UnboundedReceiver<(u64, u64)>,
     ready_tx: mpsc::UnboundedSender<(u64, u64)>,
@@ -197,7 +197,7 @@ impl Router {
         (router, tx)
     }
 
-    /// Where writers report that their link has room again: `(session, connection)`.
+    /// Where connections report that their link has room again: `(session, connection)`.
     pub fn ready_sender(&self) -> mpsc::UnboundedSender<(u64, u64)> {
         self.ready_tx.clone()
     }

@@ -201,10 +201,10 @@ impl Session {
         }
     }
 
-    /// A slot in the link's channel, or `None` with the session marked blocked until the
-    /// writer says `Ready`. `want_ready` is raised *before* the second try, so a writer that
-    /// drains in between either sees the flag or leaves room for that second try: the wakeup
-    /// cannot be lost.
+    /// A slot in the link's queue, or `None` with the session marked blocked until the
+    /// connection says `Ready`. `want_ready` is raised *before* the second try, so a
+    /// connection that drains in between either sees the flag or leaves room for that second
+    /// try: the wakeup cannot be lost.
     fn reserve<'a>(&mut self, link: &'a ConnLink) -> Option<Permit<'a>> {
         match link.try_reserve() {
             Ok(p) => Some(p),
