@@ -245,7 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                     }
                 }
             };
-            let flow = handling.await;
+            let flow = handling.finish().await;
             self.inbound.replies_into(&mut self.socket.out);
             match flow {
                 Flow::Continue => {}
@@ -432,10 +432,10 @@ mod footprint {
             properties: Default::default(),
             payload: Default::default(),
         };
-        // Allocated (and moved) per packet received.
-        let handling = inbound.publish(publish);
-        eprintln!("publish future {}", std::mem::size_of_val(&handling));
-        drop(handling);
+        assert!(matches!(
+            inbound.publish(publish),
+            inbound::Handling::Done(Flow::Continue)
+        ));
         let (a, _b) = tokio::io::duplex(64);
         let fut = serve(ctx, a, "127.0.0.1:1".parse().unwrap());
         eprintln!(

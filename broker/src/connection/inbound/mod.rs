@@ -4,23 +4,22 @@
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
 
 use fleetmq_codec::{
-    ByteString, BytesMut, Packet, Properties, Protocol, PubResp, Publish, QoS, SubAck, Subscribe,
-    UnsubAck, Unsubscribe, encode, reason,
+    ByteString, BytesMut, Packet, Properties, Protocol, PubResp, QoS, SubAck, Subscribe, UnsubAck,
+    Unsubscribe, encode, reason,
 };
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
 use super::link::Ack;
 use crate::auth::Identity;
 use crate::context::Context;
-use crate::ingest::topics::{DriverTopic, driver_topic};
-use crate::message::{Message, Origin};
 use crate::router::subscriptions::SubOptions;
 use crate::router::{RouterMsg, SubRequest};
 use crate::topic;
+
+mod publish;
 
 /// What the reader does after a packet.
 pub enum Flow {
@@ -35,6 +34,22 @@ pub enum Flow {
         code: u8,
         message: &'static str,
     },
+}
+
+/// What handling a packet takes: nothing more, or a future to await.
+pub enum Handling<'a> {
+    Done(Flow),
+    Later(Pin<Box<dyn Future<Output = Flow> + Send + 'a>>),
+}
+
+impl Handling<'_> {
+    /// The flow, once whatever was left is done.
+    pub async fn finish(self) -> Flow {
+        match self {
+            Handling::Done(flow) => flow,
+            Handling::Later(rest) => rest.await,
+        }
+    }
 }
 
 // Empty tables cost their size in every idle connection; a boxed one costs a pointer.
@@ -128,14 +143,23 @@ impl Inbound {
         self.ctx.router.send(msg).await.is_ok()
     }
 
-    /// Handles one packet. Not an `async fn`: its future is allocated per packet, so a
-    /// PUBLISH or an acknowledgement (nearly all traffic) gets a future the size of what it
-    /// needs, not of the largest packet kind and the packet itself.
-    pub fn handle(&mut self, packet: Packet) -> Pin<Box<dyn Future<Output = Flow> + Send + '_>> {
+    /// Handles one packet. Not an `async fn`: a PUBLISH or an acknowledgement (nearly all
+    /// traffic) is handled without a future when the router has room; anything that must
+    /// wait gets a boxed future the size of what it needs, not of every packet kind.
+    pub fn handle(&mut self, packet: Packet) -> Handling<'_> {
         match packet {
-            Packet::Publish(p) => Box::pin(self.publish(p)),
-            Packet::PubAck(r) | Packet::PubComp(r) => Box::pin(self.completed(r.pkid)),
-            other => Box::pin(self.handle_other(other)),
+            Packet::Publish(p) => self.publish(p),
+            Packet::PubAck(r) | Packet::PubComp(r) => {
+                let done = RouterMsg::Complete {
+                    session: self.session,
+                    pkid: r.pkid,
+                };
+                match self.ctx.router.try_send(done) {
+                    Err(TrySendError::Full(_)) => Handling::Later(Box::pin(self.completed(r.pkid))),
+                    _ => Handling::Done(Flow::Continue),
+                }
+            }
+            other => Handling::Later(Box::pin(self.handle_other(other))),
         }
     }
 
@@ -151,7 +175,8 @@ impl Inbound {
 
     async fn handle_other(&mut self, packet: Packet) -> Flow {
         match packet {
-            Packet::Publish(p) => self.publish(p).await,
+            // `handle` takes these without a future; here only for completeness.
+            Packet::Publish(p) => self.publish(p).finish().await,
             Packet::PubAck(r) | Packet::PubComp(r) => self.completed(r.pkid).await,
             Packet::PubRec(r) => {
                 if r.reason >= 0x80 {
@@ -208,119 +233,6 @@ impl Inbound {
             Packet::Connect(_) => violation(reason::PROTOCOL_ERROR, "second CONNECT"),
             _ => violation(reason::PROTOCOL_ERROR, "packet type not sent by clients"),
         }
-    }
-
-    pub(super) async fn publish(&mut self, mut p: Publish) -> Flow {
-        let received = Instant::now();
-        self.ctx.metrics.messages_received.fetch_add(1, Relaxed);
-        if let Some(alias) = p.properties.topic_alias.take() {
-            if alias == 0 || alias > self.ctx.limits.topic_alias_maximum {
-                return violation(reason::TOPIC_ALIAS_INVALID, "topic alias out of range");
-            }
-            if p.topic.is_empty() {
-                match self.aliases.as_ref().and_then(|a| a.get(&alias)) {
-                    Some(t) => p.topic = t.clone(),
-                    None => return violation(reason::PROTOCOL_ERROR, "unknown topic alias"),
-                }
-            } else {
-                self.aliases
-                    .get_or_insert_default()
-                    .insert(alias, p.topic.clone());
-            }
-        }
-        if let Err(e) = topic::validate_name(&p.topic) {
-            return violation(reason::TOPIC_NAME_INVALID, e.as_str());
-        }
-        if p.qos == QoS::ExactlyOnce {
-            let unreleased = self.unreleased.get_or_insert_default();
-            if !unreleased.contains(&p.pkid) {
-                if unreleased.len() >= usize::from(self.ctx.limits.receive_maximum) {
-                    return violation(
-                        reason::RECEIVE_MAXIMUM_EXCEEDED,
-                        "more QoS 2 publishes unreleased than our receive maximum",
-                    );
-                }
-                unreleased.insert(p.pkid);
-            }
-        }
-        let (qos, pkid) = (p.qos, p.pkid);
-        if !self.ctx.acl.can_publish(&self.identity, &p.topic) {
-            self.ctx.metrics.publishes_denied.fetch_add(1, Relaxed);
-            self.release(pkid);
-            self.refuse_publish(
-                qos,
-                pkid,
-                reason::NOT_AUTHORIZED,
-                "not authorized to publish to this topic",
-            );
-            return Flow::Continue;
-        }
-        p.properties.subscription_identifiers.clear();
-        let expires_at = p
-            .properties
-            .message_expiry_interval
-            .take()
-            .map(|s| Instant::now() + Duration::from_secs(s.into()));
-        let message = Arc::new(Message {
-            topic: own_topic(p.topic),
-            payload: own_payload(p.payload),
-            qos,
-            retain: p.retain,
-            properties: p.properties,
-            expires_at,
-            origin: Origin::Session(self.session),
-        });
-        match driver_topic(&message.topic) {
-            Some(DriverTopic::Location(vehicle)) => {
-                match self
-                    .ctx
-                    .ingest
-                    .location(vehicle, &message.payload, received)
-                {
-                    Ok(outputs) => {
-                        let vehicles = self.vehicles.get_or_insert_default();
-                        if vehicles.len() < MAX_VEHICLES_PER_CONNECTION {
-                            vehicles.insert(vehicle.into());
-                        }
-                        for m in outputs {
-                            self.router(RouterMsg::Publish {
-                                message: m,
-                                qos2_pkid: None,
-                            })
-                            .await;
-                        }
-                    }
-                    Err(r) => {
-                        self.release(pkid);
-                        let text = format!("{}: {}", r.field, r.message);
-                        self.refuse_publish(qos, pkid, reason::PAYLOAD_FORMAT_INVALID, &text);
-                        return Flow::Continue;
-                    }
-                }
-            }
-            Some(DriverTopic::Sos(vehicle)) => {
-                // Persisted before anyone (hub, subscribers) is notified; the PUBACK below
-                // waits for it too: at most 2 s, then the SOS is delivered anyway.
-                if let Some(store) = self.ctx.persist.get() {
-                    Box::pin(store.sos(vehicle, &message.payload)).await;
-                }
-                let event = self.ctx.ingest.sos(vehicle, &message.payload);
-                self.router(RouterMsg::Publish {
-                    message: event,
-                    qos2_pkid: None,
-                })
-                .await;
-            }
-            None => {}
-        }
-        let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
-        self.router(RouterMsg::Publish { message, qos2_pkid }).await;
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack(Ack::Received(pkid)),
-            QoS::ExactlyOnce => self.ack(Ack::Recorded(pkid)),
-        }
-        Flow::Continue
     }
 
     /// Answers a refused QoS 1/2 publish with a reason code (v5) or a plain ack (3.1.1, which
@@ -418,22 +330,5 @@ impl Inbound {
             properties: Properties::default(),
         }));
         Flow::Continue
-    }
-}
-
-/// Payloads up to this size are copied out of the read buffer, so that a small message kept
-/// in a queue or the retained store does not pin the (possibly much larger) buffer it was read
-/// into; larger payloads dominate their buffer anyway and stay zero-copy.
-const COPY_PAYLOAD_BELOW: usize = 64 * 1024;
-
-fn own_topic(topic: ByteString) -> ByteString {
-    ByteString::from(&*topic)
-}
-
-fn own_payload(payload: fleetmq_codec::Bytes) -> fleetmq_codec::Bytes {
-    if payload.len() < COPY_PAYLOAD_BELOW {
-        fleetmq_codec::Bytes::copy_from_slice(&payload)
-    } else {
-        payload
     }
 }

@@ -1,0 +1,230 @@
+//! A PUBLISH from the client: topic aliases, QoS 2 bookkeeping and the ACL, the ingest hook
+//! for driver topics, then routing and the acknowledgement.
+//!
+//! Routing is tried without waiting first: with room in the router's queue (the usual case)
+//! a publish is handled without any future or allocation of its own. Only a full queue, or
+//! an SOS that must be persisted before anyone hears of it, turns the rest into a future.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use fleetmq_codec::{ByteString, Bytes, Publish, QoS, reason};
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::{Ack, Flow, Handling, Inbound, MAX_VEHICLES_PER_CONNECTION, violation};
+use crate::ingest::topics::{DriverTopic, driver_topic};
+use crate::message::{Message, Origin};
+use crate::router::RouterMsg;
+use crate::topic;
+
+/// Payloads up to this size are copied out of the read buffer, so that a small message kept
+/// in a queue or the retained store does not pin the (possibly much larger) buffer it was read
+/// into; larger payloads dominate their buffer anyway and stay zero-copy.
+const COPY_PAYLOAD_BELOW: usize = 64 * 1024;
+
+/// A publish the broker took: what goes to the router, in order, and what the client is owed.
+struct Accepted {
+    /// The ingest hook's outputs (processed state, events), routed before the message.
+    outputs: Vec<Arc<Message>>,
+    message: Arc<Message>,
+    /// The vehicle of an SOS, persisted and announced before the message is routed.
+    sos: Option<Box<str>>,
+    qos: QoS,
+    pkid: u16,
+}
+
+impl Inbound {
+    pub(in crate::connection) fn publish(&mut self, p: Publish) -> Handling<'_> {
+        let accepted = match self.accept(p) {
+            Ok(a) => a,
+            Err(flow) => return Handling::Done(flow),
+        };
+        let (qos, pkid) = (accepted.qos, accepted.pkid);
+        if let Some(vehicle) = accepted.sos {
+            let message = accepted.message;
+            return Handling::Later(Box::pin(self.publish_sos(vehicle, message, qos, pkid)));
+        }
+        let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
+        let mut pending = accepted
+            .outputs
+            .into_iter()
+            .map(|message| RouterMsg::Publish {
+                message,
+                qos2_pkid: None,
+            })
+            .chain(std::iter::once(RouterMsg::Publish {
+                message: accepted.message,
+                qos2_pkid,
+            }));
+        while let Some(msg) = pending.next() {
+            match self.ctx.router.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(msg)) => {
+                    let rest: Vec<RouterMsg> = std::iter::once(msg).chain(pending).collect();
+                    return Handling::Later(Box::pin(self.route_then_ack(rest, qos, pkid)));
+                }
+                // Shutting down: nothing more is routed, as with a waiting send.
+                Err(TrySendError::Closed(_)) => break,
+            }
+        }
+        self.acknowledge(qos, pkid);
+        Handling::Done(Flow::Continue)
+    }
+
+    /// The router's queue was full: waits for room (TCP back-pressure on this client).
+    async fn route_then_ack(&mut self, rest: Vec<RouterMsg>, qos: QoS, pkid: u16) -> Flow {
+        for msg in rest {
+            self.router(msg).await;
+        }
+        self.acknowledge(qos, pkid);
+        Flow::Continue
+    }
+
+    /// Persisted before anyone (hub, subscribers) is notified; the PUBACK waits for it too:
+    /// at most 2 s, then the SOS is delivered anyway.
+    async fn publish_sos(
+        &mut self,
+        vehicle: Box<str>,
+        message: Arc<Message>,
+        qos: QoS,
+        pkid: u16,
+    ) -> Flow {
+        if let Some(store) = self.ctx.persist.get() {
+            Box::pin(store.sos(&vehicle, &message.payload)).await;
+        }
+        let event = self.ctx.ingest.sos(&vehicle, &message.payload);
+        self.router(RouterMsg::Publish {
+            message: event,
+            qos2_pkid: None,
+        })
+        .await;
+        let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
+        self.router(RouterMsg::Publish { message, qos2_pkid }).await;
+        self.acknowledge(qos, pkid);
+        Flow::Continue
+    }
+
+    fn acknowledge(&mut self, qos: QoS, pkid: u16) {
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.ack(Ack::Received(pkid)),
+            QoS::ExactlyOnce => self.ack(Ack::Recorded(pkid)),
+        }
+    }
+
+    /// Everything about a publish that needs no waiting: checks, the message, the ingest
+    /// hook. `Err` is the flow when the publish ends here (refused or a violation).
+    fn accept(&mut self, mut p: Publish) -> Result<Accepted, Flow> {
+        let received = Instant::now();
+        self.ctx.metrics.messages_received.fetch_add(1, Relaxed);
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias == 0 || alias > self.ctx.limits.topic_alias_maximum {
+                return Err(violation(
+                    reason::TOPIC_ALIAS_INVALID,
+                    "topic alias out of range",
+                ));
+            }
+            if p.topic.is_empty() {
+                match self.aliases.as_ref().and_then(|a| a.get(&alias)) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return Err(violation(reason::PROTOCOL_ERROR, "unknown topic alias"));
+                    }
+                }
+            } else {
+                self.aliases
+                    .get_or_insert_default()
+                    .insert(alias, p.topic.clone());
+            }
+        }
+        if let Err(e) = topic::validate_name(&p.topic) {
+            return Err(violation(reason::TOPIC_NAME_INVALID, e.as_str()));
+        }
+        if p.qos == QoS::ExactlyOnce {
+            let unreleased = self.unreleased.get_or_insert_default();
+            if !unreleased.contains(&p.pkid) {
+                if unreleased.len() >= usize::from(self.ctx.limits.receive_maximum) {
+                    return Err(violation(
+                        reason::RECEIVE_MAXIMUM_EXCEEDED,
+                        "more QoS 2 publishes unreleased than our receive maximum",
+                    ));
+                }
+                unreleased.insert(p.pkid);
+            }
+        }
+        let (qos, pkid) = (p.qos, p.pkid);
+        if !self.ctx.acl.can_publish(&self.identity, &p.topic) {
+            self.ctx.metrics.publishes_denied.fetch_add(1, Relaxed);
+            self.release(pkid);
+            self.refuse_publish(
+                qos,
+                pkid,
+                reason::NOT_AUTHORIZED,
+                "not authorized to publish to this topic",
+            );
+            return Err(Flow::Continue);
+        }
+        p.properties.subscription_identifiers.clear();
+        let expires_at = p
+            .properties
+            .message_expiry_interval
+            .take()
+            .map(|s| Instant::now() + Duration::from_secs(s.into()));
+        let message = Arc::new(Message {
+            topic: own_topic(p.topic),
+            payload: own_payload(p.payload),
+            qos,
+            retain: p.retain,
+            properties: p.properties,
+            expires_at,
+            origin: Origin::Session(self.session),
+        });
+        let mut accepted = Accepted {
+            outputs: Vec::new(),
+            message,
+            sos: None,
+            qos,
+            pkid,
+        };
+        let message = &accepted.message;
+        match driver_topic(&message.topic) {
+            Some(DriverTopic::Location(vehicle)) => {
+                match self
+                    .ctx
+                    .ingest
+                    .location(vehicle, &message.payload, received)
+                {
+                    Ok(outputs) => {
+                        let vehicles = self.vehicles.get_or_insert_default();
+                        if vehicles.len() < MAX_VEHICLES_PER_CONNECTION {
+                            vehicles.insert(vehicle.into());
+                        }
+                        accepted.outputs = outputs;
+                    }
+                    Err(r) => {
+                        self.release(pkid);
+                        let text = format!("{}: {}", r.field, r.message);
+                        self.refuse_publish(qos, pkid, reason::PAYLOAD_FORMAT_INVALID, &text);
+                        return Err(Flow::Continue);
+                    }
+                }
+            }
+            Some(DriverTopic::Sos(vehicle)) => accepted.sos = Some(vehicle.into()),
+            None => {}
+        }
+        Ok(accepted)
+    }
+}
+
+fn own_topic(topic: ByteString) -> ByteString {
+    ByteString::from(&*topic)
+}
+
+fn own_payload(payload: Bytes) -> Bytes {
+    if payload.len() < COPY_PAYLOAD_BELOW {
+        Bytes::copy_from_slice(&payload)
+    } else {
+        payload
+    }
+}
