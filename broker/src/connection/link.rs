@@ -114,6 +114,26 @@ impl ConnLink {
         Ok(Permit(self))
     }
 
+    /// Queues `item` if there is room, with one lock (the router's path for a delivery that
+    /// needs no bookkeeping first); gives it back with the reason otherwise.
+    pub fn try_push(&self, item: Outgoing) -> Result<(), (Refused, Outgoing)> {
+        if self.has(GONE | CLOSING) {
+            return Err((Refused::Closed, item));
+        }
+        let was_empty = {
+            let mut q = self.queue();
+            if q.len() >= LINK_CAPACITY {
+                return Err((Refused::Full, item));
+            }
+            q.push_back(item);
+            q.len() == 1
+        };
+        if was_empty {
+            self.shared.waker.wake();
+        }
+        Ok(())
+    }
+
     /// Queues `item` whatever the queue's length (callers check with `try_reserve`, or send
     /// a final DISCONNECT) and wakes the connection if the queue was empty: a connection
     /// drains everything it is woken for, so a non-empty queue already has a wakeup coming.

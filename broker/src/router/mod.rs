@@ -10,7 +10,9 @@
 //! - `subscriptions`: the subscription tree with shared groups.
 //! - `retained`: retained messages by topic level.
 //! - `sys`: the `$SYS/broker/...` statistics.
+//! - `id_map`: maps keyed by session id.
 
+pub(crate) mod id_map;
 pub mod retained;
 pub mod session;
 pub mod subscriptions;
@@ -29,6 +31,7 @@ use crate::connection::link::ConnLink;
 use crate::message::{Message, Origin};
 use crate::metrics::Metrics;
 use crate::topic;
+use id_map::IdMap;
 use session::{Delivery, Session};
 use subscriptions::{SubOptions, SubscriptionTree, Target};
 
@@ -162,13 +165,13 @@ pub struct Router {
     ready_tx: mpsc::UnboundedSender<(u64, u64)>,
     /// Boxed: a map slot per session stays two words, not the whole session, so the
     /// table's spare capacity costs little with tens of thousands of idle clients.
-    sessions: HashMap<u64, Box<Session>>,
+    sessions: IdMap<Box<Session>>,
     by_client: HashMap<Arc<str>, u64>,
     next_session: u64,
     subs: SubscriptionTree,
     retained: retained::RetainedStore,
     /// Wills of sessions still connected, by session.
-    wills: HashMap<u64, Will>,
+    wills: IdMap<Will>,
     delayed_wills: Vec<PendingWill>,
     config: RouterConfig,
     metrics: Arc<Metrics>,
@@ -183,12 +186,12 @@ impl Router {
             rx,
             ready_rx,
             ready_tx,
-            sessions: HashMap::new(),
+            sessions: IdMap::default(),
             by_client: HashMap::new(),
             next_session: 1,
             subs: SubscriptionTree::default(),
             retained: retained::RetainedStore::default(),
-            wills: HashMap::new(),
+            wills: IdMap::default(),
             delayed_wills: Vec::new(),
             config,
             metrics,
@@ -606,18 +609,17 @@ impl Router {
                 continue;
             }
             if let Some(s) = self.sessions.get_mut(&sid) {
-                s.enqueue(
+                s.offer(
                     Delivery {
                         message: message.clone(),
                         qos,
                         retain,
                         sub_ids,
                     },
-                    self.config.max_queued,
-                    self.config.max_queued_bytes,
+                    (self.config.max_queued, self.config.max_queued_bytes),
+                    now,
                     &self.metrics,
                 );
-                s.flush(now, &self.metrics);
             }
         }
         self.scratch = targets;

@@ -98,6 +98,47 @@ impl Session {
         self.link.is_some()
     }
 
+    /// Hands a QoS 0 delivery straight to the connection when nothing is waiting before it
+    /// and the link has room (the common case: no queue to go through); otherwise queues it
+    /// and flushes.
+    pub fn offer(&mut self, d: Delivery, limits: (usize, usize), now: Instant, metrics: &Metrics) {
+        let direct = d.qos == QoS::AtMostOnce
+            && d.message.expires_at.is_none()
+            && self.queue.is_empty()
+            && self.replay.is_empty()
+            && !self.blocked
+            && d.message.size_estimate() <= self.max_packet_size;
+        let d = match (&self.link, direct) {
+            (Some(link), true) => {
+                let item = Outgoing::Publish {
+                    delivery: d,
+                    pkid: 0,
+                    dup: false,
+                };
+                match link.try_push(item) {
+                    Ok(()) => return,
+                    Err((Refused::Full, item)) => {
+                        // As in `reserve`: raise the flag, then try once more.
+                        link.want_ready();
+                        match link.try_push(item) {
+                            Ok(()) => return,
+                            Err((_, item)) => {
+                                self.blocked = true;
+                                into_delivery(item)
+                            }
+                        }
+                    }
+                    Err((Refused::Closed, item)) => into_delivery(item),
+                }
+            }
+            _ => Some(d),
+        };
+        if let Some(d) = d {
+            self.enqueue(d, limits.0, limits.1, metrics);
+            self.flush(now, metrics);
+        }
+    }
+
     /// Queues a delivery; when the queue is at `max_len` messages or `max_bytes`, the oldest
     /// are dropped (and counted) to make room.
     pub fn enqueue(&mut self, d: Delivery, max_len: usize, max_bytes: usize, metrics: &Metrics) {
@@ -296,5 +337,13 @@ impl Session {
             }
             None => false,
         }
+    }
+}
+
+/// The delivery inside an item the link gave back.
+fn into_delivery(item: Outgoing) -> Option<Delivery> {
+    match item {
+        Outgoing::Publish { delivery, .. } => Some(delivery),
+        _ => None,
     }
 }

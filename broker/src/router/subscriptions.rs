@@ -53,7 +53,7 @@ pub enum Target<'a> {
 #[derive(Debug, Default)]
 struct Node {
     children: HashMap<Box<str>, Node>,
-    direct: HashMap<u64, SubOptions>,
+    direct: super::id_map::IdMap<SubOptions>,
     shared: HashMap<Box<str>, SharedGroup>,
 }
 
