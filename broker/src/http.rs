@@ -55,11 +55,11 @@ impl BrokerPort for BridgePort {
             payload,
             qos: QoS::AtLeastOnce,
             retain: false,
-            properties: Properties {
+            properties: Some(Arc::new(Properties {
                 payload_format_indicator: Some(1),
                 content_type: Some("application/json".into()),
                 ..Properties::default()
-            },
+            })),
             expires_at: None,
             origin: Origin::Broker,
         });

@@ -1,6 +1,7 @@
 //! An application message as the router holds it: shared by every subscriber it is delivered to
 //! (one allocation per publish, not per delivery).
 
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use fleetmq_codec::{ByteString, Bytes, Properties, QoS};
@@ -22,14 +23,28 @@ pub struct Message {
     pub retain: bool,
     /// Properties passed through to subscribers (payload format, content type, response
     /// topic, correlation data, user properties). Topic alias, subscription identifiers and
-    /// message expiry are set per delivery.
-    pub properties: Properties,
+    /// message expiry are set per delivery. `None` when there are none (all of 3.1.1, most
+    /// of v5): a message then stays small in every queue and in the retained store, and
+    /// messages with the same properties can share them.
+    pub properties: Option<Arc<Properties>>,
     /// When the message expiry interval runs out; `None` never.
     pub expires_at: Option<Instant>,
     pub origin: Origin,
 }
 
+/// Properties for a message: `None` when `p` carries nothing.
+pub fn shared_properties(p: Properties) -> Option<Arc<Properties>> {
+    (p != Properties::default()).then(|| Arc::new(p))
+}
+
+static NO_PROPERTIES: LazyLock<Properties> = LazyLock::new(Properties::default);
+
 impl Message {
+    /// The message's properties, empty when it has none.
+    pub fn properties(&self) -> &Properties {
+        self.properties.as_deref().unwrap_or(&NO_PROPERTIES)
+    }
+
     /// Seconds of expiry left at `now` (rounded up), `None` without expiry.
     pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
         self.expires_at.map(|at| {
@@ -46,7 +61,7 @@ impl Message {
     /// An upper bound on the encoded PUBLISH size, for checking a client's maximum packet size
     /// before queueing.
     pub fn size_estimate(&self) -> usize {
-        let p = &self.properties;
+        let p = self.properties();
         let props = p.content_type.as_ref().map_or(0, |s| s.len() + 3)
             + p.response_topic.as_ref().map_or(0, |s| s.len() + 3)
             + p.correlation_data.as_ref().map_or(0, |s| s.len() + 3)

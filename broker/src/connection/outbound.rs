@@ -67,13 +67,13 @@ impl Outbound {
         let own;
         let properties = if self.protocol == Protocol::V5
             && (m.expires_at.is_some()
-                || m.properties.message_expiry_interval.is_some()
+                || m.properties().message_expiry_interval.is_some()
                 || !delivery.sub_ids.is_empty()
-                || !m.properties.subscription_identifiers.is_empty()
-                || m.properties.topic_alias.is_some()
+                || !m.properties().subscription_identifiers.is_empty()
+                || m.properties().topic_alias.is_some()
                 || self.client_alias_max > 0)
         {
-            let mut p = m.properties.clone();
+            let mut p = m.properties().clone();
             // Read the clock only for the messages that expire.
             p.message_expiry_interval = m
                 .expires_at
@@ -95,7 +95,7 @@ impl Outbound {
             &own
         } else {
             // Not written at all in 3.1.1.
-            &m.properties
+            m.properties()
         };
         let view = PublishRef {
             dup,

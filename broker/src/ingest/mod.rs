@@ -14,7 +14,7 @@ mod sink;
 pub mod topics;
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -255,18 +255,22 @@ impl Ingest {
     }
 }
 
-fn broker_message(topic: String, payload: Vec<u8>, qos: QoS, retain: bool) -> Arc<Message> {
-    let properties = Properties {
+/// UTF-8 JSON: the properties of every message the broker makes, shared by all of them.
+static JSON_PROPERTIES: LazyLock<Arc<Properties>> = LazyLock::new(|| {
+    Arc::new(Properties {
         payload_format_indicator: Some(1),
         content_type: Some("application/json".into()),
         ..Properties::default()
-    };
+    })
+});
+
+fn broker_message(topic: String, payload: Vec<u8>, qos: QoS, retain: bool) -> Arc<Message> {
     Arc::new(Message {
         topic: topic.into(),
         payload: Bytes::from(payload),
         qos,
         retain,
-        properties,
+        properties: Some(JSON_PROPERTIES.clone()),
         expires_at: None,
         origin: Origin::Broker,
     })

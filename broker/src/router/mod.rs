@@ -429,7 +429,7 @@ impl Router {
             payload: will.payload,
             qos: will.qos,
             retain: will.retain,
-            properties: will.properties,
+            properties: crate::message::shared_properties(will.properties),
             expires_at: will
                 .expiry
                 .map(|e| Instant::now() + Duration::from_secs(e.into())),

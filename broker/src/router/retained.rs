@@ -122,7 +122,7 @@ mod tests {
     use super::*;
     use crate::message::Origin;
     use crate::topic;
-    use fleetmq_codec::{Bytes, Properties, QoS};
+    use fleetmq_codec::{Bytes, QoS};
     use proptest::prelude::*;
 
     fn msg(topic: &str, payload: &'static [u8]) -> Arc<Message> {
@@ -131,7 +131,7 @@ mod tests {
             payload: Bytes::from_static(payload),
             qos: QoS::AtMostOnce,
             retain: true,
-            properties: Properties::default(),
+            properties: None,
             expires_at: None,
             origin: Origin::Broker,
         })

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use fleetmq_codec::{Bytes, Properties, QoS};
+use fleetmq_codec::{Bytes, QoS};
 
 use super::RouterStats;
 use crate::message::{Message, Origin};
@@ -68,7 +68,7 @@ impl Sys {
                     payload: Bytes::from(value),
                     qos: QoS::AtMostOnce,
                     retain: true,
-                    properties: Properties::default(),
+                    properties: None,
                     expires_at: None,
                     origin: Origin::Broker,
                 })

@@ -176,7 +176,7 @@ impl Inbound {
             payload: own_payload(p.payload),
             qos,
             retain: p.retain,
-            properties: p.properties,
+            properties: crate::message::shared_properties(p.properties),
             expires_at,
             origin: Origin::Session(self.session),
         });
