@@ -233,7 +233,7 @@ impl Acl {
                 Who::Everyone => true,
                 Who::User(u) => id.user.as_deref() == Some(u.as_str()),
                 Who::Role(r) => id.role == Some(*r),
-                Who::Client(c) => id.client_id == *c,
+                Who::Client(c) => *id.client_id == **c,
             })
             .map(|rule| (rule, substitute(&rule.topic, id)))
     }
@@ -251,7 +251,7 @@ fn substitute<'a>(topic: &'a str, id: &Identity) -> Subst<'a> {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
         let value = if after.starts_with('c') {
-            id.client_id.as_str()
+            &*id.client_id
         } else if after.starts_with('u') {
             id.user.as_deref().unwrap_or_default()
         } else {

@@ -97,7 +97,7 @@ impl Authenticator {
         let verifier = self.jwt.as_ref().ok_or(AuthError::NoMethod)?;
         let claims = verifier.verify(token, now_unix_s)?;
         Ok(Identity {
-            client_id: String::new(),
+            client_id: std::sync::Arc::default(),
             user: Some(claims.sub.clone()),
             role: Some(claims.role),
             vehicle: Some(claims.sub),
@@ -121,7 +121,7 @@ impl Authenticator {
             .filter(|p| jwt::looks_like_jwt(p));
         if let (Some(token), Some(_)) = (token, &self.jwt) {
             let mut id = self.authenticate_token(token, now_unix_s)?;
-            id.client_id = client_id.to_owned();
+            id.client_id = client_id.into();
             return Ok(id);
         }
         let Some(users) = &self.users else {

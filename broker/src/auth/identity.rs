@@ -2,13 +2,16 @@
 //! and the read rules the HTTP/WebSocket bridge applies per vehicle (riders see only the vehicles,
 //! routes and trips in their token).
 
+use std::sync::Arc;
+
 use super::Role;
 
 /// The authenticated identity of one connection (MQTT) or request (HTTP).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Identity {
-    /// The MQTT client id (`%c` in ACL rules); empty for HTTP requests.
-    pub client_id: String,
+    /// The MQTT client id (`%c` in ACL rules); empty for HTTP requests. Shared with the
+    /// router's session of the same client.
+    pub client_id: Arc<str>,
     /// The user name (`%u` in ACL rules): users-file name, JWT `sub`, certificate CN, or the
     /// unchecked MQTT user name while no authentication is configured.
     pub user: Option<String>,
@@ -33,7 +36,7 @@ impl Identity {
     /// unchecked MQTT user name for `%u`, as Mosquitto does.
     pub fn open(client_id: &str, user: Option<&str>) -> Self {
         Identity {
-            client_id: client_id.to_owned(),
+            client_id: client_id.into(),
             user: user.map(str::to_owned),
             open_broker: true,
             ..Identity::default()
@@ -44,7 +47,7 @@ impl Identity {
     /// no role, so nothing beyond what ACL rules grant.
     pub fn anonymous(client_id: &str) -> Self {
         Identity {
-            client_id: client_id.to_owned(),
+            client_id: client_id.into(),
             ..Identity::default()
         }
     }
@@ -52,7 +55,7 @@ impl Identity {
     /// A client with a role (used by tests and by callers that build identities themselves).
     pub fn with_role(client_id: &str, user: Option<&str>, role: Role) -> Self {
         Identity {
-            client_id: client_id.to_owned(),
+            client_id: client_id.into(),
             user: user.map(str::to_owned),
             role: Some(role),
             ..Identity::default()

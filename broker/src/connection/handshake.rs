@@ -121,7 +121,10 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
             "enhanced authentication is not supported",
         ));
     }
-    let identity = Arc::new(authenticate(ctx, &c, &client_id, cert_cn).await?);
+    let mut identity = authenticate(ctx, &c, &client_id, cert_cn).await?;
+    // One copy of the client id per client: the session's.
+    identity.client_id = client_id.clone();
+    let identity = Arc::new(identity);
     if c.will
         .as_ref()
         .is_some_and(|w| !ctx.acl.can_publish(&identity, &w.topic))

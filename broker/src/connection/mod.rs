@@ -80,8 +80,8 @@ struct Connection<S> {
     outbound: outbound::Outbound,
     /// Keep-alive and write deadlines.
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
-    /// `--max-publish-rate`, when set.
-    publish_budget: Option<crate::limits::TokenBucket>,
+    /// `--max-publish-rate`, when set (boxed: unset, it costs a pointer per connection).
+    publish_budget: Option<Box<crate::limits::TokenBucket>>,
 }
 
 /// How the connection loop ended.
@@ -179,7 +179,10 @@ where
         timer: Box::pin(tokio::time::sleep_until(
             Instant::now() + Duration::from_secs(86400 * 365),
         )),
-        publish_budget: ctx.guard.publish_bucket(std::time::Instant::now()),
+        publish_budget: ctx
+            .guard
+            .publish_bucket(std::time::Instant::now())
+            .map(Box::new),
         ctx: ctx.clone(),
     });
     (ctx, Some(conn))

@@ -44,7 +44,7 @@ fn users_file_password() {
     let id = auth
         .authenticate("c1", Some("unit-12"), Some(b"pw"), None, NOW)
         .unwrap();
-    assert_eq!(id.client_id, "c1");
+    assert_eq!(&*id.client_id, "c1");
     assert_eq!(id.user.as_deref(), Some("unit-12"));
     assert_eq!(id.role, Some(Role::Driver));
     assert_eq!(id.vehicle.as_deref(), Some("bus-12"));
@@ -87,7 +87,7 @@ fn jwt_as_mqtt_password() {
     let id = auth
         .authenticate("c2", Some("ignored"), Some(t.as_bytes()), None, NOW)
         .unwrap();
-    assert_eq!(id.client_id, "c2");
+    assert_eq!(&*id.client_id, "c2");
     assert_eq!(id.user.as_deref(), Some("bus-7"));
     assert_eq!(
         id.vehicle.as_deref(),
@@ -123,7 +123,7 @@ fn http_token() {
     let id = auth
         .authenticate_token(&token("rider", NOW + 60), NOW)
         .unwrap();
-    assert_eq!((id.role, id.client_id.as_str()), (Some(Role::Rider), ""));
+    assert_eq!((id.role, &*id.client_id), (Some(Role::Rider), ""));
     assert!(Acl::empty().can_subscribe(&id, "vehicles/bus-1"));
     assert!(!Acl::empty().can_subscribe(&id, "vehicles/bus-2"));
     assert_eq!(
