@@ -155,6 +155,12 @@ struct PendingWill {
     client_id: Arc<str>,
 }
 
+/// Distinct filters one session may hold. Each costs the subscription tree and the session
+/// some memory, so a client must not be able to add them without end; past this a new filter
+/// gets SUBACK 0x97 (quota exceeded; 0x80 in 3.1.1). Generous for real clients, which follow
+/// fleets with wildcards.
+pub const MAX_FILTERS_PER_SESSION: usize = 10_000;
+
 pub struct Router {
     rx: mpsc::Receiver<RouterMsg>,
     /// Connections that drained a full link: served before any publish, so a blocked session
@@ -498,6 +504,11 @@ impl Router {
                 codes.push(reason::UNSPECIFIED_ERROR);
                 continue;
             };
+            let held = s.filters.as_deref();
+            if held.is_some_and(|f| f.len() >= MAX_FILTERS_PER_SESSION && !f.contains(&*r.filter)) {
+                codes.push(reason::QUOTA_EXCEEDED);
+                continue;
+            }
             if let Some(n) = new.last_mut() {
                 *n = self.subs.subscribe(session, group, filter, r.opts);
             }
