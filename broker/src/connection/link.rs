@@ -188,8 +188,9 @@ impl ConnLink {
     }
 
     /// Connection side: pops queued items in order, handing each to `take` until it says it
-    /// has no room for more. An idle queue gives its memory back.
-    pub fn drain(&self, mut take: impl FnMut(Outgoing) -> bool) -> usize {
+    /// has no room for more. An idle queue gives its memory back. Returns how many were
+    /// taken and how many are left, read under the same lock.
+    pub fn drain(&self, mut take: impl FnMut(Outgoing) -> bool) -> (usize, usize) {
         let mut q = self.queue();
         let mut n = 0;
         while let Some(item) = q.pop_front() {
@@ -202,12 +203,7 @@ impl ConnLink {
             // Quiet: a few items at a time is not worth keeping the allocation for.
             *q = VecDeque::new();
         }
-        n
-    }
-
-    /// Items waiting (connection side, for the `Ready` threshold).
-    pub fn len(&self) -> usize {
-        self.queue().len()
+        (n, q.len())
     }
 
     /// Connection side: the connection has ended. Later items are refused, and the queued

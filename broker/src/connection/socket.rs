@@ -170,7 +170,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         }
         let out = &mut self.out;
         let mut closing = false;
-        let n = link.drain(|item| match outbound.put(ctx, item, out) {
+        let (n, left) = link.drain(|item| match outbound.put(ctx, item, out) {
             Next::Close => {
                 closing = true;
                 false
@@ -178,7 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             Next::Continue => out.len() < BATCH_BYTES,
         });
         self.closing = closing;
-        if link.len() <= LINK_CAPACITY / 2 && link.take_want_ready() {
+        if left <= LINK_CAPACITY / 2 && link.take_want_ready() {
             let _ = ctx.ready.send((outbound.session, link.id));
         }
         n
