@@ -81,7 +81,7 @@ pub fn keys() -> Vec<String> {
 /// with its key rather than somewhere in the table.
 fn check_value(key: &str, value: &Value) -> Result<(), String> {
     match value {
-        Value::String(_) | Value::Integer(_) | Value::Boolean(_) => {}
+        Value::String(_) | Value::Integer(_) | Value::Float(_) | Value::Boolean(_) => {}
         other => {
             return Err(format!(
                 "expected a string, number or boolean (found {})",
@@ -184,6 +184,8 @@ mod tests {
         );
         let line = err("max_queued = -1");
         assert!(line.contains("\"max_queued\""), "{line}");
+        let line = err("state_ttl = 1.5");
+        assert!(line.contains("invalid duration \"1.5\""), "{line}");
         let line = err("mqtt = [1, 2]");
         assert!(line.contains("(found array)"), "{line}");
         let line = err("max_queued = 1\nmqtt = \n");

@@ -35,7 +35,7 @@
 //!    ```
 //!    The env name is `FLEETMQ_` and the flag in upper case; the value kind (a module of
 //!    [`value`]: `addr`, `path`, `text`, `duration`, `size`, `number` with `number::parse::<T>`,
-//!    `boolean`, `log_format`) is named twice, as clap's `value_parser` and serde's `with`. Keep
+//!    `decimal` for `f64`, `boolean`, `log_format`; a new kind is a module there) is named twice, as clap's `value_parser` and serde's `with`. Keep
 //!    the help to one line (a second paragraph would switch clap to long help for every flag).
 //! 2. Add its row to the README configuration table and its commented `# key = default` line to
 //!    `fleetmq.example.toml`; `cargo nextest run -p fleetmq docs` names what is missing.

@@ -57,6 +57,7 @@ slots!(
     u32,
     u64,
     usize,
+    f64,
     bool,
     LogFormat,
 );
@@ -80,6 +81,10 @@ impl Visitor<'_> for Text {
     }
 
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
         Ok(v.to_string())
     }
 
@@ -224,6 +229,23 @@ macro_rules! bounded {
 }
 
 bounded!(u16, u32, u64, usize);
+
+/// A finite decimal number (a threshold in metres, a factor): `2`, `0.5`, `1e3`.
+/// Written back as a TOML float.
+pub mod decimal {
+    /// # Errors
+    /// Not a number, or infinite or NaN.
+    pub fn parse(s: &str) -> Result<f64, String> {
+        s.trim()
+            .replace('_', "")
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("invalid number {s:?}: expected a decimal number, e.g. 2.5"))
+    }
+
+    serde_with!(f64, |v: &f64| *v);
+}
 
 /// A duration: a number with a unit `ms`, `s`, `m`, `h` or `d`; a bare number is seconds.
 /// Written back in the largest exact unit (`"1h"`).
@@ -430,6 +452,9 @@ mod tests {
         let err = number::parse::<u16>("65536").expect_err("overflow");
         assert!(err.contains("0 to 65535"), "{err}");
         assert!(number::parse::<u32>("ten").is_err());
+        assert_eq!(decimal::parse("2.5"), Ok(2.5));
+        assert_eq!(decimal::parse("1e3"), Ok(1000.0));
+        assert!(decimal::parse("inf").is_err() && decimal::parse("NaN").is_err());
         assert_eq!(boolean::parse("TRUE"), Ok(true));
         assert_eq!(boolean::parse("off"), Ok(false));
         assert!(boolean::parse("maybe").is_err());
