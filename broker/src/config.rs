@@ -47,6 +47,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Per-session bound on messages queued for delivery (offline or not yet sent).
     pub max_queued: usize,
+    /// How long a 3.1.1 persistent session outlives its connection; zero = never (as
+    /// Mosquitto's `persistent_client_expiration` unset).
+    pub session_expiry_311: Duration,
     /// `None`: allowed only while no authentication is configured and every listener is on
     /// loopback.
     pub allow_anonymous: Option<bool>,
@@ -79,6 +82,7 @@ impl Default for Config {
             max_packet_size: 1024 * 1024,
             max_connections: 1_000_000,
             max_queued: 1000,
+            session_expiry_311: Duration::from_secs(2 * 3600),
             allow_anonymous: None,
             max_connect_rate: 0,
             max_publish_rate: 0,

@@ -31,6 +31,7 @@ pub const KEYS: &[&str] = &[
     "max_packet_size",
     "max_connections",
     "max_queued",
+    "session_expiry_311",
     "allow_anonymous",
     "max_connect_rate",
     "max_publish_rate",
@@ -139,6 +140,7 @@ fn set(s: &mut Settings, key: &str, v: &str) -> Result<(), SetError> {
         "max_packet_size" => s.max_packet_size = p(value::size, v)?,
         "max_connections" => s.max_connections = p(value::number::<usize>, v)?,
         "max_queued" => s.max_queued = p(value::number::<usize>, v)?,
+        "session_expiry_311" => s.session_expiry_311 = p(value::duration, v)?,
         "allow_anonymous" => s.allow_anonymous = p(value::boolean, v)?,
         "max_connect_rate" => s.max_connect_rate = p(value::number::<u32>, v)?,
         "max_publish_rate" => s.max_publish_rate = p(value::number::<u32>, v)?,
@@ -182,7 +184,7 @@ mod tests {
         for key in KEYS {
             let v = match *key {
                 "mqtt" | "mqtts" | "http" | "https" => "\"127.0.0.1:1\"",
-                "state_ttl" => "\"2h\"",
+                "state_ttl" | "session_expiry_311" => "\"2h\"",
                 "max_packet_size" => "\"2MiB\"",
                 "allow_anonymous" => "true",
                 "log" => "\"json\"",

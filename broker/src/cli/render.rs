@@ -32,6 +32,10 @@ pub fn entries(c: &Config) -> Vec<(&'static str, Option<String>)> {
         ("max_packet_size", Some(c.max_packet_size.to_string())),
         ("max_connections", Some(c.max_connections.to_string())),
         ("max_queued", Some(c.max_queued.to_string())),
+        (
+            "session_expiry_311",
+            Some(s(&value::format_duration(c.session_expiry_311))),
+        ),
         ("allow_anonymous", c.allow_anonymous.map(|b| b.to_string())),
         ("max_connect_rate", Some(c.max_connect_rate.to_string())),
         ("max_publish_rate", Some(c.max_publish_rate.to_string())),

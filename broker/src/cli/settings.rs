@@ -75,6 +75,11 @@ pub struct Settings {
     /// Messages queued per session (offline or not yet sent); oldest dropped when full [default: 1000]
     #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_QUEUED", value_name = "N", value_parser = value::number::<usize>)]
     pub max_queued: Option<usize>,
+    /// How long a 3.1.1 persistent session (clean session 0) outlives its connection, e.g.
+    /// 7200, 30m, 2h; 0 = never [default: 2h]
+    #[arg(long = "session-expiry-311", help_heading = "Limits", env = "FLEETMQ_SESSION_EXPIRY_311",
+          value_name = "DURATION", value_parser = value::duration)]
+    pub session_expiry_311: Option<Duration>,
     /// Allow clients without credentials [default: only with no auth configured and every
     /// listener on loopback]
     #[arg(long, help_heading = "Security", env = "FLEETMQ_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1,
@@ -145,6 +150,7 @@ impl Settings {
             max_packet_size: self.max_packet_size.or(lower.max_packet_size),
             max_connections: self.max_connections.or(lower.max_connections),
             max_queued: self.max_queued.or(lower.max_queued),
+            session_expiry_311: self.session_expiry_311.or(lower.session_expiry_311),
             allow_anonymous: self.allow_anonymous.or(lower.allow_anonymous),
             max_connect_rate: self.max_connect_rate.or(lower.max_connect_rate),
             max_publish_rate: self.max_publish_rate.or(lower.max_publish_rate),
@@ -179,6 +185,7 @@ impl Settings {
             max_packet_size: self.max_packet_size.unwrap_or(d.max_packet_size),
             max_connections: self.max_connections.unwrap_or(d.max_connections),
             max_queued: self.max_queued.unwrap_or(d.max_queued),
+            session_expiry_311: self.session_expiry_311.unwrap_or(d.session_expiry_311),
             allow_anonymous: self.allow_anonymous.or(d.allow_anonymous),
             max_connect_rate: self.max_connect_rate.unwrap_or(d.max_connect_rate),
             max_publish_rate: self.max_publish_rate.unwrap_or(d.max_publish_rate),

@@ -165,12 +165,15 @@ where
             session,
             accepted.identity,
             accepted.expiry_interval,
+            accepted.client_max_packet,
+            accepted.problem_information,
         ),
         outbound: outbound::Outbound::new(
             protocol,
             session,
             accepted.client_alias_max,
             accepted.client_max_packet,
+            accepted.problem_information,
         ),
         peer,
         session,
@@ -230,7 +233,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                             Some((reason::MESSAGE_RATE_TOO_HIGH, "publish rate exceeded"));
                         return ending;
                     }
-                    Ok(packet) => self.inbound.handle(packet),
+                    Ok(packet) => {
+                        let awaited = self.outbound.acknowledged(&packet);
+                        self.inbound.handle(packet, awaited)
+                    }
                     Err(End::Decode(e)) => {
                         ctx.metrics.protocol_errors.fetch_add(1, Relaxed);
                         tracing::debug!(%peer, error = %e, "malformed packet");
@@ -425,6 +431,8 @@ mod footprint {
             1,
             Arc::new(crate::auth::Identity::default()),
             0,
+            usize::MAX,
+            true,
         );
         let publish = fleetmq_codec::Publish {
             dup: false,
