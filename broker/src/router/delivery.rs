@@ -139,7 +139,7 @@ mod tests {
             topic in "[a-z/]{1,40}",
             payload in 0usize..300,
             qos in 0u8..3,
-            ids in proptest::collection::vec(1u32..300_000_000, 0..3),
+            ids in proptest::collection::vec(1u32..268_435_456, 0..3),
             user in proptest::option::of(("[a-z]{0,20}", "[a-z]{0,20}")),
             alias in proptest::option::of(1u16..10),
         ) {
