@@ -131,11 +131,19 @@ where
         }
     };
     let protocol = connect.protocol;
+    let client_max = connect
+        .properties
+        .maximum_packet_size
+        .map_or(usize::MAX, |m| m as usize);
     let accepted = match login(&ctx, connect, peer, cert_cn.as_deref()).await {
         Ok(a) => a,
         Err(refusal) => {
             let mut out = BytesMut::new();
-            let _ = encode(&refusal.connack(), refusal.protocol, &mut out);
+            let mut connack = refusal.connack();
+            if refusal.protocol == Protocol::V5 {
+                inbound::fit_diagnostics(&mut connack, client_max, true);
+            }
+            let _ = encode(&connack, refusal.protocol, &mut out);
             let _ = stream.write_all(&out).await;
             let _ = stream.shutdown().await;
             return (ctx, None);

@@ -397,7 +397,8 @@ pub(super) fn fit_diagnostics(packet: &mut Packet, max: usize, problem_informati
     }
     // CONNACK and DISCONNECT may carry them whatever Request Problem Information says; their
     // size is still checked.
-    let unwanted = !problem_information && !matches!(packet, Packet::Disconnect(_));
+    let unwanted =
+        !problem_information && !matches!(packet, Packet::Disconnect(_) | Packet::ConnAck(_));
     if (unwanted || fleetmq_codec::encoded_len(packet, Protocol::V5) > max)
         && let Some(p) = diagnostics(packet)
     {
@@ -415,6 +416,7 @@ fn diagnostics(packet: &mut Packet) -> Option<&mut Properties> {
         Packet::SubAck(s) => Some(&mut s.properties),
         Packet::UnsubAck(u) => Some(&mut u.properties),
         Packet::Disconnect(d) => Some(&mut d.properties),
+        Packet::ConnAck(c) => Some(&mut c.properties),
         _ => None,
     }
 }
