@@ -41,22 +41,29 @@ done >"$WORK/acl.toml"
 run() { # label, extra serve flags...
     local label=$1
     shift
+    # One output file per run: a new broker's line, never the previous one's.
+    local out="$WORK/out-$label-$rep"
     "$FLEETMQ" serve --mqtt 127.0.0.1:0 --http 127.0.0.1:0 --log json "$@" \
-        >"$WORK/out" 2>"$WORK/err" &
+        >"$out" 2>"$WORK/err" &
     PID=$!
     local line=
     for _ in $(seq 300); do
-        line=$(grep -m1 '^fleetmq listening' "$WORK/out" || true)
+        line=$(grep -s -m1 '^fleetmq listening' "$out" || true)
         [[ -n $line ]] && break
         sleep 0.1
     done
     local addr=${line#*mqtt=}
     addr=${addr%% *}
     "$BENCH" throughput --mqtt "$addr" --protocol 3.1.1 --qos 0 --size 64 --publishers 16 \
-        --subscribers 1 --filter '#' --duration "$DURATION" --json "$OUT/acl-$label.json" >/dev/null
+        --subscribers 1 --filter '#' --duration "$DURATION" --json "$OUT/acl-$label.json" >/dev/null 2>"$WORK/bench.err" ||
+        { cat "$WORK/bench.err" >&2; exit 1; }
     stop
-    python3 -c 'import json,sys; f=json.load(open(sys.argv[1])); print(f"{sys.argv[2]:>8} delivered {f[\"received_per_sec\"]:>10,.0f} msg/s  published {f[\"sent_per_sec\"]:>10,.0f} msg/s  p50 {f[\"latency_us\"][\"p50\"]/1000:,.0f} ms")' \
-        "$OUT/acl-$label.json" "$label"
+    python3 - "$OUT/acl-$label.json" "$label" <<'PY'
+import json, sys
+f = json.load(open(sys.argv[1]))
+print(f"{sys.argv[2]:>8}: delivered {f['received_per_sec']:>10,.0f} msg/s, published "
+      f"{f['sent_per_sec']:>10,.0f} msg/s, p50 {f['latency_us']['p50'] / 1000:,.0f} ms")
+PY
     cp "$OUT/acl-$label.json" "$OUT/acl-$label-$rep.json"
 }
 

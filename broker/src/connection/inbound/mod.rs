@@ -76,6 +76,10 @@ pub struct Inbound {
     connect_expiry: u32,
     /// Vehicles this connection published locations for: they go offline when it closes.
     vehicles: Option<Box<HashSet<Box<str>>>>,
+    /// `--acl` publish decisions by topic (boxed on first use, and used only when there are
+    /// rules): a publisher sends to a few topics over and over, and a long ACL would otherwise
+    /// cost a match per rule per PUBLISH.
+    may_publish: Option<Box<HashMap<ByteString, bool>>>,
     /// The client's Maximum Packet Size; `usize::MAX` when it set none.
     client_max_packet: usize,
     /// v5 Request Problem Information was not 0: reason strings are welcome.
@@ -84,6 +88,10 @@ pub struct Inbound {
 
 /// Vehicles one connection is remembered to speak for (a gateway may publish for many).
 const MAX_VEHICLES_PER_CONNECTION: usize = 4096;
+
+/// Topics whose publish decision one connection remembers; past this the cache starts over
+/// (the identity and the ACL do not change while a connection lasts, so nothing goes stale).
+const PUBLISH_DECISIONS: usize = 256;
 
 fn violation(code: u8, message: &'static str) -> Flow {
     Flow::Violation { code, message }
@@ -109,6 +117,7 @@ impl Inbound {
             unreleased: None,
             connect_expiry,
             vehicles: None,
+            may_publish: None,
             client_max_packet,
             problem_information,
         }
@@ -153,6 +162,26 @@ impl Inbound {
                 "dropped a reply that cannot be encoded"
             );
         }
+    }
+
+    /// Whether this client may publish to `topic` (a valid topic name), from the cache when
+    /// the ACL has rules.
+    fn may_publish(&mut self, topic: &str) -> bool {
+        let acl = &self.ctx.acl;
+        if acl.is_empty() {
+            return acl.can_publish(&self.identity, topic);
+        }
+        let cache = self.may_publish.get_or_insert_default();
+        if let Some(&ok) = cache.get(topic) {
+            return ok;
+        }
+        let ok = acl.can_publish(&self.identity, topic);
+        if cache.len() >= PUBLISH_DECISIONS {
+            cache.clear();
+        }
+        // An owned copy: the topic is a slice of the read buffer.
+        cache.insert(ByteString::from(topic), ok);
+        ok
     }
 
     fn ack(&mut self, ack: Ack) {
