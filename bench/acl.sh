@@ -55,16 +55,15 @@ run() { # label, extra serve flags...
     local addr=${line#*mqtt=}
     addr=${addr%% *}
     "$BENCH" throughput --mqtt "$addr" --protocol 3.1.1 --qos 0 --size 64 --publishers 16 \
-        --subscribers 1 --filter '#' --duration "$DURATION" --json "$OUT/acl-$label.json" >/dev/null 2>"$WORK/bench.err" ||
+        --subscribers 1 --filter '#' --duration "$DURATION" --json "$OUT/acl-$label-$rep.json" >/dev/null 2>"$WORK/bench.err" ||
         { cat "$WORK/bench.err" >&2; exit 1; }
     stop
-    python3 - "$OUT/acl-$label.json" "$label" <<'PY'
+    python3 - "$OUT/acl-$label-$rep.json" "$label" <<'PY'
 import json, sys
 f = json.load(open(sys.argv[1]))
 print(f"{sys.argv[2]:>8}: delivered {f['received_per_sec']:>10,.0f} msg/s, published "
       f"{f['sent_per_sec']:>10,.0f} msg/s, p50 {f['latency_us']['p50'] / 1000:,.0f} ms")
 PY
-    cp "$OUT/acl-$label.json" "$OUT/acl-$label-$rep.json"
 }
 
 for rep in $(seq "$REPEATS"); do
