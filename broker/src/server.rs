@@ -177,6 +177,10 @@ impl Broker {
             max_keepalive: self.config.max_keepalive,
             receive_maximum: self.config.receive_maximum.max(1),
             max_packet_size: self.config.max_packet_size as usize,
+            session_expiry_311: match self.config.session_expiry_311.as_secs() {
+                0 => u32::MAX,
+                s => u32::try_from(s).unwrap_or(u32::MAX - 1),
+            },
             ..Limits::default()
         };
         let hub = Hub::new(HubConfig::default());

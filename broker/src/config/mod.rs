@@ -186,6 +186,13 @@ pub struct Config {
     #[serde(with = "number")]
     pub max_queued: usize,
 
+    /// How long a 3.1.1 persistent session (clean session 0) outlives its connection, e.g.
+    /// 7200, 30m, 2h; 0 = never
+    #[arg(long = "session-expiry-311", env = "FLEETMQ_SESSION_EXPIRY_311", value_name = "DURATION",
+          default_value = "2h", value_parser = duration::parse, help_heading = "Limits")]
+    #[serde(with = "duration")]
+    pub session_expiry_311: Duration,
+
     /// Allow clients without credentials [default: on only with no authentication and
     /// loopback-only listeners]
     // `None` is that rule, applied by `auth`; a bare `--allow-anonymous` means true.

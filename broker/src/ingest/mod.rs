@@ -88,6 +88,24 @@ impl Ingest {
         out
     }
 
+    /// Puts back a tracker restored late (Redis came back after start) unless this broker has
+    /// seen the vehicle since start: what it computed since is newer. `None` when skipped.
+    pub fn restore_unseen(&self, tracker: Tracker) -> Option<Outputs> {
+        let vehicle: Arc<str> = tracker.vehicle().into();
+        let dashmap::Entry::Vacant(slot) = self.trackers.entry(vehicle) else {
+            return None;
+        };
+        let state = tracker.state().map(|s| Arc::new(s.clone()));
+        slot.insert(Arc::new(Mutex::new(tracker)));
+        let out = state.as_deref().map(state_message).into_iter().collect();
+        if let Some(s) = &state {
+            for sink in &self.sinks {
+                sink.restored(s);
+            }
+        }
+        Some(out)
+    }
+
     fn tracker(&self, vehicle: &str) -> Arc<Mutex<Tracker>> {
         if let Some(t) = self.trackers.get(vehicle) {
             return t.clone();

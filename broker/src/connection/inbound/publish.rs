@@ -154,7 +154,7 @@ impl Inbound {
             }
         }
         let (qos, pkid) = (p.qos, p.pkid);
-        if !self.ctx.acl.can_publish(&self.identity, &p.topic) {
+        if !self.may_publish(&p.topic) {
             self.ctx.metrics.publishes_denied.fetch_add(1, Relaxed);
             self.release(pkid);
             self.refuse_publish(
