@@ -28,6 +28,13 @@ pub struct Config {
     pub http: SocketAddr,
     /// HTTPS with the same certificate as `mqtts`.
     pub https: Option<SocketAddr>,
+    /// OsmAnd / Traccar Client protocol over HTTP (SPEC §12); off by default.
+    pub osmand: Option<SocketAddr>,
+    /// The OsmAnd protocol over TLS, with the `tls_cert` certificate; off by default.
+    pub osmands: Option<SocketAddr>,
+    /// OsmAnd device ids allowed in, one a line; with authentication configured, the users
+    /// file's driver vehicles are allowed too.
+    pub devices: Option<PathBuf>,
     /// Route network file (GeoJSON or GTFS zip/folder); `None` uses the bundled Cairns routes.
     pub routes: Option<PathBuf>,
     /// Redis URL for snapshots and restore; `None` keeps state in memory only.
@@ -67,6 +74,9 @@ impl Default for Config {
             tls_client_ca: None,
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             https: None,
+            osmand: None,
+            osmands: None,
+            devices: None,
             routes: None,
             redis: None,
             state_ttl: Duration::from_secs(3600),

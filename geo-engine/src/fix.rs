@@ -33,6 +33,12 @@ pub struct Fix {
     /// Per-vehicle message counter.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub seq: Option<u64>,
+    /// Reported altitude above sea level, metres; passed through to the state, not processed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub altitude: Option<f64>,
+    /// Reported battery level of the device, percent (0 to 100); passed through to the state.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub battery: Option<f64>,
 }
 
 impl Fix {
@@ -48,6 +54,8 @@ impl Fix {
             route: None,
             trip: None,
             seq: None,
+            altitude: None,
+            battery: None,
         }
     }
 
@@ -124,6 +132,10 @@ struct RawFix {
     trip: Value,
     #[serde(default)]
     seq: Value,
+    #[serde(default)]
+    altitude: Value,
+    #[serde(default)]
+    battery: Value,
 }
 
 /// Builds a fix, naming the first missing or ill-typed field.
@@ -151,6 +163,8 @@ fn fix_from_raw(raw: RawFix) -> Result<Fix, Rejection> {
         route: optional_string(raw.route, "route")?,
         trip: optional_string(raw.trip, "trip")?,
         seq,
+        altitude: in_range(&raw.altitude, "altitude", -1_000.0, 100_000.0)?,
+        battery: in_range(&raw.battery, "battery", 0.0, 100.0)?,
     })
 }
 
@@ -176,6 +190,16 @@ fn optional_f64(v: &Value, field: &'static str) -> Result<Option<f64>, Rejection
             .filter(|f| f.is_finite())
             .map(Some)
             .ok_or_else(|| invalid(field, "expected a number")),
+    }
+}
+
+/// An optional number within `min..=max` (the pass-through fields, which no later step checks).
+fn in_range(v: &Value, field: &'static str, min: f64, max: f64) -> Result<Option<f64>, Rejection> {
+    match optional_f64(v, field)? {
+        Some(x) if !(min..=max).contains(&x) => {
+            Err(invalid(field, &format!("expected {min} to {max}, got {x}")))
+        }
+        x => Ok(x),
     }
 }
 
@@ -262,9 +286,21 @@ mod tests {
     }
 
     #[test]
+    fn altitude_and_battery_pass_through_within_range() {
+        let f = parse_fixes(br#"{"lat":1,"lon":2,"ts":3,"altitude":12.5,"battery":80}"#).unwrap();
+        assert_eq!((f[0].altitude, f[0].battery), (Some(12.5), Some(80.0)));
+        let r = parse_fixes(br#"{"lat":1,"lon":2,"ts":3,"battery":101}"#).unwrap_err();
+        assert_eq!((r.reason, r.field), (RejectReason::InvalidField, "battery"));
+        let r = parse_fixes(br#"{"lat":1,"lon":2,"ts":3,"altitude":1e9}"#).unwrap_err();
+        assert_eq!(r.field, "altitude");
+    }
+
+    #[test]
     fn json_round_trip() {
         let mut f = Fix::new(-16.9, 145.7, 5);
         f.route = Some("R".into());
+        f.altitude = Some(-3.0);
+        f.battery = Some(55.0);
         assert_eq!(parse_fixes(f.to_json().as_bytes()).unwrap(), vec![f]);
     }
 }

@@ -206,6 +206,8 @@ impl Tracker {
             off_route_m: m.off_route_m.map(|d| round(d, 10.0)),
             progress_m: m.progress_m.map(|p| round(p, 10.0)),
             next_stop: m.next_stop,
+            altitude: fix.altitude,
+            battery: fix.battery,
             received_at: now_ms,
             processed_at: now_ms,
         };

@@ -19,6 +19,9 @@ pub const KEYS: &[&str] = &[
     "tls_client_ca",
     "http",
     "https",
+    "osmand",
+    "osmands",
+    "devices",
     "routes",
     "redis",
     "state_ttl",
@@ -127,6 +130,9 @@ fn set(s: &mut Settings, key: &str, v: &str) -> Result<(), SetError> {
         "tls_client_ca" => s.tls_client_ca = p(value::path, v)?,
         "http" => s.http = p(value::addr, v)?,
         "https" => s.https = p(value::addr, v)?,
+        "osmand" => s.osmand = p(value::addr, v)?,
+        "osmands" => s.osmands = p(value::addr, v)?,
+        "devices" => s.devices = p(value::path, v)?,
         "routes" => s.routes = p(value::path, v)?,
         "redis" => s.redis = p(value::text, v)?,
         "state_ttl" => s.state_ttl = p(value::duration, v)?,
@@ -181,7 +187,7 @@ mod tests {
     fn every_key_is_accepted() {
         for key in KEYS {
             let v = match *key {
-                "mqtt" | "mqtts" | "http" | "https" => "\"127.0.0.1:1\"",
+                "mqtt" | "mqtts" | "http" | "https" | "osmand" | "osmands" => "\"127.0.0.1:1\"",
                 "state_ttl" => "\"2h\"",
                 "max_packet_size" => "\"2MiB\"",
                 "allow_anonymous" => "true",

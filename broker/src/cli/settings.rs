@@ -36,6 +36,15 @@ pub struct Settings {
     /// HTTPS/WSS with the --tls-cert certificate [default: off]
     #[arg(long, help_heading = "Listeners", env = "FLEETMQ_HTTPS", value_name = "ADDR", value_parser = value::addr)]
     pub https: Option<SocketAddr>,
+    /// OsmAnd / Traccar Client protocol (HTTP; port 5055 is the convention) [default: off]
+    #[arg(long, help_heading = "Listeners", env = "FLEETMQ_OSMAND", value_name = "ADDR", value_parser = value::addr)]
+    pub osmand: Option<SocketAddr>,
+    /// The OsmAnd protocol over TLS with the --tls-cert certificate [default: off]
+    #[arg(long, help_heading = "Listeners", env = "FLEETMQ_OSMANDS", value_name = "ADDR", value_parser = value::addr)]
+    pub osmands: Option<SocketAddr>,
+    /// OsmAnd device ids allowed in, one a line (with auth, also the users' driver vehicles) [default: off]
+    #[arg(long, help_heading = "Security", env = "FLEETMQ_DEVICES", value_name = "FILE", value_parser = value::path)]
+    pub devices: Option<PathBuf>,
     /// GeoJSON FeatureCollection or GTFS (zip or folder) [default: the bundled sample routes]
     #[arg(long, help_heading = "Data", env = "FLEETMQ_ROUTES", value_name = "FILE", value_parser = value::path)]
     pub routes: Option<PathBuf>,
@@ -133,6 +142,9 @@ impl Settings {
             tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
             http: self.http.or(lower.http),
             https: self.https.or(lower.https),
+            osmand: self.osmand.or(lower.osmand),
+            osmands: self.osmands.or(lower.osmands),
+            devices: self.devices.or(lower.devices),
             routes: self.routes.or(lower.routes),
             redis: self.redis.or(lower.redis),
             state_ttl: self.state_ttl.or(lower.state_ttl),
@@ -167,6 +179,9 @@ impl Settings {
             tls_client_ca: self.tls_client_ca.or(d.tls_client_ca),
             http: self.http.unwrap_or(d.http),
             https: self.https.or(d.https),
+            osmand: self.osmand.or(d.osmand),
+            osmands: self.osmands.or(d.osmands),
+            devices: self.devices.or(d.devices),
             routes: self.routes.or(d.routes),
             redis: self.redis.or(d.redis),
             state_ttl: self.state_ttl.unwrap_or(d.state_ttl),
@@ -192,12 +207,14 @@ impl Settings {
 /// Combinations no listener could start with, reported before anything binds.
 fn check(c: &Config) -> Result<(), Failure> {
     let bad = |line: &str| Err(Failure::Config(line.to_string()));
-    let tls_wanted = c.mqtts.is_some() || c.https.is_some();
+    let tls_wanted = c.mqtts.is_some() || c.https.is_some() || c.osmands.is_some();
     if tls_wanted && (c.tls_cert.is_none() || c.tls_key.is_none()) {
         let which = if c.mqtts.is_some() {
             "--mqtts"
-        } else {
+        } else if c.https.is_some() {
             "--https"
+        } else {
+            "--osmands"
         };
         return bad(&format!(
             "{which} needs --tls-cert and --tls-key (make development ones with `fleetmq certs --out certs`)"
@@ -205,7 +222,7 @@ fn check(c: &Config) -> Result<(), Failure> {
     }
     if !tls_wanted && (c.tls_cert.is_some() || c.tls_key.is_some() || c.tls_client_ca.is_some()) {
         return bad(
-            "--tls-cert/--tls-key/--tls-client-ca are set but no TLS listener is: add --mqtts ADDR or --https ADDR",
+            "--tls-cert/--tls-key/--tls-client-ca are set but no TLS listener is: add --mqtts ADDR, --https ADDR or --osmands ADDR",
         );
     }
     if c.jwt_secret.is_some() && c.jwt_public_key.is_some() {
