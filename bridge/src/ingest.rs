@@ -10,6 +10,7 @@
 //! [`BrokerPort::ingest_location`]: crate::port::BrokerPort::ingest_location
 
 use axum::body::{Body, to_bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -30,9 +31,11 @@ use crate::rest::valid_vehicle_id;
 pub async fn location(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, AppError> {
+    // A path that is not UTF-8 once percent-decoded gets the JSON error, not axum's plain text.
+    let Path(id) = id.map_err(|e| AppError::BadRequest(e.body_text()))?;
     if !valid_vehicle_id(&id) {
         return Err(AppError::BadRequest(
             "vehicle id must be 1-128 bytes without / + #".into(),
