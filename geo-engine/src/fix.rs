@@ -59,6 +59,24 @@ impl Fix {
         }
     }
 
+    /// This fix if its pass-through fields are in range: `altitude` -1,000 to 100,000 m,
+    /// `battery` 0 to 100 %. No pipeline step reads them, so this is their only check; a fix
+    /// built by hand (another protocol's decoder) calls it as [`parse_fixes`] does.
+    ///
+    /// # Errors
+    /// `invalid_field` naming the field.
+    pub fn checked_extras(self) -> Result<Fix, Rejection> {
+        let within = |x: Option<f64>, field: &'static str, min: f64, max: f64| match x {
+            Some(x) if !(min..=max).contains(&x) => {
+                Err(invalid(field, &format!("expected {min} to {max}, got {x}")))
+            }
+            _ => Ok(()),
+        };
+        within(self.altitude, "altitude", -1_000.0, 100_000.0)?;
+        within(self.battery, "battery", 0.0, 100.0)?;
+        Ok(self)
+    }
+
     /// The SPEC §4 JSON payload of this fix.
     pub fn to_json(&self) -> String {
         // Serializing a struct of numbers and strings cannot fail; fall back to "{}" anyway.
@@ -153,7 +171,7 @@ fn fix_from_raw(raw: RawFix) -> Result<Fix, Rejection> {
                 .ok_or_else(|| invalid("seq", "expected a non-negative integer"))?,
         ),
     };
-    Ok(Fix {
+    Fix {
         lat,
         lon,
         ts,
@@ -163,9 +181,10 @@ fn fix_from_raw(raw: RawFix) -> Result<Fix, Rejection> {
         route: optional_string(raw.route, "route")?,
         trip: optional_string(raw.trip, "trip")?,
         seq,
-        altitude: in_range(&raw.altitude, "altitude", -1_000.0, 100_000.0)?,
-        battery: in_range(&raw.battery, "battery", 0.0, 100.0)?,
-    })
+        altitude: optional_f64(&raw.altitude, "altitude")?,
+        battery: optional_f64(&raw.battery, "battery")?,
+    }
+    .checked_extras()
 }
 
 /// Accepts an integer, or a float with no fractional part, as milliseconds.
@@ -190,16 +209,6 @@ fn optional_f64(v: &Value, field: &'static str) -> Result<Option<f64>, Rejection
             .filter(|f| f.is_finite())
             .map(Some)
             .ok_or_else(|| invalid(field, "expected a number")),
-    }
-}
-
-/// An optional number within `min..=max` (the pass-through fields, which no later step checks).
-fn in_range(v: &Value, field: &'static str, min: f64, max: f64) -> Result<Option<f64>, Rejection> {
-    match optional_f64(v, field)? {
-        Some(x) if !(min..=max).contains(&x) => {
-            Err(invalid(field, &format!("expected {min} to {max}, got {x}")))
-        }
-        x => Ok(x),
     }
 }
 

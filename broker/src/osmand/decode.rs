@@ -92,7 +92,7 @@ pub fn form(raw: &[u8], now_ms: i64) -> Result<Report, Rejection> {
     }
     Ok(Report {
         device,
-        fixes: vec![fix],
+        fixes: vec![fix.checked_extras()?],
     })
 }
 
@@ -171,7 +171,7 @@ fn location(loc: &Map<String, Value>, now_ms: i64) -> Result<Fix, Rejection> {
     if loc.get("is_moving") == Some(&Value::Bool(false)) && fix.speed.is_none() {
         fix.speed = Some(0.0);
     }
-    Ok(fix)
+    fix.checked_extras()
 }
 
 /// Percent-decoding with `+` as a space; the result must be UTF-8.
