@@ -251,25 +251,28 @@ impl Metrics {
 
     /// The ingest counters, one series per `source` (every source, so a dashboard sees zeros).
     fn render_updates(&self, out: &mut String) {
-        let per_source: [(&str, &str, &dyn Fn(Source) -> u64); 2] = [
+        // Filtered = dropped as duplicate or jitter.
+        let filtered = Source::ALL.map(|s| {
+            self.updates_duplicate[s.index()].load(Relaxed)
+                + self.updates_jitter[s.index()].load(Relaxed)
+        });
+        let accepted = Source::ALL.map(|s| self.updates_accepted[s.index()].load(Relaxed));
+        let per_source = [
             (
                 "fleetmq_updates_accepted_total",
                 "location updates forwarded, by source",
-                &|s| self.updates_accepted[s.index()].load(Relaxed),
+                accepted,
             ),
             (
                 "fleetmq_updates_filtered_total",
                 "location updates dropped as duplicate or jitter, by source",
-                &|s| {
-                    self.updates_duplicate[s.index()].load(Relaxed)
-                        + self.updates_jitter[s.index()].load(Relaxed)
-                },
+                filtered,
             ),
         ];
-        for (name, help, value) in per_source {
+        for (name, help, values) in per_source {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for s in Source::ALL {
-                let _ = writeln!(out, "{name}{{source=\"{}\"}} {}", s.as_str(), value(s));
+            for (s, v) in Source::ALL.iter().zip(values) {
+                let _ = writeln!(out, "{name}{{source=\"{}\"}} {v}", s.as_str());
             }
         }
         let name = "fleetmq_updates_rejected_total";

@@ -34,10 +34,7 @@ pub async fn drive(
     shared: Arc<Shared>,
 ) -> Result<u64> {
     let mut route = Route::new(&job, net)?;
-    let path = format!(
-        "/api/v1/vehicles/{}{}/location",
-        shared.prefix, job.index
-    );
+    let path = format!("/api/v1/vehicles/{}{}/location", shared.prefix, job.index);
     let mut request = Vec::with_capacity(512);
     let mut buf = BytesMut::with_capacity(4096);
     let mut sent = 0u64;
@@ -76,7 +73,13 @@ async fn read_reply(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<u16> {
                 .headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                .and_then(|h| {
+                    std::str::from_utf8(h.value)
+                        .ok()?
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                })
                 .unwrap_or(0);
             if length > MAX_REPLY {
                 bail!("reply body of {length} bytes");

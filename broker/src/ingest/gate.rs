@@ -164,10 +164,8 @@ impl Gate {
             return Err(Refused::TooLarge(fixes.len()));
         }
         let done = self.ingest.process(vehicle, fixes, received, source);
-        if done.taken == 0 {
-            if let Some(r) = done.first_rejection {
-                return Err(Refused::Invalid(r));
-            }
+        if let (0, Some(r)) = (done.taken, done.first_rejection) {
+            return Err(Refused::Invalid(r));
         }
         let raw = Arc::new(Message {
             topic: format!("fleet/{vehicle}/location").into(),
