@@ -224,19 +224,11 @@ fn optional_string(v: Value, field: &'static str) -> Result<Option<String>, Reje
 }
 
 fn missing(field: &'static str) -> Rejection {
-    Rejection::new(
-        RejectReason::MissingField,
-        field,
-        format!("{field} is required"),
-    )
+    Rejection::missing(field)
 }
 
 fn invalid(field: &'static str, what: &str) -> Rejection {
-    Rejection::new(
-        RejectReason::InvalidField,
-        field,
-        format!("{field}: {what}"),
-    )
+    Rejection::invalid(field, what)
 }
 
 #[cfg(test)]

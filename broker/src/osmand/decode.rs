@@ -254,19 +254,11 @@ fn clip(v: &str) -> String {
 }
 
 fn missing(field: &'static str) -> Rejection {
-    Rejection::new(
-        RejectReason::MissingField,
-        field,
-        format!("{field} is required"),
-    )
+    Rejection::missing(field)
 }
 
 fn invalid(field: &'static str, what: String) -> Rejection {
-    Rejection::new(
-        RejectReason::InvalidField,
-        field,
-        format!("{field}: {what}"),
-    )
+    Rejection::invalid(field, &what)
 }
 
 #[cfg(test)]

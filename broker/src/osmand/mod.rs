@@ -19,7 +19,6 @@
 mod decode;
 pub mod devices;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,15 +64,10 @@ pub fn app(osmand: Arc<Osmand>, body_limit: usize) -> Router {
         .with_state(osmand)
 }
 
-/// Serves `app` on a plain listener until `shutdown`.
+/// Serves `app` on a plain listener until `shutdown` (the bridge's server loop: graceful, with
+/// a grace period for open requests).
 pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await;
-    if let Err(e) = served {
+    if let Err(e) = fleetmq_bridge::serve(listener, app, shutdown.cancelled_owned()).await {
         tracing::warn!(error = %e, "osmand server failed");
     }
 }
