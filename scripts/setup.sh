@@ -34,7 +34,7 @@ else
     echo "setup: system packages already installed"
 fi
 
-PY_REQS=('paho-mqtt>=2,<3' pytest websocket-client)
+PY_REQS=('paho-mqtt>=2,<3' pytest websocket-client requests)
 if python3 - <<'PY' 2>/dev/null
 import sys
 import paho.mqtt, pytest, websocket  # noqa: F401

@@ -402,6 +402,8 @@ mod tests {
             off_route_m: None,
             progress_m: None,
             next_stop: None,
+            altitude: None,
+            battery: None,
             received_at: ts,
             processed_at: ts,
         };

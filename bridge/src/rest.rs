@@ -234,7 +234,8 @@ pub async fn track(
 }
 
 /// Whether `id` can be a topic level (`fleet/{id}/ping`).
-fn valid_vehicle_id(id: &str) -> bool {
+/// A vehicle id usable in a topic level: 1-128 bytes without `/`, `+`, `#` or NUL.
+pub(crate) fn valid_vehicle_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && !id.contains(['/', '+', '#', '\0'])
 }
 

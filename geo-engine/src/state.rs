@@ -59,6 +59,12 @@ pub struct VehicleState {
     pub progress_m: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub next_stop: Option<NextStop>,
+    /// Altitude of the last fix, metres, as the device reported it (not processed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub altitude: Option<f64>,
+    /// Battery level of the device at the last fix, percent, as reported.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub battery: Option<f64>,
     /// Broker clock when the update arrived and when processing finished, Unix milliseconds.
     pub received_at: i64,
     pub processed_at: i64,

@@ -247,6 +247,8 @@ impl Tracker {
             off_route_m: m.off_route_m.map(|d| round(d, TENTHS)),
             progress_m: m.progress_m.map(|p| round(p, TENTHS)),
             next_stop: m.next_stop,
+            altitude: fix.altitude,
+            battery: fix.battery,
             received_at: now_ms,
             processed_at: now_ms,
         };

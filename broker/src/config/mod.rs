@@ -109,6 +109,25 @@ pub struct Config {
     #[serde(with = "addr")]
     pub https: Option<SocketAddr>,
 
+    /// OsmAnd / Traccar Client protocol (HTTP; port 5055 is the convention) [default: off]
+    #[arg(long, env = "FLEETMQ_OSMAND", value_name = "ADDR", value_parser = addr::parse,
+          help_heading = "Listeners")]
+    #[serde(with = "addr")]
+    pub osmand: Option<SocketAddr>,
+
+    /// The OsmAnd protocol over TLS with the --tls-cert certificate [default: off]
+    #[arg(long, env = "FLEETMQ_OSMANDS", value_name = "ADDR", value_parser = addr::parse,
+          help_heading = "Listeners")]
+    #[serde(with = "addr")]
+    pub osmands: Option<SocketAddr>,
+
+    /// OsmAnd device ids allowed in, one a line (with auth, also the users' driver vehicles)
+    /// [default: off]
+    #[arg(long, env = "FLEETMQ_DEVICES", value_name = "FILE", value_parser = path::parse,
+          help_heading = "Security")]
+    #[serde(with = "path")]
+    pub devices: Option<PathBuf>,
+
     /// GeoJSON FeatureCollection or GTFS (zip or folder) [default: bundled sample routes]
     #[arg(long, env = "FLEETMQ_ROUTES", value_name = "FILE", value_parser = path::parse,
           help_heading = "Data")]
