@@ -61,9 +61,7 @@ pub async fn get_vehicle(
 ) -> Result<Response, AppError> {
     let p = st
         .hub
-        .inner
-        .fleet
-        .get(&id)
+        .prepared(&id)
         .filter(|p| may_read(&caller, &p.state))
         .ok_or_else(|| AppError::NotFound(format!("no vehicle {id:?}")))?;
     Ok(json_text(StatusCode::OK, p.json().to_string()))
@@ -152,8 +150,6 @@ pub async fn list_vehicles(
     };
     let found = st
         .hub
-        .inner
-        .fleet
         .select(&criteria, near, limit, caller.filter().as_deref());
     let text = format!(
         r#"{{"count":{},"vehicles":{}}}"#,
@@ -219,8 +215,6 @@ pub async fn track(
         None => {
             let points = st
                 .hub
-                .inner
-                .fleet
                 .track(&id, from, to, max)
                 .ok_or_else(|| AppError::NotFound(format!("no vehicle {id:?}")))?;
             points
