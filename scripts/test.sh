@@ -38,7 +38,9 @@ fi
 # FLEETMQ_E2E_SLOW=1 also runs the tests that wait out real limits (the bridge's 30 s slow-client
 # close with 1013).
 export FLEETMQ_E2E_SLOW="${FLEETMQ_E2E_SLOW:-1}"
-step python-tests python3 -m pytest -q -p no:cacheprovider tests/python
+# A private base temp dir: another pytest run on the machine cannot clean up this one's files.
+PYTEST_TMP="$(mktemp -d "${TMPDIR:-/tmp}/fleetmq-pytest.XXXXXX")"
+step python-tests python3 -m pytest -q -p no:cacheprovider --basetemp "$PYTEST_TMP" tests/python
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "test.sh: FAILED steps: ${failed[*]}"
