@@ -73,6 +73,8 @@ pub(crate) struct HubInner {
     clients: Mutex<HashMap<u64, Weak<Client>>>,
     next_client: AtomicU64,
     pub(crate) metrics: Arc<Metrics>,
+    /// The last events, for snapshots and `/api/v1/events` without history.
+    pub(crate) recent: crate::recent::RecentEvents,
 }
 
 /// The bridge's live view of the fleet; cheap to clone.
@@ -117,6 +119,7 @@ impl Hub {
                 clients: Mutex::new(HashMap::new()),
                 next_client: AtomicU64::new(1),
                 metrics: Arc::new(Metrics::default()),
+                recent: crate::recent::RecentEvents::default(),
                 config,
             }),
         }
@@ -162,6 +165,7 @@ impl Hub {
     /// coalesced; a client whose event queue is full loses it (counted).
     pub fn push_event(&self, event: Arc<Event>) {
         inc(&self.inner.metrics.events_pushed);
+        self.inner.recent.push(event.clone());
         let latest = if event.route.is_none() || event.trip.is_none() {
             self.inner.fleet.get(&event.vehicle)
         } else {

@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The default `--map-tiles`: OpenStreetMap's standard tiles (the map shows their required
+/// attribution).
+pub const OSM_TILES: &str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png";
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -34,6 +38,12 @@ pub struct Config {
     pub redis: Option<String>,
     /// TTL of each vehicle's state key in Redis.
     pub state_ttl: Duration,
+    /// PostgreSQL connection string for history (SPEC §14); `None` keeps no history.
+    pub postgres: Option<String>,
+    /// History partitions (days) older than this are dropped.
+    pub history_retention: Duration,
+    /// Raster tile URL template (`{z}/{x}/{y}`) under the map; `None` (`none`) draws the grid.
+    pub map_tiles: Option<String>,
     pub users: Option<PathBuf>,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<PathBuf>,
@@ -70,6 +80,9 @@ impl Default for Config {
             routes: None,
             redis: None,
             state_ttl: Duration::from_secs(3600),
+            postgres: None,
+            history_retention: Duration::from_secs(30 * 86_400),
+            map_tiles: Some(OSM_TILES.to_owned()),
             users: None,
             jwt_secret: None,
             jwt_public_key: None,

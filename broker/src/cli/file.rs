@@ -22,6 +22,9 @@ pub const KEYS: &[&str] = &[
     "routes",
     "redis",
     "state_ttl",
+    "postgres",
+    "history_retention",
+    "map_tiles",
     "users",
     "jwt_secret",
     "jwt_public_key",
@@ -130,6 +133,9 @@ fn set(s: &mut Settings, key: &str, v: &str) -> Result<(), SetError> {
         "routes" => s.routes = p(value::path, v)?,
         "redis" => s.redis = p(value::text, v)?,
         "state_ttl" => s.state_ttl = p(value::duration, v)?,
+        "postgres" => s.postgres = p(value::text, v)?,
+        "history_retention" => s.history_retention = p(value::duration, v)?,
+        "map_tiles" => s.map_tiles = p(value::text, v)?,
         "users" => s.users = p(value::path, v)?,
         "jwt_secret" => s.jwt_secret = p(value::text, v)?,
         "jwt_public_key" => s.jwt_public_key = p(value::path, v)?,
@@ -182,7 +188,7 @@ mod tests {
         for key in KEYS {
             let v = match *key {
                 "mqtt" | "mqtts" | "http" | "https" => "\"127.0.0.1:1\"",
-                "state_ttl" => "\"2h\"",
+                "state_ttl" | "history_retention" => "\"2h\"",
                 "max_packet_size" => "\"2MiB\"",
                 "allow_anonymous" => "true",
                 "log" => "\"json\"",

@@ -23,6 +23,12 @@ pub fn entries(c: &Config) -> Vec<(&'static str, Option<String>)> {
         ("routes", p(&c.routes)),
         ("redis", c.redis.as_deref().map(s)),
         ("state_ttl", Some(s(&value::format_duration(c.state_ttl)))),
+        ("postgres", c.postgres.as_deref().map(|u| s(&redact_password(u)))),
+        (
+            "history_retention",
+            Some(s(&value::format_duration(c.history_retention))),
+        ),
+        ("map_tiles", Some(s(c.map_tiles.as_deref().unwrap_or("none")))),
         ("users", p(&c.users)),
         ("jwt_secret", c.jwt_secret.as_ref().map(|_| s("<redacted>"))),
         ("jwt_public_key", p(&c.jwt_public_key)),
@@ -37,6 +43,21 @@ pub fn entries(c: &Config) -> Vec<(&'static str, Option<String>)> {
         ("max_publish_rate", Some(c.max_publish_rate.to_string())),
         ("log", Some(s(value::format_log(c.log)))),
     ]
+}
+
+/// A PostgreSQL URL with its password (`user:PASSWORD@` or `password=...`) replaced.
+fn redact_password(url: &str) -> String {
+    if let Some((head, rest)) = url.split_once("://") {
+        if let Some((auth, host)) = rest.split_once('@') {
+            if let Some((user, _)) = auth.split_once(':') {
+                return format!("{head}://{user}:<redacted>@{host}");
+            }
+        }
+    }
+    if url.contains("password=") {
+        return "<redacted>".into();
+    }
+    url.to_owned()
 }
 
 /// What an unset optional setting means.

@@ -45,6 +45,17 @@ pub struct Settings {
     /// Expiry of each vehicle's state in Redis, e.g. 3600, 90s, 1h [default: 1h]
     #[arg(long, help_heading = "Data", env = "FLEETMQ_STATE_TTL", value_name = "DURATION", value_parser = value::duration)]
     pub state_ttl: Option<Duration>,
+    /// PostgreSQL URL for history, e.g. postgres://fleetmq@127.0.0.1/fleetmq [default: off]
+    #[arg(long, help_heading = "Data", env = "FLEETMQ_POSTGRES", value_name = "URL", value_parser = value::text,
+          hide_env_values = true)]
+    pub postgres: Option<String>,
+    /// Days of history kept in PostgreSQL, e.g. 30d, 12h [default: 30d]
+    #[arg(long, help_heading = "Data", env = "FLEETMQ_HISTORY_RETENTION", value_name = "DURATION",
+          value_parser = value::duration)]
+    pub history_retention: Option<Duration>,
+    /// Map tile URL template with {z} {x} {y}, or none for the plain grid [default: OpenStreetMap]
+    #[arg(long, help_heading = "Data", env = "FLEETMQ_MAP_TILES", value_name = "URL", value_parser = value::text)]
+    pub map_tiles: Option<String>,
     /// Users file (TOML, argon2 hashes from `fleetmq passwd`) [default: off]
     #[arg(long, help_heading = "Security", env = "FLEETMQ_USERS", value_name = "FILE", value_parser = value::path)]
     pub users: Option<PathBuf>,
@@ -136,6 +147,9 @@ impl Settings {
             routes: self.routes.or(lower.routes),
             redis: self.redis.or(lower.redis),
             state_ttl: self.state_ttl.or(lower.state_ttl),
+            postgres: self.postgres.or(lower.postgres),
+            history_retention: self.history_retention.or(lower.history_retention),
+            map_tiles: self.map_tiles.or(lower.map_tiles),
             users: self.users.or(lower.users),
             jwt_secret: self.jwt_secret.or(lower.jwt_secret),
             jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
@@ -170,6 +184,13 @@ impl Settings {
             routes: self.routes.or(d.routes),
             redis: self.redis.or(d.redis),
             state_ttl: self.state_ttl.unwrap_or(d.state_ttl),
+            postgres: self.postgres.or(d.postgres),
+            history_retention: self.history_retention.unwrap_or(d.history_retention),
+            map_tiles: match self.map_tiles {
+                Some(t) if t.trim().eq_ignore_ascii_case("none") => None,
+                Some(t) => Some(t),
+                None => d.map_tiles,
+            },
             users: self.users.or(d.users),
             jwt_secret: self.jwt_secret.or(d.jwt_secret),
             jwt_public_key: self.jwt_public_key.or(d.jwt_public_key),
@@ -212,6 +233,18 @@ fn check(c: &Config) -> Result<(), Failure> {
         return bad(
             "--jwt-secret (HS256) and --jwt-public-key (RS256/ES256) exclude each other: give one",
         );
+    }
+    if c.history_retention < Duration::from_secs(86_400) {
+        return bad("--history-retention below 1d would drop today's partition: use e.g. 30d");
+    }
+    if let Some(t) = &c.map_tiles {
+        if !(t.starts_with("http://") || t.starts_with("https://") || t.starts_with('/'))
+            || !["{z}", "{x}", "{y}"].iter().all(|p| t.contains(p))
+        {
+            return bad(
+                "--map-tiles must be an http(s) URL template with {z}, {x} and {y}, or none",
+            );
+        }
     }
     if c.receive_maximum == 0 {
         return bad("--receive-maximum 0 is not allowed by MQTT 5: use 1 to 65535");
