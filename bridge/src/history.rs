@@ -80,6 +80,8 @@ fn parse_time(name: &str, s: &str) -> Result<i64, AppError> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
+    // An unencoded `+01:00` arrives as ` 01:00` (a `+` in a query string is a space).
+    let s = &s.replace(' ', "+");
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t.as_millisecond());
     }
@@ -333,6 +335,10 @@ mod tests {
         );
         assert_eq!(
             parse_time("from", "2025-11-30T01:00:00+01:00").ok(),
+            Some(1_764_460_800_000)
+        );
+        assert_eq!(
+            parse_time("from", "2025-11-30T01:00:00 01:00").ok(),
             Some(1_764_460_800_000)
         );
         assert_eq!(parse_time("from", "2025-11-30").ok(), Some(1_764_460_800_000));

@@ -131,8 +131,11 @@ impl History {
     /// [`HistoryError::Url`] when `url` is not a PostgreSQL connection string.
     pub fn open(url: &str, retention: Duration) -> Result<History, HistoryError> {
         let mut pg = tokio_postgres::Config::from_str(url).map_err(HistoryError::Url)?;
+        // `IF NOT EXISTS` on every start would otherwise log a NOTICE per table and partition.
         pg.connect_timeout(Duration::from_secs(3))
-            .application_name("fleetmq");
+            .application_name("fleetmq")
+            .options("-c client_min_messages=warning")
+            .keepalives_idle(Duration::from_secs(10));
         let shared = Shared {
             pg,
             backlog: Backlog::new(MAX_BACKLOG_ROWS),

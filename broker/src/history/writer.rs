@@ -25,6 +25,9 @@ pub const BATCH_MAX: usize = 20_000;
 const DAYS_AHEAD: i64 = 2;
 /// How often partitions ahead are created and expired ones dropped.
 const HOUSEKEEPING: Duration = Duration::from_secs(3600);
+/// A batch (or connecting and migrating) that takes longer is abandoned and retried on a new
+/// connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -35,26 +38,32 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let mut backoff = MIN_BACKOFF;
     'connect: loop {
         let mut days = HashSet::new();
-        let mut client = match connect(&shared, &mut days).await {
-            Ok(c) => {
-                backoff = MIN_BACKOFF;
-                shared.mark_up(true);
-                c
-            }
-            Err(e) => {
-                shared.mark_up(false);
+        let connected = match tokio::time::timeout(WRITE_TIMEOUT, connect(&shared, &mut days)).await
+        {
+            Ok(Ok(c)) => Some(c),
+            Ok(Err(e)) => {
                 tracing::debug!(error = %e, "history: connect failed");
-                if shared.stop.is_cancelled() {
-                    return;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shared.stop.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
+                None
+            }
+            Err(_) => {
+                tracing::debug!("history: connect timed out");
+                None
             }
         };
+        let Some(mut client) = connected else {
+            shared.mark_up(false);
+            if shared.stop.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shared.stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        };
+        backoff = MIN_BACKOFF;
+        shared.mark_up(true);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.reset(); // `connect` just did it
         loop {
@@ -80,13 +89,21 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 }
                 continue;
             }
-            match write(&mut client, &batch, &mut days).await {
+            let written =
+                tokio::time::timeout(WRITE_TIMEOUT, write(&mut client, &batch, &mut days)).await;
+            let Ok(written) = written else {
+                // A connection that stopped answering (a half-open socket) is as good as lost.
+                shared.mark_up(false);
+                tracing::warn!(rows = batch.len(), "history: batch timed out, reconnecting");
+                continue 'connect;
+            };
+            match written {
                 Ok((positions, events)) => {
                     shared.stats.positions.fetch_add(positions, Relaxed);
                     shared.stats.events.fetch_add(events, Relaxed);
                     shared.stats.batches.fetch_add(1, Relaxed);
                 }
-                Err(e) if client.is_closed() => {
+                Err(e) if client.is_closed() || transient(&e) => {
                     shared.mark_up(false);
                     tracing::debug!(error = %e, rows = batch.len(), "history: connection lost, keeping the batch");
                     continue 'connect;
@@ -104,6 +121,17 @@ pub(super) async fn run(shared: Arc<Shared>) {
             batch.clear();
             shared.committed.send_replace(taken);
         }
+    }
+}
+
+/// Whether an error is about the server or the connection rather than the rows: then the batch
+/// is kept and written after a reconnect. SQLSTATE classes 08 (connection), 40 (rolled back:
+/// serialization, deadlock), 53 (insufficient resources), 57 (operator intervention: shutdown,
+/// cancel) and 58 (system error), and errors with no SQLSTATE (I/O).
+fn transient(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        None => true,
+        Some(code) => matches!(&code.code()[..2], "08" | "40" | "53" | "57" | "58"),
     }
 }
 
