@@ -116,6 +116,7 @@ pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router 
         .route("/", get(map::index))
         .route("/map.js", get(map::script))
         .route("/map.css", get(map::style))
+        .route("/playback.js", get(map::playback))
         .route("/map/config.json", get(map::config))
         .route("/ws", get(ws::handler))
         .route("/mqtt", get(mqtt_ws::handler))
