@@ -104,7 +104,10 @@ pub async fn run(args: Args) -> Result<Figures> {
     if args.vehicles == 0 || args.rows < args.vehicles {
         bail!("--rows must be at least --vehicles (> 0)");
     }
-    let history = Arc::new(History::open(&args.postgres, Duration::from_secs(30 * 86_400))?);
+    let history = Arc::new(History::open(
+        &args.postgres,
+        Duration::from_secs(30 * 86_400),
+    )?);
     history.start();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !history.is_up() {
@@ -118,7 +121,9 @@ pub async fn run(args: Args) -> Result<Figures> {
     let span_ms: i64 = 20 * 3_600_000;
     let step_ms = (span_ms / per_vehicle as i64).max(1);
     let start_ts = now_ms() - span_ms - 60_000;
-    let names: Vec<String> = (0..args.vehicles).map(|v| format!("bench-{v:05}")).collect();
+    let names: Vec<String> = (0..args.vehicles)
+        .map(|v| format!("bench-{v:05}"))
+        .collect();
     eprintln!(
         "history: writing {} rows ({} vehicles x {per_vehicle})",
         per_vehicle * args.vehicles,
@@ -179,8 +184,14 @@ pub async fn run(args: Args) -> Result<Figures> {
             ("seconds".into(), format!("{:.2}", figures.seconds)),
             ("rows/s".into(), format!("{:.0}", figures.rows_per_sec)),
             ("query rows".into(), figures.query_rows.to_string()),
-            ("query p50 ms".into(), format!("{:.2}", figures.query_ms_p50)),
-            ("query max ms".into(), format!("{:.2}", figures.query_ms_max)),
+            (
+                "query p50 ms".into(),
+                format!("{:.2}", figures.query_ms_p50),
+            ),
+            (
+                "query max ms".into(),
+                format!("{:.2}", figures.query_ms_max),
+            ),
         ],
     );
     report::write_json(args.json.as_deref(), &figures)?;

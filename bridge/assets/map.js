@@ -278,6 +278,8 @@
         let img = tiles.get(key);
         if (!img) {
           img = new Image();
+          // CORS keeps the canvas readable (OpenStreetMap and most tile servers allow it).
+          img.crossOrigin = 'anonymous';
           img.onload = () => { tileStats.loaded++; };
           img.onerror = () => { tileStats.failed++; };
           img.src = tileUrl.replace('{z}', z).replace('{x}', wx).replace('{y}', ty);

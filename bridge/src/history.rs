@@ -195,8 +195,7 @@ pub async fn vehicle_history(
         Some(rows) => (Source::Postgres, rows?),
         None => match st.port.track(&id, from_ms, to_ms).await {
             Some(states) => {
-                let mut rows: Vec<Value> =
-                    states?.into_iter().map(|v| as_row(&id, v)).collect();
+                let mut rows: Vec<Value> = states?.into_iter().map(|v| as_row(&id, v)).collect();
                 rows.truncate(limit);
                 (Source::Redis, rows)
             }
@@ -232,9 +231,11 @@ pub async fn vehicle_history(
         let text = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
         rows.into_iter()
             .filter(|r| {
-                caller
-                    .0
-                    .may_read_vehicle(&id, text(r, "route").as_deref(), text(r, "trip").as_deref())
+                caller.0.may_read_vehicle(
+                    &id,
+                    text(r, "route").as_deref(),
+                    text(r, "trip").as_deref(),
+                )
             })
             .collect()
     };
@@ -321,14 +322,16 @@ pub async fn events(
         .into_response())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn times_parse_as_ms_or_iso() {
-        assert_eq!(parse_time("from", "1764460800000").ok(), Some(1_764_460_800_000));
+        assert_eq!(
+            parse_time("from", "1764460800000").ok(),
+            Some(1_764_460_800_000)
+        );
         assert_eq!(
             parse_time("from", "2025-11-30T00:00:00Z").ok(),
             Some(1_764_460_800_000)
@@ -341,10 +344,16 @@ mod tests {
             parse_time("from", "2025-11-30T01:00:00 01:00").ok(),
             Some(1_764_460_800_000)
         );
-        assert_eq!(parse_time("from", "2025-11-30").ok(), Some(1_764_460_800_000));
+        assert_eq!(
+            parse_time("from", "2025-11-30").ok(),
+            Some(1_764_460_800_000)
+        );
         assert!(parse_time("from", "yesterday").is_err());
         assert!(range(Some("10".into()), Some("5".into()), None).is_err());
         assert!(range(None, None, Some("0".into())).is_err());
-        assert_eq!(range(Some("1".into()), Some("2".into()), None).ok(), Some((1, 2, DEFAULT_LIMIT)));
+        assert_eq!(
+            range(Some("1".into()), Some("2".into()), None).ok(),
+            Some((1, 2, DEFAULT_LIMIT))
+        );
     }
 }

@@ -77,7 +77,8 @@ pub(crate) fn append_snapshot_events(
     let events = hub.inner.recent.newest(SNAPSHOT_EVENTS, |e| {
         let (route, trip) = event_route_trip(hub, e);
         criteria.matches_event(e, route.as_deref(), trip.as_deref())
-            && access.is_none_or(|a| a.may_read_vehicle(&e.vehicle, route.as_deref(), trip.as_deref()))
+            && access
+                .is_none_or(|a| a.may_read_vehicle(&e.vehicle, route.as_deref(), trip.as_deref()))
     });
     text.push_str(r#","events":["#);
     for (i, e) in events.iter().enumerate() {
@@ -120,7 +121,11 @@ mod tests {
         let all = r.oldest(usize::MAX, |_| true);
         assert_eq!(all.len(), RECENT_EVENTS);
         assert_eq!(all[0].ts, 10);
-        let last: Vec<i64> = r.newest(3, |e| e.vehicle == "v1").iter().map(|e| e.ts).collect();
+        let last: Vec<i64> = r
+            .newest(3, |e| e.vehicle == "v1")
+            .iter()
+            .map(|e| e.ts)
+            .collect();
         assert_eq!(last, vec![1005, 1007, 1009]);
     }
 }

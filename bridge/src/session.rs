@@ -124,7 +124,12 @@ impl Session {
         }
         text.push(']');
         if spec.events {
-            crate::recent::append_snapshot_events(&mut text, &self.hub, &criteria, self.access.as_deref());
+            crate::recent::append_snapshot_events(
+                &mut text,
+                &self.hub,
+                &criteria,
+                self.access.as_deref(),
+            );
         }
         text.push('}');
         self.client.activate(

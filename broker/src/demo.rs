@@ -46,25 +46,30 @@ fn roles(routes: &[String], count: usize) -> Vec<Role> {
     } else {
         (count / 3).max(3).min(count)
     };
-    let others = &routes[1.min(routes.len() - 1)..];
+    let first_other = 1.min(routes.len() - 1);
+    let others = routes.len() - first_other;
+    let route_of = |i: usize| {
+        if i < main {
+            0
+        } else {
+            first_other + (i - main) % others
+        }
+    };
+    let on_route = |r: usize| (0..count).filter(|&j| route_of(j) == r).count();
     (0..count)
         .map(|i| {
-            if i < main {
-                Role {
-                    route: routes[0].clone(),
-                    start: i as f64 / main as f64,
-                    detour: i == 0,
-                    late: i == 1,
-                    drops_out: false,
-                }
-            } else {
-                Role {
-                    route: others[(i - main) % others.len()].clone(),
-                    start: 0.0,
-                    detour: false,
-                    late: false,
-                    drops_out: i == main,
-                }
+            let r = route_of(i);
+            let slot = (0..i).filter(|&j| route_of(j) == r).count();
+            let spread = slot as f64 / on_route(r) as f64;
+            // Other routes mostly start at the same terminus: a phase per route keeps their
+            // buses apart too.
+            let phase = if r == 0 { 0.0 } else { 0.37 * r as f64 };
+            Role {
+                route: routes[r].clone(),
+                start: (spread + phase).fract(),
+                detour: i == 0,
+                late: i == 1 && main > 1,
+                drops_out: i == main,
             }
         })
         .collect()
@@ -204,6 +209,15 @@ mod tests {
         assert_eq!(r.iter().filter(|x| x.detour).count(), 1);
         assert_eq!(r.iter().filter(|x| x.drops_out).count(), 1);
         assert!(r[4..].iter().all(|x| x.route != "A"));
+        // Other routes' buses are spread too, none at the shared terminus.
+        assert!(r[4..].iter().all(|x| x.start > 0.0), "{r:?}");
+        let on_b: Vec<f64> = r
+            .iter()
+            .filter(|x| x.route == "B")
+            .map(|x| x.start)
+            .collect();
+        assert_eq!(on_b.len(), 4);
+        assert!((on_b[1] - on_b[0] - 0.25).abs() < 1e-9, "{on_b:?}");
         let single = roles(&routes[..1], 2);
         assert_eq!(single.len(), 2);
         assert_eq!(single[1].start, 0.5);

@@ -23,12 +23,18 @@ pub fn entries(c: &Config) -> Vec<(&'static str, Option<String>)> {
         ("routes", p(&c.routes)),
         ("redis", c.redis.as_deref().map(s)),
         ("state_ttl", Some(s(&value::format_duration(c.state_ttl)))),
-        ("postgres", c.postgres.as_deref().map(|u| s(&redact_password(u)))),
+        (
+            "postgres",
+            c.postgres.as_deref().map(|u| s(&redact_password(u))),
+        ),
         (
             "history_retention",
             Some(s(&value::format_duration(c.history_retention))),
         ),
-        ("map_tiles", Some(s(c.map_tiles.as_deref().unwrap_or("none")))),
+        (
+            "map_tiles",
+            Some(s(c.map_tiles.as_deref().unwrap_or("none"))),
+        ),
         ("users", p(&c.users)),
         ("jwt_secret", c.jwt_secret.as_ref().map(|_| s("<redacted>"))),
         ("jwt_public_key", p(&c.jwt_public_key)),

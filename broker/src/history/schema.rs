@@ -86,7 +86,12 @@ fn day_from_name(table: &str, name: &str) -> Option<i64> {
     if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let iso = format!("{}-{}-{}T00:00:00Z", &digits[..4], &digits[4..6], &digits[6..]);
+    let iso = format!(
+        "{}-{}-{}T00:00:00Z",
+        &digits[..4],
+        &digits[4..6],
+        &digits[6..]
+    );
     let t: Timestamp = iso.parse().ok()?;
     Some(day_of(t.as_millisecond()))
 }
@@ -162,8 +167,17 @@ mod tests {
             day_from_name("fleetmq_positions", "fleetmq_positions_p20251130"),
             Some(day)
         );
-        assert_eq!(day_from_name("fleetmq_events", "fleetmq_positions_p20251130"), None);
-        assert_eq!(day_from_name("fleetmq_events", "fleetmq_events_p2025113"), None);
-        assert_eq!(day_from_name("fleetmq_events", "fleetmq_events_stage"), None);
+        assert_eq!(
+            day_from_name("fleetmq_events", "fleetmq_positions_p20251130"),
+            None
+        );
+        assert_eq!(
+            day_from_name("fleetmq_events", "fleetmq_events_p2025113"),
+            None
+        );
+        assert_eq!(
+            day_from_name("fleetmq_events", "fleetmq_events_stage"),
+            None
+        );
     }
 }

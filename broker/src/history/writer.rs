@@ -190,7 +190,10 @@ async fn write(
         let mut writer = pin!(BinaryCopyInWriter::new(sink, &POSITION_TYPES));
         for row in batch {
             if let Row::Position(s) = row {
-                writer.as_mut().write(&PositionColumns::new(s).values()).await?;
+                writer
+                    .as_mut()
+                    .write(&PositionColumns::new(s).values())
+                    .await?;
                 positions += 1;
             }
         }
@@ -207,7 +210,10 @@ async fn write(
         let mut writer = pin!(BinaryCopyInWriter::new(sink, &EVENT_TYPES));
         for row in batch {
             if let Row::Event(e) = row {
-                writer.as_mut().write(&EventColumns::new(e).values()).await?;
+                writer
+                    .as_mut()
+                    .write(&EventColumns::new(e).values())
+                    .await?;
                 events += 1;
             }
         }

@@ -231,8 +231,7 @@ impl Inbound {
                             vehicles.insert(vehicle.into());
                         }
                         if qos != QoS::AtMostOnce && !outputs.is_empty() {
-                            accepted.history_mark =
-                                self.ctx.history.get().and_then(|h| h.mark());
+                            accepted.history_mark = self.ctx.history.get().and_then(|h| h.mark());
                         }
                         accepted.outputs = outputs;
                     }
