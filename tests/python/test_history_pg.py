@@ -279,3 +279,56 @@ def test_postgres_down_10s_under_load_broker_serves_and_backlog_is_written(pg, f
     m = metrics(broker)
     assert m["fleetmq_history_dropped_total"] == 0
     assert m["fleetmq_history_backlog"] == 0
+
+
+def test_history_access_a_rider_sees_only_its_trip_span(pg, fleetmq_factory):
+    from mqttc import V5
+    from security_util import AuthClient, token
+    db = Db(pg)
+    secret = "history-secret"
+    broker = start(fleetmq_factory, db, "--jwt-secret", secret)
+    driver = AuthClient(broker.addr, "acc-driver", V5, username="acc-1",
+                        password=token(secret, "acc-1", "driver"))
+    driver.connect()
+    base = now_ms() - 600_000
+    for i in range(20):
+        f = fix(i, base)
+        f["trip"] = "T-early" if i < 10 else "T-late"
+        code, props = driver.publish("fleet/acc-1/location", json.dumps(f), qos=1)
+        assert reason_value(code) == 0, props
+
+    def get(path, tok):
+        return http(broker, "GET", path, headers={"Authorization": f"Bearer {tok}"})
+    operator = token(secret, "op", "operator")
+    rider = token(secret, "r1", "rider", trips=["T-early"])
+    stranger = token(secret, "r2", "rider", trips=["T-none"])
+    assert get("/api/v1/vehicles/acc-1/history", operator).json()["count"] == 20
+    mine = get("/api/v1/vehicles/acc-1/history", rider).json()
+    assert mine["count"] == 10 and {p["trip"] for p in mine["positions"]} == {"T-early"}
+    assert get("/api/v1/vehicles/acc-1/history", stranger).status == 404
+    assert http(broker, "GET", "/api/v1/vehicles/acc-1/history").status == 401
+    assert get("/api/v1/events?vehicle=acc-1", stranger).json()["count"] == 0
+    assert get("/api/v1/events?vehicle=acc-1", operator).json()["count"] >= 1
+
+
+def test_without_postgres_the_answer_comes_from_memory_or_redis(fleetmq_factory, redis):
+    for extra, source in (([], "memory"), (["--redis", redis.url], "redis")):
+        broker = fleetmq_factory(*extra)
+        driver = connected(broker.addr)
+        base = now_ms() - 600_000
+        for i in range(5):
+            code, _ = driver.publish("fleet/mem-1/location", json.dumps(fix(i, base)), qos=1)
+            assert reason_value(code) == 0
+
+        def answer():
+            h = get_json(broker, "/api/v1/vehicles/mem-1/history")
+            return h if h["count"] == 5 else None
+        h = wait_for(answer, 10, f"5 positions from {source}")
+        assert h["source"] == source
+        assert [p["ts"] for p in h["positions"]] == [base + i * 2000 for i in range(5)]
+        assert all(p["vehicle"] == "mem-1" and "lat" in p for p in h["positions"])
+        ev = get_json(broker, "/api/v1/events?vehicle=mem-1")
+        assert ev["source"] == "memory" and any(e["kind"] == "online" for e in ev["events"])
+        assert http(broker, "GET", "/api/v1/vehicles/mem-1/history?to=1&from=2").status == 400
+        driver.disconnect()
+        broker.stop()
