@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use fleetmq::history::{History, MAX_BACKLOG_ROWS};
-use fleetmq::ingest::StateSink as _;
 use geo_engine::{VehicleState, VehicleStatus};
 use serde::Serialize;
 

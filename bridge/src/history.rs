@@ -85,10 +85,11 @@ fn parse_time(name: &str, s: &str) -> Result<i64, AppError> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t.as_millisecond());
     }
-    if let Ok(d) = s.parse::<jiff::civil::Date>() {
-        if let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC) {
-            return Ok(z.timestamp().as_millisecond());
-        }
+    if let Ok(z) = s
+        .parse::<jiff::civil::Date>()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC))
+    {
+        return Ok(z.timestamp().as_millisecond());
     }
     Err(AppError::BadRequest(format!(
         "{name} must be Unix milliseconds or ISO 8601 (e.g. 2026-11-30T08:10:00Z)"
@@ -267,12 +268,13 @@ pub async fn events(
     let q = query(q)?;
     let (from_ms, to_ms, limit) = range(q.from, q.to, q.limit)?;
     let kind = some(q.kind);
-    if let Some(k) = &kind {
-        if k.len() > 64 || !k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-            return Err(AppError::BadRequest(
-                "kind must be an event kind such as deviation or stop_arrival".into(),
-            ));
-        }
+    if kind
+        .as_ref()
+        .is_some_and(|k| k.len() > 64 || !k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    {
+        return Err(AppError::BadRequest(
+            "kind must be an event kind such as deviation or stop_arrival".into(),
+        ));
     }
     let eq = EventsQuery {
         vehicle: some(q.vehicle),

@@ -53,12 +53,11 @@ pub fn entries(c: &Config) -> Vec<(&'static str, Option<String>)> {
 
 /// A PostgreSQL URL with its password (`user:PASSWORD@` or `password=...`) replaced.
 fn redact_password(url: &str) -> String {
-    if let Some((head, rest)) = url.split_once("://") {
-        if let Some((auth, host)) = rest.split_once('@') {
-            if let Some((user, _)) = auth.split_once(':') {
-                return format!("{head}://{user}:<redacted>@{host}");
-            }
-        }
+    if let Some((head, rest)) = url.split_once("://")
+        && let Some((auth, host)) = rest.split_once('@')
+        && let Some((user, _)) = auth.split_once(':')
+    {
+        return format!("{head}://{user}:<redacted>@{host}");
     }
     if url.contains("password=") {
         return "<redacted>".into();

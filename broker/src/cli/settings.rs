@@ -237,14 +237,11 @@ fn check(c: &Config) -> Result<(), Failure> {
     if c.history_retention < Duration::from_secs(86_400) {
         return bad("--history-retention below 1d would drop today's partition: use e.g. 30d");
     }
-    if let Some(t) = &c.map_tiles {
-        if !(t.starts_with("http://") || t.starts_with("https://") || t.starts_with('/'))
-            || !["{z}", "{x}", "{y}"].iter().all(|p| t.contains(p))
-        {
-            return bad(
-                "--map-tiles must be an http(s) URL template with {z}, {x} and {y}, or none",
-            );
-        }
+    if let Some(t) = &c.map_tiles
+        && (!(t.starts_with("http://") || t.starts_with("https://") || t.starts_with('/'))
+            || !["{z}", "{x}", "{y}"].iter().all(|p| t.contains(p)))
+    {
+        return bad("--map-tiles must be an http(s) URL template with {z}, {x} and {y}, or none");
     }
     if c.receive_maximum == 0 {
         return bad("--receive-maximum 0 is not allowed by MQTT 5: use 1 to 65535");

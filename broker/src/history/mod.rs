@@ -164,14 +164,14 @@ impl History {
     pub async fn close(&self) {
         self.shared.stop.cancel();
         let task = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(mut task) = task {
-            if tokio::time::timeout(CLOSE_WAIT, &mut task).await.is_err() {
-                tracing::warn!(
-                    backlog = self.shared.backlog.len(),
-                    "history: postgres did not take the last rows in time"
-                );
-                task.abort();
-            }
+        if let Some(mut task) = task
+            && tokio::time::timeout(CLOSE_WAIT, &mut task).await.is_err()
+        {
+            tracing::warn!(
+                backlog = self.shared.backlog.len(),
+                "history: postgres did not take the last rows in time"
+            );
+            task.abort();
         }
     }
 

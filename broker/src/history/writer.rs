@@ -155,11 +155,11 @@ async fn housekeep(
     let now = now_ms();
     let today = schema::day_of(now);
     for day in today - 1..=today + DAYS_AHEAD {
-        if days.insert(day) {
-            if let Err(e) = schema::ensure_day(client, day).await {
-                days.remove(&day);
-                return Err(e);
-            }
+        if days.insert(day)
+            && let Err(e) = schema::ensure_day(client, day).await
+        {
+            days.remove(&day);
+            return Err(e);
         }
     }
     for day in schema::drop_expired(client, shared.retention, now).await? {
