@@ -604,7 +604,7 @@
         tileStats.mode = 'tiles';
         tileStats.since = performance.now();
         if (cfg.attribution) {
-          const a = el('a', { href: 'https://www.openstreetmap.org/copyright', target: '_blank', rel: 'noopener' }, cfg.attribution);
+          const a = el('a', { href: cfg.attribution_url || '#', target: '_blank', rel: 'noopener' }, cfg.attribution);
           attribEl.replaceChildren(a);
         }
       }

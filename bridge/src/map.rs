@@ -16,6 +16,8 @@ const PLAYBACK_JS: &str = include_str!("../assets/playback.js");
 /// Shown under the map whenever tiles are drawn: the tile URL is OpenStreetMap's by default, and
 /// OpenStreetMap-based tile servers require the same credit.
 const TILE_ATTRIBUTION: &str = "© OpenStreetMap contributors";
+/// Where the attribution links to (OpenStreetMap's licence page).
+const TILE_ATTRIBUTION_URL: &str = "https://www.openstreetmap.org/copyright";
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -46,8 +48,14 @@ pub async fn style() -> Response {
     asset("text/css; charset=utf-8", MAP_CSS)
 }
 
-/// `GET /map/config.json`: `{"tile_url": null | "https://.../{z}/{x}/{y}.png", "attribution"}`.
+/// `GET /map/config.json`: `{"tile_url": null | "https://.../{z}/{x}/{y}.png", "attribution",
+/// "attribution_url"}` (both `null` without tiles).
 pub async fn config(State(st): State<AppState>) -> Response {
-    let attribution = st.config.tile_url.as_ref().map(|_| TILE_ATTRIBUTION);
-    axum::Json(json!({"tile_url": st.config.tile_url, "attribution": attribution})).into_response()
+    let tiles = st.config.tile_url.is_some();
+    axum::Json(json!({
+        "tile_url": st.config.tile_url,
+        "attribution": tiles.then_some(TILE_ATTRIBUTION),
+        "attribution_url": tiles.then_some(TILE_ATTRIBUTION_URL),
+    }))
+    .into_response()
 }
