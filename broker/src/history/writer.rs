@@ -198,9 +198,13 @@ async fn write(
             }
         }
         writer.finish().await?;
+        // Sorted by vehicle: a batch's rows of one vehicle land on neighbouring heap pages, so
+        // a vehicle's day is read from ~rows/batch-share pages instead of one page per fix
+        // (rows arrive in time order, all vehicles interleaved). It also walks the primary-key
+        // index in order.
         tx.execute(
             "INSERT INTO fleetmq_positions SELECT * FROM fleetmq_positions_stage \
-             ON CONFLICT DO NOTHING",
+             ORDER BY vehicle, ts ON CONFLICT DO NOTHING",
             &[],
         )
         .await?;
