@@ -2,10 +2,20 @@
 //! by vehicle, kind and time. Both are index range scans on the primary key or `ts`, pruned to
 //! the partitions of the range.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde_json::{Map, Value, json};
 use tokio_postgres::Client;
 
 use super::row::time;
+
+/// A `timestamptz` as Unix milliseconds (before 1970: negative).
+fn unix_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
 
 /// `fleetmq_positions` of `vehicle` with `from_ms <= ts <= to_ms`, oldest first, at most `limit`,
 /// as JSON objects (absent values omitted, times in Unix ms).
@@ -21,9 +31,10 @@ pub async fn positions(
 ) -> Result<Vec<Value>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT (extract(epoch FROM ts) * 1000)::int8, lat, lon, raw_lat, raw_lon, speed, \
-             heading, accuracy, route, trip, on_route, off_route_m, delay_s, \
-             (extract(epoch FROM received_at) * 1000)::int8 \
+            // Times come back as timestamptz and are turned into Unix ms here: `extract(epoch)`
+            // is numeric arithmetic, which was half the query's time at 10,000 rows.
+            "SELECT ts, lat, lon, raw_lat, raw_lon, speed, \
+             heading, accuracy, route, trip, on_route, off_route_m, delay_s, received_at \
              FROM fleetmq_positions WHERE vehicle = $1 AND ts >= $2 AND ts <= $3 \
              ORDER BY ts LIMIT $4",
             &[&vehicle, &time(from_ms), &time(to_ms), &limit],
@@ -33,7 +44,7 @@ pub async fn positions(
     for r in rows {
         let mut o = Map::new();
         o.insert("vehicle".into(), json!(vehicle));
-        o.insert("ts".into(), json!(r.get::<_, i64>(0)));
+        o.insert("ts".into(), json!(unix_ms(r.get(0))));
         let floats = [
             (1, "lat"),
             (2, "lon"),
@@ -62,7 +73,7 @@ pub async fn positions(
         if let Some(v) = r.get::<_, Option<i32>>(12) {
             o.insert("delay_s".into(), json!(v));
         }
-        o.insert("received_at".into(), json!(r.get::<_, i64>(13)));
+        o.insert("received_at".into(), json!(unix_ms(r.get(13))));
         out.push(Value::Object(o));
     }
     Ok(out)
