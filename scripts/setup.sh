@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian machine for building and testing fleetmq.
 # Installs the system packages the tests and the bench use (mosquitto clients and broker,
-# redis-server, chromium + chromedriver for the map test), the Python test dependencies into the
+# redis-server, chromium + chromedriver for the map test, PostgreSQL 15 for the history tests),
+# the Python test dependencies into the
 # current python3, and builds the whole workspace. It never starts a service.
 set -euo pipefail
 
@@ -12,7 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
 
-APT_PACKAGES=(mosquitto-clients mosquitto redis-server chromium chromium-driver python3 python3-pip)
+APT_PACKAGES=(mosquitto-clients mosquitto redis-server chromium chromium-driver python3 python3-pip postgresql)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -23,7 +24,8 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     $SUDO apt-get update
-    # Installing the mosquitto and redis packages must not leave their services running.
+    # Installing the mosquitto, redis and postgresql packages must not leave their services
+    # running (the tests start their own servers).
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
         $SUDO chmod +x /usr/sbin/policy-rc.d
@@ -34,10 +36,10 @@ else
     echo "setup: system packages already installed"
 fi
 
-PY_REQS=('paho-mqtt>=2,<3' pytest websocket-client requests)
+PY_REQS=('paho-mqtt>=2,<3' pytest websocket-client requests 'psycopg[binary]>=3.1')
 if python3 - <<'PY' 2>/dev/null
 import sys
-import paho.mqtt, pytest, websocket  # noqa: F401
+import paho.mqtt, pytest, websocket, psycopg  # noqa: F401
 sys.exit(0 if paho.mqtt.__version__.startswith("2.") else 1)
 PY
 then

@@ -6,12 +6,14 @@
 //! - `throughput`: raw pub/sub rate and latency.
 //! - `drive`: simulated buses publishing locations, WebSocket or MQTT watchers receiving states.
 //! - `connections`: many idle clients, connect rate and the broker's memory per connection.
+//! - `history`: rows/s through fleetmq's PostgreSQL history writer and the one-day query time.
 //! - `report`: latency percentiles, progress line, table and JSON output.
 //! - `target`: loopback-only address checks.
 
 mod client;
 mod connections;
 mod drive;
+mod history;
 mod report;
 mod target;
 mod throughput;
@@ -35,6 +37,8 @@ enum Command {
     Drive(drive::Args),
     /// Opens N idle clients; reports connect rate and broker memory per connection.
     Connections(connections::Args),
+    /// Rows per second through fleetmq's PostgreSQL history writer; one-day query time.
+    History(history::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +58,7 @@ fn main() -> std::process::ExitCode {
             Command::Throughput(args) => throughput::run(args).await.map(|_| ()),
             Command::Drive(args) => drive::run(args).await.map(|_| ()),
             Command::Connections(args) => connections::run(args).await.map(|_| ()),
+            Command::History(args) => history::run(args).await.map(|_| ()),
         }
     });
     // Idle client sockets are closed by dropping the runtime, without waiting on tasks.

@@ -31,8 +31,12 @@
   let eventCount = 0;
   let tileUrl = null;
   const tiles = new Map();
+  // Tiles that loaded or failed; with none loaded after a few errors or TILE_GIVE_UP_MS the
+  // page falls back to the grid (offline, blocked or a wrong --map-tiles URL).
+  const tileStats = { mode: 'grid', loaded: 0, failed: 0, drawn: 0, since: 0 };
+  const TILE_GIVE_UP_MS = 8000;
 
-  window.__fleetmq = { vehicles: 0, frames: 0, connected: false, routes: 0 };
+  window.__fleetmq = { vehicles: 0, frames: 0, connected: false, routes: 0, events: 0, tiles: tileStats };
 
   // ---- projection (spherical Web-Mercator, normalised to [0,1] at zoom 0) ----
   const MAX_LAT = 85.05112878;
@@ -229,6 +233,10 @@
     } else {
       row('Next stop', '—');
     }
+    if (s.delay_s != null && isFinite(s.delay_s)) {
+      const d = Math.round(s.delay_s / 60);
+      row('Delay', d === 0 ? 'on time' : d > 0 ? d + ' min late' : -d + ' min early');
+    }
     row('Fix time', fmtTime(s.ts));
     detailsEl.appendChild(dl);
   }
@@ -253,6 +261,7 @@
       showDetails();
     });
     eventsEl.prepend(li);
+    window.__fleetmq.events = eventCount;
     while (eventsEl.children.length > MAX_EVENTS) eventsEl.lastElementChild.remove();
   }
 
@@ -272,6 +281,10 @@
         let img = tiles.get(key);
         if (!img) {
           img = new Image();
+          // CORS keeps the canvas readable (OpenStreetMap and most tile servers allow it).
+          img.crossOrigin = 'anonymous';
+          img.onload = () => { tileStats.loaded++; };
+          img.onerror = () => { tileStats.failed++; };
           img.src = tileUrl.replace('{z}', z).replace('{x}', wx).replace('{y}', ty);
           tiles.set(key, img);
           if (tiles.size > 400) tiles.delete(tiles.keys().next().value);
@@ -279,8 +292,18 @@
         if (img.complete && img.naturalWidth > 0) {
           const p = toScreen({ x: tx / n, y: ty / n });
           ctx.drawImage(img, Math.floor(p.x), Math.floor(p.y), Math.ceil(size) + 1, Math.ceil(size) + 1);
+          tileStats.drawn++;
         }
       }
+    }
+  }
+
+  function tilesGiveUp(now) {
+    if (!tileUrl || tileStats.loaded > 0) return;
+    if (tileStats.failed >= 4 || now - tileStats.since > TILE_GIVE_UP_MS) {
+      tileUrl = null;
+      tileStats.mode = 'grid';
+      attribEl.textContent = 'map tiles unavailable: grid';
     }
   }
 
@@ -441,10 +464,13 @@
     ctx.setTransform(view.dpr, 0, 0, view.dpr, 0, 0);
     ctx.fillStyle = '#e9eef2';
     ctx.fillRect(0, 0, view.w, view.h);
+    tileStats.drawn = 0;
+    tilesGiveUp(now);
     drawTiles();
-    if (!tileUrl) drawGraticule();
+    if (!tileUrl || tileStats.loaded === 0) drawGraticule();
     drawRoutes();
     const drawn = drawVehicles(now);
+    for (const overlay of hooks.overlays) overlay(ctx, now);
     drawScale();
     frames++;
     window.__fleetmq.frames = frames;
@@ -514,6 +540,16 @@
   document.getElementById('fit').addEventListener('click', fit);
   window.addEventListener('resize', resize);
 
+  // ---- hooks for playback.js (and other overlays) ----
+  const hooks = {
+    overlays: [],          // functions (ctx, now) drawn after the vehicles, every frame
+    project, toScreen, view, vehicles, el, fmtTime,
+    centerOn(p, zoom) { view.x = p.x; view.y = p.y; if (zoom) view.zoom = Math.max(view.zoom, zoom); },
+    fitTo,
+    token() { return new URLSearchParams(location.search).get('token'); },
+  };
+  window.__fleetmqMap = hooks;
+
   // ---- live feed ----
   let backoff = 500;
   function connect() {
@@ -542,6 +578,11 @@
         upsert(msg.vehicle, true);
         if (!fitted) fit();
         updateCounts();
+      } else if (msg.type === 'snapshot' && msg.sub === 'events') {
+        // The last events (at most 50, oldest first), so the list is not empty on load.
+        eventsEl.replaceChildren();
+        eventCount = 0;
+        for (const e of msg.events || []) addEvent(msg.sub, e);
       } else if (msg.type === 'event') {
         addEvent(msg.sub, msg.event);
       } else if (msg.type === 'error') {
@@ -563,7 +604,12 @@
       const cfg = await (await fetch('/map/config.json')).json();
       if (typeof cfg.tile_url === 'string' && cfg.tile_url) {
         tileUrl = cfg.tile_url;
-        try { attribEl.textContent = 'tiles: ' + new URL(tileUrl.replace(/[{}]/g, '')).host; } catch (_) { /* not a URL */ }
+        tileStats.mode = 'tiles';
+        tileStats.since = performance.now();
+        if (cfg.attribution) {
+          const a = el('a', { href: cfg.attribution_url || '#', target: '_blank', rel: 'noopener' }, cfg.attribution);
+          attribEl.replaceChildren(a);
+        }
       }
     } catch (_) { /* no config: no tiles */ }
     try {

@@ -21,7 +21,7 @@ use crate::error::AppError;
 use crate::hub::Hub;
 use crate::port::BrokerPort;
 use crate::routes::Routes;
-use crate::{ingest, map, mqtt_ws, ops, rest, routes, sse, ws};
+use crate::{history, ingest, map, mqtt_ws, ops, rest, routes, sse, ws};
 
 /// How long [`serve`] waits for open requests after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -121,6 +121,7 @@ pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router 
         .route("/", get(map::index))
         .route("/map.js", get(map::script))
         .route("/map.css", get(map::style))
+        .route("/playback.js", get(map::playback))
         .route("/map/config.json", get(map::config))
         .route("/ws", get(ws::handler))
         .route("/mqtt", get(mqtt_ws::handler))
@@ -128,6 +129,11 @@ pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router 
         .route("/api/v1/vehicles/{id}", get(rest::get_vehicle))
         .route("/api/v1/vehicles/{id}/track", get(rest::track))
         .route("/api/v1/vehicles/{id}/ping", post(rest::ping))
+        .route(
+            "/api/v1/vehicles/{id}/history",
+            get(history::vehicle_history),
+        )
+        .route("/api/v1/events", get(history::events))
         .route("/api/v1/stream", get(sse::handler))
         .route("/api/v1/routes", get(routes::list))
         .route("/api/v1/routes/{id}", get(routes::one))

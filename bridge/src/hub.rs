@@ -88,6 +88,8 @@ struct HubInner {
     next_client: AtomicU64,
     /// The bridge's counters, shared with each client.
     metrics: Arc<Metrics>,
+    /// The last events, for snapshots and `/api/v1/events` without history.
+    recent: crate::recent::RecentEvents,
 }
 
 /// The bridge's live view of the fleet; cheap to clone.
@@ -132,6 +134,7 @@ impl Hub {
                 clients: Mutex::new(HashMap::new()),
                 next_client: AtomicU64::new(1),
                 metrics: Arc::new(Metrics::default()),
+                recent: crate::recent::RecentEvents::default(),
                 config,
             }),
         }
@@ -177,6 +180,7 @@ impl Hub {
     /// coalesced; a client whose event queue is full loses it (counted).
     pub fn push_event(&self, event: Arc<Event>) {
         inc(&self.inner.metrics.events_pushed);
+        self.inner.recent.push(event.clone());
         let latest = if event.route.is_none() || event.trip.is_none() {
             self.inner.fleet.get(&event.vehicle)
         } else {
@@ -294,6 +298,11 @@ impl Hub {
         max: usize,
     ) -> Option<Vec<TrackPoint>> {
         self.inner.fleet.track(vehicle, from, to, max)
+    }
+
+    /// The last events (for snapshots and `/api/v1/events` without history); it locks itself.
+    pub(crate) fn recent_events(&self) -> &crate::recent::RecentEvents {
+        &self.inner.recent
     }
 
     /// Files a subscription in the index: pushes reach it from now on.

@@ -20,6 +20,8 @@
 //! - `ws`, `sse`, `mqtt_ws`: `/ws`, `/api/v1/stream`, `/mqtt`.
 //! - `ingest`: `POST /api/v1/vehicles/{id}/location` (SPEC §12), handed to the broker.
 //! - `rest`, `routes`, `ops`, `map`: the other endpoints.
+//! - `history`, `history_format`: `/api/v1/vehicles/{id}/history` and `/api/v1/events` (SPEC §14).
+//! - `recent`: the last events, for snapshots and `/api/v1/events` without history.
 //! - `app`: [`BridgeConfig`], [`app()`], [`serve`].
 //! - `error`: [`AppError`], the one HTTP error type.
 //! - `metrics`: the bridge's counters.
@@ -61,6 +63,8 @@ pub mod error;
 mod filter;
 mod fleet;
 pub mod grid;
+pub mod history;
+mod history_format;
 pub mod hub;
 mod ingest;
 mod map;
@@ -70,6 +74,7 @@ mod ops;
 pub mod port;
 mod protocol;
 mod pump;
+mod recent;
 mod rest;
 mod routes;
 mod session;

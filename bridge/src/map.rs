@@ -11,6 +11,13 @@ use crate::app::AppState;
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const MAP_JS: &str = include_str!("../assets/map.js");
 const MAP_CSS: &str = include_str!("../assets/map.css");
+const PLAYBACK_JS: &str = include_str!("../assets/playback.js");
+
+/// Shown under the map whenever tiles are drawn: the tile URL is OpenStreetMap's by default, and
+/// OpenStreetMap-based tile servers require the same credit.
+const TILE_ATTRIBUTION: &str = "© OpenStreetMap contributors";
+/// Where the attribution links to (OpenStreetMap's licence page).
+const TILE_ATTRIBUTION_URL: &str = "https://www.openstreetmap.org/copyright";
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -30,12 +37,25 @@ pub async fn script() -> Response {
     asset("text/javascript; charset=utf-8", MAP_JS)
 }
 
+/// `GET /playback.js`: history playback on the map (`playback.js` draws through the hooks
+/// `map.js` exposes).
+pub async fn playback() -> Response {
+    asset("text/javascript; charset=utf-8", PLAYBACK_JS)
+}
+
 /// `GET /map.css`.
 pub async fn style() -> Response {
     asset("text/css; charset=utf-8", MAP_CSS)
 }
 
-/// `GET /map/config.json`: `{"tile_url": null | "https://.../{z}/{x}/{y}.png"}`.
+/// `GET /map/config.json`: `{"tile_url": null | "https://.../{z}/{x}/{y}.png", "attribution",
+/// "attribution_url"}` (both `null` without tiles).
 pub async fn config(State(st): State<AppState>) -> Response {
-    axum::Json(json!({"tile_url": st.config.tile_url})).into_response()
+    let tiles = st.config.tile_url.is_some();
+    axum::Json(json!({
+        "tile_url": st.config.tile_url,
+        "attribution": tiles.then_some(TILE_ATTRIBUTION),
+        "attribution_url": tiles.then_some(TILE_ATTRIBUTION_URL),
+    }))
+    .into_response()
 }

@@ -195,6 +195,27 @@ pub trait BrokerPort: Send + Sync + 'static {
         to_ms: i64,
     ) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>>;
 
+    /// Processed fixes of `q.vehicle` from the broker's history store (SPEC §14), oldest first, as
+    /// JSON rows (`vehicle`, `ts`, `lat`, `lon`, ... in Unix ms). `None` means "no history store";
+    /// the bridge then answers from [`BrokerPort::track`] or its ring and says so.
+    fn history(
+        &self,
+        q: &crate::history::HistoryQuery,
+    ) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>> {
+        let _ = q;
+        Box::pin(async { None })
+    }
+
+    /// Events (their JSON payloads) from the broker's history store, oldest first; `None` means
+    /// "no history store" and the bridge answers from its recent events.
+    fn events(
+        &self,
+        q: &crate::history::EventsQuery,
+    ) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>> {
+        let _ = q;
+        Box::pin(async { None })
+    }
+
     /// Authenticates an HTTP or WebSocket request by its bearer token (`Authorization: Bearer` or
     /// `?token=`; `None` without one) and says what the client may access. Called once per
     /// request or WebSocket connection. The default lets everyone read and ping everything, which

@@ -118,7 +118,16 @@ impl Session {
                 text.push_str(p.json());
             }
         }
-        text.push_str("]}");
+        text.push(']');
+        if spec.events {
+            crate::recent::append_snapshot_events(
+                &mut text,
+                &self.hub,
+                &criteria,
+                self.access.as_deref(),
+            );
+        }
+        text.push('}');
         self.client.activate(
             key,
             Outgoing {

@@ -521,7 +521,10 @@ async fn map_page_and_its_config() {
     );
     assert_eq!(
         get(&app, "/map/config.json").await,
-        (StatusCode::OK, json!({"tile_url": null}))
+        (
+            StatusCode::OK,
+            json!({"tile_url": null, "attribution": null, "attribution_url": null})
+        )
     );
     let config = BridgeConfig {
         tile_url: Some("https://tiles.example/{z}/{x}/{y}.png".into()),
@@ -534,4 +537,14 @@ async fn map_page_and_its_config() {
     );
     let (_, v) = get(&app, "/map/config.json").await;
     assert_eq!(v["tile_url"], "https://tiles.example/{z}/{x}/{y}.png");
+    assert_eq!(v["attribution"], "© OpenStreetMap contributors");
+    let (status, js) = call(
+        &app,
+        Request::get("/playback.js")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(js.contains("/history?") && !js.contains("http://") && !js.contains("https://"));
 }

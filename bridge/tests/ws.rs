@@ -441,3 +441,52 @@ async fn request_floods_are_rate_limited_and_the_connection_stays_open() {
         40
     );
 }
+
+/// SPEC §7: an `"events":true` subscriber first gets the last events (at most 50, oldest first)
+/// in its snapshot, filtered like live events; a states-only subscription gets none.
+#[tokio::test]
+async fn snapshot_carries_the_last_50_events() {
+    let s = start(HubConfig::default()).await;
+    seed(&s, 1000);
+    for i in 0..60 {
+        let vehicle = if i % 2 == 0 { "bus-1" } else { "bus-2" };
+        s.hub.push_event(event(
+            vehicle,
+            EventKind::StopArrival,
+            CAIRNS.0,
+            CAIRNS.1,
+            None,
+            10_000 + i,
+        ));
+    }
+    let mut ws = connect(s.addr).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "ev", "events": true}),
+    )
+    .await;
+    let snap = recv(&mut ws, 5).await;
+    let ts: Vec<i64> = snap["events"]
+        .as_array()
+        .expect("events in the snapshot")
+        .iter()
+        .filter_map(|e| e["ts"].as_i64())
+        .collect();
+    assert_eq!(ts, (10_010..10_060).collect::<Vec<i64>>(), "{snap}");
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "one", "vehicle": "bus-2", "events": true}),
+    )
+    .await;
+    let snap = recv(&mut ws, 5).await;
+    let events = snap["events"].as_array().expect("events");
+    assert_eq!(events.len(), 30, "{snap}");
+    assert!(events.iter().all(|e| e["vehicle"] == "bus-2"));
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "st", "vehicle": "bus-2"}),
+    )
+    .await;
+    let snap = recv(&mut ws, 5).await;
+    assert!(snap.get("events").is_none(), "{snap}");
+}

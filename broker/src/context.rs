@@ -56,6 +56,9 @@ pub struct Context {
     /// The Redis store when `--redis` is set (SOS persistence, `/track`, readiness); set once,
     /// before any connection is accepted.
     pub persist: std::sync::OnceLock<Arc<crate::persist::Store>>,
+    /// The history store when `--postgres` is set (QoS 1/2 location acks wait for it, the
+    /// history API reads it); set once, before any connection is accepted.
+    pub history: std::sync::OnceLock<Arc<crate::history::History>>,
     /// Connect rate, publish rate and failed-login back-off (`limits`).
     pub guard: Guard,
     next_conn: AtomicU64,
@@ -85,6 +88,7 @@ impl Context {
             acl,
             ingest,
             persist: std::sync::OnceLock::new(),
+            history: std::sync::OnceLock::new(),
             guard: Guard::new(0, 0),
             next_conn: AtomicU64::new(1),
         }

@@ -1,6 +1,13 @@
 //! `fleetmq demo`: simulated buses on the route network, each an ordinary MQTT client of the
-//! broker (so the demo exercises the same path as real GPS units): most drive their route,
-//! every fourth takes a 300 m detour each lap, and one drops offline for a while each cycle.
+//! broker (so the demo exercises the same path as real GPS units). It is staged so that a
+//! first-time visitor sees every feature within a minute:
+//!
+//! - a third of the buses (at least three) share the first route, spread evenly along it
+//!   instead of starting stacked at its first stop;
+//! - `bus-1` starts at that route's start and leaves it for a 300 m detour 200 m in, on every
+//!   lap (a `deviation`, then `back_on_route`, within the first minute);
+//! - `bus-2` runs late: slower and with long dwells, it falls behind the others on the route;
+//! - the rest drive the other routes, and one of them drops offline for 90 s every two minutes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +24,56 @@ use crate::ingest::now_ms;
 
 /// Seconds between fixes of one bus.
 const INTERVAL_MS: i64 = 1000;
+/// Fixes counted at most when measuring a lap to spread buses along it.
+const MAX_LAP_FIXES: usize = 100_000;
+
+/// What one bus does.
+#[derive(Debug, Clone, PartialEq)]
+struct Role {
+    route: String,
+    /// Where on the lap it starts, as a fraction of the lap's fixes.
+    start: f64,
+    detour: bool,
+    late: bool,
+    /// Goes dark for 90 s after every 120 s of driving.
+    drops_out: bool,
+}
+
+/// The role of each of `count` buses over `routes` (see the module doc).
+fn roles(routes: &[String], count: usize) -> Vec<Role> {
+    let main = if routes.len() == 1 {
+        count
+    } else {
+        (count / 3).max(3).min(count)
+    };
+    let first_other = 1.min(routes.len() - 1);
+    let others = routes.len() - first_other;
+    let route_of = |i: usize| {
+        if i < main {
+            0
+        } else {
+            first_other + (i - main) % others
+        }
+    };
+    let on_route = |r: usize| (0..count).filter(|&j| route_of(j) == r).count();
+    (0..count)
+        .map(|i| {
+            let r = route_of(i);
+            let slot = (0..i).filter(|&j| route_of(j) == r).count();
+            let spread = slot as f64 / on_route(r) as f64;
+            // Other routes mostly start at the same terminus: a phase per route keeps their
+            // buses apart too.
+            let phase = if r == 0 { 0.0 } else { 0.37 * r as f64 };
+            Role {
+                route: routes[r].clone(),
+                start: (spread + phase).fract(),
+                detour: i == 0,
+                late: i == 1 && main > 1,
+                drops_out: i == main,
+            }
+        })
+        .collect()
+}
 
 /// Starts `count` buses publishing to the broker at `mqtt`; they run until the set is dropped.
 pub fn spawn_buses(mqtt: SocketAddr, network: Arc<Network>, count: usize) -> JoinSet<()> {
@@ -26,24 +83,23 @@ pub fn spawn_buses(mqtt: SocketAddr, network: Arc<Network>, count: usize) -> Joi
         tracing::warn!("demo: the route network has no routes; no buses");
         return set;
     }
-    for i in 0..count {
-        let route = routes[i % routes.len()].clone();
-        set.spawn(bus(mqtt, network.clone(), i, route));
+    for (i, role) in roles(&routes, count).into_iter().enumerate() {
+        set.spawn(bus(mqtt, network.clone(), i, role));
     }
     set
 }
 
-fn sim_config(i: usize, route: String) -> SimConfig {
+fn sim_config(i: usize, role: &Role, start_ms: i64) -> SimConfig {
     SimConfig {
-        route,
+        route: role.route.clone(),
         laps: None,
-        start_ms: now_ms(),
+        start_ms,
         interval_ms: INTERVAL_MS,
-        speed_mps: 8.0 + (i % 5) as f64,
+        speed_mps: if role.late { 5.0 } else { 8.0 + (i % 5) as f64 },
         noise_m: 4.0,
-        dwell_ms: 10_000,
-        detour: (i % 4 == 3).then_some(Detour {
-            start_m: 800.0 + 150.0 * i as f64,
+        dwell_ms: if role.late { 30_000 } else { 10_000 },
+        detour: role.detour.then_some(Detour {
+            start_m: 200.0,
             length_m: 600.0,
             offset_m: 300.0,
         }),
@@ -52,15 +108,30 @@ fn sim_config(i: usize, route: String) -> SimConfig {
     }
 }
 
-/// One bus: connect, publish a fix a second, reconnect after errors. Bus 1 goes dark for 90 s
-/// after every 120 s of driving, to show offline/online.
-async fn bus(mqtt: SocketAddr, network: Arc<Network>, i: usize, route: String) {
+/// Fixes to skip so the bus starts `role.start` of the way along its lap.
+fn skip_fixes(network: &Network, i: usize, role: &Role) -> usize {
+    if role.start <= 0.0 {
+        return 0;
+    }
+    let lap = SimConfig {
+        laps: Some(1),
+        ..sim_config(i, role, 0)
+    };
+    let fixes = Simulator::new(network, lap).map_or(0, |s| s.take(MAX_LAP_FIXES).count());
+    (fixes as f64 * role.start) as usize
+}
+
+/// One bus: connect, publish a fix a second, reconnect after errors.
+async fn bus(mqtt: SocketAddr, network: Arc<Network>, i: usize, role: Role) {
     let id = format!("bus-{}", i + 1);
-    let Some(sim) = Simulator::new(&network, sim_config(i, route)) else {
+    let skip = skip_fixes(&network, i, &role);
+    // The simulator's clock starts `skip` fixes ago, so that after skipping them its fixes are
+    // in step with real time.
+    let start_ms = now_ms() - skip as i64 * INTERVAL_MS;
+    let Some(sim) = Simulator::new(&network, sim_config(i, &role, start_ms)) else {
         return;
     };
-    // The simulator's clock starts now and advances one interval a fix, in step with real time.
-    let mut fixes = sim.map(|s| s.fix);
+    let mut fixes = sim.map(|s| s.fix).skip(skip);
     let mut driven = 0u32;
     loop {
         let Ok(mut stream) = connect(mqtt, &id).await else {
@@ -88,7 +159,7 @@ async fn bus(mqtt: SocketAddr, network: Arc<Network>, i: usize, route: String) {
                 break;
             }
             driven += 1;
-            if i == 1 && driven.is_multiple_of(120) {
+            if role.drops_out && driven.is_multiple_of(120) {
                 drop(stream);
                 // Skip the fixes of the dark period, as a unit out of coverage would.
                 for _ in 0..90 {
@@ -120,4 +191,35 @@ async fn connect(mqtt: SocketAddr, id: &str) -> std::io::Result<TcpStream> {
     let mut ack = [0u8; 64];
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut ack)).await;
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_route_shared_and_spread_with_a_detour_and_a_late_bus() {
+        let routes: Vec<String> = ["A", "B", "C"].iter().map(|s| s.to_string()).collect();
+        let r = roles(&routes, 12);
+        let on_a: Vec<&Role> = r.iter().filter(|x| x.route == "A").collect();
+        assert_eq!(on_a.len(), 4);
+        let starts: Vec<f64> = on_a.iter().map(|x| x.start).collect();
+        assert_eq!(starts, vec![0.0, 0.25, 0.5, 0.75]);
+        assert!(r[0].detour && r[1].late);
+        assert_eq!(r.iter().filter(|x| x.detour).count(), 1);
+        assert_eq!(r.iter().filter(|x| x.drops_out).count(), 1);
+        assert!(r[4..].iter().all(|x| x.route != "A"));
+        // Other routes' buses are spread too, none at the shared terminus.
+        assert!(r[4..].iter().all(|x| x.start > 0.0), "{r:?}");
+        let on_b: Vec<f64> = r
+            .iter()
+            .filter(|x| x.route == "B")
+            .map(|x| x.start)
+            .collect();
+        assert_eq!(on_b.len(), 4);
+        assert!((on_b[1] - on_b[0] - 0.25).abs() < 1e-9, "{on_b:?}");
+        let single = roles(&routes[..1], 2);
+        assert_eq!(single.len(), 2);
+        assert_eq!(single[1].start, 0.5);
+    }
 }

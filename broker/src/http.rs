@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use fleetmq_bridge::history::{EventsQuery, HistoryQuery};
 use fleetmq_bridge::{
     Access, AuthError, BrokerPort, Hub, IngestError, Ingested, MqttIo, OpenAccess, PortError,
     Readiness,
@@ -119,11 +120,19 @@ impl BrokerPort for BridgePort {
         if let Some(store) = self.ctx.persist.get() {
             store.render_metrics(out);
         }
+        if let Some(history) = self.ctx.history.get() {
+            history.render_metrics(out);
+        }
     }
 
     fn readiness(&self) -> Readiness {
         if self.ctx.shutdown.is_cancelled() {
             Readiness::NotReady("shutting down".into())
+        } else if self.ctx.history.get().is_some_and(|h| !h.is_up()) {
+            Readiness::Degraded(
+                "postgres is down: history rows wait in a bounded backlog and are written when it returns"
+                    .into(),
+            )
         } else if self.ctx.persist.get().is_some_and(|s| !s.is_up()) {
             Readiness::Degraded(
                 "redis is down: latest states are kept in memory and written when it returns"
@@ -155,6 +164,54 @@ impl BrokerPort for BridgePort {
             }
         })
     }
+
+    fn history(
+        &self,
+        q: &HistoryQuery,
+    ) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>> {
+        let Some(history) = self.ctx.history.get().cloned() else {
+            return Box::pin(async { None });
+        };
+        let q = q.clone();
+        Box::pin(async move {
+            Some(
+                history
+                    .positions(&q.vehicle, q.from_ms, q.to_ms, q.limit)
+                    .await
+                    .map_err(history_unavailable),
+            )
+        })
+    }
+
+    fn events(
+        &self,
+        q: &EventsQuery,
+    ) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>> {
+        let Some(history) = self.ctx.history.get().cloned() else {
+            return Box::pin(async { None });
+        };
+        let q = q.clone();
+        Box::pin(async move {
+            Some(
+                history
+                    .events(
+                        q.vehicle.as_deref(),
+                        q.kind.as_deref(),
+                        q.from_ms,
+                        q.to_ms,
+                        q.limit,
+                    )
+                    .await
+                    .map_err(history_unavailable),
+            )
+        })
+    }
+}
+
+/// A failed history read: logged, a 503 for the client.
+fn history_unavailable(e: crate::history::HistoryError) -> PortError {
+    tracing::warn!(error = %e, "history read failed");
+    PortError::Unavailable("history store (PostgreSQL) unavailable; retry".into())
 }
 
 /// Processed state into the bridge's hub (which coalesces per client and never blocks).

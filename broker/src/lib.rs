@@ -13,6 +13,7 @@
 //! - `https`: the bridge over TLS (`--https`).
 //! - `routes`: reading the route network file.
 //! - `ingest`: location updates through geo-engine, processed state back out.
+//! - `history`: every fix and event in PostgreSQL, day partitions, retention (SPEC §14).
 //! - `osmand`: the OsmAnd / Traccar Client listener (`--osmand`, `--osmands`).
 //! - `persist`: Redis snapshots, restore on start, the track and the SOS log (SPEC §8).
 //! - `connection`: one client connection: handshake, inbound packets, the writer.
@@ -29,6 +30,7 @@ mod connection;
 mod context;
 pub mod demo;
 mod error;
+pub mod history;
 mod http;
 mod https;
 pub mod ingest;

@@ -47,6 +47,8 @@ pub struct Broker {
     network: Arc<Network>,
     /// `--redis`: the store and the state it restored, replayed in `run`.
     persist: Option<crate::persist::Startup>,
+    /// `--postgres`: the history store, started in `run`.
+    history: Option<Arc<crate::history::History>>,
 }
 
 fn config_error(e: impl std::fmt::Display) -> Error {
@@ -154,6 +156,13 @@ impl Broker {
         };
         // After binding (a port in use fails fast), before accepting (restore comes first).
         let persist = crate::persist::Startup::open(&config).await?;
+        let history = match &config.postgres {
+            Some(url) => Some(Arc::new(
+                crate::history::History::open(url, config.history_retention)
+                    .map_err(config_error)?,
+            )),
+            None => None,
+        };
         Ok(Broker {
             config,
             mqtt,
@@ -168,6 +177,7 @@ impl Broker {
             acl,
             network,
             persist,
+            history,
         })
     }
 
@@ -235,6 +245,7 @@ impl Broker {
             PipelineConfig::default(),
             std::iter::once(Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>)
                 .chain(self.persist.as_ref().map(|p| p.store().sink()))
+                .chain(self.history.as_ref().map(|h| h.sink()))
                 .collect(),
             self.metrics.clone(),
         ));
@@ -254,6 +265,10 @@ impl Broker {
                 self.config.max_publish_rate,
             )),
         );
+        if let Some(history) = &self.history {
+            let _ = ctx.history.set(history.clone());
+            history.start();
+        }
         let router_task = tokio::spawn(router.run(token.clone().cancelled_owned()));
         // Restored state goes into ingest, the hub and the retained tree before any listener
         // accepts.
@@ -281,6 +296,7 @@ impl Broker {
         let bridge_config = BridgeConfig {
             routes_geojson: self.network.routes_geojson(),
             ingest_body_limit: self.config.max_packet_size as usize,
+            tile_url: self.config.map_tile_url(),
             ..BridgeConfig::default()
         };
         let gate = Arc::new(Gate::new(ctx.clone()));
@@ -361,6 +377,9 @@ impl Broker {
         // Flush Redis last, after connections stopped producing state.
         if let Some(store) = store {
             store.close().await;
+        }
+        if let Some(history) = &self.history {
+            history.close().await;
         }
         Ok(())
     }

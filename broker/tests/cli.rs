@@ -672,3 +672,47 @@ fn demo_runs_buses_that_appear_over_http_and_stops_on_sigterm() {
     server.signal("TERM");
     assert_eq!(server.proc.wait(DEADLINE).code(), Some(0));
 }
+
+#[test]
+fn history_and_map_settings_are_checked_and_printed() {
+    for (args, needle) in [
+        (
+            &["--postgres", "postgres://u@127.0.0.1:99999999/db"][..],
+            "--postgres",
+        ),
+        (&["--map-tiles", "ftp://tiles"][..], "--map-tiles"),
+        (&["--history-retention", "2h"][..], "--history-retention"),
+    ] {
+        let out = output(
+            fleetmq()
+                .args(["serve", "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+                .args(args),
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let line = stderr_line(&out);
+        assert!(line.contains(needle), "{line}");
+    }
+    let t = resolved(
+        &mut fleetmq(),
+        &[
+            "--postgres",
+            "postgres://u:secret@127.0.0.1/db",
+            "--map-tiles",
+            "none",
+            "--history-retention",
+            "7d",
+        ],
+    );
+    assert_eq!(
+        string(&t, "postgres"),
+        "postgres://u:<redacted>@127.0.0.1/db"
+    );
+    assert_eq!(string(&t, "map_tiles"), "none");
+    assert_eq!(string(&t, "history_retention"), "7d");
+    let d = resolved(&mut fleetmq(), &[]);
+    assert_eq!(
+        string(&d, "map_tiles"),
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    );
+    assert_eq!(string(&d, "history_retention"), "30d");
+}

@@ -5,6 +5,7 @@
 //! `Config`'s deserializer, which fills the rest with the defaults.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Command, FromArgMatches};
@@ -113,6 +114,15 @@ fn check(c: &Config) -> Result<(), Failure> {
         return bad(
             "--tls-cert/--tls-key/--tls-client-ca are set but no TLS listener is: add --mqtts ADDR, --https ADDR or --osmands ADDR",
         );
+    }
+    if c.history_retention < Duration::from_secs(86_400) {
+        return bad("--history-retention below 1d would drop today's partition: use e.g. 30d");
+    }
+    if let Some(t) = c.map_tile_url()
+        && (!(t.starts_with("http://") || t.starts_with("https://") || t.starts_with('/'))
+            || !["{z}", "{x}", "{y}"].iter().all(|p| t.contains(p)))
+    {
+        return bad("--map-tiles must be an http(s) URL template with {z}, {x} and {y}, or none");
     }
     if c.jwt_secret.is_some() && c.jwt_public_key.is_some() {
         return bad(

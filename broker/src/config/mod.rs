@@ -147,6 +147,25 @@ pub struct Config {
     #[serde(with = "duration")]
     pub state_ttl: Duration,
 
+    /// PostgreSQL URL for history, e.g. postgres://fleetmq@127.0.0.1/fleetmq [default: off]
+    #[arg(long, env = "FLEETMQ_POSTGRES", value_name = "URL", value_parser = text::parse,
+          hide_env_values = true, help_heading = "Data")]
+    #[serde(with = "text")]
+    pub postgres: Option<String>,
+
+    /// History kept in PostgreSQL: whole day partitions older than this are dropped, e.g. 30d
+    #[arg(long, env = "FLEETMQ_HISTORY_RETENTION", value_name = "DURATION", default_value = "30d",
+          value_parser = duration::parse, help_heading = "Data")]
+    #[serde(with = "duration")]
+    pub history_retention: Duration,
+
+    /// Map tile URL template with {z} {x} {y}, or none for the plain grid
+    #[arg(long, env = "FLEETMQ_MAP_TILES", value_name = "URL",
+          default_value = "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+          value_parser = text::parse, help_heading = "Data")]
+    #[serde(with = "text")]
+    pub map_tiles: String,
+
     /// Users file (TOML, argon2 hashes from `fleetmq passwd`) [default: off]
     #[arg(long, env = "FLEETMQ_USERS", value_name = "FILE", value_parser = path::parse,
           help_heading = "Security")]
@@ -242,6 +261,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// The map's tile URL template; `None` when `--map-tiles none` asks for the plain grid.
+    pub fn map_tile_url(&self) -> Option<String> {
+        let t = self.map_tiles.trim();
+        (!t.eq_ignore_ascii_case("none")).then(|| t.to_owned())
+    }
+
     /// The settings as declared on [`Config`], in order: each a clap argument whose id is the
     /// field name and TOML key, with its flag, variable, help, value name and default.
     pub fn declarations() -> Vec<clap::Arg> {

@@ -31,6 +31,9 @@ struct Accepted {
     message: Arc<Message>,
     /// The vehicle of an SOS, persisted and announced before the message is routed.
     sos: Option<Box<str>>,
+    /// With `--postgres`, a QoS 1/2 location whose rows must be committed before the ack
+    /// (see `History::mark`).
+    history_mark: Option<u64>,
     qos: QoS,
     pkid: u16,
 }
@@ -46,6 +49,7 @@ impl Inbound {
             let message = accepted.message;
             return Handling::Later(Box::pin(self.publish_sos(vehicle, message, qos, pkid)));
         }
+        let history_mark = accepted.history_mark;
         let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
         let mut pending = accepted
             .outputs
@@ -63,20 +67,45 @@ impl Inbound {
                 Ok(()) => {}
                 Err(TrySendError::Full(msg)) => {
                     let rest: Vec<RouterMsg> = std::iter::once(msg).chain(pending).collect();
-                    return Handling::Later(Box::pin(self.route_then_ack(rest, qos, pkid)));
+                    return Handling::Later(Box::pin(self.route_then_ack(
+                        rest,
+                        history_mark,
+                        qos,
+                        pkid,
+                    )));
                 }
                 // Shutting down: nothing more is routed, as with a waiting send.
                 Err(TrySendError::Closed(_)) => break,
             }
         }
+        if history_mark.is_some() {
+            return Handling::Later(Box::pin(self.route_then_ack(
+                Vec::new(),
+                history_mark,
+                qos,
+                pkid,
+            )));
+        }
         self.acknowledge(qos, pkid);
         Handling::Done(Flow::Continue)
     }
 
-    /// The router's queue was full: waits for room (TCP back-pressure on this client).
-    async fn route_then_ack(&mut self, rest: Vec<RouterMsg>, qos: QoS, pkid: u16) -> Flow {
+    /// Routes what is left (the router's queue was full: waits for room, which is TCP
+    /// back-pressure on this client), then, with a history mark, waits until the fix's rows
+    /// are in PostgreSQL (bounded by `history::ACK_WAIT`), then acknowledges.
+    async fn route_then_ack(
+        &mut self,
+        rest: Vec<RouterMsg>,
+        history_mark: Option<u64>,
+        qos: QoS,
+        pkid: u16,
+    ) -> Flow {
         for msg in rest {
             self.router(msg).await;
+        }
+        if let (Some(mark), Some(history)) = (history_mark, self.ctx.history.get()) {
+            let history = history.clone();
+            Box::pin(history.written(mark)).await;
         }
         self.acknowledge(qos, pkid);
         Flow::Continue
@@ -185,6 +214,7 @@ impl Inbound {
             outputs: Vec::new(),
             message,
             sos: None,
+            history_mark: None,
             qos,
             pkid,
         };
@@ -200,6 +230,9 @@ impl Inbound {
                         let vehicles = self.vehicles.get_or_insert_default();
                         if vehicles.len() < MAX_VEHICLES_PER_CONNECTION {
                             vehicles.insert(vehicle.into());
+                        }
+                        if qos != QoS::AtMostOnce && !outputs.is_empty() {
+                            accepted.history_mark = self.ctx.history.get().and_then(|h| h.mark());
                         }
                         accepted.outputs = outputs;
                     }
