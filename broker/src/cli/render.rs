@@ -2,7 +2,8 @@
 //! per declared setting, in declaration order, each value in the form its parser reads back, so
 //! the output is itself a valid `--config` file. An unset setting becomes a comment saying what
 //! unset means (the `[default: ...]` its help ends in); a secret (`hide_env_values`) is shown as
-//! `"<redacted>"`.
+//! `"<redacted>"`, or, for a URL with a password (`--postgres`), the URL with its password
+//! redacted so the host stays visible.
 
 use std::fmt::Write;
 
@@ -17,7 +18,7 @@ pub fn entries(c: &Config) -> Result<Vec<(clap::Arg, Option<String>)>, toml::ser
     let entries = Config::declarations().into_iter().map(|arg| {
         let value = table.get(arg.get_id().as_str()).map(|v| {
             if arg.is_hide_env_values_set() {
-                toml::Value::String("<redacted>".to_owned()).to_string()
+                toml::Value::String(redact(v.as_str().unwrap_or_default())).to_string()
             } else {
                 v.to_string()
             }
@@ -104,4 +105,16 @@ mod tests {
         assert!(text.contains("\njwt_secret = \"<redacted>\"\n"), "{text}");
         assert!(!text.contains("hunter2"));
     }
+}
+
+/// A secret as `--print-config` shows it: a URL's password only (`postgres://u:<redacted>@h/db`),
+/// anything else whole.
+fn redact(secret: &str) -> String {
+    if let Some((scheme, rest)) = secret.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:<redacted>@{host}");
+    }
+    "<redacted>".to_owned()
 }
