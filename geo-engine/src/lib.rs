@@ -18,6 +18,7 @@
 //! - [`tracker`]: per-vehicle state running the stages in order, offline/online.
 //! - [`network`]: routes, stops, geofences and the segment R-trees.
 //! - [`geojson`], [`gtfs`]: route loaders.
+//! - [`schedule`]: GTFS timetables, service days, trip inference, delay and predictions.
 //! - [`live`]: spatial index of live vehicle positions (nearby, bbox).
 //! - [`simulate`](mod@simulate): deterministic trace simulator.
 //! - [`state`]: the processed state and events (SPEC §6 payloads).
@@ -39,6 +40,7 @@ pub mod kalman;
 pub mod live;
 pub mod local;
 pub mod network;
+pub mod schedule;
 pub mod simulate;
 pub mod state;
 pub mod stops;

@@ -154,6 +154,8 @@ pub struct Network {
     trip_corridor: HashMap<String, usize>,
     /// Widest explicit corridor, metres.
     max_corridor_m: f64,
+    /// Timetables, for a GTFS network (SPEC §13).
+    pub(crate) schedule: Option<std::sync::Arc<crate::schedule::Schedule>>,
 }
 
 const BUNDLED: &str = include_str!("../data/cairns.geojson");
@@ -180,6 +182,7 @@ impl Network {
             route_trees: Vec::new(),
             trip_corridor: HashMap::new(),
             max_corridor_m: 0.0,
+            schedule: None,
         }
     }
 
@@ -397,6 +400,11 @@ impl Network {
                 .unwrap_or(default_corridor_m)
         };
         match_point(tree, &self.corridors, p, radius, &width, prev)
+    }
+
+    /// The timetables, when the network came from a GTFS feed with timed trips.
+    pub fn schedule(&self) -> Option<&crate::schedule::Schedule> {
+        self.schedule.as_deref()
     }
 
     /// Every segment's R-tree (for the bench).

@@ -159,6 +159,7 @@ impl Stops {
             name: stop.name.clone(),
             distance_m: (distance_m * 10.0).round() / 10.0,
             eta,
+            scheduled: None,
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::jitter::Jitter;
 use crate::kalman::Kalman;
 use crate::local::{LocalFrame, haversine_m};
 use crate::network::Network;
+use crate::schedule::{FixOnRoute, TripFit, TripTracking};
 use crate::state::{Event, EventKind, VehicleState, VehicleStatus};
 use crate::stops::{StopChange, Stops};
 use crate::validate::{LastFix, Rejection, validate};
@@ -78,6 +79,9 @@ pub struct Tracker {
     /// Broker clock of the last accepted fix, Unix ms.
     last_seen_ms: Option<i64>,
     offline: bool,
+    /// The scheduled trip and its adherence (GTFS networks only).
+    #[serde(default)]
+    schedule: TripTracking,
 }
 
 impl Tracker {
@@ -99,6 +103,7 @@ impl Tracker {
             state: None,
             last_seen_ms: None,
             offline: false,
+            schedule: TripTracking::default(),
         }
     }
 
@@ -115,6 +120,11 @@ impl Tracker {
     /// Broker clock of the last accepted fix, Unix ms.
     pub fn last_seen_ms(&self) -> Option<i64> {
         self.last_seen_ms
+    }
+
+    /// The scheduled trip the vehicle runs and how late it is, on a GTFS network.
+    pub fn trip_fit(&self) -> Option<&TripFit> {
+        self.schedule.fit()
     }
 
     /// Whether a deviation is in progress.
@@ -168,7 +178,8 @@ impl Tracker {
         });
 
         // Match and events.
-        let m = self.match_route(net, cfg, lat, lon, fix.ts, speed_now, &mut events);
+        let mut m = self.match_route(net, cfg, lat, lon, fix.ts, speed_now, &mut events);
+        let fit = self.fit_schedule(net, cfg, (lat, lon, fix.ts), &mut m);
         if self.route.is_none() {
             // A vehicle that declared no route: its events name the route it was matched to.
             for e in events.iter_mut().filter(|e| e.route.is_none()) {
@@ -196,7 +207,10 @@ impl Tracker {
             speed: Some(round(speed_now, 100.0)),
             heading: heading.map(|h| round(h, 10.0)),
             route: self.route.clone().or(m.route),
-            trip: self.trip.clone(),
+            trip: self
+                .trip
+                .clone()
+                .or_else(|| fit.as_ref().map(|f| f.trip_id.clone())),
             status: if speed_now < cfg.min_speed {
                 VehicleStatus::Stopped
             } else {
@@ -206,6 +220,8 @@ impl Tracker {
             off_route_m: m.off_route_m.map(|d| round(d, 10.0)),
             progress_m: m.progress_m.map(|p| round(p, 10.0)),
             next_stop: m.next_stop,
+            delay_s: fit.as_ref().and_then(|f| f.delay_s).map(i64::from),
+            trip_inferred: fit.as_ref().and_then(|f| f.inferred.then_some(true)),
             received_at: now_ms,
             processed_at: now_ms,
         };
@@ -418,6 +434,35 @@ impl Tracker {
             progress_m,
             next_stop,
         }
+    }
+
+    /// Trip inference and schedule adherence (SPEC §13) for a fix matched as `m`; fills
+    /// `next_stop.scheduled`. Nothing on a network without timetables.
+    fn fit_schedule(
+        &mut self,
+        net: &Network,
+        cfg: &PipelineConfig,
+        (lat, lon, ts): (f64, f64, i64),
+        m: &mut MatchView,
+    ) -> Option<TripFit> {
+        let sched = net.schedule()?;
+        let route = self.route.as_deref().and_then(|r| net.route_index(r));
+        let fix = FixOnRoute {
+            route,
+            trip: self.trip.as_deref(),
+            point: net.frame().to_local(lat, lon),
+            width_m: route
+                .and_then(|r| net.routes()[r].corridor_m)
+                .unwrap_or(cfg.corridor_m),
+            ts,
+            stop_radius_m: cfg.stop_radius_m,
+            progress_reset_m: cfg.progress_reset_m,
+        };
+        let fit = self.schedule.update(sched, net, &fix)?;
+        if let Some(next) = m.next_stop.as_mut() {
+            next.scheduled = fit.scheduled_arrival_ms(sched, net, &next.id);
+        }
+        Some(fit.clone())
     }
 
     fn event(&self, kind: EventKind, ts: i64, lat: f64, lon: f64) -> Event {
