@@ -19,6 +19,7 @@
 //! - `protocol`: parsing `/ws` requests, error replies.
 //! - `ws`, `sse`, `mqtt_ws`: `/ws`, `/api/v1/stream`, `/mqtt`.
 //! - `rest`, `routes`, `ops`, `map`: the other endpoints.
+//! - `gtfsrt`: `/gtfs-rt/{feed}`, the broker's GTFS-Realtime feeds.
 //! - `app`: [`BridgeConfig`], [`app()`], [`serve`].
 //! - `error`: [`AppError`], the one HTTP error type.
 //! - `metrics`: the bridge's counters.
@@ -55,6 +56,7 @@ pub mod error;
 mod filter;
 mod fleet;
 pub mod grid;
+mod gtfsrt;
 pub mod hub;
 mod map;
 pub mod metrics;

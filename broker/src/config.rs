@@ -55,6 +55,12 @@ pub struct Config {
     /// PUBLISH packets per client per second; 0 = unlimited (v5 clients exceeding it get 0x96).
     pub max_publish_rate: u32,
     pub log: LogFormat,
+    /// GeoJSON polygons added to the network's geofences (`--zones`).
+    pub zones: Option<PathBuf>,
+    /// The pipeline clock starts here (Unix ms) and runs at real speed; `None`: system clock.
+    pub clock_start: Option<i64>,
+    /// Pipeline thresholds (SPEC §5), defaults of geo-engine's [`PipelineConfig`].
+    pub pipeline: geo_engine::PipelineConfig,
 }
 
 impl Default for Config {
@@ -83,6 +89,9 @@ impl Default for Config {
             max_connect_rate: 0,
             max_publish_rate: 0,
             log: LogFormat::Pretty,
+            zones: None,
+            clock_start: None,
+            pipeline: geo_engine::PipelineConfig::default(),
         }
     }
 }

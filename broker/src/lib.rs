@@ -13,6 +13,7 @@
 //! - `https`: the bridge over TLS (`--https`).
 //! - `routes`: reading the route network file.
 //! - `ingest`: location updates through geo-engine, processed state back out.
+//! - `gtfsrt`: GTFS-Realtime feeds (HTTP, cached per second) and MQTT entities (SPEC §13).
 //! - `persist`: Redis snapshots, restore on start, the track and the SOS log (SPEC §8).
 //! - `connection`: one client connection: handshake, inbound packets, the writer.
 //! - `context`: what connections share (router channel, limits, metrics, shutdown).
@@ -28,6 +29,7 @@ mod connection;
 mod context;
 pub mod demo;
 mod error;
+pub mod gtfsrt;
 mod http;
 mod https;
 pub mod ingest;

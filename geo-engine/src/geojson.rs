@@ -292,7 +292,7 @@ fn distinct(line: &[(f64, f64)]) -> usize {
     1 + line.windows(2).filter(|w| w[0] != w[1]).count()
 }
 
-fn polygon(v: &Value) -> Result<Polygon<f64>, String> {
+pub(crate) fn polygon(v: &Value) -> Result<Polygon<f64>, String> {
     let rings = v
         .as_array()
         .ok_or("polygon coordinates must be an array of rings")?;

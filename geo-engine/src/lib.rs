@@ -18,6 +18,7 @@
 //! - [`tracker`]: per-vehicle state running the stages in order, offline/online.
 //! - [`network`]: routes, stops, geofences and the segment R-trees.
 //! - [`geojson`], [`gtfs`]: route loaders.
+//! - [`zones`]: extra geofence polygons (`--zones`) for any network.
 //! - [`schedule`]: GTFS timetables, service days, trip inference, delay and predictions.
 //! - [`live`]: spatial index of live vehicle positions (nearby, bbox).
 //! - [`simulate`](mod@simulate): deterministic trace simulator.
@@ -46,6 +47,7 @@ pub mod state;
 pub mod stops;
 pub mod tracker;
 pub mod validate;
+pub mod zones;
 
 pub use config::PipelineConfig;
 pub use error::LoadError;

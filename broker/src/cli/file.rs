@@ -35,6 +35,16 @@ pub const KEYS: &[&str] = &[
     "max_connect_rate",
     "max_publish_rate",
     "log",
+    "zones",
+    "clock_start",
+    "stale_after",
+    "min_move_m",
+    "min_speed",
+    "max_speed",
+    "max_accuracy",
+    "corridor_m",
+    "off_route_fixes",
+    "stop_radius_m",
 ];
 
 /// Config files are a few hundred bytes; anything past this is not one.
@@ -143,6 +153,16 @@ fn set(s: &mut Settings, key: &str, v: &str) -> Result<(), SetError> {
         "max_connect_rate" => s.max_connect_rate = p(value::number::<u32>, v)?,
         "max_publish_rate" => s.max_publish_rate = p(value::number::<u32>, v)?,
         "log" => s.log = p(value::log_format, v)?,
+        "zones" => s.zones = p(value::path, v)?,
+        "clock_start" => s.clock_start = p(value::number::<i64>, v)?,
+        "stale_after" => s.stale_after = p(value::duration, v)?,
+        "min_move_m" => s.min_move_m = p(value::float, v)?,
+        "min_speed" => s.min_speed = p(value::float, v)?,
+        "max_speed" => s.max_speed = p(value::float, v)?,
+        "max_accuracy" => s.max_accuracy = p(value::float, v)?,
+        "corridor_m" => s.corridor_m = p(value::float, v)?,
+        "off_route_fixes" => s.off_route_fixes = p(value::number::<u32>, v)?,
+        "stop_radius_m" => s.stop_radius_m = p(value::float, v)?,
         _ => return Err(SetError::Unknown),
     }
     Ok(())
@@ -186,6 +206,10 @@ mod tests {
                 "max_packet_size" => "\"2MiB\"",
                 "allow_anonymous" => "true",
                 "log" => "\"json\"",
+                "zones" => "\"z.geojson\"",
+                "stale_after" => "\"90s\"",
+                "clock_start" | "off_route_fixes" => "7",
+                "min_move_m" | "min_speed" | "max_accuracy" | "corridor_m" | "stop_radius_m" => "7",
                 k if k.starts_with("max_") || k == "receive_maximum" => "7",
                 _ => "\"x\"",
             };

@@ -11,6 +11,7 @@ use crate::Config;
 /// The JWT secret is shown as `"<redacted>"`.
 pub fn entries(c: &Config) -> Vec<(&'static str, Option<String>)> {
     let s = |v: &str| toml::Value::String(v.to_string()).to_string();
+    let f = |v: f64| toml::Value::Float(v).to_string();
     let p = |v: &Option<std::path::PathBuf>| v.as_deref().map(|p: &Path| s(&p.to_string_lossy()));
     vec![
         ("mqtt", Some(s(&c.mqtt.to_string()))),
@@ -36,6 +37,24 @@ pub fn entries(c: &Config) -> Vec<(&'static str, Option<String>)> {
         ("max_connect_rate", Some(c.max_connect_rate.to_string())),
         ("max_publish_rate", Some(c.max_publish_rate.to_string())),
         ("log", Some(s(value::format_log(c.log)))),
+        ("zones", p(&c.zones)),
+        ("clock_start", c.clock_start.map(|t| t.to_string())),
+        (
+            "stale_after",
+            Some(s(&value::format_duration(
+                std::time::Duration::from_millis(c.pipeline.stale_after_ms.max(0) as u64),
+            ))),
+        ),
+        ("min_move_m", Some(f(c.pipeline.min_move_m))),
+        ("min_speed", Some(f(c.pipeline.min_speed))),
+        ("max_speed", Some(f(c.pipeline.max_speed))),
+        ("max_accuracy", Some(f(c.pipeline.max_accuracy))),
+        ("corridor_m", Some(f(c.pipeline.corridor_m))),
+        (
+            "off_route_fixes",
+            Some(c.pipeline.off_route_fixes.to_string()),
+        ),
+        ("stop_radius_m", Some(f(c.pipeline.stop_radius_m))),
     ]
 }
 
@@ -44,6 +63,7 @@ fn unset_meaning(key: &str) -> &'static str {
     match key {
         "routes" => "unset (the bundled sample routes)",
         "allow_anonymous" => "unset (allowed only with no auth configured and loopback listeners)",
+        "clock_start" => "unset (the system clock)",
         _ => "off",
     }
 }

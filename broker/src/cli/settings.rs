@@ -10,6 +10,7 @@ use super::failure::Failure;
 use super::{file, value};
 use crate::Config;
 use crate::config::LogFormat;
+use geo_engine::PipelineConfig;
 
 /// Every setting of SPEC §2; `None` means "not given in this layer". The field names are the
 /// config file's keys.
@@ -88,6 +89,36 @@ pub struct Settings {
     #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_PUBLISH_RATE", value_name = "N",
           value_parser = value::number::<u32>)]
     pub max_publish_rate: Option<u32>,
+    /// GeoJSON polygons (depots, terminals, school zones) raising geofence events, with any --routes [default: off]
+    #[arg(long, help_heading = "Data", env = "FLEETMQ_ZONES", value_name = "FILE", value_parser = value::path)]
+    pub zones: Option<PathBuf>,
+    /// Start the pipeline clock at this Unix time in ms; it then runs at real speed (replaying old traces, tests) [default: the system clock]
+    #[arg(long, help_heading = "Data", env = "FLEETMQ_CLOCK_START", value_name = "MS", value_parser = value::number::<i64>)]
+    pub clock_start: Option<i64>,
+    /// A vehicle without a fix this long goes offline, e.g. 60, 90s [default: 60s]
+    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_STALE_AFTER", value_name = "DURATION", value_parser = value::duration)]
+    pub stale_after: Option<Duration>,
+    /// Jitter filter: a fix that moved less than this, metres... [default: 10]
+    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_MIN_MOVE_M", value_name = "M", value_parser = value::float)]
+    pub min_move_m: Option<f64>,
+    /// ...while slower than this, m/s, is not forwarded; also moving/stopped [default: 0.5]
+    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_MIN_SPEED", value_name = "M/S", value_parser = value::float)]
+    pub min_speed: Option<f64>,
+    /// Largest believable speed, m/s (reported and implied) [default: 70]
+    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_MAX_SPEED", value_name = "M/S", value_parser = value::float)]
+    pub max_speed: Option<f64>,
+    /// Largest accepted accuracy, metres [default: 100]
+    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_MAX_ACCURACY", value_name = "M", value_parser = value::float)]
+    pub max_accuracy: Option<f64>,
+    /// Corridor half-width of routes without their own corridor_m, metres [default: 50]
+    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_CORRIDOR_M", value_name = "M", value_parser = value::float)]
+    pub corridor_m: Option<f64>,
+    /// Consecutive fixes outside (inside) the corridor before deviation (back_on_route) [default: 3]
+    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_OFF_ROUTE_FIXES", value_name = "N", value_parser = value::number::<u32>)]
+    pub off_route_fixes: Option<u32>,
+    /// Distance from a stop that counts as arrived, metres [default: 30]
+    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_STOP_RADIUS_M", value_name = "M", value_parser = value::float)]
+    pub stop_radius_m: Option<f64>,
     /// Log format on stderr: pretty or json; filter with RUST_LOG [default: pretty]
     #[arg(long, help_heading = "Logging", env = "FLEETMQ_LOG", value_name = "FORMAT", value_parser = value::log_format)]
     pub log: Option<LogFormat>,
@@ -149,6 +180,16 @@ impl Settings {
             max_connect_rate: self.max_connect_rate.or(lower.max_connect_rate),
             max_publish_rate: self.max_publish_rate.or(lower.max_publish_rate),
             log: self.log.or(lower.log),
+            zones: self.zones.or(lower.zones),
+            clock_start: self.clock_start.or(lower.clock_start),
+            stale_after: self.stale_after.or(lower.stale_after),
+            min_move_m: self.min_move_m.or(lower.min_move_m),
+            min_speed: self.min_speed.or(lower.min_speed),
+            max_speed: self.max_speed.or(lower.max_speed),
+            max_accuracy: self.max_accuracy.or(lower.max_accuracy),
+            corridor_m: self.corridor_m.or(lower.corridor_m),
+            off_route_fixes: self.off_route_fixes.or(lower.off_route_fixes),
+            stop_radius_m: self.stop_radius_m.or(lower.stop_radius_m),
         }
     }
 
@@ -159,6 +200,7 @@ impl Settings {
     /// work.
     pub fn into_config(self) -> Result<Config, Failure> {
         let d = Config::default();
+        let pipeline = self.pipeline(d.pipeline.clone());
         let config = Config {
             mqtt: self.mqtt.unwrap_or(d.mqtt),
             mqtts: self.mqtts.or(d.mqtts),
@@ -183,9 +225,31 @@ impl Settings {
             max_connect_rate: self.max_connect_rate.unwrap_or(d.max_connect_rate),
             max_publish_rate: self.max_publish_rate.unwrap_or(d.max_publish_rate),
             log: self.log.unwrap_or(d.log),
+            zones: self.zones.or(d.zones),
+            clock_start: self.clock_start.or(d.clock_start),
+            pipeline,
         };
         check(&config)?;
         Ok(config)
+    }
+}
+
+impl Settings {
+    /// The pipeline thresholds given in this layer over `base`.
+    fn pipeline(&self, base: PipelineConfig) -> PipelineConfig {
+        PipelineConfig {
+            stale_after_ms: self
+                .stale_after
+                .map_or(base.stale_after_ms, |d| d.as_millis() as i64),
+            min_move_m: self.min_move_m.unwrap_or(base.min_move_m),
+            min_speed: self.min_speed.unwrap_or(base.min_speed),
+            max_speed: self.max_speed.unwrap_or(base.max_speed),
+            max_accuracy: self.max_accuracy.unwrap_or(base.max_accuracy),
+            corridor_m: self.corridor_m.unwrap_or(base.corridor_m),
+            off_route_fixes: self.off_route_fixes.unwrap_or(base.off_route_fixes),
+            stop_radius_m: self.stop_radius_m.unwrap_or(base.stop_radius_m),
+            ..base
+        }
     }
 }
 
@@ -218,6 +282,12 @@ fn check(c: &Config) -> Result<(), Failure> {
     }
     if c.max_packet_size < 64 {
         return bad("--max-packet-size below 64 bytes cannot carry a CONNECT: use e.g. 1MiB");
+    }
+    if c.pipeline.off_route_fixes == 0 {
+        return bad("--off-route-fixes 0 would flag every fix: use 1 or more");
+    }
+    if c.pipeline.max_speed <= 0.0 || c.pipeline.corridor_m <= 0.0 {
+        return bad("--max-speed and --corridor-m must be above 0");
     }
     if c.max_queued == 0 || c.max_connections == 0 {
         let flag = if c.max_queued == 0 {

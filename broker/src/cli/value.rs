@@ -42,6 +42,11 @@ pub trait Bounded {
     const MAX_TEXT: &'static str;
 }
 
+impl Bounded for i64 {
+    const MIN_TEXT: &'static str = "-9223372036854775808";
+    const MAX_TEXT: &'static str = "9223372036854775807";
+}
+
 impl Bounded for u16 {
     const MIN_TEXT: &'static str = "0";
     const MAX_TEXT: &'static str = "65535";
@@ -97,6 +102,17 @@ pub fn size(s: &str) -> Result<u32, String> {
     n.checked_mul(factor)
         .and_then(|b| u32::try_from(b).ok())
         .ok_or_else(bad)
+}
+
+/// A finite, non-negative number (metres, m/s).
+pub fn float(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| {
+            format!("invalid number {s:?}: expected a non-negative number, e.g. 30 or 0.5")
+        })
 }
 
 /// `true`/`false` (also `yes`/`no`, `on`/`off`, `1`/`0`).

@@ -23,6 +23,7 @@ use geo_engine::{
     Event, Network, Outcome, PipelineConfig, Rejection, Tracker, VehicleState, parse_fixes,
 };
 
+use crate::gtfsrt::{self, Feeds, LiveVehicles};
 use crate::message::{Message, Origin};
 use crate::metrics::Metrics;
 pub use sink::StateSink;
@@ -39,6 +40,13 @@ pub type Outputs = Vec<Arc<Message>>;
 
 pub struct Ingest {
     network: Arc<Network>,
+    /// Added to the system clock (`--clock-start`): replaying traces stamped in the past.
+    clock_offset_ms: i64,
+    /// The live vehicles as the GTFS-Realtime feeds see them.
+    live: Arc<LiveVehicles>,
+    feeds: Feeds,
+    /// Publish GTFS-Realtime entities over MQTT (only with timetables loaded).
+    gtfsrt_mqtt: bool,
     config: PipelineConfig,
     /// One tracker per vehicle; the map's shard lock is held only to find the entry, the
     /// tracker's own mutex while one update is processed (never across an await).
@@ -54,13 +62,34 @@ impl Ingest {
         sinks: Vec<Arc<dyn StateSink>>,
         metrics: Arc<Metrics>,
     ) -> Ingest {
+        let live = Arc::new(LiveVehicles::default());
         Ingest {
+            feeds: Feeds::new(network.clone(), live.clone()),
+            gtfsrt_mqtt: network.schedule().is_some(),
+            live,
+            clock_offset_ms: 0,
             network,
             config,
             trackers: DashMap::new(),
             sinks,
             metrics,
         }
+    }
+
+    /// Runs the pipeline clock from `start_ms` (Unix ms) now, at real speed.
+    pub fn with_clock_start(mut self, start_ms: Option<i64>) -> Ingest {
+        self.clock_offset_ms = start_ms.map_or(0, |s| s - now_ms());
+        self
+    }
+
+    /// The pipeline clock, Unix ms: the system clock, or `--clock-start` plus time since start.
+    pub fn now_ms(&self) -> i64 {
+        now_ms() + self.clock_offset_ms
+    }
+
+    /// The GTFS-Realtime feeds.
+    pub fn feeds(&self) -> &Feeds {
+        &self.feeds
     }
 
     pub fn network(&self) -> &Arc<Network> {
@@ -115,7 +144,7 @@ impl Ingest {
                 return Err(r);
             }
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let tracker = self.tracker(vehicle);
         let mut outputs = Vec::new();
         let mut first_rejection = None;
@@ -126,7 +155,8 @@ impl Ingest {
                 match t.process(&self.network, &self.config, fix, now) {
                     Ok(Outcome::Forwarded { state, events }) => {
                         self.metrics.updates_accepted.fetch_add(1, Relaxed);
-                        forwarded.push((state, events));
+                        let fit = t.trip_fit().cloned();
+                        forwarded.push((state, events, fit, t.is_deviated()));
                     }
                     Ok(Outcome::Duplicate) => {
                         self.metrics.updates_duplicate.fetch_add(1, Relaxed);
@@ -146,8 +176,8 @@ impl Ingest {
                 }
             }
         }
-        for (mut state, events) in forwarded {
-            state.processed_at = now_ms();
+        for (mut state, events, fit, deviated) in forwarded {
+            state.processed_at = self.now_ms();
             for e in events {
                 outputs.push(event_message(&e));
                 let e = Arc::new(e);
@@ -160,6 +190,14 @@ impl Ingest {
             for sink in &self.sinks {
                 sink.state(&state);
             }
+            let (live, prev) = self.live.update(state, fit, deviated);
+            if self.gtfsrt_mqtt {
+                outputs.extend(gtfsrt::changed_messages(
+                    &self.network,
+                    &live,
+                    prev.as_deref(),
+                ));
+            }
         }
         self.metrics
             .observe_latency(received.elapsed().as_secs_f64());
@@ -171,7 +209,7 @@ impl Ingest {
 
     /// The vehicles a driver connection published for went away: each goes offline.
     pub fn disconnected<'a>(&self, vehicles: impl IntoIterator<Item = &'a str>) -> Outputs {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut out = Vec::new();
         for v in vehicles {
             let Some(t) = self.trackers.get(v).map(|t| t.clone()) else {
@@ -190,7 +228,7 @@ impl Ingest {
 
     /// Vehicles with no fix for `stale_after` go offline.
     pub fn sweep(&self) -> Outputs {
-        let now = now_ms();
+        let now = self.now_ms();
         let trackers: Vec<Arc<Mutex<Tracker>>> =
             self.trackers.iter().map(|e| e.value().clone()).collect();
         let mut out = Vec::new();
@@ -207,6 +245,7 @@ impl Ingest {
     }
 
     fn offline(&self, state: VehicleState, event: Event) -> Outputs {
+        self.live.remove(&state.vehicle);
         let out = vec![event_message(&event), state_message(&state)];
         let (state, event) = (Arc::new(state), Arc::new(event));
         for sink in &self.sinks {
@@ -235,7 +274,7 @@ impl Ingest {
         let event = Event {
             kind: geo_engine::EventKind::Sos,
             vehicle: vehicle.to_owned(),
-            ts: now_ms(),
+            ts: self.now_ms(),
             lat,
             lon,
             route: None,

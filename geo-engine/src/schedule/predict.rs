@@ -5,8 +5,8 @@
 //!   stops; a vehicle at a stop between its arrival and departure times is on time).
 //! - [`predict`]: arrival and departure at every remaining stop. The current delay is carried
 //!   forward; at a timepoint an early vehicle waits for the scheduled departure, and a late one
-//!   makes up at most the scheduled dwell/recovery time there. Times never decrease along the
-//!   trip and never lie before the vehicle's own time.
+//!   makes up at most the scheduled dwell/recovery time there. Each stop's arrival is at least
+//!   a second after the previous stop's departure, and none lies before the vehicle's own time.
 
 use super::timetable::{Pattern, StopTime};
 
@@ -93,7 +93,10 @@ pub fn predict(
         }
         .max(arrival_ms);
         d = (departure_ms - sched_dep) as f64 / 1000.0;
-        floor = departure_ms;
+        // Strictly later at each next stop, by a second at least: timetables often give
+        // neighbouring stops the same minute, and GTFS-Realtime consumers and validators want
+        // times that increase along the trip.
+        floor = departure_ms + 1000;
         out.push(StopPrediction {
             index: k,
             arrival_ms,
@@ -162,7 +165,7 @@ mod tests {
         let mut last = 50_000;
         for s in &out {
             assert!(s.arrival_ms >= last && s.departure_ms >= s.arrival_ms);
-            last = s.departure_ms;
+            last = s.departure_ms + 1000;
         }
     }
 }
