@@ -15,6 +15,7 @@ use crate::kalman::Kalman;
 use crate::local::{LocalFrame, haversine_m};
 use crate::network::Network;
 use crate::schedule::{FixOnRoute, TripFit, TripTracking};
+
 use crate::state::{Event, EventKind, VehicleState, VehicleStatus};
 use crate::stops::{StopChange, Stops};
 use crate::validate::{LastFix, Rejection, validate};
@@ -210,7 +211,7 @@ impl Tracker {
             trip: self
                 .trip
                 .clone()
-                .or_else(|| fit.as_ref().map(|f| f.trip_id.clone())),
+                .or_else(|| fit.as_ref().and_then(|f| f.trip_id.clone())),
             status: if speed_now < cfg.min_speed {
                 VehicleStatus::Stopped
             } else {
@@ -444,8 +445,9 @@ impl Tracker {
         cfg: &PipelineConfig,
         (lat, lon, ts): (f64, f64, i64),
         m: &mut MatchView,
-    ) -> Option<TripFit> {
+    ) -> Option<FitView> {
         let sched = net.schedule()?;
+        let declared = self.trip.is_some();
         let route = self.route.as_deref().and_then(|r| net.route_index(r));
         let fix = FixOnRoute {
             route,
@@ -462,7 +464,11 @@ impl Tracker {
         if let Some(next) = m.next_stop.as_mut() {
             next.scheduled = fit.scheduled_arrival_ms(sched, net, &next.id);
         }
-        Some(fit.clone())
+        Some(FitView {
+            delay_s: fit.delay_s,
+            inferred: fit.inferred,
+            trip_id: (!declared).then(|| fit.trip_id.clone()),
+        })
     }
 
     fn event(&self, kind: EventKind, ts: i64, lat: f64, lon: f64) -> Event {
@@ -498,6 +504,13 @@ impl Tracker {
         }
         e
     }
+}
+
+/// What a state shows of the trip fit (the inferred trip's id only when no trip was declared).
+struct FitView {
+    delay_s: Option<i32>,
+    inferred: bool,
+    trip_id: Option<String>,
 }
 
 /// The route-related fields of a state.

@@ -5,12 +5,13 @@
 use crate::corridor::Corridor;
 
 /// Behind the last progress, a fix may still project this far back (GPS noise), metres.
-const BACK_M: f64 = 100.0;
-/// Ahead of the last progress, the first search covers this far, metres.
-const AHEAD_M: f64 = 3_000.0;
+const BACK_M: f64 = 60.0;
+/// Ahead of the last progress, the first search covers this far (over a minute at 15 m/s);
+/// a vehicle not found there is searched along the rest of the corridor, metres.
+const AHEAD_M: f64 = 1_000.0;
 
 /// `(cross-track distance, progress)` of local point `p` on `c`: the nearest point within
-/// `[last - 100 m, last + 3 km]` when a last progress is known and the fix is within `width_m`
+/// `[last - 60 m, last + 1 km]` when a last progress is known and the fix is within `width_m`
 /// there, else the nearest point from `last - 100 m` on (the whole corridor without `last`).
 pub fn locate(c: &Corridor, p: [f64; 2], last: Option<f64>, width_m: f64) -> Option<(f64, f64)> {
     let n = c.segments();

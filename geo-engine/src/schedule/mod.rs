@@ -19,3 +19,12 @@ pub mod tracking;
 pub use predict::StopPrediction;
 pub use timetable::{Pattern, Schedule, StopTime, Trip};
 pub use tracking::{FixOnRoute, TripFit, TripTracking};
+
+impl crate::network::Network {
+    /// This network without its timetables (to measure what schedule matching costs).
+    pub fn without_schedule(&self) -> crate::network::Network {
+        let mut net = self.clone();
+        net.schedule = None;
+        net
+    }
+}
