@@ -18,6 +18,7 @@
 //! - [`tracker`]: per-vehicle state running the stages in order, offline/online.
 //! - [`network`]: routes, stops, geofences and the segment R-trees.
 //! - [`geojson`], [`gtfs`]: route loaders.
+//! - [`thresholds`]: per-route thresholds from the route file.
 //! - [`zones`]: extra geofence polygons (`--zones`) for any network.
 //! - [`schedule`]: GTFS timetables, service days, trip inference, delay and predictions.
 //! - [`live`]: spatial index of live vehicle positions (nearby, bbox).
@@ -45,6 +46,7 @@ pub mod schedule;
 pub mod simulate;
 pub mod state;
 pub mod stops;
+pub mod thresholds;
 pub mod tracker;
 pub mod validate;
 pub mod zones;

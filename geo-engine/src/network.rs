@@ -107,6 +107,8 @@ pub(crate) struct RawNetwork {
     pub geofences: Vec<Geofence>,
     /// GTFS `trip_id` → (route id, shape id).
     pub trips: Vec<(String, String, String)>,
+    /// Per-route thresholds (GeoJSON route properties).
+    pub thresholds: HashMap<String, crate::thresholds::RouteThresholds>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +156,8 @@ pub struct Network {
     trip_corridor: HashMap<String, usize>,
     /// Widest explicit corridor, metres.
     max_corridor_m: f64,
+    /// Per-route thresholds from the route file, by route id.
+    pub(crate) thresholds: HashMap<String, crate::thresholds::RouteThresholds>,
     /// Timetables, for a GTFS network (SPEC §13).
     pub(crate) schedule: Option<std::sync::Arc<crate::schedule::Schedule>>,
 }
@@ -183,6 +187,7 @@ impl Network {
             trip_corridor: HashMap::new(),
             max_corridor_m: 0.0,
             schedule: None,
+            thresholds: HashMap::new(),
         }
     }
 
@@ -224,6 +229,7 @@ impl Network {
             frame,
             stops,
             geofences: raw.geofences,
+            thresholds: raw.thresholds,
             ..Network::empty()
         };
         let mut shape_index: HashMap<(String, String), usize> = HashMap::new();

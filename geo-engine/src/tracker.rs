@@ -150,6 +150,8 @@ impl Tracker {
         fix: Fix,
         now_ms: i64,
     ) -> Result<Outcome, Rejection> {
+        let route = fix.route.as_deref().or(self.route.as_deref());
+        let cfg = &*net.route_config(route, cfg);
         validate(&fix, self.last.as_ref(), cfg, now_ms)?;
         if self.dedup.is_duplicate(&fix) {
             return Ok(Outcome::Duplicate);

@@ -288,3 +288,34 @@ def test_second_feed_dta_sample(fleetmq_factory, tmp_path):
     report = validate(tmp_path, DTA, raw_feeds(b), tu.header.timestamp)
     print("validator warnings:", sorted({n["code"] for n in report["notices"]}))
     driver.disconnect()
+
+
+def test_zones_file_with_a_gtfs_network(fleetmq_factory, tmp_path, cairns):
+    """`--zones` polygons raise geofence events on a GTFS network; thresholds come from flags."""
+    stop = cairns.stops["750000"]
+    lat, lon = float(stop["stop_lat"]), float(stop["stop_lon"])
+    zone = {"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"geofence_id": "depot", "name": "Depot"},
+        "geometry": {"type": "Polygon", "coordinates": [[
+            [lon - 0.001, lat - 0.001], [lon + 0.001, lat - 0.001], [lon + 0.001, lat + 0.001],
+            [lon - 0.001, lat + 0.001], [lon - 0.001, lat - 0.001]]]}}]}
+    path = tmp_path / "zones.geojson"
+    path.write_text(json.dumps(zone))
+    b = fleetmq_factory("--routes", str(CAIRNS), "--zones", str(path), "--stop-radius-m", "40")
+    watcher = connected(b.addr)
+    watcher.subscribe("events/+/geofence_enter", qos=1)
+    driver = connected(b.addr)
+    driver.publish("fleet/bus-z/location", json.dumps(
+        {"lat": lat, "lon": lon, "ts": int(time.time() * 1000)}).encode(), qos=1)
+    msgs = watcher.wait_messages(1, timeout=10)
+    event = json.loads(msgs[0].payload)
+    assert event["geofence_id"] == "depot" and event["vehicle"] == "bus-z"
+    driver.disconnect()
+    watcher.disconnect()
+    bad = tmp_path / "bad.geojson"
+    bad.write_text('{"type":"FeatureCollection","features":[{"type":"Feature",'
+                   '"properties":{},"geometry":{"type":"Point","coordinates":[1,2]}}]}')
+    run = subprocess.run([str(b.args[0]), "serve", "--mqtt", "127.0.0.1:0", "--http",
+                          "127.0.0.1:0", "--zones", str(bad)], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2 and "bad.geojson" in run.stderr, run.stderr
