@@ -9,10 +9,11 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use geo_engine::VehicleState;
+use geo_engine::local::haversine_m;
+use geo_engine::{Point, VehicleState};
 
 use crate::filter::Criteria;
-use crate::grid::{Bbox, Cell, Grid, distance_m};
+use crate::grid::{Bbox, Cell, Grid};
 use crate::port::Access;
 use crate::track::{Ring, TrackLimits, TrackPoint};
 
@@ -81,6 +82,13 @@ pub struct Near {
     pub lon: f64,
     /// Only vehicles within this many metres, if given.
     pub radius_m: Option<f64>,
+}
+
+impl Near {
+    /// The centre (x = lon, y = lat).
+    fn centre(&self) -> Point<f64> {
+        Point::new(self.lon, self.lat)
+    }
 }
 
 /// Latest states, tracks and the position index.
@@ -265,7 +273,7 @@ impl Fleet {
             Some(n) => {
                 let mut with_d: Vec<(f64, Arc<Prepared>)> = found
                     .into_iter()
-                    .map(|p| (distance_m(n.lat, n.lon, p.state.lat, p.state.lon), p))
+                    .map(|p| (haversine_m(n.centre(), p.state.position()), p))
                     .filter(|(d, _)| n.radius_m.is_none_or(|r| *d <= r))
                     .collect();
                 with_d.sort_by(|a, b| {

@@ -1,8 +1,8 @@
-//! Geometry helpers shared by the fleet and subscription indexes: the [`Bbox`] type, the
-//! fixed-size degree grid that both index by, and great-circle distance.
+//! Geometry helpers shared by the fleet and subscription indexes: the [`Bbox`] type and the
+//! fixed-size degree grid that both index by. Great-circle distance and the Earth radius are
+//! geo-engine's ([`geo_engine::local`]), so the bridge and the pipeline measure alike.
 
-/// Mean Earth radius, metres (IUGG).
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
+use geo_engine::local::EARTH_RADIUS_M;
 
 /// A lon/lat bounding box, WGS84 degrees, `min <= max` on both axes (no antimeridian wrap).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -152,15 +152,6 @@ impl Grid {
     }
 }
 
-/// Great-circle distance in metres (haversine on a sphere of the mean Earth radius).
-pub fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_M * a.sqrt().min(1.0).asin()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,9 +180,12 @@ mod tests {
 
     #[test]
     fn distance_one_degree_latitude() {
-        let d = distance_m(0.0, 0.0, 1.0, 0.0);
+        use geo_engine::Point;
+        use geo_engine::local::haversine_m;
+        let d = haversine_m(Point::new(0.0, 0.0), Point::new(0.0, 1.0));
         assert!((d - 111_195.0).abs() < 10.0, "{d}");
         let b = Bbox::around(10.0, 20.0, 1000.0);
-        assert!((distance_m(10.0, 20.0, b.max_lat, 20.0) - 1000.0).abs() < 1.0);
+        let edge = haversine_m(Point::new(20.0, 10.0), Point::new(20.0, b.max_lat));
+        assert!((edge - 1000.0).abs() < 1.0);
     }
 }

@@ -31,8 +31,8 @@ fn setup() -> (Feeds, i64) {
         let ts = day0 + times[next].arrival as i64 * 1000 - 30_000;
         let stop = &net.stops()[s.pattern(t).expect("pattern").stops[next] as usize];
         let state: VehicleState = serde_json::from_value(serde_json::json!({
-            "vehicle": format!("bus-{v}"), "lat": stop.lat, "lon": stop.lon,
-            "raw_lat": stop.lat, "raw_lon": stop.lon, "ts": ts, "speed": 8.5, "heading": 90.0,
+            "vehicle": format!("bus-{v}"), "lat": stop.position.y(), "lon": stop.position.x(),
+            "raw_lat": stop.position.y(), "raw_lon": stop.position.x(), "ts": ts, "speed": 8.5, "heading": 90.0,
             "route": net.routes()[s.trips[t as usize].route as usize].id,
             "trip": s.trips[t as usize].id, "status": "moving", "delay_s": 95,
             "received_at": ts, "processed_at": ts,

@@ -40,7 +40,7 @@ impl Default for Limits {
 
 pub struct Context {
     pub router: mpsc::Sender<RouterMsg>,
-    /// Writers report a drained link here (see `Router::ready_sender`).
+    /// Connections report a drained link here (see `Router::ready_sender`).
     pub ready: mpsc::UnboundedSender<(u64, u64)>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,

@@ -2,7 +2,7 @@
 //! ingest hook that runs location updates through geo-engine.
 //!
 //! # Layout
-//! - `config`: the resolved configuration ([`Config`]).
+//! - `config`: every setting, declared once on [`Config`] (flag, env, TOML key, default).
 //! - `server`: binds listeners and runs everything until shutdown ([`Broker`]).
 //! - `error`: start-up and run-time errors ([`Error`]).
 //! - `demo`: simulated buses for `fleetmq demo`.

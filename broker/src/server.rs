@@ -188,7 +188,7 @@ impl Broker {
             Arc::new(
                 Ingest::new(
                     self.network.clone(),
-                    self.config.pipeline.clone(),
+                    self.config.pipeline(),
                     std::iter::once(
                         Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>
                     )

@@ -6,7 +6,9 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use geo::Point;
 use geo_engine::corridor::nearest_linear;
+use geo_engine::local::Local;
 use geo_engine::{Network, PipelineConfig, SimConfig, Tracker, parse_fixes, simulate};
 
 fn cairns() -> Network {
@@ -67,13 +69,13 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 
     // Points along the trace, matched against every route's segments.
-    let points: Vec<[f64; 2]> = trace
+    let points: Vec<Local> = trace
         .iter()
         .step_by(7)
         .take(200)
         .map(|f| {
             net.frame()
-                .to_local(f.fix.lat.clamp(-90.0, 90.0), f.fix.lon)
+                .to_local(Point::new(f.fix.lon, f.fix.lat.clamp(-90.0, 90.0)))
         })
         .collect();
     let mut g = c.benchmark_group("lookup");

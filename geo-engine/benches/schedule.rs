@@ -54,8 +54,8 @@ fn trace(net: &Network, declare_trip: bool) -> Vec<Fix> {
         } else {
             p.progress_m[k] as f64
         };
-        let (lat, lon) = net.frame().to_geo(c.point_at(prog).0);
-        let mut fix = Fix::new(lat, lon, day0 + (t_s * 1000.0) as i64);
+        let at = net.frame().to_geo(c.point_at(prog).0);
+        let mut fix = Fix::new(at, day0 + (t_s * 1000.0) as i64);
         fix.route = Some("110-423".into());
         if declare_trip {
             fix.trip = Some(s.trips[t as usize].id.clone());

@@ -7,7 +7,7 @@
 //! end, simplifies them (Douglas–Peucker, 3 m in local metres), and adds their stops and two
 //! geofences (the City Pier terminus and the Sunbus depot).
 
-use geo::{Coord, LineString, SimplifyIdx};
+use geo::{LineString, SimplifyIdx};
 use geo_engine::Network;
 use geo_engine::local::dist;
 use serde_json::{Value, json};
@@ -71,17 +71,13 @@ fn derive(net: &Network) -> Value {
         let name = route.name.trim_start_matches(short).trim().to_owned();
         for (k, &ci) in chosen.iter().enumerate() {
             let c = &net.corridors()[ci];
-            let local: LineString<f64> = c
-                .points
-                .iter()
-                .map(|p| Coord { x: p[0], y: p[1] })
-                .collect();
+            let local: LineString<f64> = c.points.iter().map(|p| p.0).collect();
             let keep = local.simplify_idx(EPSILON_M);
             let coords: Vec<[f64; 2]> = keep
                 .iter()
                 .map(|&i| {
-                    let (lon, lat) = c.coords[i];
-                    [round6(lon), round6(lat)]
+                    let at = c.coords[i];
+                    [round6(at.x), round6(at.y)]
                 })
                 .collect();
             let shape_id = format!("{short}-{}", if k == 0 { "a" } else { "b" });
@@ -93,7 +89,7 @@ fn derive(net: &Network) -> Value {
                 let s = &net.stops()[cs.stop];
                 features.push(json!({"type": "Feature",
                     "properties": {"stop_id": s.id, "route_id": short, "shape_id": shape_id, "name": s.name, "sequence": seq + 1},
-                    "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]}}));
+                    "geometry": {"type": "Point", "coordinates": [s.position.x(), s.position.y()]}}));
             }
         }
     }

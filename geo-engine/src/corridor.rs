@@ -7,7 +7,7 @@ use geo::{Coord, Line};
 use rstar::RTree;
 use rstar::primitives::GeomWithData;
 
-use crate::local::{LocalFrame, dist};
+use crate::local::{Local, LocalFrame, dist};
 
 /// Which corridor and segment an R-tree entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct CorridorStop {
     pub progress_m: f64,
     /// The projection itself, local metres: where a vehicle on the route is nearest the stop.
     /// Feeds place stops 15–40 m off the drawn line, so arrivals are measured to this point.
-    pub at: [f64; 2],
+    pub at: Local,
 }
 
 /// One route geometry.
@@ -41,10 +41,10 @@ pub struct Corridor {
     pub id: String,
     /// Index into the network's routes.
     pub route: usize,
-    /// WGS84 `(lon, lat)` vertices, for GeoJSON output.
-    pub coords: Vec<(f64, f64)>,
+    /// WGS84 vertices (x = lon, y = lat), for GeoJSON output.
+    pub coords: Vec<Coord<f64>>,
     /// The same vertices in the network's local frame, metres.
-    pub points: Vec<[f64; 2]>,
+    pub points: Vec<Local>,
     /// Distance along the corridor at each vertex, metres (`cum[0] == 0`).
     pub cum: Vec<f64>,
     /// Stops in travel order.
@@ -66,27 +66,40 @@ pub struct Projection {
     pub progress_m: f64,
 }
 
+/// Consecutive vertices closer than this are one vertex, metres.
+const SAME_VERTEX_M: f64 = 0.01;
+
+/// A stop is placed on the first segment ahead within this of its nearest one, metres.
+const STOP_PLACEMENT_SLACK_M: f64 = 25.0;
+
+/// Shortest segment length divided by, metres: keeps a direction finite on a degenerate segment.
+const MIN_SEGMENT_M: f64 = 1e-9;
+
+/// Candidates [`match_point`] keeps on the stack for its fallback; more are found again by a
+/// second R-tree query.
+const KEPT_CANDIDATES: usize = 32;
+
 impl Corridor {
-    /// Builds a corridor from `(lon, lat)` vertices; repeated vertices are dropped. `None` when
-    /// fewer than two distinct vertices remain.
+    /// Builds a corridor from WGS84 vertices (x = lon, y = lat); repeated vertices are dropped.
+    /// `None` when fewer than two distinct vertices remain.
     pub fn new(
         id: String,
         route: usize,
-        coords: &[(f64, f64)],
+        coords: &[Coord<f64>],
         frame: &LocalFrame,
     ) -> Option<Corridor> {
-        let mut kept: Vec<(f64, f64)> = Vec::with_capacity(coords.len());
-        let mut points: Vec<[f64; 2]> = Vec::with_capacity(coords.len());
+        let mut kept: Vec<Coord<f64>> = Vec::with_capacity(coords.len());
+        let mut points: Vec<Local> = Vec::with_capacity(coords.len());
         let mut cum = Vec::with_capacity(coords.len());
-        for &(lon, lat) in coords {
-            let p = frame.to_local(lat, lon);
+        for &c in coords {
+            let p = frame.to_local(c.into());
             match points.last() {
-                Some(&q) if dist(p, q) < 0.01 => continue,
+                Some(&q) if dist(p, q) < SAME_VERTEX_M => continue,
                 Some(&q) => cum.push(cum.last().copied().unwrap_or(0.0) + dist(p, q)),
                 None => cum.push(0.0),
             }
             points.push(p);
-            kept.push((lon, lat));
+            kept.push(c);
         }
         (points.len() >= 2).then_some(Corridor {
             id,
@@ -110,39 +123,43 @@ impl Corridor {
     }
 
     /// Projects `p` onto segment `seg`: `(cross-track distance, progress)`, metres.
-    pub fn project_on(&self, seg: usize, p: [f64; 2]) -> (f64, f64) {
+    pub fn project_on(&self, seg: usize, p: Local) -> (f64, f64) {
         let (Some(&a), Some(&b)) = (self.points.get(seg), self.points.get(seg + 1)) else {
             return (f64::INFINITY, 0.0);
         };
-        let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
+        let (dx, dy) = (b.x() - a.x(), b.y() - a.y());
         let len2 = dx * dx + dy * dy;
         let t = if len2 > 0.0 {
-            (((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / len2).clamp(0.0, 1.0)
+            (((p.x() - a.x()) * dx + (p.y() - a.y()) * dy) / len2).clamp(0.0, 1.0)
         } else {
             0.0
         };
-        let foot = [a[0] + t * dx, a[1] + t * dy];
+        let foot = Local::new(a.x() + t * dx, a.y() + t * dy);
         (dist(p, foot), self.cum[seg] + t * len2.sqrt())
     }
 
-    /// The point at `progress` metres along the corridor and the unit direction of travel there.
-    pub fn point_at(&self, progress: f64) -> ([f64; 2], [f64; 2]) {
+    /// The point at `progress` metres along the corridor and the unit direction of travel there
+    /// (east, north).
+    pub fn point_at(&self, progress: f64) -> (Local, [f64; 2]) {
         let progress = progress.clamp(0.0, self.length_m());
         let seg = match self.cum.binary_search_by(|c| c.total_cmp(&progress)) {
             Ok(i) => i.min(self.segments().saturating_sub(1)),
             Err(i) => i.saturating_sub(1).min(self.segments().saturating_sub(1)),
         };
         let (a, b) = (self.points[seg], self.points[seg + 1]);
-        let len = dist(a, b).max(1e-9);
+        let len = dist(a, b).max(MIN_SEGMENT_M);
         let t = ((progress - self.cum[seg]) / len).clamp(0.0, 1.0);
-        let dir = [(b[0] - a[0]) / len, (b[1] - a[1]) / len];
-        ([a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])], dir)
+        let dir = [(b.x() - a.x()) / len, (b.y() - a.y()) / len];
+        (
+            Local::new(a.x() + t * (b.x() - a.x()), a.y() + t * (b.y() - a.y())),
+            dir,
+        )
     }
 
     /// Places a point that is known to come after `from` metres (stops in order): among the
-    /// segments ahead, the first one within 25 m of the closest, so a loop that passes near
-    /// the stop again later does not capture it.
-    pub fn place_after(&self, p: [f64; 2], from: f64) -> (f64, f64) {
+    /// segments ahead, the first one within [`STOP_PLACEMENT_SLACK_M`] of the closest, so a loop
+    /// that passes near the stop again later does not capture it.
+    pub fn place_after(&self, p: Local, from: f64) -> (f64, f64) {
         let cands: Vec<(f64, f64)> = (0..self.segments())
             .filter(|&s| self.cum[s + 1] >= from)
             .map(|s| self.project_on(s, p))
@@ -151,7 +168,7 @@ impl Corridor {
         let best = cands.iter().map(|c| c.0).fold(f64::INFINITY, f64::min);
         cands
             .into_iter()
-            .find(|c| c.0 <= best + 25.0)
+            .find(|c| c.0 <= best + STOP_PLACEMENT_SLACK_M)
             .unwrap_or((f64::INFINITY, from))
     }
 
@@ -161,18 +178,8 @@ impl Corridor {
             .windows(2)
             .enumerate()
             .map(|(s, w)| {
-                let line = Line::new(
-                    Coord {
-                        x: w[0][0],
-                        y: w[0][1],
-                    },
-                    Coord {
-                        x: w[1][0],
-                        y: w[1][1],
-                    },
-                );
                 GeomWithData::new(
-                    line,
+                    Line::new(w[0].0, w[1].0),
                     SegRef {
                         corridor: ci as u32,
                         seg: s as u32,
@@ -218,12 +225,12 @@ pub const MIN_LOOKAHEAD_M: f64 = 60.0;
 pub fn match_point(
     tree: &RTree<SegmentEntry>,
     corridors: &[Corridor],
-    p: [f64; 2],
+    p: Local,
     query_radius: f64,
     radius_of: &dyn Fn(&Corridor) -> f64,
     prev: Option<Previous>,
 ) -> Option<Projection> {
-    let q = geo::Point::new(p[0], p[1]);
+    let q = geo::Point::from(p);
     // Segments within their corridor's width of `p`, as projections.
     let candidates = || {
         tree.locate_within_distance(q, query_radius * query_radius)
@@ -250,7 +257,7 @@ pub fn match_point(
         off_route_m: f64::INFINITY,
         progress_m: 0.0,
     };
-    let mut kept = [blank; 32];
+    let mut kept = [blank; KEPT_CANDIDATES];
     let mut count = 0usize;
     for cand in candidates() {
         if let Some(slot) = kept.get_mut(count) {
@@ -309,7 +316,7 @@ pub fn match_point(
 
 /// The same answer as [`match_point`] without the R-tree nor the preference: a scan over every
 /// segment of `corridors` (the baseline of the bench and a cross-check in tests).
-pub fn nearest_linear(corridors: &[Corridor], p: [f64; 2]) -> Option<Projection> {
+pub fn nearest_linear(corridors: &[Corridor], p: Local) -> Option<Projection> {
     let mut best: Option<Projection> = None;
     for (ci, c) in corridors.iter().enumerate() {
         for seg in 0..c.segments() {
@@ -332,19 +339,16 @@ mod tests {
     use super::*;
 
     fn frame() -> LocalFrame {
-        LocalFrame::new(-16.92, 145.77)
+        LocalFrame::new(geo::Point::new(145.77, -16.92))
     }
 
     /// An L-shaped corridor: 1 km east, then 1 km north.
     fn l_shape() -> Corridor {
         let f = frame();
         let pts = [[0.0, 0.0], [1000.0, 0.0], [1000.0, 1000.0]];
-        let coords: Vec<(f64, f64)> = pts
+        let coords: Vec<Coord<f64>> = pts
             .iter()
-            .map(|&p| {
-                let (la, lo) = f.to_geo(p);
-                (lo, la)
-            })
+            .map(|&[x, y]| f.to_geo(Local::new(x, y)).0)
             .collect();
         Corridor::new("L".into(), 0, &coords, &f).unwrap()
     }
@@ -355,14 +359,14 @@ mod tests {
         assert!((c.length_m() - 2000.0).abs() < 0.01);
         let tree = RTree::bulk_load(c.entries(0));
         let cs = [c];
-        let m = match_point(&tree, &cs, [500.0, 20.0], 50.0, &|_| 50.0, None).unwrap();
+        let m = match_point(&tree, &cs, Local::new(500.0, 20.0), 50.0, &|_| 50.0, None).unwrap();
         assert!((m.off_route_m - 20.0).abs() < 0.01 && (m.progress_m - 500.0).abs() < 0.01);
-        let m = match_point(&tree, &cs, [1030.0, 400.0], 50.0, &|_| 50.0, None).unwrap();
+        let m = match_point(&tree, &cs, Local::new(1030.0, 400.0), 50.0, &|_| 50.0, None).unwrap();
         assert!((m.off_route_m - 30.0).abs() < 0.01 && (m.progress_m - 1400.0).abs() < 0.01);
         // Far away: still the nearest segment, with its distance.
-        let m = match_point(&tree, &cs, [500.0, -300.0], 50.0, &|_| 50.0, None).unwrap();
+        let m = match_point(&tree, &cs, Local::new(500.0, -300.0), 50.0, &|_| 50.0, None).unwrap();
         assert!((m.off_route_m - 300.0).abs() < 0.01);
-        let lin = nearest_linear(&cs, [500.0, -300.0]).unwrap();
+        let lin = nearest_linear(&cs, Local::new(500.0, -300.0)).unwrap();
         assert_eq!((lin.segment, lin.corridor), (m.segment, m.corridor));
     }
 
@@ -370,12 +374,9 @@ mod tests {
     fn out_and_back_follows_the_current_pass() {
         let f = frame();
         let pts = [[0.0, 0.0], [1000.0, 0.0], [1000.0, 10.0], [0.0, 10.0]];
-        let coords: Vec<(f64, f64)> = pts
+        let coords: Vec<Coord<f64>> = pts
             .iter()
-            .map(|&p| {
-                let (la, lo) = f.to_geo(p);
-                (lo, la)
-            })
+            .map(|&[x, y]| f.to_geo(Local::new(x, y)).0)
             .collect();
         let c = Corridor::new("O".into(), 0, &coords, &f).unwrap();
         let tree = RTree::bulk_load(c.entries(0));
@@ -385,7 +386,7 @@ mod tests {
             progress_m: 1200.0,
             lookahead_m: 500.0,
         });
-        let m = match_point(&tree, &cs, [600.0, 4.0], 50.0, &|_| 50.0, prev).unwrap();
+        let m = match_point(&tree, &cs, Local::new(600.0, 4.0), 50.0, &|_| 50.0, prev).unwrap();
         assert!(
             (m.progress_m - 1410.0).abs() < 0.5,
             "stays on the way back: {}",
@@ -396,7 +397,7 @@ mod tests {
             progress_m: 500.0,
             lookahead_m: 500.0,
         });
-        let m = match_point(&tree, &cs, [600.0, 6.0], 50.0, &|_| 50.0, prev).unwrap();
+        let m = match_point(&tree, &cs, Local::new(600.0, 6.0), 50.0, &|_| 50.0, prev).unwrap();
         assert!(
             (m.progress_m - 600.0).abs() < 0.5,
             "stays on the way out: {}",
@@ -408,19 +409,16 @@ mod tests {
     fn point_at_walks_the_line() {
         let c = l_shape();
         let (p, dir) = c.point_at(1500.0);
-        assert!(dist(p, [1000.0, 500.0]) < 1e-6 && (dir[1] - 1.0).abs() < 1e-9);
+        assert!(dist(p, Local::new(1000.0, 500.0)) < 1e-6 && (dir[1] - 1.0).abs() < 1e-9);
         let (p, _) = c.point_at(5000.0);
-        assert!(dist(p, [1000.0, 1000.0]) < 1e-6);
+        assert!(dist(p, Local::new(1000.0, 1000.0)) < 1e-6);
     }
 
     fn corridor(id: &str, pts: &[[f64; 2]]) -> Corridor {
         let f = frame();
-        let coords: Vec<(f64, f64)> = pts
+        let coords: Vec<Coord<f64>> = pts
             .iter()
-            .map(|&p| {
-                let (la, lo) = f.to_geo(p);
-                (lo, la)
-            })
+            .map(|&[x, y]| f.to_geo(Local::new(x, y)).0)
             .collect();
         Corridor::new(id.into(), 0, &coords, &f).unwrap()
     }
@@ -433,7 +431,7 @@ mod tests {
         entries.extend(b.entries(1));
         let tree = RTree::bulk_load(entries);
         let cs = [a, b];
-        let m = match_point(&tree, &cs, [1.0, 1.0], 50.0, &|_| 50.0, None).unwrap();
+        let m = match_point(&tree, &cs, Local::new(1.0, 1.0), 50.0, &|_| 50.0, None).unwrap();
         assert_eq!((m.corridor, m.progress_m.round()), (1, 0.0));
     }
 
@@ -450,7 +448,7 @@ mod tests {
             progress_m: 40.0,
             lookahead_m: 60.0,
         });
-        let m = match_point(&tree, &cs, [50.0, 11.0], 50.0, &|_| 50.0, prev).unwrap();
+        let m = match_point(&tree, &cs, Local::new(50.0, 11.0), 50.0, &|_| 50.0, prev).unwrap();
         assert!((m.progress_m - 50.0).abs() < 0.5, "{}", m.progress_m);
     }
 }

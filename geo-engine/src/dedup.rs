@@ -62,7 +62,7 @@ mod tests {
     fn fix(ts: i64, seq: Option<u64>) -> Fix {
         Fix {
             seq,
-            ..Fix::new(1.0, 1.0, ts)
+            ..Fix::new(geo::Point::new(1.0, 1.0), ts)
         }
     }
 

@@ -1,12 +1,14 @@
 //! The input of the pipeline: a location fix as published on `fleet/{id}/location` (SPEC §4),
 //! and its parsing from JSON, one object or a batch array.
 
+use geo::Point;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::validate::{RejectReason, Rejection};
 
-/// One location update from a device.
+/// One location update from a device. The fields mirror the JSON payload (SPEC §4); in code,
+/// take the position as a [`Point`] with [`Fix::position`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fix {
     /// WGS84 latitude, degrees.
@@ -36,11 +38,11 @@ pub struct Fix {
 }
 
 impl Fix {
-    /// A fix with only the required fields.
-    pub fn new(lat: f64, lon: f64, ts: i64) -> Fix {
+    /// A fix at `at` (x = lon, y = lat, degrees) with only the required fields.
+    pub fn new(at: Point<f64>, ts: i64) -> Fix {
         Fix {
-            lat,
-            lon,
+            lat: at.y(),
+            lon: at.x(),
             ts,
             speed: None,
             heading: None,
@@ -49,6 +51,11 @@ impl Fix {
             trip: None,
             seq: None,
         }
+    }
+
+    /// The reported position (x = lon, y = lat, degrees).
+    pub fn position(&self) -> Point<f64> {
+        Point::new(self.lon, self.lat)
     }
 
     /// The SPEC §4 JSON payload of this fix.
@@ -263,7 +270,7 @@ mod tests {
 
     #[test]
     fn json_round_trip() {
-        let mut f = Fix::new(-16.9, 145.7, 5);
+        let mut f = Fix::new(geo::Point::new(145.7, -16.9), 5);
         f.route = Some("R".into());
         assert_eq!(parse_fixes(f.to_json().as_bytes()).unwrap(), vec![f]);
     }

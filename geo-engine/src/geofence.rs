@@ -1,6 +1,7 @@
 //! Stage 6c, geofences (SPEC §5.6): which polygons a vehicle is inside, and the
 //! `geofence_enter` / `geofence_exit` transitions between fixes.
 
+use geo::Point;
 use serde::{Deserialize, Serialize};
 
 use crate::network::Network;
@@ -21,15 +22,16 @@ pub struct Geofences {
 }
 
 impl Geofences {
-    /// Updates with a new position; returns exits first, then entries, each in network order.
-    pub fn update(&mut self, net: &Network, lat: f64, lon: f64) -> Vec<Crossing> {
+    /// Updates with a new position `at` (x = lon, y = lat); returns exits first, then entries,
+    /// each in network order.
+    pub fn update(&mut self, net: &Network, at: Point<f64>) -> Vec<Crossing> {
         if net.geofences().is_empty() && self.inside.is_empty() {
             return Vec::new();
         }
         let now: Vec<String> = net
             .geofences()
             .iter()
-            .filter(|g| g.contains(lat, lon))
+            .filter(|g| g.contains(at))
             .map(|g| g.id.clone())
             .collect();
         let mut out: Vec<Crossing> = self
@@ -65,14 +67,14 @@ mod tests {
           {"type":"Feature","properties":{"route_id":"A"},"geometry":{"type":"LineString","coordinates":[[145.0,-16.0],[145.1,-16.0]]}},
           {"type":"Feature","properties":{"geofence_id":"g"},"geometry":{"type":"Polygon","coordinates":[[[145.0,-16.01],[145.02,-16.01],[145.02,-15.99],[145.0,-15.99],[145.0,-16.01]]]}}]}"#).unwrap();
         let mut g = Geofences::default();
-        assert_eq!(g.update(&net, -16.0, 144.99), vec![]);
+        assert_eq!(g.update(&net, Point::new(144.99, -16.0)), vec![]);
         assert_eq!(
-            g.update(&net, -16.0, 145.01),
+            g.update(&net, Point::new(145.01, -16.0)),
             vec![Crossing::Enter("g".into())]
         );
-        assert_eq!(g.update(&net, -16.0, 145.015), vec![]);
+        assert_eq!(g.update(&net, Point::new(145.015, -16.0)), vec![]);
         assert_eq!(
-            g.update(&net, -16.0, 145.03),
+            g.update(&net, Point::new(145.03, -16.0)),
             vec![Crossing::Exit("g".into())]
         );
     }

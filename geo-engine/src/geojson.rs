@@ -10,7 +10,7 @@
 use crate::thresholds::RouteThresholds;
 use std::collections::HashMap;
 
-use geo::{LineString, MultiPolygon, Polygon};
+use geo::{Coord, LineString, MultiPolygon, Polygon};
 use serde_json::{Map, Value, json};
 
 use crate::error::LoadError;
@@ -134,8 +134,7 @@ impl Network {
                     raw.stops.push(RawStop {
                         id: id.clone(),
                         name,
-                        lat: p.1,
-                        lon: p.0,
+                        position: p.into(),
                     });
                     stop_refs.push((route, str_prop(&props, "shape_id"), sequence, index, id));
                 }
@@ -218,7 +217,7 @@ impl Network {
         let multi = r.corridors.len() > 1;
         for &ci in &r.corridors {
             let c = &self.corridors[ci];
-            let coords: Vec<[f64; 2]> = c.coords.iter().map(|&(lon, lat)| [lon, lat]).collect();
+            let coords: Vec<[f64; 2]> = c.coords.iter().map(|c| [c.x, c.y]).collect();
             let mut props = json!({"route_id": r.id, "name": r.name, "shape_id": c.id,
                 "length_m": (c.length_m() * 10.0).round() / 10.0});
             if let Some(w) = r.corridor_m {
@@ -234,7 +233,7 @@ impl Network {
                     props["shape_id"] = json!(c.id);
                 }
                 out.push(json!({"type": "Feature", "properties": props,
-                    "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]}}));
+                    "geometry": {"type": "Point", "coordinates": [s.position.x(), s.position.y()]}}));
             }
         }
     }
@@ -268,7 +267,7 @@ fn str_prop(props: &Map<String, Value>, key: &str) -> Option<String> {
 }
 
 /// One `[lon, lat]` position, range-checked.
-fn position(v: &Value) -> Result<(f64, f64), String> {
+fn position(v: &Value) -> Result<Coord<f64>, String> {
     let a = v
         .as_array()
         .ok_or("a position must be an array [lon, lat]")?;
@@ -283,10 +282,10 @@ fn position(v: &Value) -> Result<(f64, f64), String> {
             "position [{lon}, {lat}] out of range (is it [lon, lat]?)"
         ));
     }
-    Ok((lon, lat))
+    Ok(Coord { x: lon, y: lat })
 }
 
-fn positions(v: &Value) -> Result<Vec<(f64, f64)>, String> {
+fn positions(v: &Value) -> Result<Vec<Coord<f64>>, String> {
     v.as_array()
         .ok_or("coordinates must be an array")?
         .iter()
@@ -294,7 +293,7 @@ fn positions(v: &Value) -> Result<Vec<(f64, f64)>, String> {
         .collect()
 }
 
-fn distinct(line: &[(f64, f64)]) -> usize {
+fn distinct(line: &[Coord<f64>]) -> usize {
     1 + line.windows(2).filter(|w| w[0] != w[1]).count()
 }
 
@@ -343,8 +342,8 @@ mod tests {
             .collect();
         assert_eq!(names, ["s1", "s2"], "ordered by sequence");
         assert!(c.stops[0].progress_m < c.stops[1].progress_m);
-        assert!(n.geofences()[0].contains(-16.912, 145.762));
-        assert!(!n.geofences()[0].contains(-16.92, 145.762));
+        assert!(n.geofences()[0].contains(geo::Point::new(145.762, -16.912)));
+        assert!(!n.geofences()[0].contains(geo::Point::new(145.762, -16.92)));
         // Round trip through routes_geojson.
         let again = Network::from_geojson(&n.routes_geojson().to_string()).unwrap();
         assert_eq!(again.summary(), s);

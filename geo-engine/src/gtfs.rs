@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Write};
 
+use geo::{Coord, Point};
 use gtfs_structures::Gtfs;
 
 use crate::error::LoadError;
@@ -89,8 +90,7 @@ fn raw_from_gtfs(gtfs: &Gtfs) -> RawNetwork {
             raw.stops.push(RawStop {
                 id: s.id.clone(),
                 name,
-                lat,
-                lon,
+                position: Point::new(lon, lat),
             });
         }
     }
@@ -125,16 +125,26 @@ fn raw_from_gtfs(gtfs: &Gtfs) -> RawNetwork {
         let mut stop_times: Vec<_> = trip.stop_times.iter().collect();
         stop_times.sort_by_key(|st| st.stop_sequence);
         let stops: Vec<String> = stop_times.iter().map(|st| st.stop.id.clone()).collect();
-        let coords: Vec<(f64, f64)> = match trip.shape_id.as_ref().and_then(|s| gtfs.shapes.get(s))
+        let coords: Vec<Coord<f64>> = match trip.shape_id.as_ref().and_then(|s| gtfs.shapes.get(s))
         {
             Some(points) => {
                 let mut pts: Vec<_> = points.iter().collect();
                 pts.sort_by_key(|p| p.sequence);
-                pts.iter().map(|p| (p.longitude, p.latitude)).collect()
+                pts.iter()
+                    .map(|p| Coord {
+                        x: p.longitude,
+                        y: p.latitude,
+                    })
+                    .collect()
             }
             None => stop_times
                 .iter()
-                .filter_map(|st| Some((st.stop.longitude?, st.stop.latitude?)))
+                .filter_map(|st| {
+                    Some(Coord {
+                        x: st.stop.longitude?,
+                        y: st.stop.latitude?,
+                    })
+                })
                 .collect(),
         };
         let Some(route) = gtfs.routes.get(route) else {

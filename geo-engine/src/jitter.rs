@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineConfig;
 use crate::fix::Fix;
+use geo::Point;
+
 use crate::local::haversine_m;
 
 /// The last forwarded raw position of one vehicle.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Jitter {
-    /// `(lat, lon, ts)` of the last forwarded fix.
+    /// `(lat, lon, ts)` of the last forwarded fix (this order is the snapshot's serialised form).
     last: Option<(f64, f64, i64)>,
 }
 
@@ -22,7 +24,7 @@ impl Jitter {
         let Some((lat, lon, ts)) = self.last else {
             return false;
         };
-        let moved = haversine_m(lat, lon, fix.lat, fix.lon);
+        let moved = haversine_m(Point::new(lon, lat), fix.position());
         if moved >= cfg.min_move_m {
             return false;
         }
@@ -45,7 +47,7 @@ impl Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::LocalFrame;
+    use crate::local::{Local, LocalFrame};
     use proptest::prelude::*;
 
     proptest! {
@@ -56,19 +58,19 @@ mod tests {
             steps in prop::collection::vec((-15.0f64..15.0, -15.0f64..15.0, 1i64..30_000, prop::option::of(0.0f64..1.0)), 1..80)
         ) {
             let cfg = PipelineConfig::default();
-            let frame = LocalFrame::new(-16.92, 145.77);
+            let frame = LocalFrame::new(Point::new(145.77, -16.92));
             let mut j = Jitter::default();
-            let mut p = [0.0, 0.0];
+            let mut p = Local::default();
             let mut ts = 1_000_000i64;
-            let mut last_fwd: Option<([f64; 2], i64)> = None;
+            let mut last_fwd: Option<(Local, i64)> = None;
             for (dx, dy, dt, speed) in steps {
-                p = [p[0] + dx, p[1] + dy];
+                p = Local::new(p.x() + dx, p.y() + dy);
                 ts += dt;
-                let (lat, lon) = frame.to_geo(p);
-                let fix = Fix { speed, ..Fix::new(lat, lon, ts) };
+                let at = frame.to_geo(p);
+                let fix = Fix { speed, ..Fix::new(at, ts) };
                 if !j.is_jitter(&fix, &cfg) {
                     if let Some((q, qts)) = last_fwd {
-                        let moved = haversine_m(frame.to_geo(q).0, frame.to_geo(q).1, lat, lon);
+                        let moved = haversine_m(frame.to_geo(q), at);
                         let v = speed.unwrap_or(moved / ((ts - qts) as f64 / 1000.0));
                         prop_assert!(moved >= cfg.min_move_m || v >= cfg.min_speed,
                             "forwarded a {moved:.2} m move at {v:.2} m/s");
@@ -84,12 +86,12 @@ mod tests {
     fn slow_small_move_is_jitter_fast_or_far_is_not() {
         let cfg = PipelineConfig::default();
         let mut j = Jitter::default();
-        let a = Fix::new(-16.92, 145.77, 0);
+        let a = Fix::new(Point::new(145.77, -16.92), 0);
         assert!(!j.is_jitter(&a, &cfg));
         j.forwarded(&a);
         let near = Fix {
             speed: Some(0.1),
-            ..Fix::new(-16.92003, 145.77, 1000)
+            ..Fix::new(Point::new(145.77, -16.92003), 1000)
         }; // ~3 m
         assert!(j.is_jitter(&near, &cfg));
         assert!(!j.is_jitter(
@@ -101,11 +103,11 @@ mod tests {
         ));
         let far = Fix {
             speed: Some(0.1),
-            ..Fix::new(-16.9202, 145.77, 1000)
+            ..Fix::new(Point::new(145.77, -16.9202), 1000)
         }; // ~22 m
         assert!(!j.is_jitter(&far, &cfg));
         // No reported speed: 3 m in 1 s is 3 m/s (moving), in 60 s it is 0.05 m/s (jitter).
-        assert!(!j.is_jitter(&Fix::new(-16.92003, 145.77, 1000), &cfg));
-        assert!(j.is_jitter(&Fix::new(-16.92003, 145.77, 60_000), &cfg));
+        assert!(!j.is_jitter(&Fix::new(Point::new(145.77, -16.92003), 1000), &cfg));
+        assert!(j.is_jitter(&Fix::new(Point::new(145.77, -16.92003), 60_000), &cfg));
     }
 }

@@ -21,6 +21,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::local::Local;
+
 /// One axis: position, velocity and their covariance.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Axis {
@@ -32,6 +34,9 @@ struct Axis {
 
 /// Initial velocity variance: a bus's speed is unknown but below ~30 m/s, (m/s)².
 const INITIAL_VEL_VAR: f64 = 100.0;
+
+/// The least measurement variance, m² (σ = 10 cm): keeps the gain below 1 for a zero accuracy.
+const MIN_MEASUREMENT_VAR: f64 = 0.01;
 
 impl Axis {
     fn new(pos: f64, sigma: f64) -> Axis {
@@ -72,10 +77,11 @@ impl Axis {
 /// # Examples
 /// ```
 /// use geo_engine::kalman::Kalman;
-/// let mut k = Kalman::new([0.0, 0.0], 5.0, 0);
+/// use geo_engine::local::Local;
+/// let mut k = Kalman::new(Local::new(0.0, 0.0), 5.0, 0);
 /// for i in 1..=20 {
 ///     // moving east at 10 m/s, one fix a second
-///     k.step([10.0 * i as f64, 0.0], 5.0, i * 1000, 1.0);
+///     k.step(Local::new(10.0 * i as f64, 0.0), 5.0, i * 1000, 1.0);
 /// }
 /// let [vx, vy] = k.velocity();
 /// assert!((vx - 10.0).abs() < 1.0 && vy.abs() < 1.0);
@@ -90,10 +96,10 @@ pub struct Kalman {
 
 impl Kalman {
     /// A filter initialised at a first measurement `z` (m) with standard deviation `sigma` (m).
-    pub fn new(z: [f64; 2], sigma: f64, ts: i64) -> Kalman {
+    pub fn new(z: Local, sigma: f64, ts: i64) -> Kalman {
         Kalman {
-            x: Axis::new(z[0], sigma),
-            y: Axis::new(z[1], sigma),
+            x: Axis::new(z.x(), sigma),
+            y: Axis::new(z.y(), sigma),
             ts,
         }
     }
@@ -101,22 +107,22 @@ impl Kalman {
     /// Predicts to `ts` and corrects with the measurement `z` of standard deviation `sigma`;
     /// returns the new position estimate. `q` is the process noise (m²/s³). A `ts` not after
     /// the last one only corrects.
-    pub fn step(&mut self, z: [f64; 2], sigma: f64, ts: i64, q: f64) -> [f64; 2] {
+    pub fn step(&mut self, z: Local, sigma: f64, ts: i64, q: f64) -> Local {
         let dt = (ts - self.ts) as f64 / 1000.0;
         if dt > 0.0 {
             self.x.predict(dt, q);
             self.y.predict(dt, q);
             self.ts = ts;
         }
-        let r = (sigma * sigma).max(0.01);
-        self.x.update(z[0], r);
-        self.y.update(z[1], r);
+        let r = (sigma * sigma).max(MIN_MEASUREMENT_VAR);
+        self.x.update(z.x(), r);
+        self.y.update(z.y(), r);
         self.position()
     }
 
     /// Estimated position, metres.
-    pub fn position(&self) -> [f64; 2] {
-        [self.x.pos, self.y.pos]
+    pub fn position(&self) -> Local {
+        Local::new(self.x.pos, self.y.pos)
     }
 
     /// Estimated velocity, m/s east and north.

@@ -5,6 +5,10 @@
 //! for every location update: [`parse_fixes`], then [`Tracker::process`] per vehicle against a
 //! shared [`Network`].
 //!
+//! Positions are [`geo::Point`]s (x = longitude, y = latitude, degrees) at every public boundary
+//! and [`Local`] metres inside a [`LocalFrame`]. The JSON mirrors ([`Fix`], [`VehicleState`],
+//! [`Event`]) keep the payloads' `lat`/`lon` fields and give the `Point` by `position()`.
+//!
 //! # Layout
 //! - [`fix`]: the input `Fix` (SPEC §4) and its JSON parsing, one object or a batch.
 //! - [`validate`]: stage 1, plausibility checks; [`RejectReason`] and [`Rejection`].
@@ -21,11 +25,11 @@
 //! - [`thresholds`]: per-route thresholds from the route file.
 //! - [`zones`]: extra geofence polygons (`--zones`) for any network.
 //! - [`schedule`]: GTFS timetables, service days, trip inference, delay and predictions.
-//! - [`live`]: spatial index of live vehicle positions (nearby, bbox).
 //! - [`simulate`](mod@simulate): deterministic trace simulator.
 //! - [`state`]: the processed state and events (SPEC §6 payloads).
 //! - [`config`]: [`PipelineConfig`], thresholds with SPEC §5 defaults.
-//! - [`local`]: local metric frame and great-circle distance.
+//! - [`local`]: coordinates — WGS84 [`geo::Point`]s (x = lon, y = lat), the [`Local`] metric
+//!   frame, great-circle distance (geo's `Haversine`).
 //! - [`error`]: errors of the route loaders ([`LoadError`]).
 
 pub mod config;
@@ -39,7 +43,6 @@ pub mod geojson;
 pub mod gtfs;
 pub mod jitter;
 pub mod kalman;
-pub mod live;
 pub mod local;
 pub mod network;
 pub mod schedule;
@@ -54,7 +57,8 @@ pub mod zones;
 pub use config::PipelineConfig;
 pub use error::LoadError;
 pub use fix::{Fix, parse_fixes};
-pub use live::LiveIndex;
+pub use geo::{Coord, Point};
+pub use local::{Local, LocalFrame};
 pub use network::{Network, Summary};
 pub use simulate::{SimConfig, SimFix, SimKind, Simulator, simulate};
 pub use state::{Event, EventKind, NextStop, VehicleState, VehicleStatus};

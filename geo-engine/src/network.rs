@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 
-use geo::{BoundingRect, Contains, Intersects, MultiPolygon, Point, Rect};
+use geo::{BoundingRect, Contains, Coord, Intersects, MultiPolygon, Point, Rect};
 use rstar::RTree;
 
 use crate::corridor::{Corridor, CorridorStop, Previous, Projection, SegmentEntry, match_point};
 use crate::error::LoadError;
-use crate::local::LocalFrame;
+use crate::local::{Local, LocalFrame};
 
 /// A route: what vehicles name in their `route` field.
 #[derive(Debug, Clone)]
@@ -31,12 +31,10 @@ pub struct Stop {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// WGS84 degrees.
-    pub lat: f64,
-    /// WGS84 degrees.
-    pub lon: f64,
+    /// WGS84 position (x = lon, y = lat, degrees).
+    pub position: Point<f64>,
     /// Position in the network's local frame, metres.
-    pub local: [f64; 2],
+    pub local: Local,
 }
 
 /// A polygon that raises `geofence_enter` / `geofence_exit`.
@@ -46,7 +44,7 @@ pub struct Geofence {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// In `(lon, lat)` degrees.
+    /// WGS84 (x = lon, y = lat, degrees).
     pub area: MultiPolygon<f64>,
     /// Bounding box of `area`, for a cheap first test.
     bbox: Option<Rect<f64>>,
@@ -64,9 +62,8 @@ impl Geofence {
         }
     }
 
-    /// Whether `(lat, lon)` is inside.
-    pub fn contains(&self, lat: f64, lon: f64) -> bool {
-        let p = Point::new(lon, lat);
+    /// Whether `p` (x = lon, y = lat) is inside.
+    pub fn contains(&self, p: Point<f64>) -> bool {
         match self.bbox {
             Some(b) if b.intersects(&p) => self.area.contains(&p),
             _ => false,
@@ -124,8 +121,8 @@ pub(crate) struct RawRoute {
 #[derive(Debug, Clone)]
 pub(crate) struct RawShape {
     pub id: String,
-    /// `(lon, lat)`.
-    pub coords: Vec<(f64, f64)>,
+    /// WGS84 vertices (x = lon, y = lat).
+    pub coords: Vec<Coord<f64>>,
     /// Stops of this shape only, in order (GTFS, or GeoJSON stops with a `shape_id`).
     pub stops: Vec<String>,
 }
@@ -134,8 +131,7 @@ pub(crate) struct RawShape {
 pub(crate) struct RawStop {
     pub id: String,
     pub name: String,
-    pub lat: f64,
-    pub lon: f64,
+    pub position: Point<f64>,
 }
 
 /// Routes, stops, geofences and the segment R-trees. `Send + Sync`; share it with `Arc`.
@@ -176,7 +172,7 @@ impl Network {
     /// A network with nothing in it.
     pub fn empty() -> Network {
         Network {
-            frame: LocalFrame::new(0.0, 0.0),
+            frame: LocalFrame::new(Point::new(0.0, 0.0)),
             routes: Vec::new(),
             route_index: HashMap::new(),
             corridors: Vec::new(),
@@ -199,14 +195,14 @@ impl Network {
             .flat_map(|r| r.shapes.iter())
             .flat_map(|s| s.coords.iter());
         let (mut min, mut max) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
-        for &(lon, lat) in all {
-            min = [min[0].min(lon), min[1].min(lat)];
-            max = [max[0].max(lon), max[1].max(lat)];
+        for c in all {
+            min = [min[0].min(c.x), min[1].min(c.y)];
+            max = [max[0].max(c.x), max[1].max(c.y)];
         }
         if !min[0].is_finite() {
             return Err(LoadError::NoRoutes);
         }
-        let frame = LocalFrame::new((min[1] + max[1]) / 2.0, (min[0] + max[0]) / 2.0);
+        let frame = LocalFrame::new(Point::new((min[0] + max[0]) / 2.0, (min[1] + max[1]) / 2.0));
 
         let mut stops: Vec<Stop> = Vec::new();
         let mut stop_index: HashMap<String, usize> = HashMap::new();
@@ -215,13 +211,11 @@ impl Network {
                 continue;
             }
             stop_index.insert(s.id.clone(), stops.len());
-            let local = frame.to_local(s.lat, s.lon);
             stops.push(Stop {
                 id: s.id,
                 name: s.name,
-                lat: s.lat,
-                lon: s.lon,
-                local,
+                position: s.position,
+                local: frame.to_local(s.position),
             });
         }
 
@@ -390,7 +384,7 @@ impl Network {
     pub fn match_local(
         &self,
         route: Option<usize>,
-        p: [f64; 2],
+        p: Local,
         default_corridor_m: f64,
         prev: Option<Previous>,
     ) -> Option<Projection> {

@@ -8,12 +8,17 @@ use std::collections::VecDeque;
 
 use crate::corridor::Corridor;
 use crate::fix::Fix;
-use crate::local::dist;
+use geo::Point;
+
+use crate::local::{Local, dist};
 use crate::network::Network;
 use crate::validate::RejectReason;
 
 /// Reported speed of the fix at a stop, as the vehicle rolls in, m/s.
 const ARRIVAL_SPEED: f64 = 1.0;
+
+/// Shortest distance divided by, metres: keeps a direction finite where the route folds back.
+const MIN_SPAN_M: f64 = 1e-9;
 
 /// A sideways excursion from the route.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,10 +106,8 @@ pub struct SimFix {
     pub fix: Fix,
     /// What it is meant to exercise.
     pub kind: SimKind,
-    /// True position, degrees.
-    pub true_lat: f64,
-    /// True position, degrees.
-    pub true_lon: f64,
+    /// True position (x = lon, y = lat, degrees).
+    pub truth: Point<f64>,
     /// True distance along the current corridor, metres.
     pub progress_m: f64,
     /// True sideways offset from the route (the detour), metres.
@@ -242,7 +245,7 @@ pub struct Simulator<'a> {
     /// No fix was made on the current leg yet.
     fresh_leg: bool,
     /// Driving off-route from `.0` to the next leg's start `.1`, local metres.
-    deadhead: Option<([f64; 2], [f64; 2])>,
+    deadhead: Option<(Local, Local)>,
     invalid_turn: usize,
     pending: VecDeque<SimFix>,
     done: bool,
@@ -311,7 +314,7 @@ impl<'a> Simulator<'a> {
     }
 
     /// True position at `progress` with the detour applied, local metres, and the heading.
-    fn true_position(&self, progress: f64) -> ([f64; 2], f64, f64) {
+    fn true_position(&self, progress: f64) -> (Local, f64, f64) {
         let c = self.corridor();
         let (p, _) = c.point_at(progress);
         let offset = self.offset_at(progress);
@@ -319,16 +322,16 @@ impl<'a> Simulator<'a> {
         let w = 50.0 + offset.abs() / 2.0;
         let (a, _) = c.point_at(progress - w);
         let (b, _) = c.point_at(progress + w);
-        let len = dist(a, b).max(1e-9);
-        let dir = [(b[0] - a[0]) / len, (b[1] - a[1]) / len];
-        let pos = [p[0] - dir[1] * offset, p[1] + dir[0] * offset];
+        let len = dist(a, b).max(MIN_SPAN_M);
+        let dir = [(b.x() - a.x()) / len, (b.y() - a.y()) / len];
+        let pos = Local::new(p.x() - dir[1] * offset, p.y() + dir[0] * offset);
         let heading = dir[0].atan2(dir[1]).to_degrees().rem_euclid(360.0);
         (pos, heading, offset)
     }
 
     fn make(
         &mut self,
-        pos: [f64; 2],
+        pos: Local,
         noise: f64,
         speed: f64,
         heading: f64,
@@ -336,12 +339,12 @@ impl<'a> Simulator<'a> {
         kind: SimKind,
     ) -> SimFix {
         let frame = self.net.frame();
-        let (true_lat, true_lon) = frame.to_geo(pos);
-        let noisy = [
-            pos[0] + noise * self.rng.normal(),
-            pos[1] + noise * self.rng.normal(),
-        ];
-        let (lat, lon) = frame.to_geo(noisy);
+        let truth = frame.to_geo(pos);
+        // x before y: the order the seeded RNG is drawn in is part of the trace.
+        let noise_x = noise * self.rng.normal();
+        let noise_y = noise * self.rng.normal();
+        let noisy = frame.to_geo(Local::new(pos.x() + noise_x, pos.y() + noise_y));
+        let (lon, lat) = noisy.x_y();
         self.seq += 1;
         let c = self.corridor();
         let fix = Fix {
@@ -361,8 +364,7 @@ impl<'a> Simulator<'a> {
         SimFix {
             fix,
             kind,
-            true_lat,
-            true_lon,
+            truth,
             progress_m: self.progress,
             offset_m: offset,
             corridor: self.plan[self.leg],
@@ -455,13 +457,13 @@ impl<'a> Simulator<'a> {
             let step = self.cfg.speed_mps * dt;
             let d = dist(from, to);
             if d > step {
-                let pos = [
-                    from[0] + (to[0] - from[0]) * step / d,
-                    from[1] + (to[1] - from[1]) * step / d,
-                ];
+                let pos = Local::new(
+                    from.x() + (to.x() - from.x()) * step / d,
+                    from.y() + (to.y() - from.y()) * step / d,
+                );
                 self.deadhead = Some((pos, to));
-                let heading = (to[0] - from[0])
-                    .atan2(to[1] - from[1])
+                let heading = (to.x() - from.x())
+                    .atan2(to.y() - from.y())
                     .to_degrees()
                     .rem_euclid(360.0);
                 let mut f = self.make(

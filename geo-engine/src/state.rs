@@ -73,6 +73,13 @@ pub struct VehicleState {
     pub processed_at: i64,
 }
 
+impl VehicleState {
+    /// The smoothed position (x = lon, y = lat, degrees).
+    pub fn position(&self) -> geo::Point<f64> {
+        geo::Point::new(self.lon, self.lat)
+    }
+}
+
 /// Kinds of event, as they appear in `events/{id}/{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,4 +137,11 @@ pub struct Event {
     /// Free-form message (SOS text).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message: Option<String>,
+}
+
+impl Event {
+    /// Where the event happened (x = lon, y = lat, degrees).
+    pub fn position(&self) -> geo::Point<f64> {
+        geo::Point::new(self.lon, self.lat)
+    }
 }

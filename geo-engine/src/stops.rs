@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineConfig;
-use crate::local::dist;
+use crate::local::{Local, dist};
 use crate::network::Network;
 use crate::state::NextStop;
 
@@ -27,6 +27,9 @@ const MAX_SAMPLES: usize = 256;
 const MIN_SPAN_MS: i64 = 5_000;
 /// Below this average speed no ETA is given, m/s.
 const MIN_ETA_SPEED: f64 = 0.3;
+/// Stops farther along the route than the arrival radius plus this are not candidates, metres
+/// (the stop's projection may lie a little off the vehicle's progress at a corner).
+const STOP_PROGRESS_SLACK_M: f64 = 50.0;
 
 /// Per-vehicle stop state on its current corridor.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,7 +50,7 @@ impl Stops {
         &mut self,
         net: &Network,
         corridor: usize,
-        pos: [f64; 2],
+        pos: Local,
         progress: f64,
         ts: i64,
         cfg: &PipelineConfig,
@@ -85,7 +88,7 @@ impl Stops {
         if self.at_stop.is_none() {
             // The stop within the radius closest along the route (a loop's first and last stop
             // share a place; progress tells them apart).
-            let window = cfg.stop_radius_m + 50.0;
+            let window = cfg.stop_radius_m + STOP_PROGRESS_SLACK_M;
             let hit = c
                 .stops
                 .iter()
@@ -157,6 +160,7 @@ impl Stops {
         Some(NextStop {
             id: stop.id.clone(),
             name: stop.name.clone(),
+            // Published to a decimetre.
             distance_m: (distance_m * 10.0).round() / 10.0,
             eta,
             scheduled: None,

@@ -2,6 +2,7 @@
 //! match → events (SPEC §5), plus offline/online. A tracker is plain data (`Serialize` +
 //! `Deserialize`) so the broker can snapshot it to Redis and restore it.
 
+use geo::Point;
 use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineConfig;
@@ -23,8 +24,44 @@ use crate::validate::{LastFix, Rejection, validate};
 /// The look-ahead along the route never exceeds this, metres.
 const LOOKAHEAD_CAP_M: f64 = 5_000.0;
 
+/// The least measurement standard deviation the filter is given, metres: a device claiming
+/// better is not believed.
+const MIN_SIGMA_M: f64 = 1.0;
+
 /// A fix farther than this from the tracker's frame origin re-anchors the frame, metres.
 const FRAME_REANCHOR_M: f64 = 50_000.0;
+
+/// The look-ahead assumes at least this speed, m/s, so a vehicle that was stopped may still
+/// pull away between two fixes.
+const LOOKAHEAD_MIN_SPEED: f64 = 3.0;
+
+/// The look-ahead covers this multiple of the distance the vehicle can have driven since.
+const LOOKAHEAD_MARGIN: f64 = 1.5;
+
+/// Published positions keep 7 decimals of a degree (~1 cm).
+const POSITION_SCALE: f64 = 1e7;
+
+/// Published speeds keep 2 decimals of m/s.
+const SPEED_SCALE: f64 = 100.0;
+
+/// Published headings and distances keep 1 decimal (degrees, metres).
+const TENTHS: f64 = 10.0;
+
+/// Rounds `x` to `1 / scale`.
+fn round(x: f64, scale: f64) -> f64 {
+    (x * scale).round() / scale
+}
+
+/// One smoothed fix, as matching and the events see it.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Smoothed position.
+    at: Point<f64>,
+    /// Device time, Unix ms.
+    ts: i64,
+    /// Speed now (reported, else the filter's), m/s.
+    speed: f64,
+}
 
 /// What happened to one fix that passed validation.
 // Returned once per fix and matched at once: boxing the state would cost an allocation per fix.
@@ -169,11 +206,11 @@ impl Tracker {
         if resuming {
             // After `declare`, so the event carries the route and trip of this fix.
             self.offline = false;
-            events.insert(0, self.event(EventKind::Online, fix.ts, fix.lat, fix.lon));
+            events.insert(0, self.event(EventKind::Online, fix.ts, fix.position()));
         }
 
         // Smooth.
-        let (lat, lon, vel) = self.smooth(&fix, cfg);
+        let (at, vel) = self.smooth(&fix, cfg);
         let speed_now = fix.speed.unwrap_or_else(|| vel[0].hypot(vel[1]));
         let heading = fix.heading.map(|h| h.rem_euclid(360.0)).or_else(|| {
             (vel[0].hypot(vel[1]) >= cfg.min_speed)
@@ -181,34 +218,38 @@ impl Tracker {
         });
 
         // Match and events.
-        let mut m = self.match_route(net, cfg, lat, lon, fix.ts, speed_now, &mut events);
-        let fit = self.fit_schedule(net, cfg, (lat, lon, fix.ts), &mut m);
+        let sample = Sample {
+            at,
+            ts: fix.ts,
+            speed: speed_now,
+        };
+        let mut m = self.match_route(net, cfg, sample, &mut events);
+        let fit = self.fit_schedule(net, cfg, sample, &mut m);
         if self.route.is_none() {
             // A vehicle that declared no route: its events name the route it was matched to.
             for e in events.iter_mut().filter(|e| e.route.is_none()) {
                 e.route.clone_from(&m.route);
             }
         }
-        for c in self.geofences.update(net, lat, lon) {
+        for c in self.geofences.update(net, at) {
             let (kind, id) = match c {
                 Crossing::Enter(id) => (EventKind::GeofenceEnter, id),
                 Crossing::Exit(id) => (EventKind::GeofenceExit, id),
             };
-            let mut e = self.event(kind, fix.ts, lat, lon);
+            let mut e = self.event(kind, fix.ts, at);
             e.geofence_id = Some(id);
             events.push(e);
         }
 
-        let round = |x: f64, k: f64| (x * k).round() / k;
         let state = VehicleState {
             vehicle: self.vehicle.clone(),
-            lat: round(lat, 1e7),
-            lon: round(lon, 1e7),
+            lat: round(at.y(), POSITION_SCALE),
+            lon: round(at.x(), POSITION_SCALE),
             raw_lat: fix.lat,
             raw_lon: fix.lon,
             ts: fix.ts,
-            speed: Some(round(speed_now, 100.0)),
-            heading: heading.map(|h| round(h, 10.0)),
+            speed: Some(round(speed_now, SPEED_SCALE)),
+            heading: heading.map(|h| round(h, TENTHS)),
             route: self.route.clone().or(m.route),
             trip: self
                 .trip
@@ -220,8 +261,8 @@ impl Tracker {
                 VehicleStatus::Moving
             },
             on_route: m.on_route,
-            off_route_m: m.off_route_m.map(|d| round(d, 10.0)),
-            progress_m: m.progress_m.map(|p| round(p, 10.0)),
+            off_route_m: m.off_route_m.map(|d| round(d, TENTHS)),
+            progress_m: m.progress_m.map(|p| round(p, TENTHS)),
             next_stop: m.next_stop,
             delay_s: fit.as_ref().and_then(|f| f.delay_s).map(i64::from),
             trip_inferred: fit.as_ref().and_then(|f| f.inferred.then_some(true)),
@@ -241,9 +282,9 @@ impl Tracker {
         self.offline = true;
         state.status = VehicleStatus::Offline;
         state.processed_at = now_ms;
-        let (lat, lon) = (state.lat, state.lon);
+        let at = state.position();
         let state = state.clone();
-        Some((state, self.event(EventKind::Offline, now_ms, lat, lon)))
+        Some((state, self.event(EventKind::Offline, now_ms, at)))
     }
 
     /// Goes offline when no fix came for `stale_after`: the offline state and event, once.
@@ -270,8 +311,7 @@ impl Tracker {
                     EventKind::StopDeparture,
                     si,
                     fix.ts,
-                    fix.lat,
-                    fix.lon,
+                    fix.position(),
                 ));
             }
             if route_changed {
@@ -288,17 +328,21 @@ impl Tracker {
         }
     }
 
-    /// Runs the Kalman filter; returns the smoothed `(lat, lon)` and velocity (m/s east, north).
-    fn smooth(&mut self, fix: &Fix, cfg: &PipelineConfig) -> (f64, f64, [f64; 2]) {
-        let sigma = fix.accuracy.unwrap_or(cfg.default_accuracy_m).max(1.0);
+    /// Runs the Kalman filter; returns the smoothed position and velocity (m/s east, north).
+    fn smooth(&mut self, fix: &Fix, cfg: &PipelineConfig) -> (Point<f64>, [f64; 2]) {
+        let sigma = fix
+            .accuracy
+            .unwrap_or(cfg.default_accuracy_m)
+            .max(MIN_SIGMA_M);
+        let raw = fix.position();
         let frame = match self.frame {
-            Some(f) if haversine_m(f.lat0, f.lon0, fix.lat, fix.lon) < FRAME_REANCHOR_M => f,
+            Some(f) if haversine_m(f.origin(), raw) < FRAME_REANCHOR_M => f,
             _ => {
                 self.kalman = None;
-                *self.frame.insert(LocalFrame::new(fix.lat, fix.lon))
+                *self.frame.insert(LocalFrame::new(raw))
             }
         };
-        let z = frame.to_local(fix.lat, fix.lon);
+        let z = frame.to_local(raw);
         let k = match self.kalman.as_mut() {
             Some(k) if fix.ts - k.ts() <= cfg.filter_reset_ms && k.is_finite() => {
                 k.step(z, sigma, fix.ts, cfg.process_noise);
@@ -306,22 +350,18 @@ impl Tracker {
             }
             _ => *self.kalman.insert(Kalman::new(z, sigma, fix.ts)),
         };
-        let (lat, lon) = frame.to_geo(k.position());
-        (lat, lon, k.velocity())
+        (frame.to_geo(k.position()), k.velocity())
     }
 
     /// Matches the smoothed position, updates deviation and stops, and pushes their events.
-    #[allow(clippy::too_many_arguments)]
     fn match_route(
         &mut self,
         net: &Network,
         cfg: &PipelineConfig,
-        lat: f64,
-        lon: f64,
-        ts: i64,
-        speed_now: f64,
+        sample: Sample,
         events: &mut Vec<Event>,
     ) -> MatchView {
+        let Sample { at, ts, speed } = sample;
         let route_idx = self.route.as_deref().and_then(|r| net.route_index(r));
         // Forget a match that refers to another network (restored snapshot) or route.
         if let Some(m) = &self.matched {
@@ -334,7 +374,7 @@ impl Tracker {
                 self.stops = Stops::default();
             }
         }
-        let p = net.frame().to_local(lat, lon);
+        let p = net.frame().to_local(at);
         let prev = match (
             self.trip.as_deref().and_then(|t| net.trip_corridor(t)),
             &self.matched,
@@ -342,8 +382,9 @@ impl Tracker {
             (_, Some(m)) => {
                 // As far as the vehicle can have got since, generously.
                 let dt_s = (ts.saturating_sub(m.ts)).max(0) as f64 / 1000.0;
-                let lookahead_m =
-                    (MIN_LOOKAHEAD_M + speed_now.max(3.0) * dt_s * 1.5).min(LOOKAHEAD_CAP_M);
+                let lookahead_m = (MIN_LOOKAHEAD_M
+                    + speed.max(LOOKAHEAD_MIN_SPEED) * dt_s * LOOKAHEAD_MARGIN)
+                    .min(LOOKAHEAD_CAP_M);
                 Some(Previous {
                     corridor: m.corridor,
                     progress_m: m.progress_m,
@@ -370,14 +411,14 @@ impl Tracker {
         ) {
             Some(Transition::Deviated) => {
                 if let Some(StopChange::Departure(si)) = self.stops.leave(net) {
-                    events.push(self.stop_event(net, EventKind::StopDeparture, si, ts, lat, lon));
+                    events.push(self.stop_event(net, EventKind::StopDeparture, si, ts, at));
                 }
-                let mut e = self.event(EventKind::Deviation, ts, lat, lon);
-                e.off_route_m = Some((proj.off_route_m * 10.0).round() / 10.0);
+                let mut e = self.event(EventKind::Deviation, ts, at);
+                e.off_route_m = Some(round(proj.off_route_m, TENTHS));
                 events.push(e);
             }
             Some(Transition::BackOnRoute) => {
-                events.push(self.event(EventKind::BackOnRoute, ts, lat, lon))
+                events.push(self.event(EventKind::BackOnRoute, ts, at))
             }
             None => {}
         }
@@ -413,7 +454,7 @@ impl Tracker {
                         StopChange::Arrival(si) => (EventKind::StopArrival, si),
                         StopChange::Departure(si) => (EventKind::StopDeparture, si),
                     };
-                    events.push(self.stop_event(net, kind, si, ts, lat, lon));
+                    events.push(self.stop_event(net, kind, si, ts, at));
                 }
             }
         }
@@ -426,7 +467,7 @@ impl Tracker {
             Some(m) => (
                 Some(m.progress_m),
                 self.stops
-                    .next_stop(net, m.corridor, m.progress_m, ts, speed_now),
+                    .next_stop(net, m.corridor, m.progress_m, ts, speed),
             ),
             None => (None, None),
         };
@@ -445,7 +486,7 @@ impl Tracker {
         &mut self,
         net: &Network,
         cfg: &PipelineConfig,
-        (lat, lon, ts): (f64, f64, i64),
+        sample: Sample,
         m: &mut MatchView,
     ) -> Option<FitView> {
         let sched = net.schedule()?;
@@ -454,11 +495,11 @@ impl Tracker {
         let fix = FixOnRoute {
             route,
             trip: self.trip.as_deref(),
-            point: net.frame().to_local(lat, lon),
+            point: net.frame().to_local(sample.at),
             width_m: route
                 .and_then(|r| net.routes()[r].corridor_m)
                 .unwrap_or(cfg.corridor_m),
-            ts,
+            ts: sample.ts,
             stop_radius_m: cfg.stop_radius_m,
             progress_reset_m: cfg.progress_reset_m,
         };
@@ -473,13 +514,13 @@ impl Tracker {
         })
     }
 
-    fn event(&self, kind: EventKind, ts: i64, lat: f64, lon: f64) -> Event {
+    fn event(&self, kind: EventKind, ts: i64, at: Point<f64>) -> Event {
         Event {
             kind,
             vehicle: self.vehicle.clone(),
             ts,
-            lat,
-            lon,
+            lat: at.y(),
+            lon: at.x(),
             route: self.route.clone(),
             trip: self.trip.clone(),
             stop_id: None,
@@ -496,10 +537,9 @@ impl Tracker {
         kind: EventKind,
         stop: usize,
         ts: i64,
-        lat: f64,
-        lon: f64,
+        at: Point<f64>,
     ) -> Event {
-        let mut e = self.event(kind, ts, lat, lon);
+        let mut e = self.event(kind, ts, at);
         if let Some(s) = net.stops().get(stop) {
             e.stop_id = Some(s.id.clone());
             e.stop_name = Some(s.name.clone());

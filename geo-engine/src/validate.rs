@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineConfig;
 use crate::fix::Fix;
+use geo::Point;
+
 use crate::local::haversine_m;
 
 /// Why an update was rejected.
@@ -196,7 +198,7 @@ pub fn validate(
         ));
     }
     if let Some(last) = last.filter(|l| fix.ts > l.ts) {
-        let d = haversine_m(last.lat, last.lon, fix.lat, fix.lon);
+        let d = haversine_m(Point::new(last.lon, last.lat), fix.position());
         let slack = last.accuracy + fix.accuracy.unwrap_or(0.0);
         let dt_s = (fix.ts - last.ts) as f64 / 1000.0;
         let implied = (d - slack).max(0.0) / dt_s;
@@ -228,7 +230,7 @@ mod tests {
 
     #[test]
     fn each_rule_rejects_with_its_reason() {
-        let ok = Fix::new(-16.92, 145.77, NOW);
+        let ok = Fix::new(Point::new(145.77, -16.92), NOW);
         assert_eq!(check(&ok, None), None);
         let with = |g: &dyn Fn(&mut Fix)| {
             let mut f = ok.clone();
@@ -283,7 +285,7 @@ mod tests {
             accuracy: 0.0,
         };
         // ~111 m north in 1 s: 111 m/s.
-        let far = Fix::new(-16.919, 145.77, NOW);
+        let far = Fix::new(Point::new(145.77, -16.919), NOW);
         assert_eq!(
             check(&far, Some(&last)),
             Some((RejectReason::Teleport, "lat"))

@@ -1,7 +1,7 @@
 //! The Kalman filter against the truth on a noisy simulated trace.
 
 use geo_engine::kalman::Kalman;
-use geo_engine::local::dist;
+use geo_engine::local::{Local, dist};
 use geo_engine::{Network, PipelineConfig, SimConfig, SimKind, simulate};
 use proptest::prelude::*;
 
@@ -25,8 +25,8 @@ fn rmse(route: &str, noise_m: f64, seed: u64) -> (f64, f64) {
     let mut k: Option<Kalman> = None;
     let (mut raw2, mut smooth2, mut n) = (0.0, 0.0, 0.0);
     for f in &trace {
-        let z = frame.to_local(f.fix.lat, f.fix.lon);
-        let truth = frame.to_local(f.true_lat, f.true_lon);
+        let z = frame.to_local(f.fix.position());
+        let truth = frame.to_local(f.truth);
         let est = match k.as_mut() {
             Some(k) => k.step(z, noise_m, f.fix.ts, cfg.process_noise),
             None => k.insert(Kalman::new(z, noise_m, f.fix.ts)).position(),
@@ -62,12 +62,12 @@ proptest! {
     /// The estimate stays finite and near the measurements for any measurement sequence.
     #[test]
     fn stays_finite(zs in prop::collection::vec((-1e4f64..1e4, -1e4f64..1e4, 1i64..120_000, 0.5f64..100.0), 1..50)) {
-        let mut k = Kalman::new([0.0, 0.0], 5.0, 0);
+        let mut k = Kalman::new(Local::new(0.0, 0.0), 5.0, 0);
         let mut ts = 0;
         for (x, y, dt, s) in zs {
             ts += dt;
-            let p = k.step([x, y], s, ts, 0.5);
-            prop_assert!(p[0].is_finite() && p[1].is_finite() && k.is_finite());
+            let p = k.step(Local::new(x, y), s, ts, 0.5);
+            prop_assert!(p.x().is_finite() && p.y().is_finite() && k.is_finite());
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Nothing from the network panics the pipeline: arbitrary payload bytes, arbitrary fixes.
 
-use geo_engine::{Fix, LiveIndex, Network, Outcome, PipelineConfig, Tracker, parse_fixes};
+use geo_engine::{Fix, Network, Outcome, PipelineConfig, Tracker, parse_fixes};
 use proptest::prelude::*;
 
 const NOW: i64 = 1_763_700_000_000;
@@ -15,7 +15,6 @@ fn network_and_tracker_are_shareable() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Network>();
     send_sync::<Tracker>();
-    send_sync::<LiveIndex>();
 }
 
 fn any_fix() -> impl Strategy<Value = Fix> {

@@ -82,9 +82,9 @@ fn run_late(
     let mut t_s = start - 60.0;
     while t_s <= end + late_s - 30.0 {
         let prog = scheduled_progress(net, trip, t_s - late_s);
-        let (lat, lon) = net.frame().to_geo(corridor.point_at(prog).0);
+        let at = net.frame().to_geo(corridor.point_at(prog).0);
         let ts = day0 + (t_s * 1000.0) as i64;
-        let mut fix = Fix::new(lat, lon, ts);
+        let mut fix = Fix::new(at, ts);
         fix.route = Some(route.clone());
         if declare_trip {
             fix.trip = Some(s.trips[trip as usize].id.clone());
@@ -180,9 +180,9 @@ fn predictions_follow_stop_order_and_never_decrease() {
     let mut t_s = times[0].departure as f64;
     while t_s < times[times.len() - 1].arrival as f64 {
         let prog = scheduled_progress(&net, trip, t_s - 200.0);
-        let (lat, lon) = net.frame().to_geo(corridor.point_at(prog).0);
+        let at = net.frame().to_geo(corridor.point_at(prog).0);
         let ts = day0 + (t_s * 1000.0) as i64;
-        let mut fix = Fix::new(lat, lon, ts);
+        let mut fix = Fix::new(at, ts);
         fix.route = Some("110-423".into());
         let forwarded = matches!(
             t.process(&net, &cfg, fix, ts),

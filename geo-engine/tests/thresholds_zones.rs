@@ -18,7 +18,8 @@ fn deviation_after(net: &Network, route: &str, lat: f64) -> usize {
     for i in 0..12 {
         // Along the line for 6 fixes, then 300 m north of it.
         let off = if i < 6 { 0.0 } else { 0.0027 };
-        let mut f = Fix::new(lat + off, 145.71 + i as f64 * 0.0003, 1_000_000 + i * 5_000);
+        let at = geo::Point::new(145.71 + i as f64 * 0.0003, lat + off);
+        let mut f = Fix::new(at, 1_000_000 + i * 5_000);
         f.route = Some(route.into());
         if let Ok(Outcome::Forwarded { events, .. }) =
             t.process(net, &cfg, f, 1_000_000 + i * 5_000)
@@ -64,7 +65,8 @@ fn zones_work_on_a_gtfs_network() {
     let mut net = Network::from_gtfs_zip(&bytes).expect("loads");
     let before = net.geofences().len();
     let s = &net.stops()[0];
-    let (lat, lon) = (s.lat, s.lon);
+    let s_at = s.position;
+    let (lat, lon) = (s.position.y(), s.position.x());
     let zone = format!(
         r#"{{"type":"FeatureCollection","features":[{{"type":"Feature",
         "properties":{{"geofence_id":"depot","name":"Depot"}},
@@ -78,8 +80,7 @@ fn zones_work_on_a_gtfs_network() {
     assert_eq!(net.geofences().len(), before + 1);
     let cfg = PipelineConfig::default();
     let mut t = Tracker::new("bus-z");
-    let Ok(Outcome::Forwarded { events, .. }) =
-        t.process(&net, &cfg, Fix::new(lat, lon, 5_000), 5_000)
+    let Ok(Outcome::Forwarded { events, .. }) = t.process(&net, &cfg, Fix::new(s_at, 5_000), 5_000)
     else {
         panic!("not forwarded");
     };

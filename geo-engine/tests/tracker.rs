@@ -1,6 +1,7 @@
 //! Tracker behaviour beyond one clean run: offline/online, snapshots, geofences, route-less
 //! vehicles, rejections, and the corridor edge through the whole pipeline.
 
+use geo::Point;
 use geo_engine::simulate::Detour;
 use geo_engine::{
     EventKind, Fix, Network, Outcome, PipelineConfig, RejectReason, SimConfig, SimKind, Tracker,
@@ -216,17 +217,17 @@ fn rejected_fix_changes_nothing() {
     let cfg = PipelineConfig::default();
     let mut t = Tracker::new("x");
     let now = 1_763_700_000_000;
-    let f = Fix::new(-16.92, 145.77, now);
+    let f = Fix::new(Point::new(145.77, -16.92), now);
     t.process(&net, &cfg, f.clone(), now).unwrap();
     let before = t.clone();
-    let teleport = Fix::new(-16.5, 145.77, now + 1000);
+    let teleport = Fix::new(Point::new(145.77, -16.5), now + 1000);
     assert_eq!(
         t.process(&net, &cfg, teleport, now + 1000)
             .unwrap_err()
             .reason,
         RejectReason::Teleport
     );
-    let future = Fix::new(-16.92, 145.77, now + 60_000);
+    let future = Fix::new(Point::new(145.77, -16.92), now + 60_000);
     assert_eq!(
         t.process(&net, &cfg, future, now + 1000)
             .unwrap_err()

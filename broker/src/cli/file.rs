@@ -1,61 +1,27 @@
-//! The `--config FILE` layer: a flat TOML table whose keys are the `serve` flag names with
-//! underscores (`max_queued = 500`). Values are parsed by the same functions as flags, so a file
-//! accepts `state_ttl = "1h"` or `state_ttl = 3600` just as `--state-ttl` does. Every problem is
-//! one line naming the file, the key and the fix.
+//! The `--config FILE` layer: a flat TOML table whose keys are the [`Config`] field names, the
+//! `serve` flag names with underscores (`max_queued = 500`). Each value is checked here, key by
+//! key, through `Config`'s own deserializer, which reads it with the flag's parser: a file accepts
+//! `state_ttl = "1h"` or `state_ttl = 3600` just as `--state-ttl` does. Every problem is one line
+//! naming the file, the key and the fix.
 
 use std::io::Read;
 use std::path::Path;
 
-use super::failure::Failure;
-use super::settings::Settings;
-use super::value;
+use serde::Deserialize;
+use toml::{Table, Value};
 
-/// Every key a config file may hold, in the order of SPEC §2 (and of `fleetmq.example.toml`).
-pub const KEYS: &[&str] = &[
-    "mqtt",
-    "mqtts",
-    "tls_cert",
-    "tls_key",
-    "tls_client_ca",
-    "http",
-    "https",
-    "routes",
-    "redis",
-    "state_ttl",
-    "users",
-    "jwt_secret",
-    "jwt_public_key",
-    "acl",
-    "max_keepalive",
-    "receive_maximum",
-    "max_packet_size",
-    "max_connections",
-    "max_queued",
-    "allow_anonymous",
-    "max_connect_rate",
-    "max_publish_rate",
-    "log",
-    "zones",
-    "clock_start",
-    "stale_after",
-    "min_move_m",
-    "min_speed",
-    "max_speed",
-    "max_accuracy",
-    "corridor_m",
-    "off_route_fixes",
-    "stop_radius_m",
-];
+use super::failure::Failure;
+use crate::Config;
 
 /// Config files are a few hundred bytes; anything past this is not one.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// Reads and parses a config file.
+/// Reads and checks a config file; the table holds only known keys with valid values.
 ///
 /// # Errors
 /// [`Failure::Config`] naming the file (and key) when it cannot be read, is not TOML, or holds an
 /// unknown key or a bad value.
-pub fn load(path: &Path) -> Result<Settings, Failure> {
+pub fn load(path: &Path) -> Result<Table, Failure> {
     let name = path.display();
     let mut text = String::new();
     let read = std::fs::File::open(path)
@@ -76,12 +42,12 @@ pub fn load(path: &Path) -> Result<Settings, Failure> {
     parse(&name.to_string(), &text)
 }
 
-/// Parses config text; `name` is used in messages.
+/// Parses and checks config text; `name` is used in messages.
 ///
 /// # Errors
 /// As [`load`].
-pub fn parse(name: &str, text: &str) -> Result<Settings, Failure> {
-    let table: toml::Table = toml::from_str(text).map_err(|err| {
+pub fn parse(name: &str, text: &str) -> Result<Table, Failure> {
+    let table: Table = toml::from_str(text).map_err(|err| {
         let line = err
             .span()
             .map(|span| text[..span.start.min(text.len())].lines().count().max(1))
@@ -92,92 +58,52 @@ pub fn parse(name: &str, text: &str) -> Result<Settings, Failure> {
             "{name}{line}: invalid TOML: {msg}; write key = value, e.g. max_queued = 500"
         ))
     })?;
-    let mut settings = Settings::default();
-    for (key, raw) in &table {
-        let text = scalar(raw).ok_or_else(|| {
-            Failure::Config(format!(
-                "{name}: key \"{key}\": expected a string, number or boolean (found {})",
-                raw.type_str()
-            ))
-        })?;
-        set(&mut settings, key, &text).map_err(|err| {
-            Failure::Config(match err {
-                SetError::Unknown => unknown_key(name, key),
-                SetError::Value(msg) => format!("{name}: key \"{key}\": {msg}"),
-            })
-        })?;
+    let keys = keys();
+    for (key, value) in &table {
+        if !keys.contains(key) {
+            return Err(Failure::Config(unknown_key(name, key, &keys)));
+        }
+        check_value(key, value)
+            .map_err(|msg| Failure::Config(format!("{name}: key \"{key}\": {msg}")))?;
     }
-    Ok(settings)
+    Ok(table)
 }
 
-/// A scalar TOML value as the text a flag would carry.
-fn scalar(v: &toml::Value) -> Option<String> {
-    match v {
-        toml::Value::String(s) => Some(s.clone()),
-        toml::Value::Integer(i) => Some(i.to_string()),
-        toml::Value::Boolean(b) => Some(b.to_string()),
-        toml::Value::Float(f) => Some(f.to_string()),
-        _ => None,
-    }
+/// Every key a config file may hold, in declaration order.
+pub fn keys() -> Vec<String> {
+    Config::declarations()
+        .iter()
+        .map(|arg| arg.get_id().to_string())
+        .collect()
 }
 
-enum SetError {
-    Unknown,
-    Value(String),
-}
-
-fn set(s: &mut Settings, key: &str, v: &str) -> Result<(), SetError> {
-    fn p<T>(f: fn(&str) -> Result<T, String>, v: &str) -> Result<Option<T>, SetError> {
-        f(v).map(Some).map_err(SetError::Value)
+/// Reads one known key's value the way the whole file will be read, so a bad value is reported
+/// with its key rather than somewhere in the table.
+fn check_value(key: &str, value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(_) | Value::Integer(_) | Value::Float(_) | Value::Boolean(_) => {}
+        other => {
+            return Err(format!(
+                "expected a string, number or boolean (found {})",
+                other.type_str()
+            ));
+        }
     }
-    match key {
-        "mqtt" => s.mqtt = p(value::addr, v)?,
-        "mqtts" => s.mqtts = p(value::addr, v)?,
-        "tls_cert" => s.tls_cert = p(value::path, v)?,
-        "tls_key" => s.tls_key = p(value::path, v)?,
-        "tls_client_ca" => s.tls_client_ca = p(value::path, v)?,
-        "http" => s.http = p(value::addr, v)?,
-        "https" => s.https = p(value::addr, v)?,
-        "routes" => s.routes = p(value::path, v)?,
-        "redis" => s.redis = p(value::text, v)?,
-        "state_ttl" => s.state_ttl = p(value::duration, v)?,
-        "users" => s.users = p(value::path, v)?,
-        "jwt_secret" => s.jwt_secret = p(value::text, v)?,
-        "jwt_public_key" => s.jwt_public_key = p(value::path, v)?,
-        "acl" => s.acl = p(value::path, v)?,
-        "max_keepalive" => s.max_keepalive = p(value::number::<u16>, v)?,
-        "receive_maximum" => s.receive_maximum = p(value::number::<u16>, v)?,
-        "max_packet_size" => s.max_packet_size = p(value::size, v)?,
-        "max_connections" => s.max_connections = p(value::number::<usize>, v)?,
-        "max_queued" => s.max_queued = p(value::number::<usize>, v)?,
-        "allow_anonymous" => s.allow_anonymous = p(value::boolean, v)?,
-        "max_connect_rate" => s.max_connect_rate = p(value::number::<u32>, v)?,
-        "max_publish_rate" => s.max_publish_rate = p(value::number::<u32>, v)?,
-        "log" => s.log = p(value::log_format, v)?,
-        "zones" => s.zones = p(value::path, v)?,
-        "clock_start" => s.clock_start = p(value::number::<i64>, v)?,
-        "stale_after" => s.stale_after = p(value::duration, v)?,
-        "min_move_m" => s.min_move_m = p(value::float, v)?,
-        "min_speed" => s.min_speed = p(value::float, v)?,
-        "max_speed" => s.max_speed = p(value::float, v)?,
-        "max_accuracy" => s.max_accuracy = p(value::float, v)?,
-        "corridor_m" => s.corridor_m = p(value::float, v)?,
-        "off_route_fixes" => s.off_route_fixes = p(value::number::<u32>, v)?,
-        "stop_radius_m" => s.stop_radius_m = p(value::float, v)?,
-        _ => return Err(SetError::Unknown),
-    }
-    Ok(())
+    let one = Table::from_iter([(key.to_owned(), value.clone())]);
+    Config::deserialize(one)
+        .map(drop)
+        .map_err(|err| err.message().to_owned())
 }
 
 /// `config.toml: unknown key "max_qeued" (did you mean "max_queued"?)`.
-fn unknown_key(name: &str, key: &str) -> String {
+fn unknown_key(name: &str, key: &str, keys: &[String]) -> String {
     let normalised = key.trim().replace('-', "_").to_ascii_lowercase();
-    let best = KEYS
+    let best = keys
         .iter()
-        .map(|k| (strsim::jaro_winkler(&normalised, k), *k))
+        .map(|k| (strsim::jaro_winkler(&normalised, k), k))
         .max_by(|a, b| a.0.total_cmp(&b.0));
     match best {
-        Some((score, k)) if score >= 0.85 || normalised == k => {
+        Some((score, k)) if score >= 0.85 || normalised == *k => {
             format!("{name}: unknown key \"{key}\" (did you mean \"{k}\"?)")
         }
         _ => format!(
@@ -198,19 +124,23 @@ mod tests {
         }
     }
 
+    fn config(text: &str) -> Config {
+        let table = parse("c.toml", text).expect("parse");
+        Config::deserialize(table).expect("valid")
+    }
+
     #[test]
     fn every_key_is_accepted() {
-        for key in KEYS {
-            let v = match *key {
+        for key in keys() {
+            let v = match key.as_str() {
                 "mqtt" | "mqtts" | "http" | "https" => "\"127.0.0.1:1\"",
                 "state_ttl" => "\"2h\"",
                 "max_packet_size" => "\"2MiB\"",
                 "allow_anonymous" => "true",
                 "log" => "\"json\"",
-                "zones" => "\"z.geojson\"",
                 "stale_after" => "\"90s\"",
                 "clock_start" | "off_route_fixes" => "7",
-                "min_move_m" | "min_speed" | "max_accuracy" | "corridor_m" | "stop_radius_m" => "7",
+                "min_move_m" | "min_speed" | "corridor_m" | "stop_radius_m" => "7.5",
                 k if k.starts_with("max_") || k == "receive_maximum" => "7",
                 _ => "\"x\"",
             };
@@ -220,16 +150,15 @@ mod tests {
 
     #[test]
     fn values_are_typed() {
-        let s = parse(
-            "c.toml",
+        let c = config(
             "max_queued = 500\nstate_ttl = 90\nmax_packet_size = \"64KiB\"\nallow_anonymous = false\n",
-        )
-        .expect("parse");
-        assert_eq!(s.max_queued, Some(500));
-        assert_eq!(s.state_ttl, Some(std::time::Duration::from_secs(90)));
-        assert_eq!(s.max_packet_size, Some(65536));
-        assert_eq!(s.allow_anonymous, Some(false));
-        assert_eq!(s.mqtt, None);
+        );
+        assert_eq!(c.max_queued, 500);
+        assert_eq!(c.state_ttl, std::time::Duration::from_secs(90));
+        assert_eq!(c.max_packet_size, 65536);
+        assert_eq!(c.allow_anonymous, Some(false));
+        assert_eq!(c.mqtt, Config::default().mqtt);
+        assert_eq!(c.mqtts, None);
     }
 
     #[test]
@@ -258,6 +187,8 @@ mod tests {
         );
         let line = err("max_queued = -1");
         assert!(line.contains("\"max_queued\""), "{line}");
+        let line = err("state_ttl = 1.5");
+        assert!(line.contains("invalid duration \"1.5\""), "{line}");
         let line = err("mqtt = [1, 2]");
         assert!(line.contains("(found array)"), "{line}");
         let line = err("max_queued = 1\nmqtt = \n");

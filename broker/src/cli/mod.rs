@@ -1,17 +1,22 @@
 //! The `fleetmq` command line: subcommands, configuration layering (flag > `FLEETMQ_*` env > TOML
 //! file > default) and exit codes. `main.rs` only calls [`Cli::parse_or_exit`] and [`run`].
 //!
+//! Every setting is declared once, on [`Config`](crate::Config) (see `config` for how to add one);
+//! the modules here only layer, print and check what those declarations say.
+//!
 //! # Layout
-//! - `settings`: the `serve` flags, each an optional layer value, and how layers resolve to a
-//!   [`Config`](crate::Config).
-//! - `value`: parsers for addresses, durations, sizes and booleans, shared by flags, env and file.
-//! - `file`: the `--config` TOML file, with "did you mean" for unknown keys.
+//! - `settings`: the `serve` arguments and how the layers resolve to a `Config`.
+//! - `file`: the `--config` TOML file, checked key by key, with "did you mean" for unknown keys.
 //! - `render`: a resolved `Config` as TOML (`serve --print-config`).
+//! - `docs` (tests only): the README configuration table and `fleetmq.example.toml` against the
+//!   declarations.
 //! - `routes`: `routes check FILE`.
 //! - `serve`: tracing, signals, bind, the "fleetmq listening" line, run until shutdown.
 //! - `passwd`: argon2id hashing for the users file ([`hash_password`]).
 //! - `failure`: what went wrong and which exit code it gets ([`Failure`]).
 
+#[cfg(test)]
+mod docs;
 mod failure;
 mod file;
 mod passwd;
@@ -19,7 +24,6 @@ mod render;
 mod routes;
 mod serve;
 mod settings;
-mod value;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,7 +32,7 @@ use clap::{Parser, Subcommand};
 
 pub use failure::Failure;
 pub use passwd::{PasswordError, hash_password};
-pub use settings::{ServeArgs, Settings};
+pub use settings::{Given, ServeArgs};
 
 /// `fleetmq`: an MQTT v5 broker for vehicle fleets.
 #[derive(Debug, Parser)]

@@ -26,9 +26,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub fn serve(args: ServeArgs, buses: Option<usize>) -> Result<(), Failure> {
     let config = args.resolve()?;
     if args.print_config {
+        let text = render::to_toml(&config).context("rendering the configuration")?;
         let mut out = std::io::stdout().lock();
         return out
-            .write_all(render::to_toml(&config).as_bytes())
+            .write_all(text.as_bytes())
             .and_then(|()| out.flush())
             .context("writing to stdout")
             .map_err(Failure::Runtime);

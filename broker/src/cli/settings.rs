@@ -1,134 +1,69 @@
-//! The `serve` settings as one layer of optional values, and their resolution into a
-//! [`Config`]: flag beats `FLEETMQ_*` env (both read by clap) beats the `--config` file beats
-//! the default of SPEC §2 ([`Config::default`]).
+//! `fleetmq serve`'s arguments and how they resolve into a [`Config`]: a flag beats its
+//! `FLEETMQ_*` variable (clap reads both, through [`Config`]'s declarations), which beats the
+//! `--config` file, which beats the declared default. The layers meet as TOML tables: the file's,
+//! overlaid with the text of every setting given as a flag or variable ([`Given`]), read once by
+//! `Config`'s deserializer, which fills the rest with the defaults.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Command, FromArgMatches};
+use serde::Deserialize;
+use toml::{Table, Value};
 
 use super::failure::Failure;
-use super::{file, value};
+use super::file;
 use crate::Config;
-use crate::config::LogFormat;
-use geo_engine::PipelineConfig;
 
-/// Every setting of SPEC §2; `None` means "not given in this layer". The field names are the
-/// config file's keys.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct Settings {
-    /// MQTT over TCP, 3.1.1 and 5.0 on one port [default: 127.0.0.1:1883]
-    #[arg(long, help_heading = "Listeners", env = "FLEETMQ_MQTT", value_name = "ADDR", value_parser = value::addr)]
-    pub mqtt: Option<SocketAddr>,
-    /// MQTT over TLS; needs --tls-cert and --tls-key [default: off]
-    #[arg(long, help_heading = "Listeners", env = "FLEETMQ_MQTTS", value_name = "ADDR", value_parser = value::addr)]
-    pub mqtts: Option<SocketAddr>,
-    /// PEM certificate chain for --mqtts and --https
-    #[arg(long, help_heading = "TLS", env = "FLEETMQ_TLS_CERT", value_name = "FILE", value_parser = value::path)]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert
-    #[arg(long, help_heading = "TLS", env = "FLEETMQ_TLS_KEY", value_name = "FILE", value_parser = value::path)]
-    pub tls_key: Option<PathBuf>,
-    /// CA whose client certificates are accepted; turns on client-certificate auth
-    #[arg(long, help_heading = "TLS", env = "FLEETMQ_TLS_CLIENT_CA", value_name = "FILE", value_parser = value::path)]
-    pub tls_client_ca: Option<PathBuf>,
-    /// WebSocket bridge, REST, SSE, MQTT over WebSocket, metrics, map [default: 127.0.0.1:8080]
-    #[arg(long, help_heading = "Listeners", env = "FLEETMQ_HTTP", value_name = "ADDR", value_parser = value::addr)]
-    pub http: Option<SocketAddr>,
-    /// HTTPS/WSS with the --tls-cert certificate [default: off]
-    #[arg(long, help_heading = "Listeners", env = "FLEETMQ_HTTPS", value_name = "ADDR", value_parser = value::addr)]
-    pub https: Option<SocketAddr>,
-    /// GeoJSON FeatureCollection or GTFS (zip or folder) [default: the bundled sample routes]
-    #[arg(long, help_heading = "Data", env = "FLEETMQ_ROUTES", value_name = "FILE", value_parser = value::path)]
-    pub routes: Option<PathBuf>,
-    /// Redis URL for snapshots and restore, e.g. redis://127.0.0.1:6379 [default: off]
-    #[arg(long, help_heading = "Data", env = "FLEETMQ_REDIS", value_name = "URL", value_parser = value::text)]
-    pub redis: Option<String>,
-    /// Expiry of each vehicle's state in Redis, e.g. 3600, 90s, 1h [default: 1h]
-    #[arg(long, help_heading = "Data", env = "FLEETMQ_STATE_TTL", value_name = "DURATION", value_parser = value::duration)]
-    pub state_ttl: Option<Duration>,
-    /// Users file (TOML, argon2 hashes from `fleetmq passwd`) [default: off]
-    #[arg(long, help_heading = "Security", env = "FLEETMQ_USERS", value_name = "FILE", value_parser = value::path)]
-    pub users: Option<PathBuf>,
-    /// HS256 secret for JWT passwords/tokens [default: off]
-    #[arg(long, help_heading = "Security", env = "FLEETMQ_JWT_SECRET", value_name = "S", value_parser = value::text,
-          hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-    /// PEM public key for RS256/ES256 JWTs [default: off]
-    #[arg(long, help_heading = "Security", env = "FLEETMQ_JWT_PUBLIC_KEY", value_name = "FILE", value_parser = value::path)]
-    pub jwt_public_key: Option<PathBuf>,
-    /// Extra topic rules (TOML [[rule]]) [default: off]
-    #[arg(long, help_heading = "Security", env = "FLEETMQ_ACL", value_name = "FILE", value_parser = value::path)]
-    pub acl: Option<PathBuf>,
-    /// Longest keep-alive a client may ask for, seconds [default: 65535]
-    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_KEEPALIVE", value_name = "S", value_parser = value::number::<u16>)]
-    pub max_keepalive: Option<u16>,
-    /// Unacknowledged QoS 1/2 publishes a client may send us [default: 1024]
-    #[arg(long, help_heading = "Limits", env = "FLEETMQ_RECEIVE_MAXIMUM", value_name = "N",
-          value_parser = value::number::<u16>)]
-    pub receive_maximum: Option<u16>,
-    /// Largest packet, bytes, e.g. 1048576 or 1MiB [default: 1MiB]
-    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_PACKET_SIZE", value_name = "B", value_parser = value::size)]
-    pub max_packet_size: Option<u32>,
-    /// Simultaneous client connections [default: 1000000]
-    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_CONNECTIONS", value_name = "N",
-          value_parser = value::number::<usize>)]
-    pub max_connections: Option<usize>,
-    /// Messages queued per session (offline or not yet sent); oldest dropped when full [default: 1000]
-    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_QUEUED", value_name = "N", value_parser = value::number::<usize>)]
-    pub max_queued: Option<usize>,
-    /// Allow clients without credentials [default: only with no auth configured and every
-    /// listener on loopback]
-    #[arg(long, help_heading = "Security", env = "FLEETMQ_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1,
-          require_equals = true, default_missing_value = "true", value_parser = value::boolean)]
-    pub allow_anonymous: Option<bool>,
-    /// New connections per IP per second; 0 = unlimited [default: 0]
-    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_CONNECT_RATE", value_name = "N",
-          value_parser = value::number::<u32>)]
-    pub max_connect_rate: Option<u32>,
-    /// PUBLISH packets per client per second; 0 = unlimited [default: 0]
-    #[arg(long, help_heading = "Limits", env = "FLEETMQ_MAX_PUBLISH_RATE", value_name = "N",
-          value_parser = value::number::<u32>)]
-    pub max_publish_rate: Option<u32>,
-    /// GeoJSON polygons (depots, terminals, school zones) raising geofence events, with any --routes [default: off]
-    #[arg(long, help_heading = "Data", env = "FLEETMQ_ZONES", value_name = "FILE", value_parser = value::path)]
-    pub zones: Option<PathBuf>,
-    /// Start the pipeline clock at this Unix time in ms; it then runs at real speed (replaying old traces, tests) [default: the system clock]
-    #[arg(long, help_heading = "Data", env = "FLEETMQ_CLOCK_START", value_name = "MS", value_parser = value::number::<i64>)]
-    pub clock_start: Option<i64>,
-    /// A vehicle without a fix this long goes offline, e.g. 60, 90s [default: 60s]
-    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_STALE_AFTER", value_name = "DURATION", value_parser = value::duration)]
-    pub stale_after: Option<Duration>,
-    /// Jitter filter: a fix that moved less than this, metres... [default: 10]
-    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_MIN_MOVE_M", value_name = "M", value_parser = value::float)]
-    pub min_move_m: Option<f64>,
-    /// ...while slower than this, m/s, is not forwarded; also moving/stopped [default: 0.5]
-    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_MIN_SPEED", value_name = "M/S", value_parser = value::float)]
-    pub min_speed: Option<f64>,
-    /// Largest believable speed, m/s (reported and implied) [default: 70]
-    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_MAX_SPEED", value_name = "M/S", value_parser = value::float)]
-    pub max_speed: Option<f64>,
-    /// Largest accepted accuracy, metres [default: 100]
-    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_MAX_ACCURACY", value_name = "M", value_parser = value::float)]
-    pub max_accuracy: Option<f64>,
-    /// Corridor half-width of routes without their own corridor_m, metres [default: 50]
-    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_CORRIDOR_M", value_name = "M", value_parser = value::float)]
-    pub corridor_m: Option<f64>,
-    /// Consecutive fixes outside (inside) the corridor before deviation (back_on_route) [default: 3]
-    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_OFF_ROUTE_FIXES", value_name = "N", value_parser = value::number::<u32>)]
-    pub off_route_fixes: Option<u32>,
-    /// Distance from a stop that counts as arrived, metres [default: 30]
-    #[arg(long, help_heading = "Pipeline", env = "FLEETMQ_STOP_RADIUS_M", value_name = "M", value_parser = value::float)]
-    pub stop_radius_m: Option<f64>,
-    /// Log format on stderr: pretty or json; filter with RUST_LOG [default: pretty]
-    #[arg(long, help_heading = "Logging", env = "FLEETMQ_LOG", value_name = "FORMAT", value_parser = value::log_format)]
-    pub log: Option<LogFormat>,
+/// The settings given on the command line or as `FLEETMQ_*` variables, each as the text it was
+/// given in. clap has already run it through the setting's parser, so a bad value never gets
+/// this far; the text is read again, with the same parser, when the layers are merged.
+#[derive(Debug, Clone, Default)]
+pub struct Given(Table);
+
+impl clap::Args for Given {
+    fn augment_args(cmd: Command) -> Command {
+        Config::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Config::augment_args_for_update(cmd)
+    }
 }
 
-/// `fleetmq serve`: the settings plus where to read more of them.
+impl FromArgMatches for Given {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Given, clap::Error> {
+        let mut given = Table::new();
+        for arg in Config::declarations() {
+            let id = arg.get_id().as_str();
+            let typed = matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            // The parsers take `&str`, so a given value is always UTF-8.
+            let text = matches
+                .get_raw(id)
+                .and_then(|mut raw| raw.next())
+                .and_then(|raw| raw.to_str());
+            if let (true, Some(text)) = (typed, text) {
+                given.insert(id.to_owned(), Value::String(text.to_owned()));
+            }
+        }
+        Ok(Given(given))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        let update = Given::from_arg_matches(matches)?;
+        self.0.extend(update.0);
+        Ok(())
+    }
+}
+
+/// `fleetmq serve`: every setting of [`Config`], plus where to read more of them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub settings: Settings,
+    pub given: Given,
     /// TOML file with any of the settings below; keys are the flag names with underscores
     /// (max_queued = 500). Flags and FLEETMQ_* variables override it.
     #[arg(long, env = "FLEETMQ_CONFIG", value_name = "FILE")]
@@ -145,111 +80,16 @@ impl ServeArgs {
     /// [`Failure::Config`] for an unreadable file, bad TOML, an unknown key, a bad value, or
     /// settings that contradict each other.
     pub fn resolve(&self) -> Result<Config, Failure> {
-        let from_file = match &self.config {
+        let mut layers = match &self.config {
             Some(path) => file::load(path)?,
-            None => Settings::default(),
+            None => Table::new(),
         };
-        self.settings.clone().over(from_file).into_config()
-    }
-}
-
-impl Settings {
-    /// This layer with `lower`'s values where this one has none.
-    pub fn over(self, lower: Settings) -> Settings {
-        Settings {
-            mqtt: self.mqtt.or(lower.mqtt),
-            mqtts: self.mqtts.or(lower.mqtts),
-            tls_cert: self.tls_cert.or(lower.tls_cert),
-            tls_key: self.tls_key.or(lower.tls_key),
-            tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
-            http: self.http.or(lower.http),
-            https: self.https.or(lower.https),
-            routes: self.routes.or(lower.routes),
-            redis: self.redis.or(lower.redis),
-            state_ttl: self.state_ttl.or(lower.state_ttl),
-            users: self.users.or(lower.users),
-            jwt_secret: self.jwt_secret.or(lower.jwt_secret),
-            jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
-            acl: self.acl.or(lower.acl),
-            max_keepalive: self.max_keepalive.or(lower.max_keepalive),
-            receive_maximum: self.receive_maximum.or(lower.receive_maximum),
-            max_packet_size: self.max_packet_size.or(lower.max_packet_size),
-            max_connections: self.max_connections.or(lower.max_connections),
-            max_queued: self.max_queued.or(lower.max_queued),
-            allow_anonymous: self.allow_anonymous.or(lower.allow_anonymous),
-            max_connect_rate: self.max_connect_rate.or(lower.max_connect_rate),
-            max_publish_rate: self.max_publish_rate.or(lower.max_publish_rate),
-            log: self.log.or(lower.log),
-            zones: self.zones.or(lower.zones),
-            clock_start: self.clock_start.or(lower.clock_start),
-            stale_after: self.stale_after.or(lower.stale_after),
-            min_move_m: self.min_move_m.or(lower.min_move_m),
-            min_speed: self.min_speed.or(lower.min_speed),
-            max_speed: self.max_speed.or(lower.max_speed),
-            max_accuracy: self.max_accuracy.or(lower.max_accuracy),
-            corridor_m: self.corridor_m.or(lower.corridor_m),
-            off_route_fixes: self.off_route_fixes.or(lower.off_route_fixes),
-            stop_radius_m: self.stop_radius_m.or(lower.stop_radius_m),
-        }
-    }
-
-    /// Fills what is still unset with SPEC §2's defaults and checks the combination.
-    ///
-    /// # Errors
-    /// [`Failure::Config`] when TLS settings are incomplete or a limit is zero where zero cannot
-    /// work.
-    pub fn into_config(self) -> Result<Config, Failure> {
-        let d = Config::default();
-        let pipeline = self.pipeline(d.pipeline.clone());
-        let config = Config {
-            mqtt: self.mqtt.unwrap_or(d.mqtt),
-            mqtts: self.mqtts.or(d.mqtts),
-            tls_cert: self.tls_cert.or(d.tls_cert),
-            tls_key: self.tls_key.or(d.tls_key),
-            tls_client_ca: self.tls_client_ca.or(d.tls_client_ca),
-            http: self.http.unwrap_or(d.http),
-            https: self.https.or(d.https),
-            routes: self.routes.or(d.routes),
-            redis: self.redis.or(d.redis),
-            state_ttl: self.state_ttl.unwrap_or(d.state_ttl),
-            users: self.users.or(d.users),
-            jwt_secret: self.jwt_secret.or(d.jwt_secret),
-            jwt_public_key: self.jwt_public_key.or(d.jwt_public_key),
-            acl: self.acl.or(d.acl),
-            max_keepalive: self.max_keepalive.unwrap_or(d.max_keepalive),
-            receive_maximum: self.receive_maximum.unwrap_or(d.receive_maximum),
-            max_packet_size: self.max_packet_size.unwrap_or(d.max_packet_size),
-            max_connections: self.max_connections.unwrap_or(d.max_connections),
-            max_queued: self.max_queued.unwrap_or(d.max_queued),
-            allow_anonymous: self.allow_anonymous.or(d.allow_anonymous),
-            max_connect_rate: self.max_connect_rate.unwrap_or(d.max_connect_rate),
-            max_publish_rate: self.max_publish_rate.unwrap_or(d.max_publish_rate),
-            log: self.log.unwrap_or(d.log),
-            zones: self.zones.or(d.zones),
-            clock_start: self.clock_start.or(d.clock_start),
-            pipeline,
-        };
+        layers.extend(self.given.0.clone());
+        let config = Config::deserialize(layers)
+            // Each layer was checked key by key already; this is only reached by a bug.
+            .map_err(|err| Failure::Config(format!("configuration: {}", err.message())))?;
         check(&config)?;
         Ok(config)
-    }
-}
-
-impl Settings {
-    /// The pipeline thresholds given in this layer over `base`.
-    fn pipeline(&self, base: PipelineConfig) -> PipelineConfig {
-        PipelineConfig {
-            stale_after_ms: self
-                .stale_after
-                .map_or(base.stale_after_ms, |d| d.as_millis() as i64),
-            min_move_m: self.min_move_m.unwrap_or(base.min_move_m),
-            min_speed: self.min_speed.unwrap_or(base.min_speed),
-            max_speed: self.max_speed.unwrap_or(base.max_speed),
-            max_accuracy: self.max_accuracy.unwrap_or(base.max_accuracy),
-            corridor_m: self.corridor_m.unwrap_or(base.corridor_m),
-            off_route_fixes: self.off_route_fixes.unwrap_or(base.off_route_fixes),
-            stop_radius_m: self.stop_radius_m.unwrap_or(base.stop_radius_m),
-            ..base
-        }
     }
 }
 
@@ -283,10 +123,23 @@ fn check(c: &Config) -> Result<(), Failure> {
     if c.max_packet_size < 64 {
         return bad("--max-packet-size below 64 bytes cannot carry a CONNECT: use e.g. 1MiB");
     }
-    if c.pipeline.off_route_fixes == 0 {
+    if c.off_route_fixes == 0 {
         return bad("--off-route-fixes 0 would flag every fix: use 1 or more");
     }
-    if c.pipeline.max_speed <= 0.0 || c.pipeline.corridor_m <= 0.0 {
+    let thresholds = [
+        ("--min-move-m", c.min_move_m),
+        ("--min-speed", c.min_speed),
+        ("--max-speed", c.max_speed),
+        ("--max-accuracy", c.max_accuracy),
+        ("--corridor-m", c.corridor_m),
+        ("--stop-radius-m", c.stop_radius_m),
+    ];
+    if let Some((flag, v)) = thresholds.iter().find(|(_, v)| *v < 0.0) {
+        return bad(&format!(
+            "{flag} {v} is negative: give metres or m/s, 0 or more"
+        ));
+    }
+    if c.max_speed == 0.0 || c.corridor_m == 0.0 {
         return bad("--max-speed and --corridor-m must be above 0");
     }
     if c.max_queued == 0 || c.max_connections == 0 {
@@ -302,10 +155,29 @@ fn check(c: &Config) -> Result<(), Failure> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use clap::Parser;
+
     use super::*;
 
-    fn refused(s: Settings) -> String {
-        match s.into_config() {
+    /// `serve ARGS` parsed with the environment ignored.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cmd = <Serve as clap::CommandFactory>::command()
+            .no_binary_name(true)
+            .mut_args(|arg| arg.env(None));
+        let matches = cmd.try_get_matches_from(args).expect("valid flags");
+        Serve::from_arg_matches(&matches).expect("matches").args
+    }
+
+    fn refused(c: Config) -> String {
+        match check(&c) {
             Err(Failure::Config(line)) => line,
             other => panic!("expected a config failure, got {other:?}"),
         }
@@ -313,61 +185,87 @@ mod tests {
 
     #[test]
     fn upper_layer_wins_and_defaults_fill_the_rest() {
-        let flags = Settings {
-            max_queued: Some(3),
-            ..Settings::default()
-        };
-        let file = Settings {
-            max_queued: Some(2),
-            max_keepalive: Some(2),
-            ..Settings::default()
-        };
-        let c = flags.over(file).into_config().expect("valid");
+        let dir = std::env::temp_dir().join(format!("fleetmq-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("layers.toml");
+        std::fs::write(&file, "max_queued = 2\nmax_keepalive = 2\n").expect("write");
+        let path = file.to_str().expect("utf-8");
+        let c = serve(&["--config", path, "--max-queued", "3"])
+            .resolve()
+            .expect("valid");
+        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(c.max_queued, 3);
         assert_eq!(c.max_keepalive, 2);
         assert_eq!(c.receive_maximum, Config::default().receive_maximum);
     }
 
     #[test]
+    fn only_given_settings_are_in_the_top_layer() {
+        let args = serve(&["--mqtt", "localhost:7", "--allow-anonymous"]);
+        let mut keys: Vec<_> = args.given.0.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["allow_anonymous", "mqtt"]);
+        let c = args.resolve().expect("valid");
+        assert_eq!(c.mqtt, SocketAddr::from(([127, 0, 0, 1], 7)));
+        assert_eq!(c.allow_anonymous, Some(true));
+    }
+
+    #[test]
+    fn declared_defaults_are_the_spec_ones() {
+        let c = serve(&[]).resolve().expect("defaults are valid");
+        assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+        assert_eq!(c.mqtt, SocketAddr::from(([127, 0, 0, 1], 1883)));
+        assert_eq!(c.http, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(c.state_ttl, std::time::Duration::from_secs(3600));
+        assert_eq!(c.max_packet_size, 1024 * 1024);
+        assert_eq!(c.max_connections, 1_000_000);
+        assert_eq!((c.max_keepalive, c.receive_maximum), (65535, 1024));
+        assert_eq!(c.max_queued, 1000);
+        assert_eq!((c.max_connect_rate, c.max_publish_rate), (0, 0));
+        assert_eq!(c.log, crate::config::LogFormat::Pretty);
+        assert!(c.mqtts.is_none() && c.redis.is_none() && c.allow_anonymous.is_none());
+    }
+
+    #[test]
     fn contradictory_settings_are_refused_with_the_fix() {
         let addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-        let line = refused(Settings {
+        let line = refused(Config {
             https: addr,
             tls_cert: Some("c.pem".into()),
-            ..Settings::default()
+            ..Config::default()
         });
         assert!(
             line.starts_with("--https needs --tls-cert and --tls-key"),
             "{line}"
         );
-        let line = refused(Settings {
+        let line = refused(Config {
             tls_client_ca: Some("ca.pem".into()),
-            ..Settings::default()
+            ..Config::default()
         });
         assert!(line.contains("add --mqtts"), "{line}");
-        let line = refused(Settings {
+        let line = refused(Config {
             jwt_secret: Some("s".into()),
             jwt_public_key: Some("k.pem".into()),
-            ..Settings::default()
+            ..Config::default()
         });
         assert!(line.contains("give one"), "{line}");
-        let line = refused(Settings {
-            receive_maximum: Some(0),
-            ..Settings::default()
+        let line = refused(Config {
+            receive_maximum: 0,
+            ..Config::default()
         });
         assert!(line.contains("1 to 65535"), "{line}");
-        let line = refused(Settings {
-            max_queued: Some(0),
-            ..Settings::default()
+        let line = refused(Config {
+            max_queued: 0,
+            ..Config::default()
         });
         assert!(line.starts_with("--max-queued 0"), "{line}");
-        let ok = Settings {
+        let ok = Config {
             mqtts: addr,
             tls_cert: Some("c.pem".into()),
             tls_key: Some("k.pem".into()),
             tls_client_ca: Some("ca.pem".into()),
-            ..Settings::default()
+            ..Config::default()
         };
-        assert!(ok.into_config().is_ok());
+        assert!(check(&ok).is_ok());
     }
 }

@@ -1,5 +1,6 @@
-//! CONNECT to CONNACK: reading the first packet within the connect timeout, checking it,
-//! settling the client identifier, keep-alive and session expiry, and attaching to the router.
+//! CONNECT to CONNACK: checking the CONNECT that `connection/mod.rs` read within the connect
+//! timeout, settling the client identifier, keep-alive and session expiry, and attaching to the
+//! router.
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! The router: the single owner of sessions, subscriptions and retained messages.
 //!
 //! Connections talk to it through one bounded channel of [`RouterMsg`]; it answers through
-//! each connection's [`ConnLink`] without ever waiting on a client: when a link's channel is
+//! each connection's [`ConnLink`] without ever waiting on a client: when a link's queue is
 //! full the session is marked blocked and resumes when the connection reports `Ready`. Timers
 //! (session expiry, delayed wills, `$SYS`) run off a one-second tick.
 //!
@@ -83,7 +83,7 @@ pub struct SubRequest {
 #[derive(Debug)]
 pub enum RouterMsg {
     Connect(Box<ConnectRequest>),
-    /// The connection wrote CONNACK (or SUBACK, or drained its channel): send what is queued.
+    /// The connection wrote CONNACK (or SUBACK, or drained its link): send what is queued.
     Ready {
         session: u64,
         conn: u64,

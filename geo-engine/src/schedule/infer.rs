@@ -9,6 +9,7 @@ use super::calendar::{day_start_ms, local_date, yyyymmdd};
 use super::locate::locate;
 use super::predict::delay_at;
 use super::timetable::Schedule;
+use crate::local::Local;
 use crate::network::Network;
 
 /// A candidate is considered from this long before its first departure, seconds.
@@ -37,7 +38,7 @@ pub fn infer(
     sched: &Schedule,
     net: &Network,
     route: usize,
-    p: [f64; 2],
+    p: Local,
     width_m: f64,
     ts: i64,
     stop_radius_m: f64,

@@ -3,6 +3,7 @@
 //! overlap (variants, short turns), and delay only means something along the trip's shape.
 
 use crate::corridor::Corridor;
+use crate::local::Local;
 
 /// Behind the last progress, a fix may still project this far back (GPS noise), metres.
 const BACK_M: f64 = 60.0;
@@ -13,7 +14,7 @@ const AHEAD_M: f64 = 1_000.0;
 /// `(cross-track distance, progress)` of local point `p` on `c`: the nearest point within
 /// `[last - 60 m, last + 1 km]` when a last progress is known and the fix is within `width_m`
 /// there, else the nearest point from `last - 100 m` on (the whole corridor without `last`).
-pub fn locate(c: &Corridor, p: [f64; 2], last: Option<f64>, width_m: f64) -> Option<(f64, f64)> {
+pub fn locate(c: &Corridor, p: Local, last: Option<f64>, width_m: f64) -> Option<(f64, f64)> {
     let n = c.segments();
     if n == 0 {
         return None;

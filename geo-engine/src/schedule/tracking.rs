@@ -8,6 +8,7 @@ use super::infer::{infer, service_date_of};
 use super::locate::locate;
 use super::predict::{StopPrediction, delay_at, predict};
 use super::timetable::Schedule;
+use crate::local::Local;
 use crate::network::Network;
 
 /// A failed inference is retried at most this often (fix time), ms: a bus out of service hours
@@ -51,7 +52,7 @@ pub struct FixOnRoute<'a> {
     /// Declared trip.
     pub trip: Option<&'a str>,
     /// The smoothed position in the network's local frame, metres.
-    pub point: [f64; 2],
+    pub point: Local,
     /// Corridor half-width: farther from the trip's corridor, the fix says nothing of progress.
     pub width_m: f64,
     /// Fix time, Unix ms.
