@@ -36,7 +36,7 @@ else
 fi
 
 # gtfs-realtime-bindings decodes the GTFS-Realtime feeds; gtfs-rt-validator checks them.
-PY_REQS=('paho-mqtt>=2,<3' pytest websocket-client 'gtfs-realtime-bindings>=1' 'gtfs-rt-validator>=0.3')
+PY_REQS=('paho-mqtt>=2,<3' pytest websocket-client requests 'gtfs-realtime-bindings>=1' 'gtfs-rt-validator>=0.3')
 if python3 - <<'PY' 2>/dev/null
 import sys
 import paho.mqtt, pytest, websocket  # noqa: F401

@@ -32,6 +32,17 @@ pub fn loopback_ws(url: &str) -> Result<SocketAddr> {
     loopback(authority)
 }
 
+/// The loopback address of an `http://HOST:PORT` base URL checked like [`loopback`].
+///
+/// # Errors
+/// Not an `http://` URL, or not on loopback.
+pub fn loopback_http(url: &str) -> Result<SocketAddr> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!("{url} is not an http:// URL");
+    };
+    loopback(rest.split('/').next().unwrap_or(rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +58,8 @@ mod tests {
         assert!(loopback_ws("ws://127.0.0.1:8080/ws").is_ok());
         assert!(loopback_ws("ws://192.168.1.1:8080/ws").is_err());
         assert!(loopback_ws("http://127.0.0.1:8080/ws").is_err());
+        assert!(loopback_http("http://127.0.0.1:8080").is_ok());
+        assert!(loopback_http("http://10.1.1.1:8080/").is_err());
+        assert!(loopback_http("ws://127.0.0.1:8080").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! `throughput`: raw pub/sub messages per second and publish→receive latency.
 //!
-//! Subscribers subscribe first to `fleetmq-bench/{run}/+` (every publisher's topic), then
+//! Subscribers subscribe first to `fleetmq-bench/{run}/+` (every publisher's topic; `--filter`
+//! for another filter, e.g. `#` to measure a broker's per-message ACL check), then
 //! publishers publish to `fleetmq-bench/{run}/{i}` as fast as flow control allows: QoS 0 is bounded
 //! only by TCP (batched writes of about 16 KiB), QoS 1/2 by a window of in-flight messages (the
 //! smaller of `--inflight` and the broker's Receive Maximum). The first 8 bytes of every payload
@@ -61,6 +62,10 @@ pub struct Args {
     /// queueing delay of a flood.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// The subscribers' filter; default `fleetmq-bench/{run}/+`, every publisher's topic. It
+    /// should match those topics (`#` does), or nothing is received.
+    #[arg(long)]
+    pub filter: Option<String>,
     /// Protocol: 3.1.1 or 5.
     #[arg(long, default_value = "5", value_parser = client::parse_protocol)]
     pub protocol: Protocol,
@@ -128,7 +133,8 @@ pub async fn run(args: Args) -> Result<Figures> {
     for i in 0..args.subscribers {
         let opts = ConnectOptions::new(args.protocol, format!("bench-sub-{run_id}-{i}"));
         let (mut r, mut w, _) = client::connect(addr, &opts).await?;
-        client::subscribe(&mut r, &mut w, &[format!("{prefix}/+")], qos).await?;
+        let filter = args.filter.clone().unwrap_or_else(|| format!("{prefix}/+"));
+        client::subscribe(&mut r, &mut w, &[filter], qos).await?;
         subs.push((r, w));
     }
     let mut sub_tasks = JoinSet::new();

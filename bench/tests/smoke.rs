@@ -200,7 +200,7 @@ fn connections_reads_the_broker_rss() -> TestResult {
 }
 
 #[test]
-fn drive_over_websocket_and_mqtt_loses_nothing() -> TestResult {
+fn drive_over_websocket_mqtt_and_http_loses_nothing() -> TestResult {
     let broker = Broker::start()?;
     let ws = format!("ws://{}/ws", broker.http);
     let common = [
@@ -216,9 +216,12 @@ fn drive_over_websocket_and_mqtt_loses_nothing() -> TestResult {
         "--watchers",
         "2",
     ];
+    let http = format!("http://{}", broker.http);
     for (name, extra) in [
         ("ws", vec!["--ws", ws.as_str()]),
         ("mqtt", vec!["--watch-mqtt"]),
+        // Drivers posting over HTTP keep-alive (SPEC §12), watched over MQTT.
+        ("http", vec!["--watch-mqtt", "--http", http.as_str()]),
     ] {
         let args: Vec<&str> = common.iter().copied().chain(extra).collect();
         let v = bench(&args, &format!("drive-{name}"))?;

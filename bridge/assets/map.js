@@ -213,6 +213,9 @@
     row('Speed', isFinite(s.speed) ? (s.speed * 3.6).toFixed(0) + ' km/h' : '—');
     row('Heading', isFinite(s.heading) ? Math.round(s.heading) + '°' : '—');
     row('Position', s.lat.toFixed(5) + ', ' + s.lon.toFixed(5));
+    // Reported by phones (OsmAnd / Traccar Client) and any device that sends them.
+    if (isFinite(s.altitude)) row('Altitude', Math.round(s.altitude) + ' m');
+    if (isFinite(s.battery)) row('Battery', Math.round(s.battery) + ' %');
     if (s.off_route_m != null) row('Off route', fmtDist(s.off_route_m));
     if (s.next_stop) {
       const ns = s.next_stop;

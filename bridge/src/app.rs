@@ -21,7 +21,7 @@ use crate::error::AppError;
 use crate::hub::Hub;
 use crate::port::BrokerPort;
 use crate::routes::Routes;
-use crate::{gtfsrt, map, mqtt_ws, ops, rest, routes, sse, ws};
+use crate::{gtfsrt, ingest, map, mqtt_ws, ops, rest, routes, sse, ws};
 
 /// How long [`serve`] waits for open requests after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -38,8 +38,11 @@ pub struct BridgeConfig {
     pub tile_url: Option<String>,
     /// Limit on producing a response (not on streams once started).
     pub request_timeout: Duration,
-    /// Largest request body, bytes.
+    /// Largest request body, bytes (every endpoint but the location post).
     pub body_limit: usize,
+    /// Largest body of `POST /api/v1/vehicles/{id}/location`, bytes; the broker sets its
+    /// `--max-packet-size`, the limit of the same payload over MQTT.
+    pub ingest_body_limit: usize,
     /// Largest `/ws` message from a client, bytes.
     pub ws_max_message: usize,
     /// Largest `/mqtt` WebSocket message from a client, bytes (an MQTT packet may span several).
@@ -61,6 +64,7 @@ impl Default for BridgeConfig {
             tile_url: None,
             request_timeout: Duration::from_secs(10),
             body_limit: 16 * 1024,
+            ingest_body_limit: 1024 * 1024,
             ws_max_message: 64 * 1024,
             mqtt_max_message: 1024 * 1024 + 16,
             max_list: 10_000,
@@ -106,6 +110,7 @@ pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router 
     let routes = Arc::new(Routes::new(&config.routes_geojson));
     let timeout = config.request_timeout;
     let body_limit = config.body_limit;
+    let ingest_limit = config.ingest_body_limit;
     let state = AppState {
         hub,
         port,
@@ -133,6 +138,13 @@ pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router 
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        // The location post carries batches, up to the MQTT packet limit: its own body limit,
+        // under the same timeout (which also ends a body that trickles in).
+        .merge(
+            Router::new()
+                .route("/api/v1/vehicles/{id}/location", post(ingest::location))
+                .layer(RequestBodyLimitLayer::new(ingest_limit)),
+        )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -142,8 +154,8 @@ pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router 
 }
 
 /// Gives the plain-text 408 and 413 answers of the tower-http layers the JSON error body that
-/// every other error has.
-async fn json_errors(res: Response) -> Response {
+/// every other error has (the broker's OsmAnd listener uses it too).
+pub async fn json_errors(res: Response) -> Response {
     let is_json = res
         .headers()
         .get(CONTENT_TYPE)

@@ -404,6 +404,8 @@ mod tests {
             next_stop: None,
             delay_s: None,
             trip_inferred: None,
+            altitude: None,
+            battery: None,
             received_at: ts,
             processed_at: ts,
         };

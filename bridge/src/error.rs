@@ -2,12 +2,12 @@
 //! SPEC §7 body `{"error":{"code":"...","message":"..."}}`, logging internals without exposing them.
 
 use axum::Json;
-use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::port::{AuthError, PortError};
+use crate::port::{AuthError, IngestError, PortError};
 
 /// A failed HTTP request.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,22 @@ pub enum AppError {
     /// Malformed query, body or path parameter: 400 `BAD_REQUEST`.
     #[error("{0}")]
     BadRequest(String),
+    /// An invalid location payload: 400 `INVALID` with the offending `field` in the error object.
+    #[error("{message}")]
+    Invalid {
+        /// The field named in the body (`lat`, `ts`, `payload`, ...).
+        field: String,
+        /// What is wrong, sent to the client.
+        message: String,
+    },
+    /// Over a rate limit: 429 `RATE_LIMITED` with `Retry-After` in whole seconds.
+    #[error("{message}")]
+    RateLimited {
+        /// Sent to the client.
+        message: String,
+        /// The `Retry-After` header, seconds (at least 1).
+        retry_after_s: u64,
+    },
     /// No or a bad token: 401 `UNAUTHORIZED`.
     #[error("{0}")]
     Unauthorized(String),
@@ -43,6 +59,8 @@ impl AppError {
         match self {
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            AppError::Invalid { .. } => (StatusCode::BAD_REQUEST, "INVALID"),
+            AppError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
@@ -63,6 +81,20 @@ impl From<PortError> for AppError {
     }
 }
 
+impl From<IngestError> for AppError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Invalid { field, message } => AppError::Invalid { field, message },
+            IngestError::TooLarge(m) => AppError::PayloadTooLarge(m),
+            e @ IngestError::RateLimited { retry_after } => AppError::RateLimited {
+                message: e.to_string(),
+                retry_after_s: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            },
+            IngestError::Unavailable(m) => AppError::Unavailable(m),
+        }
+    }
+}
+
 impl From<AuthError> for AppError {
     fn from(e: AuthError) -> Self {
         AppError::Unauthorized(e.to_string())
@@ -79,11 +111,23 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
-        let body = json!({"error": {"code": code, "message": message}});
+        let body = match &self {
+            AppError::Invalid { field, .. } => {
+                json!({"error": {"code": code, "field": field, "message": message}})
+            }
+            _ => json!({"error": {"code": code, "message": message}}),
+        };
         let mut res = (status, Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            res.headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match &self {
+            AppError::Unauthorized(_) => {
+                res.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            AppError::RateLimited { retry_after_s, .. } => {
+                res.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            }
+            _ => {}
         }
         res
     }

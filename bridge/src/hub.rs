@@ -5,6 +5,12 @@
 //! Pushing is cheap and never blocks on a client: it updates the fleet under a short shard lock,
 //! looks up the interested subscriptions under a read lock, and offers the state to each client's
 //! bounded coalescing queue.
+//!
+//! The hub's state is reachable only through its methods: the REST handlers read the fleet with
+//! [`Hub::select`], [`Hub::prepared`] and [`Hub::track`]; a [`Session`] files and unfiles its
+//! subscriptions ([`Hub::file_sub`], [`Hub::unfile_sub`]), takes its snapshot ([`Hub::snapshot`])
+//! and leaves with [`Hub::forget_client`]. Every lock is a std lock taken and released inside one
+//! method, so none is ever held across an `.await`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,13 +20,15 @@ use std::time::Duration;
 use geo_engine::{Event, VehicleState};
 use tokio::time::Instant;
 
-use crate::client::{Client, CloseReason, QueueLimits};
-use crate::fleet::{Fleet, Prepared, to_json};
+use crate::client::{Client, CloseReason, QueueLimits, SubKey};
+use crate::filter::Criteria;
+use crate::fleet::{Fleet, Near, Prepared, to_json};
 use crate::grid::Grid;
 use crate::metrics::{Metrics, inc};
 use crate::port::Access;
 use crate::session::Session;
-use crate::subs::{SubIndex, Target};
+use crate::subs::{SubIndex, SubRef, Target};
+use crate::track::TrackPoint;
 
 /// Limits and tuning of the hub.
 #[derive(Debug, Clone)]
@@ -65,14 +73,21 @@ impl Default for HubConfig {
     }
 }
 
-/// State shared by all handles.
-pub(crate) struct HubInner {
-    pub(crate) config: HubConfig,
-    pub(crate) fleet: Fleet,
-    pub(crate) subs: RwLock<SubIndex>,
+/// State shared by all handles; only [`Hub`]'s methods touch it.
+struct HubInner {
+    /// Limits, fixed at creation.
+    config: HubConfig,
+    /// Latest states, tracks and the position index (sharded, locked inside).
+    fleet: Fleet,
+    /// Which subscription wants which vehicle: read on every push, written on (un)subscribe.
+    subs: RwLock<SubIndex>,
+    /// Connected stream clients, for closing them all on shutdown. Weak: a session owns its
+    /// client and removes it here when it ends.
     clients: Mutex<HashMap<u64, Weak<Client>>>,
+    /// Id of the next client.
     next_client: AtomicU64,
-    pub(crate) metrics: Arc<Metrics>,
+    /// The bridge's counters, shared with each client.
+    metrics: Arc<Metrics>,
 }
 
 /// The bridge's live view of the fleet; cheap to clone.
@@ -90,7 +105,7 @@ pub(crate) struct HubInner {
 ///     vehicle: "bus-12".into(), lat: -16.92, lon: 145.77, raw_lat: -16.92, raw_lon: 145.77,
 ///     ts: 1_763_700_000_000, speed: Some(8.0), heading: None, route: Some("110".into()), trip: None,
 ///     status: VehicleStatus::Moving, on_route: Some(true), off_route_m: None, progress_m: None,
-///     next_stop: None, delay_s: None, trip_inferred: None, received_at: 1_763_700_000_050, processed_at: 1_763_700_000_051,
+///     next_stop: None, delay_s: None, trip_inferred: None, altitude: None, battery: None, received_at: 1_763_700_000_050, processed_at: 1_763_700_000_051,
 /// };
 /// hub.push_state(Arc::new(state));
 /// assert_eq!(hub.len(), 1);
@@ -98,7 +113,7 @@ pub(crate) struct HubInner {
 /// ```
 #[derive(Clone)]
 pub struct Hub {
-    pub(crate) inner: Arc<HubInner>,
+    inner: Arc<HubInner>,
 }
 
 impl Hub {
@@ -242,19 +257,91 @@ impl Hub {
             .insert(id, Arc::downgrade(&client));
         Session::new(self.clone(), client, access)
     }
+
+    /// The latest state of `vehicle` with its JSON, as the REST API serves it.
+    pub(crate) fn prepared(&self, vehicle: &str) -> Option<Arc<Prepared>> {
+        self.inner.fleet.get(vehicle)
+    }
+
+    /// The states matching `criteria` that `access` may read (`None`: all): nearest `near` first
+    /// when given, else by vehicle id; at most `limit`.
+    pub(crate) fn select(
+        &self,
+        criteria: &Criteria,
+        near: Option<Near>,
+        limit: usize,
+        access: Option<&dyn Access>,
+    ) -> Vec<Arc<Prepared>> {
+        self.inner.fleet.select(criteria, near, limit, access)
+    }
+
+    /// A subscription's snapshot: every state matching `criteria` that `access` may read.
+    pub(crate) fn snapshot(
+        &self,
+        criteria: &Criteria,
+        access: Option<&dyn Access>,
+    ) -> Vec<Arc<Prepared>> {
+        self.select(criteria, None, usize::MAX, access)
+    }
+
+    /// Track points of `vehicle` with `from <= ts <= to`, at most `max`; `None` for an unknown
+    /// vehicle.
+    pub(crate) fn track(
+        &self,
+        vehicle: &str,
+        from: i64,
+        to: i64,
+        max: usize,
+    ) -> Option<Vec<TrackPoint>> {
+        self.inner.fleet.track(vehicle, from, to, max)
+    }
+
+    /// Files a subscription in the index: pushes reach it from now on.
+    pub(crate) fn file_sub(&self, sub: SubRef) {
+        self.inner.write_subs().insert(sub);
+    }
+
+    /// Takes subscription `key` of `client` out of the index (`criteria` and `states` as filed).
+    pub(crate) fn unfile_sub(
+        &self,
+        client: u64,
+        key: SubKey,
+        criteria: &Arc<Criteria>,
+        states: bool,
+    ) {
+        self.inner
+            .write_subs()
+            .remove(client, key, criteria, states);
+    }
+
+    /// A client's connection ended: unfiles its subscriptions `(key, criteria, states)` under
+    /// one index lock and drops it from the registry.
+    pub(crate) fn forget_client<'a>(
+        &self,
+        client: u64,
+        subs: impl IntoIterator<Item = (SubKey, &'a Arc<Criteria>, bool)>,
+    ) {
+        {
+            let mut index = self.inner.write_subs();
+            for (key, criteria, states) in subs {
+                index.remove(client, key, criteria, states);
+            }
+        }
+        self.inner.lock_clients().remove(&client);
+    }
 }
 
 impl HubInner {
-    pub(crate) fn read_subs(&self) -> std::sync::RwLockReadGuard<'_, SubIndex> {
+    fn read_subs(&self) -> std::sync::RwLockReadGuard<'_, SubIndex> {
         // Nothing panics while the index lock is held.
         self.subs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn write_subs(&self) -> std::sync::RwLockWriteGuard<'_, SubIndex> {
+    fn write_subs(&self) -> std::sync::RwLockWriteGuard<'_, SubIndex> {
         self.subs.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Client>>> {
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Client>>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -18,6 +18,7 @@
 //! - `pump`: the writer loop and the slow-client rule.
 //! - `protocol`: parsing `/ws` requests, error replies.
 //! - `ws`, `sse`, `mqtt_ws`: `/ws`, `/api/v1/stream`, `/mqtt`.
+//! - `ingest`: `POST /api/v1/vehicles/{id}/location` (SPEC §12), handed to the broker.
 //! - `rest`, `routes`, `ops`, `map`: the other endpoints.
 //! - `gtfsrt`: `/gtfs-rt/{feed}`, the broker's GTFS-Realtime feeds.
 //! - `app`: [`BridgeConfig`], [`app()`], [`serve`].
@@ -41,6 +42,11 @@
 //!   with `near`), `limit` at most 10,000; `/track` answers `{"vehicle","count","fixes":[...]}`
 //!   oldest first; `POST .../ping` publishes `{"message","ts"}` and answers 202
 //!   `{"status":"accepted","topic":"fleet/{id}/ping"}`.
+//! - `POST /api/v1/vehicles/{id}/location` answers `202 {"accepted":N,"rejected":M}` (`rejected`:
+//!   fixes of a batch that failed validation while others passed), `400 {"error":{"code":
+//!   "INVALID","field":...}}` when nothing passed, 403 without the right to publish
+//!   `fleet/{id}/location`, 413 over [`BridgeConfig::ingest_body_limit`] or the broker's batch
+//!   maximum, 429 `RATE_LIMITED` with `Retry-After` (seconds) over the vehicle's publish rate.
 //! - `GET /map/config.json` gives the map page its optional tile URL.
 //! - Authentication: [`BrokerPort::authenticate`] gets the bearer token (`Authorization: Bearer`
 //!   or `?token=`) of every `/ws`, `/api/v1/stream` and `/api/v1/vehicles...` request; 401 when
@@ -58,6 +64,7 @@ mod fleet;
 pub mod grid;
 mod gtfsrt;
 pub mod hub;
+mod ingest;
 mod map;
 pub mod metrics;
 mod mqtt_ws;
@@ -78,5 +85,6 @@ pub use error::AppError;
 pub use hub::{Hub, HubConfig};
 pub use metrics::Metrics;
 pub use port::{
-    Access, AuthError, BrokerPort, MqttIo, MqttStream, OpenAccess, PortError, Readiness,
+    Access, AuthError, BrokerPort, IngestError, Ingested, MqttIo, MqttStream, OpenAccess,
+    PortError, Readiness,
 };

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -54,6 +55,13 @@ pub trait Access: Send + Sync + 'static {
     fn reads_everything(&self) -> bool {
         false
     }
+    /// Whether the client may post `vehicle`'s location (`POST /api/v1/vehicles/{id}/location`):
+    /// the rights of an MQTT publish to `fleet/{vehicle}/location` (a driver only for its own
+    /// vehicle, operators for any). Nobody by default.
+    fn may_post_location(&self, vehicle: &str) -> bool {
+        let _ = vehicle;
+        false
+    }
 }
 
 /// Everything allowed: the access of every client while the broker has no authentication.
@@ -72,6 +80,44 @@ impl Access for OpenAccess {
     fn reads_everything(&self) -> bool {
         true
     }
+
+    fn may_post_location(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// What an accepted location post came to (`202 {"accepted":N,"rejected":M}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    /// Fixes that passed validation (forwarded, or dropped as duplicate or jitter).
+    pub accepted: usize,
+    /// Fixes of a batch that validation rejected (the others still count).
+    pub rejected: usize,
+}
+
+/// Why a location post was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// The payload is invalid: 400 `INVALID` naming the field (`lat`, `ts`, `payload`, ...).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The offending field, as in the PUBACK reason string of an MQTT publish.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// More fixes in one batch than the broker takes: 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Over the per-vehicle publish rate: 429 with `Retry-After`.
+    #[error("over the publish rate of this vehicle; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        /// When the next post would be taken.
+        retry_after: Duration,
+    },
+    /// The broker cannot take it now (shutting down): 503.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Why a request's credentials were refused: 401.
@@ -167,5 +213,26 @@ pub trait BrokerPort: Send + Sync + 'static {
     fn authenticate(&self, token: Option<&str>) -> Result<Arc<dyn Access>, AuthError> {
         let _ = token;
         Ok(Arc::new(OpenAccess))
+    }
+
+    /// Feeds a SPEC §4 location payload (one object or a batch array) for `vehicle` into the
+    /// same pipeline as an MQTT publish to `fleet/{vehicle}/location` (`POST
+    /// /api/v1/vehicles/{id}/location`). The bridge has already checked
+    /// [`Access::may_post_location`] and the body size. The default refuses (503): a broker
+    /// without HTTP ingest.
+    ///
+    /// # Errors
+    /// [`IngestError`]: invalid payload, batch too large, rate limited, unavailable.
+    fn ingest_location(
+        &self,
+        vehicle: &str,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Ingested, IngestError>> {
+        let _ = (vehicle, body);
+        Box::pin(async {
+            Err(IngestError::Unavailable(
+                "location ingest is not available".into(),
+            ))
+        })
     }
 }

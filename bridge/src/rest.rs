@@ -61,9 +61,7 @@ pub async fn get_vehicle(
 ) -> Result<Response, AppError> {
     let p = st
         .hub
-        .inner
-        .fleet
-        .get(&id)
+        .prepared(&id)
         .filter(|p| may_read(&caller, &p.state))
         .ok_or_else(|| AppError::NotFound(format!("no vehicle {id:?}")))?;
     Ok(json_text(StatusCode::OK, p.json().to_string()))
@@ -152,8 +150,6 @@ pub async fn list_vehicles(
     };
     let found = st
         .hub
-        .inner
-        .fleet
         .select(&criteria, near, limit, caller.filter().as_deref());
     let text = format!(
         r#"{{"count":{},"vehicles":{}}}"#,
@@ -219,8 +215,6 @@ pub async fn track(
         None => {
             let points = st
                 .hub
-                .inner
-                .fleet
                 .track(&id, from, to, max)
                 .ok_or_else(|| AppError::NotFound(format!("no vehicle {id:?}")))?;
             points
@@ -234,7 +228,8 @@ pub async fn track(
 }
 
 /// Whether `id` can be a topic level (`fleet/{id}/ping`).
-fn valid_vehicle_id(id: &str) -> bool {
+/// A vehicle id usable in a topic level: 1-128 bytes without `/`, `+`, `#` or NUL.
+pub(crate) fn valid_vehicle_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && !id.contains(['/', '+', '#', '\0'])
 }
 

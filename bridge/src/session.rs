@@ -78,7 +78,7 @@ impl Session {
     /// [`SubError::TooMany`] at the per-client limit.
     pub fn subscribe(&mut self, id: &str, spec: SubSpec) -> Result<(), SubError> {
         self.unsubscribe(id);
-        let max = self.hub.inner.config.max_subscriptions;
+        let max = self.hub.config().max_subscriptions;
         if self.subs.len() >= max {
             return Err(SubError::TooMany(max));
         }
@@ -100,7 +100,7 @@ impl Session {
             },
         );
         let criteria = Arc::new(spec.criteria);
-        self.hub.inner.write_subs().insert(SubRef {
+        self.hub.file_sub(SubRef {
             client: self.client.clone(),
             sub: key,
             criteria: criteria.clone(),
@@ -110,11 +110,7 @@ impl Session {
         });
         let mut text = format!(r#"{{"type":"snapshot","sub":{sub_json},"vehicles":["#);
         if spec.states {
-            let found =
-                self.hub
-                    .inner
-                    .fleet
-                    .select(&criteria, None, usize::MAX, self.access.as_deref());
+            let found = self.hub.snapshot(&criteria, self.access.as_deref());
             for (i, p) in found.iter().enumerate() {
                 if i > 0 {
                     text.push(',');
@@ -147,9 +143,7 @@ impl Session {
             return false;
         };
         self.hub
-            .inner
-            .write_subs()
-            .remove(self.client.id, r.key, &r.criteria, r.states);
+            .unfile_sub(self.client.id, r.key, &r.criteria, r.states);
         self.client.remove_sub(r.key);
         true
     }
@@ -157,12 +151,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        {
-            let mut index = self.hub.inner.write_subs();
-            for r in self.subs.values() {
-                index.remove(self.client.id, r.key, &r.criteria, r.states);
-            }
-        }
-        self.hub.inner.lock_clients().remove(&self.client.id);
+        let subs = self.subs.values().map(|r| (r.key, &r.criteria, r.states));
+        self.hub.forget_client(self.client.id, subs);
     }
 }

@@ -246,6 +246,8 @@ mod tests {
             next_stop: None,
             delay_s: None,
             trip_inferred: None,
+            altitude: None,
+            battery: None,
             received_at: 1,
             processed_at: 1,
         }

@@ -24,6 +24,9 @@ pub struct Limits {
     pub topic_alias_maximum: u16,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: Duration,
+    /// Seconds a 3.1.1 persistent session (clean session 0) outlives its connection
+    /// (`--session-expiry-311`); `u32::MAX` never expires.
+    pub session_expiry_311: u32,
 }
 
 impl Default for Limits {
@@ -34,6 +37,7 @@ impl Default for Limits {
             max_packet_size: 1024 * 1024,
             topic_alias_maximum: 64,
             connect_timeout: Duration::from_secs(10),
+            session_expiry_311: 2 * 3600,
         }
     }
 }

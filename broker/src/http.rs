@@ -1,22 +1,24 @@
 //! The broker's side of the HTTP bridge: [`BridgePort`] implements the bridge's
 //! [`BrokerPort`] (pings into the router, MQTT over WebSocket onto ordinary connections,
-//! metrics, readiness), and [`HubSink`] feeds processed state into the bridge's hub.
+//! location posts through the ingest [`Gate`], metrics, readiness), and [`HubSink`] feeds
+//! processed state into the bridge's hub.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use fleetmq_bridge::{
-    Access, AuthError, BrokerPort, Hub, MqttIo, OpenAccess, PortError, Readiness,
+    Access, AuthError, BrokerPort, Hub, IngestError, Ingested, MqttIo, OpenAccess, PortError,
+    Readiness,
 };
 use fleetmq_codec::{Bytes, Properties, QoS};
 use futures_util::future::BoxFuture;
 use geo_engine::{Event, VehicleState};
 
-use crate::auth::{Identity, Role};
+use crate::auth::{Acl, Identity, Role};
 use crate::connection;
 use crate::context::Context;
 use crate::gtfsrt::FeedKind;
-use crate::ingest::{StateSink, topics};
+use crate::ingest::{Gate, Source, StateSink, topics};
 use crate::message::{Message, Origin};
 use crate::router::RouterMsg;
 use std::fmt::Write as _;
@@ -25,13 +27,15 @@ pub struct BridgePort {
     pub ctx: Arc<Context>,
     /// `--max-connections`, applied to MQTT over WebSocket as to TCP.
     pub max_connections: usize,
+    /// Location posts into the pipeline.
+    pub gate: Arc<Gate>,
 }
 
 impl BrokerPort for BridgePort {
     fn authenticate(&self, token: Option<&str>) -> Result<Arc<dyn Access>, AuthError> {
         let auth = &self.ctx.auth;
         if !auth.is_configured() {
-            return Ok(Arc::new(OpenAccess));
+            return Ok(Arc::new(OpenBroker(self.ctx.acl.clone())));
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -43,7 +47,22 @@ impl BrokerPort for BridgePort {
             None if auth.allows_anonymous() => Identity::anonymous(""),
             None => return Err(AuthError::Missing),
         };
-        Ok(Arc::new(IdentityAccess(identity)))
+        Ok(Arc::new(IdentityAccess(identity, self.ctx.acl.clone())))
+    }
+
+    fn ingest_location(
+        &self,
+        vehicle: &str,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Ingested, IngestError>> {
+        let (gate, vehicle) = (self.gate.clone(), vehicle.to_owned());
+        Box::pin(async move {
+            let t = gate.payload(&vehicle, body, Source::Http).await?;
+            Ok(Ingested {
+                accepted: t.accepted,
+                rejected: t.rejected,
+            })
+        })
     }
 
     fn ping(&self, vehicle: &str, payload: Bytes) -> Result<(), PortError> {
@@ -176,11 +195,40 @@ impl StateSink for HubSink {
     }
 }
 
+/// A broker without authentication: everyone reads and pings everything, and posts locations
+/// unless an `--acl` rule denies the publish.
+struct OpenBroker(Arc<Acl>);
+
+impl Access for OpenBroker {
+    fn may_read_vehicle(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool {
+        OpenAccess.may_read_vehicle(vehicle, route, trip)
+    }
+
+    fn may_ping(&self, vehicle: &str) -> bool {
+        OpenAccess.may_ping(vehicle)
+    }
+
+    fn reads_everything(&self) -> bool {
+        true
+    }
+
+    fn may_post_location(&self, vehicle: &str) -> bool {
+        let topic = format!("fleet/{vehicle}/location");
+        self.0.can_publish(&Identity::open("", None), &topic)
+    }
+}
+
 /// What an authenticated HTTP client may read and ping (SPEC §9: riders see the vehicles,
-/// routes and trips of their token; integrators and operators see everything).
-struct IdentityAccess(Identity);
+/// routes and trips of their token; integrators and operators see everything), and where it
+/// may post locations (the ACL's verdict on publishing to `fleet/{id}/location`).
+struct IdentityAccess(Identity, Arc<Acl>);
 
 impl Access for IdentityAccess {
+    fn may_post_location(&self, vehicle: &str) -> bool {
+        let topic = format!("fleet/{vehicle}/location");
+        self.1.can_publish(&self.0, &topic)
+    }
+
     fn may_read_vehicle(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool {
         self.0.may_read_vehicle(vehicle, route, trip)
     }

@@ -14,6 +14,7 @@
 //! - `routes`: reading the route network file.
 //! - `ingest`: location updates through geo-engine, processed state back out.
 //! - `gtfsrt`: GTFS-Realtime feeds (HTTP, cached per second) and MQTT entities (SPEC §13).
+//! - `osmand`: the OsmAnd / Traccar Client listener (`--osmand`, `--osmands`).
 //! - `persist`: Redis snapshots, restore on start, the track and the SOS log (SPEC §8).
 //! - `connection`: one client connection: handshake, inbound packets, the writer.
 //! - `context`: what connections share (router channel, limits, metrics, shutdown).
@@ -37,6 +38,7 @@ mod limits;
 mod listener;
 mod message;
 pub mod metrics;
+mod osmand;
 pub mod persist;
 mod router;
 pub mod routes;

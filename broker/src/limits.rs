@@ -9,6 +9,7 @@
 //! for a moment rather than grow without bound.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -69,8 +70,13 @@ impl TokenBucket {
         }
     }
 
+    /// How long until the next token, after a `take` that failed.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))
+    }
+
     /// Full again: remembering this bucket no longer restricts anyone.
-    fn is_full(&self, now: Instant) -> bool {
+    pub fn is_full(&self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens + elapsed * self.rate >= self.burst
     }
@@ -93,8 +99,9 @@ impl Failures {
     }
 }
 
-/// Keeps `map` under [`MAX_TRACKED_IPS`] before an insert (module doc: eviction).
-fn make_room<V>(map: &mut HashMap<IpAddr, V>, stale: impl Fn(&V) -> bool) {
+/// Keeps `map` under [`MAX_TRACKED_IPS`] before an insert (module doc: eviction). Also used for
+/// the per-vehicle rate of HTTP ingest, whose keys are vehicle ids.
+pub fn make_room<K: Hash + Eq, V>(map: &mut HashMap<K, V>, stale: impl Fn(&V) -> bool) {
     if map.len() < MAX_TRACKED_IPS {
         return;
     }
@@ -102,7 +109,7 @@ fn make_room<V>(map: &mut HashMap<IpAddr, V>, stale: impl Fn(&V) -> bool) {
     if map.len() >= MAX_TRACKED_IPS {
         tracing::warn!(
             tracked = map.len(),
-            "per-IP limit table full; forgetting every entry"
+            "limit table full; forgetting every entry"
         );
         map.clear();
     }
@@ -142,6 +149,11 @@ impl Guard {
         map.entry(ip)
             .or_insert_with(|| TokenBucket::new(self.connect_rate, now))
             .take(now)
+    }
+
+    /// `--max-publish-rate`; 0 = unlimited.
+    pub fn publish_rate(&self) -> u32 {
+        self.publish_rate
     }
 
     /// A fresh per-connection publish budget, or `None` when publishing is unlimited.

@@ -57,19 +57,4 @@ impl Message {
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
-
-    /// An upper bound on the encoded PUBLISH size, for checking a client's maximum packet size
-    /// before queueing.
-    pub fn size_estimate(&self) -> usize {
-        let p = self.properties();
-        let props = p.content_type.as_ref().map_or(0, |s| s.len() + 3)
-            + p.response_topic.as_ref().map_or(0, |s| s.len() + 3)
-            + p.correlation_data.as_ref().map_or(0, |s| s.len() + 3)
-            + p.user_properties
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 5)
-                .sum::<usize>()
-            + 32;
-        self.topic.len() + self.payload.len() + props + 16
-    }
 }

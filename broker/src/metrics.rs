@@ -6,6 +6,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+use crate::ingest::Source;
+
+/// One counter per [`Source`].
+type PerSource = [AtomicU64; Source::ALL.len()];
+
 /// Upper bounds (seconds) of the processing-latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 10] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,
@@ -38,10 +43,10 @@ pub struct Metrics {
     pub sessions: AtomicI64,
     pub subscriptions: AtomicI64,
     pub retained: AtomicI64,
-    pub updates_accepted: AtomicU64,
-    pub updates_duplicate: AtomicU64,
-    pub updates_jitter: AtomicU64,
-    updates_rejected: Mutex<Vec<(&'static str, u64)>>,
+    updates_accepted: PerSource,
+    updates_duplicate: PerSource,
+    updates_jitter: PerSource,
+    updates_rejected: Mutex<Vec<(Source, &'static str, u64)>>,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
@@ -67,9 +72,9 @@ impl Default for Metrics {
             sessions: AtomicI64::new(0),
             subscriptions: AtomicI64::new(0),
             retained: AtomicI64::new(0),
-            updates_accepted: AtomicU64::new(0),
-            updates_duplicate: AtomicU64::new(0),
-            updates_jitter: AtomicU64::new(0),
+            updates_accepted: Default::default(),
+            updates_duplicate: Default::default(),
+            updates_jitter: Default::default(),
             updates_rejected: Mutex::new(Vec::new()),
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),
@@ -79,16 +84,31 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts a rejected location update under its reason.
-    pub fn reject(&self, reason: &'static str) {
+    /// Counts a rejected location update under its source and reason.
+    pub fn reject(&self, source: Source, reason: &'static str) {
         let mut v = self
             .updates_rejected
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        match v.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, n)) => *n += 1,
-            None => v.push((reason, 1)),
+        match v.iter_mut().find(|(s, r, _)| *s == source && *r == reason) {
+            Some((_, _, n)) => *n += 1,
+            None => v.push((source, reason, 1)),
         }
+    }
+
+    /// Counts a location update forwarded by the pipeline.
+    pub fn accepted(&self, source: Source) {
+        self.updates_accepted[source.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a location update dropped as a duplicate.
+    pub fn duplicate(&self, source: Source) {
+        self.updates_duplicate[source.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a location update dropped as jitter.
+    pub fn jitter(&self, source: Source) {
+        self.updates_jitter[source.index()].fetch_add(1, Relaxed);
     }
 
     /// Records the time one location update took from arrival to publication.
@@ -108,12 +128,12 @@ impl Metrics {
             .updates_rejected
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        v.iter().map(|(_, n)| n).sum()
+        v.iter().map(|(_, _, n)| n).sum()
     }
 
     /// Prometheus text exposition of every counter.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 12] = [
             (
                 "fleetmq_connections_total",
                 "MQTT connections accepted",
@@ -174,16 +194,6 @@ impl Metrics {
                 "clients disconnected for exceeding the publish rate",
                 self.publish_rate_exceeded.load(Relaxed),
             ),
-            (
-                "fleetmq_updates_accepted_total",
-                "location updates forwarded",
-                self.updates_accepted.load(Relaxed),
-            ),
-            (
-                "fleetmq_updates_filtered_total",
-                "location updates dropped as duplicate or jitter",
-                self.updates_duplicate.load(Relaxed) + self.updates_jitter.load(Relaxed),
-            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -216,22 +226,7 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
-        let _ = writeln!(
-            out,
-            "# HELP fleetmq_updates_rejected_total location updates rejected, by reason\n# TYPE fleetmq_updates_rejected_total counter"
-        );
-        {
-            let v = self
-                .updates_rejected
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            for (reason, n) in v.iter() {
-                let _ = writeln!(
-                    out,
-                    "fleetmq_updates_rejected_total{{reason=\"{reason}\"}} {n}"
-                );
-            }
-        }
+        self.render_updates(out);
         let name = "fleetmq_processing_seconds";
         let _ = writeln!(
             out,
@@ -252,5 +247,46 @@ impl Metrics {
             self.latency_sum_ns.load(Relaxed) as f64 / 1e9
         );
         let _ = writeln!(out, "{name}_count {count}");
+    }
+
+    /// The ingest counters, one series per `source` (every source, so a dashboard sees zeros).
+    fn render_updates(&self, out: &mut String) {
+        // Filtered = dropped as duplicate or jitter.
+        let filtered = Source::ALL.map(|s| {
+            self.updates_duplicate[s.index()].load(Relaxed)
+                + self.updates_jitter[s.index()].load(Relaxed)
+        });
+        let accepted = Source::ALL.map(|s| self.updates_accepted[s.index()].load(Relaxed));
+        let per_source = [
+            (
+                "fleetmq_updates_accepted_total",
+                "location updates forwarded, by source",
+                accepted,
+            ),
+            (
+                "fleetmq_updates_filtered_total",
+                "location updates dropped as duplicate or jitter, by source",
+                filtered,
+            ),
+        ];
+        for (name, help, values) in per_source {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (s, v) in Source::ALL.iter().zip(values) {
+                let _ = writeln!(out, "{name}{{source=\"{}\"}} {v}", s.as_str());
+            }
+        }
+        let name = "fleetmq_updates_rejected_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} location updates rejected, by source and reason\n# TYPE {name} counter"
+        );
+        let v = self
+            .updates_rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (source, reason, n) in v.iter() {
+            let source = source.as_str();
+            let _ = writeln!(out, "{name}{{source=\"{source}\",reason=\"{reason}\"}} {n}");
+        }
     }
 }

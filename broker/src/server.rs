@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Acl, Authenticator, JwtVerifier, UsersFile};
 use crate::context::{Context, Limits};
 use crate::http::{BridgePort, HubSink};
-use crate::ingest::Ingest;
+use crate::ingest::{Gate, Ingest};
 use crate::limits::Guard;
 use crate::metrics::Metrics;
+use crate::osmand::{self, Devices, Osmand};
 use crate::router::RouterMsg;
 use crate::router::{Router, RouterConfig};
 use crate::{Config, Error, https, listener, routes, tls};
@@ -34,6 +35,12 @@ pub struct Broker {
     mqtts: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     /// `--https` with its TLS configuration.
     https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// `--osmand`, plain HTTP.
+    osmand: Option<TcpListener>,
+    /// `--osmands` with its TLS configuration.
+    osmands: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// Which OsmAnd devices may report (loaded when either OsmAnd listener is on).
+    devices: Devices,
     metrics: Arc<Metrics>,
     auth: Arc<Authenticator>,
     acl: Arc<Acl>,
@@ -67,6 +74,8 @@ fn load_auth(config: &Config) -> Result<Authenticator, Error> {
         config.mqtts,
         Some(config.http),
         config.https,
+        config.osmand,
+        config.osmands,
     ]
     .into_iter()
     .flatten()
@@ -128,6 +137,25 @@ impl Broker {
             }
             None => None,
         };
+        let osmand = match config.osmand {
+            Some(addr) => Some(bind("osmand", addr).await?),
+            None => None,
+        };
+        let osmands = match config.osmands {
+            Some(addr) => {
+                let acceptor =
+                    tls::https_acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())
+                        .map_err(config_error)?;
+                Some((bind("osmands", addr).await?, acceptor))
+            }
+            None => None,
+        };
+        let devices = if osmand.is_some() || osmands.is_some() {
+            let secured = auth.is_configured() || config.tls_client_ca.is_some();
+            Devices::load(config.devices.as_deref(), &auth, secured).map_err(Error::Config)?
+        } else {
+            Devices::Any
+        };
         // After binding (a port in use fails fast), before accepting (restore comes first).
         let persist = crate::persist::Startup::open(&config).await?;
         Ok(Broker {
@@ -136,6 +164,9 @@ impl Broker {
             http,
             mqtts,
             https,
+            osmand,
+            osmands,
+            devices,
             metrics: Arc::new(Metrics::default()),
             auth,
             acl,
@@ -160,6 +191,21 @@ impl Broker {
         listener.local_addr().ok().or(self.config.https)
     }
 
+    /// The bound `--osmand` address, if the OsmAnd listener is on.
+    pub fn osmand_addr(&self) -> Option<SocketAddr> {
+        self.osmand
+            .as_ref()?
+            .local_addr()
+            .ok()
+            .or(self.config.osmand)
+    }
+
+    /// The bound `--osmands` address, if the OsmAnd listener over TLS is on.
+    pub fn osmands_addr(&self) -> Option<SocketAddr> {
+        let (listener, _) = self.osmands.as_ref()?;
+        listener.local_addr().ok().or(self.config.osmands)
+    }
+
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr().unwrap_or(self.config.http)
     }
@@ -181,6 +227,10 @@ impl Broker {
             max_keepalive: self.config.max_keepalive,
             receive_maximum: self.config.receive_maximum.max(1),
             max_packet_size: self.config.max_packet_size as usize,
+            session_expiry_311: match self.config.session_expiry_311.as_secs() {
+                0 => u32::MAX,
+                s => u32::try_from(s).unwrap_or(u32::MAX - 1),
+            },
             ..Limits::default()
         };
         let hub = Hub::new(HubConfig::default());
@@ -240,16 +290,44 @@ impl Broker {
         });
         let bridge_config = BridgeConfig {
             routes_geojson: self.network.routes_geojson(),
+            ingest_body_limit: self.config.max_packet_size as usize,
             ..BridgeConfig::default()
         };
+        let gate = Arc::new(Gate::new(ctx.clone()));
         let app = fleetmq_bridge::app(
             hub.clone(),
             Arc::new(BridgePort {
                 ctx: ctx.clone(),
                 max_connections: self.config.max_connections,
+                gate: gate.clone(),
             }),
             bridge_config,
         );
+        let osmand_app = osmand::app(
+            Arc::new(Osmand {
+                gate,
+                devices: self.devices,
+                metrics: self.metrics.clone(),
+            }),
+            self.config.max_packet_size as usize,
+        );
+        let mut osmand_tasks = Vec::new();
+        if let Some(listener) = self.osmand {
+            osmand_tasks.push(tokio::spawn(osmand::serve(
+                listener,
+                osmand_app.clone(),
+                token.clone(),
+            )));
+        }
+        if let Some((listener, acceptor)) = self.osmands {
+            let listener =
+                https::TlsListener::start(ctx.clone(), listener, acceptor, token.clone())?;
+            osmand_tasks.push(tokio::spawn(https::serve(
+                listener,
+                osmand_app,
+                token.clone(),
+            )));
+        }
         let https = match self.https {
             Some((listener, acceptor)) => {
                 let listener =
@@ -281,6 +359,9 @@ impl Broker {
         let _ = tokio::time::timeout(Duration::from_secs(3), http).await;
         if let Some(https) = https {
             let _ = tokio::time::timeout(Duration::from_secs(3), https).await;
+        }
+        for task in osmand_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
         }
         // Give connections a moment to write their DISCONNECT 0x8B.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);

@@ -55,7 +55,7 @@ pub fn encode_publish(
     if remaining > VBI_MAX {
         return Err(EncodeError::TooLong("packet"));
     }
-    let total = 1 + vbi_len(remaining) + remaining;
+    let total = publish_len(p, protocol);
     if total > max_len {
         return Ok(false);
     }
@@ -68,6 +68,13 @@ pub fn encode_publish(
         out.truncate(start);
     }
     result.map(|()| true)
+}
+
+/// The number of bytes [`encode_publish`] writes for `p`, fixed header included: the size a
+/// receiver's Maximum Packet Size is compared with.
+pub fn publish_len(p: &PublishRef<'_>, protocol: Protocol) -> usize {
+    let remaining = publish::len(p, protocol);
+    1 + vbi_len(remaining) + remaining
 }
 
 /// The number of bytes [`encode`] would write, fixed header included.

@@ -58,5 +58,5 @@ mod unsubscribe;
 mod wire;
 
 pub use decode::{decode, whole_packet_len};
-pub use encode::{encode, encode_publish, encoded_len};
+pub use encode::{encode, encode_publish, encoded_len, publish_len};
 pub use publish::PublishRef;

@@ -35,6 +35,12 @@ pub struct Fix {
     /// Per-vehicle message counter.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub seq: Option<u64>,
+    /// Reported altitude above sea level, metres; passed through to the state, not processed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub altitude: Option<f64>,
+    /// Reported battery level of the device, percent (0 to 100); passed through to the state.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub battery: Option<f64>,
 }
 
 impl Fix {
@@ -50,12 +56,32 @@ impl Fix {
             route: None,
             trip: None,
             seq: None,
+            altitude: None,
+            battery: None,
         }
     }
 
     /// The reported position (x = lon, y = lat, degrees).
     pub fn position(&self) -> Point<f64> {
         Point::new(self.lon, self.lat)
+    }
+
+    /// This fix if its pass-through fields are in range: `altitude` -1,000 to 100,000 m,
+    /// `battery` 0 to 100 %. No pipeline step reads them, so this is their only check; a fix
+    /// built by hand (another protocol's decoder) calls it as [`parse_fixes`] does.
+    ///
+    /// # Errors
+    /// `invalid_field` naming the field.
+    pub fn checked_extras(self) -> Result<Fix, Rejection> {
+        let within = |x: Option<f64>, field: &'static str, min: f64, max: f64| match x {
+            Some(x) if !(min..=max).contains(&x) => {
+                Err(invalid(field, &format!("expected {min} to {max}, got {x}")))
+            }
+            _ => Ok(()),
+        };
+        within(self.altitude, "altitude", -1_000.0, 100_000.0)?;
+        within(self.battery, "battery", 0.0, 100.0)?;
+        Ok(self)
     }
 
     /// The SPEC §4 JSON payload of this fix.
@@ -131,6 +157,10 @@ struct RawFix {
     trip: Value,
     #[serde(default)]
     seq: Value,
+    #[serde(default)]
+    altitude: Value,
+    #[serde(default)]
+    battery: Value,
 }
 
 /// Builds a fix, naming the first missing or ill-typed field.
@@ -148,7 +178,7 @@ fn fix_from_raw(raw: RawFix) -> Result<Fix, Rejection> {
                 .ok_or_else(|| invalid("seq", "expected a non-negative integer"))?,
         ),
     };
-    Ok(Fix {
+    Fix {
         lat,
         lon,
         ts,
@@ -158,7 +188,10 @@ fn fix_from_raw(raw: RawFix) -> Result<Fix, Rejection> {
         route: optional_string(raw.route, "route")?,
         trip: optional_string(raw.trip, "trip")?,
         seq,
-    })
+        altitude: optional_f64(&raw.altitude, "altitude")?,
+        battery: optional_f64(&raw.battery, "battery")?,
+    }
+    .checked_extras()
 }
 
 /// Accepts an integer, or a float with no fractional part, as milliseconds.
@@ -198,19 +231,11 @@ fn optional_string(v: Value, field: &'static str) -> Result<Option<String>, Reje
 }
 
 fn missing(field: &'static str) -> Rejection {
-    Rejection::new(
-        RejectReason::MissingField,
-        field,
-        format!("{field} is required"),
-    )
+    Rejection::missing(field)
 }
 
 fn invalid(field: &'static str, what: &str) -> Rejection {
-    Rejection::new(
-        RejectReason::InvalidField,
-        field,
-        format!("{field}: {what}"),
-    )
+    Rejection::invalid(field, what)
 }
 
 #[cfg(test)]
@@ -269,9 +294,21 @@ mod tests {
     }
 
     #[test]
+    fn altitude_and_battery_pass_through_within_range() {
+        let f = parse_fixes(br#"{"lat":1,"lon":2,"ts":3,"altitude":12.5,"battery":80}"#).unwrap();
+        assert_eq!((f[0].altitude, f[0].battery), (Some(12.5), Some(80.0)));
+        let r = parse_fixes(br#"{"lat":1,"lon":2,"ts":3,"battery":101}"#).unwrap_err();
+        assert_eq!((r.reason, r.field), (RejectReason::InvalidField, "battery"));
+        let r = parse_fixes(br#"{"lat":1,"lon":2,"ts":3,"altitude":1e9}"#).unwrap_err();
+        assert_eq!(r.field, "altitude");
+    }
+
+    #[test]
     fn json_round_trip() {
         let mut f = Fix::new(geo::Point::new(145.7, -16.9), 5);
         f.route = Some("R".into());
+        f.altitude = Some(-3.0);
+        f.battery = Some(55.0);
         assert_eq!(parse_fixes(f.to_json().as_bytes()).unwrap(), vec![f]);
     }
 }

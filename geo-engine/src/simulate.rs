@@ -360,6 +360,8 @@ impl<'a> Simulator<'a> {
                 .send_route
                 .then(|| format!("{}-{}", c.id, self.lap)),
             seq: Some(self.seq),
+            altitude: None,
+            battery: None,
         };
         SimFix {
             fix,

@@ -68,6 +68,12 @@ pub struct VehicleState {
     /// `true` when fleetmq chose `trip` from the timetable (the vehicle named only its route).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trip_inferred: Option<bool>,
+    /// Altitude of the last fix, metres, as the device reported it (not processed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub altitude: Option<f64>,
+    /// Battery level of the device at the last fix, percent, as reported.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub battery: Option<f64>,
     /// Broker clock when the update arrived and when processing finished, Unix milliseconds.
     pub received_at: i64,
     pub processed_at: i64,

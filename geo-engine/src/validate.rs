@@ -99,6 +99,24 @@ impl Rejection {
             message: message.into(),
         }
     }
+
+    /// `missing_field`: "`field` is required".
+    pub fn missing(field: &'static str) -> Rejection {
+        Rejection::new(
+            RejectReason::MissingField,
+            field,
+            format!("{field} is required"),
+        )
+    }
+
+    /// `invalid_field`: "`field`: `what`".
+    pub fn invalid(field: &'static str, what: &str) -> Rejection {
+        Rejection::new(
+            RejectReason::InvalidField,
+            field,
+            format!("{field}: {what}"),
+        )
+    }
 }
 
 /// What validation remembers of the last accepted fix (for the teleport check).

@@ -46,6 +46,8 @@ fn any_fix() -> impl Strategy<Value = Fix> {
             route,
             trip: None,
             seq,
+            altitude: None,
+            battery: None,
         })
 }
 

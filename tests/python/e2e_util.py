@@ -64,8 +64,19 @@ def metrics(broker) -> Dict[str, float]:
     return out
 
 
-def rejected(sample: Dict[str, float], reason: str) -> float:
-    return sample.get(f'fleetmq_updates_rejected_total{{reason="{reason}"}}', 0.0)
+def family(sample: Dict[str, float], name: str, **labels: str) -> float:
+    """The sum of `name`'s series whose labels include `labels` (e.g. every `source`)."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
+    for key, value in sample.items():
+        base, _, rest = key.partition("{")
+        if base == name and all(w in rest.rstrip("}").split(",") for w in wanted):
+            total += value
+    return total
+
+
+def rejected(sample: Dict[str, float], reason: str, **labels: str) -> float:
+    return family(sample, "fleetmq_updates_rejected_total", reason=reason, **labels)
 
 
 # --- geometry ---------------------------------------------------------------------------------

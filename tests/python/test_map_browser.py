@@ -174,3 +174,36 @@ def test_map_draws_demo_buses_moving(demo, tmp_path):
         if cdp is not None:
             cdp.close()
         browser.close()
+
+
+def test_vehicle_panel_shows_altitude_and_battery_of_an_osmand_phone(fleetmq_factory, tmp_path):
+    """A phone reports over the OsmAnd protocol (altitude, battery); clicking its `online` event
+    in the side list opens its panel, which shows both."""
+    broker = fleetmq_factory("--osmand", "127.0.0.1:0")
+    host, port = broker.listeners["osmand"]
+    browser = Browser(tmp_path / "chromium-profile")
+    cdp = None
+    try:
+        cdp = Cdp(browser.page_ws_url())
+        cdp.call("Page.enable")
+        cdp.call("Runtime.enable")
+        nav = cdp.call("Page.navigate", url=f"http://{broker.http_host}:{broker.http_port}/")
+        assert "errorText" not in nav, nav
+        wait_for(lambda: (probe(cdp) or {}).get("connected"), 60, "the map connected")
+        query = (f"id=panel-phone&lat=-16.9203&lon=145.7710&timestamp={int(time.time())}"
+                 f"&speed=5&altitude=123.4&batt=87")
+        import urllib.request
+        with urllib.request.urlopen(f"http://{host}:{port}/?{query}", timeout=10) as r:
+            assert r.status == 200
+        click = """(() => { const li = [...document.querySelectorAll('#events li')]
+          .find(li => li.textContent.includes('panel-phone'));
+          if (!li) return false; li.click(); return true; })()"""
+        wait_for(lambda: cdp.evaluate(click), 30, "the phone's event in the side list")
+        panel = wait_for(lambda: (lambda t: t and "Battery" in t and t)(
+            cdp.evaluate("document.getElementById('details').innerText")), 10, "the panel")
+        assert "Altitude" in panel and "123 m" in panel, panel
+        assert "87 %" in panel and "panel-phone" in panel, panel
+    finally:
+        if cdp is not None:
+            cdp.close()
+        browser.close()

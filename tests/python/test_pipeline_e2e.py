@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 
 import pytest
 
-from e2e_util import Polyline, Shape, get_json, load_shapes, metrics, rejected
+from e2e_util import Polyline, Shape, family, get_json, load_shapes, metrics, rejected
 from harness import wait_for
 from mqttc import connected, prop, reason_value
 
@@ -295,7 +295,7 @@ def test_duplicates_and_jitter_never_forwarded(run):
     assert ts == [f.ts for f in fixes], "states are exactly the forwarded fixes, in order"
     assert not {j.ts for j in trace.of("jitter")} & set(ts)
     before, after = run["before"], run["after"]
-    delta = lambda name: after.get(name, 0) - before.get(name, 0)
+    delta = lambda name: family(after, name) - family(before, name)
     assert delta("fleetmq_updates_accepted_total") == len(fixes)
     assert delta("fleetmq_updates_filtered_total") == \
         len(trace.of("duplicate")) + len(trace.of("jitter"))

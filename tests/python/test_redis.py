@@ -293,6 +293,65 @@ def test_redis_down_at_start_serves_and_writes_once_up(fleetmq_factory, tmp_path
         server.stop()
 
 
+def test_redis_down_at_start_restores_what_it_did_not_see_once_up(fleetmq_factory, redis,
+                                                                   tmp_path):
+    """Redis holds state from an earlier run but is down when the broker starts. Once Redis is
+    reachable the broker restores the vehicles it has not seen since start (REST, retained
+    `vehicles/{id}`, filters) before writing, and the vehicles it has seen keep its own state."""
+    first = fleetmq_factory("--redis", redis.url)
+    watcher = connected(first.addr)
+    watcher.subscribe("vehicles/#", 0)
+    driver = connected(first.addr)
+    fleet = Fleet(4, "late")
+    for _ in range(3):
+        for v in fleet.ids:
+            fleet.publish_next(driver, v)
+    wait_for(lambda: all_latest_in_redis(redis, watcher, fleet.ids)
+             and all(n == 3 for _, n in latest_states(watcher).values()), 10, "states in Redis")
+    before = {v: s for v, (s, _) in latest_states(watcher).items()}
+    first.proc.kill()
+    first.proc.wait()
+    # Keep Redis's data and bring it back later on another port.
+    assert rcli(redis, ("SAVE",)) == ["OK"]
+    redis.stop()
+    port = free_port()
+    second = fleetmq_factory("--redis", f"redis://127.0.0.1:{port}/")
+    seen, unseen = fleet.ids[0], fleet.ids[1:]
+    # One vehicle reports to the new broker while Redis is down: a fresh track, a later fix.
+    late_driver = connected(second.addr)
+    fleet.sent[seen] += 5
+    fleet.publish_next(late_driver, seen)
+    own = fleet.fix(seen, fleet.sent[seen] - 1)
+    assert http_get(second, f"/api/v1/vehicles/{unseen[0]}")[0] == 404
+    back = redis_on(port, tmp_path)
+    try:
+        for v in unseen:
+            status, body = wait_for(
+                lambda v=v: (lambda r: r if r[0] == 200 else None)(
+                    http_get(second, f"/api/v1/vehicles/{v}")), 10, f"{v} restored")
+            got = json.loads(body)
+            assert (got["ts"], got["lat"]) == (before[v]["ts"], before[v]["lat"])
+        retained = connected(second.addr)
+        retained.subscribe("vehicles/#", 0)
+        wait_for(lambda: set(latest_states(retained)) >= set(fleet.ids), 5, "retained states")
+        assert latest_states(retained)[seen][0]["ts"] == own["ts"], "its own, newer state"
+        wait_for(lambda: (redis_states(back, [seen])[seen] or {}).get("ts") == own["ts"], 5,
+                 "the seen vehicle's new state written")
+        stored = redis_states(back, unseen)
+        assert all(stored[v]["ts"] == before[v]["ts"] for v in unseen)
+        # The restored filters continue: the last fix again is a duplicate, not a new state.
+        v = unseen[0]
+        retained.clear()
+        code, _ = late_driver.publish(f"fleet/{v}/location",
+                                      json.dumps(fleet.fix(v, fleet.sent[v] - 1)), 1)
+        assert reason_value(code) < 0x80
+        fleet.publish_next(late_driver, v)
+        wait_for(lambda: latest_states(retained).get(v), 5, "the continuing fix")
+        assert latest_states(retained)[v][1] == 1, "the repeated fix was not forwarded"
+    finally:
+        back.stop()
+
+
 def test_sigterm_flushes_latest_states(fleetmq_factory, redis):
     broker = fleetmq_factory("--redis", redis.url)
     watcher = connected(broker.addr)

@@ -53,17 +53,21 @@ SUBSCRIBE = {
     "own ping": (f"fleet/{OWN}/ping", {DRIVER, OPERATOR}),
     "other ping": (f"fleet/{OTHER}/ping", {OPERATOR}),
     "own location": (f"fleet/{OWN}/location", {OPERATOR}),
-    "all fleet": ("fleet/#", {OPERATOR}),
+    # Issue 11: a filter is granted when some topic it matches is readable (a driver reads its
+    # ping, a rider its vehicle); what is not readable is filtered per message
+    # (test_rider_receives_only_its_vehicles).
+    "all fleet": ("fleet/#", {DRIVER, OPERATOR}),
     "own state": (f"vehicles/{OWN}", {RIDER, INTEGRATOR, OPERATOR}),
     "other state": (f"vehicles/{OTHER}", {INTEGRATOR, OPERATOR}),
-    "every state +": ("vehicles/+", {INTEGRATOR, OPERATOR}),
-    "every state #": ("vehicles/#", {INTEGRATOR, OPERATOR}),
+    "every state +": ("vehicles/+", {RIDER, INTEGRATOR, OPERATOR}),
+    "every state #": ("vehicles/#", {RIDER, INTEGRATOR, OPERATOR}),
     "own events": (f"events/{OWN}/#", {RIDER, INTEGRATOR, OPERATOR}),
     "own sos event": (f"events/{OWN}/sos", {RIDER, INTEGRATOR, OPERATOR}),
     "other events": (f"events/{OTHER}/#", {INTEGRATOR, OPERATOR}),
-    "every event": ("events/#", {INTEGRATOR, OPERATOR}),
+    "every event": ("events/#", {RIDER, INTEGRATOR, OPERATOR}),
+    "other vehicle only": (f"+/{OTHER}", {INTEGRATOR, OPERATOR}),
     "$SYS": ("$SYS/#", {OPERATOR}),
-    "everything": ("#", {OPERATOR}),
+    "everything": ("#", {DRIVER, RIDER, INTEGRATOR, OPERATOR}),
 }
 
 _ts = itertools.count(int(time.time() * 1000))
@@ -150,15 +154,26 @@ def test_subscribe_denied_v311_is_0x80(broker):
 
 
 def test_rider_receives_only_its_vehicles(broker):
-    """The decisions hold for delivery too: a rider subscribed to its vehicle's state gets it
-    when the driver reports, and no other vehicle's."""
+    """The decisions hold for delivery too: a rider subscribed to its vehicle's state, to every
+    vehicle and to `#` (granted since issue 11) gets its vehicle's state when the driver
+    reports, and nothing else: every message is checked against its rights."""
     rider = login(broker, "rider")
-    rider.subscribe([(f"vehicles/{OWN}", 1)])
+    codes, _ = rider.subscribe([(f"vehicles/{OWN}", 1), ("vehicles/+", 1), ("#", 1)])
+    assert [reason_value(c) for c in codes] == [1, 1, 1]
     driver = login(broker, "driver")
     assert reason_value(driver.publish(f"fleet/{OWN}/location", location(), qos=1)[0]) < 0x80
     state = wait_for(lambda: rider.payloads(f"vehicles/{OWN}"), 10, "own vehicle state")
     assert json.loads(state[-1])["vehicle"] == OWN
-    assert {m.topic for m in rider.messages} == {f"vehicles/{OWN}"}
+    operator = login(broker, "operator")
+    for topic in (f"vehicles/{OTHER}", f"events/{OTHER}/sos", f"fleet/{OWN}/ping", "misc/x"):
+        assert reason_value(operator.publish(topic, b"not for riders", qos=1)[0]) == 0
+    marker = unique("marker").encode()
+    operator.publish(f"events/{OWN}/note", marker, qos=1)
+    before = rider.wait_payload(marker, 10)
+    # Its own vehicle's state and events (`online`) only.
+    assert {m.topic for m in before} - {f"vehicles/{OWN}", f"events/{OWN}/online"} == set()
+    assert all(m.payload != b"not for riders" for m in before)
+    operator.disconnect()
     rider.disconnect()
     driver.disconnect()
 

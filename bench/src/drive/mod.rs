@@ -9,12 +9,18 @@
 //! exactly through the [`ledger`]. Drivers start spread evenly over one interval so the load is
 //! smooth. Watcher `j` subscribes to route `j mod R`.
 //!
+//! With `--http URL` the drivers post the same fixes to `URL/api/v1/vehicles/{id}/location`
+//! instead (SPEC §12), one keep-alive HTTP/1.1 connection each; watchers are unchanged, so the
+//! latency is the same publish→receive measure in both modes.
+//!
 //! # Layout
 //! - [`ledger`]: sends and receipts per vehicle, latency lookup and the `lost` count.
-//! - [`driver`]: one simulated bus as an MQTT client.
+//! - [`driver`]: one simulated bus as an MQTT client; the fix schedule both drivers share.
+//! - [`http_driver`]: one simulated bus posting over HTTP.
 //! - [`watcher`]: WebSocket and MQTT watchers.
 
 pub mod driver;
+pub mod http_driver;
 pub mod ledger;
 pub mod watcher;
 
@@ -50,6 +56,10 @@ pub struct Args {
     /// Broker address, HOST:PORT (loopback only).
     #[arg(long)]
     pub mqtt: String,
+    /// Drive over HTTP instead: the broker's `--http` base URL (`http://127.0.0.1:8080`); each
+    /// driver posts to `/api/v1/vehicles/{id}/location` over its own keep-alive connection.
+    #[arg(long, value_name = "URL")]
+    pub http: Option<String>,
     /// Simulated vehicles, one MQTT connection each.
     #[arg(long, default_value_t = 100)]
     pub drivers: usize,
@@ -128,6 +138,11 @@ impl Shared {
 /// Bad arguments, an unreachable broker or bridge, or every watcher failing.
 pub async fn run(args: Args) -> Result<Figures> {
     let addr = crate::target::loopback(&args.mqtt)?;
+    let http = args
+        .http
+        .as_deref()
+        .map(crate::target::loopback_http)
+        .transpose()?;
     let ws = match (&args.ws, args.watch_mqtt) {
         (Some(url), false) => {
             crate::target::loopback_ws(url)?;
@@ -184,7 +199,8 @@ pub async fn run(args: Args) -> Result<Figures> {
     let spread = addr.is_ipv4() && args.drivers + args.watchers > per_addr;
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut connecting = JoinSet::new();
-    for i in 0..args.drivers {
+    let mqtt_drivers = if http.is_some() { 0 } else { args.drivers };
+    for i in 0..mqtt_drivers {
         let mut opts = ConnectOptions::new(args.protocol, format!("{}{i}", shared.prefix));
         opts.buffer = 1024;
         if spread {
@@ -201,6 +217,24 @@ pub async fn run(args: Args) -> Result<Figures> {
     while let Some(joined) = connecting.join_next().await {
         conns.push(joined??);
     }
+    let mut http_conns = Vec::new();
+    if let Some(http) = http {
+        // Instead of the MQTT connections above (none were opened).
+        let mut connecting = JoinSet::new();
+        for i in 0..args.drivers {
+            let permit = permits.clone().acquire_owned().await?;
+            connecting.spawn(async move {
+                let conn = tokio::net::TcpStream::connect(http).await;
+                drop(permit);
+                conn.map(|s| (i, s))
+            });
+        }
+        while let Some(joined) = connecting.join_next().await {
+            let (i, stream) = joined??;
+            stream.set_nodelay(true)?;
+            http_conns.push((i, stream));
+        }
+    }
     let interval = Duration::from_millis(args.interval_ms);
     let start = Instant::now() + Duration::from_millis(100);
     let end = start + Duration::from_secs(args.duration);
@@ -208,16 +242,26 @@ pub async fn run(args: Args) -> Result<Figures> {
     let qos = QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce);
     let mut drivers = JoinSet::new();
     let n = args.drivers as u32;
-    for (i, r, w) in conns {
-        let job = driver::Job {
-            index: i,
-            route: routes[i % routes.len()].clone(),
-            start: start + interval * (i as u32 % n) / n,
-            interval,
-            end,
-            qos,
-        };
-        drivers.spawn(driver::drive(r, w, job, network(), shared.clone()));
+    let job = |i: usize| driver::Job {
+        index: i,
+        route: routes[i % routes.len()].clone(),
+        start: start + interval * (i as u32 % n) / n,
+        interval,
+        end,
+        qos,
+    };
+    match http {
+        Some(host) => {
+            for (i, stream) in http_conns {
+                let run = http_driver::drive(stream, host, job(i), network(), shared.clone());
+                drivers.spawn(run);
+            }
+        }
+        None => {
+            for (i, r, w) in conns {
+                drivers.spawn(driver::drive(r, w, job(i), network(), shared.clone()));
+            }
+        }
     }
     let mut updates_sent = 0;
     while let Some(joined) = drivers.join_next().await {
@@ -253,6 +297,10 @@ pub async fn run(args: Args) -> Result<Figures> {
     };
     let mut rows = vec![
         ("broker".to_string(), args.mqtt.clone()),
+        (
+            "drivers post over".to_string(),
+            args.http.clone().unwrap_or_else(|| "MQTT".into()),
+        ),
         (
             "drivers".to_string(),
             format!("{} every {} ms", args.drivers, args.interval_ms),

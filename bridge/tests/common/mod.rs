@@ -137,6 +137,8 @@ pub fn state(
         next_stop: None,
         delay_s: None,
         trip_inferred: None,
+        altitude: None,
+        battery: None,
         received_at: ts,
         processed_at: ts,
     })

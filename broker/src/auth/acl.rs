@@ -10,32 +10,33 @@
 //! ```
 //!
 //! # The decision
-//! For a publish to topic `T` (a subscription to filter `F`, after stripping `$share/G/`):
+//! A publish to topic `T`:
 //!
 //! ```text
-//! allowed = (base OR a matching grant rule) AND NOT a matching deny rule
+//! allowed = (base OR a write/readwrite rule matching T) AND NOT a deny rule matching T
 //! base    = the role table (see `permissions`)            if the client has a role
 //!         = true iff the ACL contains no grant rule        if authentication is off (open broker)
 //!         = false                                          for an anonymous client of a broker with auth
 //! ```
 //!
+//! Reading is checked twice, as in Mosquitto (SPEC §9). The client's [`ReadRights`] are the
+//! topics it may read: `base` (role table, or everything for an open broker without grant
+//! rules) or a `read`/`readwrite` rule matches, and no `deny` rule matches. A SUBSCRIBE filter
+//! `F` (after stripping `$share/G/`) is granted when at least one topic it matches is readable
+//! (SUBACK 0x87 only when none is: a `#` subscriber with one denied topic is granted); then the
+//! router checks every message against the rights before delivering it, so the denied topic
+//! never arrives.
+//!
 //! - A rule *applies* to a client when it names nothing, or its `user`, `role` or `client` equals
 //!   the client's. `%c`/`%u` are substituted before matching; a rule with `%u` does not apply to a
 //!   client without a user name, nor one with `%c` to an HTTP identity (empty client id).
-//! - A `write` or `readwrite` rule grants a publish when its filter matches `T`; a `read` or
-//!   `readwrite` rule grants a subscription when its filter covers every topic `F` can match
-//!   (`vehicles/#` covers `vehicles/+`, not `#`). One permission (a role-table entry or one rule)
-//!   must cover the whole filter; several narrower ones are not combined, so a rider of `bus-1`
-//!   and `bus-2` may subscribe to each, not to `vehicles/+`.
-//! - A `deny` rule denies a publish when its filter matches `T`, and a subscription when it shares
-//!   any topic with `F` (deny `fleet/x/#` refuses `fleet/#` too): the broker checks at subscribe
-//!   time only, so anything weaker would deliver denied topics. A deny wins over every grant.
+//! - A deny wins over every grant.
 //! - Without authentication an ACL file that grants anything is an allow-list, as in Mosquitto:
 //!   what no rule grants is refused. A file of deny rules only is a block-list.
 //! - Fail closed on odd ids: a substituted `%c`/`%u` that contains `/`, `+`, `#` makes a grant
 //!   rule grant nothing and a deny rule deny everything for that client.
 //! - Invalid topics and filters (a wildcard in a PUBLISH topic, `#` not last) are refused, and
-//!   nobody publishes to a `$` topic.
+//!   nobody publishes to `$SYS/...` or `$share/...`; other `$` topics are ordinary (SPEC §3).
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -43,9 +44,10 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::error::{AuthConfigError, read_file};
-use super::permissions::{Op, plain_level, role_allows};
-use super::topic::{Level, covers, overlap, parse_filter, parse_topic, strip_share};
+use super::permissions::{plain_level, role_may_publish, role_read_grants};
+use super::rights::{Grant, ReadRights};
 use super::{Identity, Role};
+use crate::topic::{is_reserved, matches, parse_filter, parse_topic, strip_share};
 
 /// The parsed `--acl` rules; [`Acl::empty`] when no file is given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,12 +89,12 @@ enum Access {
 }
 
 impl Access {
-    fn grants(self, op: Op) -> bool {
-        matches!(
-            (self, op),
-            (Access::Read | Access::Readwrite, Op::Subscribe)
-                | (Access::Write | Access::Readwrite, Op::Publish)
-        )
+    fn reads(self) -> bool {
+        matches!(self, Access::Read | Access::Readwrite)
+    }
+
+    fn writes(self) -> bool {
+        matches!(self, Access::Write | Access::Readwrite)
     }
 }
 
@@ -189,40 +191,74 @@ impl Acl {
     }
 
     /// Whether `id` may publish to `topic` (module doc: the decision). `false` for a topic with a
-    /// wildcard, and for every `$` topic (`$SYS/...` belongs to the broker; `$share/...` is a
-    /// subscription prefix, not a topic), whatever the role or rules.
+    /// wildcard, and for `$SYS/...` (the broker's) and `$share/...` (a subscription prefix, not a
+    /// topic), whatever the role or rules.
     pub fn can_publish(&self, id: &Identity, topic: &str) -> bool {
-        !topic.starts_with('$')
-            && parse_topic(topic).is_some_and(|t| self.allowed(id, Op::Publish, &t))
-    }
-
-    /// Whether `id` may subscribe to `filter` (module doc: the decision); `$share/G/F` is checked
-    /// as `F`. `false` for an invalid filter.
-    pub fn can_subscribe(&self, id: &Identity, filter: &str) -> bool {
-        strip_share(filter)
-            .and_then(parse_filter)
-            .is_some_and(|f| self.allowed(id, Op::Subscribe, &f))
-    }
-
-    fn allowed(&self, id: &Identity, op: Op, target: &[Level<'_>]) -> bool {
+        if is_reserved(topic) {
+            return false;
+        }
+        let Some(t) = parse_topic(topic) else {
+            return false;
+        };
         let base = match id.role {
-            Some(_) => role_allows(id, op, target),
+            Some(_) => role_may_publish(id, &t),
             None => id.open_broker && !self.has_grants,
         };
         let granted = base
             || self.applying(id).any(|(rule, subst)| {
-                rule.access.grants(op)
-                    && matches!(&subst, Subst::Filter(f) if parse_filter(f).is_some_and(|p| covers(&p, target)))
+                rule.access.writes() && matches!(&subst, Subst::Filter(f) if matches(f, topic))
             });
         let denied = self.applying(id).any(|(rule, subst)| {
             rule.access == Access::Deny
                 && match &subst {
-                    Subst::Filter(f) => parse_filter(f).is_some_and(|p| overlap(&p, target)),
+                    Subst::Filter(f) => matches(f, topic),
                     Subst::Unsafe => true,
                     Subst::NotApplicable => false,
                 }
         });
         granted && !denied
+    }
+
+    /// Whether `id` may subscribe to `filter`: some topic it matches is readable (module doc);
+    /// `$share/G/F` is checked as `F`. `false` for an invalid filter.
+    pub fn can_subscribe(&self, id: &Identity, filter: &str) -> bool {
+        strip_share(filter)
+            .and_then(parse_filter)
+            .is_some_and(|f| self.read_rights(id).may_subscribe(&f))
+    }
+
+    /// What `id` may read, compiled for per-message checks; `None` when it may read every
+    /// topic (nothing to check).
+    pub fn reader(&self, id: &Identity) -> Option<ReadRights> {
+        // The common cases, without building anything: no rules, and a client that reads all.
+        if self.rules.is_empty()
+            && (id.role == Some(Role::Operator) || (id.role.is_none() && id.open_broker))
+        {
+            return None;
+        }
+        let rights = self.read_rights(id);
+        (!rights.is_everything()).then_some(rights)
+    }
+
+    /// What `id` may read: its role's grants (or everything on an open broker without grant
+    /// rules), the read rules applying to it, minus the deny rules applying to it.
+    pub fn read_rights(&self, id: &Identity) -> ReadRights {
+        let mut grants = match id.role {
+            Some(_) => role_read_grants(id),
+            None if id.open_broker && !self.has_grants => vec![Grant::Everything],
+            None => Vec::new(),
+        };
+        let mut denies = Vec::new();
+        let mut deny_all = false;
+        for (rule, subst) in self.applying(id) {
+            match (rule.access, subst) {
+                (Access::Deny, Subst::Filter(f)) => denies.push(Box::from(&*f)),
+                (Access::Deny, Subst::Unsafe) => deny_all = true,
+                (a, Subst::Filter(f)) if a.reads() => grants.push(Grant::Filter(Box::from(&*f))),
+                _ => {}
+            }
+        }
+        ReadRights::new(grants, denies, deny_all)
     }
 
     /// The rules applying to `id`, each with its substituted filter.

@@ -49,6 +49,11 @@ impl Authenticator {
         self.users.is_some() || self.jwt.is_some()
     }
 
+    /// The users file's driver vehicles (empty without a users file).
+    pub fn driver_vehicles(&self) -> impl Iterator<Item = &str> {
+        self.users.iter().flat_map(UsersFile::driver_vehicles)
+    }
+
     /// Whether clients without credentials are admitted.
     pub fn allows_anonymous(&self) -> bool {
         self.allow_anonymous

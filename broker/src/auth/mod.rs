@@ -10,8 +10,8 @@
 //! - `identity`: [`Identity`], the result of authentication.
 //! - `error`: [`AuthError`] (a refused client, with its CONNACK reason code) and
 //!   [`AuthConfigError`] (a bad file).
-//! - `topic`: filter algebra: [`topic_matches`], [`filter_covers`], [`filters_overlap`].
 //! - `permissions`: the role table.
+//! - `rights`: [`ReadRights`], what one client may read, checked per delivered message.
 //! - `acl`: `--acl` rules and the final decision ([`Acl`]; its doc states the exact rule).
 //! - `users`: the users file ([`UsersFile`]) and [`hash_password`].
 //! - `jwt`: token verification ([`JwtVerifier`]).
@@ -23,8 +23,8 @@ mod error;
 mod identity;
 mod jwt;
 mod permissions;
+mod rights;
 mod role;
-mod topic;
 mod users;
 
 #[cfg(test)]
@@ -35,6 +35,9 @@ pub use authenticator::Authenticator;
 pub use error::{AuthConfigError, AuthError};
 pub use identity::Identity;
 pub use jwt::{Claims, JwtVerifier, LEEWAY_S};
+pub use rights::ReadRights;
 pub use role::{Role, UnknownRole};
-pub use topic::{filter_covers, filters_overlap, strip_share, topic_matches};
+// The filter algebra lives in `crate::topic`, shared with the router; re-exported for callers
+// that check permissions.
+pub use crate::topic::{filter_covers, filters_overlap, strip_share, topic_matches};
 pub use users::{User, UsersFile, hash_password};

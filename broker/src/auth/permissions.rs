@@ -1,61 +1,62 @@
-//! The role table of SPEC §9: what each [`Role`] may publish and subscribe to before any ACL rule.
+//! The role table of SPEC §9: what each [`Role`] may publish and read before any ACL rule.
 //!
-//! | role | publish | subscribe |
+//! | role | publish | read |
 //! |---|---|---|
 //! | driver | `fleet/{own}/location`, `fleet/{own}/status`, `fleet/{own}/sos` | `fleet/{own}/ping` |
 //! | rider | nothing | `vehicles/{v}`, `events/{v}/#` for each `v` in its token's `vehicles` |
-//! | integrator | nothing | any filter within `vehicles/#` or `events/#` |
-//! | operator | any topic | any filter, `$SYS/#` included |
+//! | integrator | nothing | `vehicles/#`, `events/#` |
+//! | operator | any topic | every topic, `$SYS/...` included |
+//!
+//! Reading is checked per message (see `rights`), so a subscription whose filter reaches beyond
+//! these (a rider's `vehicles/+`) is granted and delivers only the readable topics.
 //!
 //! A driver's own id and a rider's vehicle ids are inserted as literal levels, never parsed as
 //! filters, and an id that is not a single plain level (empty, or containing `/`, `+`, `#`) is
 //! ignored, so an id like `+` cannot widen a permission. Over MQTT a rider gets only its explicit
-//! vehicles: the `routes` and `trips` claims are honoured by the WebSocket bridge, which filters
-//! per message; subscribing to `vehicles/+` would leak every other vehicle.
+//! vehicles: the `routes` and `trips` claims are honoured by the WebSocket bridge.
 
-use super::topic::{Level, covers};
+use super::rights::Grant;
 use super::{Identity, Role};
+use crate::topic::{Level, covers};
 
-/// What a permission check is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
-    /// PUBLISH to a topic name.
-    Publish,
-    /// SUBSCRIBE with a topic filter.
-    Subscribe,
-}
-
-/// Whether `id`'s role allows `op` on `target` (a parsed topic for publish, a parsed filter for
-/// subscribe). `false` without a role.
-pub(crate) fn role_allows(id: &Identity, op: Op, target: &[Level<'_>]) -> bool {
-    let Some(role) = id.role else {
-        return false;
-    };
-    match (role, op) {
-        (Role::Operator, _) => true,
-        (Role::Driver, Op::Publish) => own_vehicle(id).is_some_and(|own| {
+/// Whether `id`'s role allows publishing to `topic` (parsed). `false` without a role.
+pub(crate) fn role_may_publish(id: &Identity, topic: &[Level<'_>]) -> bool {
+    match id.role {
+        Some(Role::Operator) => true,
+        Some(Role::Driver) => own_vehicle(id).is_some_and(|own| {
             ["location", "status", "sos"].into_iter().any(|leaf| {
                 covers(
                     &[Level::Lit("fleet"), Level::Lit(own), Level::Lit(leaf)],
-                    target,
+                    topic,
                 )
             })
         }),
-        (Role::Driver, Op::Subscribe) => own_vehicle(id).is_some_and(|own| {
-            covers(
-                &[Level::Lit("fleet"), Level::Lit(own), Level::Lit("ping")],
-                target,
-            )
-        }),
-        (Role::Rider, Op::Subscribe) => id.vehicles.iter().filter(|v| plain_level(v)).any(|v| {
-            covers(&[Level::Lit("vehicles"), Level::Lit(v)], target)
-                || covers(&[Level::Lit("events"), Level::Lit(v), Level::Hash], target)
-        }),
-        (Role::Integrator, Op::Subscribe) => {
-            covers(&[Level::Lit("vehicles"), Level::Hash], target)
-                || covers(&[Level::Lit("events"), Level::Hash], target)
-        }
-        (Role::Rider | Role::Integrator, Op::Publish) => false,
+        Some(Role::Rider | Role::Integrator) | None => false,
+    }
+}
+
+/// What `id`'s role lets it read; nothing without a role.
+pub(crate) fn role_read_grants(id: &Identity) -> Vec<Grant> {
+    let filter = |s: String| Grant::Filter(s.into_boxed_str());
+    match id.role {
+        Some(Role::Operator) => vec![Grant::Everything],
+        Some(Role::Driver) => own_vehicle(id)
+            .map(|own| filter(format!("fleet/{own}/ping")))
+            .into_iter()
+            .collect(),
+        Some(Role::Rider) => id
+            .vehicles
+            .iter()
+            .filter(|v| plain_level(v))
+            .flat_map(|v| {
+                [
+                    filter(format!("vehicles/{v}")),
+                    filter(format!("events/{v}/#")),
+                ]
+            })
+            .collect(),
+        Some(Role::Integrator) => vec![filter("vehicles/#".into()), filter("events/#".into())],
+        None => Vec::new(),
     }
 }
 

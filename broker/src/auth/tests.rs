@@ -29,7 +29,9 @@ fn clients() -> [(&'static str, Identity); 6] {
 }
 
 /// One row: a topic (or filter) and, per client of [`clients`] in order, what it may do with it:
-/// `P` publish, `S` subscribe, `-` neither.
+/// `P` publish, `S` subscribe, `-` neither. A filter is granted when the client may read at
+/// least one topic it matches (SPEC §9; what it may not read is filtered per message, see
+/// `reads_are_checked_per_topic`): a rider's `#` is granted and delivers its own vehicle only.
 const MATRIX: &[(&str, [&str; 6])] = &[
     //                               driver rider integr operator open anonymous
     ("fleet/bus-1/location", ["P", "-", "-", "PS", "PS", "-"]),
@@ -41,21 +43,24 @@ const MATRIX: &[(&str, [&str; 6])] = &[
     ("fleet/bus-9/sos", ["-", "-", "-", "PS", "PS", "-"]),
     ("fleet/bus-9/ping", ["-", "-", "-", "PS", "PS", "-"]),
     ("fleet/+/location", ["-", "-", "-", "S", "S", "-"]),
-    ("fleet/bus-1/#", ["-", "-", "-", "S", "S", "-"]),
+    ("fleet/bus-1/#", ["S", "-", "-", "S", "S", "-"]),
     ("vehicles/bus-2", ["-", "S", "S", "PS", "PS", "-"]),
     ("vehicles/bus-9", ["-", "-", "S", "PS", "PS", "-"]),
     ("vehicles/bus-1", ["-", "-", "S", "PS", "PS", "-"]),
     ("events/bus-2/deviation", ["-", "S", "S", "PS", "PS", "-"]),
     ("events/bus-2/#", ["-", "S", "S", "S", "S", "-"]),
     ("events/bus-9/sos", ["-", "-", "S", "PS", "PS", "-"]),
-    ("vehicles/+", ["-", "-", "S", "S", "S", "-"]),
-    ("vehicles/#", ["-", "-", "S", "S", "S", "-"]),
-    ("events/#", ["-", "-", "S", "S", "S", "-"]),
-    ("events/+/sos", ["-", "-", "S", "S", "S", "-"]),
-    ("$share/g/vehicles/#", ["-", "-", "S", "S", "S", "-"]),
+    ("vehicles/+", ["-", "S", "S", "S", "S", "-"]),
+    ("vehicles/#", ["-", "S", "S", "S", "S", "-"]),
+    ("events/#", ["-", "S", "S", "S", "S", "-"]),
+    ("events/+/sos", ["-", "S", "S", "S", "S", "-"]),
+    ("$share/g/vehicles/#", ["-", "S", "S", "S", "S", "-"]),
     ("$share/g/vehicles/bus-2", ["-", "S", "S", "S", "S", "-"]),
-    ("+/bus-2", ["-", "-", "-", "S", "S", "-"]),
-    ("#", ["-", "-", "-", "S", "S", "-"]),
+    ("+/bus-2", ["-", "S", "S", "S", "S", "-"]),
+    ("+/bus-9", ["-", "-", "S", "S", "S", "-"]),
+    ("#", ["S", "S", "S", "S", "S", "-"]),
+    ("$internal/x", ["-", "-", "-", "PS", "PS", "-"]),
+    ("$share/g/x", ["-", "-", "-", "S", "S", "-"]),
     ("$SYS/#", ["-", "-", "-", "S", "S", "-"]),
     ("$SYS/broker/uptime", ["-", "-", "-", "S", "S", "-"]),
     ("vehicles/#/x", ["-", "-", "-", "-", "-", "-"]),
@@ -83,6 +88,31 @@ fn role_matrix_from_one_table() {
         }
     }
     assert_eq!(checked, MATRIX.len() * 6 * 2);
+}
+
+/// What each client of [`clients`] may read, per topic, as the router checks it per message:
+/// `R` readable, `-` not.
+const READS: &[(&str, [&str; 6])] = &[
+    //                               driver rider integr operator open anonymous
+    ("fleet/bus-1/ping", ["R", "-", "-", "R", "R", "-"]),
+    ("fleet/bus-1/location", ["-", "-", "-", "R", "R", "-"]),
+    ("vehicles/bus-2", ["-", "R", "R", "R", "R", "-"]),
+    ("vehicles/bus-9", ["-", "-", "R", "R", "R", "-"]),
+    ("events/bus-2/sos", ["-", "R", "R", "R", "R", "-"]),
+    ("events/bus-9/sos", ["-", "-", "R", "R", "R", "-"]),
+    ("$SYS/broker/uptime", ["-", "-", "-", "R", "R", "-"]),
+    ("$internal/x", ["-", "-", "-", "R", "R", "-"]),
+];
+
+#[test]
+fn reads_are_checked_per_topic() {
+    let acl = Acl::empty();
+    for (topic, expected) in READS {
+        for ((name, id), want) in clients().iter().zip(expected) {
+            let got = acl.reader(id).is_none_or(|r| r.may_read(topic));
+            assert_eq!(got, *want == "R", "{name} reading {topic}");
+        }
+    }
 }
 
 #[test]
@@ -175,7 +205,12 @@ fn rules_for_everyone_with_client_and_user_substitution() {
     assert!(acl.can_publish(&d, "clients/dev-1/hello"));
     assert!(acl.can_subscribe(&d, "clients/dev-1/#"));
     assert!(!acl.can_publish(&d, "clients/dev-2/hello"));
-    assert!(!acl.can_subscribe(&d, "clients/+/#"));
+    // Granted for the one readable branch; the others are filtered per message.
+    assert!(acl.can_subscribe(&d, "clients/+/#"));
+    let reads = acl.reader(&d).expect("restricted");
+    assert!(reads.may_read("clients/dev-1/x"));
+    assert!(!reads.may_read("clients/dev-2/x"));
+    assert!(!acl.can_subscribe(&d, "clients/dev-2/#"));
     assert!(acl.can_subscribe(&d, "users/bob/inbox"));
     assert!(!acl.can_publish(&d, "users/bob/inbox"));
     assert!(!acl.can_subscribe(&d, "users/alice/inbox"));
@@ -198,7 +233,8 @@ fn rules_by_client_role_and_user() {
     assert!(!acl.can_publish(&dispatch, "fleet/bus-4/location"));
     // role rule: integrators read SOS, riders do not.
     assert!(acl.can_subscribe(&other, "fleet/+/sos"));
-    assert!(!acl.can_subscribe(&other, "fleet/#"));
+    assert!(acl.can_subscribe(&other, "fleet/#"));
+    assert!(!acl.can_subscribe(&other, "fleet/+/location"));
     let rider = Identity::with_role("r", Some("r"), Role::Rider);
     assert!(!acl.can_subscribe(&rider, "fleet/+/sos"));
     // user rule with %c: alice (client dev-a, driving dev-a) loses her status topic only.
@@ -219,15 +255,24 @@ fn deny_wins_over_grants_and_roles() {
         assert!(acl.can_subscribe(id, "lab/a/#"));
         assert!(!acl.can_publish(id, "lab/secret"));
         assert!(!acl.can_subscribe(id, "lab/secret"));
-        // A subscription that could receive the denied topic is refused.
-        assert!(!acl.can_subscribe(id, "lab/#"));
-        assert!(!acl.can_subscribe(id, "lab/+"));
+        // A subscription that could also receive the denied topic is granted; the denied
+        // topic is filtered out per message.
+        assert!(acl.can_subscribe(id, "lab/#"));
+        assert!(acl.can_subscribe(id, "lab/+"));
+        let reads = acl.reader(id).expect("restricted");
+        assert!(reads.may_read("lab/a"));
+        assert!(!reads.may_read("lab/secret"));
     }
     assert!(!acl.can_publish(&op, "fleet/bus-7/location"));
     assert!(!acl.can_subscribe(&op, "fleet/bus-7/sos"));
-    assert!(!acl.can_subscribe(&op, "fleet/#"));
-    assert!(!acl.can_subscribe(&op, "#"));
-    assert!(!acl.can_subscribe(&op, "$share/g/fleet/+/location"));
+    assert!(!acl.can_subscribe(&op, "fleet/bus-7/#"));
+    assert!(acl.can_subscribe(&op, "fleet/#"));
+    assert!(acl.can_subscribe(&op, "#"));
+    assert!(acl.can_subscribe(&op, "$share/g/fleet/+/location"));
+    let reads = acl.reader(&op).expect("restricted");
+    assert!(!reads.may_read("fleet/bus-7/sos"));
+    assert!(reads.may_read("fleet/bus-8/sos"));
+    assert!(reads.may_read("$SYS/broker/uptime"));
     assert!(acl.can_subscribe(&op, "fleet/bus-8/#"));
     assert!(acl.can_subscribe(&op, "vehicles/#"));
     assert!(acl.can_subscribe(&op, "$SYS/#"));
@@ -261,8 +306,19 @@ fn open_broker_acl_is_allow_list_with_grants_and_block_list_without() {
     let block = Acl::parse("[[rule]]\ntopic = \"secret/#\"\naccess = \"deny\"\n").unwrap();
     assert!(block.can_publish(&open, "fleet/x/location"));
     assert!(!block.can_publish(&open, "secret/a"));
-    assert!(!block.can_subscribe(&open, "#"));
+    // `#` is granted and the denied topic filtered per message; only a filter within the
+    // denied topics is refused (the issue's `mosquitto_sub -t '#'` case).
+    assert!(block.can_subscribe(&open, "#"));
+    assert!(!block.can_subscribe(&open, "secret/#"));
+    assert!(!block.can_subscribe(&open, "secret/+/x"));
     assert!(block.can_subscribe(&open, "fleet/#"));
+    let reads = block.reader(&open).expect("restricted");
+    assert!(!reads.may_read("secret/a"));
+    assert!(reads.may_read("fleet/a"));
+    assert!(
+        empty.reader(&open).is_none(),
+        "nothing to check without rules"
+    );
     let allow = Acl::parse("[[rule]]\ntopic = \"fleet/%c/#\"\naccess = \"write\"\n").unwrap();
     assert!(allow.can_publish(&open, "fleet/dev-1/location"));
     assert!(!allow.can_publish(&open, "fleet/dev-2/location"));

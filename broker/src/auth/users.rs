@@ -127,6 +127,14 @@ impl UsersFile {
         }
     }
 
+    /// The `vehicle` of every driver (the OsmAnd listener lets these devices in).
+    pub fn driver_vehicles(&self) -> impl Iterator<Item = &str> {
+        self.users
+            .values()
+            .filter(|u| u.role == Role::Driver)
+            .filter_map(|u| u.vehicle.as_deref())
+    }
+
     /// Number of users.
     pub fn len(&self) -> usize {
         self.users.len()

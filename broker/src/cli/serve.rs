@@ -117,6 +117,8 @@ fn announce(broker: &Broker) -> Result<(), Failure> {
     let mqtts = [
         ("mqtts", broker.mqtts_addr()),
         ("https", broker.https_addr()),
+        ("osmand", broker.osmand_addr()),
+        ("osmands", broker.osmands_addr()),
     ]
     .into_iter()
     .filter_map(|(name, addr)| addr.map(|a| format!(" {name}={a}")))

@@ -96,12 +96,14 @@ impl ServeArgs {
 /// Combinations no listener could start with, reported before anything binds.
 fn check(c: &Config) -> Result<(), Failure> {
     let bad = |line: &str| Err(Failure::Config(line.to_string()));
-    let tls_wanted = c.mqtts.is_some() || c.https.is_some();
+    let tls_wanted = c.mqtts.is_some() || c.https.is_some() || c.osmands.is_some();
     if tls_wanted && (c.tls_cert.is_none() || c.tls_key.is_none()) {
         let which = if c.mqtts.is_some() {
             "--mqtts"
-        } else {
+        } else if c.https.is_some() {
             "--https"
+        } else {
+            "--osmands"
         };
         return bad(&format!(
             "{which} needs --tls-cert and --tls-key (make development ones with `fleetmq certs --out certs`)"
@@ -109,7 +111,7 @@ fn check(c: &Config) -> Result<(), Failure> {
     }
     if !tls_wanted && (c.tls_cert.is_some() || c.tls_key.is_some() || c.tls_client_ca.is_some()) {
         return bad(
-            "--tls-cert/--tls-key/--tls-client-ca are set but no TLS listener is: add --mqtts ADDR or --https ADDR",
+            "--tls-cert/--tls-key/--tls-client-ca are set but no TLS listener is: add --mqtts ADDR, --https ADDR or --osmands ADDR",
         );
     }
     if c.jwt_secret.is_some() && c.jwt_public_key.is_some() {

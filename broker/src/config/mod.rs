@@ -109,6 +109,25 @@ pub struct Config {
     #[serde(with = "addr")]
     pub https: Option<SocketAddr>,
 
+    /// OsmAnd / Traccar Client protocol (HTTP; port 5055 is the convention) [default: off]
+    #[arg(long, env = "FLEETMQ_OSMAND", value_name = "ADDR", value_parser = addr::parse,
+          help_heading = "Listeners")]
+    #[serde(with = "addr")]
+    pub osmand: Option<SocketAddr>,
+
+    /// The OsmAnd protocol over TLS with the --tls-cert certificate [default: off]
+    #[arg(long, env = "FLEETMQ_OSMANDS", value_name = "ADDR", value_parser = addr::parse,
+          help_heading = "Listeners")]
+    #[serde(with = "addr")]
+    pub osmands: Option<SocketAddr>,
+
+    /// OsmAnd device ids allowed in, one a line (with auth, also the users' driver vehicles)
+    /// [default: off]
+    #[arg(long, env = "FLEETMQ_DEVICES", value_name = "FILE", value_parser = path::parse,
+          help_heading = "Security")]
+    #[serde(with = "path")]
+    pub devices: Option<PathBuf>,
+
     /// GeoJSON FeatureCollection or GTFS (zip or folder) [default: bundled sample routes]
     #[arg(long, env = "FLEETMQ_ROUTES", value_name = "FILE", value_parser = path::parse,
           help_heading = "Data")]
@@ -185,6 +204,13 @@ pub struct Config {
           value_parser = number::parse::<usize>, help_heading = "Limits")]
     #[serde(with = "number")]
     pub max_queued: usize,
+
+    /// How long a 3.1.1 persistent session (clean session 0) outlives its connection, e.g.
+    /// 7200, 30m, 2h; 0 = never
+    #[arg(long = "session-expiry-311", env = "FLEETMQ_SESSION_EXPIRY_311", value_name = "DURATION",
+          default_value = "2h", value_parser = duration::parse, help_heading = "Limits")]
+    #[serde(with = "duration")]
+    pub session_expiry_311: Duration,
 
     /// Allow clients without credentials [default: on only with no authentication and
     /// loopback-only listeners]

@@ -24,6 +24,9 @@ pub struct Accepted {
     /// Client's Topic Alias Maximum (aliases we may use towards it).
     pub client_alias_max: u16,
     pub client_max_packet: usize,
+    /// v5 Request Problem Information: 0 asks for no reason strings or user properties on
+    /// acknowledgements.
+    pub problem_information: bool,
     /// v5: the session expiry the CONNECT asked for (0 can't be raised at DISCONNECT).
     pub expiry_interval: u32,
     pub identity: Arc<Identity>,
@@ -166,7 +169,9 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
     } else if c.clean_start {
         0
     } else {
-        u32::MAX
+        // 3.1.1 has no expiry of its own: `--session-expiry-311`, as Mosquitto's
+        // `persistent_client_expiration`.
+        ctx.limits.session_expiry_311
     };
     let max = ctx.limits.max_keepalive;
     let (keep_alive, server_keep_alive) =
@@ -179,6 +184,11 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
         .properties
         .maximum_packet_size
         .map_or(usize::MAX, |m| m as usize);
+    let client_alias_max = if v5 {
+        c.properties.topic_alias_maximum.unwrap_or(0)
+    } else {
+        0
+    };
     let link = ConnLink::new(ctx.next_conn_id());
     let (reply_tx, reply_rx) = oneshot::channel();
     let req = ConnectRequest {
@@ -189,6 +199,8 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
         link: link.clone(),
         receive_maximum: c.properties.receive_maximum.unwrap_or(u16::MAX),
         max_packet_size: client_max_packet,
+        aliases: client_alias_max > 0,
+        reader: ctx.acl.reader(&identity),
         reply: reply_tx,
     };
     let unavailable = || {
@@ -226,12 +238,9 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
         connack,
         keep_alive,
         client_id,
-        client_alias_max: if v5 {
-            c.properties.topic_alias_maximum.unwrap_or(0)
-        } else {
-            0
-        },
+        client_alias_max,
         client_max_packet,
+        problem_information: c.properties.request_problem_information != Some(0),
         expiry_interval,
         identity,
     })

@@ -131,11 +131,19 @@ where
         }
     };
     let protocol = connect.protocol;
+    let client_max = connect
+        .properties
+        .maximum_packet_size
+        .map_or(usize::MAX, |m| m as usize);
     let accepted = match login(&ctx, connect, peer, cert_cn.as_deref()).await {
         Ok(a) => a,
         Err(refusal) => {
             let mut out = BytesMut::new();
-            let _ = encode(&refusal.connack(), refusal.protocol, &mut out);
+            let mut connack = refusal.connack();
+            if refusal.protocol == Protocol::V5 {
+                inbound::fit_diagnostics(&mut connack, client_max, true);
+            }
+            let _ = encode(&connack, refusal.protocol, &mut out);
             let _ = stream.write_all(&out).await;
             let _ = stream.shutdown().await;
             return (ctx, None);
@@ -165,12 +173,15 @@ where
             session,
             accepted.identity,
             accepted.expiry_interval,
+            accepted.client_max_packet,
+            accepted.problem_information,
         ),
         outbound: outbound::Outbound::new(
             protocol,
             session,
             accepted.client_alias_max,
             accepted.client_max_packet,
+            accepted.problem_information,
         ),
         peer,
         session,
@@ -230,7 +241,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                             Some((reason::MESSAGE_RATE_TOO_HIGH, "publish rate exceeded"));
                         return ending;
                     }
-                    Ok(packet) => self.inbound.handle(packet),
+                    Ok(packet) => {
+                        let awaited = self.outbound.acknowledged(&packet);
+                        self.inbound.handle(packet, awaited)
+                    }
                     Err(End::Decode(e)) => {
                         ctx.metrics.protocol_errors.fetch_add(1, Relaxed);
                         tracing::debug!(%peer, error = %e, "malformed packet");
@@ -425,6 +439,8 @@ mod footprint {
             1,
             Arc::new(crate::auth::Identity::default()),
             0,
+            usize::MAX,
+            true,
         );
         let publish = fleetmq_codec::Publish {
             dup: false,

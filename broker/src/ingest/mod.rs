@@ -9,24 +9,29 @@
 //! # Layout
 //! - `topics`: which driver topics fleetmq interprets.
 //! - `sink`: the [`StateSink`] interface for consumers of processed state.
+//! - `source`: [`Source`], the `source` label of the ingest metrics.
+//! - `gate`: [`Gate`], the way in for updates that do not come over MQTT (HTTP, OsmAnd).
 
+mod gate;
 mod sink;
+mod source;
 pub mod topics;
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use fleetmq_codec::{Bytes, Properties, QoS};
 use geo_engine::{
-    Event, Network, Outcome, PipelineConfig, Rejection, Tracker, VehicleState, parse_fixes,
+    Event, Fix, Network, Outcome, PipelineConfig, Rejection, Tracker, VehicleState, parse_fixes,
 };
 
 use crate::gtfsrt::{self, Feeds, LiveVehicles};
 use crate::message::{Message, Origin};
 use crate::metrics::Metrics;
+pub use gate::{Gate, MAX_BATCH, Refused, Taken};
 pub use sink::StateSink;
+pub use source::Source;
 
 /// Broker clock, Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -37,6 +42,18 @@ pub fn now_ms() -> i64 {
 
 /// What an accepted update produced: messages to route.
 pub type Outputs = Vec<Arc<Message>>;
+
+/// What one payload (a fix or a batch) came to.
+pub struct Processed {
+    /// Processed states and events to route.
+    pub outputs: Outputs,
+    /// Fixes that passed validation (forwarded, or dropped as duplicate or jitter).
+    pub taken: usize,
+    /// Fixes that validation rejected.
+    pub rejected: usize,
+    /// The first of them.
+    pub first_rejection: Option<Rejection>,
+}
 
 pub struct Ingest {
     network: Arc<Network>,
@@ -117,6 +134,24 @@ impl Ingest {
         out
     }
 
+    /// Puts back a tracker restored late (Redis came back after start) unless this broker has
+    /// seen the vehicle since start: what it computed since is newer. `None` when skipped.
+    pub fn restore_unseen(&self, tracker: Tracker) -> Option<Outputs> {
+        let vehicle: Arc<str> = tracker.vehicle().into();
+        let dashmap::Entry::Vacant(slot) = self.trackers.entry(vehicle) else {
+            return None;
+        };
+        let state = tracker.state().map(|s| Arc::new(s.clone()));
+        slot.insert(Arc::new(Mutex::new(tracker)));
+        let out = state.as_deref().map(state_message).into_iter().collect();
+        if let Some(s) = &state {
+            for sink in &self.sinks {
+                sink.restored(s);
+            }
+        }
+        Some(out)
+    }
+
     fn tracker(&self, vehicle: &str) -> Arc<Mutex<Tracker>> {
         if let Some(t) = self.trackers.get(vehicle) {
             return t.clone();
@@ -136,36 +171,57 @@ impl Ingest {
         vehicle: &str,
         payload: &[u8],
         received: Instant,
+        source: Source,
     ) -> Result<Outputs, Rejection> {
-        let fixes = match parse_fixes(payload) {
-            Ok(f) => f,
-            Err(r) => {
-                self.metrics.reject(r.reason.as_str());
-                return Err(r);
-            }
-        };
+        let fixes = self.parse(payload, source)?;
+        let done = self.process(vehicle, fixes, received, source);
+        match done.first_rejection {
+            Some(r) if done.outputs.is_empty() => Err(r),
+            _ => Ok(done.outputs),
+        }
+    }
+
+    /// Parses a SPEC §4 payload, counting a rejection under `source`.
+    ///
+    /// # Errors
+    /// The payload's first problem, naming the field.
+    pub fn parse(&self, payload: &[u8], source: Source) -> Result<Vec<Fix>, Rejection> {
+        parse_fixes(payload).inspect_err(|r| self.metrics.reject(source, r.reason.as_str()))
+    }
+
+    /// Runs parsed fixes of `vehicle` (in `ts` order) through the pipeline.
+    pub fn process(
+        &self,
+        vehicle: &str,
+        fixes: Vec<Fix>,
+        received: Instant,
+        source: Source,
+    ) -> Processed {
         let now = self.now_ms();
         let tracker = self.tracker(vehicle);
         let mut outputs = Vec::new();
         let mut first_rejection = None;
+        let (mut taken, mut rejected) = (0, 0);
         let mut forwarded = Vec::new();
         {
             let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
             for fix in fixes {
                 match t.process(&self.network, &self.config, fix, now) {
-                    Ok(Outcome::Forwarded { state, events }) => {
-                        self.metrics.updates_accepted.fetch_add(1, Relaxed);
-                        let fit = t.trip_fit().cloned();
-                        forwarded.push((state, events, fit, t.is_deviated()));
-                    }
-                    Ok(Outcome::Duplicate) => {
-                        self.metrics.updates_duplicate.fetch_add(1, Relaxed);
-                    }
-                    Ok(Outcome::Jitter) => {
-                        self.metrics.updates_jitter.fetch_add(1, Relaxed);
+                    Ok(outcome) => {
+                        taken += 1;
+                        match outcome {
+                            Outcome::Forwarded { state, events } => {
+                                self.metrics.accepted(source);
+                                let fit = t.trip_fit().cloned();
+                                forwarded.push((state, events, fit, t.is_deviated()));
+                            }
+                            Outcome::Duplicate => self.metrics.duplicate(source),
+                            Outcome::Jitter => self.metrics.jitter(source),
+                        }
                     }
                     Err(r) => {
-                        self.metrics.reject(r.reason.as_str());
+                        rejected += 1;
+                        self.metrics.reject(source, r.reason.as_str());
                         first_rejection.get_or_insert(r);
                     }
                 }
@@ -201,9 +257,11 @@ impl Ingest {
         }
         self.metrics
             .observe_latency(received.elapsed().as_secs_f64());
-        match first_rejection {
-            Some(r) if outputs.is_empty() => Err(r),
-            _ => Ok(outputs),
+        Processed {
+            outputs,
+            taken,
+            rejected,
+            first_rejection,
         }
     }
 

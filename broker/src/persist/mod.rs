@@ -166,6 +166,27 @@ impl Store {
         }
     }
 
+    /// Starts the SOS task now, and a task that restores from Redis as soon as it answers
+    /// (retrying with the writer's backoff), puts back the vehicles `ingest` has not seen
+    /// since start, then runs the writer. Stopped by [`Store::close`] at any point: the
+    /// writer's final flush still runs.
+    fn start_after_restore(
+        &self,
+        ingest: Arc<Ingest>,
+        router: tokio::sync::mpsc::Sender<RouterMsg>,
+    ) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if !tasks.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        tasks.push(tokio::spawn(async move {
+            late_restore(&shared, &ingest, &router).await;
+            writer::run(shared).await;
+        }));
+        tasks.push(tokio::spawn(sos::run(self.shared.clone())));
+    }
+
     /// Stops the tasks after a final flush of everything buffered (bounded in time).
     pub async fn close(&self) {
         self.shared.stop.cancel();
@@ -255,6 +276,8 @@ pub struct Startup {
     store: Arc<Store>,
     /// Trackers read back from Redis, not yet handed to ingest.
     restored: Vec<Tracker>,
+    /// Redis was unreachable at start: restore once it is back, before writing anything.
+    deferred: bool,
 }
 
 impl Startup {
@@ -269,6 +292,7 @@ impl Startup {
         };
         let store = Store::open(url, config.state_ttl).map_err(|e| Error::Config(e.to_string()))?;
         let started = std::time::Instant::now();
+        let mut deferred = false;
         let restored = match store.restore().await {
             Ok(r) => {
                 tracing::info!(
@@ -280,13 +304,15 @@ impl Startup {
                 r.trackers
             }
             Err(e) => {
-                tracing::warn!(error = %e, "redis unavailable at start: serving without restored state, retrying in the background");
+                tracing::warn!(error = %e, "redis unavailable at start: serving without restored state; restoring once it is back");
+                deferred = true;
                 Vec::new()
             }
         };
         Ok(Some(Startup {
             store: Arc::new(store),
             restored,
+            deferred,
         }))
     }
 
@@ -297,27 +323,96 @@ impl Startup {
 
     /// Puts the restored trackers into `ingest` (which feeds the bridge's hub), routes their
     /// retained `vehicles/{id}`, then starts the writer. Call before accepting connections.
+    ///
+    /// When Redis was down at start, the broker serves at once and a background task restores
+    /// once Redis answers: every vehicle not seen since start comes back (tracker, retained
+    /// state), vehicles seen since keep what this broker computed, and only then does the
+    /// writer write, so state in Redis is never overwritten by a broker that has not read it.
     pub async fn replay(
         self,
-        ingest: &Ingest,
+        ingest: &Arc<Ingest>,
         router: &tokio::sync::mpsc::Sender<RouterMsg>,
     ) -> Arc<Store> {
+        if self.deferred {
+            self.store
+                .start_after_restore(ingest.clone(), router.clone());
+            return self.store;
+        }
         for tracker in self.restored {
-            for message in ingest.restore(tracker) {
-                if router
-                    .send(RouterMsg::Publish {
-                        message,
-                        qos2_pkid: None,
-                    })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+            if !publish_all(router, ingest.restore(tracker)).await {
+                break;
             }
         }
         self.store.start();
         self.store
+    }
+}
+
+/// Routes `messages`; false when the router is gone.
+async fn publish_all(
+    router: &tokio::sync::mpsc::Sender<RouterMsg>,
+    messages: crate::ingest::Outputs,
+) -> bool {
+    for message in messages {
+        if router
+            .send(RouterMsg::Publish {
+                message,
+                qos2_pkid: None,
+            })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Restores from Redis once it answers (Redis was down at start), keeping what ingest has
+/// processed since start; returns early when the store is closed.
+async fn late_restore(
+    shared: &Shared,
+    ingest: &Ingest,
+    router: &tokio::sync::mpsc::Sender<RouterMsg>,
+) {
+    let mut backoff = writer::MIN_BACKOFF;
+    loop {
+        let mut conn = shared.conn.clone();
+        let attempt = tokio::select! {
+            r = restore::load(&mut conn, MAX_PENDING_VEHICLES, now_ms()) => Some(r),
+            _ = shared.stop.cancelled() => None,
+        };
+        match attempt {
+            None => return,
+            Some(Ok(restored)) => {
+                shared.mark_up(true);
+                let total = restored.trackers.len();
+                let mut unseen = 0;
+                for tracker in restored.trackers {
+                    if let Some(messages) = ingest.restore_unseen(tracker) {
+                        unseen += 1;
+                        if !publish_all(router, messages).await {
+                            return;
+                        }
+                    }
+                }
+                tracing::info!(
+                    vehicles = total,
+                    restored = unseen,
+                    "redis is back: restored the vehicles not seen since start"
+                );
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "redis still unavailable; restore retried");
+                shared.mark_up(false);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shared.stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(writer::MAX_BACKOFF);
     }
 }
 

@@ -7,12 +7,16 @@
 //!
 //! # Layout
 //! - `session`: one session's queue, in-flight window and flushing.
+//! - `delivery`: one message to one session, its wire properties and exact encoded size.
+//! - `reader`: the per-message read check (ACL) of a restricted session, cached per topic.
 //! - `subscriptions`: the subscription tree with shared groups.
 //! - `retained`: retained messages by topic level.
 //! - `sys`: the `$SYS/broker/...` statistics.
 //! - `id_map`: maps keyed by session id.
 
+pub mod delivery;
 pub(crate) mod id_map;
+pub mod reader;
 pub mod retained;
 pub mod session;
 pub mod subscriptions;
@@ -27,6 +31,7 @@ use std::time::{Duration, Instant};
 use fleetmq_codec::{ByteString, Bytes, Properties, QoS, reason};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::ReadRights;
 use crate::connection::link::ConnLink;
 use crate::message::{Message, Origin};
 use crate::metrics::Metrics;
@@ -61,6 +66,10 @@ pub struct ConnectRequest {
     pub link: ConnLink,
     pub receive_maximum: u16,
     pub max_packet_size: usize,
+    /// The client accepts topic aliases from us (v5 Topic Alias Maximum > 0).
+    pub aliases: bool,
+    /// What the client may read, `None` when it may read every topic.
+    pub reader: Option<ReadRights>,
     pub reply: oneshot::Sender<ConnectReply>,
 }
 
@@ -119,10 +128,13 @@ pub enum RouterMsg {
         session: u64,
         pkid: u16,
     },
-    /// PUBREL from the client for one of its QoS 2 publishes.
+    /// PUBREL from the client for one of its QoS 2 publishes. With `known`, the router says
+    /// whether the session was holding that packet id (a PUBREL the connection did not expect,
+    /// e.g. after a reconnect): the connection answers PUBCOMP 0x92 when it was not.
     Release {
         session: u64,
         pkid: u16,
+        known: Option<oneshot::Sender<bool>>,
     },
     Disconnect {
         session: u64,
@@ -301,11 +313,18 @@ impl Router {
                     s.released(pkid);
                 }
             }
-            RouterMsg::Release { session, pkid } => {
-                if let Some(s) = self.sessions.get_mut(&session)
-                    && let Some(pending) = &mut s.incoming_qos2
-                {
-                    pending.remove(&pkid);
+            RouterMsg::Release {
+                session,
+                pkid,
+                known,
+            } => {
+                let held = self
+                    .sessions
+                    .get_mut(&session)
+                    .and_then(|s| s.incoming_qos2.as_mut())
+                    .is_some_and(|pending| pending.remove(&pkid));
+                if let Some(reply) = known {
+                    let _ = reply.send(held);
                 }
             }
             RouterMsg::Disconnect {
@@ -374,6 +393,8 @@ impl Router {
         s.expires_at = None;
         s.receive_maximum = req.receive_maximum.max(1);
         s.max_packet_size = req.max_packet_size;
+        s.aliases = req.aliases;
+        s.reader = req.reader.map(|r| Box::new(reader::Reader::new(r)));
         s.link = Some(req.link);
         // Nothing is sent until the connection has written CONNACK and says Ready.
         s.blocked = true;
@@ -537,17 +558,20 @@ impl Router {
                 continue;
             };
             for m in self.retained.matching(filter) {
-                if m.is_expired(now) {
+                if m.is_expired(now) || s.reader.as_mut().is_some_and(|r| !r.may_read(&m.topic)) {
                     continue;
                 }
                 let qos = m.qos.min(r.opts.qos);
                 let sub_ids = r.opts.id.into_iter().collect();
-                s.replay(Delivery {
-                    message: m,
-                    qos,
-                    retain: true,
-                    sub_ids,
-                });
+                s.replay(
+                    Delivery {
+                        message: m,
+                        qos,
+                        retain: true,
+                        sub_ids,
+                    },
+                    &self.metrics,
+                );
             }
         }
         s.flush(now, &self.metrics);
@@ -589,10 +613,19 @@ impl Router {
         let mut targets = std::mem::take(&mut self.scratch);
         targets.clear();
         let sessions = &self.sessions;
-        self.subs.for_each_match(&message.topic, |t| match t {
+        let topic = &message.topic;
+        // A shared message goes to a member that may read it, a connected one if any.
+        let readable = |id: u64| {
+            sessions
+                .get(&id)
+                .is_some_and(|s| s.reader.as_ref().is_none_or(|r| r.may_read_uncached(topic)))
+        };
+        self.subs.for_each_match(topic, |t| match t {
             Target::Direct(s, o) => targets.push((s, o)),
             Target::Shared(g) => {
-                if let Some(p) = g.pick(|id| sessions.get(&id).is_some_and(|s| s.is_connected())) {
+                let connected =
+                    |id| readable(id) && sessions.get(&id).is_some_and(|s| s.is_connected());
+                if let Some(p) = g.pick(connected, readable) {
                     targets.push(p);
                 }
             }
@@ -620,6 +653,14 @@ impl Router {
                 continue;
             }
             if let Some(s) = self.sessions.get_mut(&sid) {
+                // SPEC §9: every message is checked against the reader's rights; the
+                // decision is cached per topic, so `#` under a long ACL stays fast.
+                if s.reader
+                    .as_mut()
+                    .is_some_and(|r| !r.may_read(&message.topic))
+                {
+                    continue;
+                }
                 s.offer(
                     Delivery {
                         message: message.clone(),

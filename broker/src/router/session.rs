@@ -8,22 +8,14 @@ use std::time::Instant;
 
 use fleetmq_codec::QoS;
 
+pub use super::delivery::Delivery;
+use super::reader::Reader;
 use crate::connection::link::{ConnLink, Outgoing, Permit, Refused};
-use crate::message::Message;
 use crate::metrics::Metrics;
 
 /// Our own cap on QoS 1/2 messages in flight to one client, below any Receive Maximum it
 /// announces, so a slow client pins a bounded number of messages.
 pub const MAX_INFLIGHT: usize = 256;
-
-/// A message waiting in a session's queue with the options of the delivery.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub message: Arc<Message>,
-    pub qos: QoS,
-    pub retain: bool,
-    pub sub_ids: Vec<u32>,
-}
 
 /// Where a QoS 1/2 message in flight stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +64,12 @@ pub struct Session {
     pub receive_maximum: u16,
     /// The client's Maximum Packet Size.
     pub max_packet_size: usize,
+    /// The client accepts topic aliases (v5 Topic Alias Maximum > 0): a message fits when its
+    /// aliased form does.
+    pub aliases: bool,
+    /// What the client may read, when it may not read everything (boxed: most sessions have
+    /// none, and every idle session would hold the cache).
+    pub reader: Option<Box<Reader>>,
 }
 
 impl Session {
@@ -91,6 +89,8 @@ impl Session {
             blocked: false,
             receive_maximum: u16::MAX,
             max_packet_size: usize::MAX,
+            aliases: false,
+            reader: None,
         }
     }
 
@@ -107,7 +107,7 @@ impl Session {
             && self.queue.is_empty()
             && self.replay.is_empty()
             && !self.blocked
-            && d.message.size_estimate() <= self.max_packet_size;
+            && d.fits(self.max_packet_size, self.aliases);
         let d = match (&self.link, direct) {
             (Some(link), true) => {
                 let item = Outgoing::Publish {
@@ -142,7 +142,7 @@ impl Session {
     /// Queues a delivery; when the queue is at `max_len` messages or `max_bytes`, the oldest
     /// are dropped (and counted) to make room.
     pub fn enqueue(&mut self, d: Delivery, max_len: usize, max_bytes: usize, metrics: &Metrics) {
-        if d.message.size_estimate() > self.max_packet_size {
+        if !d.fits(self.max_packet_size, self.aliases) {
             // The client said it cannot take a packet this large; the spec says discard it.
             metrics.messages_dropped.fetch_add(1, Relaxed);
             return;
@@ -274,9 +274,11 @@ impl Session {
 
     /// Queues a retained message for a new subscription (bounded by the retained store, whose
     /// messages it shares).
-    pub fn replay(&mut self, d: Delivery) {
-        if d.message.size_estimate() <= self.max_packet_size {
+    pub fn replay(&mut self, d: Delivery, metrics: &Metrics) {
+        if d.fits(self.max_packet_size, self.aliases) {
             self.replay.push_back(d);
+        } else {
+            metrics.messages_dropped.fetch_add(1, Relaxed);
         }
     }
 

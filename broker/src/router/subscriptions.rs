@@ -24,23 +24,25 @@ pub struct SharedGroup {
 }
 
 impl SharedGroup {
-    /// The next member, in turn, for which `eligible` holds (e.g. connected); falls back to the
-    /// next member in turn when none is eligible, so the message waits in a session queue.
-    pub fn pick(&mut self, eligible: impl Fn(u64) -> bool) -> Option<(u64, SubOptions)> {
+    /// The next member, in turn, for which `preferred` holds (e.g. connected and allowed to
+    /// read the message); else the next one for which `allowed` holds, so the message waits in
+    /// a session queue; `None` when no member is allowed.
+    pub fn pick(
+        &mut self,
+        preferred: impl Fn(u64) -> bool,
+        allowed: impl Fn(u64) -> bool,
+    ) -> Option<(u64, SubOptions)> {
         let n = self.members.len();
-        if n == 0 {
-            return None;
-        }
-        for i in 0..n {
-            let idx = (self.next + i) % n;
-            if eligible(self.members[idx].0) {
-                self.next = (idx + 1) % n;
-                return Some(self.members[idx]);
+        for eligible in [&preferred as &dyn Fn(u64) -> bool, &allowed] {
+            for i in 0..n {
+                let idx = (self.next + i) % n;
+                if eligible(self.members[idx].0) {
+                    self.next = (idx + 1) % n;
+                    return Some(self.members[idx]);
+                }
             }
         }
-        let idx = self.next % n;
-        self.next = (idx + 1) % n;
-        Some(self.members[idx])
+        None
     }
 }
 
@@ -250,7 +252,7 @@ mod tests {
         for _ in 0..4 {
             t.for_each_match("x/y", |tg| {
                 if let Target::Shared(g) = tg {
-                    picks.push(g.pick(|_| true).map(|p| p.0));
+                    picks.push(g.pick(|_| true, |_| true).map(|p| p.0));
                 }
             });
         }

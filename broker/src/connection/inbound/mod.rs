@@ -1,5 +1,10 @@
 //! Handling what a connected client sends: PUBLISH (topic aliases, flow control, QoS
 //! acknowledgements), the QoS 2 handshakes, SUBSCRIBE/UNSUBSCRIBE, PINGREQ and DISCONNECT.
+//!
+//! Acknowledgements carry a reason string or user properties only when the client did not set
+//! Request Problem Information to 0 and the packet still fits its Maximum Packet Size
+//! (MQTT 5.0 §3.1.2.11.7, §3.1.2.11.4); otherwise they go out without them. A PUBREL or PUBREC
+//! for a packet identifier nobody holds gets PUBCOMP / PUBREL 0x92 (v5).
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -71,10 +76,22 @@ pub struct Inbound {
     connect_expiry: u32,
     /// Vehicles this connection published locations for: they go offline when it closes.
     vehicles: Option<Box<HashSet<Box<str>>>>,
+    /// `--acl` publish decisions by topic (boxed on first use, and used only when there are
+    /// rules): a publisher sends to a few topics over and over, and a long ACL would otherwise
+    /// cost a match per rule per PUBLISH.
+    may_publish: Option<Box<HashMap<ByteString, bool>>>,
+    /// The client's Maximum Packet Size; `usize::MAX` when it set none.
+    client_max_packet: usize,
+    /// v5 Request Problem Information was not 0: reason strings are welcome.
+    problem_information: bool,
 }
 
 /// Vehicles one connection is remembered to speak for (a gateway may publish for many).
 const MAX_VEHICLES_PER_CONNECTION: usize = 4096;
+
+/// Topics whose publish decision one connection remembers; past this the cache starts over
+/// (the identity and the ACL do not change while a connection lasts, so nothing goes stale).
+const PUBLISH_DECISIONS: usize = 256;
 
 fn violation(code: u8, message: &'static str) -> Flow {
     Flow::Violation { code, message }
@@ -87,6 +104,8 @@ impl Inbound {
         session: u64,
         identity: Arc<Identity>,
         connect_expiry: u32,
+        client_max_packet: usize,
+        problem_information: bool,
     ) -> Inbound {
         Inbound {
             ctx,
@@ -98,6 +117,9 @@ impl Inbound {
             unreleased: None,
             connect_expiry,
             vehicles: None,
+            may_publish: None,
+            client_max_packet,
+            problem_information,
         }
     }
 
@@ -126,13 +148,40 @@ impl Inbound {
         }
     }
 
-    fn send(&mut self, packet: Packet) {
+    fn send(&mut self, mut packet: Packet) {
+        if self.protocol == Protocol::V5 {
+            fit_diagnostics(
+                &mut packet,
+                self.client_max_packet,
+                self.problem_information,
+            );
+        }
         if encode(&packet, self.protocol, &mut self.replies).is_err() {
             tracing::warn!(
                 session = self.session,
                 "dropped a reply that cannot be encoded"
             );
         }
+    }
+
+    /// Whether this client may publish to `topic` (a valid topic name), from the cache when
+    /// the ACL has rules.
+    fn may_publish(&mut self, topic: &str) -> bool {
+        let acl = &self.ctx.acl;
+        if acl.is_empty() {
+            return acl.can_publish(&self.identity, topic);
+        }
+        let cache = self.may_publish.get_or_insert_default();
+        if let Some(&ok) = cache.get(topic) {
+            return ok;
+        }
+        let ok = acl.can_publish(&self.identity, topic);
+        if cache.len() >= PUBLISH_DECISIONS {
+            cache.clear();
+        }
+        // An owned copy: the topic is a slice of the read buffer.
+        cache.insert(ByteString::from(topic), ok);
+        ok
     }
 
     fn ack(&mut self, ack: Ack) {
@@ -146,9 +195,19 @@ impl Inbound {
     /// Handles one packet. Not an `async fn`: a PUBLISH or an acknowledgement (nearly all
     /// traffic) is handled without a future when the router has room; anything that must
     /// wait gets a boxed future the size of what it needs, not of every packet kind.
-    pub fn handle(&mut self, packet: Packet) -> Handling<'_> {
+    /// `awaited`: for a PUBREC, whether this connection sent a QoS 2 PUBLISH with that packet
+    /// identifier that is not complete yet (the connection's writer knows).
+    pub fn handle(&mut self, packet: Packet, awaited: bool) -> Handling<'_> {
         match packet {
             Packet::Publish(p) => self.publish(p),
+            Packet::PubRec(r) if !awaited => {
+                // MQTT 5.0 §4.3.3: PUBREL 0x92 for an identifier not in flight (3.1.1: a
+                // plain PUBREL, the encoder leaves the code out).
+                let mut rel = PubResp::new(r.pkid);
+                rel.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
+                self.send(Packet::PubRel(rel));
+                Handling::Done(Flow::Continue)
+            }
             Packet::PubAck(r) | Packet::PubComp(r) => {
                 let done = RouterMsg::Complete {
                     session: self.session,
@@ -196,13 +255,36 @@ impl Inbound {
                 Flow::Continue
             }
             Packet::PubRel(r) => {
+                let expected = self
+                    .unreleased
+                    .as_ref()
+                    .is_some_and(|u| u.contains(&r.pkid));
                 self.release(r.pkid);
+                // One this connection did not see may still be the session's, from before a
+                // reconnect: only the router knows.
+                let (known, reply) = if expected {
+                    (None, None)
+                } else {
+                    let (tx, rx) = oneshot::channel();
+                    (Some(tx), Some(rx))
+                };
                 self.router(RouterMsg::Release {
                     session: self.session,
                     pkid: r.pkid,
+                    known,
                 })
                 .await;
-                self.ack(Ack::Completed(r.pkid));
+                let held = match reply {
+                    None => true,
+                    Some(rx) => rx.await.unwrap_or(false),
+                };
+                if held {
+                    self.ack(Ack::Completed(r.pkid));
+                } else {
+                    let mut comp = PubResp::new(r.pkid);
+                    comp.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
+                    self.send(Packet::PubComp(comp));
+                }
                 Flow::Continue
             }
             // Boxed, like the SOS write below: rare, and their states would otherwise size
@@ -330,5 +412,40 @@ impl Inbound {
             properties: Properties::default(),
         }));
         Flow::Continue
+    }
+}
+
+/// Takes the reason string and user properties off an acknowledgement when the client asked
+/// for no problem information, or when they would make the packet larger than the client's
+/// Maximum Packet Size (MQTT 5.0 §3.1.2.11.7 and §3.1.2.11.4: the packet then goes without
+/// them).
+pub(super) fn fit_diagnostics(packet: &mut Packet, max: usize, problem_information: bool) {
+    if diagnostics(packet).is_none_or(|p| p.reason_string.is_none() && p.user_properties.is_empty())
+    {
+        return;
+    }
+    // CONNACK and DISCONNECT may carry them whatever Request Problem Information says; their
+    // size is still checked.
+    let unwanted =
+        !problem_information && !matches!(packet, Packet::Disconnect(_) | Packet::ConnAck(_));
+    if (unwanted || fleetmq_codec::encoded_len(packet, Protocol::V5) > max)
+        && let Some(p) = diagnostics(packet)
+    {
+        p.reason_string = None;
+        p.user_properties.clear();
+    }
+}
+
+/// The properties of a packet that may carry a reason string and user properties.
+fn diagnostics(packet: &mut Packet) -> Option<&mut Properties> {
+    match packet {
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            Some(&mut r.properties)
+        }
+        Packet::SubAck(s) => Some(&mut s.properties),
+        Packet::UnsubAck(u) => Some(&mut u.properties),
+        Packet::Disconnect(d) => Some(&mut d.properties),
+        Packet::ConnAck(c) => Some(&mut c.properties),
+        _ => None,
     }
 }

@@ -13,6 +13,7 @@ use fleetmq_codec::{ByteString, Bytes, Publish, QoS, reason};
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::{Ack, Flow, Handling, Inbound, MAX_VEHICLES_PER_CONNECTION, violation};
+use crate::ingest::Source;
 use crate::ingest::topics::{DriverTopic, driver_topic};
 use crate::message::{Message, Origin};
 use crate::router::RouterMsg;
@@ -154,7 +155,7 @@ impl Inbound {
             }
         }
         let (qos, pkid) = (p.qos, p.pkid);
-        if !self.ctx.acl.can_publish(&self.identity, &p.topic) {
+        if !self.may_publish(&p.topic) {
             self.ctx.metrics.publishes_denied.fetch_add(1, Relaxed);
             self.release(pkid);
             self.refuse_publish(
@@ -193,7 +194,7 @@ impl Inbound {
                 match self
                     .ctx
                     .ingest
-                    .location(vehicle, &message.payload, received)
+                    .location(vehicle, &message.payload, received, Source::Mqtt)
                 {
                     Ok(outputs) => {
                         let vehicles = self.vehicles.get_or_insert_default();
