@@ -13,7 +13,8 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
 
-APT_PACKAGES=(mosquitto-clients mosquitto redis-server chromium chromium-driver python3 python3-pip postgresql)
+# protobuf-compiler: `protoc` for the gtfs-realtime crate's prost build script.
+APT_PACKAGES=(mosquitto-clients mosquitto redis-server chromium chromium-driver python3 python3-pip postgresql protobuf-compiler)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -36,10 +37,12 @@ else
     echo "setup: system packages already installed"
 fi
 
-PY_REQS=('paho-mqtt>=2,<3' pytest websocket-client requests 'psycopg[binary]>=3.1')
+# gtfs-realtime-bindings decodes the GTFS-Realtime feeds; gtfs-rt-validator checks them.
+PY_REQS=('paho-mqtt>=2,<3' pytest websocket-client requests 'psycopg[binary]>=3.1' 'gtfs-realtime-bindings>=1' 'gtfs-rt-validator>=0.3')
 if python3 - <<'PY' 2>/dev/null
 import sys
 import paho.mqtt, pytest, websocket, psycopg  # noqa: F401
+import google.transit.gtfs_realtime_pb2, gtfs_rt_validator  # noqa: F401
 sys.exit(0 if paho.mqtt.__version__.startswith("2.") else 1)
 PY
 then

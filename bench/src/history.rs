@@ -100,6 +100,8 @@ fn state(vehicle: &str, i: u64, ts: i64) -> VehicleState {
         processed_at: ts + 41,
         altitude: None,
         battery: None,
+        delay_s: None,
+        trip_inferred: None,
     }
 }
 

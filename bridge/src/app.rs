@@ -21,7 +21,7 @@ use crate::error::AppError;
 use crate::hub::Hub;
 use crate::port::BrokerPort;
 use crate::routes::Routes;
-use crate::{history, ingest, map, mqtt_ws, ops, rest, routes, sse, ws};
+use crate::{gtfsrt, history, ingest, map, mqtt_ws, ops, rest, routes, sse, ws};
 
 /// How long [`serve`] waits for open requests after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -137,6 +137,7 @@ pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router 
         .route("/api/v1/stream", get(sse::handler))
         .route("/api/v1/routes", get(routes::list))
         .route("/api/v1/routes/{id}", get(routes::one))
+        .route("/gtfs-rt/{feed}", get(gtfsrt::feed))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -22,6 +22,7 @@
 //! - `rest`, `routes`, `ops`, `map`: the other endpoints.
 //! - `history`, `history_format`: `/api/v1/vehicles/{id}/history` and `/api/v1/events` (SPEC §14).
 //! - `recent`: the last events, for snapshots and `/api/v1/events` without history.
+//! - `gtfsrt`: `/gtfs-rt/{feed}`, the broker's GTFS-Realtime feeds.
 //! - `app`: [`BridgeConfig`], [`app()`], [`serve`].
 //! - `error`: [`AppError`], the one HTTP error type.
 //! - `metrics`: the bridge's counters.
@@ -63,6 +64,7 @@ pub mod error;
 mod filter;
 mod fleet;
 pub mod grid;
+mod gtfsrt;
 pub mod history;
 mod history_format;
 pub mod hub;

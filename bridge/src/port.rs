@@ -216,6 +216,14 @@ pub trait BrokerPort: Send + Sync + 'static {
         Box::pin(async { None })
     }
 
+    /// The GTFS-Realtime feed `feed` (`vehicle-positions`, `trip-updates` or `alerts`) as
+    /// protobuf, or as JSON with `json` (`GET /gtfs-rt/{feed}`, SPEC §13). `None`: no such feed
+    /// (404). The default serves none.
+    fn gtfs_rt(&self, feed: &str, json: bool) -> Option<Bytes> {
+        let _ = (feed, json);
+        None
+    }
+
     /// Authenticates an HTTP or WebSocket request by its bearer token (`Authorization: Bearer` or
     /// `?token=`; `None` without one) and says what the client may access. Called once per
     /// request or WebSocket connection. The default lets everyone read and ping everything, which

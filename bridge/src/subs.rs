@@ -244,6 +244,8 @@ mod tests {
             off_route_m: None,
             progress_m: None,
             next_stop: None,
+            delay_s: None,
+            trip_inferred: None,
             altitude: None,
             battery: None,
             received_at: 1,

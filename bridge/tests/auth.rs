@@ -192,3 +192,24 @@ async fn websocket_needs_a_token_and_filters_by_it() {
         vec!["bus-1", "bus-2"]
     );
 }
+
+/// The GTFS-Realtime feeds describe the whole fleet: a rider's token is refused, an operator's
+/// reaches the broker (which here serves no feed: 404), no token is 401.
+#[tokio::test]
+async fn gtfs_rt_feeds_need_whole_fleet_access() {
+    let (app, _, _) = setup();
+    let (status, _) = call(&app, get("/gtfs-rt/trip-updates", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, v) = call(&app, get("/gtfs-rt/trip-updates", Some("rider-R1"))).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("FORBIDDEN"))
+    );
+    let (status, v) = call(&app, get("/gtfs-rt/trip-updates", Some("operator"))).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NOT_FOUND"))
+    );
+    let (status, _) = call(&app, get("/gtfs-rt/alerts?format=xml", Some("operator"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

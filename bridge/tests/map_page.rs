@@ -92,6 +92,7 @@ fn feed(hub: Hub, lines: Vec<(String, Vec<[f64; 2]>)>) -> tokio::task::JoinHandl
                     name: "Stop 8".into(),
                     distance_m: 640.0,
                     eta: Some(now + 180_000),
+                    scheduled: None,
                 });
                 hub.push_state(Arc::new(s));
             }

@@ -18,9 +18,11 @@ use geo_engine::{Event, VehicleState};
 use crate::auth::{Acl, Identity, Role};
 use crate::connection;
 use crate::context::Context;
+use crate::gtfsrt::FeedKind;
 use crate::ingest::{Gate, Source, StateSink, topics};
 use crate::message::{Message, Origin};
 use crate::router::RouterMsg;
+use std::fmt::Write as _;
 
 pub struct BridgePort {
     pub ctx: Arc<Context>,
@@ -115,8 +117,31 @@ impl BrokerPort for BridgePort {
         tokio::spawn(connection::serve(self.ctx.clone(), io, peer));
     }
 
+    fn gtfs_rt(&self, feed: &str, json: bool) -> Option<Bytes> {
+        let kind = FeedKind::from_path(feed)?;
+        let ingest = &self.ctx.ingest;
+        Some(ingest.feeds().get(kind, json, ingest.now_ms()))
+    }
+
     fn write_metrics(&self, out: &mut String) {
         self.ctx.metrics.render(out);
+        let feeds = self.ctx.ingest.feeds();
+        out.push_str(
+            "# HELP fleetmq_gtfsrt_encodes_total GTFS-Realtime feed encodings (at most one per feed per second).\n\
+             # TYPE fleetmq_gtfsrt_encodes_total counter\n",
+        );
+        for kind in [
+            FeedKind::VehiclePositions,
+            FeedKind::TripUpdates,
+            FeedKind::Alerts,
+        ] {
+            let _ = writeln!(
+                out,
+                "fleetmq_gtfsrt_encodes_total{{feed=\"{}\"}} {}",
+                kind.as_str(),
+                feeds.encodes(kind)
+            );
+        }
         if let Some(store) = self.ctx.persist.get() {
             store.render_metrics(out);
         }

@@ -14,6 +14,7 @@
 //! - `routes`: reading the route network file.
 //! - `ingest`: location updates through geo-engine, processed state back out.
 //! - `history`: every fix and event in PostgreSQL, day partitions, retention (SPEC §14).
+//! - `gtfsrt`: GTFS-Realtime feeds (HTTP, cached per second) and MQTT entities (SPEC §13).
 //! - `osmand`: the OsmAnd / Traccar Client listener (`--osmand`, `--osmands`).
 //! - `persist`: Redis snapshots, restore on start, the track and the SOS log (SPEC §8).
 //! - `connection`: one client connection: handshake, inbound packets, the writer.
@@ -30,6 +31,7 @@ mod connection;
 mod context;
 pub mod demo;
 mod error;
+pub mod gtfsrt;
 pub mod history;
 mod http;
 mod https;

@@ -8,6 +8,20 @@ use geo_engine::Network;
 
 use crate::Error;
 
+/// Adds the polygons of the GeoJSON file at `path` (`--zones`) to `net`'s geofences.
+///
+/// # Errors
+/// The file is unreadable or not a FeatureCollection of polygons with ids; the error names the
+/// file and the first bad feature.
+pub fn add_zones(net: &mut Network, path: &Path) -> Result<usize, Error> {
+    let fail = |message: String| Error::File {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    net.add_zones(&text).map_err(|e| fail(e.to_string()))
+}
+
 /// Loads the network at `path`, or the bundled one.
 ///
 /// # Errors

@@ -20,7 +20,7 @@ use crate::router::RouterMsg;
 use crate::router::{Router, RouterConfig};
 use crate::{Config, Error, https, listener, routes, tls};
 use fleetmq_bridge::{BridgeConfig, Hub, HubConfig};
-use geo_engine::{Network, PipelineConfig};
+use geo_engine::Network;
 
 /// Bytes one session's queue may hold, beside `--max-queued` messages.
 const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
@@ -111,7 +111,11 @@ impl Broker {
             Some(path) => Acl::load(path).map_err(config_error)?,
             None => Acl::empty(),
         });
-        let network = Arc::new(routes::load(config.routes.as_deref())?);
+        let mut network = routes::load(config.routes.as_deref())?;
+        if let Some(zones) = &config.zones {
+            routes::add_zones(&mut network, zones)?;
+        }
+        let network = Arc::new(network);
         let mqtt = bind("mqtt", config.mqtt).await?;
         let http = bind("http", config.http).await?;
         let mqtts = match config.mqtts {
@@ -240,15 +244,21 @@ impl Broker {
             ..Limits::default()
         };
         let hub = Hub::new(HubConfig::default());
-        let ingest = Arc::new(Ingest::new(
-            self.network.clone(),
-            PipelineConfig::default(),
-            std::iter::once(Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>)
-                .chain(self.persist.as_ref().map(|p| p.store().sink()))
-                .chain(self.history.as_ref().map(|h| h.sink()))
-                .collect(),
-            self.metrics.clone(),
-        ));
+        let ingest =
+            Arc::new(
+                Ingest::new(
+                    self.network.clone(),
+                    self.config.pipeline(),
+                    std::iter::once(
+                        Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>
+                    )
+                    .chain(self.persist.as_ref().map(|p| p.store().sink()))
+                    .chain(self.history.as_ref().map(|h| h.sink()))
+                    .collect(),
+                    self.metrics.clone(),
+                )
+                .with_clock_start(self.config.clock_start),
+            );
         let ctx = Arc::new(
             Context::new(
                 router_tx.clone(),

@@ -7,6 +7,7 @@
 //!
 //! Out, for `GET /api/v1/routes[/{id}]`: the same format, so the output loads back.
 
+use crate::thresholds::RouteThresholds;
 use std::collections::HashMap;
 
 use geo::{Coord, LineString, MultiPolygon, Polygon};
@@ -79,6 +80,11 @@ impl Network {
                             .collect::<Result<Vec<_>, _>>()
                             .map_err(|e| bad(idr, e))?
                     };
+                    if let Some(t) =
+                        RouteThresholds::from_properties(&props).map_err(|e| bad(idr, e))?
+                    {
+                        raw.thresholds.insert(id.clone(), t);
+                    }
                     let name = str_prop(&props, "name").unwrap_or_else(|| id.clone());
                     let ri = *route_at.entry(id.clone()).or_insert_with(|| {
                         raw.routes.push(RawRoute {
@@ -291,7 +297,7 @@ fn distinct(line: &[Coord<f64>]) -> usize {
     1 + line.windows(2).filter(|w| w[0] != w[1]).count()
 }
 
-fn polygon(v: &Value) -> Result<Polygon<f64>, String> {
+pub(crate) fn polygon(v: &Value) -> Result<Polygon<f64>, String> {
     let rings = v
         .as_array()
         .ok_or("polygon coordinates must be an array of rings")?;

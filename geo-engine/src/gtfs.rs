@@ -10,6 +10,7 @@ use gtfs_structures::Gtfs;
 
 use crate::error::LoadError;
 use crate::network::{Network, RawNetwork, RawRoute, RawShape, RawStop};
+use crate::schedule::Schedule;
 
 /// The files of a GTFS feed that a folder may hold (spec order).
 pub const GTFS_FILES: &[&str] = &[
@@ -41,7 +42,9 @@ impl Network {
     pub fn from_gtfs_zip(bytes: &[u8]) -> Result<Network, LoadError> {
         let gtfs =
             Gtfs::from_reader(Cursor::new(bytes)).map_err(|e| LoadError::Gtfs(e.to_string()))?;
-        Network::build(raw_from_gtfs(&gtfs))
+        let mut net = Network::build(raw_from_gtfs(&gtfs))?;
+        net.schedule = Schedule::from_gtfs(&gtfs, &net)?.map(std::sync::Arc::new);
+        Ok(net)
     }
 
     /// Loads a GTFS feed laid out as a folder: `files(name)` returns the bytes of e.g.

@@ -22,6 +22,9 @@
 //! - [`tracker`]: per-vehicle state running the stages in order, offline/online.
 //! - [`network`]: routes, stops, geofences and the segment R-trees.
 //! - [`geojson`], [`gtfs`]: route loaders.
+//! - [`thresholds`]: per-route thresholds from the route file.
+//! - [`zones`]: extra geofence polygons (`--zones`) for any network.
+//! - [`schedule`]: GTFS timetables, service days, trip inference, delay and predictions.
 //! - [`simulate`](mod@simulate): deterministic trace simulator.
 //! - [`state`]: the processed state and events (SPEC §6 payloads).
 //! - [`config`]: [`PipelineConfig`], thresholds with SPEC §5 defaults.
@@ -42,11 +45,14 @@ pub mod jitter;
 pub mod kalman;
 pub mod local;
 pub mod network;
+pub mod schedule;
 pub mod simulate;
 pub mod state;
 pub mod stops;
+pub mod thresholds;
 pub mod tracker;
 pub mod validate;
+pub mod zones;
 
 pub use config::PipelineConfig;
 pub use error::LoadError;

@@ -104,6 +104,8 @@ pub(crate) struct RawNetwork {
     pub geofences: Vec<Geofence>,
     /// GTFS `trip_id` → (route id, shape id).
     pub trips: Vec<(String, String, String)>,
+    /// Per-route thresholds (GeoJSON route properties).
+    pub thresholds: HashMap<String, crate::thresholds::RouteThresholds>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +152,10 @@ pub struct Network {
     trip_corridor: HashMap<String, usize>,
     /// Widest explicit corridor, metres.
     max_corridor_m: f64,
+    /// Per-route thresholds from the route file, by route id.
+    pub(crate) thresholds: HashMap<String, crate::thresholds::RouteThresholds>,
+    /// Timetables, for a GTFS network (SPEC §13).
+    pub(crate) schedule: Option<std::sync::Arc<crate::schedule::Schedule>>,
 }
 
 const BUNDLED: &str = include_str!("../data/cairns.geojson");
@@ -176,6 +182,8 @@ impl Network {
             route_trees: Vec::new(),
             trip_corridor: HashMap::new(),
             max_corridor_m: 0.0,
+            schedule: None,
+            thresholds: HashMap::new(),
         }
     }
 
@@ -215,6 +223,7 @@ impl Network {
             frame,
             stops,
             geofences: raw.geofences,
+            thresholds: raw.thresholds,
             ..Network::empty()
         };
         let mut shape_index: HashMap<(String, String), usize> = HashMap::new();
@@ -391,6 +400,11 @@ impl Network {
                 .unwrap_or(default_corridor_m)
         };
         match_point(tree, &self.corridors, p, radius, &width, prev)
+    }
+
+    /// The timetables, when the network came from a GTFS feed with timed trips.
+    pub fn schedule(&self) -> Option<&crate::schedule::Schedule> {
+        self.schedule.as_deref()
     }
 
     /// Every segment's R-tree (for the bench).

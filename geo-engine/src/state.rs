@@ -23,6 +23,9 @@ pub struct NextStop {
     /// Estimated arrival, Unix milliseconds.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eta: Option<i64>,
+    /// Scheduled arrival of the vehicle's trip there, Unix milliseconds (SPEC §13).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scheduled: Option<i64>,
 }
 
 /// The processed state of one vehicle (`vehicles/{id}`, retained).
@@ -59,6 +62,12 @@ pub struct VehicleState {
     pub progress_m: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub next_stop: Option<NextStop>,
+    /// Seconds behind the trip's schedule (negative: ahead), SPEC §13.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub delay_s: Option<i64>,
+    /// `true` when fleetmq chose `trip` from the timetable (the vehicle named only its route).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trip_inferred: Option<bool>,
     /// Altitude of the last fix, metres, as the device reported it (not processed).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub altitude: Option<f64>,

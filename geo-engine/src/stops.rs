@@ -163,6 +163,7 @@ impl Stops {
             // Published to a decimetre.
             distance_m: (distance_m * 10.0).round() / 10.0,
             eta,
+            scheduled: None,
         })
     }
 }

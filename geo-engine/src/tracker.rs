@@ -15,6 +15,8 @@ use crate::jitter::Jitter;
 use crate::kalman::Kalman;
 use crate::local::{LocalFrame, haversine_m};
 use crate::network::Network;
+use crate::schedule::{FixOnRoute, TripFit, TripTracking};
+
 use crate::state::{Event, EventKind, VehicleState, VehicleStatus};
 use crate::stops::{StopChange, Stops};
 use crate::validate::{LastFix, Rejection, validate};
@@ -115,6 +117,9 @@ pub struct Tracker {
     /// Broker clock of the last accepted fix, Unix ms.
     last_seen_ms: Option<i64>,
     offline: bool,
+    /// The scheduled trip and its adherence (GTFS networks only).
+    #[serde(default)]
+    schedule: TripTracking,
 }
 
 impl Tracker {
@@ -136,6 +141,7 @@ impl Tracker {
             state: None,
             last_seen_ms: None,
             offline: false,
+            schedule: TripTracking::default(),
         }
     }
 
@@ -152,6 +158,11 @@ impl Tracker {
     /// Broker clock of the last accepted fix, Unix ms.
     pub fn last_seen_ms(&self) -> Option<i64> {
         self.last_seen_ms
+    }
+
+    /// The scheduled trip the vehicle runs and how late it is, on a GTFS network.
+    pub fn trip_fit(&self) -> Option<&TripFit> {
+        self.schedule.fit()
     }
 
     /// Whether a deviation is in progress.
@@ -176,6 +187,8 @@ impl Tracker {
         fix: Fix,
         now_ms: i64,
     ) -> Result<Outcome, Rejection> {
+        let route = fix.route.as_deref().or(self.route.as_deref());
+        let cfg = &*net.route_config(route, cfg);
         validate(&fix, self.last.as_ref(), cfg, now_ms)?;
         if self.dedup.is_duplicate(&fix) {
             return Ok(Outcome::Duplicate);
@@ -210,7 +223,8 @@ impl Tracker {
             ts: fix.ts,
             speed: speed_now,
         };
-        let m = self.match_route(net, cfg, sample, &mut events);
+        let mut m = self.match_route(net, cfg, sample, &mut events);
+        let fit = self.fit_schedule(net, cfg, sample, &mut m);
         if self.route.is_none() {
             // A vehicle that declared no route: its events name the route it was matched to.
             for e in events.iter_mut().filter(|e| e.route.is_none()) {
@@ -237,7 +251,10 @@ impl Tracker {
             speed: Some(round(speed_now, SPEED_SCALE)),
             heading: heading.map(|h| round(h, TENTHS)),
             route: self.route.clone().or(m.route),
-            trip: self.trip.clone(),
+            trip: self
+                .trip
+                .clone()
+                .or_else(|| fit.as_ref().and_then(|f| f.trip_id.clone())),
             status: if speed_now < cfg.min_speed {
                 VehicleStatus::Stopped
             } else {
@@ -247,6 +264,8 @@ impl Tracker {
             off_route_m: m.off_route_m.map(|d| round(d, TENTHS)),
             progress_m: m.progress_m.map(|p| round(p, TENTHS)),
             next_stop: m.next_stop,
+            delay_s: fit.as_ref().and_then(|f| f.delay_s).map(i64::from),
+            trip_inferred: fit.as_ref().and_then(|f| f.inferred.then_some(true)),
             altitude: fix.altitude,
             battery: fix.battery,
             received_at: now_ms,
@@ -463,6 +482,40 @@ impl Tracker {
         }
     }
 
+    /// Trip inference and schedule adherence (SPEC §13) for a fix matched as `m`; fills
+    /// `next_stop.scheduled`. Nothing on a network without timetables.
+    fn fit_schedule(
+        &mut self,
+        net: &Network,
+        cfg: &PipelineConfig,
+        sample: Sample,
+        m: &mut MatchView,
+    ) -> Option<FitView> {
+        let sched = net.schedule()?;
+        let declared = self.trip.is_some();
+        let route = self.route.as_deref().and_then(|r| net.route_index(r));
+        let fix = FixOnRoute {
+            route,
+            trip: self.trip.as_deref(),
+            point: net.frame().to_local(sample.at),
+            width_m: route
+                .and_then(|r| net.routes()[r].corridor_m)
+                .unwrap_or(cfg.corridor_m),
+            ts: sample.ts,
+            stop_radius_m: cfg.stop_radius_m,
+            progress_reset_m: cfg.progress_reset_m,
+        };
+        let fit = self.schedule.update(sched, net, &fix)?;
+        if let Some(next) = m.next_stop.as_mut() {
+            next.scheduled = fit.scheduled_arrival_ms(sched, net, &next.id);
+        }
+        Some(FitView {
+            delay_s: fit.delay_s,
+            inferred: fit.inferred,
+            trip_id: (!declared).then(|| fit.trip_id.clone()),
+        })
+    }
+
     fn event(&self, kind: EventKind, ts: i64, at: Point<f64>) -> Event {
         Event {
             kind,
@@ -495,6 +548,13 @@ impl Tracker {
         }
         e
     }
+}
+
+/// What a state shows of the trip fit (the inferred trip's id only when no trip was declared).
+struct FitView {
+    delay_s: Option<i32>,
+    inferred: bool,
+    trip_id: Option<String>,
 }
 
 /// The route-related fields of a state.

@@ -135,6 +135,8 @@ pub fn state(
         off_route_m: Some(3.0),
         progress_m: Some(100.0),
         next_stop: None,
+        delay_s: None,
+        trip_inferred: None,
         altitude: None,
         battery: None,
         received_at: ts,

@@ -57,6 +57,18 @@ pub fn to_toml(c: &Config) -> Result<String, toml::ser::Error> {
     Ok(out)
 }
 
+/// A secret as `--print-config` shows it: a URL's password only (`postgres://u:<redacted>@h/db`),
+/// anything else whole.
+fn redact(secret: &str) -> String {
+    if let Some((scheme, rest)) = secret.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:<redacted>@{host}");
+    }
+    "<redacted>".to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -105,16 +117,4 @@ mod tests {
         assert!(text.contains("\njwt_secret = \"<redacted>\"\n"), "{text}");
         assert!(!text.contains("hunter2"));
     }
-}
-
-/// A secret as `--print-config` shows it: a URL's password only (`postgres://u:<redacted>@h/db`),
-/// anything else whole.
-fn redact(secret: &str) -> String {
-    if let Some((scheme, rest)) = secret.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
-        && let Some((user, _password)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:<redacted>@{host}");
-    }
-    "<redacted>".to_owned()
 }

@@ -135,6 +135,25 @@ fn check(c: &Config) -> Result<(), Failure> {
     if c.max_packet_size < 64 {
         return bad("--max-packet-size below 64 bytes cannot carry a CONNECT: use e.g. 1MiB");
     }
+    if c.off_route_fixes == 0 {
+        return bad("--off-route-fixes 0 would flag every fix: use 1 or more");
+    }
+    let thresholds = [
+        ("--min-move-m", c.min_move_m),
+        ("--min-speed", c.min_speed),
+        ("--max-speed", c.max_speed),
+        ("--max-accuracy", c.max_accuracy),
+        ("--corridor-m", c.corridor_m),
+        ("--stop-radius-m", c.stop_radius_m),
+    ];
+    if let Some((flag, v)) = thresholds.iter().find(|(_, v)| *v < 0.0) {
+        return bad(&format!(
+            "{flag} {v} is negative: give metres or m/s, 0 or more"
+        ));
+    }
+    if c.max_speed == 0.0 || c.corridor_m == 0.0 {
+        return bad("--max-speed and --corridor-m must be above 0");
+    }
     if c.max_queued == 0 || c.max_connections == 0 {
         let flag = if c.max_queued == 0 {
             "--max-queued"

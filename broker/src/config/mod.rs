@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
-use value::{addr, boolean, duration, log_format, number, path, size, text};
+use value::{addr, boolean, decimal, duration, log_format, number, path, size, text};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -258,6 +258,67 @@ pub struct Config {
           value_parser = log_format::parse, help_heading = "Logging")]
     #[serde(with = "log_format")]
     pub log: LogFormat,
+
+    /// GeoJSON polygons (depots, terminals, school zones) raising geofence events, with any routes [default: off]
+    #[arg(long, env = "FLEETMQ_ZONES", value_name = "FILE", value_parser = path::parse,
+          help_heading = "Data")]
+    #[serde(with = "path")]
+    pub zones: Option<PathBuf>,
+
+    /// Start the pipeline clock at this Unix time, ms, then run at real speed (replays, tests) [default: the system clock]
+    // Fix validation, received_at, the offline sweep and GTFS-Realtime headers follow it.
+    #[arg(long, env = "FLEETMQ_CLOCK_START", value_name = "MS", value_parser = number::parse::<i64>,
+          help_heading = "Data")]
+    #[serde(with = "number")]
+    pub clock_start: Option<i64>,
+
+    /// A vehicle without a fix this long goes offline
+    #[arg(long, env = "FLEETMQ_STALE_AFTER", value_name = "DURATION", default_value = "1m",
+          value_parser = duration::parse, help_heading = "Pipeline")]
+    #[serde(with = "duration")]
+    pub stale_after: Duration,
+
+    /// Jitter: a fix that moved less than this many metres while slower than --min-speed is dropped
+    #[arg(long, env = "FLEETMQ_MIN_MOVE_M", value_name = "M", default_value = "10",
+          value_parser = decimal::parse, help_heading = "Pipeline")]
+    #[serde(with = "decimal")]
+    pub min_move_m: f64,
+
+    /// Jitter speed, m/s; also the line between moving and stopped
+    #[arg(long, env = "FLEETMQ_MIN_SPEED", value_name = "M/S", default_value = "0.5",
+          value_parser = decimal::parse, help_heading = "Pipeline")]
+    #[serde(with = "decimal")]
+    pub min_speed: f64,
+
+    /// Largest believable speed, m/s, reported or implied by the last fix (teleport)
+    #[arg(long, env = "FLEETMQ_MAX_SPEED", value_name = "M/S", default_value = "70",
+          value_parser = decimal::parse, help_heading = "Pipeline")]
+    #[serde(with = "decimal")]
+    pub max_speed: f64,
+
+    /// Largest accepted accuracy, metres
+    #[arg(long, env = "FLEETMQ_MAX_ACCURACY", value_name = "M", default_value = "100",
+          value_parser = decimal::parse, help_heading = "Pipeline")]
+    #[serde(with = "decimal")]
+    pub max_accuracy: f64,
+
+    /// Corridor half-width of routes without their own corridor_m, metres
+    #[arg(long, env = "FLEETMQ_CORRIDOR_M", value_name = "M", default_value = "50",
+          value_parser = decimal::parse, help_heading = "Pipeline")]
+    #[serde(with = "decimal")]
+    pub corridor_m: f64,
+
+    /// Consecutive fixes outside (inside) the corridor before deviation (back_on_route)
+    #[arg(long, env = "FLEETMQ_OFF_ROUTE_FIXES", value_name = "N", default_value = "3",
+          value_parser = number::parse::<u32>, help_heading = "Pipeline")]
+    #[serde(with = "number")]
+    pub off_route_fixes: u32,
+
+    /// Distance from a stop that counts as arrived, metres
+    #[arg(long, env = "FLEETMQ_STOP_RADIUS_M", value_name = "M", default_value = "30",
+          value_parser = decimal::parse, help_heading = "Pipeline")]
+    #[serde(with = "decimal")]
+    pub stop_radius_m: f64,
 }
 
 impl Config {
@@ -274,6 +335,23 @@ impl Config {
             .get_arguments()
             .cloned()
             .collect()
+    }
+}
+
+impl Config {
+    /// The pipeline thresholds (SPEC §5) these settings give; the rest at geo-engine's defaults.
+    pub fn pipeline(&self) -> geo_engine::PipelineConfig {
+        geo_engine::PipelineConfig {
+            stale_after_ms: i64::try_from(self.stale_after.as_millis()).unwrap_or(i64::MAX),
+            min_move_m: self.min_move_m,
+            min_speed: self.min_speed,
+            max_speed: self.max_speed,
+            max_accuracy: self.max_accuracy,
+            corridor_m: self.corridor_m,
+            off_route_fixes: self.off_route_fixes,
+            stop_radius_m: self.stop_radius_m,
+            ..geo_engine::PipelineConfig::default()
+        }
     }
 }
 

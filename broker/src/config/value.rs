@@ -57,6 +57,7 @@ slots!(
     u32,
     u64,
     usize,
+    i64,
     f64,
     bool,
     LogFormat,
@@ -228,7 +229,7 @@ macro_rules! bounded {
     )*};
 }
 
-bounded!(u16, u32, u64, usize);
+bounded!(u16, u32, u64, usize, i64);
 
 /// A finite decimal number (a threshold in metres, a factor): `2`, `0.5`, `1e3`.
 /// Written back as a TOML float.

@@ -60,9 +60,10 @@ pub(crate) struct PositionColumns<'a> {
     s: &'a VehicleState,
     ts: SystemTime,
     received_at: SystemTime,
-    /// Not in the processed state yet (the fix's accuracy and the schedule delay are not
-    /// carried through geo-engine); the columns exist so the schema does not change when they are.
+    /// Not in the processed state yet (the fix's accuracy is not carried through geo-engine);
+    /// the column exists so the schema does not change when it is.
     accuracy: Option<f64>,
+    /// The schedule delay (GTFS timetables loaded), clamped into the column's `int4`.
     delay_s: Option<i32>,
 }
 
@@ -73,7 +74,9 @@ impl<'a> PositionColumns<'a> {
             ts: time(s.ts),
             received_at: time(s.received_at),
             accuracy: None,
-            delay_s: None,
+            delay_s: s
+                .delay_s
+                .map(|d| i32::try_from(d).unwrap_or(if d < 0 { i32::MIN } else { i32::MAX })),
         }
     }
 

@@ -26,6 +26,7 @@ use geo_engine::{
     Event, Fix, Network, Outcome, PipelineConfig, Rejection, Tracker, VehicleState, parse_fixes,
 };
 
+use crate::gtfsrt::{self, Feeds, LiveVehicles};
 use crate::message::{Message, Origin};
 use crate::metrics::Metrics;
 pub use gate::{Gate, MAX_BATCH, Refused, Taken};
@@ -56,6 +57,13 @@ pub struct Processed {
 
 pub struct Ingest {
     network: Arc<Network>,
+    /// Added to the system clock (`--clock-start`): replaying traces stamped in the past.
+    clock_offset_ms: i64,
+    /// The live vehicles as the GTFS-Realtime feeds see them.
+    live: Arc<LiveVehicles>,
+    feeds: Feeds,
+    /// Publish GTFS-Realtime entities over MQTT (only with timetables loaded).
+    gtfsrt_mqtt: bool,
     config: PipelineConfig,
     /// One tracker per vehicle; the map's shard lock is held only to find the entry, the
     /// tracker's own mutex while one update is processed (never across an await).
@@ -71,13 +79,34 @@ impl Ingest {
         sinks: Vec<Arc<dyn StateSink>>,
         metrics: Arc<Metrics>,
     ) -> Ingest {
+        let live = Arc::new(LiveVehicles::default());
         Ingest {
+            feeds: Feeds::new(network.clone(), live.clone()),
+            gtfsrt_mqtt: network.schedule().is_some(),
+            live,
+            clock_offset_ms: 0,
             network,
             config,
             trackers: DashMap::new(),
             sinks,
             metrics,
         }
+    }
+
+    /// Runs the pipeline clock from `start_ms` (Unix ms) now, at real speed.
+    pub fn with_clock_start(mut self, start_ms: Option<i64>) -> Ingest {
+        self.clock_offset_ms = start_ms.map_or(0, |s| s - now_ms());
+        self
+    }
+
+    /// The pipeline clock, Unix ms: the system clock, or `--clock-start` plus time since start.
+    pub fn now_ms(&self) -> i64 {
+        now_ms() + self.clock_offset_ms
+    }
+
+    /// The GTFS-Realtime feeds.
+    pub fn feeds(&self) -> &Feeds {
+        &self.feeds
     }
 
     pub fn network(&self) -> &Arc<Network> {
@@ -168,7 +197,7 @@ impl Ingest {
         received: Instant,
         source: Source,
     ) -> Processed {
-        let now = now_ms();
+        let now = self.now_ms();
         let tracker = self.tracker(vehicle);
         let mut outputs = Vec::new();
         let mut first_rejection = None;
@@ -183,7 +212,8 @@ impl Ingest {
                         match outcome {
                             Outcome::Forwarded { state, events } => {
                                 self.metrics.accepted(source);
-                                forwarded.push((state, events));
+                                let fit = t.trip_fit().cloned();
+                                forwarded.push((state, events, fit, t.is_deviated()));
                             }
                             Outcome::Duplicate => self.metrics.duplicate(source),
                             Outcome::Jitter => self.metrics.jitter(source),
@@ -202,8 +232,8 @@ impl Ingest {
                 }
             }
         }
-        for (mut state, events) in forwarded {
-            state.processed_at = now_ms();
+        for (mut state, events, fit, deviated) in forwarded {
+            state.processed_at = self.now_ms();
             for e in events {
                 outputs.push(event_message(&e));
                 let e = Arc::new(e);
@@ -215,6 +245,14 @@ impl Ingest {
             let state = Arc::new(state);
             for sink in &self.sinks {
                 sink.state(&state);
+            }
+            let (live, prev) = self.live.update(state, fit, deviated);
+            if self.gtfsrt_mqtt {
+                outputs.extend(gtfsrt::changed_messages(
+                    &self.network,
+                    &live,
+                    prev.as_deref(),
+                ));
             }
         }
         self.metrics
@@ -229,7 +267,7 @@ impl Ingest {
 
     /// The vehicles a driver connection published for went away: each goes offline.
     pub fn disconnected<'a>(&self, vehicles: impl IntoIterator<Item = &'a str>) -> Outputs {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut out = Vec::new();
         for v in vehicles {
             let Some(t) = self.trackers.get(v).map(|t| t.clone()) else {
@@ -248,7 +286,7 @@ impl Ingest {
 
     /// Vehicles with no fix for `stale_after` go offline.
     pub fn sweep(&self) -> Outputs {
-        let now = now_ms();
+        let now = self.now_ms();
         let trackers: Vec<Arc<Mutex<Tracker>>> =
             self.trackers.iter().map(|e| e.value().clone()).collect();
         let mut out = Vec::new();
@@ -265,6 +303,7 @@ impl Ingest {
     }
 
     fn offline(&self, state: VehicleState, event: Event) -> Outputs {
+        self.live.remove(&state.vehicle);
         let out = vec![event_message(&event), state_message(&state)];
         let (state, event) = (Arc::new(state), Arc::new(event));
         for sink in &self.sinks {
@@ -293,7 +332,7 @@ impl Ingest {
         let event = Event {
             kind: geo_engine::EventKind::Sos,
             vehicle: vehicle.to_owned(),
-            ts: now_ms(),
+            ts: self.now_ms(),
             lat,
             lon,
             route: None,

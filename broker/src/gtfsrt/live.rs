@@ -1,0 +1,70 @@
+//! The latest of each vehicle that the feeds are built from: its processed state, its trip fit
+//! (GTFS networks), and since when it deviates from its route. Bounded by the number of
+//! vehicles the broker tracks; an offline vehicle is removed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use geo_engine::VehicleState;
+use geo_engine::schedule::TripFit;
+
+/// One vehicle as the feeds see it.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub state: Arc<VehicleState>,
+    pub fit: Option<TripFit>,
+    /// Fix time the current deviation began, Unix ms; `None` while on route.
+    pub deviated_since: Option<i64>,
+}
+
+/// Every online vehicle, by id. The lock is held only to insert or to copy the map out.
+#[derive(Debug, Default)]
+pub struct LiveVehicles {
+    map: Mutex<HashMap<Arc<str>, Arc<Live>>>,
+}
+
+impl LiveVehicles {
+    /// Records a vehicle's new state; returns the previous record.
+    pub fn update(
+        &self,
+        state: Arc<VehicleState>,
+        fit: Option<TripFit>,
+        deviated: bool,
+    ) -> (Arc<Live>, Option<Arc<Live>>) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = map.get(state.vehicle.as_str()).cloned();
+        let deviated_since = deviated.then(|| {
+            prev.as_ref()
+                .and_then(|p| p.deviated_since)
+                .unwrap_or(state.ts)
+        });
+        let live = Arc::new(Live {
+            state: state.clone(),
+            fit,
+            deviated_since,
+        });
+        map.insert(state.vehicle.as_str().into(), live.clone());
+        (live, prev)
+    }
+
+    /// The vehicle went offline: it leaves the feeds.
+    pub fn remove(&self, vehicle: &str) -> Option<Arc<Live>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(vehicle)
+    }
+
+    /// Every vehicle, sorted by id (a stable feed order).
+    pub fn snapshot(&self) -> Vec<Arc<Live>> {
+        let mut v: Vec<Arc<Live>> = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.state.vehicle.cmp(&b.state.vehicle));
+        v
+    }
+}
