@@ -41,6 +41,7 @@ pub mod persist;
 mod router;
 pub mod routes;
 pub mod server;
+pub mod trips;
 mod tls;
 mod topic;
 

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Acl, Authenticator, JwtVerifier, UsersFile};
 use crate::context::{Context, Limits};
 use crate::http::{BridgePort, HubSink};
+use crate::trips::{TripBook, TripSink};
 use crate::ingest::{Gate, Ingest};
 use crate::limits::Guard;
 use crate::metrics::Metrics;
@@ -230,11 +231,19 @@ impl Broker {
             ..Limits::default()
         };
         let hub = Hub::new(HubConfig::default());
+        // The trip book learns each state first, so that everything routed after it (MQTT,
+        // the hub) is judged by the vehicle's current trip.
+        let trips = Arc::new(TripBook::new(self.config.trip_ttl));
+        let acl = Arc::new((*self.acl).clone().with_trips(trips.clone()));
         let ingest = Arc::new(Ingest::new(
             self.network.clone(),
             PipelineConfig::default(),
-            std::iter::once(Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>)
-                .chain(self.persist.as_ref().map(|p| p.store().sink()))
+            [
+                Arc::new(TripSink(trips)) as Arc<dyn crate::ingest::StateSink>,
+                Arc::new(HubSink(hub.clone())),
+            ]
+            .into_iter()
+            .chain(self.persist.as_ref().map(|p| p.store().sink()))
                 .collect(),
             self.metrics.clone(),
         ));
@@ -246,7 +255,7 @@ impl Broker {
                 limits,
                 token.clone(),
                 self.auth,
-                self.acl,
+                acl,
                 ingest.clone(),
             )
             .with_guard(Guard::new(
