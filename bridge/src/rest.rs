@@ -223,9 +223,11 @@ pub async fn track(
         // SPEC §9: a rider of a trip reads that trip's fixes only, never an earlier trip's.
         let field = |f: &Value, k: &str| f.get(k).and_then(Value::as_str).map(str::to_owned);
         fixes.retain(|f| {
-            caller
-                .0
-                .may_read_fix(&id, field(f, "route").as_deref(), field(f, "trip").as_deref())
+            caller.0.may_read_fix(
+                &id,
+                field(f, "route").as_deref(),
+                field(f, "trip").as_deref(),
+            )
         });
         if fixes.is_empty() && !live {
             return Err(AppError::NotFound(format!("no vehicle {id:?}")));

@@ -41,9 +41,9 @@ pub mod persist;
 mod router;
 pub mod routes;
 pub mod server;
-pub mod trips;
 mod tls;
 mod topic;
+pub mod trips;
 
 pub use config::Config;
 pub use error::Error;

@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Acl, Authenticator, JwtVerifier, UsersFile};
 use crate::context::{Context, Limits};
 use crate::http::{BridgePort, HubSink};
-use crate::trips::{TripBook, TripSink};
 use crate::ingest::{Gate, Ingest};
 use crate::limits::Guard;
 use crate::metrics::Metrics;
 use crate::osmand::{self, Devices, Osmand};
 use crate::router::RouterMsg;
 use crate::router::{Router, RouterConfig};
+use crate::trips::{TripBook, TripSink};
 use crate::{Config, Error, https, listener, routes, tls};
 use fleetmq_bridge::{BridgeConfig, Hub, HubConfig};
 use geo_engine::{Network, PipelineConfig};
@@ -244,7 +244,7 @@ impl Broker {
             ]
             .into_iter()
             .chain(self.persist.as_ref().map(|p| p.store().sink()))
-                .collect(),
+            .collect(),
             self.metrics.clone(),
         ));
         let ctx = Arc::new(

@@ -31,10 +31,13 @@ pub struct TripBook {
     inner: RwLock<Inner>,
 }
 
+/// A vehicle's current route and trip.
+type Running = (Option<Arc<str>>, Option<Arc<str>>);
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Per vehicle: its current route and trip.
-    current: HashMap<Arc<str>, (Option<Arc<str>>, Option<Arc<str>>)>,
+    current: HashMap<Arc<str>, Running>,
     /// Per running trip: how many vehicles run it now.
     running: HashMap<Arc<str>, usize>,
     /// Per ended trip: when it ended; `order` holds the same, oldest first.
@@ -169,7 +172,10 @@ mod tests {
         let inner = book.inner.read().expect("lock");
         assert!(inner.ended.len() <= ENDED_MAX && inner.order.len() <= ENDED_MAX);
         drop(inner);
-        assert!(!book.readable("T0", t0), "the oldest was forgotten: unreadable");
+        assert!(
+            !book.readable("T0", t0),
+            "the oldest was forgotten: unreadable"
+        );
         assert!(book.readable(&format!("T{}", ENDED_MAX + 8), t0));
     }
 }

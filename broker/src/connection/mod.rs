@@ -264,8 +264,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                     }
                     Err(End::TokenExpired) => {
                         tracing::debug!(%peer, "token expired");
-                        ending.farewell =
-                            Some((reason::MAXIMUM_CONNECT_TIME, "the token expired"));
+                        ending.farewell = Some((reason::MAXIMUM_CONNECT_TIME, "the token expired"));
                         return ending;
                     }
                     Err(End::KeepAlive) => {

@@ -37,7 +37,9 @@ pub enum Flow {
         expiry: Option<u32>,
     },
     /// The client re-authenticated (AUTH 0x19): its token now expires at this Unix second.
-    Reauthenticated { expires_at: Option<u64> },
+    Reauthenticated {
+        expires_at: Option<u64>,
+    },
     /// Close with this v5 reason code.
     Violation {
         code: u8,
