@@ -14,12 +14,12 @@ import pytest
 import requests
 
 from bridge_util import Sse, Ws, is_update
-from harness import BrokerProcess, quiet_for, wait_for
+from harness import BrokerProcess, RedisProcess, quiet_for, wait_for
 from mqttc import V5, reason_value, unique
 from security_util import LAT, LON, AuthClient, token
 
 SECRET = "scope-test-secret-0123456789abcdef"
-TRIP_TTL_S = 6
+TRIP_TTL_S = 8
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 # The README's row labels → the token claims of that role (the vehicle is `bus` in the README).
@@ -52,13 +52,18 @@ def cell(allowed: bool) -> str:
     return "yes" if allowed else "no"
 
 
-@pytest.fixture(scope="module")
-def broker(fleetmq_path, tmp_path_factory):
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def broker(request, fleetmq_path, tmp_path_factory):
+    """`/track` from the bridge's in-memory ring, and from the Redis stream with `--redis`."""
     work = tmp_path_factory.mktemp("scope")
+    redis = RedisProcess.start(work) if request.param == "redis" else None
+    extra = ["--redis", redis.url] if redis else []
     b = BrokerProcess.start(fleetmq_path, ["--jwt-secret", SECRET,
-                                           "--trip-ttl", f"{TRIP_TTL_S}s"], work)
+                                           "--trip-ttl", f"{TRIP_TTL_S}s", *extra], work)
     yield b
     b.stop()
+    if redis:
+        redis.stop()
 
 
 class Names:
@@ -130,12 +135,15 @@ def test_access_matrix_matches_the_readme(broker):
     driver.fix("T0")
     driver.fix("T0")
     driver.fix("T1")  # T0 ends here
+    operator = tokens["operator"]
+    wait_for(lambda: len(track_trips(broker, names, operator)) == 3, 10, "3 fixes stored")
     # T0's fixes stay readable to its riders for the TTL, then not.
     assert track_trips(broker, names, t0_rider) == ["T0", "T0"]
     wait_for(lambda: track_trips(broker, names, t0_rider) == [], TRIP_TTL_S + 20,
              "T0 unreadable after --trip-ttl")
     driver.fix("T1")
     driver.fix("T2")  # T1 ends here: measure its riders' REST cells within the TTL
+    wait_for(lambda: track_trips(broker, names, operator)[-1:] == ["T2"], 10, "T2 stored")
     got: Dict[str, Dict[str, str]] = {role: {} for role in ROLES}
     for role, tok in tokens.items():
         trips = track_trips(broker, names, tok)
@@ -161,7 +169,7 @@ def test_access_matrix_matches_the_readme(broker):
     for w in ws.values():  # the subscription is in place (snapshot or refusal) before the fix
         w.wait(lambda m: m.get("sub") == "s" or m.get("type") == "error", "subscribe answer")
     wait_for(lambda: all(s.resp.status in (200, 401, 403) for s in sse.values()), 10, "SSE")
-    operator = AuthClient(broker.addr, unique("op"), V5, "x", tokens["operator"])
+    operator = AuthClient(broker.addr, unique("op"), V5, "x", operator)
     assert reason_value(operator.connect()[1]) == 0
     ts = driver.fix("T2")
     marker = unique("note").encode()
