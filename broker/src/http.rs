@@ -232,11 +232,19 @@ impl Access for IdentityAccess {
             .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
     }
 
-    /// Operators ping any vehicle; riders ping the vehicles they may follow.
+    /// Operators ping any vehicle; riders ping the vehicles they may follow: those of their
+    /// token, and those running one of their routes or trips now.
     fn may_ping(&self, vehicle: &str) -> bool {
-        match self.0.role {
+        let id = &self.0;
+        match id.role {
             Some(Role::Operator) => true,
-            Some(Role::Rider) => self.0.vehicles.iter().any(|v| v == vehicle),
+            Some(Role::Rider) => {
+                id.vehicles.iter().any(|v| v == vehicle)
+                    || self
+                        .1
+                        .trips()
+                        .is_some_and(|b| b.runs_any(vehicle, &id.routes, &id.trips))
+            }
             _ => false,
         }
     }
