@@ -21,6 +21,23 @@ impl Caller {
     pub fn filter(&self) -> Option<Arc<dyn Access>> {
         (!self.0.reads_everything()).then(|| self.0.clone())
     }
+
+    /// Resolves when the caller's token expires (never without an expiry): the end of its
+    /// WebSocket and SSE streams.
+    pub fn expiry(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let deadline = self.0.expires_at().map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]

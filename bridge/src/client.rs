@@ -28,6 +28,8 @@ pub enum CloseReason {
     Slow,
     /// The server is shutting down (WebSocket 1001).
     Shutdown,
+    /// The client's token expired (WebSocket 1008, policy violation).
+    Expired,
 }
 
 /// What a client's queue limits are.

@@ -230,11 +230,9 @@ pub async fn vehicle_history(
         let text = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
         rows.into_iter()
             .filter(|r| {
-                caller.0.may_read_vehicle(
-                    &id,
-                    text(r, "route").as_deref(),
-                    text(r, "trip").as_deref(),
-                )
+                caller
+                    .0
+                    .may_read_fix(&id, text(r, "route").as_deref(), text(r, "trip").as_deref())
             })
             .collect()
     };
@@ -303,7 +301,7 @@ pub async fn events(
                 let (route, trip) = event_route_trip(&st.hub, &e);
                 caller
                     .0
-                    .may_read_vehicle(&e.vehicle, route.as_deref(), trip.as_deref())
+                    .may_read_fix(&e.vehicle, route.as_deref(), trip.as_deref())
             })
         });
     }

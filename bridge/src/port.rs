@@ -55,6 +55,17 @@ pub trait Access: Send + Sync + 'static {
     fn reads_everything(&self) -> bool {
         false
     }
+    /// Whether the client may read one stored fix of `vehicle` (`/track`) made while the vehicle
+    /// ran `route` and `trip`: a rider of a trip reads that trip's fixes only, and only until
+    /// the trip ended `--trip-ttl` ago. Defaults to [`Access::may_read_vehicle`].
+    fn may_read_fix(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool {
+        self.may_read_vehicle(vehicle, route, trip)
+    }
+    /// When the client's rights end (its token's `exp`): WebSocket streams close with 1008 and
+    /// SSE streams end then. `None`: never.
+    fn expires_at(&self) -> Option<std::time::SystemTime> {
+        None
+    }
     /// Whether the client may post `vehicle`'s location (`POST /api/v1/vehicles/{id}/location`):
     /// the rights of an MQTT publish to `fleet/{vehicle}/location` (a driver only for its own
     /// vehicle, operators for any). Nobody by default.

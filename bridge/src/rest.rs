@@ -187,13 +187,12 @@ pub async fn track(
     q: Result<Query<TrackQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
     let latest = st.hub.latest(&id);
-    let allowed = match &latest {
+    // A rider may read the track of a vehicle it no longer sees live (its trip ended less than
+    // `--trip-ttl` ago): then the per-fix check below decides.
+    let live = match &latest {
         Some(s) => may_read(&caller, s),
         None => caller.0.may_read_vehicle(&id, None, None),
     };
-    if !allowed {
-        return Err(AppError::NotFound(format!("no vehicle {id:?}")));
-    }
     let q = query(q)?;
     let from = parse_ms("from", q.from, 0)?;
     let to = parse_ms("to", q.to, i64::MAX)?;
@@ -201,12 +200,9 @@ pub async fn track(
         return Err(AppError::BadRequest("from must not be after to".into()));
     }
     let max = st.config.max_list;
-    let fixes: Vec<Value> = match st.port.track(&id, from, to).await {
-        Some(Ok(mut v)) => {
-            if v.len() > max {
-                v.drain(..v.len() - max);
-            }
-            if v.is_empty() && latest.is_none() {
+    let mut fixes: Vec<Value> = match st.port.track(&id, from, to).await {
+        Some(Ok(v)) => {
+            if v.is_empty() && latest.is_none() && live {
                 return Err(AppError::NotFound(format!("no track for vehicle {id:?}")));
             }
             v
@@ -215,7 +211,7 @@ pub async fn track(
         None => {
             let points = st
                 .hub
-                .track(&id, from, to, max)
+                .track(&id, from, to, usize::MAX)
                 .ok_or_else(|| AppError::NotFound(format!("no vehicle {id:?}")))?;
             points
                 .iter()
@@ -223,6 +219,23 @@ pub async fn track(
                 .collect()
         }
     };
+    if !caller.0.reads_everything() {
+        // SPEC §9: a rider of a trip reads that trip's fixes only, never an earlier trip's.
+        let field = |f: &Value, k: &str| f.get(k).and_then(Value::as_str).map(str::to_owned);
+        fixes.retain(|f| {
+            caller.0.may_read_fix(
+                &id,
+                field(f, "route").as_deref(),
+                field(f, "trip").as_deref(),
+            )
+        });
+        if fixes.is_empty() && !live {
+            return Err(AppError::NotFound(format!("no vehicle {id:?}")));
+        }
+    }
+    if fixes.len() > max {
+        fixes.drain(..fixes.len() - max);
+    }
     let body = json!({"vehicle": id, "count": fixes.len(), "fixes": fixes});
     Ok(json_text(StatusCode::OK, body.to_string()))
 }

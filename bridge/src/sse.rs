@@ -1,6 +1,6 @@
 //! `GET /api/v1/stream?vehicle=&route=&trip=&bbox=&events=&max_hz=`: the WebSocket messages as
 //! Server-Sent Events (event name = message `type`), for one subscription made from the query
-//! (no criterion: every vehicle). A pump task feeds a small bounded channel that the response body
+//! (no criterion: every vehicle); it ends when the caller's token expires. A pump task feeds a small bounded channel that the response body
 //! drains; a client that stops reading is dropped after the slow-client limit.
 
 use std::convert::Infallible;
@@ -88,6 +88,7 @@ pub async fn handler(
     };
     let hub = st.hub.clone();
     let mut session = hub.connect(caller.filter());
+    let expiry = caller.expiry();
     session
         .subscribe("stream", spec)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
@@ -103,6 +104,8 @@ pub async fn handler(
             _ = pump(&client, &mut out, slow, hub.metrics()) => {}
             () = closed.closed() => {}
             () = ShutdownSignal::wait(signal) => client.close(CloseReason::Shutdown),
+            // The token expired: dropping the sender ends the response body.
+            () = expiry => {}
         }
         drop(session);
     });

@@ -1,5 +1,5 @@
 //! The compact in-memory track kept per vehicle for `/track` when the broker has no durable store:
-//! one [`TrackPoint`] per processed state (about 64 bytes instead of a whole state), at most
+//! one [`TrackPoint`] per processed state (about 64 bytes plus its route and trip ids instead of a whole state), at most
 //! `track_capacity` per vehicle and at most `track_budget` over all vehicles.
 
 use std::collections::VecDeque;
@@ -34,6 +34,12 @@ pub struct TrackPoint {
     /// Distance along the route, metres.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress_m: Option<f32>,
+    /// The route the vehicle ran (riders of a route read only its fixes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<Box<str>>,
+    /// The trip the vehicle ran (riders of a trip read only its fixes, SPEC §9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trip: Option<Box<str>>,
 }
 
 impl From<&VehicleState> for TrackPoint {
@@ -50,6 +56,8 @@ impl From<&VehicleState> for TrackPoint {
             on_route: s.on_route,
             off_route_m: f(s.off_route_m),
             progress_m: f(s.progress_m),
+            route: s.route.as_deref().map(Box::from),
+            trip: s.trip.as_deref().map(Box::from),
         }
     }
 }
@@ -115,6 +123,8 @@ mod tests {
             on_route: None,
             off_route_m: None,
             progress_m: None,
+            route: None,
+            trip: Some("T1".into()),
         }
     }
 
@@ -158,7 +168,7 @@ mod tests {
         let json = serde_json::to_string(&point(1)).expect("json");
         assert_eq!(
             json,
-            r#"{"ts":1,"lat":1.0,"lon":2.0,"speed":8.25,"status":"moving"}"#
+            r#"{"ts":1,"lat":1.0,"lon":2.0,"speed":8.25,"status":"moving","trip":"T1"}"#
         );
     }
 }

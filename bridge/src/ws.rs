@@ -28,6 +28,8 @@ use crate::session::Session;
 pub const CLOSE_SLOW: u16 = 1013;
 /// Close code on server shutdown ("going away").
 pub const CLOSE_SHUTDOWN: u16 = 1001;
+/// Close code when the client's token expires ("policy violation", SPEC §9).
+pub const CLOSE_EXPIRED: u16 = 1008;
 
 /// Upgrades the request and runs the client.
 pub async fn handler(
@@ -38,6 +40,7 @@ pub async fn handler(
 ) -> Response {
     let max = st.config.ws_max_message;
     let session = st.hub.connect(caller.filter());
+    let expiry = caller.expiry();
     let hub = st.hub.clone();
     let keepalive = (st.config.ws_ping_interval, st.config.ws_idle_timeout);
     ws.max_message_size(max)
@@ -49,6 +52,7 @@ pub async fn handler(
                 socket,
                 keepalive,
                 signal.map(|Extension(s)| s),
+                expiry,
             )
         })
 }
@@ -78,6 +82,7 @@ async fn run(
     socket: WebSocket,
     keepalive: (Duration, Duration),
     signal: Option<ShutdownSignal>,
+    expiry: impl std::future::Future<Output = ()>,
 ) {
     let _gauge = Gauge::hold(&hub.metrics().ws_clients);
     let slow = hub.config().slow_client_timeout;
@@ -131,6 +136,7 @@ async fn run(
         () = pinger => Ending::Gone,
         e = pump(&client, &mut outlet, slow, hub.metrics()) => e,
         () = ShutdownSignal::wait(signal) => Ending::Closed(CloseReason::Shutdown),
+        () = expiry => Ending::Closed(CloseReason::Expired),
     };
     let frame = match ending {
         Ending::Closed(CloseReason::Slow) => Some(CloseFrame {
@@ -140,6 +146,10 @@ async fn run(
         Ending::Closed(CloseReason::Shutdown) => Some(CloseFrame {
             code: CLOSE_SHUTDOWN,
             reason: "server shutting down".into(),
+        }),
+        Ending::Closed(CloseReason::Expired) => Some(CloseFrame {
+            code: CLOSE_EXPIRED,
+            reason: "token expired".into(),
         }),
         Ending::Gone => None,
     };

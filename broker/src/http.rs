@@ -290,11 +290,43 @@ impl Access for IdentityAccess {
         self.0.may_read_vehicle(vehicle, route, trip)
     }
 
-    /// Operators ping any vehicle; riders ping the vehicles they may follow.
+    /// A rider's trip claim reads a fix of that trip while it runs and `--trip-ttl` after it
+    /// ended; its vehicle and route claims read by vehicle and route as live.
+    fn may_read_fix(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool {
+        let id = &self.0;
+        if id.role != Some(Role::Rider) {
+            return id.may_read_vehicle(vehicle, route, trip);
+        }
+        let listed = |l: &[String], x: Option<&str>| x.is_some_and(|x| l.iter().any(|i| i == x));
+        listed(&id.vehicles, Some(vehicle))
+            || listed(&id.routes, route)
+            || (listed(&id.trips, trip)
+                && trip.is_some_and(|t| {
+                    self.1
+                        .trips()
+                        .is_some_and(|b| b.readable(t, std::time::Instant::now()))
+                }))
+    }
+
+    fn expires_at(&self) -> Option<std::time::SystemTime> {
+        self.0
+            .expires_at
+            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+    }
+
+    /// Operators ping any vehicle; riders ping the vehicles they may follow: those of their
+    /// token, and those running one of their routes or trips now.
     fn may_ping(&self, vehicle: &str) -> bool {
-        match self.0.role {
+        let id = &self.0;
+        match id.role {
             Some(Role::Operator) => true,
-            Some(Role::Rider) => self.0.vehicles.iter().any(|v| v == vehicle),
+            Some(Role::Rider) => {
+                id.vehicles.iter().any(|v| v == vehicle)
+                    || self
+                        .1
+                        .trips()
+                        .is_some_and(|b| b.runs_any(vehicle, &id.routes, &id.trips))
+            }
             _ => false,
         }
     }

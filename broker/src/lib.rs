@@ -47,6 +47,7 @@ pub mod routes;
 pub mod server;
 mod tls;
 mod topic;
+pub mod trips;
 
 pub use config::Config;
 pub use error::Error;

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::osmand::{self, Devices, Osmand};
 use crate::router::RouterMsg;
 use crate::router::{Router, RouterConfig};
+use crate::trips::{TripBook, TripSink};
 use crate::{Config, Error, https, listener, routes, tls};
 use fleetmq_bridge::{BridgeConfig, Hub, HubConfig};
 use geo_engine::Network;
@@ -244,21 +245,26 @@ impl Broker {
             ..Limits::default()
         };
         let hub = Hub::new(HubConfig::default());
-        let ingest =
-            Arc::new(
-                Ingest::new(
-                    self.network.clone(),
-                    self.config.pipeline(),
-                    std::iter::once(
-                        Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>
-                    )
-                    .chain(self.persist.as_ref().map(|p| p.store().sink()))
-                    .chain(self.history.as_ref().map(|h| h.sink()))
-                    .collect(),
-                    self.metrics.clone(),
-                )
-                .with_clock_start(self.config.clock_start),
-            );
+        // The trip book learns each state first, so that everything routed after it (MQTT,
+        // the hub) is judged by the vehicle's current trip.
+        let trips = Arc::new(TripBook::new(self.config.trip_ttl));
+        let acl = Arc::new((*self.acl).clone().with_trips(trips.clone()));
+        let ingest = Arc::new(
+            Ingest::new(
+                self.network.clone(),
+                self.config.pipeline(),
+                [
+                    Arc::new(TripSink(trips)) as Arc<dyn crate::ingest::StateSink>,
+                    Arc::new(HubSink(hub.clone())),
+                ]
+                .into_iter()
+                .chain(self.persist.as_ref().map(|p| p.store().sink()))
+                .chain(self.history.as_ref().map(|h| h.sink()))
+                .collect(),
+                self.metrics.clone(),
+            )
+            .with_clock_start(self.config.clock_start),
+        );
         let ctx = Arc::new(
             Context::new(
                 router_tx.clone(),
@@ -267,7 +273,7 @@ impl Broker {
                 limits,
                 token.clone(),
                 self.auth,
-                self.acl,
+                acl,
                 ingest.clone(),
             )
             .with_guard(Guard::new(

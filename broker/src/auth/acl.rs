@@ -31,6 +31,9 @@
 //!   the client's. `%c`/`%u` are substituted before matching; a rule with `%u` does not apply to a
 //!   client without a user name, nor one with `%c` to an HTTP identity (empty client id).
 //! - A deny wins over every grant.
+//! - A rider's `routes` and `trips` claims (with [`Acl::with_trips`]) make `vehicles/{v}` and
+//!   `events/{v}/...` readable while vehicle `v` runs one of them; that part of the decision is
+//!   taken per message, never cached.
 //! - Without authentication an ACL file that grants anything is an allow-list, as in Mosquitto:
 //!   what no rule grants is refused. A file of deny rules only is a block-list.
 //! - Fail closed on odd ids: a substituted `%c`/`%u` that contains `/`, `+`, `#` makes a grant
@@ -40,14 +43,16 @@
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::error::{AuthConfigError, read_file};
 use super::permissions::{plain_level, role_may_publish, role_read_grants};
-use super::rights::{Grant, ReadRights};
+use super::rights::{Grant, ReadRights, TripScope};
 use super::{Identity, Role};
 use crate::topic::{is_reserved, matches, parse_filter, parse_topic, strip_share};
+use crate::trips::TripBook;
 
 /// The parsed `--acl` rules; [`Acl::empty`] when no file is given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,7 +61,22 @@ pub struct Acl {
     rules: Vec<Rule>,
     /// Whether any rule grants access (makes the file an allow-list for an open broker).
     has_grants: bool,
+    /// The vehicles' current trips, for riders' `routes`/`trips` claims; without it those
+    /// claims grant nothing over MQTT.
+    trips: Option<BookRef>,
 }
+
+/// The shared [`TripBook`]; two ACLs are equal when they share the same one.
+#[derive(Debug, Clone)]
+struct BookRef(Arc<TripBook>);
+
+impl PartialEq for BookRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for BookRef {}
 
 /// One `[[rule]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +151,18 @@ impl Acl {
         Acl::default()
     }
 
+    /// Lets riders' `routes` and `trips` claims grant the state and events of the vehicles
+    /// running them, as `book` tells.
+    pub fn with_trips(mut self, book: Arc<TripBook>) -> Acl {
+        self.trips = Some(BookRef(book));
+        self
+    }
+
+    /// The trip book given to [`Acl::with_trips`].
+    pub fn trips(&self) -> Option<&Arc<TripBook>> {
+        self.trips.as_ref().map(|b| &b.0)
+    }
+
     /// Reads and parses an ACL file.
     ///
     /// # Errors
@@ -177,7 +209,11 @@ impl Acl {
             });
         }
         let has_grants = rules.iter().any(|r| r.access != Access::Deny);
-        Ok(Acl { rules, has_grants })
+        Ok(Acl {
+            rules,
+            has_grants,
+            trips: None,
+        })
     }
 
     /// Number of rules.
@@ -258,7 +294,17 @@ impl Acl {
                 _ => {}
             }
         }
-        ReadRights::new(grants, denies, deny_all)
+        let rights = ReadRights::new(grants, denies, deny_all);
+        match (&self.trips, id.role) {
+            (Some(book), Some(Role::Rider)) if !id.routes.is_empty() || !id.trips.is_empty() => {
+                rights.with_scope(TripScope {
+                    routes: id.routes.clone(),
+                    trips: id.trips.clone(),
+                    book: book.0.clone(),
+                })
+            }
+            _ => rights,
+        }
     }
 
     /// The rules applying to `id`, each with its substituted filter.

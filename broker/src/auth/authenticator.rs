@@ -109,6 +109,7 @@ impl Authenticator {
             vehicles: claims.vehicles,
             routes: claims.routes,
             trips: claims.trips,
+            expires_at: Some(claims.exp),
             open_broker: false,
         })
     }

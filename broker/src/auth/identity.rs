@@ -21,10 +21,12 @@ pub struct Identity {
     pub vehicle: Option<String>,
     /// A rider's vehicles (JWT `vehicles` claim).
     pub vehicles: Vec<String>,
-    /// A rider's routes (JWT `routes` claim); used by the WebSocket bridge, not over MQTT.
+    /// A rider's routes (JWT `routes` claim): the vehicles running them, while they do.
     pub routes: Vec<String>,
-    /// A rider's trips (JWT `trips` claim); used by the WebSocket bridge, not over MQTT.
+    /// A rider's trips (JWT `trips` claim): the vehicles running them, while they do.
     pub trips: Vec<String>,
+    /// The token's `exp` (Unix seconds): live connections end then. `None` without a token.
+    pub expires_at: Option<u64>,
     /// True when the broker runs with no authentication configured: the role table does not
     /// apply and only `--acl` rules restrict this client. False for every client once a users
     /// file or JWT key is configured, so an anonymous client then has no access beyond ACL grants.

@@ -12,8 +12,9 @@
 //!
 //! A driver's own id and a rider's vehicle ids are inserted as literal levels, never parsed as
 //! filters, and an id that is not a single plain level (empty, or containing `/`, `+`, `#`) is
-//! ignored, so an id like `+` cannot widen a permission. Over MQTT a rider gets only its explicit
-//! vehicles: the `routes` and `trips` claims are honoured by the WebSocket bridge.
+//! ignored, so an id like `+` cannot widen a permission. A rider's `routes` and `trips` claims
+//! are not in this static table: they grant a vehicle only while it runs one of them (the
+//! `TripScope` of `rights`, fed by `crate::trips`).
 
 use super::rights::Grant;
 use super::{Identity, Role};

@@ -374,3 +374,34 @@ fn acl_load_names_the_file() {
     let err = Acl::load(&missing).unwrap_err().to_string();
     assert!(err.contains("fleetmq-auth-no-such-file.toml"), "{err}");
 }
+
+#[test]
+fn rider_trip_scope_follows_the_vehicles_current_trip() {
+    use crate::trips::TripBook;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let book = Arc::new(TripBook::new(Duration::from_secs(60)));
+    let acl = Acl::parse("[[rule]]\ntopic = \"events/+/secret\"\naccess = \"deny\"\n")
+        .expect("acl")
+        .with_trips(book.clone());
+    let mut rider = Identity::with_role("r", Some("r"), Role::Rider);
+    rider.trips = vec!["T1".into()];
+    // Granted before the trip runs: some vehicle may come to run it.
+    assert!(acl.can_subscribe(&rider, "vehicles/+"));
+    assert!(acl.can_subscribe(&rider, "events/bus-1/#"));
+    assert!(!acl.can_subscribe(&rider, "fleet/#"));
+    let rights = acl.reader(&rider).expect("restricted");
+    assert!(!rights.may_read("vehicles/bus-1"), "not running yet");
+    book.observe("bus-1", None, Some("T1"), Instant::now());
+    assert!(rights.may_read("vehicles/bus-1") && rights.may_read("events/bus-1/stop_arrival"));
+    assert!(!rights.may_read("events/bus-1/secret"), "a deny still wins");
+    assert!(!rights.may_read("vehicles/bus-2") && !rights.may_read("fleet/bus-1/location"));
+    book.observe("bus-1", None, Some("T2"), Instant::now());
+    assert!(!rights.may_read("vehicles/bus-1"), "the trip ended");
+    // A reader never caches a scoped decision.
+    let mut reader = crate::router::reader::Reader::new(rights);
+    assert!(!reader.may_read(&"vehicles/bus-1".into()));
+    book.observe("bus-1", None, Some("T1"), Instant::now());
+    assert!(reader.may_read(&"vehicles/bus-1".into()));
+}

@@ -191,6 +191,12 @@ pub struct Config {
     #[serde(with = "path")]
     pub acl: Option<PathBuf>,
 
+    /// How long a finished trip's data stays readable to its riders, e.g. 30m
+    #[arg(long, env = "FLEETMQ_TRIP_TTL", value_name = "DURATION", default_value = "30m",
+          value_parser = duration::parse, help_heading = "Security")]
+    #[serde(with = "duration")]
+    pub trip_ttl: Duration,
+
     /// Longest keep-alive a client may ask for, seconds
     // A v5 client asking for more gets Server Keep Alive.
     #[arg(long, env = "FLEETMQ_MAX_KEEPALIVE", value_name = "S", default_value = "65535",

@@ -93,6 +93,16 @@ struct Ending {
     farewell: Option<(u8, &'static str)>,
 }
 
+/// The instant a token expiring at Unix second `exp` ends the connection (at once when it is
+/// already past: the 30 s leeway of the check at CONNECT is for clock skew, not extra time).
+fn token_deadline(exp: Option<u64>) -> Option<Instant> {
+    let exp = std::time::UNIX_EPOCH + Duration::from_secs(exp?);
+    let left = exp
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(Instant::now() + left)
+}
+
 /// CONNECT to CONNACK; `None` when the connection ended there (refused, malformed, gone).
 async fn open<S>(
     ctx: Arc<Context>,
@@ -153,6 +163,7 @@ where
     let session = accepted.session;
     let keep_alive = Duration::from_millis(u64::from(accepted.keep_alive) * 1500);
     let mut socket = Socket::new(stream, rb, keep_alive);
+    socket.set_token_deadline(token_deadline(accepted.identity.expires_at));
     let _ = encode(
         &Packet::ConnAck(accepted.connack),
         protocol,
@@ -251,6 +262,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                         ending.farewell = Some((e.reason_code(), decode_message(&e)));
                         return ending;
                     }
+                    Err(End::TokenExpired) => {
+                        tracing::debug!(%peer, "token expired");
+                        ending.farewell = Some((reason::MAXIMUM_CONNECT_TIME, "the token expired"));
+                        return ending;
+                    }
                     Err(End::KeepAlive) => {
                         tracing::debug!(%peer, "keep-alive timeout");
                         ending.farewell = Some((reason::KEEP_ALIVE_TIMEOUT, "keep-alive timeout"));
@@ -266,6 +282,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
             self.inbound.replies_into(&mut self.socket.out);
             match flow {
                 Flow::Continue => {}
+                Flow::Reauthenticated { expires_at } => {
+                    self.socket.set_token_deadline(token_deadline(expires_at));
+                }
                 Flow::Disconnected { will, expiry } => {
                     ending.publish_will = will;
                     ending.expiry_update = expiry;

@@ -37,6 +37,8 @@ pub const QUIET_CHUNK: usize = 128;
 pub enum End {
     Decode(DecodeError),
     KeepAlive,
+    /// The client's token expired (SPEC §9: v5 DISCONNECT 0xA0, 3.1.1 close).
+    TokenExpired,
     /// The client closed, or the link was told to close.
     Closed,
     /// A DISCONNECT from the link was written.
@@ -98,6 +100,8 @@ pub struct Socket<S> {
     needs_flush: bool,
     /// A DISCONNECT from the link is in `out`: close once it is written.
     closing: bool,
+    /// When the client's token expires; `None` without one.
+    token_deadline: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
@@ -111,7 +115,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             stalled_since: None,
             needs_flush: false,
             closing: false,
+            token_deadline: None,
         }
+    }
+
+    /// Ends the connection with [`End::TokenExpired`] at `at` (moved by re-authentication).
+    pub fn set_token_deadline(&mut self, at: Option<Instant>) {
+        self.token_deadline = at;
     }
 
     /// Writes, takes from the link and reads until a whole packet is buffered (take it with
@@ -271,8 +281,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         Poll::Ready(Ok((n, n == READ_CHUNK)))
     }
 
-    /// Ends the connection when the client has been silent past its keep-alive or has not
-    /// read for `WRITE_TIMEOUT`; otherwise arms the timer for the nearer of the two.
+    /// Ends the connection when the client has been silent past its keep-alive, has not
+    /// read for `WRITE_TIMEOUT` or its token expired; otherwise arms the timer for the nearest.
     fn poll_deadlines(
         &mut self,
         cx: &mut TaskContext<'_>,
@@ -280,10 +290,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     ) -> Poll<Result<(), End>> {
         let keep_alive = (!self.keep_alive.is_zero()).then(|| self.last_read + self.keep_alive);
         let write = self.stalled_since.map(|t| t + WRITE_TIMEOUT);
-        let next = match (keep_alive, write) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => return Poll::Pending,
+        let Some(next) = [keep_alive, write, self.token_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            return Poll::Pending;
         };
         // The timer is moved later only once it fires, not on every packet: reading the
         // client's traffic must not cost a timer-wheel update each time.
@@ -301,6 +313,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         }
         if write.is_some_and(|w| w <= next) {
             Poll::Ready(Err(End::WriteStalled))
+        } else if self.token_deadline.is_some_and(|t| t <= next) {
+            Poll::Ready(Err(End::TokenExpired))
         } else {
             Poll::Ready(Err(End::KeepAlive))
         }

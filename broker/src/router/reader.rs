@@ -15,7 +15,9 @@ pub const CACHE_MAX: usize = 4096;
 
 /// A restricted session's rights and its decisions so far. The rights are fixed for the
 /// connection (the ACL and the identity do not change while it lasts), so a cached decision
-/// never goes stale; a reconnect brings new rights and an empty cache.
+/// never goes stale; a reconnect brings new rights and an empty cache. A rider's trip scope is
+/// the exception: it depends on which trip each vehicle runs now, so it is not cached (one read
+/// lock and one hash lookup per message).
 #[derive(Debug)]
 pub struct Reader {
     rights: ReadRights,
@@ -32,6 +34,10 @@ impl Reader {
 
     /// Whether the session may receive a message on `topic`.
     pub fn may_read(&mut self, topic: &ByteString) -> bool {
+        if self.rights.is_dynamic() {
+            // A rider's trip scope changes with the vehicles' trips: never cached.
+            return self.rights.may_read(topic);
+        }
         if let Some(&ok) = self.cache.get(topic) {
             return ok;
         }

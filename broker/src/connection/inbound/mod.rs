@@ -1,5 +1,6 @@
 //! Handling what a connected client sends: PUBLISH (topic aliases, flow control, QoS
-//! acknowledgements), the QoS 2 handshakes, SUBSCRIBE/UNSUBSCRIBE, PINGREQ and DISCONNECT.
+//! acknowledgements), the QoS 2 handshakes, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT and
+//! AUTH (re-authentication with a fresh JWT, `reauth`).
 //!
 //! Acknowledgements carry a reason string or user properties only when the client did not set
 //! Request Problem Information to 0 and the packet still fits its Maximum Packet Size
@@ -25,6 +26,7 @@ use crate::router::{RouterMsg, SubRequest};
 use crate::topic;
 
 mod publish;
+mod reauth;
 
 /// What the reader does after a packet.
 pub enum Flow {
@@ -33,6 +35,10 @@ pub enum Flow {
     Disconnected {
         will: bool,
         expiry: Option<u32>,
+    },
+    /// The client re-authenticated (AUTH 0x19): its token now expires at this Unix second.
+    Reauthenticated {
+        expires_at: Option<u64>,
     },
     /// Close with this v5 reason code.
     Violation {
@@ -308,10 +314,7 @@ impl Inbound {
                     expiry,
                 }
             }
-            Packet::Auth(_) => violation(
-                reason::BAD_AUTHENTICATION_METHOD,
-                "enhanced authentication is not supported",
-            ),
+            Packet::Auth(a) => self.reauthenticate(a),
             Packet::Connect(_) => violation(reason::PROTOCOL_ERROR, "second CONNECT"),
             _ => violation(reason::PROTOCOL_ERROR, "packet type not sent by clients"),
         }
