@@ -56,6 +56,8 @@ pub struct Context {
     /// The Redis store when `--redis` is set (SOS persistence, `/track`, readiness); set once,
     /// before any connection is accepted.
     pub persist: std::sync::OnceLock<Arc<crate::persist::Store>>,
+    /// The local SOS log in `--data-dir`; set once by the server, before any connection.
+    pub sos_log: std::sync::OnceLock<Arc<crate::sos_log::SosLog>>,
     /// Connect rate, publish rate and failed-login back-off (`limits`).
     pub guard: Guard,
     next_conn: AtomicU64,
@@ -85,6 +87,7 @@ impl Context {
             acl,
             ingest,
             persist: std::sync::OnceLock::new(),
+            sos_log: std::sync::OnceLock::new(),
             guard: Guard::new(0, 0),
             next_conn: AtomicU64::new(1),
         }

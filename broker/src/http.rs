@@ -116,6 +116,9 @@ impl BrokerPort for BridgePort {
 
     fn write_metrics(&self, out: &mut String) {
         self.ctx.metrics.render(out);
+        if let Some(log) = self.ctx.sos_log.get() {
+            log.render_metrics(out);
+        }
         if let Some(store) = self.ctx.persist.get() {
             store.render_metrics(out);
         }

@@ -41,6 +41,7 @@ pub mod persist;
 mod router;
 pub mod routes;
 pub mod server;
+mod sos_log;
 mod tls;
 mod topic;
 

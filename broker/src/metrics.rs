@@ -290,3 +290,11 @@ impl Metrics {
         }
     }
 }
+
+/// Appends one Prometheus sample with its `# HELP` and `# TYPE` lines (`kind`: counter, gauge).
+pub fn write_metric(out: &mut String, kind: &str, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}

@@ -257,9 +257,12 @@ impl Broker {
         let router_task = tokio::spawn(router.run(token.clone().cancelled_owned()));
         // Restored state goes into ingest, the hub and the retained tree before any listener
         // accepts.
+        let sos_log = Arc::new(crate::sos_log::SosLog::new(&self.config.data_dir));
+        let _ = ctx.sos_log.set(sos_log.clone());
         let store = match self.persist {
             Some(p) => {
                 let _ = ctx.persist.set(p.store().clone());
+                replay_sos_log(&sos_log, p.store());
                 Some(p.replay(&ingest, &router_tx).await)
             }
             None => None,
@@ -394,5 +397,21 @@ async fn sweep(
                 return;
             }
         }
+    }
+}
+
+/// Queues the local SOS log for Redis: whatever Redis has not stored yet (absent or down when
+/// the SOS came) gets there; what it has is skipped by id.
+fn replay_sos_log(log: &crate::sos_log::SosLog, store: &crate::persist::Store) {
+    match log.read() {
+        Ok(records) if records.is_empty() => {}
+        Ok(records) => {
+            tracing::info!(
+                count = records.len(),
+                "SOS log: replaying into Redis (each SOS stored once)"
+            );
+            store.replay_sos(records);
+        }
+        Err(e) => tracing::error!(error = %e, "SOS log unreadable: not replayed into Redis"),
     }
 }

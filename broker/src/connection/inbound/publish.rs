@@ -83,7 +83,8 @@ impl Inbound {
     }
 
     /// Persisted before anyone (hub, subscribers) is notified; the PUBACK waits for it too:
-    /// at most 2 s, then the SOS is delivered anyway.
+    /// fsynced to the local SOS log, and while Redis is up acknowledged by Redis (at most 2 s,
+    /// then the SOS is delivered anyway; the log has it).
     async fn publish_sos(
         &mut self,
         vehicle: Box<str>,
@@ -91,8 +92,21 @@ impl Inbound {
         qos: QoS,
         pkid: u16,
     ) -> Flow {
+        let ts = crate::ingest::now_ms();
+        let logged = match self.ctx.sos_log.get() {
+            Some(log) => match log.append(&vehicle, ts, &message.payload).await {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    tracing::error!(vehicle = %vehicle, error = %e, "SOS not written to the local log");
+                    None
+                }
+            },
+            None => None,
+        };
         if let Some(store) = self.ctx.persist.get() {
-            Box::pin(store.sos(&vehicle, &message.payload)).await;
+            let is_logged = logged.is_some();
+            let record = logged.unwrap_or_else(|| crate::sos_log::LoggedSos::unlogged(&vehicle, ts, &message.payload));
+            Box::pin(store.sos(&record, is_logged)).await;
         }
         let event = self.ctx.ingest.sos(&vehicle, &message.payload);
         self.router(RouterMsg::Publish {
