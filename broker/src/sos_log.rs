@@ -200,7 +200,10 @@ fn record(vehicle: &str, ts: i64, payload: &[u8]) -> LoggedSos {
     let id = format!("{ts}-{}-{}", std::process::id(), SEQ.fetch_add(1, Relaxed));
     let (payload, payload_hex) = match std::str::from_utf8(payload) {
         Ok(text) => (Some(text.to_owned()), None),
-        Err(_) => (None, Some(payload.iter().map(|b| format!("{b:02x}")).collect())),
+        Err(_) => (
+            None,
+            Some(payload.iter().map(|b| format!("{b:02x}")).collect()),
+        ),
     };
     LoggedSos {
         id,

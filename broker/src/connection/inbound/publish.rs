@@ -105,7 +105,9 @@ impl Inbound {
         };
         if let Some(store) = self.ctx.persist.get() {
             let is_logged = logged.is_some();
-            let record = logged.unwrap_or_else(|| crate::sos_log::LoggedSos::unlogged(&vehicle, ts, &message.payload));
+            let record = logged.unwrap_or_else(|| {
+                crate::sos_log::LoggedSos::unlogged(&vehicle, ts, &message.payload)
+            });
             Box::pin(store.sos(&record, is_logged)).await;
         }
         let event = self.ctx.ingest.sos(&vehicle, &message.payload);
