@@ -27,6 +27,10 @@ pub struct Limits {
     /// Seconds a 3.1.1 persistent session (clean session 0) outlives its connection
     /// (`--session-expiry-311`); `u32::MAX` never expires.
     pub session_expiry_311: u32,
+    /// `--max-retained` / `--max-retained-bytes`: a retained publish that may cross them asks
+    /// the router first (`RouterMsg::PublishRetained`).
+    pub max_retained: usize,
+    pub max_retained_bytes: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +42,8 @@ impl Default for Limits {
             topic_alias_maximum: 64,
             connect_timeout: Duration::from_secs(10),
             session_expiry_311: 2 * 3600,
+            max_retained: usize::MAX,
+            max_retained_bytes: usize::MAX,
         }
     }
 }
@@ -97,6 +103,18 @@ impl Context {
     pub fn with_guard(mut self, guard: Guard) -> Context {
         self.guard = guard;
         self
+    }
+
+    /// Whether a client's retained `message` may cross the retained limits (by the router's
+    /// last published gauges): then it goes through `RouterMsg::PublishRetained`.
+    pub fn near_retained_limit(&self, message: &crate::message::Message) -> bool {
+        let count = self.metrics.retained.load(Relaxed).max(0) as usize;
+        let bytes = self.metrics.retained_bytes.load(Relaxed).max(0) as usize;
+        let cost = message.topic.len() + message.payload.len();
+        message.retain
+            && !message.payload.is_empty()
+            && (count.saturating_add(1) >= self.limits.max_retained
+                || bytes.saturating_add(cost) >= self.limits.max_retained_bytes)
     }
 
     pub fn next_conn_id(&self) -> u64 {

@@ -217,6 +217,9 @@ impl Broker {
         let router_config = RouterConfig {
             max_queued: self.config.max_queued,
             max_queued_bytes: MAX_QUEUED_BYTES,
+            max_sessions: self.config.max_sessions,
+            max_retained: self.config.max_retained,
+            max_retained_bytes: self.config.max_retained_bytes as usize,
         };
         let (router, router_tx) = Router::new(router_config, self.metrics.clone());
         let limits = Limits {
@@ -227,17 +230,25 @@ impl Broker {
                 0 => u32::MAX,
                 s => u32::try_from(s).unwrap_or(u32::MAX - 1),
             },
+            max_retained: self.config.max_retained,
+            max_retained_bytes: self.config.max_retained_bytes as usize,
             ..Limits::default()
         };
         let hub = Hub::new(HubConfig::default());
-        let ingest = Arc::new(Ingest::new(
-            self.network.clone(),
-            PipelineConfig::default(),
-            std::iter::once(Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>)
-                .chain(self.persist.as_ref().map(|p| p.store().sink()))
-                .collect(),
-            self.metrics.clone(),
-        ));
+        let ingest =
+            Arc::new(
+                Ingest::new(
+                    self.network.clone(),
+                    PipelineConfig::default(),
+                    std::iter::once(
+                        Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>
+                    )
+                    .chain(self.persist.as_ref().map(|p| p.store().sink()))
+                    .collect(),
+                    self.metrics.clone(),
+                )
+                .with_max_vehicles(self.config.max_vehicles),
+            );
         let ctx = Arc::new(
             Context::new(
                 router_tx.clone(),

@@ -13,8 +13,8 @@ use fleetmq_codec::{ByteString, Bytes, Publish, QoS, reason};
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::{Ack, Flow, Handling, Inbound, MAX_VEHICLES_PER_CONNECTION, violation};
-use crate::ingest::Source;
 use crate::ingest::topics::{DriverTopic, driver_topic};
+use crate::ingest::{LocationError, Source};
 use crate::message::{Message, Origin};
 use crate::router::RouterMsg;
 use crate::topic;
@@ -47,6 +47,10 @@ impl Inbound {
             return Handling::Later(Box::pin(self.publish_sos(vehicle, message, qos, pkid)));
         }
         let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
+        if self.ctx.near_retained_limit(&accepted.message) {
+            let (outputs, message) = (accepted.outputs, accepted.message);
+            return Handling::Later(Box::pin(self.publish_retained(outputs, message, qos, pkid)));
+        }
         let mut pending = accepted
             .outputs
             .into_iter()
@@ -119,6 +123,44 @@ impl Inbound {
         let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
         self.router(RouterMsg::Publish { message, qos2_pkid }).await;
         self.acknowledge(qos, pkid);
+        Flow::Continue
+    }
+
+    /// A retained publish that may cross `--max-retained(-bytes)`: the router decides; a new
+    /// topic past the limit gets PUBACK 0x97 (v5) and is neither stored nor delivered.
+    async fn publish_retained(
+        &mut self,
+        outputs: Vec<Arc<Message>>,
+        message: Arc<Message>,
+        qos: QoS,
+        pkid: u16,
+    ) -> Flow {
+        for message in outputs {
+            self.router(RouterMsg::Publish {
+                message,
+                qos2_pkid: None,
+            })
+            .await;
+        }
+        let (reply, admitted) = tokio::sync::oneshot::channel();
+        let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
+        self.router(RouterMsg::PublishRetained {
+            message,
+            qos2_pkid,
+            reply,
+        })
+        .await;
+        if admitted.await.unwrap_or(true) {
+            self.acknowledge(qos, pkid);
+        } else {
+            self.release(pkid);
+            self.refuse_publish(
+                qos,
+                pkid,
+                reason::QUOTA_EXCEEDED,
+                "retained message limit reached (--max-retained, --max-retained-bytes)",
+            );
+        }
         Flow::Continue
     }
 
@@ -219,10 +261,16 @@ impl Inbound {
                         }
                         accepted.outputs = outputs;
                     }
-                    Err(r) => {
+                    Err(LocationError::Invalid(r)) => {
                         self.release(pkid);
                         let text = format!("{}: {}", r.field, r.message);
                         self.refuse_publish(qos, pkid, reason::PAYLOAD_FORMAT_INVALID, &text);
+                        return Err(Flow::Continue);
+                    }
+                    Err(LocationError::VehicleQuota) => {
+                        self.release(pkid);
+                        let text = "vehicle limit reached (--max-vehicles)";
+                        self.refuse_publish(qos, pkid, reason::QUOTA_EXCEEDED, text);
                         return Err(Flow::Continue);
                     }
                 }
