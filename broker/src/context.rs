@@ -105,16 +105,17 @@ impl Context {
         self
     }
 
-    /// Whether a client's retained `message` may cross the retained limits (by the router's
-    /// last published gauges): then it goes through `RouterMsg::PublishRetained`.
+    /// Whether a client's retained `message` may cross the retained limits: then it goes
+    /// through `RouterMsg::PublishRetained` and the router's answer decides its PUBACK. The
+    /// router's gauges lag by what is queued to it (at most about `ROUTER_CAPACITY` messages),
+    /// hence the margins; far from the limits a retained publish takes the fast path.
     pub fn near_retained_limit(&self, message: &crate::message::Message) -> bool {
         let count = self.metrics.retained.load(Relaxed).max(0) as usize;
         let bytes = self.metrics.retained_bytes.load(Relaxed).max(0) as usize;
-        let cost = message.topic.len() + message.payload.len();
         message.retain
             && !message.payload.is_empty()
-            && (count.saturating_add(1) >= self.limits.max_retained
-                || bytes.saturating_add(cost) >= self.limits.max_retained_bytes)
+            && (count.saturating_add(crate::router::ROUTER_CAPACITY) >= self.limits.max_retained
+                || bytes.saturating_mul(2) >= self.limits.max_retained_bytes)
     }
 
     pub fn next_conn_id(&self) -> u64 {
