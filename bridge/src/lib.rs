@@ -70,6 +70,7 @@ mod ops;
 pub mod port;
 mod protocol;
 mod pump;
+mod ratelimit;
 mod rest;
 mod routes;
 mod session;

@@ -30,6 +30,12 @@ pub struct BridgePort {
 }
 
 impl BrokerPort for BridgePort {
+    fn admit_request(&self, client: u64) -> Result<(), std::time::Duration> {
+        self.ctx
+            .guard
+            .admit_request(client, std::time::Instant::now())
+    }
+
     fn authenticate(&self, token: Option<&str>) -> Result<Arc<dyn Access>, AuthError> {
         let auth = &self.ctx.auth;
         if !auth.is_configured() {

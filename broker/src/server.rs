@@ -260,10 +260,10 @@ impl Broker {
                 self.acl,
                 ingest.clone(),
             )
-            .with_guard(Guard::new(
-                self.config.max_connect_rate,
-                self.config.max_publish_rate,
-            )),
+            .with_guard(
+                Guard::new(self.config.max_connect_rate, self.config.max_publish_rate)
+                    .with_request_rate(self.config.max_request_rate),
+            ),
         );
         let router_task = tokio::spawn(router.run(token.clone().cancelled_owned()));
         // Restored state goes into ingest, the hub and the retained tree before any listener

@@ -265,6 +265,14 @@ pub struct Config {
     #[serde(with = "number")]
     pub max_publish_rate: u32,
 
+    /// HTTP requests (REST, SSE and WebSocket opens) per bearer token, else per IP, per
+    /// second; 0 = unlimited
+    // Over it: 429 with Retry-After (bridge/src/ratelimit.rs).
+    #[arg(long, env = "FLEETMQ_MAX_REQUEST_RATE", value_name = "N", default_value = "0",
+          value_parser = number::parse::<u32>, help_heading = "Limits")]
+    #[serde(with = "number")]
+    pub max_request_rate: u32,
+
     /// Log format on stderr: pretty or json; filter with RUST_LOG
     #[arg(long, env = "FLEETMQ_LOG", value_name = "FORMAT", default_value = "pretty",
           value_parser = log_format::parse, help_heading = "Logging")]
