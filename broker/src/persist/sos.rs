@@ -118,11 +118,16 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Appends to the stream unless the id is stored already (one atomic script).
+/// Appends to the stream unless the id is stored already (one atomic script). The ids are a
+/// sorted set by arrival time holding the newest [`keys::SOS_IDS_KEPT`]: far more than the
+/// local log replays ([`crate::sos_log::REPLAY_MAX`]), and bounded.
 const WRITE_ONCE: &str = r"
-if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+if redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1]) == 1 then
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
     'vehicle', ARGV[3], 'ts', ARGV[4], 'payload', ARGV[5], 'id', ARGV[1])
+  if redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[6]) then
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[6]) - 1)
+  end
   return 1
 end
 return 0";
@@ -138,6 +143,7 @@ async fn write(conn: &mut ConnectionManager, r: &SosRecord) -> redis::RedisResul
         .arg(&r.vehicle)
         .arg(r.ts)
         .arg(&r.payload)
+        .arg(keys::SOS_IDS_KEPT)
         .query_async::<i64>(conn)
         .await
         .map(drop)
