@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
-use axum::middleware::map_response;
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -21,7 +21,7 @@ use crate::error::AppError;
 use crate::hub::Hub;
 use crate::port::BrokerPort;
 use crate::routes::Routes;
-use crate::{gtfsrt, history, ingest, map, mqtt_ws, ops, rest, routes, sse, ws};
+use crate::{gtfsrt, history, ingest, map, mqtt_ws, ops, ratelimit, rest, routes, sse, ws};
 
 /// How long [`serve`] waits for open requests after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -155,6 +155,7 @@ pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router 
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(from_fn_with_state(state.clone(), ratelimit::limit))
         .layer(map_response(json_errors))
         .with_state(state)
 }

@@ -46,7 +46,7 @@ struct TokenQuery {
 }
 
 /// The bearer token of a request: the `Authorization` header, else the `token` query parameter.
-fn token(parts: &Parts) -> Result<Option<String>, AppError> {
+pub(crate) fn token(parts: &Parts) -> Result<Option<String>, AppError> {
     if let Some(value) = parts.headers.get(AUTHORIZATION) {
         let bad =
             || AppError::Unauthorized("the Authorization header must be \"Bearer <token>\"".into());

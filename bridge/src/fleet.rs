@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use geo_engine::local::haversine_m;
-use geo_engine::{Point, VehicleState};
+use geo_engine::{Point, VehicleState, VehicleStatus};
 
 use crate::filter::Criteria;
 use crate::grid::{Bbox, Cell, Grid};
@@ -214,9 +214,13 @@ impl Fleet {
         limit: usize,
         access: Option<&dyn Access>,
     ) -> Vec<Arc<Prepared>> {
+        // An area query (near, bbox) finds live vehicles only: an offline one (no fix for
+        // `stale_after`) is no longer where it was last seen.
+        let by_area = near.is_some() || criteria.bbox.is_some();
         let keep = |p: &Arc<Prepared>| {
             let s = &p.state;
-            criteria.matches_state(s)
+            (!by_area || s.status != VehicleStatus::Offline)
+                && criteria.matches_state(s)
                 && access.is_none_or(|a| {
                     a.may_read_vehicle(&s.vehicle, s.route.as_deref(), s.trip.as_deref())
                 })

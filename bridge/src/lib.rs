@@ -76,6 +76,7 @@ mod ops;
 pub mod port;
 mod protocol;
 mod pump;
+mod ratelimit;
 mod recent;
 mod rest;
 mod routes;

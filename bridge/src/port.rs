@@ -247,6 +247,17 @@ pub trait BrokerPort: Send + Sync + 'static {
         Ok(Arc::new(OpenAccess))
     }
 
+    /// Takes one request of `client` (a hash of its bearer token, else of its IP) from its
+    /// rate limit: `Err(retry_after)` to refuse it with 429 and `Retry-After`. Called once per
+    /// REST request and per SSE or WebSocket stream opened. The default admits everything.
+    ///
+    /// # Errors
+    /// The client is over its rate; the next request is taken after the duration.
+    fn admit_request(&self, client: u64) -> Result<(), std::time::Duration> {
+        let _ = client;
+        Ok(())
+    }
+
     /// Feeds a SPEC §4 location payload (one object or a batch array) for `vehicle` into the
     /// same pipeline as an MQTT publish to `fleet/{vehicle}/location` (`POST
     /// /api/v1/vehicles/{id}/location`). The bridge has already checked

@@ -117,6 +117,25 @@ async fn list_near_orders_by_distance_with_limit_and_radius() {
 }
 
 #[tokio::test]
+async fn offline_vehicles_leave_near_and_bbox_results() {
+    let (app, hub, _) = setup();
+    hub.push_state(state("live", -16.92, 145.77, Some("R1"), None, 1));
+    let mut gone = (*state("gone", -16.921, 145.77, Some("R1"), None, 1)).clone();
+    gone.status = geo_engine::VehicleStatus::Offline;
+    hub.push_state(Arc::new(gone));
+    for query in [
+        "/api/v1/vehicles?near=-16.92,145.77",
+        "/api/v1/vehicles?bbox=145.7,-17.0,145.8,-16.8",
+    ] {
+        let (_, v) = get(&app, query).await;
+        assert_eq!(ids(&v), vec!["live"], "{query}");
+    }
+    // Still listed (as offline) without an area, and by id.
+    let (_, v) = get(&app, "/api/v1/vehicles").await;
+    assert_eq!(ids(&v), vec!["gone", "live"]);
+}
+
+#[tokio::test]
 async fn list_filters_by_bbox_and_route() {
     let (app, hub, _) = setup();
     hub.push_state(state("in-1", -16.92, 145.77, Some("R1"), None, 1));

@@ -27,6 +27,10 @@ pub struct Limits {
     /// Seconds a 3.1.1 persistent session (clean session 0) outlives its connection
     /// (`--session-expiry-311`); `u32::MAX` never expires.
     pub session_expiry_311: u32,
+    /// `--max-retained` / `--max-retained-bytes`: a retained publish that may cross them asks
+    /// the router first (`RouterMsg::PublishRetained`).
+    pub max_retained: usize,
+    pub max_retained_bytes: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +42,8 @@ impl Default for Limits {
             topic_alias_maximum: 64,
             connect_timeout: Duration::from_secs(10),
             session_expiry_311: 2 * 3600,
+            max_retained: usize::MAX,
+            max_retained_bytes: usize::MAX,
         }
     }
 }
@@ -59,6 +65,8 @@ pub struct Context {
     /// The history store when `--postgres` is set (QoS 1/2 location acks wait for it, the
     /// history API reads it); set once, before any connection is accepted.
     pub history: std::sync::OnceLock<Arc<crate::history::History>>,
+    /// The local SOS log in `--data-dir`; set once by the server, before any connection.
+    pub sos_log: std::sync::OnceLock<Arc<crate::sos_log::SosLog>>,
     /// Connect rate, publish rate and failed-login back-off (`limits`).
     pub guard: Guard,
     next_conn: AtomicU64,
@@ -89,6 +97,7 @@ impl Context {
             ingest,
             persist: std::sync::OnceLock::new(),
             history: std::sync::OnceLock::new(),
+            sos_log: std::sync::OnceLock::new(),
             guard: Guard::new(0, 0),
             next_conn: AtomicU64::new(1),
         }
@@ -98,6 +107,19 @@ impl Context {
     pub fn with_guard(mut self, guard: Guard) -> Context {
         self.guard = guard;
         self
+    }
+
+    /// Whether a client's retained `message` may cross the retained limits: then it goes
+    /// through `RouterMsg::PublishRetained` and the router's answer decides its PUBACK. The
+    /// router's gauges lag by what is queued to it (at most about `ROUTER_CAPACITY` messages),
+    /// hence the margins; far from the limits a retained publish takes the fast path.
+    pub fn near_retained_limit(&self, message: &crate::message::Message) -> bool {
+        let count = self.metrics.retained.load(Relaxed).max(0) as usize;
+        let bytes = self.metrics.retained_bytes.load(Relaxed).max(0) as usize;
+        message.retain
+            && !message.payload.is_empty()
+            && (count.saturating_add(crate::router::ROUTER_CAPACITY) >= self.limits.max_retained
+                || bytes.saturating_mul(2) >= self.limits.max_retained_bytes)
     }
 
     pub fn next_conn_id(&self) -> u64 {

@@ -33,6 +33,12 @@ pub struct BridgePort {
 }
 
 impl BrokerPort for BridgePort {
+    fn admit_request(&self, client: u64) -> Result<(), std::time::Duration> {
+        self.ctx
+            .guard
+            .admit_request(client, std::time::Instant::now())
+    }
+
     fn authenticate(&self, token: Option<&str>) -> Result<Arc<dyn Access>, AuthError> {
         let auth = &self.ctx.auth;
         if !auth.is_configured() {
@@ -141,6 +147,9 @@ impl BrokerPort for BridgePort {
                 kind.as_str(),
                 feeds.encodes(kind)
             );
+        }
+        if let Some(log) = self.ctx.sos_log.get() {
+            log.render_metrics(out);
         }
         if let Some(store) = self.ctx.persist.get() {
             store.render_metrics(out);

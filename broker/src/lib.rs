@@ -45,6 +45,7 @@ pub mod persist;
 mod router;
 pub mod routes;
 pub mod server;
+mod sos_log;
 mod tls;
 mod topic;
 pub mod trips;

@@ -1,5 +1,6 @@
 //! Abuse limits (SPEC §9): new connections per IP per second, PUBLISH packets per client per
-//! second, and a back-off for IPs that keep failing to log in.
+//! second, HTTP requests (REST, SSE and WebSocket opens) per bearer token or IP per second, and a
+//! back-off for IPs that keep failing to log in.
 //!
 //! Everything here is synchronous and takes the current [`Instant`], so the policies are tested
 //! without clocks. The per-IP maps sit behind a std `Mutex` that is held only for a map lookup,
@@ -122,8 +123,34 @@ pub struct Guard {
     connect_rate: u32,
     /// `--max-publish-rate`: PUBLISH packets per client per second; 0 = unlimited.
     publish_rate: u32,
+    /// `--max-request-rate`: HTTP requests per client per second; 0 = unlimited.
+    request_rate: u32,
     connects: Mutex<HashMap<IpAddr, TokenBucket>>,
+    /// Keyed by the bridge's hash of the client's token or IP.
+    requests: Mutex<HashMap<u64, TokenBucket>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+/// Takes one token of `key`'s bucket in `table` (made full, at `rate`, on first use); the wait
+/// for the next token when there is none.
+fn take<K: Hash + Eq>(
+    table: &Mutex<HashMap<K, TokenBucket>>,
+    key: K,
+    rate: u32,
+    now: Instant,
+) -> Result<(), Duration> {
+    let mut map = table.lock().unwrap_or_else(PoisonError::into_inner);
+    if !map.contains_key(&key) {
+        make_room(&mut map, |b: &TokenBucket| b.is_full(now));
+    }
+    let bucket = map
+        .entry(key)
+        .or_insert_with(|| TokenBucket::new(rate, now));
+    if bucket.take(now) {
+        Ok(())
+    } else {
+        Err(bucket.retry_after())
+    }
 }
 
 impl Guard {
@@ -132,9 +159,29 @@ impl Guard {
         Guard {
             connect_rate,
             publish_rate,
+            request_rate: 0,
             connects: Mutex::new(HashMap::new()),
+            requests: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Limits HTTP requests to `rate` per client per second (0 = unlimited).
+    pub fn with_request_rate(mut self, rate: u32) -> Guard {
+        self.request_rate = rate;
+        self
+    }
+
+    /// Takes one HTTP request of `client` (the bridge's hash of its token or IP): the wait
+    /// for its next request when it is over `--max-request-rate`.
+    ///
+    /// # Errors
+    /// Over the rate: how long until the next request is taken.
+    pub fn admit_request(&self, client: u64, now: Instant) -> Result<(), Duration> {
+        if self.request_rate == 0 {
+            return Ok(());
+        }
+        take(&self.requests, client, self.request_rate, now)
     }
 
     /// Whether `ip` may open another connection now (takes one of its tokens).
@@ -142,13 +189,7 @@ impl Guard {
         if self.connect_rate == 0 {
             return true;
         }
-        let mut map = self.connects.lock().unwrap_or_else(PoisonError::into_inner);
-        if !map.contains_key(&ip) {
-            make_room(&mut map, |b: &TokenBucket| b.is_full(now));
-        }
-        map.entry(ip)
-            .or_insert_with(|| TokenBucket::new(self.connect_rate, now))
-            .take(now)
+        take(&self.connects, ip, self.connect_rate, now).is_ok()
     }
 
     /// `--max-publish-rate`; 0 = unlimited.
@@ -209,6 +250,24 @@ mod tests {
 
     fn ip(n: u32) -> IpAddr {
         IpAddr::V4(std::net::Ipv4Addr::from(n))
+    }
+
+    #[test]
+    fn requests_limited_per_client() {
+        let t0 = Instant::now();
+        let g = Guard::new(0, 0).with_request_rate(2);
+        assert!(g.admit_request(1, t0).is_ok() && g.admit_request(1, t0).is_ok());
+        let wait = g.admit_request(1, t0).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500));
+        assert!(
+            g.admit_request(2, t0).is_ok(),
+            "another client has its own bucket"
+        );
+        assert!(g.admit_request(1, t0 + wait).is_ok());
+        assert!(
+            Guard::new(0, 0).admit_request(1, t0).is_ok(),
+            "0 = unlimited"
+        );
     }
 
     #[test]

@@ -43,6 +43,13 @@ pub struct Metrics {
     pub sessions: AtomicI64,
     pub subscriptions: AtomicI64,
     pub retained: AtomicI64,
+    pub retained_bytes: AtomicI64,
+    /// Vehicles tracked (the ingest's gauge).
+    pub vehicles: AtomicI64,
+    /// Refusals at the state limits (`--max-vehicles`, `--max-sessions`, `--max-retained*`).
+    pub vehicles_refused: AtomicU64,
+    pub sessions_refused: AtomicU64,
+    pub retained_refused: AtomicU64,
     updates_accepted: PerSource,
     updates_duplicate: PerSource,
     updates_jitter: PerSource,
@@ -72,6 +79,11 @@ impl Default for Metrics {
             sessions: AtomicI64::new(0),
             subscriptions: AtomicI64::new(0),
             retained: AtomicI64::new(0),
+            retained_bytes: AtomicI64::new(0),
+            vehicles: AtomicI64::new(0),
+            vehicles_refused: AtomicU64::new(0),
+            sessions_refused: AtomicU64::new(0),
+            retained_refused: AtomicU64::new(0),
             updates_accepted: Default::default(),
             updates_duplicate: Default::default(),
             updates_jitter: Default::default(),
@@ -133,7 +145,7 @@ impl Metrics {
 
     /// Prometheus text exposition of every counter.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 15] = [
             (
                 "fleetmq_connections_total",
                 "MQTT connections accepted",
@@ -194,6 +206,21 @@ impl Metrics {
                 "clients disconnected for exceeding the publish rate",
                 self.publish_rate_exceeded.load(Relaxed),
             ),
+            (
+                "fleetmq_vehicles_refused_total",
+                "location updates of a new vehicle refused at --max-vehicles",
+                self.vehicles_refused.load(Relaxed),
+            ),
+            (
+                "fleetmq_sessions_refused_total",
+                "CONNECTs of a new session refused at --max-sessions (CONNACK 0x97)",
+                self.sessions_refused.load(Relaxed),
+            ),
+            (
+                "fleetmq_retained_refused_total",
+                "retained messages of a new topic refused at --max-retained or --max-retained-bytes",
+                self.retained_refused.load(Relaxed),
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -201,7 +228,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
-        let gauges: [(&str, &str, i64); 4] = [
+        let gauges: [(&str, &str, i64); 6] = [
             (
                 "fleetmq_connections",
                 "MQTT connections open",
@@ -221,6 +248,16 @@ impl Metrics {
                 "fleetmq_retained_messages",
                 "retained messages",
                 self.retained.load(Relaxed),
+            ),
+            (
+                "fleetmq_retained_bytes",
+                "topic and payload bytes of the retained messages",
+                self.retained_bytes.load(Relaxed),
+            ),
+            (
+                "fleetmq_vehicles",
+                "vehicles tracked",
+                self.vehicles.load(Relaxed),
             ),
         ];
         for (name, help, v) in gauges {
@@ -289,4 +326,12 @@ impl Metrics {
             let _ = writeln!(out, "{name}{{source=\"{source}\",reason=\"{reason}\"}} {n}");
         }
     }
+}
+
+/// Appends one Prometheus sample with its `# HELP` and `# TYPE` lines (`kind`: counter, gauge).
+pub fn write_metric(out: &mut String, kind: &str, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }

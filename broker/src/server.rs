@@ -232,6 +232,9 @@ impl Broker {
         let router_config = RouterConfig {
             max_queued: self.config.max_queued,
             max_queued_bytes: MAX_QUEUED_BYTES,
+            max_sessions: self.config.max_sessions,
+            max_retained: self.config.max_retained,
+            max_retained_bytes: self.config.max_retained_bytes as usize,
         };
         let (router, router_tx) = Router::new(router_config, self.metrics.clone());
         let limits = Limits {
@@ -242,6 +245,8 @@ impl Broker {
                 0 => u32::MAX,
                 s => u32::try_from(s).unwrap_or(u32::MAX - 1),
             },
+            max_retained: self.config.max_retained,
+            max_retained_bytes: self.config.max_retained_bytes as usize,
             ..Limits::default()
         };
         let hub = Hub::new(HubConfig::default());
@@ -263,7 +268,8 @@ impl Broker {
                 .collect(),
                 self.metrics.clone(),
             )
-            .with_clock_start(self.config.clock_start),
+            .with_clock_start(self.config.clock_start)
+            .with_max_vehicles(self.config.max_vehicles),
         );
         let ctx = Arc::new(
             Context::new(
@@ -276,10 +282,10 @@ impl Broker {
                 acl,
                 ingest.clone(),
             )
-            .with_guard(Guard::new(
-                self.config.max_connect_rate,
-                self.config.max_publish_rate,
-            )),
+            .with_guard(
+                Guard::new(self.config.max_connect_rate, self.config.max_publish_rate)
+                    .with_request_rate(self.config.max_request_rate),
+            ),
         );
         if let Some(history) = &self.history {
             let _ = ctx.history.set(history.clone());
@@ -288,9 +294,12 @@ impl Broker {
         let router_task = tokio::spawn(router.run(token.clone().cancelled_owned()));
         // Restored state goes into ingest, the hub and the retained tree before any listener
         // accepts.
+        let sos_log = Arc::new(crate::sos_log::SosLog::new(&self.config.data_dir));
+        let _ = ctx.sos_log.set(sos_log.clone());
         let store = match self.persist {
             Some(p) => {
                 let _ = ctx.persist.set(p.store().clone());
+                replay_sos_log(&sos_log, p.store());
                 Some(p.replay(&ingest, &router_tx).await)
             }
             None => None,
@@ -429,5 +438,21 @@ async fn sweep(
                 return;
             }
         }
+    }
+}
+
+/// Queues the local SOS log for Redis: whatever Redis has not stored yet (absent or down when
+/// the SOS came) gets there; what it has is skipped by id.
+fn replay_sos_log(log: &crate::sos_log::SosLog, store: &crate::persist::Store) {
+    match log.read() {
+        Ok(records) if records.is_empty() => {}
+        Ok(records) => {
+            tracing::info!(
+                count = records.len(),
+                "SOS log: replaying into Redis (each SOS stored once)"
+            );
+            store.replay_sos(records);
+        }
+        Err(e) => tracing::error!(error = %e, "SOS log unreadable: not replayed into Redis"),
     }
 }

@@ -5,8 +5,9 @@
   still a duplicate, a far jump still a teleport, the next fix continues the track);
 - Redis stopped during a load: the broker keeps serving, buffers one entry per vehicle, and every
   vehicle's latest state is in Redis within 1 s of Redis coming back;
-- SOS: in `fleetmq:sos` before subscribers get `events/{id}/sos`; with Redis down it is delivered
-  after the 2 s give-up (PUBACK not before) and written once Redis is back.
+- SOS: in `fleetmq:sos` before subscribers get `events/{id}/sos`; with Redis down it is in the
+  local SOS log before it is delivered, and written to Redis once Redis is back (more in
+  `test_sos_log.py`).
 """
 
 import json
@@ -254,11 +255,10 @@ def test_sos_persisted_before_delivery_and_after_outage(fleetmq_factory, redis, 
     assert vehicle in entries and "help-1" in entries
 
     redis.stop()
-    started = time.monotonic()
     code, _ = driver.publish(f"fleet/{vehicle}/sos", b"help-2", 1, timeout=10)
-    waited = time.monotonic() - started
     assert reason_value(code) < 0x80
-    assert waited >= 1.9, f"PUBACK after {waited:.2f} s, before the 2 s give-up"
+    # Persisted before the PUBACK: in the local log (the broker's working directory).
+    assert "help-2" in (tmp_path / "fleetmq-data" / "sos.log").read_text()
     messages = operator.wait_messages(2)
     event = json.loads(messages[1].payload)
     assert messages[1].topic == f"events/{vehicle}/sos" and event["kind"] == "sos"

@@ -166,6 +166,13 @@ pub struct Config {
     #[serde(with = "text")]
     pub map_tiles: String,
 
+    /// Directory for the local SOS log (sos.log), created at the first SOS; relative to the
+    /// working directory
+    #[arg(long, env = "FLEETMQ_DATA_DIR", value_name = "DIR", default_value = "fleetmq-data",
+          value_parser = path::parse, help_heading = "Data")]
+    #[serde(with = "path")]
+    pub data_dir: PathBuf,
+
     /// Users file (TOML, argon2 hashes from `fleetmq passwd`) [default: off]
     #[arg(long, env = "FLEETMQ_USERS", value_name = "FILE", value_parser = path::parse,
           help_heading = "Security")]
@@ -230,6 +237,30 @@ pub struct Config {
     #[serde(with = "number")]
     pub max_queued: usize,
 
+    /// Vehicles tracked at most; a new vehicle id past it is refused (v5 PUBACK 0x97)
+    #[arg(long, env = "FLEETMQ_MAX_VEHICLES", value_name = "N", default_value = "100000",
+          value_parser = number::parse::<usize>, help_heading = "Limits")]
+    #[serde(with = "number")]
+    pub max_vehicles: usize,
+
+    /// Sessions at most, live and offline persistent; a new one past it gets CONNACK 0x97
+    #[arg(long, env = "FLEETMQ_MAX_SESSIONS", value_name = "N", default_value = "100000",
+          value_parser = number::parse::<usize>, help_heading = "Limits")]
+    #[serde(with = "number")]
+    pub max_sessions: usize,
+
+    /// Retained topics at most; a new one past it is refused (v5 PUBACK 0x97)
+    #[arg(long, env = "FLEETMQ_MAX_RETAINED", value_name = "N", default_value = "100000",
+          value_parser = number::parse::<usize>, help_heading = "Limits")]
+    #[serde(with = "number")]
+    pub max_retained: usize,
+
+    /// Retained payload bytes at most, e.g. 256MiB; a new topic past it is refused (0x97)
+    #[arg(long, env = "FLEETMQ_MAX_RETAINED_BYTES", value_name = "B", default_value = "256MiB",
+          value_parser = size::parse, help_heading = "Limits")]
+    #[serde(with = "size")]
+    pub max_retained_bytes: u32,
+
     /// How long a 3.1.1 persistent session (clean session 0) outlives its connection, e.g.
     /// 7200, 30m, 2h; 0 = never
     #[arg(long = "session-expiry-311", env = "FLEETMQ_SESSION_EXPIRY_311", value_name = "DURATION",
@@ -258,6 +289,14 @@ pub struct Config {
           value_parser = number::parse::<u32>, help_heading = "Limits")]
     #[serde(with = "number")]
     pub max_publish_rate: u32,
+
+    /// HTTP requests (REST, SSE and WebSocket opens) per bearer token, else per IP, per
+    /// second; 0 = unlimited
+    // Over it: 429 with Retry-After (bridge/src/ratelimit.rs).
+    #[arg(long, env = "FLEETMQ_MAX_REQUEST_RATE", value_name = "N", default_value = "0",
+          value_parser = number::parse::<u32>, help_heading = "Limits")]
+    #[serde(with = "number")]
+    pub max_request_rate: u32,
 
     /// Log format on stderr: pretty or json; filter with RUST_LOG
     #[arg(long, env = "FLEETMQ_LOG", value_name = "FORMAT", default_value = "pretty",

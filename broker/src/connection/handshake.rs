@@ -215,6 +215,13 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
         .await
         .map_err(|_| unavailable())?;
     let reply = reply_rx.await.map_err(|_| unavailable())?;
+    if reply.quota_exceeded {
+        return Err(refuse(
+            protocol,
+            reason::QUOTA_EXCEEDED,
+            "too many sessions (--max-sessions)",
+        ));
+    }
     let mut properties = Properties::default();
     if v5 {
         properties.receive_maximum = Some(ctx.limits.receive_maximum);

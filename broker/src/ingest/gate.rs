@@ -49,6 +49,8 @@ pub enum Refused {
     RateLimited(Duration),
     /// The broker is shutting down.
     Unavailable,
+    /// A new vehicle past `--max-vehicles`.
+    VehicleQuota,
 }
 
 /// How the HTTP endpoints answer a refusal (the bridge maps these onto 400/413/429/503).
@@ -65,6 +67,9 @@ impl From<Refused> for fleetmq_bridge::IngestError {
             )),
             Refused::RateLimited(retry_after) => IngestError::RateLimited { retry_after },
             Refused::Unavailable => IngestError::Unavailable("shutting down".into()),
+            Refused::VehicleQuota => {
+                IngestError::Unavailable("vehicle limit reached (--max-vehicles)".into())
+            }
         }
     }
 }
@@ -164,6 +169,9 @@ impl Gate {
             return Err(Refused::TooLarge(fixes.len()));
         }
         let done = self.ingest.process(vehicle, fixes, received, source);
+        if done.over_quota {
+            return Err(Refused::VehicleQuota);
+        }
         if let (0, Some(r)) = (done.taken, done.first_rejection) {
             return Err(Refused::Invalid(r));
         }

@@ -17,6 +17,7 @@ mod sink;
 mod source;
 pub mod topics;
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +44,15 @@ pub fn now_ms() -> i64 {
 /// What an accepted update produced: messages to route.
 pub type Outputs = Vec<Arc<Message>>;
 
+/// Why a location update was refused as a whole.
+#[derive(Debug)]
+pub enum LocationError {
+    /// Its first invalid fix (nothing valid in it).
+    Invalid(Rejection),
+    /// A new vehicle past `--max-vehicles` (v5 PUBACK 0x97); known vehicles are never evicted.
+    VehicleQuota,
+}
+
 /// What one payload (a fix or a batch) came to.
 pub struct Processed {
     /// Processed states and events to route.
@@ -53,6 +63,8 @@ pub struct Processed {
     pub rejected: usize,
     /// The first of them.
     pub first_rejection: Option<Rejection>,
+    /// Nothing processed: a new vehicle past `--max-vehicles`.
+    pub over_quota: bool,
 }
 
 pub struct Ingest {
@@ -70,6 +82,8 @@ pub struct Ingest {
     trackers: DashMap<Arc<str>, Arc<Mutex<Tracker>>>,
     sinks: Vec<Arc<dyn StateSink>>,
     metrics: Arc<Metrics>,
+    /// `--max-vehicles`: trackers made on a fix at most (restored ones always come back).
+    max_vehicles: usize,
 }
 
 impl Ingest {
@@ -90,6 +104,7 @@ impl Ingest {
             trackers: DashMap::new(),
             sinks,
             metrics,
+            max_vehicles: usize::MAX,
         }
     }
 
@@ -107,6 +122,12 @@ impl Ingest {
     /// The GTFS-Realtime feeds.
     pub fn feeds(&self) -> &Feeds {
         &self.feeds
+    }
+
+    /// Refuses fixes of new vehicles past `max` (`--max-vehicles`).
+    pub fn with_max_vehicles(mut self, max: usize) -> Ingest {
+        self.max_vehicles = max;
+        self
     }
 
     pub fn network(&self) -> &Arc<Network> {
@@ -152,14 +173,25 @@ impl Ingest {
         Some(out)
     }
 
-    fn tracker(&self, vehicle: &str) -> Arc<Mutex<Tracker>> {
+    /// The vehicle's tracker, made on its first fix while there is room for one more.
+    fn tracker(&self, vehicle: &str) -> Option<Arc<Mutex<Tracker>>> {
         if let Some(t) = self.trackers.get(vehicle) {
-            return t.clone();
+            return Some(t.clone());
         }
-        self.trackers
+        // Concurrent first fixes may overshoot by the number of cores at most.
+        if self.trackers.len() >= self.max_vehicles {
+            self.metrics.vehicles_refused.fetch_add(1, Relaxed);
+            return None;
+        }
+        let t = self
+            .trackers
             .entry(vehicle.into())
             .or_insert_with(|| Arc::new(Mutex::new(Tracker::new(vehicle))))
-            .clone()
+            .clone();
+        self.metrics
+            .vehicles
+            .store(self.trackers.len() as i64, Relaxed);
+        Some(t)
     }
 
     /// Processes one location payload (an object or a batch) for `vehicle`.
@@ -172,11 +204,14 @@ impl Ingest {
         payload: &[u8],
         received: Instant,
         source: Source,
-    ) -> Result<Outputs, Rejection> {
-        let fixes = self.parse(payload, source)?;
+    ) -> Result<Outputs, LocationError> {
+        let fixes = self
+            .parse(payload, source)
+            .map_err(LocationError::Invalid)?;
         let done = self.process(vehicle, fixes, received, source);
         match done.first_rejection {
-            Some(r) if done.outputs.is_empty() => Err(r),
+            _ if done.over_quota => Err(LocationError::VehicleQuota),
+            Some(r) if done.outputs.is_empty() => Err(LocationError::Invalid(r)),
             _ => Ok(done.outputs),
         }
     }
@@ -198,7 +233,15 @@ impl Ingest {
         source: Source,
     ) -> Processed {
         let now = self.now_ms();
-        let tracker = self.tracker(vehicle);
+        let Some(tracker) = self.tracker(vehicle) else {
+            return Processed {
+                outputs: Vec::new(),
+                taken: 0,
+                rejected: fixes.len(),
+                first_rejection: None,
+                over_quota: true,
+            };
+        };
         let mut outputs = Vec::new();
         let mut first_rejection = None;
         let (mut taken, mut rejected) = (0, 0);
@@ -262,6 +305,7 @@ impl Ingest {
             taken,
             rejected,
             first_rejection,
+            over_quota: false,
         }
     }
 
@@ -287,6 +331,10 @@ impl Ingest {
     /// Vehicles with no fix for `stale_after` go offline.
     pub fn sweep(&self) -> Outputs {
         let now = self.now_ms();
+        // Restored trackers are counted here too.
+        self.metrics
+            .vehicles
+            .store(self.trackers.len() as i64, Relaxed);
         let trackers: Vec<Arc<Mutex<Tracker>>> =
             self.trackers.iter().map(|e| e.value().clone()).collect();
         let mut out = Vec::new();

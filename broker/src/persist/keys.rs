@@ -6,7 +6,8 @@
 //! | `fleetmq:vehicle:{id}` | hash: `state` (VehicleState JSON), `tracker` (geo-engine `Tracker` JSON, filter state included); `PEXPIRE` state TTL | writer |
 //! | `fleetmq:geo` | geo set, member `{id}` | writer |
 //! | `fleetmq:track:{id}` | stream, entry id `{ts}-0` (device time of the fix), field `state`; `MAXLEN ~ 10000` | writer |
-//! | `fleetmq:sos` | stream, `*` ids, fields `vehicle`, `ts`, `payload`; `MAXLEN ~ 100000` | SOS log |
+//! | `fleetmq:sos` | stream, `*` ids, fields `vehicle`, `ts`, `payload`, `id`; `MAXLEN ~ 100000` | SOS log |
+//! | `fleetmq:sos:ids` | sorted set of the newest 200000 SOS ids stored, score `ts` (replays of the local log store each once) | SOS log |
 //!
 //! `{id}` is the vehicle id itself, with no braces: these are the names SPEC §8 publishes to
 //! integrators, so they stay as written. We deliberately add no hash tag: a tag (say
@@ -30,6 +31,10 @@ pub const VEHICLE_PATTERN: &str = "fleetmq:vehicle:*";
 pub const GEO: &str = "fleetmq:geo";
 /// Stream of SOS messages.
 pub const SOS: &str = "fleetmq:sos";
+/// Sorted set of the SOS ids already in [`SOS`] (score: arrival, Unix ms).
+pub const SOS_IDS: &str = "fleetmq:sos:ids";
+/// Ids [`SOS_IDS`] keeps, the newest.
+pub const SOS_IDS_KEPT: usize = 200_000;
 /// Hash fields.
 pub const FIELD_STATE: &str = "state";
 pub const FIELD_TRACKER: &str = "tracker";

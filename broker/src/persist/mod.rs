@@ -37,6 +37,7 @@ use crate::router::RouterMsg;
 use crate::{Config, Error};
 use pending::Pending;
 pub use restore::Restored;
+pub use sos::SOS_QUEUE;
 use sos::{SOS_WAIT, SosQueue, SosRecord};
 use stats::Stats;
 
@@ -206,25 +207,46 @@ impl Store {
         self.shared.stats.up.load(Relaxed)
     }
 
-    /// Persists an SOS from `vehicle`: resolves `true` once Redis has it, or `false` after
-    /// [`SOS_WAIT`] (the SOS stays queued and is written when Redis is back).
-    pub async fn sos(&self, vehicle: &str, payload: &[u8]) -> bool {
+    /// Queues the SOS `record` (already in the local log when `logged`) for Redis. Waits for
+    /// Redis while it is up, or when the local log failed: resolves `true` once Redis has it,
+    /// `false` after [`SOS_WAIT`] or at once when Redis is down and the log has it (the SOS
+    /// stays queued and is written when Redis is back).
+    pub async fn sos(&self, record: &crate::sos_log::LoggedSos, logged: bool) -> bool {
         let (done, acked) = oneshot::channel();
         self.shared.sos.push(SosRecord {
-            vehicle: vehicle.to_owned(),
-            ts: now_ms(),
-            payload: payload.to_vec(),
+            id: record.id.clone(),
+            vehicle: record.vehicle.clone(),
+            ts: record.ts,
+            payload: record.bytes(),
             done: Some(done),
         });
-        let persisted = matches!(tokio::time::timeout(SOS_WAIT, acked).await, Ok(Ok(())));
+        let persisted = if logged && !self.is_up() {
+            false
+        } else {
+            matches!(tokio::time::timeout(SOS_WAIT, acked).await, Ok(Ok(())))
+        };
         if !persisted {
             self.shared.stats.sos_unpersisted.fetch_add(1, Relaxed);
             tracing::warn!(
-                vehicle,
-                "SOS not acknowledged by Redis within 2 s: delivering it anyway, will write it when Redis is back"
+                vehicle = %record.vehicle,
+                logged,
+                "SOS not acknowledged by Redis (down, or 2 s passed): delivering it anyway, will write it when Redis is back"
             );
         }
         persisted
+    }
+
+    /// Queues SOS messages read back from the local log; Redis keeps the ones it has not got.
+    pub fn replay_sos(&self, records: Vec<crate::sos_log::LoggedSos>) {
+        for record in records {
+            self.shared.sos.push(SosRecord {
+                payload: record.bytes(),
+                id: record.id,
+                vehicle: record.vehicle,
+                ts: record.ts,
+                done: None,
+            });
+        }
     }
 
     /// The processed track of `vehicle` with `from_ms <= ts <= to_ms`, oldest first, at most the

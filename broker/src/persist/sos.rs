@@ -1,7 +1,11 @@
-//! The SOS log: `fleet/{id}/sos` is appended to `fleetmq:sos` (`XADD ... MAXLEN ~ 100000 *`)
-//! before anyone is notified. The connection waits for Redis's acknowledgement for at most
-//! [`SOS_WAIT`]; after that the SOS is delivered anyway and stays queued here, bounded by
-//! [`SOS_QUEUE`], until Redis is back and it is written.
+//! The SOS stream: `fleet/{id}/sos` is appended to `fleetmq:sos` (`XADD ... MAXLEN ~ 100000 *`).
+//! The local log (`crate::sos_log`) has it on disk before anyone is notified; while Redis is up
+//! the connection also waits for Redis's acknowledgement, for at most [`SOS_WAIT`]. Unwritten
+//! records stay queued here, bounded by [`SOS_QUEUE`], until Redis is back.
+//!
+//! Each record carries the local log's id and is written by one script that adds the id to
+//! `fleetmq:sos:ids` and appends to the stream only when the id is new, so the log replayed at
+//! every start stores each SOS once.
 //!
 //! SOS messages have their own task so an emergency never queues behind a large state flush.
 
@@ -25,6 +29,8 @@ pub const SOS_QUEUE: usize = 10_000;
 /// One SOS waiting to be written.
 #[derive(Debug)]
 pub struct SosRecord {
+    /// Unique id (the local log's), stored once.
+    pub id: String,
     /// The vehicle id from `fleet/{id}/sos`.
     pub vehicle: String,
     /// Broker clock when it arrived, Unix ms.
@@ -112,20 +118,33 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// Appends to the stream unless the id is stored already (one atomic script). The ids are a
+/// sorted set by arrival time holding the newest [`keys::SOS_IDS_KEPT`]: far more than the
+/// local log replays ([`crate::sos_log::REPLAY_MAX`]), and bounded.
+const WRITE_ONCE: &str = r"
+if redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+    'vehicle', ARGV[3], 'ts', ARGV[4], 'payload', ARGV[5], 'id', ARGV[1])
+  if redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[6]) then
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[6]) - 1)
+  end
+  return 1
+end
+return 0";
+
 async fn write(conn: &mut ConnectionManager, r: &SosRecord) -> redis::RedisResult<()> {
-    redis::cmd("XADD")
+    redis::cmd("EVAL")
+        .arg(WRITE_ONCE)
+        .arg(2)
         .arg(keys::SOS)
-        .arg("MAXLEN")
-        .arg("~")
+        .arg(keys::SOS_IDS)
+        .arg(&r.id)
         .arg(keys::SOS_MAXLEN)
-        .arg("*")
-        .arg("vehicle")
         .arg(&r.vehicle)
-        .arg("ts")
         .arg(r.ts)
-        .arg("payload")
         .arg(&r.payload)
-        .query_async::<String>(conn)
+        .arg(keys::SOS_IDS_KEPT)
+        .query_async::<i64>(conn)
         .await
         .map(drop)
 }

@@ -95,7 +95,7 @@ impl Stats {
         counter(
             out,
             "fleetmq_redis_sos_unpersisted_total",
-            "SOS messages published before Redis acknowledged them (2 s give-up)",
+            "SOS messages published before Redis acknowledged them (Redis down, or the 2 s give-up)",
             self.sos_unpersisted.load(Relaxed),
         );
         let name = "fleetmq_redis_write_seconds";

@@ -195,3 +195,49 @@ async fn restore_100k() {
     assert_continues(&net, &originals, restored, base_ts);
     assert!(took < Duration::from_secs(60), "restore took {took:?}");
 }
+
+/// A vehicle gone offline leaves `fleetmq:geo` (GEOSEARCH finds live vehicles only); its hash
+/// stays until the state TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_vehicle_leaves_the_geo_set_and_keeps_its_ttl() {
+    let redis = RedisServer::start();
+    let net = crate::routes::load(None).expect("bundled routes");
+    let base_ts = now_ms() - 60_000;
+    let mut fleet = trackers(&net, 2, base_ts);
+    let store = Store::open(&redis.url(), Duration::from_secs(3600)).expect("store");
+    store.start();
+    let sink = store.sink();
+    let write = |t: &Tracker| {
+        sink.snapshot(t);
+        sink.state(&Arc::new(t.state().expect("a state").clone()));
+    };
+    fleet.iter().for_each(write);
+    let (state, _) = fleet[1].mark_offline(now_ms()).expect("goes offline once");
+    sink.state(&Arc::new(state));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.pending() > 0 {
+        assert!(Instant::now() < deadline, "write-behind did not drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(super::keys::GEO)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("ZRANGE");
+    members.sort();
+    assert_eq!(members, vec![fleet[0].vehicle().to_owned()]);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(super::keys::vehicle(fleet[1].vehicle()))
+        .query_async(&mut conn)
+        .await
+        .expect("PTTL");
+    assert!(ttl > 0 && ttl <= 3_600_000, "PTTL {ttl}");
+}

@@ -1,7 +1,7 @@
 //! The write-behind task: every [`FLUSH_INTERVAL`] it takes what [`Pending`] buffered and writes
 //! it as pipelined batches (SPEC §8):
 //! `HSET fleetmq:vehicle:{id} state <json> tracker <json>` + `PEXPIRE` (state TTL),
-//! `GEOADD fleetmq:geo lon lat {id} ...` and `XADD fleetmq:track:{id} MAXLEN ~ 10000 {ts}-0 state <json>`.
+//! `GEOADD fleetmq:geo lon lat {id} ...` (`ZREM` for a vehicle gone offline) and `XADD fleetmq:track:{id} MAXLEN ~ 10000 {ts}-0 state <json>`.
 //!
 //! Nothing here runs on the publish path: the ingest side only touches [`Pending`].
 //!
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use geo_engine::VehicleState;
+use geo_engine::{VehicleState, VehicleStatus};
 use redis::aio::ConnectionManager;
 use redis::{Pipeline, RedisResult, Value};
 
@@ -167,9 +167,17 @@ fn pipeline(chunk: &[(u16, &str, &Entry)], ttl_ms: u64) -> Pipeline {
             }
             pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms);
         }
-        if let Some(s) = entry.state.as_ref().filter(|s| geo_ok(s)) {
-            geo.arg(s.lon).arg(s.lat).arg(*id);
-            geo_members += 1;
+        match entry.state.as_ref() {
+            // Offline (no fix for `stale_after`): out of the geo set, so GEOSEARCH finds only
+            // live vehicles; the hash expires by its TTL.
+            Some(s) if s.status == VehicleStatus::Offline => {
+                pipe.cmd("ZREM").arg(keys::GEO).arg(*id);
+            }
+            Some(s) if geo_ok(s) => {
+                geo.arg(s.lon).arg(s.lat).arg(*id);
+                geo_members += 1;
+            }
+            _ => {}
         }
         if !entry.track.is_empty() {
             let track = keys::track(id);

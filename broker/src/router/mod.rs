@@ -77,6 +77,8 @@ pub struct ConnectRequest {
 pub struct ConnectReply {
     pub session: u64,
     pub session_present: bool,
+    /// Refused: a new session past `--max-sessions` (CONNACK 0x97); no session was made.
+    pub quota_exceeded: bool,
 }
 
 /// One filter of a SUBSCRIBE. `denied` carries the failure code when the connection already
@@ -100,6 +102,13 @@ pub enum RouterMsg {
     Publish {
         message: Arc<Message>,
         qos2_pkid: Option<(u64, u16)>,
+    },
+    /// A client's retained publish near the retained limits: routed only when the store admits
+    /// it; the reply says whether it did (else the client gets PUBACK 0x97).
+    PublishRetained {
+        message: Arc<Message>,
+        qos2_pkid: Option<(u64, u16)>,
+        reply: oneshot::Sender<bool>,
     },
     /// Replies with one SUBACK code per filter and whether each subscription is new.
     Subscribe {
@@ -159,6 +168,23 @@ pub struct RouterConfig {
     pub max_queued: usize,
     /// Bytes per session queue.
     pub max_queued_bytes: usize,
+    /// Sessions, live and offline (`--max-sessions`): a new one past it is refused.
+    pub max_sessions: usize,
+    /// Retained topics and their bytes (`--max-retained`, `--max-retained-bytes`).
+    pub max_retained: usize,
+    pub max_retained_bytes: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> RouterConfig {
+        RouterConfig {
+            max_queued: 1000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            max_sessions: usize::MAX,
+            max_retained: usize::MAX,
+            max_retained_bytes: usize::MAX,
+        }
+    }
 }
 
 struct PendingWill {
@@ -257,6 +283,17 @@ impl Router {
         }
     }
 
+    /// Whether a retained `message` may be stored: always the broker's own, a client's within
+    /// `--max-retained` / `--max-retained-bytes`.
+    fn admits_retained(&self, message: &Message) -> bool {
+        message.origin == Origin::Broker
+            || self.retained.admits(
+                message,
+                self.config.max_retained,
+                self.config.max_retained_bytes,
+            )
+    }
+
     fn stats(&self) -> RouterStats {
         RouterStats {
             sessions: self.sessions.len(),
@@ -280,6 +317,20 @@ impl Router {
                     }
                 }
                 self.route(message);
+            }
+            RouterMsg::PublishRetained {
+                message,
+                qos2_pkid,
+                reply,
+            } => {
+                let admitted = self.admits_retained(&message);
+                if !admitted {
+                    self.metrics.retained_refused.fetch_add(1, Relaxed);
+                }
+                let _ = reply.send(admitted);
+                if admitted {
+                    self.handle(RouterMsg::Publish { message, qos2_pkid });
+                }
             }
             RouterMsg::Subscribe {
                 session,
@@ -378,6 +429,15 @@ impl Router {
             }
             None => None,
         };
+        if id.is_none() && self.sessions.len() >= self.config.max_sessions {
+            self.metrics.sessions_refused.fetch_add(1, Relaxed);
+            let _ = req.reply.send(ConnectReply {
+                session: 0,
+                session_present: false,
+                quota_exceeded: true,
+            });
+            return;
+        }
         let id = id.unwrap_or_else(|| {
             let id = self.next_session;
             self.next_session += 1;
@@ -410,6 +470,7 @@ impl Router {
         let _ = req.reply.send(ConnectReply {
             session: id,
             session_present,
+            quota_exceeded: false,
         });
     }
 
@@ -604,10 +665,19 @@ impl Router {
     /// highest matching QoS and every matching subscription identifier.
     fn route(&mut self, message: Arc<Message>) {
         if message.retain {
-            self.retained.set(message.clone());
+            // A client's publish that raced past the connection's check is delivered but not
+            // retained; the broker's own `vehicles/{id}` are bounded by --max-vehicles instead.
+            if self.admits_retained(&message) {
+                self.retained.set(message.clone());
+            } else {
+                self.metrics.retained_refused.fetch_add(1, Relaxed);
+            }
             self.metrics
                 .retained
                 .store(self.retained.len() as i64, Relaxed);
+            self.metrics
+                .retained_bytes
+                .store(self.retained.bytes() as i64, Relaxed);
         }
         let now = Instant::now();
         let mut targets = std::mem::take(&mut self.scratch);

@@ -1,6 +1,10 @@
 //! Retained messages, stored in a tree by topic level so that a subscription's lookup visits only
 //! the branches its filter can match: a narrow filter over 100k retained topics touches a handful
 //! of nodes instead of scanning the whole store.
+//!
+//! The store counts its topics and bytes (topic + payload) so the router can hold it within
+//! `--max-retained` / `--max-retained-bytes`: [`RetainedStore::admits`] refuses a new topic past
+//! either (and a replacement that grows the bytes past the limit); clearing always works.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +21,12 @@ struct Node {
 pub struct RetainedStore {
     root: Node,
     count: usize,
+    bytes: usize,
+}
+
+/// What one retained message costs the store.
+fn cost(m: &Message) -> usize {
+    m.topic.len() + m.payload.len()
 }
 
 impl RetainedStore {
@@ -24,33 +34,61 @@ impl RetainedStore {
         self.count
     }
 
-    /// Stores `message` as the retained message of its topic; an empty payload clears it.
-    pub fn set(&mut self, message: Arc<Message>) {
-        let topic = message.topic.clone();
-        if message.payload.is_empty() {
-            let levels: Vec<&str> = topic.split('/').collect();
-            if clear(&mut self.root, &levels) {
-                self.count -= 1;
-            }
-            return;
-        }
-        let mut node = &mut self.root;
-        for level in topic.split('/') {
-            node = node.children.entry(level.into()).or_default();
-        }
-        if node.message.replace(message).is_none() {
-            self.count += 1;
-        }
+    /// Topic and payload bytes of every retained message.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
-    /// The retained message of exactly `topic`.
-    #[cfg(test)]
-    pub fn get(&self, topic: &str) -> Option<&Arc<Message>> {
+    /// Whether storing `message` keeps the store within `max_count` topics and `max_bytes`:
+    /// a clear always does, a replacement unless it grows the bytes past the limit, a new
+    /// topic only with room for one more and its bytes.
+    pub fn admits(&self, message: &Message, max_count: usize, max_bytes: usize) -> bool {
+        if message.payload.is_empty() {
+            return true;
+        }
+        let old = self.find(&message.topic).map_or(0, |m| cost(m));
+        let new_bytes = self.bytes - old + cost(message);
+        if old > 0 {
+            return new_bytes <= max_bytes || cost(message) <= old;
+        }
+        self.count < max_count && new_bytes <= max_bytes
+    }
+
+    fn find(&self, topic: &str) -> Option<&Arc<Message>> {
         let mut node = &self.root;
         for level in topic.split('/') {
             node = node.children.get(level)?;
         }
         node.message.as_ref()
+    }
+
+    /// Stores `message` as the retained message of its topic; an empty payload clears it.
+    pub fn set(&mut self, message: Arc<Message>) {
+        let topic = message.topic.clone();
+        if message.payload.is_empty() {
+            let levels: Vec<&str> = topic.split('/').collect();
+            if let Some(old) = clear(&mut self.root, &levels) {
+                self.count -= 1;
+                self.bytes -= cost(&old);
+            }
+            return;
+        }
+        let added = cost(&message);
+        let mut node = &mut self.root;
+        for level in topic.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        match node.message.replace(message) {
+            Some(old) => self.bytes -= cost(&old),
+            None => self.count += 1,
+        }
+        self.bytes += added;
+    }
+
+    /// The retained message of exactly `topic`.
+    #[cfg(test)]
+    pub fn get(&self, topic: &str) -> Option<&Arc<Message>> {
+        self.find(topic)
     }
 
     /// Every retained message matching `filter`.
@@ -62,13 +100,11 @@ impl RetainedStore {
     }
 }
 
-fn clear(node: &mut Node, levels: &[&str]) -> bool {
+fn clear(node: &mut Node, levels: &[&str]) -> Option<Arc<Message>> {
     let Some((first, rest)) = levels.split_first() else {
-        return node.message.take().is_some();
+        return node.message.take();
     };
-    let Some(child) = node.children.get_mut(*first) else {
-        return false;
-    };
+    let child = node.children.get_mut(*first)?;
     let removed = clear(child, rest);
     if child.message.is_none() && child.children.is_empty() {
         node.children.remove(*first);
@@ -163,6 +199,22 @@ mod tests {
         s.set(msg("a/b", b""));
         assert_eq!(s.len(), 2);
         assert_eq!(topics(&s, "a/#"), vec!["a"]);
+        assert_eq!(s.bytes(), "a".len() + 1 + "$SYS/x".len() + 1);
+    }
+
+    #[test]
+    fn admits_within_count_and_bytes_only() {
+        let mut s = RetainedStore::default();
+        s.set(msg("a", b"12345"));
+        // Full at one topic: a new topic is refused, the existing one replaced or cleared.
+        assert!(!s.admits(&msg("b", b"1"), 1, 100));
+        assert!(s.admits(&msg("a", b"xyz"), 1, 100));
+        assert!(s.admits(&msg("a", b""), 1, 0));
+        // Bytes: 6 stored; a new 2-byte topic fits 8, not 7; a replacement may shrink.
+        assert!(s.admits(&msg("b", b"1"), 10, 8));
+        assert!(!s.admits(&msg("b", b"1"), 10, 7));
+        assert!(!s.admits(&msg("a", b"123456789"), 10, 7));
+        assert!(s.admits(&msg("a", b"1"), 10, 3));
     }
 
     proptest! {

@@ -13,8 +13,8 @@ use fleetmq_codec::{ByteString, Bytes, Publish, QoS, reason};
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::{Ack, Flow, Handling, Inbound, MAX_VEHICLES_PER_CONNECTION, violation};
-use crate::ingest::Source;
 use crate::ingest::topics::{DriverTopic, driver_topic};
+use crate::ingest::{LocationError, Source};
 use crate::message::{Message, Origin};
 use crate::router::RouterMsg;
 use crate::topic;
@@ -51,6 +51,10 @@ impl Inbound {
         }
         let history_mark = accepted.history_mark;
         let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
+        if self.ctx.near_retained_limit(&accepted.message) {
+            let (outputs, message) = (accepted.outputs, accepted.message);
+            return Handling::Later(Box::pin(self.publish_retained(outputs, message, qos, pkid)));
+        }
         let mut pending = accepted
             .outputs
             .into_iter()
@@ -112,7 +116,8 @@ impl Inbound {
     }
 
     /// Persisted before anyone (hub, subscribers) is notified; the PUBACK waits for it too:
-    /// at most 2 s, then the SOS is delivered anyway.
+    /// fsynced to the local SOS log, and while Redis is up acknowledged by Redis (at most 2 s,
+    /// then the SOS is delivered anyway; the log has it).
     async fn publish_sos(
         &mut self,
         vehicle: Box<str>,
@@ -120,8 +125,23 @@ impl Inbound {
         qos: QoS,
         pkid: u16,
     ) -> Flow {
+        let ts = crate::ingest::now_ms();
+        let logged = match self.ctx.sos_log.get() {
+            Some(log) => match log.append(&vehicle, ts, &message.payload).await {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    tracing::error!(vehicle = %vehicle, error = %e, "SOS not written to the local log");
+                    None
+                }
+            },
+            None => None,
+        };
         if let Some(store) = self.ctx.persist.get() {
-            Box::pin(store.sos(&vehicle, &message.payload)).await;
+            let is_logged = logged.is_some();
+            let record = logged.unwrap_or_else(|| {
+                crate::sos_log::LoggedSos::unlogged(&vehicle, ts, &message.payload)
+            });
+            Box::pin(store.sos(&record, is_logged)).await;
         }
         let event = self.ctx.ingest.sos(&vehicle, &message.payload);
         self.router(RouterMsg::Publish {
@@ -132,6 +152,44 @@ impl Inbound {
         let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
         self.router(RouterMsg::Publish { message, qos2_pkid }).await;
         self.acknowledge(qos, pkid);
+        Flow::Continue
+    }
+
+    /// A retained publish that may cross `--max-retained(-bytes)`: the router decides; a new
+    /// topic past the limit gets PUBACK 0x97 (v5) and is neither stored nor delivered.
+    async fn publish_retained(
+        &mut self,
+        outputs: Vec<Arc<Message>>,
+        message: Arc<Message>,
+        qos: QoS,
+        pkid: u16,
+    ) -> Flow {
+        for message in outputs {
+            self.router(RouterMsg::Publish {
+                message,
+                qos2_pkid: None,
+            })
+            .await;
+        }
+        let (reply, admitted) = tokio::sync::oneshot::channel();
+        let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
+        self.router(RouterMsg::PublishRetained {
+            message,
+            qos2_pkid,
+            reply,
+        })
+        .await;
+        if admitted.await.unwrap_or(true) {
+            self.acknowledge(qos, pkid);
+        } else {
+            self.release(pkid);
+            self.refuse_publish(
+                qos,
+                pkid,
+                reason::QUOTA_EXCEEDED,
+                "retained message limit reached (--max-retained, --max-retained-bytes)",
+            );
+        }
         Flow::Continue
     }
 
@@ -236,10 +294,16 @@ impl Inbound {
                         }
                         accepted.outputs = outputs;
                     }
-                    Err(r) => {
+                    Err(LocationError::Invalid(r)) => {
                         self.release(pkid);
                         let text = format!("{}: {}", r.field, r.message);
                         self.refuse_publish(qos, pkid, reason::PAYLOAD_FORMAT_INVALID, &text);
+                        return Err(Flow::Continue);
+                    }
+                    Err(LocationError::VehicleQuota) => {
+                        self.release(pkid);
+                        let text = "vehicle limit reached (--max-vehicles)";
+                        self.refuse_publish(qos, pkid, reason::QUOTA_EXCEEDED, text);
                         return Err(Flow::Continue);
                     }
                 }
