@@ -6,11 +6,13 @@
 //! - `throughput`: raw pub/sub rate and latency.
 //! - `drive`: simulated buses publishing locations, WebSocket or MQTT watchers receiving states.
 //! - `connections`: many idle clients, connect rate and the broker's memory per connection.
+//! - `cpu`: the broker processes' CPU time from `/proc/PID/stat` (`drive --pid`).
 //! - `report`: latency percentiles, progress line, table and JSON output.
 //! - `target`: loopback-only address checks.
 
 mod client;
 mod connections;
+mod cpu;
 mod drive;
 mod report;
 mod target;

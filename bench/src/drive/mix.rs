@@ -42,7 +42,11 @@ impl FromStr for WatchMix {
                 "riders" => mix.riders = n,
                 "routes" => mix.routes = n,
                 "fleet" => mix.fleet = n,
-                other => return Err(format!("unknown watcher kind {other:?} (riders, routes, fleet)")),
+                other => {
+                    return Err(format!(
+                        "unknown watcher kind {other:?} (riders, routes, fleet)"
+                    ));
+                }
             }
         }
         if mix.total() == 0 {
@@ -67,24 +71,13 @@ impl Target {
     /// The selector fields of the subscribe request (SPEC §7).
     pub fn request(&self, max_hz: f64) -> Value {
         match self {
-            Target::Vehicle(v) => json!({"op": "subscribe", "id": "s", "vehicle": v, "max_hz": max_hz}),
+            Target::Vehicle(v) => {
+                json!({"op": "subscribe", "id": "s", "vehicle": v, "max_hz": max_hz})
+            }
             Target::Route(r) => json!({"op": "subscribe", "id": "s", "route": r, "max_hz": max_hz}),
             Target::Fleet => {
                 json!({"op": "subscribe", "id": "s", "bbox": [-180.0, -90.0, 180.0, 90.0], "max_hz": max_hz})
             }
-        }
-    }
-
-    /// The driver indices this target covers, among `drivers` on `routes` routes (driver `i`
-    /// drives route `i mod routes`).
-    pub fn covers(&self, index_of: impl Fn(&str) -> Option<usize>, route: Option<usize>, drivers: usize, routes: usize) -> Vec<usize> {
-        match self {
-            Target::Vehicle(v) => index_of(v).into_iter().collect(),
-            Target::Route(_) => match route {
-                Some(r) => (0..drivers).filter(|i| i % routes == r).collect(),
-                None => Vec::new(),
-            },
-            Target::Fleet => (0..drivers).collect(),
         }
     }
 }
@@ -96,7 +89,14 @@ mod tests {
     #[test]
     fn mixes_parse_and_bad_ones_are_refused() {
         let m: WatchMix = "riders=900,routes=90,fleet=10".parse().unwrap_or_default();
-        assert_eq!(m, WatchMix { riders: 900, routes: 90, fleet: 10 });
+        assert_eq!(
+            m,
+            WatchMix {
+                riders: 900,
+                routes: 90,
+                fleet: 10
+            }
+        );
         assert_eq!(m.total(), 1000);
         assert_eq!("fleet=2".parse::<WatchMix>().map(|m| m.fleet), Ok(2));
         assert!("riders=x".parse::<WatchMix>().is_err());
