@@ -36,7 +36,15 @@ impl RetainedStore {
         }
         let mut node = &mut self.root;
         for level in topic.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            // An existing level (the usual case: a vehicle's state replaces its last one) is
+            // found without allocating its key; only a new level allocates one.
+            if !node.children.contains_key(level) {
+                node.children.insert(level.into(), Node::default());
+            }
+            let Some(child) = node.children.get_mut(level) else {
+                return;
+            };
+            node = child;
         }
         if node.message.replace(message).is_none() {
             self.count += 1;
