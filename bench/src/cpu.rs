@@ -48,11 +48,11 @@ fn parse_stat(stat: &str) -> Result<u64> {
     // rest starts with field 3 (state); utime and stime are fields 14 and 15.
     let mut fields = rest.split_whitespace().skip(11);
     let mut tick = || -> Result<u64> {
-        Ok(fields
+        fields
             .next()
             .context("too few fields")?
             .parse::<u64>()
-            .context("non-numeric CPU time")?)
+            .context("non-numeric CPU time")
     };
     let ticks = tick()? + tick()?;
     Ok(ticks * 1_000_000 / USER_HZ)
