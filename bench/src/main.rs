@@ -6,12 +6,14 @@
 //! - `throughput`: raw pub/sub rate and latency.
 //! - `drive`: simulated buses publishing locations, WebSocket or MQTT watchers receiving states.
 //! - `connections`: many idle clients, connect rate and the broker's memory per connection.
+//! - `cpu`: the broker processes' CPU time from `/proc/PID/stat` (`drive --pid`).
 //! - `history`: rows/s through fleetmq's PostgreSQL history writer and the one-day query time.
 //! - `report`: latency percentiles, progress line, table and JSON output.
 //! - `target`: loopback-only address checks.
 
 mod client;
 mod connections;
+mod cpu;
 mod drive;
 mod history;
 mod report;

@@ -233,3 +233,39 @@ fn drive_over_websocket_mqtt_and_http_loses_nothing() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn drive_watch_mix_and_pid_report_broker_cpu() -> TestResult {
+    let broker = Broker::start()?;
+    let ws = format!("ws://{}/ws", broker.http);
+    let pid = broker.child.id().to_string();
+    let v = bench(
+        &[
+            "drive",
+            "--mqtt",
+            &broker.mqtt,
+            "--drivers",
+            "6",
+            "--interval-ms",
+            "200",
+            "--duration",
+            "2",
+            "--ws",
+            &ws,
+            "--watch",
+            "riders=3,routes=2,fleet=1",
+            "--pid",
+            &pid,
+        ],
+        "drive-mix",
+    )?;
+    assert!(num(&v, "updates_sent") >= 6.0, "{v}");
+    // The fleet watcher covers every vehicle, so none may be lost.
+    assert_eq!(num(&v, "lost"), 0.0, "{v}");
+    // Riders and route watchers add to the fleet watcher's one state per update.
+    assert!(num(&v, "states_received") > num(&v, "updates_sent"), "{v}");
+    let cpu = num(&v, "broker_cpu_us_per_update");
+    assert!(cpu.is_finite() && cpu >= 0.0, "{v}");
+    check_latency(&v);
+    Ok(())
+}

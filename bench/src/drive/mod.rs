@@ -7,7 +7,9 @@
 //! every fix is meant to be forwarded: no jitter, no duplicates, no invalid fixes). A fix's `ts`
 //! is the wall clock at send time in ms, strictly increasing per vehicle; latency is matched
 //! exactly through the [`ledger`]. Drivers start spread evenly over one interval so the load is
-//! smooth. Watcher `j` subscribes to route `j mod R`.
+//! smooth. Watcher `j` subscribes to route `j mod R`; with `--watch riders=..,routes=..,fleet=..`
+//! the WebSocket watchers are that [`mix`] instead. With `--pid` the broker processes' CPU time
+//! (`/proc/PID/stat`) from the drivers' start to the watchers' end is divided by the updates sent.
 //!
 //! With `--http URL` the drivers post the same fixes to `URL/api/v1/vehicles/{id}/location`
 //! instead (SPEC §12), one keep-alive HTTP/1.1 connection each; watchers are unchanged, so the
@@ -17,11 +19,13 @@
 //! - [`ledger`]: sends and receipts per vehicle, latency lookup and the `lost` count.
 //! - [`driver`]: one simulated bus as an MQTT client; the fix schedule both drivers share.
 //! - [`http_driver`]: one simulated bus posting over HTTP.
+//! - [`mix`]: the `--watch` watcher mix and what each watcher subscribes to.
 //! - [`watcher`]: WebSocket and MQTT watchers.
 
 pub mod driver;
 pub mod http_driver;
 pub mod ledger;
+pub mod mix;
 pub mod watcher;
 
 use std::path::PathBuf;
@@ -38,8 +42,10 @@ use tokio::task::JoinSet;
 
 use crate::client::{self, ConnectOptions};
 use crate::connections::{ports_per_address, source_address};
+use crate::cpu;
 use crate::report::{self, Counters, Latency, Progress};
 use ledger::Ledger;
+use mix::{Target, WatchMix};
 
 /// Most drivers or watchers in one run.
 const MAX_CLIENTS: usize = 100_000;
@@ -91,10 +97,20 @@ pub struct Args {
     /// Connects in flight at once while setting up (below the broker's listen backlog).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// WebSocket watcher mix `riders=R,routes=T,fleet=F` (needs `--ws`; replaces `--watchers`):
+    /// R follow one vehicle each, T one route each, F the whole fleet by bbox.
+    #[arg(long, value_name = "MIX")]
+    pub watch: Option<WatchMix>,
+    /// Broker process ids (`PID[,PID...]`): report their CPU time per update.
+    #[arg(long, value_name = "PID[,PID...]", value_parser = cpu::parse_pids)]
+    pub pid: Option<Pids>,
     /// Write the figures as one JSON object to FILE.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
+
+/// Process ids given to `--pid`.
+pub type Pids = Vec<u32>;
 
 /// SPEC §10 `drive` figures.
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +125,10 @@ pub struct Figures {
     pub latency_us: Latency,
     /// Watched vehicles whose last fix never produced a state.
     pub lost: u64,
+    /// The `--pid` processes' CPU time (user + system) over the run divided by `updates_sent`,
+    /// microseconds; absent without `--pid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_cpu_us_per_update: Option<f64>,
 }
 
 /// Everything a run's tasks share.
@@ -172,18 +192,47 @@ pub async fn run(args: Args) -> Result<Figures> {
     });
 
     // Watchers first, so the first fix already has someone listening.
+    if args.watch.is_some() && ws.is_none() {
+        bail!("--watch needs --ws (the mix is of WebSocket watchers)");
+    }
+    let watcher_count = args.watch.map_or(args.watchers, |m| m.total());
+    if watcher_count > MAX_CLIENTS {
+        bail!("at most {MAX_CLIENTS} watchers");
+    }
     let mut watchers = JoinSet::new();
-    for j in 0..args.watchers {
-        let route = routes[j % routes.len()].clone();
-        match &ws {
-            Some(url) => {
-                for i in (0..args.drivers).filter(|i| i % routes.len() == j % routes.len()) {
+    let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    match &ws {
+        Some(url) => {
+            let targets = ws_targets(args.watch, args.watchers, args.drivers, &routes, &shared);
+            let mut connecting = JoinSet::new();
+            for target in targets {
+                let covered: Vec<usize> = match &target {
+                    Target::Vehicle(v) => shared.index(v).into_iter().collect(),
+                    Target::Route(r) => match routes.iter().position(|x| x == r) {
+                        Some(k) => (0..args.drivers)
+                            .filter(|i| i % routes.len() == k)
+                            .collect(),
+                        None => Vec::new(),
+                    },
+                    Target::Fleet => (0..args.drivers).collect(),
+                };
+                for i in covered {
                     shared.ledger.watch(i);
                 }
-                let conn = watcher::connect_ws(url, &route, args.max_hz).await?;
-                watchers.spawn(watcher::watch_ws(conn, shared.clone()));
+                let (url, max_hz) = (url.clone(), args.max_hz);
+                let permit = permits.clone().acquire_owned().await?;
+                connecting.spawn(async move {
+                    let conn = watcher::connect_ws(&url, &target.request(max_hz)).await;
+                    drop(permit);
+                    conn
+                });
             }
-            None => {
+            while let Some(joined) = connecting.join_next().await {
+                watchers.spawn(watcher::watch_ws(joined??, shared.clone()));
+            }
+        }
+        None => {
+            for j in 0..args.watchers {
                 for i in 0..args.drivers {
                     shared.ledger.watch(i);
                 }
@@ -196,8 +245,7 @@ pub async fn run(args: Args) -> Result<Figures> {
 
     // Drivers connect, then start together, spread over one interval.
     let per_addr = ports_per_address();
-    let spread = addr.is_ipv4() && args.drivers + args.watchers > per_addr;
-    let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let spread = addr.is_ipv4() && args.drivers + watcher_count > per_addr;
     let mut connecting = JoinSet::new();
     let mqtt_drivers = if http.is_some() { 0 } else { args.drivers };
     for i in 0..mqtt_drivers {
@@ -240,6 +288,8 @@ pub async fn run(args: Args) -> Result<Figures> {
     let end = start + Duration::from_secs(args.duration);
     let progress = Progress::start(shared.counters.clone(), "updates sent", "states received");
     let qos = QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce);
+    let pids = args.pid.clone().unwrap_or_default();
+    let cpu_before = cpu::total_cpu_us(&pids)?;
     let mut drivers = JoinSet::new();
     let n = args.drivers as u32;
     let job = |i: usize| driver::Job {
@@ -288,12 +338,15 @@ pub async fn run(args: Args) -> Result<Figures> {
         }
     }
     drop(progress);
+    let cpu_used = cpu::total_cpu_us(&pids)?.saturating_sub(cpu_before);
     let figures = Figures {
         updates_sent,
         states_received,
         updates_per_sec: updates_sent as f64 / drive_secs,
         latency_us: Latency::of(&histogram),
         lost: shared.ledger.lost(),
+        broker_cpu_us_per_update: (!pids.is_empty())
+            .then(|| cpu_used as f64 / updates_sent.max(1) as f64),
     };
     let mut rows = vec![
         ("broker".to_string(), args.mqtt.clone()),
@@ -307,11 +360,17 @@ pub async fn run(args: Args) -> Result<Figures> {
         ),
         (
             "watchers".to_string(),
-            format!(
-                "{} {}",
-                args.watchers,
-                if ws.is_some() { "WebSocket" } else { "MQTT" }
-            ),
+            match (args.watch, &ws) {
+                (Some(m), _) => format!(
+                    "{} WebSocket: {} riders, {} routes, {} fleet",
+                    m.total(),
+                    m.riders,
+                    m.routes,
+                    m.fleet
+                ),
+                (None, Some(_)) => format!("{} WebSocket", args.watchers),
+                (None, None) => format!("{} MQTT", args.watchers),
+            },
         ),
         (
             "watched vehicles".to_string(),
@@ -330,7 +389,34 @@ pub async fn run(args: Args) -> Result<Figures> {
         ("lost".to_string(), figures.lost.to_string()),
     ];
     rows.extend(figures.latency_us.rows());
+    if let Some(us) = figures.broker_cpu_us_per_update {
+        rows.push((
+            "broker CPU".to_string(),
+            format!("{:.1} s over {} pid(s)", cpu_used as f64 / 1e6, pids.len()),
+        ));
+        rows.push(("broker CPU µs/update".to_string(), format!("{us:.2}")));
+    }
     report::print_table("drive", &rows);
     report::write_json(args.json.as_deref(), &figures)?;
     Ok(figures)
+}
+
+/// What each WebSocket watcher subscribes to: the `--watch` mix, or `--watchers` route watchers.
+fn ws_targets(
+    mix: Option<WatchMix>,
+    watchers: usize,
+    drivers: usize,
+    routes: &[String],
+    shared: &Shared,
+) -> Vec<Target> {
+    let route = |j: usize| Target::Route(routes[j % routes.len()].clone());
+    let Some(m) = mix else {
+        return (0..watchers).map(route).collect();
+    };
+    let riders =
+        (0..m.riders).map(|j| Target::Vehicle(format!("{}{}", shared.prefix, j % drivers)));
+    riders
+        .chain((0..m.routes).map(route))
+        .chain((0..m.fleet).map(|_| Target::Fleet))
+        .collect()
 }

@@ -1,4 +1,4 @@
-//! Watchers: WebSocket clients of the bridge's `/ws` subscribed to one route, or MQTT
+//! Watchers: WebSocket clients of the bridge's `/ws` subscribed to a vehicle, route or bbox, or MQTT
 //! subscribers of `vehicles/#`. Each records the latency of the first delivery of every fix of
 //! this run's vehicles (a state whose `ts` is not newer than the last one this watcher saw for
 //! that vehicle is a repeat: counted, not timed) and drains after the drivers stop until 2 s
@@ -54,11 +54,11 @@ struct WsMessage<'a> {
     message: Option<Cow<'a, str>>,
 }
 
-/// Opens `/ws` and subscribes to `route` at `max_hz`.
+/// Opens `/ws` and sends the subscribe request `sub`.
 ///
 /// # Errors
 /// Handshake failure or a closed connection.
-pub async fn connect_ws(url: &str, route: &str, max_hz: f64) -> Result<Ws> {
+pub async fn connect_ws(url: &str, sub: &serde_json::Value) -> Result<Ws> {
     let (mut ws, _) = tokio::time::timeout(
         client::HANDSHAKE_TIMEOUT,
         tokio_tungstenite::connect_async(url),
@@ -66,7 +66,6 @@ pub async fn connect_ws(url: &str, route: &str, max_hz: f64) -> Result<Ws> {
     .await
     .context("WebSocket handshake timed out")?
     .with_context(|| format!("connect {url}"))?;
-    let sub = serde_json::json!({"op": "subscribe", "id": "s", "route": route, "max_hz": max_hz});
     ws.send(Message::Text(sub.to_string().into())).await?;
     Ok(ws)
 }

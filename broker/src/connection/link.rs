@@ -43,6 +43,9 @@ pub enum Outgoing {
     },
 }
 
+/// Queue slots a quiet link keeps between wake-ups (a few hundred bytes).
+const QUIET_CAPACITY: usize = 8;
+
 /// Flag bits of [`Shared::flags`].
 const WANT_READY: u8 = 1;
 const CLOSING: u8 = 2;
@@ -199,9 +202,11 @@ impl ConnLink {
                 break;
             }
         }
-        if q.is_empty() && n < 8 && q.capacity() > 0 {
-            // Quiet: a few items at a time is not worth keeping the allocation for.
-            *q = VecDeque::new();
+        if q.is_empty() && n < 8 && q.capacity() > QUIET_CAPACITY {
+            // Quiet: a few items at a time is not worth keeping a large allocation for; a
+            // small one is kept, so a watcher woken for one message at a time does not
+            // allocate and free its queue on every message.
+            q.shrink_to(QUIET_CAPACITY);
         }
         (n, q.len())
     }

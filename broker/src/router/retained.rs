@@ -76,7 +76,15 @@ impl RetainedStore {
         let added = cost(&message);
         let mut node = &mut self.root;
         for level in topic.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            // An existing level (the usual case: a vehicle's state replaces its last one) is
+            // found without allocating its key; only a new level allocates one.
+            if !node.children.contains_key(level) {
+                node.children.insert(level.into(), Node::default());
+            }
+            let Some(child) = node.children.get_mut(level) else {
+                return;
+            };
+            node = child;
         }
         match node.message.replace(message) {
             Some(old) => self.bytes -= cost(&old),

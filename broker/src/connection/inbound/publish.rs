@@ -286,7 +286,11 @@ impl Inbound {
                 {
                     Ok(outputs) => {
                         let vehicles = self.vehicles.get_or_insert_default();
-                        if vehicles.len() < MAX_VEHICLES_PER_CONNECTION {
+                        // Looked up before inserting: a driver repeats its vehicle on every
+                        // update, and `insert` would allocate the key each time.
+                        if vehicles.len() < MAX_VEHICLES_PER_CONNECTION
+                            && !vehicles.contains(vehicle)
+                        {
                             vehicles.insert(vehicle.into());
                         }
                         if qos != QoS::AtMostOnce && !outputs.is_empty() {
