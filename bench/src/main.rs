@@ -6,6 +6,7 @@
 //! - `throughput`: raw pub/sub rate and latency.
 //! - `drive`: simulated buses publishing locations, WebSocket or MQTT watchers receiving states.
 //! - `connections`: many idle clients, connect rate and the broker's memory per connection.
+//! - `ws_connections`: many idle `/ws` watchers, connect rate and the servers' memory per watcher.
 //! - `report`: latency percentiles, progress line, table and JSON output.
 //! - `target`: loopback-only address checks.
 
@@ -15,6 +16,7 @@ mod drive;
 mod report;
 mod target;
 mod throughput;
+mod ws_connections;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +37,8 @@ enum Command {
     Drive(drive::Args),
     /// Opens N idle clients; reports connect rate and broker memory per connection.
     Connections(connections::Args),
+    /// Opens N idle `/ws` watchers, one vehicle each; reports connect rate and memory per watcher.
+    WsConnections(ws_connections::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +58,7 @@ fn main() -> std::process::ExitCode {
             Command::Throughput(args) => throughput::run(args).await.map(|_| ()),
             Command::Drive(args) => drive::run(args).await.map(|_| ()),
             Command::Connections(args) => connections::run(args).await.map(|_| ()),
+            Command::WsConnections(args) => ws_connections::run(args).await.map(|_| ()),
         }
     });
     // Idle client sockets are closed by dropping the runtime, without waiting on tasks.
