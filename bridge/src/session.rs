@@ -28,6 +28,8 @@ pub struct SubSpec {
     pub events: bool,
     /// Updates per vehicle per second at most, in (0, 10].
     pub max_hz: f64,
+    /// Updates as one `updates` frame per `1/max_hz` holding every changed vehicle.
+    pub batch: bool,
 }
 
 /// Why a subscription was refused.
@@ -97,6 +99,7 @@ impl Session {
                 sub_json: sub_json.clone(),
                 interval,
                 ready: false,
+                batch: spec.batch,
             },
         );
         let criteria = Arc::new(spec.criteria);
