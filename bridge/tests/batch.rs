@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,12 +109,12 @@ async fn plain_subscription_still_gets_one_update_per_vehicle() {
     .await;
     assert_eq!(recv(&mut ws, 5).await["type"], "snapshot");
     push_round(&s, 0..5, 2000);
-    let mut seen = HashMap::new();
+    let mut seen = HashSet::new();
     while seen.len() < 5 {
         let m = recv(&mut ws, 5).await;
         assert_eq!(m["type"], "update", "{m}");
         assert!(m.get("vehicles").is_none(), "{m}");
-        seen.insert(m["vehicle"]["vehicle"].as_str().expect("id").to_owned(), ());
+        seen.insert(m["vehicle"]["vehicle"].as_str().expect("id").to_owned());
     }
 }
 
