@@ -3,7 +3,12 @@ then silence) connections to a loopback fleetmq and prints the broker's RSS delt
 
 Usage: python3 bench/idle_streams.py sse|mqtt HTTP_PORT N BROKER_PID
 """
-import os, socket, sys, time, base64
+import base64
+import os
+import socket
+import sys
+import time
+
 kind, port, n, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 def rss():
     for l in open(f"/proc/{pid}/status"):
