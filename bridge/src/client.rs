@@ -337,7 +337,14 @@ impl Client {
             inc(&self.metrics.deliveries_dropped);
             return;
         }
-        let text = format!(r#"{{"type":"event","sub":{sub_json},"event":{event_json}}}"#);
+        let text = [
+            r#"{"type":"event","sub":"#,
+            &sub_json,
+            r#","event":"#,
+            event_json,
+            "}",
+        ]
+        .concat();
         q.events.push_back((
             now,
             Outgoing {
@@ -461,10 +468,15 @@ impl Client {
             }
             if let Some(p) = slot.pending.take() {
                 slot.last_sent = Some(now);
-                let text = format!(
-                    r#"{{"type":"update","sub":{sub_json},"vehicle":{}}}"#,
-                    p.json()
-                );
+                // One exact-size allocation, no formatting machinery: this runs per client per update.
+                let text = [
+                    r#"{"type":"update","sub":"#,
+                    &sub_json,
+                    r#","vehicle":"#,
+                    p.json(),
+                    "}",
+                ]
+                .concat();
                 msgs.push(Outgoing {
                     kind: "update",
                     text,
@@ -601,6 +613,40 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             3
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batched_sub_holds_one_state_per_vehicle_and_sends_them_in_one_frame() {
+        let c = client(2);
+        c.add_sub(
+            0,
+            SubMeta {
+                batch: true,
+                ..meta(false)
+            },
+        );
+        c.activate(
+            0,
+            Outgoing {
+                kind: "snapshot",
+                text: "SNAP".into(),
+            },
+        );
+        assert_eq!(texts(c.take_due()), vec!["SNAP".to_string()]);
+        let ids: Vec<Arc<str>> = (0..10).map(|i| Arc::from(format!("bus-{i}"))).collect();
+        for ts in 0..100 {
+            for v in &ids {
+                c.offer_state(0, &prepared(v, ts), v, Instant::now());
+            }
+        }
+        assert_eq!(c.queued(), 10, "one pending state per vehicle");
+        assert!(matches!(c.take_due(), Err(Some(_))), "not before the tick");
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        let sent = texts(c.take_due());
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0].starts_with(r#"{"type":"updates","sub":"s","vehicles":["#));
+        assert_eq!(sent[0].matches(r#""ts":99"#).count(), 10, "{}", sent[0]);
+        assert_eq!(c.queued(), 0);
     }
 
     #[tokio::test(start_paused = true)]
