@@ -5,8 +5,8 @@
 //! A batched subscription (`"batch":true`) keeps, instead of one slot per vehicle, the latest
 //! unsent state of each vehicle that changed and one timer: every `1/max_hz` its changed vehicles
 //! go out as one `updates` frame. Either way a client's queue holds at most one state per
-//! (subscription, vehicle), however long its writer is stuck. Frames are assembled by
-//! concatenating each state's JSON, made once per state in [`Prepared`] and shared by every client.
+//! (subscription, vehicle), however long its writer is stuck. Frames are assembled in
+//! [`frames`] from each state's shared JSON.
 //!
 //! The hub's push path calls `offer_*` (a short mutex section, never an await); the connection's
 //! writer task awaits [`Client::next_batch`].
@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::fleet::Prepared;
+use crate::frames;
 use crate::metrics::{Metrics, inc};
 
 /// Identifies a client within a hub.
@@ -179,19 +180,7 @@ impl Queue {
         b.last_sent = Some(now);
         // Taking the map frees it: an idle subscription holds no capacity for a past burst.
         let pending = std::mem::take(&mut b.pending);
-        let head = r#"{"type":"updates","sub":"#;
-        let size = pending.values().map(|p| p.json().len() + 1).sum::<usize>();
-        let mut text = String::with_capacity(head.len() + sub_json.len() + 16 + size);
-        text.push_str(head);
-        text.push_str(sub_json);
-        text.push_str(r#","vehicles":["#);
-        for (i, p) in pending.values().enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
-            text.push_str(p.json());
-        }
-        text.push_str("]}");
+        let text = frames::states("updates", sub_json, pending.values());
         let n = pending.len() as u64;
         Some((
             Outgoing {
@@ -337,14 +326,7 @@ impl Client {
             inc(&self.metrics.deliveries_dropped);
             return;
         }
-        let text = [
-            r#"{"type":"event","sub":"#,
-            &sub_json,
-            r#","event":"#,
-            event_json,
-            "}",
-        ]
-        .concat();
+        let text = frames::event(&sub_json, event_json);
         q.events.push_back((
             now,
             Outgoing {
@@ -468,15 +450,7 @@ impl Client {
             }
             if let Some(p) = slot.pending.take() {
                 slot.last_sent = Some(now);
-                // One exact-size allocation, no formatting machinery: this runs per client per update.
-                let text = [
-                    r#"{"type":"update","sub":"#,
-                    &sub_json,
-                    r#","vehicle":"#,
-                    p.json(),
-                    "}",
-                ]
-                .concat();
+                let text = frames::update(&sub_json, p.json());
                 msgs.push(Outgoing {
                     kind: "update",
                     text,

@@ -13,7 +13,8 @@
 //! - `subs`: the subscription index (by vehicle, trip, route, grid cell).
 //! - `filter`: subscription/query criteria.
 //! - `grid`: bbox, grid cells, distances.
-//! - `client`: one client's bounded, coalescing outgoing queue.
+//! - `client`: one client's bounded, coalescing outgoing queue (per vehicle or batched).
+//! - `frames`: the text of the stream frames, concatenated from shared JSON.
 //! - `session`: a client's named subscriptions and their snapshots.
 //! - `pump`: the writer loop and the slow-client rule.
 //! - `protocol`: parsing `/ws` requests, error replies.
@@ -72,6 +73,7 @@ mod client;
 pub mod error;
 mod filter;
 mod fleet;
+mod frames;
 pub mod grid;
 pub mod hub;
 mod ingest;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::client::{Client, Outgoing, SubKey, SubMeta};
 use crate::filter::Criteria;
 use crate::fleet::to_json;
+use crate::frames;
 use crate::hub::Hub;
 use crate::port::Access;
 use crate::subs::SubRef;
@@ -111,17 +112,12 @@ impl Session {
             events: spec.events,
             access: self.access.clone(),
         });
-        let mut text = format!(r#"{{"type":"snapshot","sub":{sub_json},"vehicles":["#);
-        if spec.states {
-            let found = self.hub.snapshot(&criteria, self.access.as_deref());
-            for (i, p) in found.iter().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                text.push_str(p.json());
-            }
-        }
-        text.push_str("]}");
+        let found = if spec.states {
+            self.hub.snapshot(&criteria, self.access.as_deref())
+        } else {
+            Vec::new()
+        };
+        let text = frames::states("snapshot", &sub_json, found.iter());
         self.client.activate(
             key,
             Outgoing {
