@@ -299,14 +299,23 @@ impl Client {
             }
             return;
         }
-        let key = (sub, vehicle.clone());
-        let slot = q.slots.entry(key.clone()).or_default();
+        // One hash lookup per offer (this is the hottest line of a push): the slot's timer is
+        // set here rather than through `schedule`, which would look the slot up again.
+        let queue = &mut *q;
+        let slot = queue.slots.entry((sub, vehicle.clone())).or_default();
         if slot.pending.replace(p.clone()).is_some() {
             inc(&self.metrics.deliveries_coalesced);
         }
         if slot.timer.is_none() {
             let due = slot.last_sent.map_or(now, |t| (t + interval).max(now));
-            q.schedule(sub, Some(key.1), due);
+            queue.seq += 1;
+            slot.timer = Some(queue.seq);
+            queue.timers.push(Reverse(Timer {
+                due,
+                seq: queue.seq,
+                sub,
+                vehicle: Some(vehicle.clone()),
+            }));
             drop(q);
             self.notify.notify_one();
         }
