@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use fleetmq_codec::Protocol;
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -71,16 +70,7 @@ pub struct Figures {
 /// Bad arguments, an unreachable broker, or an unreadable `/proc/PID/status`.
 pub async fn run(args: Args) -> Result<Figures> {
     let addr = crate::target::loopback(&args.mqtt)?;
-    if args.count == 0 || args.count > MAX_COUNT {
-        bail!("--count must be between 1 and {MAX_COUNT}");
-    }
-    let limit = rlimit::increase_nofile_limit(u64::MAX).context("raise RLIMIT_NOFILE")?;
-    if (limit as usize) < args.count + 64 {
-        eprintln!(
-            "warning: RLIMIT_NOFILE is {limit}; {} clients will not all fit",
-            args.count
-        );
-    }
+    prepare(args.count, "clients")?;
     let per_addr = ports_per_address();
     let spread = addr.is_ipv4() && args.count > per_addr;
     let rss_before = match args.pid {
@@ -112,11 +102,102 @@ pub async fn run(args: Args) -> Result<Figures> {
             result
         });
     }
-    let mut streams: Vec<TcpStream> = Vec::with_capacity(args.count);
+    let (streams, connect_secs) = join_all(tasks, args.count, start, "clients").await;
+    drop(progress);
+    let rss_after = match args.pid {
+        Some(pid) => settled_rss(pid).await?,
+        None => 0,
+    };
+    let figures = Figures::new(
+        streams.len() as u64,
+        connect_secs,
+        args.pid.map(|_| (rss_before, rss_after)),
+    );
+    figures.report("connections", &args.mqtt, rss_before, args.json.as_deref())?;
+    if args.hold > 0 {
+        tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    }
+    drop(streams);
+    Ok(figures)
+}
+
+impl Figures {
+    /// Prints the table titled `title` for `target` and writes the JSON when asked.
+    ///
+    /// # Errors
+    /// The JSON file cannot be written.
+    pub(crate) fn report(
+        &self,
+        title: &str,
+        target: &str,
+        rss_before: u64,
+        json: Option<&std::path::Path>,
+    ) -> Result<()> {
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+        let rows = vec![
+            ("server".to_string(), target.to_string()),
+            ("connections".to_string(), self.connections.to_string()),
+            (
+                "connect/s".to_string(),
+                format!("{:.0}", self.connect_per_sec),
+            ),
+            ("server RSS before".to_string(), mib(rss_before)),
+            ("server RSS after".to_string(), mib(self.rss_bytes)),
+            (
+                "RSS per connection".to_string(),
+                format!("{:.0} B", self.rss_per_connection_bytes),
+            ),
+        ];
+        report::print_table(title, &rows);
+        report::write_json(json, self)
+    }
+
+    /// Figures of `n` connections opened in `connect_secs`, with the server RSS `(before, after)`
+    /// when it was measured.
+    pub(crate) fn new(n: u64, connect_secs: f64, rss: Option<(u64, u64)>) -> Figures {
+        let (before, after) = rss.unwrap_or((0, 0));
+        Figures {
+            connections: n,
+            connect_per_sec: n as f64 / connect_secs.max(1e-9),
+            rss_bytes: after,
+            rss_per_connection_bytes: if n == 0 || rss.is_none() {
+                0.0
+            } else {
+                after.saturating_sub(before) as f64 / n as f64
+            },
+        }
+    }
+}
+
+/// Checks `count` and raises the soft RLIMIT_NOFILE to the hard limit, warning when `count`
+/// `what` will not fit.
+///
+/// # Errors
+/// `count` out of range, or the limit cannot be raised.
+pub(crate) fn prepare(count: usize, what: &str) -> Result<()> {
+    if count == 0 || count > MAX_COUNT {
+        bail!("--count must be between 1 and {MAX_COUNT}");
+    }
+    let limit = rlimit::increase_nofile_limit(u64::MAX).context("raise RLIMIT_NOFILE")?;
+    if (limit as usize) < count + 64 {
+        eprintln!("warning: RLIMIT_NOFILE is {limit}; {count} {what} will not all fit");
+    }
+    Ok(())
+}
+
+/// Waits for every connect task; returns the connections made and the seconds since `start`,
+/// after printing how many of `count` `what` failed and the first error.
+pub(crate) async fn join_all<T: 'static>(
+    mut tasks: JoinSet<Result<T>>,
+    count: usize,
+    start: Instant,
+    what: &str,
+) -> (Vec<T>, f64) {
+    let mut made = Vec::with_capacity(count);
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok(s)) => streams.push(s),
+            Ok(Ok(s)) => made.push(s),
             Ok(Err(e)) => {
                 first_error.get_or_insert(format!("{e:#}"));
             }
@@ -125,57 +206,14 @@ pub async fn run(args: Args) -> Result<Figures> {
             }
         }
     }
-    let connect_secs = start.elapsed().as_secs_f64();
-    drop(progress);
+    let secs = start.elapsed().as_secs_f64();
     if let Some(e) = &first_error {
         eprintln!(
-            "{} of {} clients failed; first error: {e}",
-            args.count - streams.len(),
-            args.count
+            "{} of {count} {what} failed; first error: {e}",
+            count - made.len()
         );
     }
-    let rss_after = match args.pid {
-        Some(pid) => settled_rss(pid).await?,
-        None => 0,
-    };
-    let n = streams.len() as u64;
-    let figures = Figures {
-        connections: n,
-        connect_per_sec: n as f64 / connect_secs.max(1e-9),
-        rss_bytes: rss_after,
-        rss_per_connection_bytes: if n == 0 || args.pid.is_none() {
-            0.0
-        } else {
-            rss_after.saturating_sub(rss_before) as f64 / n as f64
-        },
-    };
-    let rows = vec![
-        ("broker".to_string(), args.mqtt.clone()),
-        ("connections".to_string(), figures.connections.to_string()),
-        (
-            "connect/s".to_string(),
-            format!("{:.0}", figures.connect_per_sec),
-        ),
-        (
-            "broker RSS before".to_string(),
-            format!("{:.1} MiB", rss_before as f64 / 1048576.0),
-        ),
-        (
-            "broker RSS after".to_string(),
-            format!("{:.1} MiB", rss_after as f64 / 1048576.0),
-        ),
-        (
-            "RSS per connection".to_string(),
-            format!("{:.0} B", figures.rss_per_connection_bytes),
-        ),
-    ];
-    report::print_table("connections", &rows);
-    report::write_json(args.json.as_deref(), &figures)?;
-    if args.hold > 0 {
-        tokio::time::sleep(Duration::from_secs(args.hold)).await;
-    }
-    drop(streams);
-    Ok(figures)
+    (made, secs)
 }
 
 /// Ephemeral ports one source address can use, with a quarter kept back for everyone else.
@@ -218,7 +256,7 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
 }
 
 /// RSS once two readings 200 ms apart differ by less than 1 % (at most [`SETTLE_MAX`]).
-async fn settled_rss(pid: u32) -> Result<u64> {
+pub(crate) async fn settled_rss(pid: u32) -> Result<u64> {
     let deadline = Instant::now() + SETTLE_MAX;
     let mut last = vm_rss(pid)?;
     loop {

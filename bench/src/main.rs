@@ -8,6 +8,7 @@
 //! - `connections`: many idle clients, connect rate and the broker's memory per connection.
 //! - `cpu`: the broker processes' CPU time from `/proc/PID/stat` (`drive --pid`).
 //! - `history`: rows/s through fleetmq's PostgreSQL history writer and the one-day query time.
+//! - `ws_connections`: many idle `/ws` watchers, connect rate and the servers' memory per watcher.
 //! - `report`: latency percentiles, progress line, table and JSON output.
 //! - `target`: loopback-only address checks.
 
@@ -19,6 +20,7 @@ mod history;
 mod report;
 mod target;
 mod throughput;
+mod ws_connections;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +43,8 @@ enum Command {
     Connections(connections::Args),
     /// Rows per second through fleetmq's PostgreSQL history writer; one-day query time.
     History(history::Args),
+    /// Opens N idle `/ws` watchers, one vehicle each; reports connect rate and memory per watcher.
+    WsConnections(ws_connections::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +65,7 @@ fn main() -> std::process::ExitCode {
             Command::Drive(args) => drive::run(args).await.map(|_| ()),
             Command::Connections(args) => connections::run(args).await.map(|_| ()),
             Command::History(args) => history::run(args).await.map(|_| ()),
+            Command::WsConnections(args) => ws_connections::run(args).await.map(|_| ()),
         }
     });
     // Idle client sockets are closed by dropping the runtime, without waiting on tasks.

@@ -200,6 +200,32 @@ fn connections_reads_the_broker_rss() -> TestResult {
 }
 
 #[test]
+fn ws_connections_reads_the_broker_rss_and_idle_watchers_are_small() -> TestResult {
+    let broker = Broker::start()?;
+    let pid = broker.child.id().to_string();
+    let url = format!("ws://{}/ws", broker.http);
+    let v = bench(
+        &[
+            "ws-connections",
+            "--ws",
+            &url,
+            "--count",
+            "300",
+            "--pid",
+            &pid,
+        ],
+        "ws-connections",
+    )?;
+    assert_eq!(num(&v, "connections"), 300.0, "{v}");
+    assert!(num(&v, "connect_per_sec") > 0.0, "{v}");
+    assert!(num(&v, "rss_bytes") > 0.0, "{v}");
+    // ~6 KB each; tungstenite's default 128 KiB read buffer per socket made it ~139 KB.
+    let per = num(&v, "rss_per_connection_bytes");
+    assert!((0.0..64.0 * 1024.0).contains(&per), "{v}");
+    Ok(())
+}
+
+#[test]
 fn drive_over_websocket_mqtt_and_http_loses_nothing() -> TestResult {
     let broker = Broker::start()?;
     let ws = format!("ws://{}/ws", broker.http);

@@ -562,7 +562,8 @@
       window.__fleetmq.connected = true;
       statusEl.textContent = 'live';
       statusEl.className = 'status on';
-      ws.send(JSON.stringify({ op: 'subscribe', id: 'all', bbox: [-180, -90, 180, 90], max_hz: 2 }));
+      // One frame per tick with every vehicle that moved, not one frame per vehicle.
+      ws.send(JSON.stringify({ op: 'subscribe', id: 'all', bbox: [-180, -90, 180, 90], max_hz: 2, batch: true }));
       ws.send(JSON.stringify({ op: 'subscribe', id: 'events', events: true }));
     };
     ws.onmessage = m => {
@@ -572,6 +573,10 @@
         const seen = new Set();
         for (const s of msg.vehicles || []) { upsert(s, false); seen.add(s.vehicle); }
         for (const id of [...vehicles.keys()]) if (!seen.has(id)) vehicles.delete(id);
+        if (!fitted) fit();
+        updateCounts();
+      } else if (msg.type === 'updates') {
+        for (const s of msg.vehicles || []) upsert(s, true);
         if (!fitted) fit();
         updateCounts();
       } else if (msg.type === 'update') {

@@ -2,11 +2,18 @@
 //! coalesced per subscription and vehicle at the subscription's `max_hz`, events and control
 //! messages wait in bounded FIFOs, and the writer takes what is due in batches.
 //!
+//! A batched subscription (`"batch":true`) keeps, instead of one slot per vehicle, the latest
+//! unsent state of each vehicle that changed and one timer: every `1/max_hz` its changed vehicles
+//! go out as one `updates` frame. Either way a client's queue holds at most one state per
+//! (subscription, vehicle), however long its writer is stuck. Frames are assembled in
+//! [`frames`] from each state's shared JSON.
+//!
 //! The hub's push path calls `offer_*` (a short mutex section, never an await); the connection's
 //! writer task awaits [`Client::next_batch`].
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,6 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::fleet::Prepared;
+use crate::frames;
 use crate::metrics::{Metrics, inc};
 
 /// Identifies a client within a hub.
@@ -73,6 +81,8 @@ pub struct SubMeta {
     pub interval: Duration,
     /// False until the snapshot is queued, so no update overtakes it.
     pub ready: bool,
+    /// One `updates` frame per interval with every changed vehicle, instead of one `update` each.
+    pub batch: bool,
 }
 
 /// The coalescing slot of one (subscription, vehicle).
@@ -85,18 +95,30 @@ struct Slot {
     timer: Option<u64>,
 }
 
+/// The pending states of one batched subscription.
+#[derive(Default)]
+struct Batched {
+    /// The latest unsent state of each vehicle that changed since the last frame.
+    pending: HashMap<Arc<str>, Arc<Prepared>>,
+    last_sent: Option<Instant>,
+    /// The `seq` of this subscription's entry in the timer heap, if scheduled.
+    timer: Option<u64>,
+}
+
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Timer {
     due: Instant,
     seq: u64,
     sub: SubKey,
-    vehicle: Arc<str>,
+    /// The vehicle of a per-vehicle slot; `None` for a batched subscription's tick.
+    vehicle: Option<Arc<str>>,
 }
 
 #[derive(Default)]
 struct Queue {
     subs: HashMap<SubKey, SubMeta>,
     slots: HashMap<(SubKey, Arc<str>), Slot>,
+    batches: HashMap<SubKey, Batched>,
     /// Earliest-due first; at most one entry per slot.
     timers: BinaryHeap<Reverse<Timer>>,
     seq: u64,
@@ -132,18 +154,43 @@ impl Queue {
         });
     }
 
-    fn schedule(&mut self, key: (SubKey, Arc<str>), due: Instant) {
+    /// Schedules the slot of `(sub, vehicle)`, or with no vehicle the batched subscription `sub`.
+    fn schedule(&mut self, sub: SubKey, vehicle: Option<Arc<str>>, due: Instant) {
         self.seq += 1;
         let seq = self.seq;
-        if let Some(slot) = self.slots.get_mut(&key) {
-            slot.timer = Some(seq);
+        let timer = match &vehicle {
+            Some(v) => self.slots.get_mut(&(sub, v.clone())).map(|s| &mut s.timer),
+            None => self.batches.get_mut(&sub).map(|b| &mut b.timer),
+        };
+        if let Some(timer) = timer {
+            *timer = Some(seq);
             self.timers.push(Reverse(Timer {
                 due,
                 seq,
-                sub: key.0,
-                vehicle: key.1,
+                sub,
+                vehicle,
             }));
         }
+    }
+
+    /// The `updates` frame of batched subscription `sub` if it has changed vehicles; marks it sent.
+    fn take_batch(&mut self, sub: SubKey, sub_json: &str, now: Instant) -> Option<(Outgoing, u64)> {
+        let b = self.batches.get_mut(&sub)?;
+        if b.pending.is_empty() {
+            return None;
+        }
+        b.last_sent = Some(now);
+        // Taking the map frees it: an idle subscription holds no capacity for a past burst.
+        let pending = std::mem::take(&mut b.pending);
+        let text = frames::states("updates", sub_json, pending.values());
+        let n = pending.len() as u64;
+        Some((
+            Outgoing {
+                kind: "updates",
+                text,
+            },
+            n,
+        ))
     }
 }
 
@@ -190,18 +237,33 @@ impl Client {
             return;
         }
         q.control.push_back((now, snapshot));
-        if let Some(m) = q.subs.get_mut(&sub) {
-            m.ready = true;
+        let batch = match q.subs.get_mut(&sub) {
+            Some(m) => {
+                m.ready = true;
+                m.batch
+            }
+            None => false,
+        };
+        if batch {
+            // The snapshot is this subscription's first frame: the first `updates` follows it by
+            // one interval, holding whatever changed meanwhile.
+            q.batches.entry(sub).or_default().last_sent = Some(now);
         }
         // Updates that arrived while the snapshot was being made were parked unscheduled.
         let parked: Vec<_> = q
             .slots
             .iter()
             .filter(|(k, s)| k.0 == sub && s.pending.is_some() && s.timer.is_none())
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.1.clone())
             .collect();
-        for key in parked {
-            q.schedule(key, now);
+        for vehicle in parked {
+            q.schedule(sub, Some(vehicle), now);
+        }
+        if q.batches
+            .get(&sub)
+            .is_some_and(|b| !b.pending.is_empty() && b.timer.is_none())
+        {
+            q.schedule(sub, None, now);
         }
         drop(q);
         self.notify.notify_one();
@@ -212,6 +274,7 @@ impl Client {
         let mut q = self.lock();
         q.subs.remove(&sub);
         q.slots.retain(|k, _| k.0 != sub);
+        q.batches.remove(&sub);
         q.timers.retain(|t| t.0.sub != sub);
     }
 
@@ -222,17 +285,39 @@ impl Client {
         if q.closing.is_some() {
             return;
         }
-        let Some(interval) = q.subs.get(&sub).map(|m| m.interval) else {
+        let Some((interval, batch)) = q.subs.get(&sub).map(|m| (m.interval, m.batch)) else {
             return;
         };
-        let key = (sub, vehicle.clone());
-        let slot = q.slots.entry(key.clone()).or_default();
+        if batch {
+            let b = q.batches.entry(sub).or_default();
+            if b.pending.insert(vehicle.clone(), p.clone()).is_some() {
+                inc(&self.metrics.deliveries_coalesced);
+            }
+            if b.timer.is_none() {
+                let due = b.last_sent.map_or(now, |t| (t + interval).max(now));
+                q.schedule(sub, None, due);
+                drop(q);
+                self.notify.notify_one();
+            }
+            return;
+        }
+        // One hash lookup per offer (this is the hottest line of a push): the slot's timer is
+        // set here rather than through `schedule`, which would look the slot up again.
+        let queue = &mut *q;
+        let slot = queue.slots.entry((sub, vehicle.clone())).or_default();
         if slot.pending.replace(p.clone()).is_some() {
             inc(&self.metrics.deliveries_coalesced);
         }
         if slot.timer.is_none() {
             let due = slot.last_sent.map_or(now, |t| (t + interval).max(now));
-            q.schedule(key, due);
+            queue.seq += 1;
+            slot.timer = Some(queue.seq);
+            queue.timers.push(Reverse(Timer {
+                due,
+                seq: queue.seq,
+                sub,
+                vehicle: Some(vehicle.clone()),
+            }));
             drop(q);
             self.notify.notify_one();
         }
@@ -252,7 +337,7 @@ impl Client {
             inc(&self.metrics.deliveries_dropped);
             return;
         }
-        let text = format!(r#"{{"type":"event","sub":{sub_json},"event":{event_json}}}"#);
+        let text = frames::event(&sub_json, event_json);
         q.events.push_back((
             now,
             Outgoing {
@@ -274,6 +359,15 @@ impl Client {
         q.control.push_back((Instant::now(), msg));
         drop(q);
         self.notify.notify_one();
+    }
+
+    /// States, events and control messages waiting to be sent: at most one state per
+    /// (subscription, vehicle), however long the writer is stuck.
+    pub fn queued(&self) -> usize {
+        let q = self.lock();
+        let states = q.slots.values().filter(|s| s.pending.is_some()).count()
+            + q.batches.values().map(|b| b.pending.len()).sum::<usize>();
+        states + q.events.len() + q.control.len()
     }
 
     /// Asks the writer to close the connection.
@@ -337,7 +431,25 @@ impl Client {
                 Some(m) => (m.ready, m.sub_json.clone()),
                 None => continue,
             };
-            let Some(slot) = q.slots.get_mut(&(t.sub, t.vehicle)) else {
+            let Some(vehicle) = t.vehicle else {
+                let Some(b) = q.batches.get_mut(&t.sub) else {
+                    continue;
+                };
+                if b.timer != Some(t.seq) {
+                    continue;
+                }
+                b.timer = None;
+                if !ready {
+                    continue; // parked: `activate` reschedules it
+                }
+                if let Some((frame, n)) = q.take_batch(t.sub, &sub_json, now) {
+                    msgs.push(frame);
+                    self.metrics.updates_sent.fetch_add(n, Ordering::Relaxed);
+                    oldest = oldest.min(t.due);
+                }
+                continue;
+            };
+            let Some(slot) = q.slots.get_mut(&(t.sub, vehicle)) else {
                 continue;
             };
             if slot.timer != Some(t.seq) {
@@ -349,10 +461,7 @@ impl Client {
             }
             if let Some(p) = slot.pending.take() {
                 slot.last_sent = Some(now);
-                let text = format!(
-                    r#"{{"type":"update","sub":{sub_json},"vehicle":{}}}"#,
-                    p.json()
-                );
+                let text = frames::update(&sub_json, p.json());
                 msgs.push(Outgoing {
                     kind: "update",
                     text,
@@ -419,6 +528,7 @@ mod tests {
             sub_json: Arc::from("\"s\""),
             interval: Duration::from_secs(1),
             ready,
+            batch: false,
         }
     }
 
@@ -490,6 +600,40 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             3
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batched_sub_holds_one_state_per_vehicle_and_sends_them_in_one_frame() {
+        let c = client(2);
+        c.add_sub(
+            0,
+            SubMeta {
+                batch: true,
+                ..meta(false)
+            },
+        );
+        c.activate(
+            0,
+            Outgoing {
+                kind: "snapshot",
+                text: "SNAP".into(),
+            },
+        );
+        assert_eq!(texts(c.take_due()), vec!["SNAP".to_string()]);
+        let ids: Vec<Arc<str>> = (0..10).map(|i| Arc::from(format!("bus-{i}"))).collect();
+        for ts in 0..100 {
+            for v in &ids {
+                c.offer_state(0, &prepared(v, ts), v, Instant::now());
+            }
+        }
+        assert_eq!(c.queued(), 10, "one pending state per vehicle");
+        assert!(matches!(c.take_due(), Err(Some(_))), "not before the tick");
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        let sent = texts(c.take_due());
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0].starts_with(r#"{"type":"updates","sub":"s","vehicles":["#));
+        assert_eq!(sent[0].matches(r#""ts":99"#).count(), 10, "{}", sent[0]);
+        assert_eq!(c.queued(), 0);
     }
 
     #[tokio::test(start_paused = true)]

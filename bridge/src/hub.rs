@@ -235,15 +235,16 @@ impl Hub {
 
     /// Closes every stream client (WebSocket close 1001, SSE streams end); used on shutdown.
     pub fn close_all(&self) {
-        let clients: Vec<Arc<Client>> = self
-            .inner
-            .lock_clients()
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for c in clients {
+        for c in self.inner.live_clients() {
             c.close(CloseReason::Shutdown);
         }
+    }
+
+    /// The most states, events and control messages any one connected client has waiting (a
+    /// client that stops reading holds at most one state per subscribed vehicle).
+    pub fn largest_queue(&self) -> usize {
+        let clients = self.inner.live_clients();
+        clients.iter().map(|c| c.queued()).max().unwrap_or(0)
     }
 
     /// Registers a new stream client that may read what `access` allows (`None`: everything).
@@ -348,6 +349,14 @@ impl HubInner {
 
     fn write_subs(&self) -> std::sync::RwLockWriteGuard<'_, SubIndex> {
         self.subs.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connected clients, collected so no client lock is taken under the registry's.
+    fn live_clients(&self) -> Vec<Arc<Client>> {
+        self.lock_clients()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Client>>> {

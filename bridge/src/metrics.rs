@@ -19,7 +19,7 @@ pub struct Metrics {
     pub deliveries_dropped: AtomicU64,
     /// Clients closed because they could not keep up (WebSocket close code 1013).
     pub slow_clients_closed: AtomicU64,
-    /// Update messages sent to clients.
+    /// States sent to clients (one per `update`, one per vehicle of an `updates` frame).
     pub updates_sent: AtomicU64,
     /// Event messages sent to clients.
     pub events_sent: AtomicU64,
@@ -91,7 +91,7 @@ impl Metrics {
             (
                 "fleetmq_bridge_updates_sent_total",
                 "counter",
-                "Update messages sent to clients.",
+                "States sent to clients, in update and batched updates messages.",
                 get(&self.updates_sent),
             ),
             (

@@ -8,7 +8,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,6 +20,12 @@ use crate::metrics::Gauge;
 const PIPE_BYTES: usize = 64 * 1024;
 /// Largest binary frame sent to the client.
 const CHUNK: usize = 16 * 1024;
+/// Smallest read from the broker side: an idle connection holds only this much; a read that
+/// fills the buffer doubles the next one, up to [`CHUNK`].
+const MIN_CHUNK: usize = 512;
+/// WebSocket read buffer: MQTT packets from clients are mostly small, a larger one makes the
+/// buffer grow for it (tungstenite's 128 KiB default cost every idle connection that much).
+const READ_BUFFER: usize = 4 * 1024;
 
 /// The peer address when the server records it (`serve` does), else the unspecified address.
 pub struct Peer(pub SocketAddr);
@@ -51,6 +57,8 @@ pub async fn handler(
     let max = st.config.mqtt_max_message;
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(crate::ws::WRITE_BUFFER)
         .on_upgrade(move |socket| adapt(st, socket, peer))
 }
 
@@ -75,16 +83,18 @@ async fn adapt(st: AppState, socket: WebSocket, peer: SocketAddr) {
         let _ = to_broker.shutdown().await;
     };
     let outbound = async {
-        let mut buf = vec![0u8; CHUNK];
+        let mut want = MIN_CHUNK;
         loop {
-            match from_broker.read(&mut buf).await {
+            let mut buf = BytesMut::with_capacity(want);
+            match from_broker.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if tx
-                        .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
-                        .await
-                        .is_err()
-                    {
+                    want = if n == want {
+                        (want * 2).min(CHUNK)
+                    } else {
+                        MIN_CHUNK
+                    };
+                    if tx.send(Message::Binary(buf.freeze())).await.is_err() {
                         return;
                     }
                 }

@@ -16,7 +16,7 @@ const MAX_NAME: usize = 256;
 /// A parsed client request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// `{"op":"subscribe","id":..., criteria..., "events":bool, "max_hz":n}`
+    /// `{"op":"subscribe","id":..., criteria..., "events":bool, "max_hz":n, "batch":bool}`
     Subscribe {
         /// The client's name for the subscription, echoed as `sub`.
         id: String,
@@ -105,11 +105,8 @@ fn parse_subscribe(obj: &Map<String, Value>) -> Result<Op, ProtoError> {
             Some(v) => Some(parse_bbox(v)?),
         },
     };
-    let events = match obj.get("events") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad("\"events\" must be true or false")),
-    };
+    let events = flag(obj, "events")?;
+    let batch = flag(obj, "batch")?;
     let max_hz = match obj.get("max_hz") {
         None | Some(Value::Null) => 1.0,
         Some(v) => match v.as_f64() {
@@ -130,8 +127,18 @@ fn parse_subscribe(obj: &Map<String, Value>) -> Result<Op, ProtoError> {
             states,
             events,
             max_hz,
+            batch,
         },
     })
+}
+
+/// An optional boolean field (default false).
+fn flag(obj: &Map<String, Value>, key: &str) -> Result<bool, ProtoError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(format!("\"{key}\" must be true or false"))),
+    }
 }
 
 fn parse_bbox(v: &Value) -> Result<Bbox, ProtoError> {

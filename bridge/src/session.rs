@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::client::{Client, Outgoing, SubKey, SubMeta};
 use crate::filter::Criteria;
 use crate::fleet::to_json;
+use crate::frames;
 use crate::hub::Hub;
 use crate::port::Access;
 use crate::subs::SubRef;
@@ -28,6 +29,8 @@ pub struct SubSpec {
     pub events: bool,
     /// Updates per vehicle per second at most, in (0, 10].
     pub max_hz: f64,
+    /// Updates as one `updates` frame per `1/max_hz` holding every changed vehicle.
+    pub batch: bool,
 }
 
 /// Why a subscription was refused.
@@ -97,6 +100,7 @@ impl Session {
                 sub_json: sub_json.clone(),
                 interval,
                 ready: false,
+                batch: spec.batch,
             },
         );
         let criteria = Arc::new(spec.criteria);
@@ -108,26 +112,23 @@ impl Session {
             events: spec.events,
             access: self.access.clone(),
         });
-        let mut text = format!(r#"{{"type":"snapshot","sub":{sub_json},"vehicles":["#);
-        if spec.states {
-            let found = self.hub.snapshot(&criteria, self.access.as_deref());
-            for (i, p) in found.iter().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                text.push_str(p.json());
-            }
-        }
-        text.push(']');
+        let found = if spec.states {
+            self.hub.snapshot(&criteria, self.access.as_deref())
+        } else {
+            Vec::new()
+        };
+        let mut text = frames::states("snapshot", &sub_json, found.iter());
         if spec.events {
+            // The snapshot of an events subscription carries the last events too.
+            text.pop();
             crate::recent::append_snapshot_events(
                 &mut text,
                 &self.hub,
                 &criteria,
                 self.access.as_deref(),
             );
+            text.push('}');
         }
-        text.push('}');
         self.client.activate(
             key,
             Outgoing {

@@ -1,4 +1,4 @@
-//! `GET /api/v1/stream?vehicle=&route=&trip=&bbox=&events=&max_hz=`: the WebSocket messages as
+//! `GET /api/v1/stream?vehicle=&route=&trip=&bbox=&events=&max_hz=&batch=`: the WebSocket messages as
 //! Server-Sent Events (event name = message `type`), for one subscription made from the query
 //! (no criterion: every vehicle); it ends when the caller's token expires. A pump task feeds a small bounded channel that the response body
 //! drains; a client that stops reading is dropped after the slow-client limit.
@@ -35,6 +35,7 @@ pub struct StreamQuery {
     bbox: Option<String>,
     events: Option<bool>,
     max_hz: Option<f64>,
+    batch: Option<bool>,
 }
 
 struct ChannelOutlet(mpsc::Sender<Outgoing>);
@@ -85,6 +86,7 @@ pub async fn handler(
         states: true,
         events: q.events.unwrap_or(true),
         max_hz,
+        batch: q.batch.unwrap_or(false),
     };
     let hub = st.hub.clone();
     let mut session = hub.connect(caller.filter());

@@ -24,6 +24,14 @@ use crate::protocol::{Op, ProtoError, parse};
 use crate::pump::{Ending, Outlet, pump};
 use crate::session::Session;
 
+/// Read buffer per connection. tungstenite's default (128 KiB, allocated and zeroed at the
+/// upgrade) made an idle watcher cost ~139 KB; clients only send small subscribe requests, and a
+/// larger frame still arrives whole (the buffer grows for it and shrinks back when it is taken).
+pub const READ_BUFFER: usize = 1024;
+/// Bytes buffered before tungstenite writes on its own; the writer also flushes once per batch.
+/// A threshold, not an allocation: the write buffer grows only while a batch is being written.
+pub const WRITE_BUFFER: usize = 64 * 1024;
+
 /// Close code for a client that could not keep up ("try again later").
 pub const CLOSE_SLOW: u16 = 1013;
 /// Close code on server shutdown ("going away").
@@ -45,6 +53,8 @@ pub async fn handler(
     let keepalive = (st.config.ws_ping_interval, st.config.ws_idle_timeout);
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| {
             run(
                 hub,
