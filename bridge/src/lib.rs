@@ -23,7 +23,7 @@
 //! - `error`: [`AppError`], the one HTTP error type.
 //! - `metrics`: the bridge's counters.
 //!
-//! # Protocol details (where SPEC §7 is silent)
+//! # Protocol details (documented for users in docs/http-api.md)
 //! - `subscribe` criteria combine: `{"route":"M10","bbox":[...]}` selects vehicles matching both.
 //!   With criteria the subscription gets a snapshot and updates; `"events":true` adds the events of
 //!   those vehicles. `{"events":true}` alone gets every event and an empty snapshot. Subscribing
