@@ -7,6 +7,9 @@
 #   bash scripts/respec.sh            # rewrite in place, print what changed
 #   bash scripts/respec.sh --check    # change nothing; exit 1 if anything is left to rewrite
 #
+# A rewritten comment line (`//`, `///`, `//!`, `#`, or a Python docstring line) that ends up over
+# 100 columns is re-wrapped together with the rest of its paragraph; code lines are left long.
+#
 # Idempotent: a rewritten line no longer contains "SPEC §", so a second run changes nothing, and a
 # tree where some references are already rewritten (e.g. after merging branches) is fine. Section
 # numbers it does not know are left as they are and reported (exit 1). "§" that belongs to another
@@ -94,9 +97,11 @@ PRECISE = {
 
 SUFFIXES = {".rs", ".py", ".sh", ".toml", ".js", ".html", ".css", ".md", ".yml", ".yaml", ".txt"}
 SKIP = {"scripts/respec.sh", "tests/python/test_docs.py"}
-FIRST = re.compile(r"SPEC §(\d+(?:\.\d+)?)")
+# The section, and the word after it: "SPEC §9 limits" -> "docs/security.md#abuse-limits" drops
+# a word the anchor already says.
+FIRST = re.compile(r"SPEC §(\d+(?:\.\d+)?)( [A-Za-z]+)?")
 # A further section on a cited line; "MQTT 5 §3.3" and the like belong to another document.
-FURTHER = re.compile(r"(?<!MQTT 5 )(?<!MQTT 5\.0 )(?<!MQTT 3\.1\.1 )§(\d+(?:\.\d+)?)")
+FURTHER = re.compile(r"(?<!MQTT 5 )(?<!MQTT 5\.0 )(?<!MQTT 3\.1\.1 )§(\d+(?:\.\d+)?)( [A-Za-z]+)?")
 
 
 def files():
@@ -137,7 +142,11 @@ def rewrite_line(path, line, unknown):
         if new is None:
             unknown.append(m.group(0))
             return m.group(0)
-        return new
+        after = m.group(2) or ""
+        anchor = new.rstrip(")").rpartition("#")[2] if "#" in new else ""
+        if after and anchor and after.strip().lower() == anchor.split("-")[-1]:
+            after = ""
+        return new + after
 
     start = line.find("SPEC §")
     if start < 0:
@@ -146,6 +155,81 @@ def rewrite_line(path, line, unknown):
     tail = FIRST.sub(one, tail)
     tail = FURTHER.sub(one, tail)
     return head + tail
+
+
+WIDTH = 100
+LIST_ITEM = re.compile(r"^([-*] |\d+\. )")
+
+
+def docstring_lines(lines):
+    """Indices of the lines of a Python file that lie in a triple-quoted string."""
+    inside, found = False, set()
+    for i, line in enumerate(lines):
+        quotes = line.count('"""')
+        if inside or quotes:
+            found.add(i)
+        if quotes % 2:
+            inside = not inside
+    return found
+
+
+def split_prefix(path, line, in_docstring):
+    """(prefix, content) of a comment or docstring line, or None for a code line."""
+    markers = r"//[/!]?" if path.endswith(".rs") else r"#"
+    m = re.match(r"^(\s*(?:" + markers + r")\s?)(\S.*)$", line)
+    if m:
+        return m.group(1), m.group(2)
+    if in_docstring:
+        m = re.match(r"^(\s*)(\S.*)$", line)
+        if m:
+            return m.group(1), m.group(2)
+    return None
+
+
+def words(text):
+    """Words to wrap (a line break inside a `code span` reads as a space, so spans may break)."""
+    return [w for w in text.split(" ") if w]
+
+
+def reflow(path, old_lines, lines):
+    """Re-wraps each rewritten comment/docstring line over WIDTH with the rest of its paragraph."""
+    docs = docstring_lines(lines) if path.endswith(".py") else set()
+    i = len(lines) - 1
+    while i >= 0:
+        line = lines[i]
+        parts = None
+        if line != old_lines[i] and len(line) > WIDTH:
+            parts = split_prefix(path, line, i in docs)
+        if parts is None:
+            i -= 1
+            continue
+        prefix, content = parts
+        marker = LIST_ITEM.match(content)
+        first = prefix + (marker.group(1) if marker else "")
+        cont = prefix + (" " * len(marker.group(1)) if marker else "")
+        body = [content[len(marker.group(1)):] if marker else content]
+        j = i + 1
+        while j < len(lines) and lines[j].startswith(cont) and len(lines[j]) > len(cont):
+            rest = lines[j][len(cont):]
+            if (rest[0].isspace() or LIST_ITEM.match(rest) or rest.startswith(("#", "```", "|", ">"))
+                    or rest.strip() == '"""' or (docs and (j in docs) != (i in docs))):
+                break
+            body.append(rest)
+            j += 1
+        out, cur, empty = [], first, True
+        for w in words(" ".join(body)):
+            if empty:
+                cur, empty = cur + w, False
+            elif len(cur) + 1 + len(w) <= WIDTH:
+                cur += " " + w
+            else:
+                out.append(cur)
+                cur = cont + w
+        out.append(cur)
+        lines[i:j] = out
+        old_lines[i:j] = [None] * len(out)  # now different from the old text: not reflowed twice
+        i -= 1
+    return lines
 
 
 def main(argv):
@@ -162,6 +246,8 @@ def main(argv):
         unknown = []
         new_lines = [rewrite_line(path, l, unknown) if "SPEC §" in l else l for l in lines]
         n = sum(1 for a, b in zip(lines, new_lines) if a != b)
+        if n:
+            new_lines = reflow(path, lines, new_lines)
         left += n
         unknown_all += [f"{path}: {u}" for u in unknown]
         if n:

@@ -1,4 +1,5 @@
-//! fleetmq-bridge: delivers processed vehicle state to browsers and apps over HTTP (SPEC §7).
+//! fleetmq-bridge: delivers processed vehicle state to browsers and apps over HTTP
+//! (docs/http-api.md).
 //!
 //! It knows nothing of MQTT internals: the broker pushes processed states and events into a
 //! [`Hub`], implements [`BrokerPort`] for pings, MQTT over WebSocket, metrics, readiness and

@@ -44,7 +44,8 @@ pub enum PortError {
 }
 
 /// What one HTTP or WebSocket client may see and do, as the broker decided from its token
-/// (SPEC §9). The bridge filters every state, event, list and snapshot through it.
+/// (docs/http-api.md#authentication). The bridge filters every state, event, list and snapshot
+/// through it.
 pub trait Access: Send + Sync + 'static {
     /// Whether the client may read `vehicle`'s state and events, given its current route and trip.
     fn may_read_vehicle(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool;

@@ -1,5 +1,5 @@
-//! The vehicle REST endpoints of SPEC §7: latest state, filtered/nearest lists, the track, and the
-//! ping that the broker publishes to `fleet/{id}/ping`.
+//! The vehicle REST endpoints of docs/http-api.md#rest: latest state, filtered/nearest lists, the
+//! track, and the ping that the broker publishes to `fleet/{id}/ping`.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -13,7 +13,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Everything `fleetmq serve` needs to run. Field defaults are those of SPEC §2.
+/// Everything `fleetmq serve` needs to run. Field defaults are those of
+/// docs/configuration.md#settings.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// MQTT over TCP (3.1.1 and 5.0).

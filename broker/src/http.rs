@@ -151,8 +151,8 @@ impl StateSink for HubSink {
     }
 }
 
-/// What an authenticated HTTP client may read and ping (SPEC §9: riders see the vehicles,
-/// routes and trips of their token; integrators and operators see everything).
+/// What an authenticated HTTP client may read and ping (docs/security.md#roles: riders see the
+/// vehicles, routes and trips of their token; integrators and operators see everything).
 struct IdentityAccess(Identity);
 
 impl Access for IdentityAccess {

@@ -13,7 +13,7 @@
 //! - `https`: the bridge over TLS (`--https`).
 //! - `routes`: reading the route network file.
 //! - `ingest`: location updates through geo-engine, processed state back out.
-//! - `persist`: Redis snapshots, restore on start, the track and the SOS log (SPEC §8).
+//! - `persist`: Redis snapshots, restore on start, the track and the SOS log (docs/redis.md).
 //! - `connection`: one client connection: handshake, inbound packets, the writer.
 //! - `context`: what connections share (router channel, limits, metrics, shutdown).
 //! - `router`: the single owner of sessions, subscriptions and retained messages.

@@ -1,5 +1,6 @@
-//! The input of the pipeline: a location fix as published on `fleet/{id}/location` (SPEC §4),
-//! and its parsing from JSON, one object or a batch array.
+//! The input of the pipeline: a location fix as published on `fleet/{id}/location`
+//! (docs/topics-and-payloads.md#location-updates), and its parsing from JSON, one object or a batch
+//! array.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -51,7 +52,7 @@ impl Fix {
         }
     }
 
-    /// The SPEC §4 JSON payload of this fix.
+    /// The docs/topics-and-payloads.md#location-updates JSON payload of this fix.
     pub fn to_json(&self) -> String {
         // Serializing a struct of numbers and strings cannot fail; fall back to "{}" anyway.
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())

@@ -6,7 +6,8 @@
 //! shared [`Network`].
 //!
 //! # Layout
-//! - [`fix`]: the input `Fix` (SPEC §4) and its JSON parsing, one object or a batch.
+//! - [`fix`]: the input `Fix` (docs/topics-and-payloads.md#location-updates) and its JSON parsing,
+//!   one object or a batch.
 //! - [`validate`]: stage 1, plausibility checks; [`RejectReason`] and [`Rejection`].
 //! - [`dedup`]: stage 2, duplicates by `ts`/`seq`.
 //! - [`jitter`]: stage 3, stationary wobble filter.
@@ -20,8 +21,8 @@
 //! - [`geojson`], [`gtfs`]: route loaders.
 //! - [`live`]: spatial index of live vehicle positions (nearby, bbox).
 //! - [`simulate`](mod@simulate): deterministic trace simulator.
-//! - [`state`]: the processed state and events (SPEC §6 payloads).
-//! - [`config`]: [`PipelineConfig`], thresholds with SPEC §5 defaults.
+//! - [`state`]: the processed state and events (docs/topics-and-payloads.md#outputs payloads).
+//! - [`config`]: [`PipelineConfig`], thresholds with docs/pipeline.md defaults.
 //! - [`local`]: local metric frame and great-circle distance.
 //! - [`error`]: errors of the route loaders ([`LoadError`]).
 

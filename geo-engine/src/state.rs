@@ -1,6 +1,6 @@
 //! What the pipeline produces: the processed state of a vehicle and the events it raises. Their
-//! JSON forms are the payloads of `vehicles/{id}` and `events/{id}/{kind}` (SPEC §6); absent
-//! values are omitted.
+//! JSON forms are the payloads of `vehicles/{id}` and `events/{id}/{kind}`
+//! (docs/topics-and-payloads.md#outputs); absent values are omitted.
 
 use serde::{Deserialize, Serialize};
 

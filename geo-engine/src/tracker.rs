@@ -1,5 +1,5 @@
 //! Per-vehicle pipeline state tying the stages together: validate → dedup → jitter → smooth →
-//! match → events (SPEC §5), plus offline/online. A tracker is plain data (`Serialize` +
+//! match → events (docs/pipeline.md), plus offline/online. A tracker is plain data (`Serialize` +
 //! `Deserialize`) so the broker can snapshot it to Redis and restore it.
 
 use serde::{Deserialize, Serialize};

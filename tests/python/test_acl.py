@@ -1,7 +1,8 @@
-"""`--acl FILE` topic rules (SPEC §9 via §3): a denied subscription gets SUBACK 0x87 (3.1.1: 0x80)
-with a reason string, a denied publish gets PUBACK 0x87 and is not delivered; rules for every
-client and per client id, with `%c` substitution; a deny wins over a grant; a file with grants
-is an allow-list (as in Mosquitto), one with only denies a block-list; a bad file exits 2."""
+"""`--acl FILE` topic rules (docs/security.md#acl-file via docs/mqtt.md): a denied subscription gets
+SUBACK 0x87 (3.1.1: 0x80) with a reason string, a denied publish gets PUBACK 0x87 and is not
+delivered; rules for every client and per client id, with `%c` substitution; a deny wins over a
+grant; a file with grants is an allow-list (as in Mosquitto), one with only denies a block-list; a
+bad file exits 2."""
 
 import subprocess
 

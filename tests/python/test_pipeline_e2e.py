@@ -32,7 +32,7 @@ DETOUR_OUT_M = 300.0  # sideways
 RAMP_M = 200.0  # arc over which the bus moves out (and back)
 HOLD_M = 300.0  # arc driven fully 300 m out
 DWELL_FIXES = 8
-STOP_RADIUS_M = 30.0  # SPEC §5.6 default
+STOP_RADIUS_M = 30.0  # docs/pipeline.md#events default
 PAYLOAD_FORMAT_INVALID = 0x99
 
 

@@ -1,6 +1,6 @@
-//! `drive`: N simulated buses publish SPEC §4 locations to `fleet/{id}/location`; M watchers
-//! (WebSocket clients of the bridge's `/ws` subscribing to routes, or MQTT subscribers of
-//! `vehicles/#`) receive the processed states.
+//! `drive`: N simulated buses publish docs/topics-and-payloads.md#location-updates locations to
+//! `fleet/{id}/location`; M watchers (WebSocket clients of the bridge's `/ws` subscribing to
+//! routes, or MQTT subscribers of `vehicles/#`) receive the processed states.
 //!
 //! Driver `i` is vehicle `b{run}-{i}` on route `i mod R` of the bundled network (the broker's
 //! default routes), driven by `geo_engine::Simulator` at 10 m/s with 2 m noise and no dwell (so
@@ -86,7 +86,7 @@ pub struct Args {
     pub json: Option<PathBuf>,
 }
 
-/// SPEC §10 `drive` figures.
+/// docs/bench.md `drive` figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
     /// Location updates published.

@@ -10,7 +10,8 @@ use super::failure::Failure;
 use super::settings::Settings;
 use super::value;
 
-/// Every key a config file may hold, in the order of SPEC §2 (and of `fleetmq.example.toml`).
+/// Every key a config file may hold, in the order of docs/configuration.md#settings (and of
+/// `fleetmq.example.toml`).
 pub const KEYS: &[&str] = &[
     "mqtt",
     "mqtts",

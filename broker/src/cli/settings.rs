@@ -1,6 +1,6 @@
 //! The `serve` settings as one layer of optional values, and their resolution into a
 //! [`Config`]: flag beats `FLEETMQ_*` env (both read by clap) beats the `--config` file beats
-//! the default of SPEC §2 ([`Config::default`]).
+//! the default of docs/configuration.md#settings ([`Config::default`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,8 +11,8 @@ use super::{file, value};
 use crate::Config;
 use crate::config::LogFormat;
 
-/// Every setting of SPEC §2; `None` means "not given in this layer". The field names are the
-/// config file's keys.
+/// Every setting of docs/configuration.md#settings; `None` means "not given in this layer". The
+/// field names are the config file's keys.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Settings {
     /// MQTT over TCP, 3.1.1 and 5.0 on one port [default: 127.0.0.1:1883]
@@ -152,7 +152,8 @@ impl Settings {
         }
     }
 
-    /// Fills what is still unset with SPEC §2's defaults and checks the combination.
+    /// Fills what is still unset with docs/configuration.md#settings's defaults and checks the
+    /// combination.
     ///
     /// # Errors
     /// [`Failure::Config`] when TLS settings are incomplete or a limit is zero where zero cannot
