@@ -51,7 +51,7 @@ pub struct Args {
     pub json: Option<PathBuf>,
 }
 
-/// SPEC §10 `connections` figures.
+/// docs/bench.md `connections` figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
     /// Clients that got a successful CONNACK.

@@ -1,5 +1,5 @@
 //! fleetmq-bench: drives any MQTT broker (fleetmq, Mosquitto, rumqttd) with the same workloads
-//! and reports throughput, latency percentiles and memory per connection (SPEC §10).
+//! and reports throughput, latency percentiles and memory per connection (docs/bench.md).
 //!
 //! # Layout
 //! - `client`: a lean tokio MQTT client on `fleetmq-codec` (connect, subscribe, publish, acks).

@@ -1,5 +1,5 @@
-//! Shared measurement plumbing: the latency summary of SPEC §10 built from an HdrHistogram, the
-//! JSON file writer, the once-a-second progress line on stderr and the final table.
+//! Shared measurement plumbing: the latency summary of docs/bench.md built from an HdrHistogram,
+//! the JSON file writer, the once-a-second progress line on stderr and the final table.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub fn record(h: &mut Histogram<u64>, us: u64) {
     h.saturating_record(us.clamp(1, MAX_LATENCY_US));
 }
 
-/// Latency percentiles in microseconds, as SPEC §10's `latency_us` object.
+/// Latency percentiles in microseconds, as docs/bench.md's `latency_us` object.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Latency {
     /// Median.

@@ -77,7 +77,7 @@ pub struct Args {
     pub percentiles: Option<PathBuf>,
 }
 
-/// SPEC §10 `throughput` figures.
+/// docs/bench.md `throughput` figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
     /// Messages published.

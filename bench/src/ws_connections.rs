@@ -1,6 +1,6 @@
-//! `ws-connections` (SPEC §15): opens N idle WebSocket watchers on the bridge's `/ws`, each
-//! subscribed to one vehicle, and reports the connect rate and the servers' resident memory per
-//! connection (VmRSS of every `--pid`, summed, before and after).
+//! `ws-connections` (docs/roadmap.md#bench-additions): opens N idle WebSocket watchers on the
+//! bridge's `/ws`, each subscribed to one vehicle, and reports the connect rate and the servers'
+//! resident memory per connection (VmRSS of every `--pid`, summed, before and after).
 //!
 //! Like `connections`, it raises RLIMIT_NOFILE to the hard limit and spreads clients over
 //! 127.0.0.2, 127.0.0.3, … past three quarters of the ephemeral port range. Its own WebSocket

@@ -246,7 +246,7 @@ fn drive_over_websocket_mqtt_and_http_loses_nothing() -> TestResult {
     for (name, extra) in [
         ("ws", vec!["--ws", ws.as_str()]),
         ("mqtt", vec!["--watch-mqtt"]),
-        // Drivers posting over HTTP keep-alive (SPEC §12), watched over MQTT.
+        // Drivers posting over HTTP keep-alive (docs/ingest-http.md), watched over MQTT.
         ("http", vec!["--watch-mqtt", "--http", http.as_str()]),
     ] {
         let args: Vec<&str> = common.iter().copied().chain(extra).collect();

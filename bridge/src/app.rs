@@ -1,5 +1,6 @@
-//! Assembles the HTTP application: [`BridgeConfig`], the router of every SPEC §7 endpoint with its
-//! timeout and body-limit layers ([`app`]), and the server loop with graceful shutdown ([`serve`]).
+//! Assembles the HTTP application: [`BridgeConfig`], the router of every docs/http-api.md#endpoints
+//! endpoint with its timeout and body-limit layers ([`app`]), and the server loop with graceful
+//! shutdown ([`serve`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Who is calling: the [`Caller`] extractor takes a request's bearer token (`Authorization: Bearer`
-//! or `?token=`, SPEC §9), has the broker authenticate it, and yields what the client may access;
-//! a refused token is a 401 before any handler runs.
+//! or `?token=`, docs/http-api.md#authentication), has the broker authenticate it, and yields what
+//! the client may access; a refused token is a 401 before any handler runs.
 
 use std::sync::Arc;
 

@@ -51,7 +51,7 @@ pub struct QueueLimits {
     pub batch: usize,
 }
 
-/// One message for the client: the SPEC §7 JSON and its `type`.
+/// One message for the client: the docs/http-api.md#messages JSON and its `type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     /// `snapshot`, `update`, `event` or `error` (the SSE event name).

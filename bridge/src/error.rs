@@ -1,5 +1,6 @@
 //! The one HTTP error type: [`AppError`] maps every failure of a handler onto a status code and the
-//! SPEC §7 body `{"error":{"code":"...","message":"..."}}`, logging internals without exposing them.
+//! docs/http-api.md#errors body `{"error":{"code":"...","message":"..."}}`, logging internals
+//! without exposing them.
 
 use axum::Json;
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};

@@ -39,7 +39,7 @@ impl Prepared {
         }
     }
 
-    /// The state's SPEC §6 JSON.
+    /// The state's docs/topics-and-payloads.md#processed-state JSON.
     pub fn json(&self) -> &Arc<str> {
         self.json.get_or_init(|| to_json(&*self.state))
     }

@@ -1,6 +1,6 @@
-//! The text of the server → client stream frames of SPEC §7, assembled by concatenating JSON that
-//! already exists: each state's JSON is made once in [`Prepared`] and shared by every client and
-//! frame, the subscription id once per subscription. Nothing here serializes a state.
+//! The text of the server → client stream frames of docs/http-api.md, assembled by concatenating
+//! JSON that already exists: each state's JSON is made once in [`Prepared`] and shared by every
+//! client and frame, the subscription id once per subscription. Nothing here serializes a state.
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! `GET /gtfs-rt/{feed}` (SPEC §13): the broker's GTFS-Realtime feeds, protobuf
+//! `GET /gtfs-rt/{feed}` (docs/gtfs-realtime.md): the broker's GTFS-Realtime feeds, protobuf
 //! (`application/x-protobuf`) or, with `?format=json`, JSON. The feeds describe the whole fleet,
 //! so an authenticated caller must be allowed to read every vehicle (403 otherwise).
 

@@ -1,6 +1,6 @@
-//! `GET /api/v1/vehicles/{id}/history` and `GET /api/v1/events` (SPEC §14): from the broker's
-//! history store (PostgreSQL) when it has one, else from Redis (the track stream) or the hub's
-//! memory (track ring, recent events) — the answer's `"source"` says which.
+//! `GET /api/v1/vehicles/{id}/history` and `GET /api/v1/events` (docs/roadmap.md#history): from the
+//! broker's history store (PostgreSQL) when it has one, else from Redis (the track stream) or the
+//! hub's memory (track ring, recent events) — the answer's `"source"` says which.
 //!
 //! Times are Unix milliseconds or ISO 8601 (`2026-11-30T08:10:00Z`, or a date for its UTC
 //! midnight); `from` defaults to 0, `to` to now. At most `limit` rows (default and largest:

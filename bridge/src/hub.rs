@@ -33,7 +33,8 @@ use crate::track::TrackPoint;
 /// Limits and tuning of the hub.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// A client that stays behind this long is closed with 1013 (SPEC §7: 30 s).
+    /// A client that stays behind this long is closed with 1013
+    /// (docs/http-api.md#connection-limits: 30 s).
     pub slow_client_timeout: Duration,
     /// Track points kept per vehicle for `/track` when the broker has no durable store.
     pub track_capacity: usize,

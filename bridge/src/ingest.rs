@@ -1,6 +1,6 @@
-//! `POST /api/v1/vehicles/{id}/location` (SPEC §12): a device or backend posts the SPEC §4 payload
-//! (one fix or a batch array) over HTTP, and the broker runs it through the same pipeline as an
-//! MQTT publish to `fleet/{id}/location`.
+//! `POST /api/v1/vehicles/{id}/location` (docs/ingest-http.md): a device or backend posts the
+//! docs/topics-and-payloads.md#location-updates payload (one fix or a batch array) over HTTP, and
+//! the broker runs it through the same pipeline as an MQTT publish to `fleet/{id}/location`.
 //!
 //! This module owns only the HTTP shape: the vehicle id, the caller's right to post for it (checked
 //! before the body is read, so a refused client cannot make us buffer its body), the body, and the

@@ -1,4 +1,5 @@
-//! fleetmq-bridge: delivers processed vehicle state to browsers and apps over HTTP (SPEC §7).
+//! fleetmq-bridge: delivers processed vehicle state to browsers and apps over HTTP
+//! (docs/http-api.md).
 //!
 //! It knows nothing of MQTT internals: the broker pushes processed states and events into a
 //! [`Hub`], implements [`BrokerPort`] for pings, MQTT over WebSocket, metrics, readiness and
@@ -19,21 +20,22 @@
 //! - `pump`: the writer loop and the slow-client rule.
 //! - `protocol`: parsing `/ws` requests, error replies.
 //! - `ws`, `sse`, `mqtt_ws`: `/ws`, `/api/v1/stream`, `/mqtt`.
-//! - `ingest`: `POST /api/v1/vehicles/{id}/location` (SPEC §12), handed to the broker.
+//! - `ingest`: `POST /api/v1/vehicles/{id}/location` (docs/ingest-http.md), handed to the broker.
 //! - `rest`, `routes`, `ops`, `map`: the other endpoints.
-//! - `history`, `history_format`: `/api/v1/vehicles/{id}/history` and `/api/v1/events` (SPEC §14).
+//! - `history`, `history_format`: `/api/v1/vehicles/{id}/history` and `/api/v1/events`
+//!   (docs/roadmap.md#history).
 //! - `recent`: the last events, for snapshots and `/api/v1/events` without history.
 //! - `gtfsrt`: `/gtfs-rt/{feed}`, the broker's GTFS-Realtime feeds.
 //! - `app`: [`BridgeConfig`], [`app()`], [`serve`].
 //! - `error`: [`AppError`], the one HTTP error type.
 //! - `metrics`: the bridge's counters.
 //!
-//! # Protocol details (where SPEC §7 is silent)
+//! # Protocol details (documented for users in docs/http-api.md)
 //! - `subscribe` criteria combine: `{"route":"M10","bbox":[...]}` selects vehicles matching both.
 //!   With criteria the subscription gets a snapshot and updates; `"events":true` adds the events of
 //!   those vehicles. `{"events":true}` alone gets every event and an empty snapshot. Subscribing
 //!   again with the same `id` replaces the subscription.
-//! - `"batch":true` (SPEC §7): the subscription's updates go out as one
+//! - `"batch":true` (docs/http-api.md): the subscription's updates go out as one
 //!   `{"type":"updates","sub":..,"vehicles":[state,...]}` frame per `1/max_hz`, holding the latest
 //!   state of every vehicle that changed since the previous frame (each vehicle once; the snapshot
 //!   counts as the first frame, so the first `updates` follows it by one interval). Without it,

@@ -45,7 +45,8 @@ pub enum PortError {
 }
 
 /// What one HTTP or WebSocket client may see and do, as the broker decided from its token
-/// (SPEC §9). The bridge filters every state, event, list and snapshot through it.
+/// (docs/http-api.md#authentication). The bridge filters every state, event, list and snapshot
+/// through it.
 pub trait Access: Send + Sync + 'static {
     /// Whether the client may read `vehicle`'s state and events, given its current route and trip.
     fn may_read_vehicle(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool;
@@ -206,9 +207,9 @@ pub trait BrokerPort: Send + Sync + 'static {
         to_ms: i64,
     ) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>>;
 
-    /// Processed fixes of `q.vehicle` from the broker's history store (SPEC §14), oldest first, as
-    /// JSON rows (`vehicle`, `ts`, `lat`, `lon`, ... in Unix ms). `None` means "no history store";
-    /// the bridge then answers from [`BrokerPort::track`] or its ring and says so.
+    /// Processed fixes of `q.vehicle` from the broker's history store (docs/roadmap.md#history),
+    /// oldest first, as JSON rows (`vehicle`, `ts`, `lat`, `lon`, ... in Unix ms). `None` means "no
+    /// history store"; the bridge then answers from [`BrokerPort::track`] or its ring and says so.
     fn history(
         &self,
         q: &crate::history::HistoryQuery,
@@ -228,8 +229,8 @@ pub trait BrokerPort: Send + Sync + 'static {
     }
 
     /// The GTFS-Realtime feed `feed` (`vehicle-positions`, `trip-updates` or `alerts`) as
-    /// protobuf, or as JSON with `json` (`GET /gtfs-rt/{feed}`, SPEC §13). `None`: no such feed
-    /// (404). The default serves none.
+    /// protobuf, or as JSON with `json` (`GET /gtfs-rt/{feed}`, docs/gtfs-realtime.md). `None`: no
+    /// such feed (404). The default serves none.
     fn gtfs_rt(&self, feed: &str, json: bool) -> Option<Bytes> {
         let _ = (feed, json);
         None
@@ -258,11 +259,11 @@ pub trait BrokerPort: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Feeds a SPEC §4 location payload (one object or a batch array) for `vehicle` into the
-    /// same pipeline as an MQTT publish to `fleet/{vehicle}/location` (`POST
-    /// /api/v1/vehicles/{id}/location`). The bridge has already checked
-    /// [`Access::may_post_location`] and the body size. The default refuses (503): a broker
-    /// without HTTP ingest.
+    /// Feeds a docs/topics-and-payloads.md#location-updates location payload (one object or a batch
+    /// array) for `vehicle` into the same pipeline as an MQTT publish to `fleet/{vehicle}/location`
+    /// (`POST /api/v1/vehicles/{id}/location`). The bridge has already checked
+    /// [`Access::may_post_location`] and the body size. The default refuses (503): a broker without
+    /// HTTP ingest.
     ///
     /// # Errors
     /// [`IngestError`]: invalid payload, batch too large, rate limited, unavailable.

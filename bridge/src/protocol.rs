@@ -1,5 +1,5 @@
-//! The `/ws` client → server protocol of SPEC §7: parsing `subscribe` / `unsubscribe` requests
-//! and the `error` replies for whatever cannot be parsed.
+//! The `/ws` client → server protocol of docs/http-api.md#websocket-protocol: parsing `subscribe` /
+//! `unsubscribe` requests and the `error` replies for whatever cannot be parsed.
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! The last events the hub saw, newest last, at most [`RECENT_EVENTS`]: what a new `/ws` or SSE
-//! subscriber with `"events":true` gets in its snapshot (SPEC §7: at most 50), and what
+//! subscriber with `"events":true` gets in its snapshot (docs/http-api.md: at most 50), and what
 //! `GET /api/v1/events` answers from when the broker keeps no history.
 
 use std::collections::VecDeque;
@@ -14,7 +14,7 @@ use crate::port::Access;
 
 /// Events kept (a few hundred bytes each).
 pub const RECENT_EVENTS: usize = 1000;
-/// Events in a snapshot at most (SPEC §7).
+/// Events in a snapshot at most (docs/http-api.md).
 pub const SNAPSHOT_EVENTS: usize = 50;
 
 /// A bounded ring of recent events.

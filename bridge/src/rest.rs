@@ -1,5 +1,5 @@
-//! The vehicle REST endpoints of SPEC §7: latest state, filtered/nearest lists, the track, and the
-//! ping that the broker publishes to `fleet/{id}/ping`.
+//! The vehicle REST endpoints of docs/http-api.md#rest: latest state, filtered/nearest lists, the
+//! track, and the ping that the broker publishes to `fleet/{id}/ping`.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -220,7 +220,8 @@ pub async fn track(
         }
     };
     if !caller.0.reads_everything() {
-        // SPEC §9: a rider of a trip reads that trip's fixes only, never an earlier trip's.
+        // docs/security.md: a rider of a trip reads that trip's fixes only, never an earlier
+        // trip's.
         let field = |f: &Value, k: &str| f.get(k).and_then(Value::as_str).map(str::to_owned);
         fixes.retain(|f| {
             caller.0.may_read_fix(

@@ -15,7 +15,7 @@ use crate::hub::Hub;
 use crate::port::Access;
 use crate::subs::SubRef;
 
-/// Largest `max_hz` a subscription may ask for (SPEC §7).
+/// Largest `max_hz` a subscription may ask for (docs/http-api.md#requests).
 pub const MAX_HZ: f64 = 10.0;
 
 /// What a subscription asks for.

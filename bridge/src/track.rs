@@ -37,7 +37,7 @@ pub struct TrackPoint {
     /// The route the vehicle ran (riders of a route read only its fixes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<Box<str>>,
-    /// The trip the vehicle ran (riders of a trip read only its fixes, SPEC §9).
+    /// The trip the vehicle ran (riders of a trip read only its fixes, docs/security.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trip: Option<Box<str>>,
 }

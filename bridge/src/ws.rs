@@ -1,9 +1,9 @@
-//! `GET /ws`: the WebSocket bridge of SPEC §7. The reader applies `subscribe`/`unsubscribe`
-//! requests to the session (errors are replied and the connection stays open; at most a burst
-//! of 20 and 10 per second after it, else `RATE_LIMITED`); the writer pumps
+//! `GET /ws`: the WebSocket bridge of docs/http-api.md#websocket-protocol. The reader applies
+//! `subscribe`/`unsubscribe` requests to the session (errors are replied and the connection stays
+//! open; at most a burst of 20 and 10 per second after it, else `RATE_LIMITED`); the writer pumps
 //! the client's coalesced queue; a slow client is closed with 1013, all clients with 1001 on
-//! shutdown. The server pings every client periodically and drops one that has been silent (no
-//! pong either) for the idle timeout.
+//! shutdown. The server pings every client periodically and drops one that has been silent (no pong
+//! either) for the idle timeout.
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
@@ -36,7 +36,7 @@ pub const WRITE_BUFFER: usize = 64 * 1024;
 pub const CLOSE_SLOW: u16 = 1013;
 /// Close code on server shutdown ("going away").
 pub const CLOSE_SHUTDOWN: u16 = 1001;
-/// Close code when the client's token expires ("policy violation", SPEC §9).
+/// Close code when the client's token expires ("policy violation", docs/security.md).
 pub const CLOSE_EXPIRED: u16 = 1008;
 
 /// Upgrades the request and runs the client.

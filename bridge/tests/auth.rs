@@ -1,5 +1,6 @@
-//! Bearer tokens on HTTP and WebSocket (SPEC §9): the broker's `authenticate` decides, the bridge
-//! refuses with 401 and filters every list, state, snapshot, update and event by the access.
+//! Bearer tokens on HTTP and WebSocket (docs/http-api.md#authentication): the broker's
+//! `authenticate` decides, the bridge refuses with 401 and filters every list, state, snapshot,
+//! update and event by the access.
 
 mod common;
 

@@ -442,8 +442,8 @@ async fn request_floods_are_rate_limited_and_the_connection_stays_open() {
     );
 }
 
-/// SPEC §7: an `"events":true` subscriber first gets the last events (at most 50, oldest first)
-/// in its snapshot, filtered like live events; a states-only subscription gets none.
+/// docs/http-api.md: an `"events":true` subscriber first gets the last events (at most 50, oldest
+/// first) in its snapshot, filtered like live events; a states-only subscription gets none.
 #[tokio::test]
 async fn snapshot_carries_the_last_50_events() {
     let s = start(HubConfig::default()).await;

@@ -1,5 +1,5 @@
-//! GTFS-Realtime feed build + encode for 2,000 vehicles on Cairns trips (SPEC §13): what the
-//! first poller of each second pays; later pollers of that second get the cached bytes.
+//! GTFS-Realtime feed build + encode for 2,000 vehicles on Cairns trips (docs/gtfs-realtime.md):
+//! what the first poller of each second pays; later pollers of that second get the cached bytes.
 //!
 //! `cargo bench -p fleetmq --bench gtfsrt`
 

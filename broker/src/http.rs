@@ -284,9 +284,9 @@ impl Access for OpenBroker {
     }
 }
 
-/// What an authenticated HTTP client may read and ping (SPEC §9: riders see the vehicles,
-/// routes and trips of their token; integrators and operators see everything), and where it
-/// may post locations (the ACL's verdict on publishing to `fleet/{id}/location`).
+/// What an authenticated HTTP client may read and ping (docs/security.md#roles: riders see the
+/// vehicles, routes and trips of their token; integrators and operators see everything), and where
+/// it may post locations (the ACL's verdict on publishing to `fleet/{id}/location`).
 struct IdentityAccess(Identity, Arc<Acl>);
 
 impl Access for IdentityAccess {

@@ -13,10 +13,12 @@
 //! - `https`: the bridge over TLS (`--https`).
 //! - `routes`: reading the route network file.
 //! - `ingest`: location updates through geo-engine, processed state back out.
-//! - `history`: every fix and event in PostgreSQL, day partitions, retention (SPEC §14).
-//! - `gtfsrt`: GTFS-Realtime feeds (HTTP, cached per second) and MQTT entities (SPEC §13).
+//! - `history`: every fix and event in PostgreSQL, day partitions, retention
+//!   (docs/roadmap.md#history).
+//! - `gtfsrt`: GTFS-Realtime feeds (HTTP, cached per second) and MQTT entities
+//!   (docs/gtfs-realtime.md).
 //! - `osmand`: the OsmAnd / Traccar Client listener (`--osmand`, `--osmands`).
-//! - `persist`: Redis snapshots, restore on start, the track and the SOS log (SPEC §8).
+//! - `persist`: Redis snapshots, restore on start, the track and the SOS log (docs/redis.md).
 //! - `connection`: one client connection: handshake, inbound packets, the writer.
 //! - `context`: what connections share (router channel, limits, metrics, shutdown).
 //! - `router`: the single owner of sessions, subscriptions and retained messages.

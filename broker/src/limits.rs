@@ -1,6 +1,6 @@
-//! Abuse limits (SPEC §9): new connections per IP per second, PUBLISH packets per client per
-//! second, HTTP requests (REST, SSE and WebSocket opens) per bearer token or IP per second, and a
-//! back-off for IPs that keep failing to log in.
+//! Abuse limits (docs/security.md#abuse-limits): new connections per IP per second, PUBLISH packets
+//! per client per second, HTTP requests (REST, SSE and WebSocket opens) per bearer token or IP per
+//! second, and a back-off for IPs that keep failing to log in.
 //!
 //! Everything here is synchronous and takes the current [`Instant`], so the policies are tested
 //! without clocks. The per-IP maps sit behind a std `Mutex` that is held only for a map lookup,

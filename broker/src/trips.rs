@@ -1,6 +1,6 @@
 //! Which trip each vehicle runs now, and when finished trips ended ([`TripBook`]): the facts
-//! behind a rider's scope (SPEC §9, issue 19). A rider of a trip reads the vehicle running it
-//! while it runs (over MQTT, WebSocket, SSE and REST), and that trip's stored fixes (`/track`)
+//! behind a rider's scope (docs/security.md, issue 19). A rider of a trip reads the vehicle running
+//! it while it runs (over MQTT, WebSocket, SSE and REST), and that trip's stored fixes (`/track`)
 //! until `--trip-ttl` after the vehicle moved on to another trip or to none.
 //!
 //! Fed as a [`StateSink`] from the ingest path, before the state's messages are routed, so the

@@ -1,6 +1,6 @@
-//! What schedule matching adds to `Tracker::process` (SPEC §13): one Cairns bus running 2 min
-//! behind a real trip on 2014-06-03, naming its route and trip, then only its route (trip
-//! inference), through the Cairns GTFS network with and without its timetables.
+//! What schedule matching adds to `Tracker::process` (docs/gtfs-realtime.md): one Cairns bus
+//! running 2 min behind a real trip on 2014-06-03, naming its route and trip, then only its route
+//! (trip inference), through the Cairns GTFS network with and without its timetables.
 //!
 //! `cargo bench -p geo-engine --bench schedule`
 

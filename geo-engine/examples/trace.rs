@@ -3,11 +3,11 @@
 //!
 //! `cargo run -p geo-engine --example trace -- --route 121 --corridor 121-a --detour 300 --duplicates 0.05 --invalid 0.03 --seed 7`
 //!
-//! Each line: `{"fix": {...SPEC §4...}, "kind": "normal"|"duplicate"|"jitter"|"invalid",
-//! "reason": "<reject reason>"?, "progress_m", "offset_m", "stops": [...]}`; the first line is a
-//! header `{"route", "corridor", "stops": [stop ids in order], "detour": {...}|null}`. By default
-//! the trace ends at the current time (so a fast publisher's fixes are all in the past and none
-//! is `future_ts`); `--start-ms MS` fixes it.
+//! Each line: `{"fix": {...docs/topics-and-payloads.md#location-updates...}, "kind":
+//! "normal"|"duplicate"|"jitter"|"invalid", "reason": "<reject reason>"?, "progress_m", "offset_m",
+//! "stops": [...]}`; the first line is a header `{"route", "corridor", "stops": [stop ids in
+//! order], "detour": {...}|null}`. By default the trace ends at the current time (so a fast
+//! publisher's fixes are all in the past and none is `future_ts`); `--start-ms MS` fixes it.
 
 use geo_engine::simulate::{SimKind, Simulator, find_detour};
 use geo_engine::{Network, SimConfig};

@@ -1,9 +1,9 @@
-//! Pipeline settings (SPEC §5) with their defaults. The broker fills this from its own
+//! Pipeline settings (docs/pipeline.md) with their defaults. The broker fills this from its own
 //! configuration; the library only reads it.
 
 use serde::{Deserialize, Serialize};
 
-/// Thresholds and tuning of every pipeline stage. `Default` gives the SPEC §5 values.
+/// Thresholds and tuning of every pipeline stage. `Default` gives the docs/pipeline.md values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {

@@ -1,7 +1,7 @@
-//! Route corridors and matching (SPEC §5.5): a corridor is one route geometry (a GTFS shape or a
-//! GeoJSON LineString) in local metres with cumulative distances and its stops placed along it.
-//! Matching finds the nearest segment of the vehicle's route (or of any route), giving the
-//! cross-track distance and the progress along the route.
+//! Route corridors and matching (docs/pipeline.md#match-the-route): a corridor is one route
+//! geometry (a GTFS shape or a GeoJSON LineString) in local metres with cumulative distances and
+//! its stops placed along it. Matching finds the nearest segment of the vehicle's route (or of any
+//! route), giving the cross-track distance and the progress along the route.
 
 use geo::{Coord, Line};
 use rstar::RTree;

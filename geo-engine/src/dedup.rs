@@ -1,7 +1,7 @@
-//! Stage 2, de-duplication (SPEC §5.2): a fix whose `ts` is not newer than the last accepted
-//! one is a duplicate (a retransmission, or a batch overlapping what was already sent). When
-//! both carry a `seq`, a `seq` not newer than the last one within [`SEQ_WINDOW_MS`] is a
-//! duplicate as well; past that window a smaller `seq` is taken as a device restart.
+//! Stage 2, de-duplication (docs/pipeline.md#de-duplicate): a fix whose `ts` is not newer than the
+//! last accepted one is a duplicate (a retransmission, or a batch overlapping what was already
+//! sent). When both carry a `seq`, a `seq` not newer than the last one within [`SEQ_WINDOW_MS`] is
+//! a duplicate as well; past that window a smaller `seq` is taken as a device restart.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,8 +1,8 @@
-//! Stage 6a, deviation with hysteresis (SPEC §5.6): `off_route_fixes` consecutive fixes farther
-//! than the corridor width raise `deviation`; as many consecutive fixes at least
+//! Stage 6a, deviation with hysteresis (docs/pipeline.md#events): `off_route_fixes` consecutive
+//! fixes farther than the corridor width raise `deviation`; as many consecutive fixes at least
 //! `corridor_hysteresis_m` inside the edge raise `back_on_route`. The band between the two
-//! thresholds belongs to neither side and breaks a streak, so a vehicle driving along the
-//! corridor edge with GPS noise changes state at most once.
+//! thresholds belongs to neither side and breaks a streak, so a vehicle driving along the corridor
+//! edge with GPS noise changes state at most once.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,6 @@
-//! The input of the pipeline: a location fix as published on `fleet/{id}/location` (SPEC §4),
-//! and its parsing from JSON, one object or a batch array.
+//! The input of the pipeline: a location fix as published on `fleet/{id}/location`
+//! (docs/topics-and-payloads.md#location-updates), and its parsing from JSON, one object or a batch
+//! array.
 
 use geo::Point;
 use serde::{Deserialize, Serialize};
@@ -7,8 +8,9 @@ use serde_json::Value;
 
 use crate::validate::{RejectReason, Rejection};
 
-/// One location update from a device. The fields mirror the JSON payload (SPEC §4); in code,
-/// take the position as a [`Point`] with [`Fix::position`].
+/// One location update from a device. The fields mirror the JSON payload
+/// (docs/topics-and-payloads.md#location-updates); in code, take the position as a [`Point`] with
+/// [`Fix::position`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fix {
     /// WGS84 latitude, degrees.
@@ -84,7 +86,7 @@ impl Fix {
         Ok(self)
     }
 
-    /// The SPEC §4 JSON payload of this fix.
+    /// The docs/topics-and-payloads.md#location-updates JSON payload of this fix.
     pub fn to_json(&self) -> String {
         // Serializing a struct of numbers and strings cannot fail; fall back to "{}" anyway.
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())

@@ -1,4 +1,4 @@
-//! Stage 6c, geofences (SPEC §5.6): which polygons a vehicle is inside, and the
+//! Stage 6c, geofences (docs/pipeline.md#events): which polygons a vehicle is inside, and the
 //! `geofence_enter` / `geofence_exit` transitions between fixes.
 
 use geo::Point;

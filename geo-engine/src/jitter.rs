@@ -1,7 +1,7 @@
-//! Stage 3, jitter filter (SPEC §5.3): a stationary GPS wanders by a few metres; a fix that
-//! moved less than `min_move_m` from the last forwarded fix while slower than `min_speed` is
-//! not forwarded (it only refreshes last-seen). The speed is the reported one, or the one
-//! implied by the distance and time from the last forwarded fix.
+//! Stage 3, jitter filter (docs/pipeline.md#jitter-filter): a stationary GPS wanders by a few
+//! metres; a fix that moved less than `min_move_m` from the last forwarded fix while slower than
+//! `min_speed` is not forwarded (it only refreshes last-seen). The speed is the reported one, or
+//! the one implied by the distance and time from the last forwarded fix.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Stage 4, smoothing (SPEC §5.4): a constant-velocity Kalman filter in local metres.
+//! Stage 4, smoothing (docs/pipeline.md#smooth): a constant-velocity Kalman filter in local metres.
 //!
 //! # State
 //! Per axis (east `x`, north `y`) the state is `[position m, velocity m/s]` with a 2×2

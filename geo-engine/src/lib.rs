@@ -10,7 +10,8 @@
 //! [`Event`]) keep the payloads' `lat`/`lon` fields and give the `Point` by `position()`.
 //!
 //! # Layout
-//! - [`fix`]: the input `Fix` (SPEC §4) and its JSON parsing, one object or a batch.
+//! - [`fix`]: the input `Fix` (docs/topics-and-payloads.md#location-updates) and its JSON parsing,
+//!   one object or a batch.
 //! - [`validate`]: stage 1, plausibility checks; [`RejectReason`] and [`Rejection`].
 //! - [`dedup`]: stage 2, duplicates by `ts`/`seq`.
 //! - [`jitter`]: stage 3, stationary wobble filter.
@@ -26,8 +27,8 @@
 //! - [`zones`]: extra geofence polygons (`--zones`) for any network.
 //! - [`schedule`]: GTFS timetables, service days, trip inference, delay and predictions.
 //! - [`simulate`](mod@simulate): deterministic trace simulator.
-//! - [`state`]: the processed state and events (SPEC §6 payloads).
-//! - [`config`]: [`PipelineConfig`], thresholds with SPEC §5 defaults.
+//! - [`state`]: the processed state and events (docs/topics-and-payloads.md#outputs payloads).
+//! - [`config`]: [`PipelineConfig`], thresholds with docs/pipeline.md defaults.
 //! - [`local`]: coordinates — WGS84 [`geo::Point`]s (x = lon, y = lat), the [`Local`] metric
 //!   frame, great-circle distance (geo's `Haversine`).
 //! - [`error`]: errors of the route loaders ([`LoadError`]).

@@ -154,7 +154,7 @@ pub struct Network {
     max_corridor_m: f64,
     /// Per-route thresholds from the route file, by route id.
     pub(crate) thresholds: HashMap<String, crate::thresholds::RouteThresholds>,
-    /// Timetables, for a GTFS network (SPEC §13).
+    /// Timetables, for a GTFS network (docs/gtfs-realtime.md).
     pub(crate) schedule: Option<std::sync::Arc<crate::schedule::Schedule>>,
 }
 

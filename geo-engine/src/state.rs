@@ -1,6 +1,6 @@
 //! What the pipeline produces: the processed state of a vehicle and the events it raises. Their
-//! JSON forms are the payloads of `vehicles/{id}` and `events/{id}/{kind}` (SPEC §6); absent
-//! values are omitted.
+//! JSON forms are the payloads of `vehicles/{id}` and `events/{id}/{kind}`
+//! (docs/topics-and-payloads.md#outputs); absent values are omitted.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,7 @@ pub struct NextStop {
     /// Estimated arrival, Unix milliseconds.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eta: Option<i64>,
-    /// Scheduled arrival of the vehicle's trip there, Unix milliseconds (SPEC §13).
+    /// Scheduled arrival of the vehicle's trip there, Unix milliseconds (docs/gtfs-realtime.md).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub scheduled: Option<i64>,
 }
@@ -62,7 +62,7 @@ pub struct VehicleState {
     pub progress_m: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub next_stop: Option<NextStop>,
-    /// Seconds behind the trip's schedule (negative: ahead), SPEC §13.
+    /// Seconds behind the trip's schedule (negative: ahead), docs/gtfs-realtime.md.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub delay_s: Option<i64>,
     /// `true` when fleetmq chose `trip` from the timetable (the vehicle named only its route).

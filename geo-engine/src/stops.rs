@@ -1,7 +1,7 @@
-//! Stage 6b, stops (SPEC §5.6): arrival and departure within `stop_radius_m` of the stops of the
-//! matched corridor (measured to the stop's projection on the route, see
-//! [`crate::corridor::CorridorStop::at`]), the next stop ahead, and its ETA: the remaining distance along the route
-//! over the recent average speed (progress made over the last `eta_window_ms`).
+//! Stage 6b, stops (docs/pipeline.md#events): arrival and departure within `stop_radius_m` of the
+//! stops of the matched corridor (measured to the stop's projection on the route, see
+//! [`crate::corridor::CorridorStop::at`]), the next stop ahead, and its ETA: the remaining distance
+//! along the route over the recent average speed (progress made over the last `eta_window_ms`).
 
 use std::collections::VecDeque;
 

@@ -1,5 +1,5 @@
 //! Per-vehicle pipeline state tying the stages together: validate → dedup → jitter → smooth →
-//! match → events (SPEC §5), plus offline/online. A tracker is plain data (`Serialize` +
+//! match → events (docs/pipeline.md), plus offline/online. A tracker is plain data (`Serialize` +
 //! `Deserialize`) so the broker can snapshot it to Redis and restore it.
 
 use geo::Point;
@@ -482,8 +482,8 @@ impl Tracker {
         }
     }
 
-    /// Trip inference and schedule adherence (SPEC §13) for a fix matched as `m`; fills
-    /// `next_stop.scheduled`. Nothing on a network without timetables.
+    /// Trip inference and schedule adherence (docs/gtfs-realtime.md) for a fix matched as `m`;
+    /// fills `next_stop.scheduled`. Nothing on a network without timetables.
     fn fit_schedule(
         &mut self,
         net: &Network,

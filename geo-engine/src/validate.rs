@@ -1,6 +1,6 @@
-//! Stage 1, validation (SPEC §5.1): plausibility checks on one fix against the clock and the
-//! vehicle's last accepted fix. Every rejection has a named reason (the `reason` label of
-//! `fleetmq_updates_rejected_total`) and the field it concerns (the PUBACK reason string).
+//! Stage 1, validation (docs/pipeline.md#validate): plausibility checks on one fix against the
+//! clock and the vehicle's last accepted fix. Every rejection has a named reason (the `reason`
+//! label of `fleetmq_updates_rejected_total`) and the field it concerns (the PUBACK reason string).
 
 use serde::{Deserialize, Serialize};
 
@@ -144,7 +144,7 @@ impl LastFix {
     }
 }
 
-/// Checks one fix (SPEC §5.1).
+/// Checks one fix (docs/pipeline.md#validate).
 ///
 /// The teleport check subtracts both fixes' reported accuracies from the distance, so ordinary
 /// GPS noise between close fixes never reads as an impossible speed; it is skipped when `ts` is

@@ -1,7 +1,7 @@
-"""Helpers of the HTTP and OsmAnd ingest suites (SPEC §12): a `requests` session per client
-(keep-alive, as phones and backends use), watchers that see the processed state over MQTT and
-the WebSocket bridge, raw sockets for what `requests` will not send (slow bodies, bytes that are
-not UTF-8), and the processed-state comparison between ingest paths.
+"""Helpers of the HTTP and OsmAnd ingest suites (docs/ingest-http.md): a `requests` session per
+client (keep-alive, as phones and backends use), watchers that see the processed state over MQTT and
+the WebSocket bridge, raw sockets for what `requests` will not send (slow bodies, bytes that are not
+UTF-8), and the processed-state comparison between ingest paths.
 
 Nothing here sleeps for synchronisation; waiting is `harness.wait_for`.
 """
@@ -120,7 +120,8 @@ def status_of(reply: bytes) -> Optional[int]:
 
 def track(count: int, start_ms: int, step_ms: int = 10_000, lat: float = LAT, lon: float = LON,
           step_deg: float = 0.0001) -> list:
-    """`count` valid SPEC §4 fixes heading north, `step_ms` apart (about 11 m each)."""
+    """`count` valid docs/topics-and-payloads.md#location-updates fixes heading north, `step_ms`
+    apart (about 11 m each)."""
     return [{"lat": round(lat + i * step_deg, 7), "lon": lon, "ts": start_ms + i * step_ms,
              "speed": 1.1} for i in range(count)]
 

@@ -1,6 +1,6 @@
-"""Helpers for the security suites (SPEC §9): certificates from `fleetmq certs`, a users file from
-`fleetmq passwd`, HS256 tokens made by hand (hmac + base64, no PyJWT), valid location payloads,
-and a paho client that logs in with a user name/password or a client certificate."""
+"""Helpers for the security suites (docs/security.md): certificates from `fleetmq certs`, a users
+file from `fleetmq passwd`, HS256 tokens made by hand (hmac + base64, no PyJWT), valid location
+payloads, and a paho client that logs in with a user name/password or a client certificate."""
 
 import base64
 import hashlib

@@ -1,7 +1,8 @@
-"""`--acl FILE` topic rules (SPEC §9 via §3): a denied subscription gets SUBACK 0x87 (3.1.1: 0x80)
-with a reason string, a denied publish gets PUBACK 0x87 and is not delivered; rules for every
-client and per client id, with `%c` substitution; a deny wins over a grant; a file with grants
-is an allow-list (as in Mosquitto), one with only denies a block-list; a bad file exits 2."""
+"""`--acl FILE` topic rules (docs/security.md#acl-file via docs/mqtt.md): a denied subscription gets
+SUBACK 0x87 (3.1.1: 0x80) with a reason string, a denied publish gets PUBACK 0x87 and is not
+delivered; rules for every client and per client id, with `%c` substitution; a deny wins over a
+grant; a file with grants is an allow-list (as in Mosquitto), one with only denies a block-list; a
+bad file exits 2."""
 
 import subprocess
 
@@ -58,8 +59,8 @@ def test_denied_subscribe_v5(acl_broker):
     result = c.subscribe([("secret/plans", 1), ("public/news", 1), ("secret/#", 0)])
     assert codes(result) == [0x87, 1, 0x87]
     assert prop(result[1], "ReasonString"), "a reason string on the negative SUBACK"
-    # Issue 11 (SPEC §9): a filter that also matches readable topics is granted, and the denied
-    # ones are filtered per message (test_interop.py); before, `#` was refused here.
+    # Issue 11 (docs/security.md#acl-file): a filter that also matches readable topics is granted,
+    # and the denied ones are filtered per message (test_interop.py); before, `#` was refused here.
     assert codes(c.subscribe("#", 1)) == [1]
     c.disconnect()
 

@@ -527,8 +527,8 @@ def test_a_client_that_never_reads_does_not_delay_others(fleetmq_factory):
 
 
 @pytest.mark.skipif(not SLOW, reason=(
-    "the bridge closes a client only after it has been behind for 30 s (SPEC §7; "
-    "HubConfig::slow_client_timeout) and `fleetmq serve` has no flag to shorten it; "
+    "the bridge closes a client only after it has been behind for 30 s "
+    "(docs/http-api.md#connection-limits; HubConfig::slow_client_timeout) and `fleetmq serve` has no flag to shorten it; "
     "test_a_client_that_never_reads_does_not_delay_others covers the rest. "
     "Set FLEETMQ_E2E_SLOW=1 to run this ~50 s test"))
 def test_slow_client_closed_with_1013(fleetmq_factory):

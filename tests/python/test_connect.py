@@ -1,5 +1,6 @@
-"""Connecting (SPEC §3): 3.1.1 and 5.0 on one port, assigned client identifiers, server
-keep-alive, keep-alive timeout, server DISCONNECT on shutdown, `$SYS/broker/...` statistics."""
+"""Connecting (docs/mqtt.md#connecting): 3.1.1 and 5.0 on one port, assigned client identifiers,
+server keep-alive, keep-alive timeout, server DISCONNECT on shutdown, `$SYS/broker/...`
+statistics."""
 
 import rawmqtt
 from mqttc import (V311, V5, Client, connect_props, connected, prop, reason_value, unique,
@@ -115,7 +116,8 @@ def test_v5_connect_properties_accepted(fleetmq):
 
 
 def test_v5_connack_advertises_supported_features(fleetmq):
-    """Everything SPEC §3 promises is advertised as available (absent means available)."""
+    """Everything docs/mqtt.md#connecting promises is advertised as available (absent means
+    available)."""
     client = Client(fleetmq.addr, unique("caps"), V5)
     _, _, p = client.connect()
     assert prop(p, "MaximumQoS", 2) == 2
@@ -123,6 +125,6 @@ def test_v5_connack_advertises_supported_features(fleetmq):
     assert prop(p, "WildcardSubscriptionAvailable", 1) == 1
     assert prop(p, "SubscriptionIdentifierAvailable", 1) == 1
     assert prop(p, "SharedSubscriptionAvailable", 1) == 1
-    assert prop(p, "ReceiveMaximum", 65535) == 1024, "--receive-maximum default (SPEC §2)"
+    assert prop(p, "ReceiveMaximum", 65535) == 1024, "--receive-maximum default"
     assert prop(p, "MaximumPacketSize") == 1024 * 1024, "--max-packet-size default 1 MiB"
     client.disconnect()

@@ -1,4 +1,4 @@
-"""Flow control (SPEC §3): the server honours the client's Receive Maximum (at most that many
+"""Flow control (docs/mqtt.md): the server honours the client's Receive Maximum (at most that many
 unacknowledged QoS 1/2 publishes in flight), advertises its own (--receive-maximum) and
 disconnects a client that exceeds it with 0x93."""
 

@@ -1,10 +1,10 @@
 """Issue 17's end-to-end test: schedule adherence and GTFS-Realtime from the running broker.
 
 The broker runs on a GTFS feed (`--routes`) with `--clock-start` set just after the traces below
-(all in the feed's calendar, here 2014 for Cairns): fixes stamped in the past are accepted (SPEC §5
-rejects only those older than 24 h or more than 30 s ahead), so a 40-minute trip is sent in a few
-seconds, and the delay is computed against each fix's own time. Buses, built in Python from the
-static GTFS (independently of the broker):
+(all in the feed's calendar, here 2014 for Cairns): fixes stamped in the past are accepted
+(docs/pipeline.md rejects only those older than 24 h or more than 30 s ahead), so a 40-minute trip
+is sent in a few seconds, and the delay is computed against each fix's own time. Buses, built in
+Python from the static GTFS (independently of the broker):
 
 - `bus-late` names route and trip and runs 120 s behind the timetable;
 - `bus-route` names only its route and runs 120 s behind another trip (trip inference);

@@ -1,7 +1,8 @@
-"""History in PostgreSQL (SPEC §14) against a real PostgreSQL 15 started by the test (pg_util):
-rows match the processed states, day partitions are created ahead and dropped by retention, an
-acknowledged QoS 1 fix survives kill -9 of fleetmq and a replay after the restart writes no
-duplicate, and a 10 s PostgreSQL outage under load neither stops the broker nor loses a row.
+"""History in PostgreSQL (docs/roadmap.md#history) against a real PostgreSQL 15 started by the test
+(pg_util): rows match the processed states, day partitions are created ahead and dropped by
+retention, an acknowledged QoS 1 fix survives kill -9 of fleetmq and a replay after the restart
+writes no duplicate, and a 10 s PostgreSQL outage under load neither stops the broker nor loses a
+row.
 """
 
 import datetime

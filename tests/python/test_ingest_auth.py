@@ -1,5 +1,5 @@
-"""Who may send locations over HTTP and OsmAnd once authentication is configured (SPEC §9, §12),
-and both endpoints over TLS (`--https`, `--osmands`).
+"""Who may send locations over HTTP and OsmAnd once authentication is configured (docs/security.md,
+docs/ingest-http.md), and both endpoints over TLS (`--https`, `--osmands`).
 
 The broker has a users file (a driver whose vehicle is `au-user`), an HS256 secret for tokens
 and a `--devices` file (`au-listed`): the location post takes a driver's token only for its own

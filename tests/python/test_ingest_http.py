@@ -1,5 +1,5 @@
-"""`POST /api/v1/vehicles/{id}/location` (SPEC §12) with `requests` over keep-alive: the same
-pipeline, outputs and metrics as an MQTT driver; batches up to the documented maximum; the
+"""`POST /api/v1/vehicles/{id}/location` (docs/ingest-http.md) with `requests` over keep-alive: the
+same pipeline, outputs and metrics as an MQTT driver; batches up to the documented maximum; the
 per-vehicle publish rate; and hostile input, each a clear 4xx that leaves other clients alone."""
 
 import json

@@ -1,11 +1,12 @@
 """Interoperability as a Mosquitto user expects it (issue 11), each a regression test:
 
-- ACL (SPEC §9): a filter is granted when one readable topic matches it, and every message is
-  checked before delivery: with one deny rule a `#` subscriber gets everything but the denied
+- ACL (docs/security.md): a filter is granted when one readable topic matches it, and every message
+  is checked before delivery: with one deny rule a `#` subscriber gets everything but the denied
   topic (retained copies included), and SUBACK 0x87 (3.1.1 0x80) only for a filter that matches
   nothing readable;
-- a v5 client's Maximum Packet Size is honoured exactly (SPEC §3): a message that fits (the issue's
-  26-byte PUBLISH on `client_test5/TopicA` to a 64-byte client) arrives, one byte more does not;
+- a v5 client's Maximum Packet Size is honoured exactly (docs/mqtt.md): a message that fits (the
+  issue's 26-byte PUBLISH on `client_test5/TopicA` to a 64-byte client) arrives, one byte more does
+  not;
 - `$` topics other than `$SYS`/`$share` are ordinary topics, and `#`/`+` do not match them;
 - reason strings only when they fit and the client did not set Request Problem Information 0;
 - PUBREL / PUBREC for an unknown packet identifier get PUBCOMP / PUBREL 0x92;

@@ -1,6 +1,7 @@
-"""Limits and negative acknowledgements (SPEC §2, §3, §9): --max-connections, --max-publish-rate
-(v5 DISCONNECT 0x96), --max-connect-rate, invalid subscription filters (SUBACK 0x8F with a reason
-string), and protocol errors in SUBSCRIBE answered with DISCONNECT 0x82."""
+"""Limits and negative acknowledgements (docs/configuration.md#settings, docs/mqtt.md#limits,
+docs/security.md#abuse-limits): --max-connections, --max-publish-rate (v5 DISCONNECT 0x96),
+--max-connect-rate, invalid subscription filters (SUBACK 0x8F with a reason string), and protocol
+errors in SUBSCRIBE answered with DISCONNECT 0x82."""
 
 import rawmqtt
 from harness import wait_for

@@ -1,6 +1,7 @@
-"""MQTT on every listener (SPEC §3 "on every listener", §2, §7): MQTT over WebSocket at `/mqtt`
-on the HTTP port and MQTT over TLS (`--mqtts` with `fleetmq certs` certificates), both protocol
-versions, talking to plain TCP clients through the same broker."""
+"""MQTT on every listener (docs/mqtt.md#versions-and-listeners "on every listener",
+docs/configuration.md#settings, docs/http-api.md#endpoints): MQTT over WebSocket at `/mqtt` on the
+HTTP port and MQTT over TLS (`--mqtts` with `fleetmq certs` certificates), both protocol versions,
+talking to plain TCP clients through the same broker."""
 
 import subprocess
 

@@ -1,6 +1,6 @@
-"""The OsmAnd / Traccar Client protocol on `--osmand` (SPEC §12), with the exact request forms of
-Traccar Client (query string, and the JSON body of version 9) and of OsmAnd's URL template: the
-processed state an MQTT subscriber and a WebSocket watcher see is the one an MQTT driver's
+"""The OsmAnd / Traccar Client protocol on `--osmand` (docs/ingest-http.md), with the exact request
+forms of Traccar Client (query string, and the JSON body of version 9) and of OsmAnd's URL template:
+the processed state an MQTT subscriber and a WebSocket watcher see is the one an MQTT driver's
 equivalent fix produces (speed converted from knots); hostile input gets a clear 4xx."""
 
 import json
@@ -39,7 +39,8 @@ def osmand(broker) -> str:
 
 
 def mqtt_twin(broker, vehicle: str, fix: dict) -> None:
-    """Publishes the SPEC §4 equivalent of an OsmAnd report as an MQTT driver."""
+    """Publishes the docs/topics-and-payloads.md#location-updates equivalent of an OsmAnd report as
+    an MQTT driver."""
     driver = connected(broker.addr)
     code, _ = driver.publish(f"fleet/{vehicle}/location", json.dumps(fix), qos=1)
     assert reason_value(code) == 0

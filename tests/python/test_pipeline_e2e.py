@@ -5,8 +5,8 @@ The trace is generated here, in Python, from the route geometry the broker itsel
 Gaussian noise, sigma 4 m), a 300 m sideways detour over a stretch, a dwell at a stop with
 stationary jitter, duplicate fixes (the same payload re-sent) and invalid fixes (lat 95, no ts,
 broken JSON) mixed in. Device times start 20 minutes in the past and advance one second per fix
-(the pipeline derives speeds from device time; the SPEC allows at most 30 s in the future and
-24 h in the past). Everything is published with paho v5 at QoS 1 while a second paho client
+(the pipeline derives speeds from device time; docs/pipeline.md#validate allows at most 30 s in
+the future and 24 h in the past). Everything is published with paho v5 at QoS 1 while a second paho client
 subscribed to `vehicles/#` and `events/#` watches what the broker republishes.
 """
 
@@ -32,7 +32,7 @@ DETOUR_OUT_M = 300.0  # sideways
 RAMP_M = 200.0  # arc over which the bus moves out (and back)
 HOLD_M = 300.0  # arc driven fully 300 m out
 DWELL_FIXES = 8
-STOP_RADIUS_M = 30.0  # SPEC §5.6 default
+STOP_RADIUS_M = 30.0  # docs/pipeline.md#events default
 PAYLOAD_FORMAT_INVALID = 0x99
 
 

@@ -1,4 +1,4 @@
-"""Publish/subscribe (SPEC §3): QoS 0/1/2 on both protocol versions, the topic tree's `+`/`#`,
+"""Publish/subscribe (docs/mqtt.md): QoS 0/1/2 on both protocol versions, the topic tree's `+`/`#`,
 QoS downgrade to the subscription's maximum, unsubscribe, and QoS 2 exactly-once."""
 
 import pytest

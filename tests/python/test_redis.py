@@ -1,4 +1,4 @@
-"""Redis persistence (SPEC §8, issue 5) against a real redis-server on a free loopback port.
+"""Redis persistence (docs/redis.md, issue 5) against a real redis-server on a free loopback port.
 
 - processed state, geo index and track stream match what subscribers received;
 - `kill -9` and restart: REST, retained `vehicles/{id}` and the filters come back (a repeated fix is

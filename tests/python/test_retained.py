@@ -1,5 +1,6 @@
-"""Retained messages (SPEC §3): set, replace, clear with an empty payload, delivered on subscribe
-with the retain flag; retain handling 0/1/2; retain-as-published; both protocol versions."""
+"""Retained messages (docs/mqtt.md): set, replace, clear with an empty payload, delivered on
+subscribe with the retain flag; retain handling 0/1/2; retain-as-published; both protocol
+versions."""
 
 import pytest
 

@@ -1,9 +1,9 @@
-"""Roles and the ACL over MQTT (SPEC §9, issue 6): every role × topic kind × publish/subscribe
-checked against ONE table of expected decisions, with the reason codes (PUBACK 0x87, SUBACK 0x87,
-3.1.1 SUBACK 0x80); identities from a users file (`fleetmq passwd`) and from HS256 tokens made
-here by hand; expired, forged and wrong-role tokens refused at CONNECT (0x86/0x87); a driver
-publishing another vehicle's location gets PUBACK 0x87 and nothing is forwarded; repeated failed
-logins from one address back off (CONNACK 0x9F) and recover."""
+"""Roles and the ACL over MQTT (docs/security.md#roles, issue 6): every role × topic kind ×
+publish/subscribe checked against ONE table of expected decisions, with the reason codes (PUBACK
+0x87, SUBACK 0x87, 3.1.1 SUBACK 0x80); identities from a users file (`fleetmq passwd`) and from
+HS256 tokens made here by hand; expired, forged and wrong-role tokens refused at CONNECT
+(0x86/0x87); a driver publishing another vehicle's location gets PUBACK 0x87 and nothing is
+forwarded; repeated failed logins from one address back off (CONNACK 0x9F) and recover."""
 
 import itertools
 import json

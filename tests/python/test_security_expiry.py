@@ -1,4 +1,4 @@
-"""Token lifetime (SPEC §9, issue 19): what a JWT opened ends at its `exp` — MQTT v5 with
+"""Token lifetime (docs/security.md, issue 19): what a JWT opened ends at its `exp` — MQTT v5 with
 DISCONNECT 0xA0, MQTT 3.1.1 by a close, a `/ws` WebSocket with close code 1008, an SSE stream by
 its end — and an MQTT v5 client that re-authenticates (AUTH 0x19, method `jwt`, the fresh token
 as data) before `exp` keeps its connection; a token for someone else gets DISCONNECT 0x87.

@@ -1,7 +1,7 @@
-"""Per-client publish rate with real clients (SPEC §9 limits, issue 6): over `--max-publish-rate`
-a v5 client (paho) gets DISCONNECT 0x96 "message rate too high" and what it sent beyond the
-budget is not forwarded; a 3.1.1 client, which has no server DISCONNECT, is closed. A client
-within the rate is left alone, and the limit is per client, not global."""
+"""Per-client publish rate with real clients (docs/security.md#abuse-limits, issue 6): over
+`--max-publish-rate` a v5 client (paho) gets DISCONNECT 0x96 "message rate too high" and what it
+sent beyond the budget is not forwarded; a 3.1.1 client, which has no server DISCONNECT, is closed.
+A client within the rate is left alone, and the limit is per client, not global."""
 
 import time
 

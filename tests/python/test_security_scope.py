@@ -1,8 +1,8 @@
-"""Rider scope on every channel (SPEC §9, issue 19): ONE table — role × channel × resource — read
-from the README (between the `access-matrix` markers) and measured cell by cell with real
-clients: paho over MQTT, `websocket-client` on `/ws`, `http.client` for SSE and `requests` for
-REST. Vehicle `bus` runs trip T0, then T1, then T2, with `--trip-ttl` short enough that T0's
-data expires while the test watches; every role's token is an HS256 JWT made here."""
+"""Rider scope on every channel (docs/security.md, issue 19): ONE table — role × channel × resource
+— read from the README (between the `access-matrix` markers) and measured cell by cell with real
+clients: paho over MQTT, `websocket-client` on `/ws`, `http.client` for SSE and `requests` for REST.
+Vehicle `bus` runs trip T0, then T1, then T2, with `--trip-ttl` short enough that T0's data expires
+while the test watches; every role's token is an HS256 JWT made here."""
 
 import json
 import pathlib

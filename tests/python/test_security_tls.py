@@ -1,8 +1,8 @@
-"""MQTT over TLS (SPEC §9, issue 6): the mosquitto clients with `--cafile` and the certificates of
-`fleetmq certs`; with a client certificate and `--tls-client-ca` the certificate's CN is the
-identity (a driver whose vehicle is the CN may publish `fleet/{CN}/location`, not another
-vehicle's); a TLS 1.1 client and an untrusted client certificate are refused. `--https` serves
-the bridge over TLS: REST and MQTT over secure WebSocket."""
+"""MQTT over TLS (docs/security.md#tls, issue 6): the mosquitto clients with `--cafile` and the
+certificates of `fleetmq certs`; with a client certificate and `--tls-client-ca` the certificate's
+CN is the identity (a driver whose vehicle is the CN may publish `fleet/{CN}/location`, not another
+vehicle's); a TLS 1.1 client and an untrusted client certificate are refused. `--https` serves the
+bridge over TLS: REST and MQTT over secure WebSocket."""
 
 import json
 import ssl

@@ -1,6 +1,7 @@
-"""Sessions (SPEC §3): session expiry with an offline queue bounded by --max-queued (oldest
-dropped), clean start discarding the session, expiry ending it, and message expiry (expired
-messages not delivered from the queue; the remaining interval decremented on delivery)."""
+"""Sessions (docs/mqtt.md#sessions-and-queues): session expiry with an offline queue bounded by
+--max-queued (oldest dropped), clean start discarding the session, expiry ending it, and message
+expiry (expired messages not delivered from the queue; the remaining interval decremented on
+delivery)."""
 
 import time
 

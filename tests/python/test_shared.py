@@ -1,5 +1,5 @@
-"""Shared subscriptions `$share/GROUP/FILTER` (SPEC §3): each message goes to exactly one member
-of a group, round-robin across members; groups and plain subscribers each get their copy."""
+"""Shared subscriptions `$share/GROUP/FILTER` (docs/mqtt.md): each message goes to exactly one
+member of a group, round-robin across members; groups and plain subscribers each get their copy."""
 
 from collections import Counter
 

@@ -1,5 +1,5 @@
-"""MQTT 5 message and subscription features (SPEC §3): topic aliases both ways, subscription
-identifiers, no-local, user properties, request/response properties (response topic,
+"""MQTT 5 message and subscription features (docs/mqtt.md#feature-list): topic aliases both ways,
+subscription identifiers, no-local, user properties, request/response properties (response topic,
 correlation data, content type, payload format), and the client's maximum packet size."""
 
 import rawmqtt

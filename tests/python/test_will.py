@@ -1,4 +1,4 @@
-"""Will messages (SPEC §3): sent on an abnormal close, not on a clean DISCONNECT; v5 will delay
+"""Will messages (docs/mqtt.md): sent on an abnormal close, not on a clean DISCONNECT; v5 will delay
 (sent after the delay, cancelled when the client reconnects within it); DISCONNECT 0x04 asks for it."""
 
 import time

@@ -1,6 +1,6 @@
-//! Keep-alive and session expiry as a black box (STYLE "Tests"; SPEC §3): a silent client is
-//! closed after one and a half keep-alive periods (v5: DISCONNECT 0x8D first), a client that
-//! pings stays; a session with an expiry interval survives a reconnect within it and is gone
+//! Keep-alive and session expiry as a black box (STYLE "Tests"; docs/mqtt.md#keep-alive): a silent
+//! client is closed after one and a half keep-alive periods (v5: DISCONNECT 0x8D first), a client
+//! that pings stays; a session with an expiry interval survives a reconnect within it and is gone
 //! after it; Session Expiry 0 ends the session with the connection.
 
 use std::thread;

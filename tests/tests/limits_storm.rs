@@ -1,9 +1,9 @@
-//! Connection storms (issue 6, SPEC §9 limits): thousands of reconnects within about a second
-//! must not stall the accept loop nor starve connected clients. A subscriber already connected
-//! keeps receiving a steady QoS 1 stream during the storm: every message arrives, in order, with
-//! no silence longer than a generous bound (not a timing benchmark). A second test puts the storm
-//! against `--max-connections`: the broker never holds more than the limit and the clients it
-//! already had keep working.
+//! Connection storms (issue 6, docs/security.md#abuse-limits): thousands of reconnects within about
+//! a second must not stall the accept loop nor starve connected clients. A subscriber already
+//! connected keeps receiving a steady QoS 1 stream during the storm: every message arrives, in
+//! order, with no silence longer than a generous bound (not a timing benchmark). A second test puts
+//! the storm against `--max-connections`: the broker never holds more than the limit and the
+//! clients it already had keep working.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

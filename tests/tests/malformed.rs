@@ -1,7 +1,7 @@
-//! Hostile input (issue 2 item 5, SPEC §3): a malformed packet, a bad UTF-8 topic, a wildcard in a
-//! PUBLISH topic, a remaining length over `--max-packet-size`, a second CONNECT, or no CONNECT
-//! within 10 s ends that one connection — v5 clients read DISCONNECT 0x81/0x82/0x95 first — and
-//! the broker and every other client carry on.
+//! Hostile input (issue 2 item 5, docs/mqtt.md#reason-codes): a malformed packet, a bad UTF-8
+//! topic, a wildcard in a PUBLISH topic, a remaining length over `--max-packet-size`, a second
+//! CONNECT, or no CONNECT within 10 s ends that one connection — v5 clients read DISCONNECT
+//! 0x81/0x82/0x95 first — and the broker and every other client carry on.
 
 use std::time::{Duration, Instant};
 

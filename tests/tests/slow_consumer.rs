@@ -1,7 +1,7 @@
-//! Slow-consumer isolation (issue 2 item 6, SPEC §3 and STYLE "the router never waits on a slow
-//! client"): a subscriber that stops reading must not slow any other client nor grow the
-//! broker's memory past its bounded queue. QoS 0 to it is dropped; QoS 1 waits in its bounded
-//! queue while the publisher still gets its PUBACKs.
+//! Slow-consumer isolation (issue 2 item 6, docs/mqtt.md#sessions-and-queues and STYLE "the router
+//! never waits on a slow client"): a subscriber that stops reading must not slow any other client
+//! nor grow the broker's memory past its bounded queue. QoS 0 to it is dropped; QoS 1 waits in its
+//! bounded queue while the publisher still gets its PUBACKs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

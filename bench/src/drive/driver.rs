@@ -66,7 +66,8 @@ impl Route {
         })
     }
 
-    /// Waits for the next tick; the next fix's `ts` and SPEC §4 payload, `None` at the end.
+    /// Waits for the next tick; the next fix's `ts` and
+    /// docs/topics-and-payloads.md#location-updates payload, `None` at the end.
     ///
     /// # Errors
     /// Serializing the fix (not expected).

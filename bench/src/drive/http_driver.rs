@@ -1,7 +1,7 @@
-//! One simulated bus posting its fixes to `POST /api/v1/vehicles/{id}/location` (SPEC §12) over
-//! one keep-alive HTTP/1.1 connection, as a phone app or a backend does: a request, its `202`,
-//! the next request at the next tick. The schedule and the fixes are the MQTT driver's
-//! ([`Route`]), so the two modes load the broker with the same updates.
+//! One simulated bus posting its fixes to `POST /api/v1/vehicles/{id}/location`
+//! (docs/ingest-http.md) over one keep-alive HTTP/1.1 connection, as a phone app or a backend does:
+//! a request, its `202`, the next request at the next tick. The schedule and the fixes are the MQTT
+//! driver's ([`Route`]), so the two modes load the broker with the same updates.
 //!
 //! The client is a minimal HTTP/1.1 writer with `httparse` reading the replies: the bench needs
 //! only `Content-Length` bodies on a connection of its own, and nothing that spawns per request.

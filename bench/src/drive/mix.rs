@@ -1,7 +1,7 @@
-//! `--watch riders=R,routes=T,fleet=F`: a realistic mix of WebSocket watchers (SPEC §15).
-//! Riders follow one vehicle each (rider `j` follows driver `j mod drivers`), route watchers one
-//! route each (watcher `j` follows route `j mod routes`), fleet dashboards the whole fleet
-//! through a bbox covering the world.
+//! `--watch riders=R,routes=T,fleet=F`: a realistic mix of WebSocket watchers
+//! (docs/roadmap.md#bench-additions). Riders follow one vehicle each (rider `j` follows driver `j
+//! mod drivers`), route watchers one route each (watcher `j` follows route `j mod routes`), fleet
+//! dashboards the whole fleet through a bbox covering the world.
 
 use std::str::FromStr;
 
@@ -68,7 +68,7 @@ pub enum Target {
 }
 
 impl Target {
-    /// The selector fields of the subscribe request (SPEC §7).
+    /// The selector fields of the subscribe request (docs/http-api.md).
     pub fn request(&self, max_hz: f64) -> Value {
         match self {
             Target::Vehicle(v) => {

@@ -1,6 +1,6 @@
-//! `drive`: N simulated buses publish SPEC §4 locations to `fleet/{id}/location`; M watchers
-//! (WebSocket clients of the bridge's `/ws` subscribing to routes, or MQTT subscribers of
-//! `vehicles/#`) receive the processed states.
+//! `drive`: N simulated buses publish docs/topics-and-payloads.md#location-updates locations to
+//! `fleet/{id}/location`; M watchers (WebSocket clients of the bridge's `/ws` subscribing to
+//! routes, or MQTT subscribers of `vehicles/#`) receive the processed states.
 //!
 //! Driver `i` is vehicle `b{run}-{i}` on route `i mod R` of the bundled network (the broker's
 //! default routes), driven by `geo_engine::Simulator` at 10 m/s with 2 m noise and no dwell (so
@@ -12,8 +12,8 @@
 //! (`/proc/PID/stat`) from the drivers' start to the watchers' end is divided by the updates sent.
 //!
 //! With `--http URL` the drivers post the same fixes to `URL/api/v1/vehicles/{id}/location`
-//! instead (SPEC §12), one keep-alive HTTP/1.1 connection each; watchers are unchanged, so the
-//! latency is the same publish→receive measure in both modes.
+//! instead (docs/ingest-http.md), one keep-alive HTTP/1.1 connection each; watchers are unchanged,
+//! so the latency is the same publish→receive measure in both modes.
 //!
 //! # Layout
 //! - [`ledger`]: sends and receipts per vehicle, latency lookup and the `lost` count.
@@ -112,7 +112,7 @@ pub struct Args {
 /// Process ids given to `--pid`.
 pub type Pids = Vec<u32>;
 
-/// SPEC §10 `drive` figures.
+/// docs/bench.md `drive` figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
     /// Location updates published.

@@ -19,13 +19,13 @@
 //!         = false                                          for an anonymous client of a broker with auth
 //! ```
 //!
-//! Reading is checked twice, as in Mosquitto (SPEC §9). The client's [`ReadRights`] are the
-//! topics it may read: `base` (role table, or everything for an open broker without grant
-//! rules) or a `read`/`readwrite` rule matches, and no `deny` rule matches. A SUBSCRIBE filter
-//! `F` (after stripping `$share/G/`) is granted when at least one topic it matches is readable
-//! (SUBACK 0x87 only when none is: a `#` subscriber with one denied topic is granted); then the
-//! router checks every message against the rights before delivering it, so the denied topic
-//! never arrives.
+//! Reading is checked twice, as in Mosquitto (docs/security.md#acl-file). The client's
+//! [`ReadRights`] are the topics it may read: `base` (role table, or everything for an open broker
+//! without grant rules) or a `read`/`readwrite` rule matches, and no `deny` rule matches. A
+//! SUBSCRIBE filter `F` (after stripping `$share/G/`) is granted when at least one topic it matches
+//! is readable (SUBACK 0x87 only when none is: a `#` subscriber with one denied topic is granted);
+//! then the router checks every message against the rights before delivering it, so the denied
+//! topic never arrives.
 //!
 //! - A rule *applies* to a client when it names nothing, or its `user`, `role` or `client` equals
 //!   the client's. `%c`/`%u` are substituted before matching; a rule with `%u` does not apply to a
@@ -39,7 +39,7 @@
 //! - Fail closed on odd ids: a substituted `%c`/`%u` that contains `/`, `+`, `#` makes a grant
 //!   rule grant nothing and a deny rule deny everything for that client.
 //! - Invalid topics and filters (a wildcard in a PUBLISH topic, `#` not last) are refused, and
-//!   nobody publishes to `$SYS/...` or `$share/...`; other `$` topics are ordinary (SPEC §3).
+//!   nobody publishes to `$SYS/...` or `$share/...`; other `$` topics are ordinary (docs/mqtt.md).
 
 use std::borrow::Cow;
 use std::path::Path;

@@ -17,7 +17,7 @@
 //!
 //! Without a users file or JWT key a password is ignored, as Mosquitto does without a password
 //! file. A driver's own vehicle is its user's `vehicle`, else the JWT `sub`, else the certificate
-//! CN (SPEC §9).
+//! CN (docs/security.md#authentication).
 
 use super::users::User;
 use super::{AuthError, Identity, JwtVerifier, Role, UsersFile, jwt};

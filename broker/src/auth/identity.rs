@@ -65,10 +65,10 @@ impl Identity {
     }
 
     /// Whether this identity may read `vehicle`'s state and events over HTTP or WebSocket, given
-    /// the vehicle's current `route` and `trip` (SPEC §9 read column): integrators and operators
-    /// see everything, a rider the vehicles, routes and trips of its token, a driver nothing, an
-    /// anonymous client everything only on a broker without authentication. `--acl` rules are
-    /// MQTT topic rules and are not consulted here.
+    /// the vehicle's current `route` and `trip` (docs/security.md#roles read column): integrators
+    /// and operators see everything, a rider the vehicles, routes and trips of its token, a driver
+    /// nothing, an anonymous client everything only on a broker without authentication. `--acl`
+    /// rules are MQTT topic rules and are not consulted here.
     pub fn may_read_vehicle(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool {
         let listed =
             |list: &[String], item: Option<&str>| item.is_some_and(|i| list.iter().any(|x| x == i));

@@ -1,4 +1,4 @@
-//! Authentication and authorization (SPEC §9): who a client is ([`Authenticator`] →
+//! Authentication and authorization (docs/security.md): who a client is ([`Authenticator`] →
 //! [`Identity`]) and what it may publish and subscribe to ([`Acl`]).
 //!
 //! Pure and synchronous: the current time is passed in, and the only I/O is the `load`

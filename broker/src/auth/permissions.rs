@@ -1,4 +1,5 @@
-//! The role table of SPEC §9: what each [`Role`] may publish and read before any ACL rule.
+//! The role table of docs/security.md#roles: what each [`Role`] may publish and read before any ACL
+//! rule.
 //!
 //! | role | publish | read |
 //! |---|---|---|

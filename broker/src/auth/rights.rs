@@ -1,7 +1,7 @@
 //! What one client may read ([`ReadRights`]), compiled once when it connects from the role table
 //! and the `--acl` rules that apply to it, so that the router can check every message it
-//! delivers without parsing or substituting anything (SPEC §9: reading is checked twice). A
-//! rider's `routes` and `trips` claims are the one part decided at delivery time: a [`TripScope`]
+//! delivers without parsing or substituting anything (docs/security.md: reading is checked twice).
+//! A rider's `routes` and `trips` claims are the one part decided at delivery time: a [`TripScope`]
 //! asks the shared [`TripBook`] which trip the vehicle runs now.
 
 use std::sync::Arc;

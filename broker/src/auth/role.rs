@@ -1,4 +1,5 @@
-//! The four roles of SPEC §9 and their names in users files, JWT `role` claims and ACL rules.
+//! The four roles of docs/security.md#roles and their names in users files, JWT `role` claims and
+//! ACL rules.
 
 use std::fmt;
 use std::str::FromStr;

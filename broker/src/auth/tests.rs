@@ -30,7 +30,7 @@ fn clients() -> [(&'static str, Identity); 6] {
 
 /// One row: a topic (or filter) and, per client of [`clients`] in order, what it may do with it:
 /// `P` publish, `S` subscribe, `-` neither. A filter is granted when the client may read at
-/// least one topic it matches (SPEC §9; what it may not read is filtered per message, see
+/// least one topic it matches (docs/security.md; what it may not read is filtered per message, see
 /// `reads_are_checked_per_topic`): a rider's `#` is granted and delivers its own vehicle only.
 const MATRIX: &[(&str, [&str; 6])] = &[
     //                               driver rider integr operator open anonymous

@@ -1,11 +1,13 @@
 //! What can make `fleetmq` exit non-zero, and with which code: bad configuration exits 2 with one
-//! line naming the file/key/port and the fix (SPEC §2); anything else exits 1.
+//! line naming the file/key/port and the fix (docs/configuration.md#exit-codes); anything else
+//! exits 1.
 
 use std::fmt;
 
 use crate::Error;
 
-/// Exit code for bad configuration (SPEC §2), the same as clap's for a bad flag.
+/// Exit code for bad configuration (docs/configuration.md#exit-codes), the same as clap's for a bad
+/// flag.
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit code for a failure while running.
 pub const EXIT_RUNTIME: u8 = 1;

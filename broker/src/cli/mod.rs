@@ -42,7 +42,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands of SPEC §1.
+/// The subcommands of docs/configuration.md#commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker.

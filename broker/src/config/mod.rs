@@ -62,8 +62,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Everything `fleetmq serve` needs to run, one field per setting (SPEC §2). The doc line of a
-/// field is its `--help` text; `//` comments are for readers of the code.
+/// Everything `fleetmq serve` needs to run, one field per setting (docs/configuration.md#settings).
+/// The doc line of a field is its `--help` text; `//` comments are for readers of the code.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -384,7 +384,8 @@ impl Config {
 }
 
 impl Config {
-    /// The pipeline thresholds (SPEC §5) these settings give; the rest at geo-engine's defaults.
+    /// The pipeline thresholds (docs/pipeline.md) these settings give; the rest at geo-engine's
+    /// defaults.
     pub fn pipeline(&self) -> geo_engine::PipelineConfig {
         geo_engine::PipelineConfig {
             stale_after_ms: i64::try_from(self.stale_after.as_millis()).unwrap_or(i64::MAX),

@@ -41,8 +41,8 @@ where
     serve_as(ctx, stream, peer, None)
 }
 
-/// Runs one connection whose TLS layer verified a client certificate with this CN (SPEC §9:
-/// without a password, the CN is the client's user).
+/// Runs one connection whose TLS layer verified a client certificate with this CN
+/// (docs/security.md#authentication: without a password, the CN is the client's user).
 ///
 /// Not an `async fn`: its arguments would stay in the future for its whole life. The future
 /// every connection's task holds is the loop's state and a few pointers: the connection is

@@ -37,7 +37,7 @@ pub const QUIET_CHUNK: usize = 128;
 pub enum End {
     Decode(DecodeError),
     KeepAlive,
-    /// The client's token expired (SPEC §9: v5 DISCONNECT 0xA0, 3.1.1 close).
+    /// The client's token expired (docs/security.md: v5 DISCONNECT 0xA0, 3.1.1 close).
     TokenExpired,
     /// The client closed, or the link was told to close.
     Closed,

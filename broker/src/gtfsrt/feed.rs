@@ -1,6 +1,6 @@
-//! The three FULL_DATASET feeds of SPEC §13, cached per second: the first request in a second
-//! builds and encodes the feed (under the feed's own lock, so concurrent pollers wait for that
-//! one encode instead of encoding again), every later request in the same second gets the same
+//! The three FULL_DATASET feeds of docs/gtfs-realtime.md, cached per second: the first request in a
+//! second builds and encodes the feed (under the feed's own lock, so concurrent pollers wait for
+//! that one encode instead of encoding again), every later request in the same second gets the same
 //! bytes. The JSON form is made from the same message, on first demand.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

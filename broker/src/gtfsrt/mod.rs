@@ -1,6 +1,7 @@
-//! GTFS-Realtime output (SPEC §13): the live vehicles as GTFS-Realtime 2.0 entities, served as
-//! FULL_DATASET feeds over HTTP (through the bridge's [`BrokerPort`](fleetmq_bridge::BrokerPort))
-//! and published over MQTT as one-entity `FeedMessage`s.
+//! GTFS-Realtime output (docs/gtfs-realtime.md): the live vehicles as GTFS-Realtime 2.0 entities,
+//! served as FULL_DATASET feeds over HTTP (through the bridge's
+//! [`BrokerPort`](fleetmq_bridge::BrokerPort)) and published over MQTT as one-entity
+//! `FeedMessage`s.
 //!
 //! Ingest hands every processed state here with the vehicle's trip fit; this module keeps the
 //! latest per vehicle and answers from it. Protobuf types are the `gtfs-realtime` crate's

@@ -1,5 +1,5 @@
-//! GTFS-Realtime over MQTT (SPEC §13): for each processed fix, the vehicle's VehiclePosition on
-//! `gtfsrt/vehicle-positions/{vehicle_id}`, and its TripUpdate on
+//! GTFS-Realtime over MQTT (docs/gtfs-realtime.md): for each processed fix, the vehicle's
+//! VehiclePosition on `gtfsrt/vehicle-positions/{vehicle_id}`, and its TripUpdate on
 //! `gtfsrt/trip-updates/{route_id}/{trip_id}` when the trip, delay or next stop changed; each a
 //! one-entity `FeedMessage` (incrementality DIFFERENTIAL: it updates one entity, it does not
 //! replace the dataset), QoS 1, retained. When a vehicle's trip changes, the old trip's retained

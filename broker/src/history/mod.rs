@@ -1,5 +1,5 @@
-//! History in PostgreSQL (SPEC §14): every processed fix and every event, written behind in
-//! batches, kept for `--history-retention`, read back by the history API.
+//! History in PostgreSQL (docs/roadmap.md#history): every processed fix and every event, written
+//! behind in batches, kept for `--history-retention`, read back by the history API.
 //!
 //! [`History`] is the handle the server holds. Ingest reaches it through [`HistorySink`] (a
 //! [`StateSink`]) that only pushes into a bounded backlog — ingest never waits for PostgreSQL.

@@ -1,11 +1,12 @@
 //! [`Gate`]: the way into the pipeline for location updates that do not arrive as an MQTT
-//! PUBLISH — `POST /api/v1/vehicles/{id}/location` and the OsmAnd protocol (SPEC §12).
+//! PUBLISH — `POST /api/v1/vehicles/{id}/location` and the OsmAnd protocol (docs/ingest-http.md).
 //!
 //! It makes such an update indistinguishable from a publish to `fleet/{id}/location`: the same
 //! per-vehicle publish rate (`--max-publish-rate`, one token per request as per PUBLISH packet),
 //! the same parsing and validation ([`Ingest`]), the same outputs routed in the same order
-//! (processed state and events first, then the raw SPEC §4 payload on `fleet/{id}/location` for
-//! its MQTT subscribers) and the same metrics, labelled with the [`Source`].
+//! (processed state and events first, then the raw docs/topics-and-payloads.md#location-updates
+//! payload on `fleet/{id}/location` for its MQTT subscribers) and the same metrics, labelled with
+//! the [`Source`].
 //!
 //! It runs on the task of the HTTP connection that carries the request (hyper's one task per
 //! connection, requests of a keep-alive connection in turn): no task of its own per request.
@@ -94,7 +95,7 @@ impl Gate {
         }
     }
 
-    /// A SPEC §4 payload (object or batch) for `vehicle`.
+    /// A docs/topics-and-payloads.md#location-updates payload (object or batch) for `vehicle`.
     ///
     /// # Errors
     /// [`Refused`]: rate, batch size, nothing valid, shutting down.
@@ -113,7 +114,8 @@ impl Gate {
         self.run(vehicle, fixes, payload, received, source).await
     }
 
-    /// Fixes decoded from another protocol (OsmAnd); the raw message carries their SPEC §4 JSON.
+    /// Fixes decoded from another protocol (OsmAnd); the raw message carries their
+    /// docs/topics-and-payloads.md#location-updates JSON.
     ///
     /// # Errors
     /// As [`Gate::payload`].

@@ -216,7 +216,8 @@ impl Ingest {
         }
     }
 
-    /// Parses a SPEC §4 payload, counting a rejection under `source`.
+    /// Parses a docs/topics-and-payloads.md#location-updates payload, counting a rejection under
+    /// `source`.
     ///
     /// # Errors
     /// The payload's first problem, naming the field.

@@ -1,5 +1,5 @@
-//! The driver topics fleetmq interprets (SPEC §4): `fleet/{vehicle}/location`, `.../status`,
-//! `.../sos`; drivers subscribe to `.../ping`.
+//! The driver topics fleetmq interprets (docs/topics-and-payloads.md): `fleet/{vehicle}/location`,
+//! `.../status`, `.../sos`; drivers subscribe to `.../ping`.
 
 /// A driver topic, with its vehicle id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

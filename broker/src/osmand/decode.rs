@@ -1,5 +1,5 @@
-//! Decoding an OsmAnd / Traccar Client request into [`Fix`]es (SPEC §12), as Traccar's server
-//! reads them:
+//! Decoding an OsmAnd / Traccar Client request into [`Fix`]es (docs/ingest-http.md), as Traccar's
+//! server reads them:
 //!
 //! - **Query string or form body** (OsmAnd's URL template, Traccar Client before 9): `id` or
 //!   `deviceid`; `lat` and `lon`, or `location=lat,lon`; `timestamp` in Unix seconds (below

@@ -1,7 +1,8 @@
-//! Which OsmAnd devices may report (SPEC §12): the OsmAnd protocol carries no credentials, only a
-//! device id, so with authentication configured the id itself is checked against a list — the
-//! `--devices` file (one id a line; blank lines and `#` comments ignored) and the users file's
-//! driver vehicles. Without authentication and without `--devices`, every device is let in.
+//! Which OsmAnd devices may report (docs/ingest-http.md): the OsmAnd protocol carries no
+//! credentials, only a device id, so with authentication configured the id itself is checked
+//! against a list — the `--devices` file (one id a line; blank lines and `#` comments ignored) and
+//! the users file's driver vehicles. Without authentication and without `--devices`, every device
+//! is let in.
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! `--osmand` / `--osmands`: the OsmAnd protocol that Traccar Client and OsmAnd's online tracking
-//! speak (SPEC §12), so that phones people already own can report a vehicle's position.
+//! speak (docs/ingest-http.md), so that phones people already own can report a vehicle's position.
 //!
 //! Any path, `GET` or `POST`: the query string, else the body — JSON (Traccar Client 9+) when it
 //! starts with `{` or the content type says JSON, else a form. Answers: `200` with an empty body

@@ -1,4 +1,4 @@
-//! Redis key names (SPEC §8) and the cluster hash slot of a key.
+//! Redis key names (docs/redis.md#keys) and the cluster hash slot of a key.
 //!
 //! # Key scheme
 //! | key | type | written by |
@@ -9,11 +9,11 @@
 //! | `fleetmq:sos` | stream, `*` ids, fields `vehicle`, `ts`, `payload`, `id`; `MAXLEN ~ 100000` | SOS log |
 //! | `fleetmq:sos:ids` | sorted set of the newest 200000 SOS ids stored, score `ts` (replays of the local log store each once) | SOS log |
 //!
-//! `{id}` is the vehicle id itself, with no braces: these are the names SPEC §8 publishes to
-//! integrators, so they stay as written. We deliberately add no hash tag: a tag (say
+//! `{id}` is the vehicle id itself, with no braces: these are the names docs/redis.md#keys
+//! publishes to integrators, so they stay as written. We deliberately add no hash tag: a tag (say
 //! `fleetmq:vehicle:{bus-12}`) would put a vehicle's hash and stream in one slot, but would also
-//! change the names others read. Nothing needs them co-located, because no command touches two
-//! keys and the writer never uses MULTI.
+//! change the names others read. Nothing needs them co-located, because no command touches two keys
+//! and the writer never uses MULTI.
 //!
 //! The plan for Redis Cluster (`cluster-async`), where one pipeline must stay within one slot:
 //! the writer orders each batch by the [`slot`] of every vehicle's hash key

@@ -1,4 +1,4 @@
-//! Redis persistence (SPEC §8): write-behind snapshots of every vehicle's processed state and
+//! Redis persistence (docs/redis.md): write-behind snapshots of every vehicle's processed state and
 //! tracker, restore on start, the processed track for `/track`, and the SOS log.
 //!
 //! [`Store`] is the handle the server holds. Processed state reaches it through [`RedisSink`]

@@ -1,5 +1,5 @@
 //! The write-behind task: every [`FLUSH_INTERVAL`] it takes what [`Pending`] buffered and writes
-//! it as pipelined batches (SPEC §8):
+//! it as pipelined batches (docs/redis.md#write-behind):
 //! `HSET fleetmq:vehicle:{id} state <json> tracker <json>` + `PEXPIRE` (state TTL),
 //! `GEOADD fleetmq:geo lon lat {id} ...` (`ZREM` for a vehicle gone offline) and `XADD fleetmq:track:{id} MAXLEN ~ 10000 {ts}-0 state <json>`.
 //!
@@ -29,7 +29,8 @@ use super::Shared;
 use super::keys;
 use super::pending::{Batch, Entry};
 
-/// Longest time an update waits in the buffer before its batch is written (SPEC §8).
+/// Longest time an update waits in the buffer before its batch is written
+/// (docs/redis.md#write-behind).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// First retry delay after Redis went away.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);

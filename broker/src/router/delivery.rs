@@ -1,7 +1,7 @@
 //! One delivery of a shared message to one session, and the PUBLISH it becomes on the wire:
 //! the per-delivery properties (remaining message expiry, subscription identifiers, topic alias)
 //! and the packet's exact encoded size, which the router compares with the client's Maximum
-//! Packet Size before queueing and the connection again when it encodes (SPEC §3: a message
+//! Packet Size before queueing and the connection again when it encodes (docs/mqtt.md: a message
 //! that fits is delivered, one that does not is dropped and counted).
 
 use std::borrow::Cow;

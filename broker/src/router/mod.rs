@@ -723,7 +723,7 @@ impl Router {
                 continue;
             }
             if let Some(s) = self.sessions.get_mut(&sid) {
-                // SPEC §9: every message is checked against the reader's rights; the
+                // docs/security.md: every message is checked against the reader's rights; the
                 // decision is cached per topic, so `#` under a long ACL stays fast.
                 if s.reader
                     .as_mut()

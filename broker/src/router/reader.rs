@@ -1,5 +1,5 @@
-//! The per-message read check of one session (SPEC §9: "every message is checked against the
-//! caller's rights before delivery"), with the decision cached per topic so that a `#`
+//! The per-message read check of one session (docs/security.md: "every message is checked against
+//! the caller's rights before delivery"), with the decision cached per topic so that a `#`
 //! subscriber under a long ACL pays one hash lookup per message, not one match per rule.
 
 use std::collections::HashMap;

@@ -138,7 +138,7 @@ pub fn parse_topic(topic: &str) -> Option<Vec<Level<'_>>> {
 
 /// Whether a topic belongs to the broker and may not be published by clients: `$SYS/...`
 /// (the broker's statistics) and `$share/...` (a subscription prefix, not a topic). Other `$`
-/// topics are ordinary topics (SPEC §3).
+/// topics are ordinary topics (docs/mqtt.md).
 pub fn is_reserved(topic: &str) -> bool {
     let first = topic.split('/').next().unwrap_or_default();
     first == "$SYS" || first == "$share"

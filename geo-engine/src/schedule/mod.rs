@@ -1,5 +1,5 @@
-//! Timetables and schedule adherence (SPEC §13), from a GTFS feed's `stop_times`, `calendar`
-//! and `calendar_dates`. Pure: every function takes the fix time it needs.
+//! Timetables and schedule adherence (docs/gtfs-realtime.md), from a GTFS feed's `stop_times`,
+//! `calendar` and `calendar_dates`. Pure: every function takes the fix time it needs.
 //!
 //! # Layout
 //! - [`timetable`]: [`Schedule`], every trip's stop times, compactly (shared stop patterns).
