@@ -1,6 +1,6 @@
 //! Per-route pipeline thresholds: a GeoJSON route feature may carry, beside `corridor_m`, any of
 //! `off_route_fixes`, `stop_radius_m`, `min_move_m`, `min_speed`, `max_speed` and
-//! `max_accuracy` in its properties; they replace the operator's settings for vehicles on that
+//! `max_accuracy` and `stale_after` (seconds) in its properties; they replace the operator's settings for vehicles on that
 //! route (the route a fix names, else the one the vehicle last named).
 
 use std::borrow::Cow;
@@ -19,6 +19,8 @@ pub struct RouteThresholds {
     pub min_speed: Option<f64>,
     pub max_speed: Option<f64>,
     pub max_accuracy: Option<f64>,
+    /// Seconds without a fix before a vehicle on this route goes offline.
+    pub stale_after_s: Option<f64>,
 }
 
 impl RouteThresholds {
@@ -54,6 +56,7 @@ impl RouteThresholds {
             min_speed: num("min_speed")?,
             max_speed: num("max_speed")?.filter(|v| *v > 0.0),
             max_accuracy: num("max_accuracy")?,
+            stale_after_s: num("stale_after")?.filter(|v| *v > 0.0),
         };
         Ok((t != RouteThresholds::default()).then_some(t))
     }
@@ -66,6 +69,10 @@ impl RouteThresholds {
             min_speed: self.min_speed.unwrap_or(base.min_speed),
             max_speed: self.max_speed.unwrap_or(base.max_speed),
             max_accuracy: self.max_accuracy.unwrap_or(base.max_accuracy),
+            #[allow(clippy::cast_possible_truncation)] // at most ~292 million years in ms
+            stale_after_ms: self
+                .stale_after_s
+                .map_or(base.stale_after_ms, |s| (s * 1000.0).min(i64::MAX as f64) as i64),
             ..base.clone()
         }
     }

@@ -289,6 +289,18 @@ impl Tracker {
         Some((state, self.event(EventKind::Offline, now_ms, at)))
     }
 
+    /// [`Tracker::check_stale`] with the `stale_after` of the vehicle's route when its route
+    /// file sets one (`stale_after` property), else `cfg`'s.
+    pub fn check_stale_on(
+        &mut self,
+        net: &Network,
+        cfg: &PipelineConfig,
+        now_ms: i64,
+    ) -> Option<(VehicleState, Event)> {
+        let cfg = net.route_config(self.route.as_deref(), cfg);
+        self.check_stale(&cfg, now_ms)
+    }
+
     /// Goes offline when no fix came for `stale_after`: the offline state and event, once.
     pub fn check_stale(
         &mut self,

@@ -49,6 +49,36 @@ fn a_route_sets_its_own_thresholds() {
 }
 
 #[test]
+fn a_route_sets_its_own_stale_after() {
+    let routes = ROUTES.replace(
+        "\"off_route_fixes\":1,",
+        "\"off_route_fixes\":1,\"stale_after\":5,",
+    );
+    let net = Network::from_geojson(&routes).expect("loads");
+    let cfg = PipelineConfig::default();
+    assert_eq!(net.route_config(Some("fast"), &cfg).stale_after_ms, 5_000);
+    assert_eq!(
+        net.route_config(Some("slow"), &cfg).stale_after_ms,
+        cfg.stale_after_ms
+    );
+    for (route, lat, quiet_for) in [("fast", -16.90, 5_000), ("slow", -16.92, 60_000)] {
+        let mut t = Tracker::new(route);
+        let mut f = Fix::new(geo::Point::new(145.71, lat), 1_000_000);
+        f.route = Some(route.into());
+        t.process(&net, &cfg, f, 1_000_000).expect("accepted");
+        assert!(
+            t.check_stale_on(&net, &cfg, 1_000_000 + quiet_for - 1)
+                .is_none(),
+            "{route}"
+        );
+        let (state, _) = t
+            .check_stale_on(&net, &cfg, 1_000_000 + quiet_for)
+            .unwrap_or_else(|| panic!("{route} offline after {quiet_for} ms"));
+        assert_eq!(state.status, geo_engine::VehicleStatus::Offline);
+    }
+}
+
+#[test]
 fn a_bad_threshold_names_the_route() {
     let bad = ROUTES.replace("\"off_route_fixes\":1", "\"off_route_fixes\":-2");
     let e = Network::from_geojson(&bad).unwrap_err().to_string();

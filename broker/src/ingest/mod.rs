@@ -340,10 +340,11 @@ impl Ingest {
             self.trackers.iter().map(|e| e.value().clone()).collect();
         let mut out = Vec::new();
         for t in trackers {
-            let went = t
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .check_stale(&self.config, now);
+            let went = t.lock().unwrap_or_else(|e| e.into_inner()).check_stale_on(
+                &self.network,
+                &self.config,
+                now,
+            );
             if let Some((state, event)) = went {
                 out.extend(self.offline(state, event));
             }
