@@ -47,8 +47,8 @@ SECTIONS = {
     "11": ("roadmap.md", "cluster", "Cluster"),
     "12": ("ingest-http.md", "", "Ingest over HTTP"),
     "13": ("gtfs-realtime.md", "", "GTFS-Realtime"),
-    "14": ("roadmap.md", "history", "History"),
-    "15": ("roadmap.md", "bench-additions", "Bench additions"),
+    "14": ("history.md", "", "History"),
+    "15": ("bench.md", "workloads", "Workloads"),
 }
 
 # Where a file's subject has a more precise home than the section's page: (file, section) -> target.

@@ -1,4 +1,4 @@
-//! `ws-connections` (docs/roadmap.md#bench-additions): opens N idle WebSocket watchers on the
+//! `ws-connections` (docs/bench.md#ws-connections): opens N idle WebSocket watchers on the
 //! bridge's `/ws`, each subscribed to one vehicle, and reports the connect rate and the servers'
 //! resident memory per connection (VmRSS of every `--pid`, summed, before and after).
 //!

@@ -1,4 +1,4 @@
-//! `GET /api/v1/vehicles/{id}/history` and `GET /api/v1/events` (docs/roadmap.md#history): from the
+//! `GET /api/v1/vehicles/{id}/history` and `GET /api/v1/events` (docs/history.md): from the
 //! broker's history store (PostgreSQL) when it has one, else from Redis (the track stream) or the
 //! hub's memory (track ring, recent events) — the answer's `"source"` says which.
 //!

@@ -23,7 +23,7 @@
 //! - `ingest`: `POST /api/v1/vehicles/{id}/location` (docs/ingest-http.md), handed to the broker.
 //! - `rest`, `routes`, `ops`, `map`: the other endpoints.
 //! - `history`, `history_format`: `/api/v1/vehicles/{id}/history` and `/api/v1/events`
-//!   (docs/roadmap.md#history).
+//!   (docs/history.md).
 //! - `recent`: the last events, for snapshots and `/api/v1/events` without history.
 //! - `gtfsrt`: `/gtfs-rt/{feed}`, the broker's GTFS-Realtime feeds.
 //! - `app`: [`BridgeConfig`], [`app()`], [`serve`].

@@ -207,7 +207,7 @@ pub trait BrokerPort: Send + Sync + 'static {
         to_ms: i64,
     ) -> BoxFuture<'static, Option<Result<Vec<serde_json::Value>, PortError>>>;
 
-    /// Processed fixes of `q.vehicle` from the broker's history store (docs/roadmap.md#history),
+    /// Processed fixes of `q.vehicle` from the broker's history store (docs/history.md),
     /// oldest first, as JSON rows (`vehicle`, `ts`, `lat`, `lon`, ... in Unix ms). `None` means "no
     /// history store"; the bridge then answers from [`BrokerPort::track`] or its ring and says so.
     fn history(

@@ -14,7 +14,7 @@
 //! - `routes`: reading the route network file.
 //! - `ingest`: location updates through geo-engine, processed state back out.
 //! - `history`: every fix and event in PostgreSQL, day partitions, retention
-//!   (docs/roadmap.md#history).
+//!   (docs/history.md).
 //! - `gtfsrt`: GTFS-Realtime feeds (HTTP, cached per second) and MQTT entities
 //!   (docs/gtfs-realtime.md).
 //! - `osmand`: the OsmAnd / Traccar Client listener (`--osmand`, `--osmands`).

@@ -1,4 +1,4 @@
-"""History in PostgreSQL (docs/roadmap.md#history) against a real PostgreSQL 15 started by the test
+"""History in PostgreSQL (docs/history.md) against a real PostgreSQL 15 started by the test
 (pg_util): rows match the processed states, day partitions are created ahead and dropped by
 retention, an acknowledged QoS 1 fix survives kill -9 of fleetmq and a replay after the restart
 writes no duplicate, and a 10 s PostgreSQL outage under load neither stops the broker nor loses a

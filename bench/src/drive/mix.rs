@@ -1,5 +1,5 @@
 //! `--watch riders=R,routes=T,fleet=F`: a realistic mix of WebSocket watchers
-//! (docs/roadmap.md#bench-additions). Riders follow one vehicle each (rider `j` follows driver `j
+//! (docs/bench.md#drive). Riders follow one vehicle each (rider `j` follows driver `j
 //! mod drivers`), route watchers one route each (watcher `j` follows route `j mod routes`), fleet
 //! dashboards the whole fleet through a bbox covering the world.
 

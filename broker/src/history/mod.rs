@@ -1,4 +1,4 @@
-//! History in PostgreSQL (docs/roadmap.md#history): every processed fix and every event, written
+//! History in PostgreSQL (docs/history.md): every processed fix and every event, written
 //! behind in batches, kept for `--history-retention`, read back by the history API.
 //!
 //! [`History`] is the handle the server holds. Ingest reaches it through [`HistorySink`] (a

@@ -1,4 +1,4 @@
-//! The tables (docs/roadmap.md#history), their day partitions and retention.
+//! The tables (docs/history.md), their day partitions and retention.
 //!
 //! Both tables are range-partitioned by `ts`, one partition per UTC day named
 //! `fleetmq_positions_pYYYYMMDD` / `fleetmq_events_pYYYYMMDD`, so that a day-bounded query
