@@ -206,7 +206,8 @@ impl Fleet {
     }
 
     /// States matching `criteria` that `access` (if any) may read: nearest first with `near` (only those within its radius), else
-    /// by vehicle id; at most `limit`.
+    /// by vehicle id; at most `limit`. An area query (near, bbox) finds live vehicles only: an
+    /// offline one (no fix for `stale_after`) is no longer where it was last seen.
     pub fn select(
         &self,
         criteria: &Criteria,
@@ -214,9 +215,29 @@ impl Fleet {
         limit: usize,
         access: Option<&dyn Access>,
     ) -> Vec<Arc<Prepared>> {
-        // An area query (near, bbox) finds live vehicles only: an offline one (no fix for
-        // `stale_after`) is no longer where it was last seen.
         let by_area = near.is_some() || criteria.bbox.is_some();
+        self.select_where(criteria, near, limit, access, by_area)
+    }
+
+    /// [`Fleet::select`] for a live view (a subscription's snapshot): offline vehicles are kept
+    /// (with `"status":"offline"`) so a map shows them as such, whatever the criteria.
+    pub fn select_all(
+        &self,
+        criteria: &Criteria,
+        access: Option<&dyn Access>,
+    ) -> Vec<Arc<Prepared>> {
+        self.select_where(criteria, None, usize::MAX, access, false)
+    }
+
+    fn select_where(
+        &self,
+        criteria: &Criteria,
+        near: Option<Near>,
+        limit: usize,
+        access: Option<&dyn Access>,
+        live_only: bool,
+    ) -> Vec<Arc<Prepared>> {
+        let by_area = live_only;
         let keep = |p: &Arc<Prepared>| {
             let s = &p.state;
             (!by_area || s.status != VehicleStatus::Offline)

@@ -287,7 +287,7 @@ impl Hub {
         criteria: &Criteria,
         access: Option<&dyn Access>,
     ) -> Vec<Arc<Prepared>> {
-        self.select(criteria, None, usize::MAX, access)
+        self.inner.fleet.select_all(criteria, access)
     }
 
     /// Track points of `vehicle` with `from <= ts <= to`, at most `max`; `None` for an unknown
