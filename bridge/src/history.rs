@@ -139,8 +139,9 @@ pub struct HistoryParams {
     limit: Option<String>,
 }
 
-/// The fields of a stored state that are history columns (a Redis track entry is a whole state).
-const COLUMNS: [&str; 15] = [
+/// The columns of the `fleetmq_positions` table, in its order: the fields of a stored state that
+/// are history (a Redis track entry is a whole state) and the CSV header.
+pub(crate) const COLUMNS: [&str; 15] = [
     "vehicle",
     "ts",
     "lat",

@@ -9,26 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::error::AppError;
-use crate::history::Source;
-
-/// CSV columns, in the order of the `fleetmq_positions` table.
-const CSV_COLUMNS: [&str; 15] = [
-    "vehicle",
-    "ts",
-    "lat",
-    "lon",
-    "raw_lat",
-    "raw_lon",
-    "speed",
-    "heading",
-    "accuracy",
-    "route",
-    "trip",
-    "on_route",
-    "off_route_m",
-    "delay_s",
-    "received_at",
-];
+use crate::history::{COLUMNS, Source};
 
 /// `format=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,10 +51,10 @@ fn csv_field(v: Option<&Value>, out: &mut String) {
 }
 
 fn csv(rows: &[Value]) -> String {
-    let mut out = CSV_COLUMNS.join(",");
+    let mut out = COLUMNS.join(",");
     out.push_str("\r\n");
     for r in rows {
-        for (i, c) in CSV_COLUMNS.iter().enumerate() {
+        for (i, c) in COLUMNS.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
