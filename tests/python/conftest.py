@@ -71,3 +71,15 @@ def pytest_runtest_makereport(item, call):
         if name in item.funcargs:
             item.add_report_section("call", "fleetmq log", BrokerProcess.recent_logs())
             break
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A PostgreSQL 15 server of the module's own, run as an unprivileged user in a temp dir."""
+    import pg_util
+
+    if not pg_util.available():
+        pytest.fail(f"PostgreSQL 15 not found in {pg_util.PG_BIN}: run scripts/setup.sh")
+    server = pg_util.PostgresProcess()
+    yield server
+    server.destroy()

@@ -22,15 +22,6 @@ import pg_util
 VEHICLE_TS_SQL = "(extract(epoch FROM ts) * 1000)::int8"
 
 
-@pytest.fixture(scope="module")
-def pg():
-    if not pg_util.available():
-        pytest.fail(f"PostgreSQL 15 not found in {pg_util.PG_BIN}: run scripts/setup.sh")
-    server = pg_util.PostgresProcess()
-    yield server
-    server.destroy()
-
-
 class Db:
     """One fresh database of the module's server, so tests do not see each other's rows."""
 

@@ -79,15 +79,6 @@ def tiles():
     server.close()
 
 
-@pytest.fixture(scope="module")
-def pg():
-    if not pg_util.available():
-        pytest.fail(f"PostgreSQL 15 not found in {pg_util.PG_BIN}: run scripts/setup.sh")
-    server = pg_util.PostgresProcess()
-    yield server
-    server.destroy()
-
-
 @pytest.fixture
 def page(tmp_path):
     browser = Browser(tmp_path / "chromium-profile")
