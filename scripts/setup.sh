@@ -41,7 +41,7 @@ fi
 PY_REQS=('paho-mqtt>=2,<3' pytest websocket-client requests 'psycopg[binary]>=3.1' 'gtfs-realtime-bindings>=1' 'gtfs-rt-validator>=0.3')
 if python3 - <<'PY' 2>/dev/null
 import sys
-import paho.mqtt, pytest, websocket, psycopg  # noqa: F401
+import paho.mqtt, pytest, websocket, requests, psycopg  # noqa: F401
 import google.transit.gtfs_realtime_pb2, gtfs_rt_validator  # noqa: F401
 sys.exit(0 if paho.mqtt.__version__.startswith("2.") else 1)
 PY
