@@ -115,6 +115,21 @@ fn check(c: &Config) -> Result<(), Failure> {
             "--tls-cert/--tls-key/--tls-client-ca are set but no TLS listener is: add --mqtts ADDR, --https ADDR or --osmands ADDR",
         );
     }
+    if c.redis.is_some() && c.redis_cluster.is_some() {
+        return bad(
+            "--redis (one node) and --redis-cluster (a Redis Cluster) exclude each other: give one",
+        );
+    }
+    if let Some(seeds) = &c.redis_cluster
+        && let Some(bad_seed) = seeds.split(',').map(str::trim).find(|s| {
+            !(s.starts_with("redis://") || s.starts_with("rediss://"))
+                || s.len() <= "redis://".len()
+        })
+    {
+        return bad(&format!(
+            "--redis-cluster seed {bad_seed:?} is not a Redis URL: give redis://HOST:PORT,redis://HOST:PORT,..."
+        ));
+    }
     if c.history_retention < Duration::from_secs(86_400) {
         return bad("--history-retention below 1d would drop today's partition: use e.g. 30d");
     }
@@ -271,6 +286,20 @@ mod tests {
             ..Config::default()
         });
         assert!(line.starts_with("--max-queued 0"), "{line}");
+        let line = refused(Config {
+            redis: Some("redis://127.0.0.1:6379".into()),
+            redis_cluster: Some("redis://127.0.0.1:7000".into()),
+            ..Config::default()
+        });
+        assert!(line.contains("exclude each other: give one"), "{line}");
+        let line = refused(Config {
+            redis_cluster: Some("redis://127.0.0.1:7000,127.0.0.1:7001".into()),
+            ..Config::default()
+        });
+        assert!(
+            line.contains("\"127.0.0.1:7001\" is not a Redis URL"),
+            "{line}"
+        );
         let ok = Config {
             mqtts: addr,
             tls_cert: Some("c.pem".into()),

@@ -141,6 +141,14 @@ pub struct Config {
     #[serde(with = "text")]
     pub redis: Option<String>,
 
+    /// Redis Cluster 7 seed nodes instead of --redis, e.g.
+    /// redis://10.0.0.1:7000,redis://10.0.0.2:7000 [default: off]
+    // Any reachable master will do: the client learns the rest from CLUSTER SLOTS.
+    #[arg(long, env = "FLEETMQ_REDIS_CLUSTER", value_name = "URL,URL,...",
+          value_parser = text::parse, help_heading = "Data")]
+    #[serde(with = "text")]
+    pub redis_cluster: Option<String>,
+
     /// Expiry of each vehicle's state in Redis, e.g. 3600, 90s, 1h
     #[arg(long, env = "FLEETMQ_STATE_TTL", value_name = "DURATION", default_value = "1h",
           value_parser = duration::parse, help_heading = "Data")]

@@ -7,21 +7,25 @@
 //! | `fleetmq:geo` | geo set, member `{id}` | writer |
 //! | `fleetmq:track:{id}` | stream, entry id `{ts}-0` (device time of the fix), field `state`; `MAXLEN ~ 10000` | writer |
 //! | `fleetmq:sos` | stream, `*` ids, fields `vehicle`, `ts`, `payload`, `id`; `MAXLEN ~ 100000` | SOS log |
-//! | `fleetmq:sos:ids` | sorted set of the newest 200000 SOS ids stored, score `ts` (replays of the local log store each once) | SOS log |
+//! | `fleetmq:sos:ids` | sorted set of the newest 200000 SOS ids stored, score `ts` | SOS log |
+//! | `{fleetmq:sos}:seen` | the same ids, in the slot of `fleetmq:sos` (internal: the SOS script's check) | SOS log |
 //!
 //! `{id}` is the vehicle id itself, with no braces: these are the names docs/redis.md#keys
-//! publishes to integrators, so they stay as written. We deliberately add no hash tag: a tag (say
-//! `fleetmq:vehicle:{bus-12}`) would put a vehicle's hash and stream in one slot, but would also
-//! change the names others read. Nothing needs them co-located, because no command touches two keys
-//! and the writer never uses MULTI.
+//! publishes to integrators, so they stay as written. We deliberately add no hash tag to them: a
+//! tag (say `fleetmq:vehicle:{bus-12}`) would put a vehicle's hash and stream in one slot, but
+//! would also change the names others read. Nothing needs them co-located: no command and no
+//! pipeline touches two of them, and the writer never uses MULTI. The one script, the SOS log's
+//! write-once, touches `fleetmq:sos` and a key added for it, `{fleetmq:sos}:seen`, whose hash tag
+//! puts it in the stream's slot.
 //!
-//! The plan for Redis Cluster (`cluster-async`), where one pipeline must stay within one slot:
-//! the writer orders each batch by the [`slot`] of every vehicle's hash key
-//! ([`super::writer::flush`]); a cluster writer cuts the same ordered list at slot boundaries
-//! instead of every 500 vehicles, sending per slot run one pipeline of `HSET` + `PEXPIRE`, and
-//! groups `XADD`s by the slot of `fleetmq:track:{id}` the same way. `fleetmq:geo` and
-//! `fleetmq:sos` are single keys (one slot each): their commands go in their own pipelines. Today
-//! only the single-node connection exists, so a pipeline holds several slots.
+//! # Redis Cluster (`--redis-cluster`)
+//! A pipeline must stay within one hash slot (the client refuses one that does not). The writer
+//! orders each batch by the [`slot`] of every vehicle's hash key and puts each command in the
+//! pipeline of its key's slot: `HSET` + `PEXPIRE` by `fleetmq:vehicle:{id}`, `XADD`s by
+//! `fleetmq:track:{id}`, and `GEOADD`/`ZREM` of the single key `fleetmq:geo` in pipelines of their
+//! own; the per-slot pipelines go out several at a time on the multiplexed connections. On a
+//! single node the same code cuts every 2,000 commands instead. The restore `SCAN`s every master
+//! and reads each page with one pipeline per slot.
 
 /// Prefix of the per-vehicle state hashes.
 pub const VEHICLE_PREFIX: &str = "fleetmq:vehicle:";
@@ -33,7 +37,11 @@ pub const GEO: &str = "fleetmq:geo";
 pub const SOS: &str = "fleetmq:sos";
 /// Sorted set of the SOS ids already in [`SOS`] (score: arrival, Unix ms).
 pub const SOS_IDS: &str = "fleetmq:sos:ids";
-/// Ids [`SOS_IDS`] keeps, the newest.
+/// Sorted set of the SOS ids already in [`SOS`], in the stream's hash slot (the tag
+/// `{fleetmq:sos}` hashes as the untagged name `fleetmq:sos` does), so one script may check it and
+/// append to the stream atomically on a Redis Cluster too.
+pub const SOS_SEEN: &str = "{fleetmq:sos}:seen";
+/// Ids [`SOS_IDS`] and [`SOS_SEEN`] keep, the newest.
 pub const SOS_IDS_KEPT: usize = 200_000;
 /// Hash fields.
 pub const FIELD_STATE: &str = "state";
@@ -112,6 +120,16 @@ mod tests {
         // A hash tag hashes only the tag; an empty tag hashes the whole key.
         assert_eq!(slot("{user1000}.following"), slot("user1000"));
         assert_eq!(slot("foo{}{bar}"), crc16(b"foo{}{bar}") % SLOTS);
+    }
+
+    #[test]
+    fn sos_script_keys_share_a_slot() {
+        assert_eq!(slot(SOS_SEEN), slot(SOS));
+        assert_ne!(
+            slot(SOS_IDS),
+            slot(SOS),
+            "else the published set could join the script"
+        );
     }
 
     #[test]

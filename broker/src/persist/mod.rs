@@ -6,15 +6,19 @@
 //! down never stops the broker: state waits in bounded memory and is written once Redis is back.
 //!
 //! # Layout
-//! - `keys`: key names, the key scheme and hash slots (read this for the cluster plan).
+//! - `conn`: the connection, to one Redis node or to a Redis Cluster (`--redis-cluster`).
+//! - `keys`: key names, the key scheme and hash slots (read this for the cluster layout).
+//! - `pubsub`: pub/sub between fleetmq nodes, plain or sharded (for the cluster bus).
 //! - `pending`: the bounded latest-wins buffer between ingest and the writer.
 //! - `writer`: the write-behind task (pipelined batches every 100 ms, reconnect with backoff).
 //! - `restore`: reading every vehicle back on start.
 //! - `sos`: the SOS log, persisted before anyone is notified.
 //! - `stats`: `fleetmq_redis_*` metrics.
 
+mod conn;
 pub mod keys;
 mod pending;
+pub mod pubsub;
 mod restore;
 mod sos;
 mod stats;
@@ -27,7 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use geo_engine::{Event, Tracker, VehicleState};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::{Ingest, StateSink, now_ms};
 use crate::router::RouterMsg;
 use crate::{Config, Error};
+use conn::Conn;
+pub use conn::Target;
 use pending::Pending;
 pub use restore::Restored;
 pub use sos::SOS_QUEUE;
@@ -54,10 +59,10 @@ type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 /// Why Redis could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
-    /// `--redis` is not a usable URL.
-    #[error("invalid --redis URL {url:?}: {source}")]
+    /// `--redis` / `--redis-cluster` is not a usable URL.
+    #[error("invalid {target}: {source} (give redis://HOST:PORT)")]
     Url {
-        url: String,
+        target: String,
         #[source]
         source: redis::RedisError,
     },
@@ -69,7 +74,7 @@ pub enum PersistError {
 /// What the tasks and the handles share.
 pub(crate) struct Shared {
     /// Multiplexed and reconnecting; clones share one connection.
-    conn: ConnectionManager,
+    conn: Conn,
     pending: Pending,
     sos: SosQueue,
     stats: Stats,
@@ -101,26 +106,16 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store for `url` whose vehicle hashes expire after `ttl`. Connects lazily: Redis being
-    /// down now is not an error.
+    /// A store on `target` whose vehicle hashes expire after `ttl`. Connects lazily: Redis
+    /// being down now is not an error.
     ///
     /// # Errors
-    /// [`PersistError::Url`] when `url` is not a Redis URL.
-    pub fn open(url: &str, ttl: Duration) -> Result<Store, PersistError> {
-        let url_error = |source| PersistError::Url {
-            url: url.to_owned(),
+    /// [`PersistError::Url`] when a URL is not a Redis URL.
+    pub fn open(target: &Target, ttl: Duration) -> Result<Store, PersistError> {
+        let conn = Conn::open(target).map_err(|source| PersistError::Url {
+            target: target.describe(),
             source,
-        };
-        let client = redis::Client::open(url).map_err(url_error)?;
-        // Fail fast and let our own loops back off: a request while Redis is down returns at
-        // once instead of queueing behind the manager's retries.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(url_error)?;
+        })?;
         let shared = Shared {
             conn,
             pending: Pending::new(MAX_PENDING_VEHICLES, MAX_PENDING_TRACK_POINTS),
@@ -303,16 +298,17 @@ pub struct Startup {
 }
 
 impl Startup {
-    /// Opens `--redis` (if set) and reads every vehicle back. Redis being down is not an error:
+    /// Opens `--redis` or `--redis-cluster` (if set) and reads every vehicle back. Redis being down is not an error:
     /// the broker serves without restored state and writes once Redis is back.
     ///
     /// # Errors
     /// [`Error::Config`] for a malformed URL.
     pub async fn open(config: &Config) -> Result<Option<Startup>, Error> {
-        let Some(url) = config.redis.as_deref() else {
+        let Some(target) = Target::from_config(config) else {
             return Ok(None);
         };
-        let store = Store::open(url, config.state_ttl).map_err(|e| Error::Config(e.to_string()))?;
+        let store =
+            Store::open(&target, config.state_ttl).map_err(|e| Error::Config(e.to_string()))?;
         let started = std::time::Instant::now();
         let mut deferred = false;
         let restored = match store.restore().await {

@@ -1,14 +1,15 @@
 //! Restore on start: every `fleetmq:vehicle:*` hash is read back (`SCAN` in pages of
-//! [`SCAN_COUNT`], one pipelined `HMGET tracker state` per page) into geo-engine trackers, with
+//! [`SCAN_COUNT`] on every master of a cluster, pipelined `HMGET tracker state` per page, cut per
+//! hash slot on a cluster) into geo-engine trackers, with
 //! their filter state, route match and last fix, so the first fix after a restart continues the
 //! track instead of looking like a teleport or a duplicate.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use geo_engine::{Tracker, VehicleStatus};
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 
+use super::conn::{self, Conn};
 use super::keys;
 
 /// Keys asked for per SCAN step (a hint to Redis) and so per pipeline.
@@ -37,7 +38,7 @@ type Page = Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>)>;
 ///
 /// # Errors
 /// A failed round trip (Redis down or lost during the restore).
-pub async fn load(conn: &mut ConnectionManager, max: usize, now_ms: i64) -> RedisResult<Restored> {
+pub async fn load(conn: &mut Conn, max: usize, now_ms: i64) -> RedisResult<Restored> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Page>(PAGES_IN_FLIGHT);
     let parser = tokio::task::spawn_blocking(move || {
         let mut out = Restored::default();
@@ -63,50 +64,64 @@ pub async fn load(conn: &mut ConnectionManager, max: usize, now_ms: i64) -> Redi
     read.map(|()| restored)
 }
 
-/// SCAN + pipelined HMGET, page by page, into `tx` (stops early when the parser is done).
-async fn read_pages(
-    conn: &mut ConnectionManager,
-    tx: tokio::sync::mpsc::Sender<Page>,
-) -> RedisResult<()> {
+/// SCAN + pipelined HMGET, page by page and master by master, into `tx` (stops early when the
+/// parser is done).
+async fn read_pages(conn: &mut Conn, tx: tokio::sync::mpsc::Sender<Page>) -> RedisResult<()> {
     let mut seen: HashSet<String> = HashSet::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(keys::VEHICLE_PATTERN)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(conn)
-            .await?;
-        // SCAN may return a key more than once.
-        let keys: Vec<String> = keys
-            .into_iter()
-            .filter(|k| seen.insert(k.clone()))
-            .collect();
-        if !keys.is_empty() {
+    for node in conn.masters().await? {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys) = conn
+                .scan(&node, cursor, keys::VEHICLE_PATTERN, SCAN_COUNT)
+                .await?;
+            // SCAN may return a key more than once.
+            let keys: Vec<String> = keys
+                .into_iter()
+                .filter(|k| seen.insert(k.clone()))
+                .collect();
+            if !keys.is_empty() {
+                let page = read_page(conn, keys).await?;
+                if tx.send(page).await.is_err() {
+                    return Ok(());
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `HMGET tracker state` of every key, pipelined: one pipeline on a single node, one per hash
+/// slot on a cluster (a SCAN page of one master spans many slots).
+async fn read_page(conn: &Conn, keys: Vec<String>) -> RedisResult<Page> {
+    let mut groups: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    for k in keys {
+        let group = if conn.cluster() { keys::slot(&k) } else { 0 };
+        groups.entry(group).or_default().push(k);
+    }
+    let pipes = groups
+        .values()
+        .map(|keys| {
             let mut pipe = redis::pipe();
-            for k in &keys {
+            for k in keys {
                 pipe.cmd("HMGET")
                     .arg(k)
                     .arg(keys::FIELD_TRACKER)
                     .arg(keys::FIELD_STATE);
             }
-            let rows: Vec<Fields> = pipe.query_async(conn).await?;
-            let page = keys
-                .into_iter()
-                .zip(rows)
-                .map(|(k, (t, s))| (k, t, s))
-                .collect();
-            if tx.send(page).await.is_err() {
-                return Ok(());
-            }
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(());
-        }
-    }
+            pipe
+        })
+        .collect();
+    let replies = conn::query_all::<Vec<Fields>>(conn, pipes).await?;
+    Ok(groups
+        .into_values()
+        .zip(replies)
+        .flat_map(|(keys, (rows, _))| keys.into_iter().zip(rows))
+        .map(|(k, (t, s))| (k, t, s))
+        .collect())
 }
 
 /// The fields of a stored state the restore looks at.

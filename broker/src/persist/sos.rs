@@ -4,8 +4,10 @@
 //! records stay queued here, bounded by [`SOS_QUEUE`], until Redis is back.
 //!
 //! Each record carries the local log's id and is written by one script that adds the id to
-//! `fleetmq:sos:ids` and appends to the stream only when the id is new, so the log replayed at
-//! every start stores each SOS once.
+//! `{fleetmq:sos}:seen` and appends to the stream only when the id is new, so the log replayed at
+//! every start stores each SOS once. The script's two keys share a hash slot (the tag
+//! `{fleetmq:sos}` hashes like the stream's name), as a script on a Redis Cluster must; the
+//! published `fleetmq:sos:ids` is in another slot and is written after it ([`write`]).
 //!
 //! SOS messages have their own task so an emergency never queues behind a large state flush.
 
@@ -14,10 +16,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, oneshot};
 
 use super::Shared;
+use super::conn::Conn;
 use super::keys;
 use super::writer::{MAX_BACKOFF, MIN_BACKOFF};
 
@@ -118,33 +120,58 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Appends to the stream unless the id is stored already (one atomic script). The ids are a
-/// sorted set by arrival time holding the newest [`keys::SOS_IDS_KEPT`]: far more than the
-/// local log replays ([`crate::sos_log::REPLAY_MAX`]), and bounded.
+/// Appends to the stream unless the id is in the co-located [`keys::SOS_SEEN`] already (one
+/// atomic script on one hash slot). The ids are sorted sets by arrival time holding the newest
+/// [`keys::SOS_IDS_KEPT`]: far more than the local log replays ([`crate::sos_log::REPLAY_MAX`]),
+/// and bounded.
 const WRITE_ONCE: &str = r"
 if redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1]) == 1 then
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
     'vehicle', ARGV[3], 'ts', ARGV[4], 'payload', ARGV[5], 'id', ARGV[1])
-  if redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[6]) then
-    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[6]) - 1)
-  end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[6]) - 1)
   return 1
 end
 return 0";
 
-async fn write(conn: &mut ConnectionManager, r: &SosRecord) -> redis::RedisResult<()> {
+/// Writes `r` once: skipped when the published [`keys::SOS_IDS`] lists it (stored earlier, also
+/// by a version without [`keys::SOS_SEEN`]), else the [`WRITE_ONCE`] script, then its id into
+/// [`keys::SOS_IDS`]. That set lives in another slot, so on a Redis Cluster it cannot join the
+/// script; a failure after the script is retried as a whole, and the script then skips the append.
+async fn write(conn: &mut Conn, r: &SosRecord) -> redis::RedisResult<()> {
+    let stored: Option<f64> = redis::cmd("ZSCORE")
+        .arg(keys::SOS_IDS)
+        .arg(&r.id)
+        .query_async(conn)
+        .await?;
+    if stored.is_some() {
+        return Ok(());
+    }
+    let kept = i64::try_from(keys::SOS_IDS_KEPT).unwrap_or(i64::MAX);
     redis::cmd("EVAL")
         .arg(WRITE_ONCE)
         .arg(2)
         .arg(keys::SOS)
-        .arg(keys::SOS_IDS)
+        .arg(keys::SOS_SEEN)
         .arg(&r.id)
         .arg(keys::SOS_MAXLEN)
         .arg(&r.vehicle)
         .arg(r.ts)
         .arg(&r.payload)
-        .arg(keys::SOS_IDS_KEPT)
+        .arg(kept)
         .query_async::<i64>(conn)
+        .await?;
+    redis::pipe()
+        .cmd("ZADD")
+        .arg(keys::SOS_IDS)
+        .arg("NX")
+        .arg(r.ts)
+        .arg(&r.id)
+        .ignore()
+        .cmd("ZREMRANGEBYRANK")
+        .arg(keys::SOS_IDS)
+        .arg(0)
+        .arg(-kept - 1)
+        .ignore()
+        .exec_async(conn)
         .await
-        .map(drop)
 }

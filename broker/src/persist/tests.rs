@@ -105,7 +105,11 @@ fn trackers(net: &Network, n: usize, base_ts: i64) -> Vec<Tracker> {
 /// Writes `trackers` through the store's sink and writer, then restores them with a new store;
 /// returns the restored trackers and the restore time.
 async fn round_trip(url: &str, trackers: &[Tracker]) -> (Vec<Tracker>, Duration) {
-    let store = Store::open(url, Duration::from_secs(3600)).expect("store");
+    let store = Store::open(
+        &super::Target::Single(url.to_owned()),
+        Duration::from_secs(3600),
+    )
+    .expect("store");
     store.start();
     let sink = store.sink();
     for t in trackers {
@@ -120,7 +124,11 @@ async fn round_trip(url: &str, trackers: &[Tracker]) -> (Vec<Tracker>, Duration)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     store.close().await;
-    let fresh = Store::open(url, Duration::from_secs(3600)).expect("store");
+    let fresh = Store::open(
+        &super::Target::Single(url.to_owned()),
+        Duration::from_secs(3600),
+    )
+    .expect("store");
     let started = Instant::now();
     let restored = fresh.restore().await.expect("restore");
     (restored.trackers, started.elapsed())
@@ -204,7 +212,11 @@ async fn offline_vehicle_leaves_the_geo_set_and_keeps_its_ttl() {
     let net = crate::routes::load(None).expect("bundled routes");
     let base_ts = now_ms() - 60_000;
     let mut fleet = trackers(&net, 2, base_ts);
-    let store = Store::open(&redis.url(), Duration::from_secs(3600)).expect("store");
+    let store = Store::open(
+        &super::Target::Single(redis.url()),
+        Duration::from_secs(3600),
+    )
+    .expect("store");
     store.start();
     let sink = store.sink();
     let write = |t: &Tracker| {

@@ -13,19 +13,23 @@
 //! backoff ([`MIN_BACKOFF`]..[`MAX_BACKOFF`]) and flushes everything as soon as a PING succeeds,
 //! which bounds the time from recovery to "all written" by `MAX_BACKOFF` plus the flush itself.
 //!
-//! # Cluster
-//! Vehicles are ordered by the hash slot of their `fleetmq:vehicle:{id}` key before they are cut
-//! into pipelines of [`VEHICLES_PER_PIPELINE`]; see [`super::keys`] for the key scheme.
+//! # Pipelines
+//! Vehicles are ordered by the hash slot of their `fleetmq:vehicle:{id}` key and their commands
+//! cut into pipelines ([`plan`]): every [`COMMANDS_PER_PIPELINE`] on one node, per hash slot on a
+//! Redis Cluster, `fleetmq:geo` in pipelines of its own; see [`super::keys`] for the key scheme.
+//! Up to [`conn::PIPELINES_IN_FLIGHT`] pipelines are in flight at once.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use geo_engine::{VehicleState, VehicleStatus};
-use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+
 use redis::{Pipeline, RedisResult, Value};
 
 use super::Shared;
+use super::conn::{self, Conn};
 use super::keys;
 use super::pending::{Batch, Entry};
 
@@ -36,9 +40,11 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest retry delay while Redis is down.
 pub const MAX_BACKOFF: Duration = Duration::from_millis(250);
-/// Vehicles per pipeline: large enough to amortise round trips, small enough to keep one
-/// pipeline's buffers around a megabyte.
-pub const VEHICLES_PER_PIPELINE: usize = 500;
+/// Commands per pipeline (about 500 vehicles' hash and expiry plus their track points): large
+/// enough to amortise round trips, small enough to keep one pipeline's buffers around a megabyte.
+pub const COMMANDS_PER_PIPELINE: usize = 2000;
+/// Members per `GEOADD` / `ZREM` of `fleetmq:geo`.
+const GEO_MEMBERS_PER_COMMAND: usize = 1000;
 /// With nothing to write, the connection is checked this often so `fleetmq_redis_up` and
 /// `/readyz` notice an outage without traffic.
 const IDLE_PING: Duration = Duration::from_secs(1);
@@ -102,32 +108,19 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-async fn ping(conn: &mut ConnectionManager) -> bool {
+async fn ping(conn: &mut Conn) -> bool {
     redis::cmd("PING").query_async::<String>(conn).await.is_ok()
 }
 
-/// Writes one batch as pipelines of [`VEHICLES_PER_PIPELINE`] vehicles, in slot order.
+/// Writes one batch as the pipelines [`plan`] cuts it into, several in flight at once.
 ///
 /// # Errors
 /// The first failed round trip; the caller puts the whole batch back.
-pub async fn flush(
-    shared: &Shared,
-    conn: &mut ConnectionManager,
-    batch: &Batch,
-) -> RedisResult<()> {
-    let mut order: Vec<(u16, &str, &Entry)> = batch
-        .iter()
-        .map(|(id, e)| (keys::slot(&keys::vehicle(id)), &**id, e))
-        .collect();
-    order.sort_unstable_by_key(|(slot, _, _)| *slot);
-    for chunk in order.chunks(VEHICLES_PER_PIPELINE) {
-        let pipe = pipeline(chunk, shared.ttl_ms);
-        if pipe.is_empty() {
-            continue;
-        }
-        let started = Instant::now();
-        let results: Vec<RedisResult<Value>> = pipe.query_async(conn).await?;
-        shared.stats.observe_write(started.elapsed().as_secs_f64());
+pub async fn flush(shared: &Shared, conn: &mut Conn, batch: &Batch) -> RedisResult<()> {
+    let pipes = plan(batch, shared.ttl_ms, conn.cluster());
+    let replies = conn::query_all::<Vec<RedisResult<Value>>>(conn, pipes).await?;
+    for (results, took) in replies {
+        shared.stats.observe_write(took.as_secs_f64());
         shared.stats.batches.fetch_add(1, Relaxed);
         let refused = results.iter().filter(|r| r.is_err()).count();
         if refused > 0 {
@@ -141,14 +134,55 @@ pub async fn flush(
     Ok(())
 }
 
-/// The commands for one chunk of vehicles.
-fn pipeline(chunk: &[(u16, &str, &Entry)], ttl_ms: u64) -> Pipeline {
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    let mut geo = redis::cmd("GEOADD");
-    geo.arg(keys::GEO);
-    let mut geo_members = 0;
-    for (_, id, entry) in chunk {
+/// Pipelines cut by where their keys live: on one node every [`COMMANDS_PER_PIPELINE`]
+/// commands; on a cluster one per hash slot (cut again past [`COMMANDS_PER_PIPELINE`]), since
+/// the client refuses a pipeline that spans slots.
+struct Cut {
+    cluster: bool,
+    pipes: Vec<Pipeline>,
+    /// The pipeline still being filled, per slot (one group, 0, on a single node).
+    open: HashMap<u16, usize>,
+}
+
+impl Cut {
+    fn new(cluster: bool) -> Cut {
+        Cut {
+            cluster,
+            pipes: Vec::new(),
+            open: HashMap::new(),
+        }
+    }
+
+    /// The pipeline a command on `key` goes into.
+    fn pipe(&mut self, key: &str) -> &mut Pipeline {
+        let group = if self.cluster { keys::slot(key) } else { 0 };
+        let index = match self.open.get(&group) {
+            Some(&i) if self.pipes[i].len() < COMMANDS_PER_PIPELINE => i,
+            _ => {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                self.pipes.push(pipe);
+                self.open.insert(group, self.pipes.len() - 1);
+                self.pipes.len() - 1
+            }
+        };
+        &mut self.pipes[index]
+    }
+}
+
+/// The commands for one batch, cut into pipelines ([`Cut`]). Vehicles go in the hash-slot
+/// order of their `fleetmq:vehicle:{id}` key; `fleetmq:geo` (one key, one slot) gets pipelines
+/// of its own.
+fn plan(batch: &Batch, ttl_ms: u64, cluster: bool) -> Vec<Pipeline> {
+    let mut order: Vec<(u16, &str, &Entry)> = batch
+        .iter()
+        .map(|(id, e)| (keys::slot(&keys::vehicle(id)), &**id, e))
+        .collect();
+    order.sort_unstable_by_key(|(slot, _, _)| *slot);
+    let mut cut = Cut::new(cluster);
+    let mut geo_add: Vec<(f64, f64, &str)> = Vec::new();
+    let mut geo_gone: Vec<&str> = Vec::new();
+    for (_, id, entry) in order {
         let key = keys::vehicle(id);
         let state_json = entry
             .state
@@ -159,6 +193,7 @@ fn pipeline(chunk: &[(u16, &str, &Entry)], ttl_ms: u64) -> Pipeline {
             .as_ref()
             .and_then(|t| serde_json::to_string(&**t).ok());
         if state_json.is_some() || tracker_json.is_some() {
+            let pipe = cut.pipe(&key);
             let hset = pipe.cmd("HSET").arg(&key);
             if let Some(json) = &state_json {
                 hset.arg(keys::FIELD_STATE).arg(json);
@@ -171,17 +206,13 @@ fn pipeline(chunk: &[(u16, &str, &Entry)], ttl_ms: u64) -> Pipeline {
         match entry.state.as_ref() {
             // Offline (no fix for `stale_after`): out of the geo set, so GEOSEARCH finds only
             // live vehicles; the hash expires by its TTL.
-            Some(s) if s.status == VehicleStatus::Offline => {
-                pipe.cmd("ZREM").arg(keys::GEO).arg(*id);
-            }
-            Some(s) if geo_ok(s) => {
-                geo.arg(s.lon).arg(s.lat).arg(*id);
-                geo_members += 1;
-            }
+            Some(s) if s.status == VehicleStatus::Offline => geo_gone.push(id),
+            Some(s) if geo_ok(s) => geo_add.push((s.lon, s.lat, id)),
             _ => {}
         }
         if !entry.track.is_empty() {
             let track = keys::track(id);
+            let pipe = cut.pipe(&track);
             for point in &entry.track {
                 let Ok(json) = serde_json::to_string(&**point) else {
                     continue;
@@ -197,10 +228,18 @@ fn pipeline(chunk: &[(u16, &str, &Entry)], ttl_ms: u64) -> Pipeline {
             }
         }
     }
-    if geo_members > 0 {
-        pipe.add_command(geo);
+    for members in geo_add.chunks(GEO_MEMBERS_PER_COMMAND) {
+        let mut geo = redis::cmd("GEOADD");
+        geo.arg(keys::GEO);
+        for (lon, lat, id) in members {
+            geo.arg(*lon).arg(*lat).arg(*id);
+        }
+        cut.pipe(keys::GEO).add_command(geo);
     }
-    pipe
+    for members in geo_gone.chunks(GEO_MEMBERS_PER_COMMAND) {
+        cut.pipe(keys::GEO).cmd("ZREM").arg(keys::GEO).arg(members);
+    }
+    cut.pipes
 }
 
 /// Whether Redis accepts the position in a geo set.

@@ -1,0 +1,247 @@
+//! The one Redis connection type persistence uses: a single node (`--redis URL`) or a Redis
+//! Cluster 7 (`--redis-cluster URL,URL,...`). Both are multiplexed, reconnect by themselves and
+//! implement [`ConnectionLike`], so the writer, restore, `/track`, the SOS log and `/readyz` run
+//! the same code on both. What differs is said here once:
+//!
+//! - [`Conn::cluster`]: a pipeline or a script must stay within one hash slot (the writer and the
+//!   restore cut their pipelines by [`super::keys::slot`]; the client refuses a cross-slot
+//!   pipeline before sending it).
+//! - [`Conn::masters`] / [`Conn::scan`]: `SCAN` walks one node's keys, so the restore scans every
+//!   master in turn.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+/// Longest wait for a TCP connection to a Redis node: fail fast and let our own loops back off,
+/// so a request while Redis is down returns at once instead of queueing behind retries.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for one reply.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which Redis the settings name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `--redis URL`.
+    Single(String),
+    /// `--redis-cluster URL,URL,...`: seed nodes of one cluster.
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    /// The target of `--redis` / `--redis-cluster` (the settings check allows at most one).
+    pub fn from_config(config: &crate::Config) -> Option<Target> {
+        if let Some(url) = &config.redis {
+            return Some(Target::Single(url.clone()));
+        }
+        let seeds = config.redis_cluster.as_deref()?;
+        Some(Target::Cluster(
+            seeds
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ))
+    }
+
+    /// What the log and errors call it.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Single(url) => format!("--redis {url}"),
+            Target::Cluster(seeds) => format!("--redis-cluster {}", seeds.join(",")),
+        }
+    }
+}
+
+/// A connection to one Redis node or to a Redis Cluster; clones share it.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Connects lazily: Redis being down now is not an error.
+    ///
+    /// # Errors
+    /// A URL that is not a Redis URL (or an empty seed list).
+    pub fn open(target: &Target) -> RedisResult<Conn> {
+        match target {
+            Target::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                Ok(Conn::Single(ConnectionManager::new_lazy_with_config(
+                    client,
+                    manager_config(),
+                )?))
+            }
+            Target::Cluster(seeds) => {
+                let client = cluster_builder(seeds)?.build()?;
+                Ok(Conn::Cluster(
+                    client.get_pending_async_connection_with_config(cluster_config()),
+                ))
+            }
+        }
+    }
+
+    /// Whether every pipeline and script must stay within one hash slot.
+    pub fn cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+
+    /// The nodes whose keys a full `SCAN` must walk: `None` for the one node, else each master's
+    /// `(host, port)` as `CLUSTER SLOTS` lists them.
+    ///
+    /// # Errors
+    /// A failed round trip or a reply that is not a slot table.
+    pub async fn masters(&mut self) -> RedisResult<Vec<Option<(String, u16)>>> {
+        let Conn::Cluster(c) = self else {
+            return Ok(vec![None]);
+        };
+        let table: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(c).await?;
+        let mut masters = Vec::new();
+        for range in table {
+            // [start, end, [host, port, id, ...], replicas...]
+            let Some(Value::Array(node)) = range.get(2) else {
+                continue;
+            };
+            let host: Option<String> = node
+                .first()
+                .and_then(|v| redis::from_redis_value_ref(v).ok());
+            let port: Option<u16> = node
+                .get(1)
+                .and_then(|v| redis::from_redis_value_ref(v).ok());
+            if let (Some(host), Some(port)) = (host, port) {
+                let master = Some((host, port));
+                if !masters.contains(&master) {
+                    masters.push(master);
+                }
+            }
+        }
+        if masters.is_empty() {
+            return Err((redis::ErrorKind::Client, "CLUSTER SLOTS listed no master").into());
+        }
+        Ok(masters)
+    }
+
+    /// One `SCAN` step on `node` (from [`Conn::masters`]).
+    ///
+    /// # Errors
+    /// A failed round trip.
+    pub async fn scan(
+        &mut self,
+        node: &Option<(String, u16)>,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> RedisResult<(u64, Vec<String>)> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        match (self, node) {
+            (Conn::Cluster(c), Some((host, port))) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                let reply = c.route_command(cmd, routing).await?;
+                Ok(redis::from_redis_value(reply)?)
+            }
+            (conn, _) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+/// The timeouts and retries of a single-node connection.
+pub fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(200))
+}
+
+/// A cluster client builder for `seeds`, with the retry waits both connection kinds use.
+///
+/// # Errors
+/// No seed given.
+pub fn cluster_builder(seeds: &[String]) -> RedisResult<ClusterClientBuilder> {
+    if seeds.is_empty() {
+        return Err((redis::ErrorKind::Client, "no seed node given").into());
+    }
+    Ok(ClusterClient::builder(seeds.iter().map(String::as_str))
+        .retries(2)
+        .min_retry_wait(50)
+        .max_retry_wait(250))
+}
+
+/// The timeouts of a cluster connection ([`CONNECT_TIMEOUT`], [`RESPONSE_TIMEOUT`]).
+pub fn cluster_config() -> ClusterConfig {
+    ClusterConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT)
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Pipelines in flight at once on one connection: enough to hide round trips when a cluster
+/// batch is cut into many per-slot pipelines, few enough to keep one flush's buffers small.
+pub const PIPELINES_IN_FLIGHT: usize = 32;
+
+/// Sends `pipes` (each within one hash slot on a cluster), [`PIPELINES_IN_FLIGHT`] at a time,
+/// and returns each reply with its round-trip time, in the order given.
+///
+/// # Errors
+/// The first failed round trip (the rest are dropped).
+pub async fn query_all<T>(conn: &Conn, pipes: Vec<Pipeline>) -> RedisResult<Vec<(T, Duration)>>
+where
+    T: redis::FromRedisValue + Send + 'static,
+{
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    futures_util::stream::iter(pipes)
+        .map(|pipe| {
+            let mut conn = conn.clone();
+            async move {
+                let started = std::time::Instant::now();
+                let reply: T = pipe.query_async(&mut conn).await?;
+                Ok((reply, started.elapsed()))
+            }
+        })
+        .buffered(PIPELINES_IN_FLIGHT)
+        .try_collect()
+        .await
+}
