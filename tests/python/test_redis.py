@@ -21,6 +21,7 @@ import pytest
 
 from harness import RedisProcess, free_port, wait_for
 from mqttc import connected, reason_value, unique
+from redis_cluster_util import cli_args, redis_flags, store  # noqa: F401 (store: a fixture)
 
 BASE_LAT, BASE_LON = -16.92, 145.77
 STEP_DEG = 0.0003  # ~33 m per fix, one second apart: 33 m/s, under the 70 m/s limit
@@ -42,12 +43,14 @@ def redis_on(port: int, workdir: pathlib.Path) -> RedisProcess:
     return server
 
 
-def rcli(redis: RedisProcess, *commands) -> list:
-    """Runs commands (tuples of words) through one redis-cli; one output line per reply line."""
+def rcli(redis, *commands) -> list:
+    """Runs commands (tuples of words) through one redis-cli (following a cluster's
+    redirections); one output line per reply line."""
     script = "".join(" ".join(_quote(w) for w in c) + "\n" for c in commands)
-    out = subprocess.run(["redis-cli", "-p", str(redis.port), "--raw"], input=script.encode(),
+    out = subprocess.run(["redis-cli", *cli_args(redis), "--raw"], input=script.encode(),
                          capture_output=True, timeout=10)
-    return out.stdout.decode().splitlines()
+    return [line for line in out.stdout.decode().splitlines()
+            if not line.startswith("-> Redirected to slot")]
 
 
 def _quote(word) -> str:
@@ -114,8 +117,10 @@ def all_latest_in_redis(redis, watcher, ids) -> bool:
     return all(v in latest and stored[v] == latest[v][0] for v in ids)
 
 
-def test_keys_match_processed_state(fleetmq_factory, redis):
-    broker = fleetmq_factory("--redis", redis.url)
+def test_keys_match_processed_state(fleetmq_factory, store):
+    """On one redis-server and on a 3-master Redis Cluster (pipelines cut per hash slot)."""
+    redis = store
+    broker = fleetmq_factory(*redis_flags(redis))
     watcher = connected(broker.addr)
     watcher.subscribe("vehicles/#", 0)
     driver = connected(broker.addr)
@@ -145,8 +150,10 @@ def test_keys_match_processed_state(fleetmq_factory, redis):
     assert metric(broker, "fleetmq_redis_up") == 1
 
 
-def test_kill_and_restart_restores_state_and_filters(fleetmq_factory, redis):
-    first = fleetmq_factory("--redis", redis.url)
+def test_kill_and_restart_restores_state_and_filters(fleetmq_factory, store):
+    """On one redis-server and on a 3-master Redis Cluster (the restore SCANs every master)."""
+    redis = store
+    first = fleetmq_factory(*redis_flags(redis))
     watcher = connected(first.addr)
     watcher.subscribe("vehicles/#", 0)
     driver = connected(first.addr)
@@ -161,7 +168,7 @@ def test_kill_and_restart_restores_state_and_filters(fleetmq_factory, redis):
     first.proc.kill()  # kill -9: no shutdown flush, no offline states
     first.proc.wait()
 
-    second = fleetmq_factory("--redis", redis.url)
+    second = fleetmq_factory(*redis_flags(redis))
     for v in fleet.ids:
         status, body = http_get(second, f"/api/v1/vehicles/{v}")
         assert status == 200, body

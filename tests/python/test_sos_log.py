@@ -11,6 +11,7 @@ import json
 
 from harness import wait_for
 from mqttc import connected, reason_value, unique
+from redis_cluster_util import redis_flags, store  # noqa: F401 (store: a fixture)
 from test_redis import metric, rcli, redis_on
 
 
@@ -53,7 +54,9 @@ def send_sos(broker, vehicle: str, payload: bytes, data_dir):
     assert metric(broker, "fleetmq_sos_logged_total") >= 1
 
 
-def test_sos_without_redis_is_logged_and_replayed_once(fleetmq_factory, redis, tmp_path):
+def test_sos_without_redis_is_logged_and_replayed_once(fleetmq_factory, store, tmp_path):
+    """On one redis-server and on a 3-master Redis Cluster (the write-once script on one slot)."""
+    redis = store
     data_dir = tmp_path / "data"
     vehicle = unique("sos-noredis")
     broker = fleetmq_factory("--data-dir", str(data_dir))
@@ -63,11 +66,11 @@ def test_sos_without_redis_is_logged_and_replayed_once(fleetmq_factory, redis, t
         "help-no-redis"]
 
     # Restart with Redis: the log is replayed into it.
-    fleetmq_factory("--data-dir", str(data_dir), "--redis", redis.url)
+    fleetmq_factory("--data-dir", str(data_dir), *redis_flags(redis))
     wait_for(lambda: sos_in_redis(redis, vehicle) == ["help-no-redis"], 10,
              "the logged SOS in fleetmq:sos")
     # Replayed again by a second start: still stored once.
-    again = fleetmq_factory("--data-dir", str(data_dir), "--redis", redis.url)
+    again = fleetmq_factory("--data-dir", str(data_dir), *redis_flags(redis))
     wait_for(lambda: metric(again, "fleetmq_redis_sos_written_total") >= 1, 10,
              "the second replay written")
     assert sos_in_redis(redis, vehicle) == ["help-no-redis"]

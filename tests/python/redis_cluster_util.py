@@ -1,0 +1,146 @@
+"""A throw-away 3-master Redis Cluster 7 on free loopback ports, and what tests need to use a
+single redis-server or a cluster alike (`store` fixture, `redis_flags`, `cli_args`).
+
+Each node is a `redis-server --cluster-enabled yes` with persistence off in a directory of its
+own; `redis-cli --cluster create ... --cluster-replicas 0` assigns the 16384 slots; the cluster is
+ready when every node reports `cluster_state:ok` and knows all three masters.
+"""
+
+import pathlib
+import socket
+import subprocess
+from typing import List
+
+import pytest
+
+from harness import RedisProcess, Timeout, wait_for
+
+MASTERS = 3
+READY_TIMEOUT = 30.0
+
+
+def _free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            if port + 10000 > 65535:
+                continue
+            try:
+                b.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _info(port: int, section: str) -> dict:
+    out = subprocess.run(["redis-cli", "-p", str(port), "CLUSTER", section],
+                         capture_output=True, timeout=5)
+    fields = {}
+    for line in out.stdout.decode(errors="replace").splitlines():
+        key, _, value = line.strip().partition(":")
+        fields[key] = value
+    return fields
+
+
+class RedisCluster:
+    """Three masters on loopback; `stop()` kills every node."""
+
+    def __init__(self, workdir: pathlib.Path):
+        self.workdir = workdir
+        self.ports: List[int] = []
+        self.procs: List[subprocess.Popen] = []
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    @property
+    def seeds(self) -> str:
+        """The `--redis-cluster` value: every node's URL."""
+        return ",".join(f"redis://127.0.0.1:{p}" for p in self.ports)
+
+    def _spawn(self, i: int) -> subprocess.Popen:
+        port = self.ports[i]
+        node_dir = self.workdir / f"node-{port}"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+             "--dir", str(node_dir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _ping(self, port: int) -> bool:
+        try:
+            return RedisProcess(None, port).ping()
+        except OSError:
+            return False
+
+    @classmethod
+    def start(cls, workdir: pathlib.Path) -> "RedisCluster":
+        cluster = cls(workdir)
+        try:
+            cluster.ports = [_free_cluster_port() for _ in range(MASTERS)]
+            cluster.procs = [cluster._spawn(i) for i in range(MASTERS)]
+            for port, proc in zip(cluster.ports, cluster.procs):
+                wait_for(lambda: proc.poll() is not None or cluster._ping(port), 10,
+                         f"cluster node {port} PONG")
+                assert proc.poll() is None, f"cluster node on {port} exited at start"
+            out = subprocess.run(
+                ["redis-cli", "--cluster", "create",
+                 *[f"127.0.0.1:{p}" for p in cluster.ports],
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, timeout=60)
+            assert out.returncode == 0, out.stdout.decode() + out.stderr.decode()
+            cluster.wait_ready()
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    def ready(self) -> bool:
+        for port in self.ports:
+            info = _info(port, "INFO")
+            if info.get("cluster_state") != "ok" or info.get("cluster_known_nodes") != str(MASTERS):
+                return False
+        return True
+
+    def wait_ready(self):
+        wait_for(self.ready, READY_TIMEOUT, "cluster_state:ok on every node")
+
+    def stop(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def redis_flags(store) -> list:
+    """fleetmq's flags for a single redis-server or a cluster."""
+    if isinstance(store, RedisCluster):
+        return ["--redis-cluster", store.seeds]
+    return ["--redis", store.url]
+
+
+def cli_args(store) -> list:
+    """redis-cli arguments reaching `store`; `-c` follows a cluster's MOVED redirections."""
+    if isinstance(store, RedisCluster):
+        return ["-c", "-p", str(store.port)]
+    return ["-p", str(store.port)]
+
+
+@pytest.fixture(params=["single", "cluster"])
+def store(request, tmp_path):
+    """A redis-server, or a 3-master Redis Cluster, of the test's own."""
+    if request.param == "single":
+        server = RedisProcess.start(tmp_path)
+    else:
+        server = RedisCluster.start(tmp_path / "cluster")
+    yield server
+    server.stop()
+
+
+__all__ = ["RedisCluster", "Timeout", "cli_args", "redis_flags", "store"]
