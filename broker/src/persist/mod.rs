@@ -19,9 +19,13 @@ mod conn;
 pub mod keys;
 mod pending;
 pub mod pubsub;
+#[cfg(test)]
+mod pubsub_tests;
 mod restore;
 mod sos;
 mod stats;
+#[cfg(test)]
+mod test_redis;
 #[cfg(test)]
 mod tests;
 mod writer;

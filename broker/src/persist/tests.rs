@@ -2,78 +2,14 @@
 //! off): trackers written behind come back through a restore and continue exactly as the
 //! originals would, and restoring 100,000 vehicles is timed.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geo_engine::{Network, Outcome, PipelineConfig, Tracker, parse_fixes};
 
-use super::Store;
+use super::test_redis::{RedisCluster, RedisServer};
+use super::{Store, Target};
 use crate::ingest::now_ms;
-
-/// A throw-away redis-server, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir = std::env::temp_dir();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let server = RedisServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.ping() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn fix(i: usize, k: i64, base_ts: i64) -> Vec<geo_engine::Fix> {
     let lat = -16.90 - 0.0001 * (i % 500) as f64 - 0.0003 * k as f64;
@@ -104,12 +40,8 @@ fn trackers(net: &Network, n: usize, base_ts: i64) -> Vec<Tracker> {
 
 /// Writes `trackers` through the store's sink and writer, then restores them with a new store;
 /// returns the restored trackers and the restore time.
-async fn round_trip(url: &str, trackers: &[Tracker]) -> (Vec<Tracker>, Duration) {
-    let store = Store::open(
-        &super::Target::Single(url.to_owned()),
-        Duration::from_secs(3600),
-    )
-    .expect("store");
+async fn round_trip(target: &Target, trackers: &[Tracker]) -> (Vec<Tracker>, Duration) {
+    let store = Store::open(target, Duration::from_secs(3600)).expect("store");
     store.start();
     let sink = store.sink();
     for t in trackers {
@@ -124,11 +56,7 @@ async fn round_trip(url: &str, trackers: &[Tracker]) -> (Vec<Tracker>, Duration)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     store.close().await;
-    let fresh = Store::open(
-        &super::Target::Single(url.to_owned()),
-        Duration::from_secs(3600),
-    )
-    .expect("store");
+    let fresh = Store::open(target, Duration::from_secs(3600)).expect("store");
     let started = Instant::now();
     let restored = fresh.restore().await.expect("restore");
     (restored.trackers, started.elapsed())
@@ -182,7 +110,19 @@ async fn restored_trackers_continue_like_the_originals() {
     let net = crate::routes::load(None).expect("bundled routes");
     let base_ts = now_ms() - 60_000;
     let originals = trackers(&net, 2_000, base_ts);
-    let (restored, _) = round_trip(&redis.url(), &originals).await;
+    let (restored, _) = round_trip(&redis.target(), &originals).await;
+    assert_continues(&net, &originals, restored, base_ts);
+}
+
+/// The same on a 3-master Redis Cluster: the writer's per-slot pipelines land and the restore
+/// finds every vehicle on every master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_trackers_continue_like_the_originals_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let net = crate::routes::load(None).expect("bundled routes");
+    let base_ts = now_ms() - 60_000;
+    let originals = trackers(&net, 2_000, base_ts);
+    let (restored, _) = round_trip(&cluster.target(), &originals).await;
     assert_continues(&net, &originals, restored, base_ts);
 }
 
@@ -194,7 +134,7 @@ async fn restore_100k() {
     let net = crate::routes::load(None).expect("bundled routes");
     let base_ts = now_ms() - 60_000;
     let originals = trackers(&net, 100_000, base_ts);
-    let (restored, took) = round_trip(&redis.url(), &originals).await;
+    let (restored, took) = round_trip(&redis.target(), &originals).await;
     println!(
         "restored {} vehicles in {:.2} s",
         restored.len(),
@@ -212,11 +152,7 @@ async fn offline_vehicle_leaves_the_geo_set_and_keeps_its_ttl() {
     let net = crate::routes::load(None).expect("bundled routes");
     let base_ts = now_ms() - 60_000;
     let mut fleet = trackers(&net, 2, base_ts);
-    let store = Store::open(
-        &super::Target::Single(redis.url()),
-        Duration::from_secs(3600),
-    )
-    .expect("store");
+    let store = Store::open(&redis.target(), Duration::from_secs(3600)).expect("store");
     store.start();
     let sink = store.sink();
     let write = |t: &Tracker| {
