@@ -111,6 +111,16 @@ class RedisCluster:
     def wait_ready(self):
         wait_for(self.ready, READY_TIMEOUT, "cluster_state:ok on every node")
 
+    def restart(self):
+        """Starts every stopped node again on its port: the same cluster (each node's
+        `nodes.conf`), empty. Returns once the cluster is ready."""
+        for i, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                self.procs[i] = self._spawn(i)
+        for port in self.ports:
+            wait_for(lambda: self._ping(port), 10, f"cluster node {port} PONG")
+        self.wait_ready()
+
     def stop(self):
         for proc in self.procs:
             if proc.poll() is None:

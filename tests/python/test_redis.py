@@ -21,7 +21,7 @@ import pytest
 
 from harness import RedisProcess, free_port, wait_for
 from mqttc import connected, reason_value, unique
-from redis_cluster_util import cli_args, redis_flags, store  # noqa: F401 (store: a fixture)
+from redis_cluster_util import RedisCluster, cli_args, redis_flags, store  # noqa: F401
 
 BASE_LAT, BASE_LON = -16.92, 145.77
 STEP_DEG = 0.0003  # ~33 m per fix, one second apart: 33 m/s, under the 70 m/s limit
@@ -41,6 +41,15 @@ def redis_on(port: int, workdir: pathlib.Path) -> RedisProcess:
     wait_for(lambda: proc.poll() is not None or server.ping(), 10, "redis PONG")
     assert proc.poll() is None, "redis-server exited at start"
     return server
+
+
+def bring_back(redis, workdir: pathlib.Path):
+    """Starts the stopped `redis` (a redis-server or a cluster) again on its port(s), empty;
+    returns the handle to query and stop."""
+    if isinstance(redis, RedisCluster):
+        redis.restart()
+        return redis
+    return redis_on(redis.port, workdir)
 
 
 def rcli(redis, *commands) -> list:
@@ -207,8 +216,10 @@ def test_kill_and_restart_restores_state_and_filters(fleetmq_factory, store):
     assert not caused, caused
 
 
-def test_redis_outage_keeps_serving_and_catches_up(fleetmq_factory, redis, tmp_path):
-    broker = fleetmq_factory("--redis", redis.url)
+def test_redis_outage_keeps_serving_and_catches_up(fleetmq_factory, store, tmp_path):
+    """On one redis-server and on a 3-master Redis Cluster (every node stopped)."""
+    redis = store
+    broker = fleetmq_factory(*redis_flags(redis))
     watcher = connected(broker.addr)
     watcher.subscribe("vehicles/#", 0)
     driver = connected(broker.addr)
@@ -229,7 +240,7 @@ def test_redis_outage_keeps_serving_and_catches_up(fleetmq_factory, redis, tmp_p
     # Latest wins: one buffered entry per vehicle, not one per fix.
     assert metric(broker, "fleetmq_redis_pending") == 20
 
-    back = redis_on(redis.port, tmp_path)
+    back = bring_back(redis, tmp_path)
     try:
         recovered = time.monotonic()
         # The restarted Redis is empty: everything below came from the broker's buffer.
@@ -247,8 +258,10 @@ def sos_entries(redis) -> list:
     return rcli(redis, ("XRANGE", "fleetmq:sos", "-", "+"))
 
 
-def test_sos_persisted_before_delivery_and_after_outage(fleetmq_factory, redis, tmp_path):
-    broker = fleetmq_factory("--redis", redis.url)
+def test_sos_persisted_before_delivery_and_after_outage(fleetmq_factory, store, tmp_path):
+    """On one redis-server and on a 3-master Redis Cluster (every node stopped)."""
+    redis = store
+    broker = fleetmq_factory(*redis_flags(redis))
     operator = connected(broker.addr)
     operator.subscribe("events/+/sos", 1)
     driver = connected(broker.addr)
@@ -270,7 +283,7 @@ def test_sos_persisted_before_delivery_and_after_outage(fleetmq_factory, redis, 
     event = json.loads(messages[1].payload)
     assert messages[1].topic == f"events/{vehicle}/sos" and event["kind"] == "sos"
 
-    back = redis_on(redis.port, tmp_path)
+    back = bring_back(redis, tmp_path)
     try:
         wait_for(lambda: "help-2" in sos_entries(back), 3, "the SOS written once Redis is back")
         assert vehicle in sos_entries(back)
