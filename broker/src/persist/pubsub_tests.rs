@@ -91,7 +91,8 @@ async fn a_message_reaches_the_subscriber_on_a_cluster() {
     delivers(cluster.target()).await;
 }
 
-/// A subscriber on `target` receives, `restart` restarts Redis, and it receives again.
+/// A subscriber on `target` receives, `restart` restarts Redis (or moves slots), and it
+/// receives again.
 async fn survives_restart(target: Target, channels: Vec<String>, restart: impl FnOnce()) {
     let bus = PubSub::open(&target).expect("pubsub");
     let mut rx = bus.subscribe(channels.clone()).expect("subscribe");
@@ -111,6 +112,18 @@ async fn the_subscriber_survives_a_redis_restart() {
 async fn the_subscriber_survives_a_cluster_restart() {
     let mut cluster = RedisCluster::start();
     survives_restart(cluster.target(), spread_channels(6), || cluster.restart()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscriber_follows_slots_moved_to_another_master() {
+    let cluster = RedisCluster::start();
+    // Channels on the first master's lowest slots, which the reshard moves.
+    let channels: Vec<String> = (0..)
+        .map(|i| format!("fleetmq:bus:moved:{i}"))
+        .filter(|c| keys::slot(c) < 1000)
+        .take(4)
+        .collect();
+    survives_restart(cluster.target(), channels, || cluster.move_slots(2000)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! Throw-away Redis servers for the persistence tests, on free loopback ports with persistence
 //! off, killed on drop: one `redis-server`, or a 3-master Redis Cluster 7 made with
 //! `redis-cli --cluster create`. Either can be restarted on its port (a node keeps its cluster
-//! identity in its own directory's `nodes.conf`).
+//! identity in its own directory's `nodes.conf`); a cluster can move slots between masters.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -169,6 +169,34 @@ impl RedisCluster {
                 .map(|(p, _, _)| format!("redis://127.0.0.1:{p}"))
                 .collect(),
         )
+    }
+
+    /// Moves `slots` hash slots, with their keys, from the first master to the second
+    /// (`redis-cli --cluster reshard`), as an operator rebalancing the cluster would.
+    pub fn move_slots(&self, slots: u16) {
+        let id = |port: u16| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "CLUSTER", "MYID"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("redis-cli is installed");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let (from, to) = (id(self.nodes[0].0), id(self.nodes[1].0));
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard"])
+            .arg(format!("127.0.0.1:{}", self.nodes[0].0))
+            .args(["--cluster-from", &from, "--cluster-to", &to])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli is installed");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster reshard: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        self.wait_ready();
     }
 
     /// Kills every node and starts them again (same ports, same cluster), then waits until the

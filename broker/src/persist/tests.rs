@@ -126,6 +126,63 @@ async fn restored_trackers_continue_like_the_originals_on_a_cluster() {
     assert_continues(&net, &originals, restored, base_ts);
 }
 
+/// Slots move to another master between two writes (a reshard): a per-slot pipeline sent on
+/// the client's old slot table gets MOVED, and the client sends it again, whole, to the new
+/// owner (right only because it holds one slot), so every vehicle's newest state is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_slots_moved_to_another_master() {
+    let cluster = RedisCluster::start();
+    let net = crate::routes::load(None).expect("bundled routes");
+    let base_ts = now_ms() - 60_000;
+    let mut fleet = trackers(&net, 1_000, base_ts);
+    let store = Store::open(&cluster.target(), Duration::from_secs(3600)).expect("store");
+    store.start();
+    let sink = store.sink();
+    let write = |fleet: &[Tracker]| {
+        for t in fleet {
+            sink.snapshot(t);
+            sink.state(&Arc::new(t.state().expect("a state").clone()));
+        }
+    };
+    let drained = || async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store.pending() > 0 {
+            assert!(Instant::now() < deadline, "write-behind did not drain");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    write(&fleet);
+    drained().await;
+    tokio::task::block_in_place(|| cluster.move_slots(2000));
+    let cfg = PipelineConfig::default();
+    for (i, t) in fleet.iter_mut().enumerate() {
+        for f in fix(i, 2, base_ts) {
+            let _ = t.process(&net, &cfg, f, now_ms());
+        }
+    }
+    write(&fleet);
+    drained().await;
+    store.close().await;
+    let restored = Store::open(&cluster.target(), Duration::from_secs(3600))
+        .expect("store")
+        .restore()
+        .await
+        .expect("restore");
+    assert_eq!(restored.trackers.len(), fleet.len());
+    let newest = base_ts + 2000;
+    let stale: Vec<&str> = restored
+        .trackers
+        .iter()
+        .filter(|t| t.state().map(|s| s.ts) != Some(newest))
+        .map(Tracker::vehicle)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{} vehicles lost their last write: {stale:?}",
+        stale.len()
+    );
+}
+
 /// Restoring 100,000 vehicles: `cargo test -p fleetmq restore_100k -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow in a debug build: fills Redis with 100,000 trackers and times the restore"]
