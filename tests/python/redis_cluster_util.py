@@ -60,7 +60,7 @@ class RedisCluster:
     @property
     def seeds(self) -> str:
         """The `--redis-cluster` value: every node's URL."""
-        return ",".join(f"redis://127.0.0.1:{p}" for p in self.ports)
+        return self.seeds_of(self.ports)
 
     def _spawn(self, i: int) -> subprocess.Popen:
         port = self.ports[i]
@@ -79,11 +79,21 @@ class RedisCluster:
         except OSError:
             return False
 
+    @staticmethod
+    def free_ports() -> List[int]:
+        """Ports for a cluster to be started later (`start(workdir, ports)`)."""
+        return [_free_cluster_port() for _ in range(MASTERS)]
+
+    @staticmethod
+    def seeds_of(ports: List[int]) -> str:
+        """The `--redis-cluster` value for nodes on `ports`."""
+        return ",".join(f"redis://127.0.0.1:{p}" for p in ports)
+
     @classmethod
-    def start(cls, workdir: pathlib.Path) -> "RedisCluster":
+    def start(cls, workdir: pathlib.Path, ports: List[int] = None) -> "RedisCluster":
         cluster = cls(workdir)
         try:
-            cluster.ports = [_free_cluster_port() for _ in range(MASTERS)]
+            cluster.ports = ports or cls.free_ports()
             cluster.procs = [cluster._spawn(i) for i in range(MASTERS)]
             for port, proc in zip(cluster.ports, cluster.procs):
                 wait_for(lambda: proc.poll() is not None or cluster._ping(port), 10,

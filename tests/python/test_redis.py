@@ -291,9 +291,15 @@ def test_sos_persisted_before_delivery_and_after_outage(fleetmq_factory, store, 
         back.stop()
 
 
-def test_redis_down_at_start_serves_and_writes_once_up(fleetmq_factory, tmp_path):
-    port = free_port()
-    broker = fleetmq_factory("--redis", f"redis://127.0.0.1:{port}/")
+@pytest.mark.parametrize("kind", ["single", "cluster"])
+def test_redis_down_at_start_serves_and_writes_once_up(fleetmq_factory, tmp_path, kind):
+    """One redis-server, or a 3-master Redis Cluster created while the broker runs."""
+    if kind == "single":
+        port = free_port()
+        broker = fleetmq_factory("--redis", f"redis://127.0.0.1:{port}/")
+    else:
+        ports = RedisCluster.free_ports()
+        broker = fleetmq_factory("--redis-cluster", RedisCluster.seeds_of(ports))
     assert json.loads(http_get(broker, "/readyz")[1]).get("status") == "degraded"
     watcher = connected(broker.addr)
     watcher.subscribe("vehicles/#", 0)
@@ -304,7 +310,8 @@ def test_redis_down_at_start_serves_and_writes_once_up(fleetmq_factory, tmp_path
             fleet.publish_next(driver, v)
     wait_for(lambda: all(n == 2 for _, n in latest_states(watcher).values())
              and len(latest_states(watcher)) == 10, 10, "states served without Redis")
-    server = redis_on(port, tmp_path)
+    server = (redis_on(port, tmp_path) if kind == "single"
+              else RedisCluster.start(tmp_path / "cluster", ports))
     try:
         wait_for(lambda: all_latest_in_redis(server, watcher, fleet.ids), 2,
                  "states written once Redis is up")

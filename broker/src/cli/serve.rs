@@ -55,7 +55,9 @@ fn init_tracing(format: LogFormat) -> Result<(), Failure> {
                 "RUST_LOG={spec:?}: {e}; use e.g. RUST_LOG=info or RUST_LOG=fleetmq=debug,info"
             ))
         })?,
-        Err(_) => EnvFilter::new("info,rustls=error"),
+        // The redis crate's cluster client logs every reconnect attempt while a node is down,
+        // many a second; fleetmq itself logs the outage once and shows it in fleetmq_redis_up.
+        Err(_) => EnvFilter::new("info,rustls=error,redis=off"),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
