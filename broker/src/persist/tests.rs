@@ -188,10 +188,22 @@ async fn writes_follow_slots_moved_to_another_master() {
 #[ignore = "slow in a debug build: fills Redis with 100,000 trackers and times the restore"]
 async fn restore_100k() {
     let redis = RedisServer::start();
+    restore_100k_from(&redis.target()).await;
+}
+
+/// The same from a 3-master Redis Cluster (per-slot pipelines, every master scanned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow in a debug build: fills a cluster with 100,000 trackers and times the restore"]
+async fn restore_100k_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    restore_100k_from(&cluster.target()).await;
+}
+
+async fn restore_100k_from(target: &Target) {
     let net = crate::routes::load(None).expect("bundled routes");
     let base_ts = now_ms() - 60_000;
     let originals = trackers(&net, 100_000, base_ts);
-    let (restored, took) = round_trip(&redis.target(), &originals).await;
+    let (restored, took) = round_trip(target, &originals).await;
     println!(
         "restored {} vehicles in {:.2} s",
         restored.len(),

@@ -15,17 +15,18 @@
 //!
 //! # Pipelines
 //! Vehicles are ordered by the hash slot of their `fleetmq:vehicle:{id}` key and their commands
-//! cut into pipelines ([`plan`]): every [`COMMANDS_PER_PIPELINE`] on one node, per hash slot on a
-//! Redis Cluster, `fleetmq:geo` in pipelines of its own; see [`super::keys`] for the key scheme.
+//! cut into pipelines ([`plan`]): every [`COMMANDS_PER_PIPELINE`] on one node; per hash slot on a
+//! Redis Cluster, where `fleetmq:geo` (one key, one slot) gets pipelines of its own; see
+//! [`super::keys`] for the key scheme.
 //! Up to [`conn::PIPELINES_IN_FLIGHT`] pipelines are in flight at once.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use geo_engine::{VehicleState, VehicleStatus};
 use std::collections::HashMap;
 
+use geo_engine::{VehicleState, VehicleStatus};
 use redis::{Pipeline, RedisResult, Value};
 
 use super::Shared;
@@ -171,8 +172,8 @@ impl Cut {
 }
 
 /// The commands for one batch, cut into pipelines ([`Cut`]). Vehicles go in the hash-slot
-/// order of their `fleetmq:vehicle:{id}` key; `fleetmq:geo` (one key, one slot) gets pipelines
-/// of its own.
+/// order of their `fleetmq:vehicle:{id}` key; the `fleetmq:geo` commands come last (on a
+/// cluster in the pipelines of that key's slot).
 fn plan(batch: &Batch, ttl_ms: u64, cluster: bool) -> Vec<Pipeline> {
     let mut order: Vec<(u16, &str, &Entry)> = batch
         .iter()
