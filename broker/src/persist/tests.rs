@@ -50,12 +50,18 @@ async fn round_trip(target: &Target, trackers: &[Tracker]) -> (Vec<Tracker>, Dur
             sink.state(&Arc::new(s.clone()));
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let written = Instant::now();
+    let deadline = written + Duration::from_secs(120);
     while store.pending() > 0 {
         assert!(Instant::now() < deadline, "write-behind did not drain");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     store.close().await;
+    println!(
+        "wrote {} vehicles in {:.2} s",
+        trackers.len(),
+        written.elapsed().as_secs_f64()
+    );
     let fresh = Store::open(target, Duration::from_secs(3600)).expect("store");
     let started = Instant::now();
     let restored = fresh.restore().await.expect("restore");
