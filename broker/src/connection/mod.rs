@@ -452,7 +452,7 @@ mod footprint {
         let mut inbound = Inbound::new(
             ctx.clone(),
             Protocol::V5,
-            1,
+            SessionId(1),
             Arc::new(crate::auth::Identity::default()),
             0,
             usize::MAX,
