@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Acl, Authenticator};
 use crate::ingest::Ingest;
 use crate::limits::Guard;
+use crate::link::{ConnId, SessionId};
 use crate::metrics::Metrics;
 use crate::router::RouterMsg;
 
@@ -51,7 +52,7 @@ impl Default for Limits {
 pub struct Context {
     pub router: mpsc::Sender<RouterMsg>,
     /// Connections report a drained link here (see `Router::ready_sender`).
-    pub ready: mpsc::UnboundedSender<(u64, u64)>,
+    pub ready: mpsc::UnboundedSender<(SessionId, ConnId)>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     /// Cancelled when the broker shuts down.
@@ -78,7 +79,7 @@ impl Context {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         router: mpsc::Sender<RouterMsg>,
-        ready: mpsc::UnboundedSender<(u64, u64)>,
+        ready: mpsc::UnboundedSender<(SessionId, ConnId)>,
         metrics: Arc<Metrics>,
         limits: Limits,
         shutdown: CancellationToken,
@@ -122,7 +123,7 @@ impl Context {
                 || bytes.saturating_mul(2) >= self.limits.max_retained_bytes)
     }
 
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_conn.fetch_add(1, Relaxed)
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Relaxed))
     }
 }

@@ -22,6 +22,7 @@
 //! - `connection`: one client connection: handshake, inbound packets, the writer.
 //! - `context`: what connections share (router channel, limits, metrics, shutdown).
 //! - `router`: the single owner of sessions, subscriptions and retained messages.
+//! - `link`: the router ↔ connection contract (messages, queue, ids), shared by both.
 //! - `message`: an application message as routed.
 //! - `topic`: topic name and filter rules.
 //! - `metrics`: counters for `$SYS` and Prometheus.
@@ -39,6 +40,7 @@ mod http;
 mod https;
 pub mod ingest;
 mod limits;
+mod link;
 mod listener;
 mod message;
 pub mod metrics;

@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use fleetmq_codec::{ByteString, Bytes, Properties, QoS};
 
+use crate::link::SessionId;
+
 /// Who published a message; used for no-local and for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Origin {
     /// A client session (its router-assigned id).
-    Session(u64),
+    Session(SessionId),
     /// The broker itself: processed state, events, `$SYS`, pings from HTTP.
     Broker,
 }

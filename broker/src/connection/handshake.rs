@@ -7,15 +7,14 @@ use std::sync::Arc;
 use fleetmq_codec::{ConnAck, Connect, Packet, Properties, Protocol, reason};
 use tokio::sync::oneshot;
 
-use super::link::ConnLink;
 use crate::auth::Identity;
 use crate::context::Context;
-use crate::router::{ConnectRequest, RouterMsg, Will};
+use crate::link::{ConnLink, ConnectRequest, RouterMsg, SessionId, Will};
 use crate::topic;
 
 /// What the rest of the connection needs to know after a successful CONNECT.
 pub struct Accepted {
-    pub session: u64,
+    pub session: SessionId,
     pub link: ConnLink,
     pub connack: ConnAck,
     /// Seconds; 0 = no keep-alive.
@@ -257,6 +256,6 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
 fn rand_id(ctx: &Context) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(ctx.next_conn_id());
+    h.write_u64(ctx.next_conn_id().0);
     h.finish()
 }

@@ -3,14 +3,12 @@
 //!
 //! # Layout
 //! - `handshake`: CONNECT → CONNACK.
-//! - `link`: the queue between the router and the connection.
 //! - `socket`: the byte stream, its buffers and deadlines, polled as one.
 //! - `inbound`: handling each packet the client sends.
 //! - `outbound`: encoding what goes to the client.
 
 mod handshake;
 mod inbound;
-pub mod link;
 mod outbound;
 mod socket;
 
@@ -24,9 +22,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::context::Context;
-use crate::router::RouterMsg;
+use crate::link::{ConnLink, Outgoing, RouterMsg, SessionId};
 use inbound::{Flow, Inbound};
-use link::Outgoing;
 use socket::{End, ReadBuf, Socket};
 
 /// Runs one connection to completion.
@@ -73,8 +70,8 @@ where
 struct Connection<S> {
     ctx: Arc<Context>,
     peer: SocketAddr,
-    session: u64,
-    link: link::ConnLink,
+    session: SessionId,
+    link: ConnLink,
     socket: Socket<S>,
     inbound: Inbound,
     outbound: outbound::Outbound,
@@ -172,7 +169,7 @@ where
     // The router sends nothing before this: CONNACK is the first packet out.
     let _ = ctx
         .router
-        .send(RouterMsg::Ready {
+        .send(RouterMsg::ConnAckSent {
             session,
             conn: accepted.link.id,
         })
@@ -455,7 +452,7 @@ mod footprint {
         let mut inbound = Inbound::new(
             ctx.clone(),
             Protocol::V5,
-            1,
+            SessionId(1),
             Arc::new(crate::auth::Identity::default()),
             0,
             usize::MAX,
@@ -488,7 +485,5 @@ mod footprint {
             std::mem::size_of_val(&fut)
         );
         assert!(std::mem::size_of::<Connection<tokio::io::DuplexStream>>() <= 640);
-        // The router's part of every session (boxed in its map).
-        assert!(std::mem::size_of::<crate::router::session::Session>() <= 320);
     }
 }

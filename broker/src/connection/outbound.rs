@@ -12,16 +12,14 @@ use fleetmq_codec::{
 };
 
 use super::inbound::fit_diagnostics;
-use super::link::Outgoing;
 use crate::context::Context;
-use crate::router::RouterMsg;
-use crate::router::session::Delivery;
+use crate::link::{Delivery, Outgoing, RouterMsg, SessionId};
 
 // Empty tables cost their size in every idle connection; a boxed one costs a pointer.
 #[allow(clippy::box_collection)]
 pub struct Outbound {
     pub protocol: Protocol,
-    pub session: u64,
+    pub session: SessionId,
     pub client_alias_max: u16,
     pub client_max_packet: usize,
     /// v5 Request Problem Information was not 0.
@@ -44,7 +42,7 @@ pub enum Next {
 impl Outbound {
     pub fn new(
         protocol: Protocol,
-        session: u64,
+        session: SessionId,
         client_alias_max: u16,
         client_max_packet: usize,
         problem_information: bool,
@@ -122,7 +120,7 @@ impl Outbound {
                 if delivery.qos != QoS::AtMostOnce {
                     // Rare: never hold the connection on it (a full router queue hands the
                     // completion to a task of its own).
-                    let done = RouterMsg::Complete {
+                    let done = RouterMsg::PubAckOrComp {
                         session: self.session,
                         pkid,
                     };
@@ -136,7 +134,7 @@ impl Outbound {
             }
             Err(_) => {
                 tracing::warn!(
-                    session = self.session,
+                    session = self.session.get(),
                     "dropped a publish that cannot be encoded"
                 );
             }
@@ -217,7 +215,7 @@ impl Outbound {
         }
         if encode(&packet, self.protocol, out).is_err() {
             tracing::warn!(
-                session = self.session,
+                session = self.session.get(),
                 "dropped a packet that cannot be encoded"
             );
         }

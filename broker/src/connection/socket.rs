@@ -13,9 +13,9 @@ use fleetmq_codec::{BytesMut, DecodeError, Packet, Protocol, decode, whole_packe
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
-use super::link::{ConnLink, LINK_CAPACITY};
 use super::outbound::{Next, Outbound};
 use crate::context::Context;
+use crate::link::{ConnLink, LINK_CAPACITY};
 
 /// Bytes gathered before a write. While the buffer holds this much, no more is taken from the
 /// link and no more is read from the client (whose packets may need acknowledgements).

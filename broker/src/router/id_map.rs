@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::link::SessionId;
+
 /// A `HashMap` from session id.
-pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+pub type IdMap<V> = HashMap<SessionId, V, BuildHasherDefault<IdHasher>>;
 
 /// Fibonacci hashing of one `u64`.
 #[derive(Default, Clone, Copy)]

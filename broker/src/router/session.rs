@@ -8,9 +8,8 @@ use std::time::Instant;
 
 use fleetmq_codec::QoS;
 
-pub use super::delivery::Delivery;
 use super::reader::Reader;
-use crate::connection::link::{ConnLink, Outgoing, Permit, Refused};
+use crate::link::{ConnLink, Delivery, Outgoing, Permit, Refused};
 use crate::metrics::Metrics;
 
 /// Our own cap on QoS 1/2 messages in flight to one client, below any Receive Maximum it
@@ -347,5 +346,14 @@ fn into_delivery(item: Outgoing) -> Option<Delivery> {
     match item {
         Outgoing::Publish { delivery, .. } => Some(delivery),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The router's part of every session (boxed in its map).
+    #[test]
+    fn session_stays_small() {
+        assert!(std::mem::size_of::<super::Session>() <= 320);
     }
 }

@@ -5,21 +5,12 @@
 
 use std::collections::HashMap;
 
-use fleetmq_codec::QoS;
-
-/// Options of one subscription (MQTT 5 subscription options plus the identifier).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubOptions {
-    pub qos: QoS,
-    pub no_local: bool,
-    pub retain_as_published: bool,
-    pub id: Option<u32>,
-}
+use crate::link::{SessionId, SubOptions};
 
 /// Members of one `$share/GROUP/FILTER`, served round-robin.
 #[derive(Debug, Default)]
 pub struct SharedGroup {
-    members: Vec<(u64, SubOptions)>,
+    members: Vec<(SessionId, SubOptions)>,
     next: usize,
 }
 
@@ -29,11 +20,11 @@ impl SharedGroup {
     /// a session queue; `None` when no member is allowed.
     pub fn pick(
         &mut self,
-        preferred: impl Fn(u64) -> bool,
-        allowed: impl Fn(u64) -> bool,
-    ) -> Option<(u64, SubOptions)> {
+        preferred: impl Fn(SessionId) -> bool,
+        allowed: impl Fn(SessionId) -> bool,
+    ) -> Option<(SessionId, SubOptions)> {
         let n = self.members.len();
-        for eligible in [&preferred as &dyn Fn(u64) -> bool, &allowed] {
+        for eligible in [&preferred as &dyn Fn(SessionId) -> bool, &allowed] {
             for i in 0..n {
                 let idx = (self.next + i) % n;
                 if eligible(self.members[idx].0) {
@@ -48,7 +39,7 @@ impl SharedGroup {
 
 /// What a matching topic delivers to.
 pub enum Target<'a> {
-    Direct(u64, SubOptions),
+    Direct(SessionId, SubOptions),
     Shared(&'a mut SharedGroup),
 }
 
@@ -80,7 +71,7 @@ impl SubscriptionTree {
     /// Adds or replaces a subscription; returns true when it did not exist before.
     pub fn subscribe(
         &mut self,
-        session: u64,
+        session: SessionId,
         group: Option<&str>,
         filter: &str,
         opts: SubOptions,
@@ -112,7 +103,7 @@ impl SubscriptionTree {
     }
 
     /// Removes a subscription; returns whether it existed.
-    pub fn unsubscribe(&mut self, session: u64, group: Option<&str>, filter: &str) -> bool {
+    pub fn unsubscribe(&mut self, session: SessionId, group: Option<&str>, filter: &str) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
         let removed = remove(&mut self.root, &levels, session, group);
         if removed {
@@ -128,7 +119,7 @@ impl SubscriptionTree {
     }
 }
 
-fn remove(node: &mut Node, levels: &[&str], session: u64, group: Option<&str>) -> bool {
+fn remove(node: &mut Node, levels: &[&str], session: SessionId, group: Option<&str>) -> bool {
     let Some((first, rest)) = levels.split_first() else {
         return match group {
             None => node.direct.remove(&session).is_some(),
@@ -204,6 +195,7 @@ fn walk_level(node: &mut Node, tail: Option<&str>, visit: &mut dyn FnMut(Target<
 mod tests {
     use super::*;
     use crate::topic;
+    use fleetmq_codec::QoS;
     use proptest::prelude::*;
 
     fn opts() -> SubOptions {
@@ -219,7 +211,7 @@ mod tests {
         let mut out = Vec::new();
         tree.for_each_match(topic, |t| {
             if let Target::Direct(s, _) = t {
-                out.push(s)
+                out.push(s.0)
             }
         });
         out.sort();
@@ -229,16 +221,16 @@ mod tests {
     #[test]
     fn wildcards_and_dollar() {
         let mut t = SubscriptionTree::default();
-        t.subscribe(1, None, "#", opts());
-        t.subscribe(2, None, "a/+", opts());
-        t.subscribe(3, None, "a/#", opts());
-        t.subscribe(4, None, "$SYS/#", opts());
-        t.subscribe(5, None, "+/b", opts());
+        t.subscribe(SessionId(1), None, "#", opts());
+        t.subscribe(SessionId(2), None, "a/+", opts());
+        t.subscribe(SessionId(3), None, "a/#", opts());
+        t.subscribe(SessionId(4), None, "$SYS/#", opts());
+        t.subscribe(SessionId(5), None, "+/b", opts());
         assert_eq!(matched(&mut t, "a/b"), vec![1, 2, 3, 5]);
         assert_eq!(matched(&mut t, "a"), vec![1, 3]);
         assert_eq!(matched(&mut t, "$SYS/x"), vec![4]);
-        assert!(t.unsubscribe(1, None, "#"));
-        assert!(!t.unsubscribe(1, None, "#"));
+        assert!(t.unsubscribe(SessionId(1), None, "#"));
+        assert!(!t.unsubscribe(SessionId(1), None, "#"));
         assert_eq!(matched(&mut t, "a/b"), vec![2, 3, 5]);
         assert_eq!(t.len(), 4);
     }
@@ -246,13 +238,13 @@ mod tests {
     #[test]
     fn shared_round_robin() {
         let mut t = SubscriptionTree::default();
-        t.subscribe(1, Some("g"), "x/+", opts());
-        t.subscribe(2, Some("g"), "x/+", opts());
+        t.subscribe(SessionId(1), Some("g"), "x/+", opts());
+        t.subscribe(SessionId(2), Some("g"), "x/+", opts());
         let mut picks = Vec::new();
         for _ in 0..4 {
             t.for_each_match("x/y", |tg| {
                 if let Target::Shared(g) = tg {
-                    picks.push(g.pick(|_| true, |_| true).map(|p| p.0));
+                    picks.push(g.pick(|_| true, |_| true).map(|p| p.0.0));
                 }
             });
         }
@@ -281,7 +273,7 @@ mod tests {
             for (i, f) in filters.iter().enumerate() {
                 let mut f = f.join("/");
                 if hash[i] { f.push_str("/#"); }
-                t.subscribe(i as u64, None, &f, opts());
+                t.subscribe(SessionId(i as u64), None, &f, opts());
                 fs.push(f);
             }
             let topic = topic.join("/");

@@ -18,11 +18,9 @@ use fleetmq_codec::{
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
-use super::link::Ack;
 use crate::auth::Identity;
 use crate::context::Context;
-use crate::router::subscriptions::SubOptions;
-use crate::router::{RouterMsg, SubRequest};
+use crate::link::{Ack, RouterMsg, SessionId, SubOptions, SubRequest};
 use crate::topic;
 
 mod publish;
@@ -68,7 +66,7 @@ impl Handling<'_> {
 pub struct Inbound {
     ctx: Arc<Context>,
     protocol: Protocol,
-    session: u64,
+    session: SessionId,
     identity: Arc<Identity>,
     /// Acknowledgements and other answers to the client, encoded, for the connection to
     /// write.
@@ -107,7 +105,7 @@ impl Inbound {
     pub fn new(
         ctx: Arc<Context>,
         protocol: Protocol,
-        session: u64,
+        session: SessionId,
         identity: Arc<Identity>,
         connect_expiry: u32,
         client_max_packet: usize,
@@ -164,7 +162,7 @@ impl Inbound {
         }
         if encode(&packet, self.protocol, &mut self.replies).is_err() {
             tracing::warn!(
-                session = self.session,
+                session = self.session.get(),
                 "dropped a reply that cannot be encoded"
             );
         }
@@ -215,7 +213,7 @@ impl Inbound {
                 Handling::Done(Flow::Continue)
             }
             Packet::PubAck(r) | Packet::PubComp(r) => {
-                let done = RouterMsg::Complete {
+                let done = RouterMsg::PubAckOrComp {
                     session: self.session,
                     pkid: r.pkid,
                 };
@@ -230,7 +228,7 @@ impl Inbound {
 
     /// PUBACK or PUBCOMP: the delivery is done.
     async fn completed(&self, pkid: u16) -> Flow {
-        self.router(RouterMsg::Complete {
+        self.router(RouterMsg::PubAckOrComp {
             session: self.session,
             pkid,
         })
@@ -245,13 +243,13 @@ impl Inbound {
             Packet::PubAck(r) | Packet::PubComp(r) => self.completed(r.pkid).await,
             Packet::PubRec(r) => {
                 if r.reason >= 0x80 {
-                    self.router(RouterMsg::Complete {
+                    self.router(RouterMsg::PubAckOrComp {
                         session: self.session,
                         pkid: r.pkid,
                     })
                     .await;
                 } else {
-                    self.router(RouterMsg::Received {
+                    self.router(RouterMsg::PubRec {
                         session: self.session,
                         pkid: r.pkid,
                     })
@@ -274,7 +272,7 @@ impl Inbound {
                     let (tx, rx) = oneshot::channel();
                     (Some(tx), Some(rx))
                 };
-                self.router(RouterMsg::Release {
+                self.router(RouterMsg::PubRel {
                     session: self.session,
                     pkid: r.pkid,
                     known,
@@ -385,7 +383,7 @@ impl Inbound {
             codes,
             properties,
         }));
-        self.router(RouterMsg::SendRetained {
+        self.router(RouterMsg::SubAckSent {
             session: self.session,
             requests: requests_copy,
             new,

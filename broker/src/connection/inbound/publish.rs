@@ -15,8 +15,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use super::{Ack, Flow, Handling, Inbound, MAX_VEHICLES_PER_CONNECTION, violation};
 use crate::ingest::topics::{DriverTopic, driver_topic};
 use crate::ingest::{LocationError, Source};
+use crate::link::RouterMsg;
 use crate::message::{Message, Origin};
-use crate::router::RouterMsg;
 use crate::topic;
 
 /// Payloads up to this size are copied out of the read buffer, so that a small message kept

@@ -15,7 +15,7 @@ use std::task::Waker;
 use fleetmq_codec::{Packet, PubResp};
 use futures_util::task::AtomicWaker;
 
-use crate::router::session::Delivery;
+use super::{ConnId, Delivery};
 
 /// Packets queued for one connection. The capacity bounds what one slow client pins in
 /// memory beyond its session queue.
@@ -64,7 +64,7 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct ConnLink {
     /// Unique per connection, so events from a replaced connection are told apart.
-    pub id: u64,
+    pub id: ConnId,
     shared: Arc<Shared>,
 }
 
@@ -86,7 +86,7 @@ impl Permit<'_> {
 }
 
 impl ConnLink {
-    pub fn new(id: u64) -> ConnLink {
+    pub fn new(id: ConnId) -> ConnLink {
         ConnLink {
             id,
             shared: Arc::default(),
@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn refuses_past_capacity_and_after_close() {
-        let link = ConnLink::new(1);
+        let link = ConnLink::new(ConnId(1));
         for i in 0..LINK_CAPACITY {
             link.try_reserve().unwrap().send(Outgoing::PubRel(i as u16));
         }
@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn want_ready_is_taken_once() {
-        let link = ConnLink::new(1);
+        let link = ConnLink::new(ConnId(1));
         assert!(!link.take_want_ready());
         link.want_ready();
         assert!(link.take_want_ready());
