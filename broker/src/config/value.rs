@@ -463,3 +463,27 @@ mod tests {
         assert!(log_format::parse("xml").is_err());
     }
 }
+
+/// A cluster node name: 1 to 64 of `A-Z a-z 0-9 _ -` (it appears in Redis keys' values and in
+/// channel names, so nothing that needs quoting).
+pub mod node_id {
+    /// Longest node name.
+    pub const MAX_LEN: usize = 64;
+
+    /// # Errors
+    /// Empty, too long, or another character.
+    pub fn parse(s: &str) -> Result<String, String> {
+        let ok = (1..=MAX_LEN).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(s.to_string())
+        } else {
+            Err(format!(
+                "invalid node id {s:?}: use 1 to {MAX_LEN} of A-Z a-z 0-9 _ -"
+            ))
+        }
+    }
+
+    serde_with!(String, String::clone);
+}

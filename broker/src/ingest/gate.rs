@@ -21,6 +21,7 @@ use fleetmq_codec::{Bytes, QoS};
 use geo_engine::{Fix, Rejection};
 
 use super::{Ingest, Source};
+use crate::cluster::lease::LeaseError;
 use crate::context::Context;
 use crate::limits::{TokenBucket, make_room};
 use crate::message::{Message, Origin};
@@ -52,6 +53,8 @@ pub enum Refused {
     Unavailable,
     /// A new vehicle past `--max-vehicles`.
     VehicleQuota,
+    /// `--cluster`: another node processes the vehicle and kept it past the handoff wait.
+    Busy,
 }
 
 /// How the HTTP endpoints answer a refusal (the bridge maps these onto 400/413/429/503).
@@ -71,6 +74,9 @@ impl From<Refused> for fleetmq_bridge::IngestError {
             Refused::VehicleQuota => {
                 IngestError::Unavailable("vehicle limit reached (--max-vehicles)".into())
             }
+            Refused::Busy => IngestError::Unavailable(
+                "the vehicle is being processed by another node; retry".into(),
+            ),
         }
     }
 }
@@ -169,6 +175,12 @@ impl Gate {
     ) -> Result<Taken, Refused> {
         if fixes.len() > MAX_BATCH {
             return Err(Refused::TooLarge(fixes.len()));
+        }
+        if let Some(leases) = self.ctx.leases.get() {
+            leases.acquire(vehicle).await.map_err(|e| match e {
+                LeaseError::Busy(_) => Refused::Busy,
+                LeaseError::ShuttingDown => Refused::Unavailable,
+            })?;
         }
         let done = self.ingest.process(vehicle, fixes, received, source);
         if done.over_quota {

@@ -13,6 +13,12 @@
 //! backoff ([`MIN_BACKOFF`]..[`MAX_BACKOFF`]) and flushes everything as soon as a PING succeeds,
 //! which bounds the time from recovery to "all written" by `MAX_BACKOFF` plus the flush itself.
 //!
+//! # Fencing (`--cluster`)
+//! With a [`super::fence::Fence`] set, the `HSET` + `PEXPIRE` of a vehicle becomes one
+//! [`FENCED_WRITE`] script call carrying the epoch the entry was computed under; a vehicle this
+//! node does not hold gets no hash write (its track entry and position still go out, keyed by
+//! the fix). Refusals are counted in `fleetmq_redis_fenced_total`.
+//!
 //! # Cluster
 //! Vehicles are ordered by the hash slot of their `fleetmq:vehicle:{id}` key before they are cut
 //! into pipelines of [`VEHICLES_PER_PIPELINE`]; see [`super::keys`] for the key scheme.
@@ -26,6 +32,7 @@ use redis::aio::ConnectionManager;
 use redis::{Pipeline, RedisResult, Value};
 
 use super::Shared;
+use super::fence::{FENCED_OUT, FENCED_WRITE, no_script};
 use super::keys;
 use super::pending::{Batch, Entry};
 
@@ -74,12 +81,16 @@ pub async fn run(shared: Arc<Shared>) {
                 continue;
             }
         }
-        let batch = shared.pending.take();
+        let (number, batch) = shared.pending.take();
         if batch.is_empty() {
+            shared.written.send_replace(number);
             continue;
         }
         match flush(&shared, &mut conn, &batch).await {
-            Ok(()) => last_contact = Instant::now(),
+            Ok(()) => {
+                last_contact = Instant::now();
+                shared.written.send_replace(number);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "redis write failed; keeping the batch");
                 shared.stats.errors.fetch_add(1, Relaxed);
@@ -88,7 +99,7 @@ pub async fn run(shared: Arc<Shared>) {
             }
         }
     }
-    let batch = shared.pending.take();
+    let (_, batch) = shared.pending.take();
     if batch.is_empty() {
         return;
     }
@@ -120,15 +131,33 @@ pub async fn flush(
         .map(|(id, e)| (keys::slot(&keys::vehicle(id)), &**id, e))
         .collect();
     order.sort_unstable_by_key(|(slot, _, _)| *slot);
+    let fence = shared.fence.get();
     for chunk in order.chunks(VEHICLES_PER_PIPELINE) {
-        let pipe = pipeline(chunk, shared.ttl_ms);
-        if pipe.is_empty() {
-            continue;
+        let mut results: Vec<RedisResult<Value>> = Vec::new();
+        // Twice at most: a Redis restarted since the script was loaded answers NOSCRIPT once.
+        for _ in 0..2 {
+            let fenced = match fence {
+                Some(f) => Some((f.node(), FENCED_WRITE.sha(conn).await?)),
+                None => None,
+            };
+            let pipe = pipeline(chunk, shared.ttl_ms, fenced);
+            if pipe.is_empty() {
+                break;
+            }
+            let started = Instant::now();
+            results = pipe.query_async(conn).await?;
+            shared.stats.observe_write(started.elapsed().as_secs_f64());
+            shared.stats.batches.fetch_add(1, Relaxed);
+            if !no_script(&results) {
+                break;
+            }
+            FENCED_WRITE.forget();
         }
-        let started = Instant::now();
-        let results: Vec<RedisResult<Value>> = pipe.query_async(conn).await?;
-        shared.stats.observe_write(started.elapsed().as_secs_f64());
-        shared.stats.batches.fetch_add(1, Relaxed);
+        let fenced_out = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Value::Int(FENCED_OUT))))
+            .count();
+        shared.stats.fenced.fetch_add(fenced_out as u64, Relaxed);
         let refused = results.iter().filter(|r| r.is_err()).count();
         if refused > 0 {
             // Expected for replayed track entries (ids not newer than the stream's top).
@@ -141,8 +170,13 @@ pub async fn flush(
     Ok(())
 }
 
-/// The commands for one chunk of vehicles.
-fn pipeline(chunk: &[(u16, &str, &Entry)], ttl_ms: u64) -> Pipeline {
+/// The commands for one chunk of vehicles; `fenced` = (this node, SHA1 of [`FENCED_WRITE`])
+/// with `--cluster`.
+fn pipeline(
+    chunk: &[(u16, &str, &Entry)],
+    ttl_ms: u64,
+    fenced: Option<(&str, String)>,
+) -> Pipeline {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     let mut geo = redis::cmd("GEOADD");
@@ -158,7 +192,22 @@ fn pipeline(chunk: &[(u16, &str, &Entry)], ttl_ms: u64) -> Pipeline {
             .tracker
             .as_ref()
             .and_then(|t| serde_json::to_string(&**t).ok());
-        if state_json.is_some() || tracker_json.is_some() {
+        let has_fields = state_json.is_some() || tracker_json.is_some();
+        if let (true, Some((node, sha))) = (has_fields, &fenced) {
+            // Not held (lost, or Redis was down when the fix came): the owner writes the hash.
+            if let Some(epoch) = entry.epoch {
+                pipe.cmd("EVALSHA")
+                    .arg(sha)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(*node)
+                    .arg(epoch)
+                    .arg(ttl_ms)
+                    .arg(state_json.as_deref().unwrap_or_default())
+                    .arg(tracker_json.as_deref().unwrap_or_default())
+                    .arg("");
+            }
+        } else if has_fields {
             let hset = pipe.cmd("HSET").arg(&key);
             if let Some(json) = &state_json {
                 hset.arg(keys::FIELD_STATE).arg(json);
