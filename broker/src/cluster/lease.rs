@@ -30,6 +30,8 @@
 mod handoff;
 mod renew;
 mod scripts;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;

@@ -21,7 +21,7 @@ mod restore;
 mod sos;
 mod stats;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod writer;
 
 use std::sync::atomic::Ordering::Relaxed;

@@ -13,14 +13,14 @@ use geo_engine::{Network, Outcome, PipelineConfig, Tracker, parse_fixes};
 use super::Store;
 use crate::ingest::now_ms;
 
-/// A throw-away redis-server, killed on drop.
-struct RedisServer {
+/// A throw-away redis-server, killed on drop (also used by `cluster::lease`'s tests).
+pub(crate) struct RedisServer {
     child: Child,
     port: u16,
 }
 
 impl RedisServer {
-    fn start() -> RedisServer {
+    pub(crate) fn start() -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -63,7 +63,7 @@ impl RedisServer {
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 }

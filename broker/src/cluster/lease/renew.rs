@@ -34,7 +34,7 @@ pub async fn run(leases: Arc<Leases>) {
 }
 
 /// One round of renewals.
-async fn renew(leases: &Leases) -> RedisResult<()> {
+pub(super) async fn renew(leases: &Leases) -> RedisResult<()> {
     let held: Vec<(Arc<str>, u64)> = leases
         .held
         .iter()
