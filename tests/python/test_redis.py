@@ -44,14 +44,7 @@ def redis_on(port: int, workdir: pathlib.Path) -> RedisProcess:
 
 def rcli(redis: RedisProcess, *commands) -> list:
     """Runs commands (tuples of words) through one redis-cli; one output line per reply line."""
-    script = "".join(" ".join(_quote(w) for w in c) + "\n" for c in commands)
-    out = subprocess.run(["redis-cli", "-p", str(redis.port), "--raw"], input=script.encode(),
-                         capture_output=True, timeout=10)
-    return out.stdout.decode().splitlines()
-
-
-def _quote(word) -> str:
-    return '"' + str(word).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return redis.cli(*commands)
 
 
 def http_get(broker, path: str):
