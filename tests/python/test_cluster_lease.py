@@ -1,4 +1,4 @@
-"""Vehicle ownership across nodes (SPEC §11, README "Cluster: vehicle ownership", issue 13 item 4):
+"""Vehicle ownership across nodes (README "Cluster: vehicle ownership", issue 13 item 4):
 three `fleetmq serve --cluster` nodes on one redis-server behind HAProxy (lease_util.py).
 
 - 200 v5 drivers (paho, QoS 1) through HAProxy; `kill -9` of the node holding about a third of

@@ -18,8 +18,8 @@
 //!   disconnects, when another node asks, after [`IDLE_RELEASE`] beyond `stale_after` without a
 //!   fix, and for every lease at once on shutdown, before clients get DISCONNECT 0x8B.
 //!
-//! Redis unreachable: fixes are processed on the local tracker without a lease (SPEC §11: each
-//! node keeps serving its own clients); held leases are kept and renewed once Redis is back,
+//! Redis unreachable: fixes are processed on the local tracker without a lease (each
+//! node keeps serving its own clients, docs/roadmap.md#cluster); held leases are kept and renewed once Redis is back,
 //! or dropped if another node took them meanwhile.
 //!
 //! # Layout
@@ -49,7 +49,7 @@ use crate::persist::fence::{FENCED_OUT, FENCED_WRITE, Fence};
 use crate::persist::{Store, keys};
 use scripts::{ACQUIRE, Acquired};
 
-/// How long a lease lasts without renewal (SPEC §11: a node silent for 5 s is dead).
+/// How long a lease lasts without renewal (a node silent for 5 s is dead, docs/roadmap.md#cluster).
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
 /// How often held leases are renewed.
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);

@@ -1,4 +1,4 @@
-//! Several fleetmq nodes on one Redis (SPEC §11, docs/redis.md#leases).
+//! Several fleetmq nodes on one Redis (docs/roadmap.md#cluster, docs/redis.md#leases).
 //!
 //! # Layout
 //! - `lease`: vehicle ownership: one node processes a vehicle at a time, under a lease with a

@@ -18,6 +18,7 @@ use redis::RedisResult;
 use redis::aio::ConnectionManager;
 
 use super::Leases;
+use crate::persist::keys;
 
 /// How often an acquire polls the lease while its holder releases.
 pub const POLL: Duration = Duration::from_millis(20);
@@ -30,7 +31,7 @@ const RESUBSCRIBE: Duration = Duration::from_millis(250);
 
 /// The release channel of `node`.
 pub fn channel(node: &str) -> String {
-    format!("fleetmq:lease:release:{node}")
+    format!("{}{node}", keys::LEASE_RELEASE_CHANNEL)
 }
 
 /// Asks `owner` to release `vehicle`; the number of nodes that heard it (0 or 1).

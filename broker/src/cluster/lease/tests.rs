@@ -107,7 +107,9 @@ async fn an_old_owner_is_fenced_out_and_the_new_one_continues_its_filters() {
     let epoch_b = b.held.get(vehicle).map(|h| h.epoch).expect("b holds it");
     assert!(epoch_b > epoch_a, "{epoch_b} > {epoch_a}");
     assert_eq!(
-        hget(&mut conn, vehicle, "lease_owner").await.as_deref(),
+        hget(&mut conn, vehicle, keys::FIELD_LEASE_OWNER)
+            .await
+            .as_deref(),
         Some("node-b")
     );
     // b continues a's filters: the last fix again is a duplicate, the next one goes through.
@@ -174,9 +176,12 @@ async fn an_old_owner_is_fenced_out_and_the_new_one_continues_its_filters() {
 
     // b releases: the lease fields go, the epoch stays (the next owner's is larger).
     b.release(std::iter::once(vehicle)).await;
-    assert_eq!(hget(&mut conn, vehicle, "lease_owner").await, None);
     assert_eq!(
-        hget(&mut conn, vehicle, "lease_epoch").await,
+        hget(&mut conn, vehicle, keys::FIELD_LEASE_OWNER).await,
+        None
+    );
+    assert_eq!(
+        hget(&mut conn, vehicle, keys::FIELD_LEASE_EPOCH).await,
         Some(epoch_b.to_string())
     );
     a.acquire(vehicle).await.expect("a again");
