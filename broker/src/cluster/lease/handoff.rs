@@ -18,6 +18,7 @@ use redis::RedisResult;
 use redis::aio::ConnectionManager;
 
 use super::Leases;
+use crate::persist::fence::FENCED_WRITE;
 use crate::persist::keys;
 
 /// How often an acquire polls the lease while its holder releases.
@@ -44,6 +45,42 @@ pub async fn ask(conn: &mut ConnectionManager, owner: &str, vehicle: &str) -> Re
         .arg(vehicle)
         .query_async(conn)
         .await
+}
+
+/// A request for a vehicle this process does not hold, whose lease Redis still gives to this
+/// node id: a previous run of this node (killed, restarted within the lease's 5 s) took it.
+/// It is released under its stored epoch, so the asking node need not wait for it to run out.
+async fn release_stale(leases: &Leases, vehicle: &str) {
+    let mut conn = leases.conn.clone();
+    let key = keys::vehicle(vehicle);
+    let stored: RedisResult<(Option<String>, Option<u64>)> = redis::cmd("HMGET")
+        .arg(&key)
+        .arg(keys::FIELD_LEASE_OWNER)
+        .arg(keys::FIELD_LEASE_EPOCH)
+        .query_async(&mut conn)
+        .await;
+    let Ok((Some(owner), Some(epoch))) = stored else {
+        return;
+    };
+    if owner != *leases.node {
+        return;
+    }
+    let released: RedisResult<i64> = FENCED_WRITE
+        .call(&mut conn, &key, |c| {
+            c.arg(&*leases.node)
+                .arg(epoch)
+                .arg(leases.state_ttl_ms)
+                .arg("")
+                .arg("")
+                .arg("release");
+        })
+        .await;
+    if let Ok(1) = released {
+        tracing::info!(
+            vehicle,
+            "lease: released a lease left by a previous run of this node"
+        );
+    }
 }
 
 /// Answers release requests until [`Leases::close`], resubscribing after a lost connection.
@@ -74,7 +111,11 @@ pub async fn listen(leases: Arc<Leases>) {
                     }
                     if let Ok(vehicle) = std::str::from_utf8(vehicle) {
                         tracing::debug!(vehicle, "lease: release requested by another node");
-                        leases.release(std::iter::once(vehicle)).await;
+                        if leases.holds(vehicle) {
+                            leases.release(std::iter::once(vehicle)).await;
+                        } else {
+                            release_stale(&leases, vehicle).await;
+                        }
                     }
                 }
                 tracing::warn!("lease: release channel lost; resubscribing");

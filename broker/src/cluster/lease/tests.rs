@@ -189,3 +189,56 @@ async fn an_old_owner_is_fenced_out_and_the_new_one_continues_its_filters() {
     store_a.close().await;
     store_b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_releases_its_previous_runs_lease_on_request() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let vehicle = "bus-restart";
+    // The previous run of node-a took the vehicle, then died: it renews and answers nothing.
+    let (store_old, _ingest_old, old) = node(&url, "node-a");
+    old.acquire(vehicle).await.expect("old run acquires");
+    store_old.close().await;
+    drop(old);
+    let (store_a, _ingest_a, restarted) = node(&url, "node-a");
+    restarted.start();
+    let (store_b, _ingest_b, b) = node(&url, "node-b");
+    let mut conn = store_b.connection();
+    let channel = super::handoff::channel("node-a");
+    wait_until(
+        async || {
+            let n: (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .expect("NUMSUB");
+            n.1 == 1
+        },
+        "node-a listening",
+    )
+    .await;
+    // node-a is alive and listening, so b asks instead of taking over; node-a does not hold
+    // the vehicle in this run but Redis says it is node-a's: released at once, not after 5 s.
+    let started = Instant::now();
+    b.acquire(vehicle).await.expect("b acquires");
+    assert!(b.holds(vehicle));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        b.stats
+            .taken_over
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        b.stats.handoffs.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    restarted.close().await;
+    store_a.close().await;
+    store_b.close().await;
+}
