@@ -290,19 +290,18 @@ impl Leases {
         self.stats.acquired.fetch_add(1, Relaxed);
     }
 
-    /// The driver of `vehicles` disconnected: the ones this node holds go offline, their
-    /// trackers are flushed and their leases released. Nothing while shutting down (every
-    /// lease was released already, and a node going away is not the vehicles going offline).
+    /// The driver of `vehicles` disconnected: the ones with a tracker here (held, or processed
+    /// without a lease while Redis was unreachable) go offline, the held ones' trackers are
+    /// flushed and their leases released. Nothing while shutting down (every lease was released
+    /// already, and a node going away is not the vehicles going offline).
     pub async fn disconnected(&self, vehicles: impl Iterator<Item = &str>) -> Outputs {
         if self.closing.is_cancelled() {
             return Vec::new();
         }
-        let mine: Vec<Box<str>> = vehicles
-            .filter(|v| self.held.contains_key(*v))
-            .map(Box::from)
-            .collect();
-        let out = self.ingest.disconnected(mine.iter().map(|v| &**v));
-        self.release(mine.iter().map(|v| &**v)).await;
+        let vehicles: Vec<&str> = vehicles.collect();
+        // A vehicle another node took has no tracker here any more: nothing to mark.
+        let out = self.ingest.disconnected(vehicles.iter().copied());
+        self.release(vehicles.into_iter()).await;
         out
     }
 
