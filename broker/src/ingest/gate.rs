@@ -189,6 +189,13 @@ impl Gate {
         if let (0, Some(r)) = (done.taken, done.first_rejection) {
             return Err(Refused::Invalid(r));
         }
+        // `--cluster`: answered once the tracker is in Redis, as a QoS 1 PUBACK is.
+        let state_mark = match (self.ctx.leases.get(), self.ctx.persist.get()) {
+            (Some(_), Some(store)) if !done.outputs.is_empty() => {
+                store.mark().map(|m| (store.clone(), m))
+            }
+            _ => None,
+        };
         let raw = Arc::new(Message {
             topic: format!("fleet/{vehicle}/location").into(),
             payload,
@@ -207,6 +214,9 @@ impl Gate {
             if self.ctx.router.send(msg).await.is_err() {
                 break;
             }
+        }
+        if let Some((store, mark)) = state_mark {
+            store.written(mark).await;
         }
         Ok(Taken {
             accepted: done.taken,
