@@ -26,10 +26,12 @@
 //! - `scripts`: the acquire and renew scripts and their replies.
 //! - `handoff`: asking a holder to release over Redis pub/sub, and answering such requests.
 //! - `renew`: the renewal and idle-release task.
+//! - `stats`: the `fleetmq_cluster_lease*` metrics.
 
 mod handoff;
 mod renew;
 mod scripts;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +50,7 @@ use crate::ingest::{Ingest, Outputs};
 use crate::persist::fence::{FENCED_OUT, FENCED_WRITE, Fence};
 use crate::persist::{Store, keys};
 use scripts::{ACQUIRE, Acquired};
+use stats::Stats;
 
 /// How long a lease lasts without renewal (a node silent for 5 s is dead, docs/roadmap.md#cluster).
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
@@ -81,18 +84,6 @@ struct Held {
     epoch: u64,
     /// Milliseconds since [`Leases::started`] of the last fix under this lease.
     last_used: AtomicU64,
-}
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-struct Stats {
-    acquired: AtomicU64,
-    handoffs: AtomicU64,
-    taken_over: AtomicU64,
-    released: AtomicU64,
-    lost: AtomicU64,
-    busy: AtomicU64,
-    unleased: AtomicU64,
 }
 
 /// The leases of this node; shared behind an `Arc` by connections, the gate, the Redis writer
@@ -410,49 +401,7 @@ impl Leases {
 
     /// Appends the `fleetmq_cluster_lease*` metrics.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            out,
-            "# HELP fleetmq_cluster_leases vehicles this node holds the lease of\n# TYPE fleetmq_cluster_leases gauge\nfleetmq_cluster_leases {}",
-            self.held.len()
-        );
-        let counters = [
-            ("acquired", &self.stats.acquired, "leases acquired"),
-            (
-                "handoffs",
-                &self.stats.handoffs,
-                "leases acquired from another node (asked to release, or gone)",
-            ),
-            (
-                "taken_over",
-                &self.stats.taken_over,
-                "leases taken from a node no longer listening on Redis",
-            ),
-            ("released", &self.stats.released, "leases released"),
-            (
-                "lost",
-                &self.stats.lost,
-                "leases found taken by another node",
-            ),
-            (
-                "busy",
-                &self.stats.busy,
-                "fixes refused: another node kept the vehicle past the handoff wait",
-            ),
-            (
-                "unleased",
-                &self.stats.unleased,
-                "fixes processed without a lease while Redis was unreachable",
-            ),
-        ];
-        for (name, value, help) in counters {
-            let name = format!("fleetmq_cluster_lease_{name}_total");
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Relaxed)
-            );
-        }
+        self.stats.render(out, self.held.len());
     }
 }
 
