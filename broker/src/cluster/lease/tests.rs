@@ -242,3 +242,63 @@ async fn a_restarted_node_releases_its_previous_runs_lease_on_request() {
     store_a.close().await;
     store_b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_holder_that_keeps_the_vehicle_makes_the_fix_wait_then_busy() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (store_b, _ingest_b, b) = node(&url, "node-b");
+    let mut conn = store_b.connection();
+    let vehicle = "bus-kept";
+    // node-x: listening on its channel (so it is alive) but never releasing; its lease is
+    // valid for a minute.
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    pubsub
+        .subscribe(super::handoff::channel("node-x"))
+        .await
+        .expect("subscribe");
+    let (secs, _): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .expect("TIME");
+    let _: () = redis::cmd("HSET")
+        .arg(keys::vehicle(vehicle))
+        .arg(keys::FIELD_LEASE_OWNER)
+        .arg("node-x")
+        .arg(keys::FIELD_LEASE_EPOCH)
+        .arg(5)
+        .arg(keys::FIELD_LEASE_UNTIL)
+        .arg(secs * 1000 + 60_000)
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let started = Instant::now();
+    let refused = b.acquire(vehicle).await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(&refused, Err(super::LeaseError::Busy(owner)) if owner == "node-x"),
+        "{refused:?}"
+    );
+    assert!(
+        waited >= super::HANDOFF_WAIT && waited < super::HANDOFF_WAIT + Duration::from_secs(2),
+        "{waited:?}"
+    );
+    let mut requests = pubsub.on_message();
+    let first = tokio::time::timeout(
+        Duration::from_secs(1),
+        futures_util::StreamExt::next(&mut requests),
+    )
+    .await
+    .expect("a release request")
+    .expect("message");
+    assert_eq!(first.get_payload_bytes(), vehicle.as_bytes());
+    assert!(!b.holds(vehicle));
+    assert_eq!(
+        hget(&mut conn, vehicle, keys::FIELD_LEASE_OWNER)
+            .await
+            .as_deref(),
+        Some("node-x")
+    );
+    store_b.close().await;
+}
