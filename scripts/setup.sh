@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian machine for building and testing fleetmq.
 # Installs the system packages the tests and the bench use (mosquitto clients and broker,
-# redis-server, chromium + chromedriver for the map test, PostgreSQL 15 for the history tests),
+# redis-server, chromium + chromedriver for the map test, PostgreSQL 15 for the history tests,
+# HAProxy for the cluster tests),
 # the Python test dependencies into the
 # current python3, and builds the whole workspace. It never starts a service.
 set -euo pipefail
@@ -13,8 +14,9 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
 
-# protobuf-compiler: `protoc` for the gtfs-realtime crate's prost build script.
-APT_PACKAGES=(mosquitto-clients mosquitto redis-server chromium chromium-driver python3 python3-pip postgresql protobuf-compiler)
+# protobuf-compiler: `protoc` for the gtfs-realtime crate's prost build script; haproxy: the TCP
+# load balancer in front of the cluster tests' nodes.
+APT_PACKAGES=(mosquitto-clients mosquitto redis-server chromium chromium-driver python3 python3-pip postgresql protobuf-compiler haproxy)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

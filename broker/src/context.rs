@@ -66,6 +66,9 @@ pub struct Context {
     /// The history store when `--postgres` is set (QoS 1/2 location acks wait for it, the
     /// history API reads it); set once, before any connection is accepted.
     pub history: std::sync::OnceLock<Arc<crate::history::History>>,
+    /// With `--cluster`: this node's vehicle leases (a fix is processed only under one); set
+    /// once, before any connection is accepted.
+    pub leases: std::sync::OnceLock<Arc<crate::cluster::lease::Leases>>,
     /// The local SOS log in `--data-dir`; set once by the server, before any connection.
     pub sos_log: std::sync::OnceLock<Arc<crate::sos_log::SosLog>>,
     /// Connect rate, publish rate and failed-login back-off (`limits`).
@@ -98,6 +101,7 @@ impl Context {
             ingest,
             persist: std::sync::OnceLock::new(),
             history: std::sync::OnceLock::new(),
+            leases: std::sync::OnceLock::new(),
             sos_log: std::sync::OnceLock::new(),
             guard: Guard::new(0, 0),
             next_conn: AtomicU64::new(1),

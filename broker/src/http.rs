@@ -154,6 +154,9 @@ impl BrokerPort for BridgePort {
         if let Some(store) = self.ctx.persist.get() {
             store.render_metrics(out);
         }
+        if let Some(leases) = self.ctx.leases.get() {
+            leases.render_metrics(out);
+        }
         if let Some(history) = self.ctx.history.get() {
             history.render_metrics(out);
         }

@@ -269,7 +269,8 @@ impl Broker {
                 self.metrics.clone(),
             )
             .with_clock_start(self.config.clock_start)
-            .with_max_vehicles(self.config.max_vehicles),
+            .with_max_vehicles(self.config.max_vehicles)
+            .with_leases(self.config.cluster),
         );
         let ctx = Arc::new(
             Context::new(
@@ -303,6 +304,10 @@ impl Broker {
                 Some(p.replay(&ingest, &router_tx).await)
             }
             None => None,
+        };
+        let leases = match (&store, self.config.cluster) {
+            (Some(store), true) => Some(start_leases(&self.config, &ingest, store, &ctx)?),
+            _ => None,
         };
         let accept = tokio::spawn(listener::run(
             ctx.clone(),
@@ -379,6 +384,10 @@ impl Broker {
         let sweeper = tokio::spawn(sweep(ingest, router_tx, token.clone()));
         shutdown.await;
         tracing::info!("shutting down");
+        // Before clients hear 0x8B: their next fix, on another node, finds the vehicle free.
+        if let Some(leases) = &leases {
+            leases.release_all().await;
+        }
         token.cancel();
         hub.close_all();
         let _ = accept.await;
@@ -399,6 +408,9 @@ impl Broker {
         while self.metrics.connections.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if let Some(leases) = &leases {
+            leases.close().await;
+        }
         // Flush Redis last, after connections stopped producing state.
         if let Some(store) = store {
             store.close().await;
@@ -408,6 +420,32 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// `--cluster`: this node's vehicle leases, fencing the store's writes, started.
+fn start_leases(
+    config: &Config,
+    ingest: &Arc<Ingest>,
+    store: &Arc<crate::persist::Store>,
+    ctx: &Context,
+) -> Result<Arc<crate::cluster::lease::Leases>, Error> {
+    let (Some(url), Some(node)) = (config.redis.as_deref(), config.node_id.as_deref()) else {
+        return Err(Error::Config(
+            "--cluster needs --redis and --node-id".into(),
+        ));
+    };
+    let leases = crate::cluster::lease::Leases::open(
+        url,
+        node,
+        ingest.clone(),
+        store.clone(),
+        config.state_ttl,
+        config.stale_after,
+    )
+    .map_err(config_error)?;
+    leases.start();
+    let _ = ctx.leases.set(leases.clone());
+    Ok(leases)
 }
 
 /// Marks vehicles offline when no fix came for `stale_after`, once a second.

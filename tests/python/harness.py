@@ -202,11 +202,28 @@ class RedisProcess:
         except OSError:
             return False
 
+    def cli(self, *commands) -> List[str]:
+        """Runs commands (tuples of words) through one `redis-cli --raw`; one output line per
+        reply line (an absent field is an empty line)."""
+        script = "".join(" ".join(_cli_quote(w) for w in c) + "\n" for c in commands)
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw"], input=script.encode(),
+                             capture_output=True, timeout=20)
+        return out.stdout.decode().splitlines()
+
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
+
+
+def _cli_quote(word) -> str:
+    return '"' + str(word).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def stop_child(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited after STOP_TIMEOUT."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

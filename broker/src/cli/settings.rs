@@ -169,6 +169,11 @@ fn check(c: &Config) -> Result<(), Failure> {
     if c.max_speed == 0.0 || c.corridor_m == 0.0 {
         return bad("--max-speed and --corridor-m must be above 0");
     }
+    if c.cluster && ((c.redis.is_none() && c.redis_cluster.is_none()) || c.node_id.is_none()) {
+        return bad(
+            "--cluster needs --redis URL or --redis-cluster URL,... (the nodes' shared store) and --node-id NAME (unique per node)",
+        );
+    }
     if c.max_queued == 0 || c.max_connections == 0 {
         let flag = if c.max_queued == 0 {
             "--max-queued"
@@ -300,6 +305,12 @@ mod tests {
             line.contains("\"127.0.0.1:7001\" is not a Redis URL"),
             "{line}"
         );
+        let line = refused(Config {
+            cluster: true,
+            redis: Some("redis://127.0.0.1".into()),
+            ..Config::default()
+        });
+        assert!(line.starts_with("--cluster needs"), "{line}");
         let ok = Config {
             mqtts: addr,
             tls_cert: Some("c.pem".into()),

@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
-use value::{addr, boolean, decimal, duration, log_format, number, path, size, text};
+use value::{addr, boolean, decimal, duration, log_format, node_id, number, path, size, text};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -372,6 +372,20 @@ pub struct Config {
           value_parser = decimal::parse, help_heading = "Pipeline")]
     #[serde(with = "decimal")]
     pub stop_radius_m: f64,
+
+    /// Join a cluster of nodes sharing --redis (needs --node-id); vehicles are leased per node
+    // docs/redis.md#leases: one node processes a vehicle at a time. A bare `--cluster` means true.
+    #[arg(long, env = "FLEETMQ_CLUSTER", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = boolean::parse, help_heading = "Cluster")]
+    #[serde(with = "boolean")]
+    pub cluster: bool,
+
+    /// This node's name in the cluster, [A-Za-z0-9_-], at most 64 characters [default: off]
+    #[arg(long, env = "FLEETMQ_NODE_ID", value_name = "NAME", value_parser = node_id::parse,
+          help_heading = "Cluster")]
+    #[serde(with = "node_id")]
+    pub node_id: Option<String>,
 }
 
 impl Config {

@@ -391,6 +391,30 @@ pub mod text {
     serde_with!(String, String::clone);
 }
 
+/// A cluster node name: 1 to 64 of `A-Z a-z 0-9 _ -` (it appears in Redis keys' values and in
+/// channel names, so nothing that needs quoting).
+pub mod node_id {
+    /// Longest node name.
+    pub const MAX_LEN: usize = 64;
+
+    /// # Errors
+    /// Empty, too long, or another character.
+    pub fn parse(s: &str) -> Result<String, String> {
+        let ok = (1..=MAX_LEN).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(s.to_string())
+        } else {
+            Err(format!(
+                "invalid node id {s:?}: use 1 to {MAX_LEN} of A-Z a-z 0-9 _ -"
+            ))
+        }
+    }
+
+    serde_with!(String, String::clone);
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -461,5 +485,15 @@ mod tests {
         assert!(boolean::parse("maybe").is_err());
         assert_eq!(log_format::parse("json"), Ok(LogFormat::Json));
         assert!(log_format::parse("xml").is_err());
+    }
+
+    #[test]
+    fn node_ids() {
+        assert_eq!(node_id::parse("node-a_1"), Ok("node-a_1".to_owned()));
+        assert!(node_id::parse(&"n".repeat(64)).is_ok());
+        for bad in ["", "node a", "n:1", "nöde", "a{b}", &"n".repeat(65)] {
+            let err = node_id::parse(bad).expect_err(bad);
+            assert!(err.contains("A-Z a-z 0-9 _ -"), "{err}");
+        }
     }
 }

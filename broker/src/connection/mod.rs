@@ -328,6 +328,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
         // over by a new connection, which is the same driver coming back.
         let offline = if self.link.is_taken_over() {
             Vec::new()
+        } else if let Some(leases) = ctx.leases.get() {
+            // `--cluster`: also flushes their trackers and releases their leases.
+            leases.disconnected(self.inbound.vehicles()).await
         } else {
             ctx.ingest.disconnected(self.inbound.vehicles())
         };

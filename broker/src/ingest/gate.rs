@@ -21,6 +21,7 @@ use fleetmq_codec::{Bytes, QoS};
 use geo_engine::{Fix, Rejection};
 
 use super::{Ingest, Source};
+use crate::cluster::lease::LeaseError;
 use crate::context::Context;
 use crate::limits::{TokenBucket, make_room};
 use crate::message::{Message, Origin};
@@ -52,6 +53,8 @@ pub enum Refused {
     Unavailable,
     /// A new vehicle past `--max-vehicles`.
     VehicleQuota,
+    /// `--cluster`: another node processes the vehicle and kept it past the handoff wait.
+    Busy,
 }
 
 /// How the HTTP endpoints answer a refusal (the bridge maps these onto 400/413/429/503).
@@ -71,6 +74,9 @@ impl From<Refused> for fleetmq_bridge::IngestError {
             Refused::VehicleQuota => {
                 IngestError::Unavailable("vehicle limit reached (--max-vehicles)".into())
             }
+            Refused::Busy => IngestError::Unavailable(
+                "the vehicle is being processed by another node; retry".into(),
+            ),
         }
     }
 }
@@ -170,6 +176,12 @@ impl Gate {
         if fixes.len() > MAX_BATCH {
             return Err(Refused::TooLarge(fixes.len()));
         }
+        if let Some(leases) = self.ctx.leases.get() {
+            leases.acquire(vehicle).await.map_err(|e| match e {
+                LeaseError::Busy(_) => Refused::Busy,
+                LeaseError::ShuttingDown => Refused::Unavailable,
+            })?;
+        }
         let done = self.ingest.process(vehicle, fixes, received, source);
         if done.over_quota {
             return Err(Refused::VehicleQuota);
@@ -177,6 +189,13 @@ impl Gate {
         if let (0, Some(r)) = (done.taken, done.first_rejection) {
             return Err(Refused::Invalid(r));
         }
+        // `--cluster`: answered once the tracker is in Redis, as a QoS 1 PUBACK is.
+        let state_mark = match (self.ctx.leases.get(), self.ctx.persist.get()) {
+            (Some(_), Some(store)) if !done.outputs.is_empty() => {
+                store.mark().map(|m| (store.clone(), m))
+            }
+            _ => None,
+        };
         let raw = Arc::new(Message {
             topic: format!("fleet/{vehicle}/location").into(),
             payload,
@@ -195,6 +214,9 @@ impl Gate {
             if self.ctx.router.send(msg).await.is_err() {
                 break;
             }
+        }
+        if let Some((store, mark)) = state_mark {
+            store.written(mark).await;
         }
         Ok(Taken {
             accepted: done.taken,

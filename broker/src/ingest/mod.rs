@@ -84,6 +84,9 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     /// `--max-vehicles`: trackers made on a fix at most (restored ones always come back).
     max_vehicles: usize,
+    /// `--cluster`: trackers live only on the node holding the vehicle's lease, so a restore
+    /// on start publishes states without keeping trackers (see [`Ingest::adopt`]).
+    leased: bool,
 }
 
 impl Ingest {
@@ -105,6 +108,47 @@ impl Ingest {
             sinks,
             metrics,
             max_vehicles: usize::MAX,
+            leased: false,
+        }
+    }
+
+    /// `--cluster`: keeps trackers only of vehicles this node holds the lease of.
+    pub fn with_leases(mut self, leased: bool) -> Ingest {
+        self.leased = leased;
+        self
+    }
+
+    /// A vehicle's tracker loaded from Redis when this node acquired its lease: it replaces the
+    /// local one unless that one has seen a newer fix (processed while Redis was unreachable).
+    pub fn adopt(&self, tracker: Tracker) {
+        let newer = |t: &Tracker| t.state().map(|s| s.ts);
+        match self.trackers.entry(tracker.vehicle().into()) {
+            dashmap::Entry::Occupied(slot) => {
+                let mut local = slot.get().lock().unwrap_or_else(|e| e.into_inner());
+                if newer(&tracker) >= newer(&local) {
+                    *local = tracker;
+                }
+            }
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(Arc::new(Mutex::new(tracker)));
+            }
+        }
+        self.metrics
+            .vehicles
+            .store(self.trackers.len() as i64, Relaxed);
+    }
+
+    /// A copy of the vehicle's tracker, to flush when its lease is given up.
+    pub fn tracker_copy(&self, vehicle: &str) -> Option<Tracker> {
+        let t = self.trackers.get(vehicle)?.clone();
+        let copy = t.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Some(copy)
+    }
+
+    /// Drops the vehicle's tracker: another node processes it now (lease given up or lost).
+    pub fn forget(&self, vehicle: &str) {
+        if self.trackers.remove(vehicle).is_some() {
+            self.live.remove(vehicle);
         }
     }
 
@@ -138,7 +182,9 @@ impl Ingest {
         self.trackers.len()
     }
 
-    /// Puts back a tracker restored from a snapshot (before any connection is accepted).
+    /// Puts back a tracker restored from a snapshot (before any connection is accepted); with
+    /// leases only its state (retained, the sinks' views): the tracker waits in Redis for the
+    /// node that acquires the vehicle.
     pub fn restore(&self, tracker: Tracker) -> Outputs {
         let vehicle: Arc<str> = tracker.vehicle().into();
         let out = tracker
@@ -151,13 +197,18 @@ impl Ingest {
                 sink.restored(&s);
             }
         }
-        self.trackers.insert(vehicle, Arc::new(Mutex::new(tracker)));
+        if !self.leased {
+            self.trackers.insert(vehicle, Arc::new(Mutex::new(tracker)));
+        }
         out
     }
 
     /// Puts back a tracker restored late (Redis came back after start) unless this broker has
     /// seen the vehicle since start: what it computed since is newer. `None` when skipped.
     pub fn restore_unseen(&self, tracker: Tracker) -> Option<Outputs> {
+        if self.leased {
+            return (!self.trackers.contains_key(tracker.vehicle())).then(|| self.restore(tracker));
+        }
         let vehicle: Arc<str> = tracker.vehicle().into();
         let dashmap::Entry::Vacant(slot) = self.trackers.entry(vehicle) else {
             return None;

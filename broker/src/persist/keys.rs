@@ -3,10 +3,11 @@
 //! # Key scheme
 //! | key | type | written by |
 //! |---|---|---|
-//! | `fleetmq:vehicle:{id}` | hash: `state` (VehicleState JSON), `tracker` (geo-engine `Tracker` JSON, filter state included); `PEXPIRE` state TTL | writer |
+//! | `fleetmq:vehicle:{id}` | hash: `state` (VehicleState JSON), `tracker` (geo-engine `Tracker` JSON, filter state included); `PEXPIRE` state TTL; with `--cluster` also the lease: `lease_owner`, `lease_epoch`, `lease_until` | writer, `cluster::lease` |
 //! | `fleetmq:geo` | geo set, member `{id}` | writer |
 //! | `fleetmq:track:{id}` | stream, entry id `{ts}-0` (device time of the fix), field `state`; `MAXLEN ~ 10000` | writer |
 //! | `fleetmq:sos` | stream, `*` ids, fields `vehicle`, `ts`, `payload`, `id`; `MAXLEN ~ 100000` | SOS log |
+//! | `fleetmq:lease:release:{node}` | pub/sub channel: vehicle ids the node is asked to release | `cluster::lease` |
 //! | `fleetmq:sos:ids` | sorted set of the newest 200000 SOS ids stored, score `ts` | SOS log |
 //! | `{fleetmq:sos}:seen` | the same ids, in the slot of `fleetmq:sos` (internal: the SOS script's check) | SOS log |
 //!
@@ -46,6 +47,14 @@ pub const SOS_IDS_KEPT: usize = 200_000;
 /// Hash fields.
 pub const FIELD_STATE: &str = "state";
 pub const FIELD_TRACKER: &str = "tracker";
+/// Lease fields of the vehicle hash (`--cluster`; the Lua scripts of `persist::fence` and
+/// `cluster::lease` spell them out): the node holding it, its fencing epoch, and until when
+/// (Redis clock, Unix ms).
+pub const FIELD_LEASE_OWNER: &str = "lease_owner";
+pub const FIELD_LEASE_EPOCH: &str = "lease_epoch";
+pub const FIELD_LEASE_UNTIL: &str = "lease_until";
+/// Prefix of each node's release-request channel (`--cluster`), followed by the node id.
+pub const LEASE_RELEASE_CHANNEL: &str = "fleetmq:lease:release:";
 /// Approximate length cap of each vehicle's track stream.
 pub const TRACK_MAXLEN: usize = 10_000;
 /// Approximate length cap of the SOS stream.

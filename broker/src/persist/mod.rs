@@ -14,8 +14,10 @@
 //! - `restore`: reading every vehicle back on start.
 //! - `sos`: the SOS log, persisted before anyone is notified.
 //! - `stats`: `fleetmq_redis_*` metrics.
+//! - `fence`: fenced writes of the vehicle hash under a cluster lease (docs/redis.md#leases).
 
 mod conn;
+pub mod fence;
 pub mod keys;
 mod pending;
 pub mod pubsub;
@@ -25,7 +27,7 @@ mod restore;
 mod sos;
 mod stats;
 #[cfg(test)]
-mod test_redis;
+pub(crate) mod test_redis;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -42,10 +44,10 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::{Ingest, StateSink, now_ms};
 use crate::router::RouterMsg;
 use crate::{Config, Error};
-use conn::Conn;
+pub use conn::Conn;
 pub use conn::Target;
 use pending::Pending;
-pub use restore::Restored;
+pub use restore::{Restored, rebuild};
 pub use sos::SOS_QUEUE;
 use sos::{SOS_WAIT, SosQueue, SosRecord};
 use stats::Stats;
@@ -54,6 +56,8 @@ use stats::Stats;
 pub const MAX_PENDING_VEHICLES: usize = 1_000_000;
 /// Track points the write-behind buffer holds at most, all vehicles together.
 pub const MAX_PENDING_TRACK_POINTS: usize = 500_000;
+/// Longest wait of [`Store::written`] (a QoS 1 location's PUBACK with `--cluster`).
+pub const WRITE_WAIT: Duration = Duration::from_secs(2);
 /// Entries `/track` returns at most (the newest ones).
 const TRACK_READ_MAX: usize = 10_000;
 
@@ -86,6 +90,10 @@ pub(crate) struct Shared {
     ttl_ms: u64,
     /// Cancelled by [`Store::close`].
     stop: CancellationToken,
+    /// With `--cluster`: the leases the vehicle hash writes are fenced with; set once at start.
+    fence: std::sync::OnceLock<Arc<dyn fence::Fence>>,
+    /// The number of the last batch the writer finished (written, or nothing to write).
+    written: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -94,9 +102,13 @@ impl Shared {
         let was = self.stats.up.swap(up, Relaxed);
         match (was, up) {
             (false, true) => tracing::info!(pending = self.pending.len(), "redis is up"),
-            (true, false) => tracing::warn!(
-                "redis is down: serving on, keeping the latest state per vehicle in memory"
-            ),
+            (true, false) => {
+                tracing::warn!(
+                    "redis is down: serving on, keeping the latest state per vehicle in memory"
+                );
+                // Wake `Store::written` waiters: nothing is written soon.
+                self.written.send_modify(|_| {});
+            }
             _ => {}
         }
     }
@@ -127,6 +139,8 @@ impl Store {
             stats: Stats::default(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
             stop: CancellationToken::new(),
+            fence: std::sync::OnceLock::new(),
+            written: tokio::sync::watch::Sender::new(0),
         };
         Ok(Store {
             shared: Arc::new(shared),
@@ -194,6 +208,35 @@ impl Store {
         for t in tasks {
             let _ = t.await;
         }
+    }
+
+    /// Fences every vehicle hash write with `fence`'s leases (`--cluster`): a vehicle it does
+    /// not hold is not written, one it holds only under the epoch it holds it with.
+    pub fn set_fence(&self, fence: Arc<dyn fence::Fence>) {
+        let _ = self.shared.fence.set(fence);
+    }
+
+    /// A connection of its own to the same Redis (multiplexed; clones share it).
+    pub fn connection(&self) -> Conn {
+        self.shared.conn.clone()
+    }
+
+    /// A mark for what was buffered so far, to wait on with [`Store::written`]; `None` while
+    /// Redis is down (nothing would be written soon: do not wait).
+    pub fn mark(&self) -> Option<u64> {
+        self.is_up().then(|| self.shared.pending.mark())
+    }
+
+    /// Resolves once the batch of `mark` is written, or after [`WRITE_WAIT`], or at once when
+    /// Redis goes down meanwhile.
+    pub async fn written(&self, mark: u64) {
+        let mut rx = self.shared.written.subscribe();
+        let shared = &self.shared;
+        let _ = tokio::time::timeout(
+            WRITE_WAIT,
+            rx.wait_for(|n| *n >= mark || !shared.stats.up.load(Relaxed)),
+        )
+        .await;
     }
 
     /// Vehicles and SOS messages waiting to be written.
@@ -441,15 +484,24 @@ async fn late_restore(
 /// Feeds processed state into the write-behind buffer.
 pub struct RedisSink(Arc<Shared>);
 
+impl RedisSink {
+    /// The epoch `vehicle` is held under, with `--cluster`.
+    fn epoch(&self, vehicle: &str) -> Option<u64> {
+        self.0.fence.get().and_then(|f| f.epoch(vehicle))
+    }
+}
+
 impl StateSink for RedisSink {
     fn state(&self, state: &Arc<VehicleState>) {
-        self.0.pending.state(state);
+        self.0.pending.state(state, self.epoch(&state.vehicle));
     }
 
     fn event(&self, _event: &Arc<Event>) {}
 
     fn snapshot(&self, tracker: &Tracker) {
-        self.0.pending.snapshot(tracker);
+        self.0
+            .pending
+            .snapshot(tracker, self.epoch(tracker.vehicle()));
     }
 
     /// Restored states came from Redis: nothing to write back.

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use geo_engine::{Tracker, VehicleState};
@@ -35,6 +35,9 @@ pub struct Entry {
     pub tracker: Option<Box<Tracker>>,
     /// Processed fixes for the track stream, oldest first.
     pub track: Vec<Arc<VehicleState>>,
+    /// With `--cluster`: the lease epoch the latest state/tracker was computed under (the hash
+    /// write is fenced with it); `None` when this node did not hold the vehicle.
+    pub epoch: Option<u64>,
 }
 
 /// One batch taken for writing: vehicle id → entry.
@@ -52,6 +55,9 @@ pub struct Pending {
     track_budget: usize,
     /// Updates dropped because the buffer was full.
     pub dropped: AtomicU64,
+    /// Number of the batch the next [`Pending::take`] returns minus one: every take adds one
+    /// before it swaps the shards out (see [`Pending::mark`]).
+    taken: AtomicU64,
 }
 
 impl Pending {
@@ -65,6 +71,7 @@ impl Pending {
             max_vehicles,
             track_budget,
             dropped: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
         }
     }
 
@@ -100,10 +107,11 @@ impl Pending {
 
     /// A new processed state: replaces the latest and, unless it is an offline mark (which is
     /// not a fix), joins the track.
-    pub fn state(&self, state: &Arc<VehicleState>) {
+    pub fn state(&self, state: &Arc<VehicleState>, epoch: Option<u64>) {
         let is_fix = state.status != geo_engine::VehicleStatus::Offline;
         self.with_entry(&state.vehicle, |e, p| {
             e.state = Some(state.clone());
+            e.epoch = epoch;
             if is_fix {
                 p.push_track(e, state.clone());
             }
@@ -111,10 +119,19 @@ impl Pending {
     }
 
     /// A tracker snapshot: replaces the latest.
-    pub fn snapshot(&self, tracker: &Tracker) {
+    pub fn snapshot(&self, tracker: &Tracker, epoch: Option<u64>) {
         self.with_entry(tracker.vehicle(), |e, _| {
-            e.tracker = Some(Box::new(tracker.clone()))
+            e.tracker = Some(Box::new(tracker.clone()));
+            e.epoch = epoch;
         });
+    }
+
+    /// The number of the batch that will hold everything buffered so far: once the writer
+    /// has written batch `mark()` (or a later one), it is in Redis. The count goes up before a
+    /// take swaps any shard out, so an entry buffered before this call is in that batch or an
+    /// earlier one, never a later one.
+    pub fn mark(&self) -> u64 {
+        self.taken.load(SeqCst) + 1
     }
 
     fn push_track(&self, e: &mut Entry, point: Arc<VehicleState>) {
@@ -130,7 +147,8 @@ impl Pending {
     }
 
     /// Takes everything buffered, leaving the buffer empty.
-    pub fn take(&self) -> Batch {
+    pub fn take(&self) -> (u64, Batch) {
+        let number = self.taken.fetch_add(1, SeqCst) + 1;
         let mut all = Batch::new();
         for shard in &self.shards {
             let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
@@ -141,7 +159,7 @@ impl Pending {
                 all.extend(taken);
             }
         }
-        all
+        (number, all)
     }
 
     fn account_removed(&self, batch: &Batch) {
@@ -162,6 +180,7 @@ impl Pending {
                 Some(new) => {
                     new.state = new.state.take().or(old.state);
                     new.tracker = new.tracker.take().or(old.tracker);
+                    new.epoch = new.epoch.or(old.epoch);
                     let mut track = old.track;
                     let added = track.len();
                     track.append(&mut new.track);
@@ -218,11 +237,11 @@ mod tests {
     #[test]
     fn latest_wins_and_track_keeps_fixes_only() {
         let p = Pending::new(10, 100);
-        p.state(&state("a", 1, VehicleStatus::Moving));
-        p.state(&state("a", 2, VehicleStatus::Moving));
-        p.state(&state("a", 2, VehicleStatus::Offline));
+        p.state(&state("a", 1, VehicleStatus::Moving), None);
+        p.state(&state("a", 2, VehicleStatus::Moving), None);
+        p.state(&state("a", 2, VehicleStatus::Offline), None);
         assert_eq!(p.len(), 1);
-        let b = p.take();
+        let (_, b) = p.take();
         let e = &b["a"];
         assert_eq!(
             e.state.as_ref().map(|s| s.status),
@@ -236,13 +255,13 @@ mod tests {
     #[test]
     fn full_buffer_drops_new_vehicles_but_updates_known_ones() {
         let p = Pending::new(2, 100);
-        p.state(&state("a", 1, VehicleStatus::Moving));
-        p.state(&state("b", 1, VehicleStatus::Moving));
-        p.state(&state("c", 1, VehicleStatus::Moving));
-        p.state(&state("a", 5, VehicleStatus::Moving));
+        p.state(&state("a", 1, VehicleStatus::Moving), None);
+        p.state(&state("b", 1, VehicleStatus::Moving), None);
+        p.state(&state("c", 1, VehicleStatus::Moving), None);
+        p.state(&state("a", 5, VehicleStatus::Moving), None);
         assert_eq!(p.len(), 2);
         assert_eq!(p.dropped.load(Relaxed), 1);
-        let b = p.take();
+        let (_, b) = p.take();
         assert!(!b.contains_key("c"));
         assert_eq!(b["a"].state.as_ref().map(|s| s.ts), Some(5));
     }
@@ -251,14 +270,14 @@ mod tests {
     fn track_is_bounded_per_vehicle_and_in_all() {
         let p = Pending::new(10, 40);
         for ts in 0..100 {
-            p.state(&state("a", ts, VehicleStatus::Moving));
+            p.state(&state("a", ts, VehicleStatus::Moving), None);
         }
         assert_eq!(p.track_points.load(Relaxed), TRACK_PER_VEHICLE);
         for ts in 0..100 {
-            p.state(&state("b", ts, VehicleStatus::Moving));
+            p.state(&state("b", ts, VehicleStatus::Moving), None);
         }
         assert!(p.track_points.load(Relaxed) <= 40 + 1);
-        let b = p.take();
+        let (_, b) = p.take();
         assert_eq!(b["a"].track.last().map(|s| s.ts), Some(99));
         assert_eq!(b["b"].track.last().map(|s| s.ts), Some(99));
     }
@@ -266,13 +285,13 @@ mod tests {
     #[test]
     fn put_back_keeps_newer_and_orders_track() {
         let p = Pending::new(10, 1000);
-        p.state(&state("a", 1, VehicleStatus::Moving));
-        let old = p.take();
-        p.state(&state("a", 2, VehicleStatus::Moving));
+        p.state(&state("a", 1, VehicleStatus::Moving), None);
+        let (_, old) = p.take();
+        p.state(&state("a", 2, VehicleStatus::Moving), None);
         p.put_back(old);
         assert_eq!(p.len(), 1);
         assert_eq!(p.track_points.load(Relaxed), 2);
-        let b = p.take();
+        let (_, b) = p.take();
         assert_eq!(b["a"].state.as_ref().map(|s| s.ts), Some(2));
         assert_eq!(
             b["a"].track.iter().map(|s| s.ts).collect::<Vec<_>>(),

@@ -17,6 +17,8 @@ pub struct Stats {
     pub errors: AtomicU64,
     /// Commands the server refused inside an otherwise written pipeline.
     pub command_errors: AtomicU64,
+    /// Vehicle hash writes Redis refused because this node's lease was gone (`--cluster`).
+    pub fenced: AtomicU64,
     /// SOS records written.
     pub sos_written: AtomicU64,
     /// SOS messages published without having been persisted (after the 2 s give-up).
@@ -85,6 +87,12 @@ impl Stats {
             "fleetmq_redis_dropped_total",
             "updates or track points dropped from the full write-behind buffer",
             dropped,
+        );
+        counter(
+            out,
+            "fleetmq_redis_fenced_total",
+            "vehicle state writes refused because another node holds the vehicle's lease (--cluster)",
+            self.fenced.load(Relaxed),
         );
         counter(
             out,

@@ -19,6 +19,12 @@
 //! Redis Cluster, where `fleetmq:geo` (one key, one slot) gets pipelines of its own; see
 //! [`super::keys`] for the key scheme.
 //! Up to [`conn::PIPELINES_IN_FLIGHT`] pipelines are in flight at once.
+//!
+//! # Fencing (`--cluster`)
+//! With a [`super::fence::Fence`] set, the `HSET` + `PEXPIRE` of a vehicle becomes one
+//! [`FENCED_WRITE`] script call carrying the epoch the entry was computed under; a vehicle this
+//! node does not hold gets no hash write (its track entry and position still go out, keyed by
+//! the fix). Refusals are counted in `fleetmq_redis_fenced_total`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -31,6 +37,7 @@ use redis::{Pipeline, RedisResult, Value};
 
 use super::Shared;
 use super::conn::{self, Conn};
+use super::fence::{FENCED_OUT, FENCED_WRITE, no_script};
 use super::keys;
 use super::pending::{Batch, Entry};
 
@@ -81,12 +88,16 @@ pub async fn run(shared: Arc<Shared>) {
                 continue;
             }
         }
-        let batch = shared.pending.take();
+        let (number, batch) = shared.pending.take();
         if batch.is_empty() {
+            shared.written.send_replace(number);
             continue;
         }
         match flush(&shared, &mut conn, &batch).await {
-            Ok(()) => last_contact = Instant::now(),
+            Ok(()) => {
+                last_contact = Instant::now();
+                shared.written.send_replace(number);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "redis write failed; keeping the batch");
                 shared.stats.errors.fetch_add(1, Relaxed);
@@ -95,7 +106,7 @@ pub async fn run(shared: Arc<Shared>) {
             }
         }
     }
-    let batch = shared.pending.take();
+    let (_, batch) = shared.pending.take();
     if batch.is_empty() {
         return;
     }
@@ -118,19 +129,41 @@ async fn ping(conn: &mut Conn) -> bool {
 /// # Errors
 /// The first failed round trip; the caller puts the whole batch back.
 pub async fn flush(shared: &Shared, conn: &mut Conn, batch: &Batch) -> RedisResult<()> {
-    let pipes = plan(batch, shared.ttl_ms, conn.cluster());
-    let replies = conn::query_all::<Vec<RedisResult<Value>>>(conn, pipes).await?;
-    for (results, took) in replies {
-        shared.stats.observe_write(took.as_secs_f64());
-        shared.stats.batches.fetch_add(1, Relaxed);
-        let refused = results.iter().filter(|r| r.is_err()).count();
-        if refused > 0 {
-            // Expected for replayed track entries (ids not newer than the stream's top).
-            shared
-                .stats
-                .command_errors
-                .fetch_add(refused as u64, Relaxed);
+    let fence = shared.fence.get();
+    // Twice at most: a Redis restarted since the script was loaded answers NOSCRIPT once (the
+    // batch is then written again whole: hash writes are idempotent, replayed track entries
+    // are refused by their ids).
+    for _ in 0..2 {
+        let sha = match fence {
+            Some(_) => Some(FENCED_WRITE.sha(conn).await?),
+            None => None,
+        };
+        let fenced = fence.zip(sha.as_deref()).map(|(f, sha)| (f.node(), sha));
+        let pipes = plan(batch, shared.ttl_ms, conn.cluster(), fenced);
+        let replies = conn::query_all::<Vec<RedisResult<Value>>>(conn, pipes).await?;
+        let mut unknown_script = false;
+        for (results, took) in replies {
+            shared.stats.observe_write(took.as_secs_f64());
+            shared.stats.batches.fetch_add(1, Relaxed);
+            unknown_script |= no_script(&results);
+            let fenced_out = results
+                .iter()
+                .filter(|r| matches!(r, Ok(Value::Int(FENCED_OUT))))
+                .count();
+            shared.stats.fenced.fetch_add(fenced_out as u64, Relaxed);
+            let refused = results.iter().filter(|r| r.is_err()).count();
+            if refused > 0 {
+                // Expected for replayed track entries (ids not newer than the stream's top).
+                shared
+                    .stats
+                    .command_errors
+                    .fetch_add(refused as u64, Relaxed);
+            }
         }
+        if !unknown_script {
+            break;
+        }
+        FENCED_WRITE.forget();
     }
     Ok(())
 }
@@ -173,8 +206,9 @@ impl Cut {
 
 /// The commands for one batch, cut into pipelines ([`Cut`]). Vehicles go in the hash-slot
 /// order of their `fleetmq:vehicle:{id}` key; the `fleetmq:geo` commands come last (on a
-/// cluster in the pipelines of that key's slot).
-fn plan(batch: &Batch, ttl_ms: u64, cluster: bool) -> Vec<Pipeline> {
+/// cluster in the pipelines of that key's slot). `fenced` = (this node, SHA1 of
+/// [`FENCED_WRITE`]) with `--cluster`.
+fn plan(batch: &Batch, ttl_ms: u64, cluster: bool, fenced: Option<(&str, &str)>) -> Vec<Pipeline> {
     let mut order: Vec<(u16, &str, &Entry)> = batch
         .iter()
         .map(|(id, e)| (keys::slot(&keys::vehicle(id)), &**id, e))
@@ -193,7 +227,23 @@ fn plan(batch: &Batch, ttl_ms: u64, cluster: bool) -> Vec<Pipeline> {
             .tracker
             .as_ref()
             .and_then(|t| serde_json::to_string(&**t).ok());
-        if state_json.is_some() || tracker_json.is_some() {
+        let has_fields = state_json.is_some() || tracker_json.is_some();
+        if let (true, Some((node, sha))) = (has_fields, fenced) {
+            // Not held (lost, or Redis was down when the fix came): the owner writes the hash.
+            if let Some(epoch) = entry.epoch {
+                cut.pipe(&key)
+                    .cmd("EVALSHA")
+                    .arg(sha)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(node)
+                    .arg(epoch)
+                    .arg(ttl_ms)
+                    .arg(state_json.as_deref().unwrap_or_default())
+                    .arg(tracker_json.as_deref().unwrap_or_default())
+                    .arg("");
+            }
+        } else if has_fields {
             let pipe = cut.pipe(&key);
             let hset = pipe.cmd("HSET").arg(&key);
             if let Some(json) = &state_json {

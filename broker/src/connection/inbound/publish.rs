@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use fleetmq_codec::{ByteString, Bytes, Publish, QoS, reason};
+use fleetmq_codec::{ByteString, Bytes, Protocol, Publish, QoS, reason};
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::{Ack, Flow, Handling, Inbound, MAX_VEHICLES_PER_CONNECTION, violation};
+use crate::cluster::lease::LeaseError;
 use crate::ingest::topics::{DriverTopic, driver_topic};
 use crate::ingest::{LocationError, Source};
 use crate::link::RouterMsg;
@@ -34,12 +35,69 @@ struct Accepted {
     /// With `--postgres`, a QoS 1/2 location whose rows must be committed before the ack
     /// (see `History::mark`).
     history_mark: Option<u64>,
+    /// With `--cluster`, a QoS 1/2 location whose tracker must be in Redis before the ack, so
+    /// that the node taking the vehicle over knows the fix (see `Store::mark`).
+    state_mark: Option<u64>,
     qos: QoS,
     pkid: u16,
 }
 
 impl Inbound {
     pub(in crate::connection) fn publish(&mut self, p: Publish) -> Handling<'_> {
+        if let Some(vehicle) = self.unleased_location(&p) {
+            return Handling::Later(Box::pin(self.publish_leased(vehicle, p)));
+        }
+        self.publish_held(p)
+    }
+
+    /// With `--cluster`: the vehicle of a location publish this client may send and whose
+    /// lease this node does not hold yet. Without it, or for a held vehicle, `None` at the
+    /// cost of a map look-up.
+    fn unleased_location(&mut self, p: &Publish) -> Option<Box<str>> {
+        let leases = self.ctx.leases.get()?;
+        let topic = match (p.topic.is_empty(), p.properties.topic_alias) {
+            (false, _) => p.topic.clone(),
+            (true, Some(alias)) => self.aliases.as_ref()?.get(&alias)?.clone(),
+            (true, None) => return None,
+        };
+        let Some(DriverTopic::Location(vehicle)) = driver_topic(&topic) else {
+            return None;
+        };
+        if leases.holds(vehicle) || topic::validate_name(&topic).is_err() {
+            return None;
+        }
+        let vehicle: Box<str> = vehicle.into();
+        // Only a publisher that may send the fix makes this node acquire the vehicle.
+        self.may_publish(&topic).then_some(vehicle)
+    }
+
+    /// Acquires the vehicle's lease (its tracker comes from Redis), then handles the publish.
+    /// Nothing is acknowledged for a fix that is not processed: while shutting down no ack at
+    /// all (the client sends it again after reconnecting elsewhere); when another node keeps
+    /// the vehicle, v5 PUBACK 0x83 with the reason, a 3.1.1 client is disconnected.
+    async fn publish_leased(&mut self, vehicle: Box<str>, p: Publish) -> Flow {
+        let Some(leases) = self.ctx.leases.get().cloned() else {
+            return self.publish_held(p).finish().await;
+        };
+        match leases.acquire(&vehicle).await {
+            Ok(()) => self.publish_held(p).finish().await,
+            Err(LeaseError::ShuttingDown) => Flow::Continue,
+            Err(e @ LeaseError::Busy(_)) => match (p.qos, self.protocol) {
+                (QoS::AtMostOnce, _) => Flow::Continue,
+                (qos, Protocol::V5) => {
+                    let text = e.to_string();
+                    self.refuse_publish(qos, p.pkid, reason::IMPLEMENTATION_SPECIFIC_ERROR, &text);
+                    Flow::Continue
+                }
+                _ => violation(
+                    reason::IMPLEMENTATION_SPECIFIC_ERROR,
+                    "vehicle is processed by another node",
+                ),
+            },
+        }
+    }
+
+    fn publish_held(&mut self, p: Publish) -> Handling<'_> {
         let accepted = match self.accept(p) {
             Ok(a) => a,
             Err(flow) => return Handling::Done(flow),
@@ -49,7 +107,7 @@ impl Inbound {
             let message = accepted.message;
             return Handling::Later(Box::pin(self.publish_sos(vehicle, message, qos, pkid)));
         }
-        let history_mark = accepted.history_mark;
+        let (history_mark, state_mark) = (accepted.history_mark, accepted.state_mark);
         let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
         if self.ctx.near_retained_limit(&accepted.message) {
             let (outputs, message) = (accepted.outputs, accepted.message);
@@ -73,7 +131,7 @@ impl Inbound {
                     let rest: Vec<RouterMsg> = std::iter::once(msg).chain(pending).collect();
                     return Handling::Later(Box::pin(self.route_then_ack(
                         rest,
-                        history_mark,
+                        [history_mark, state_mark],
                         qos,
                         pkid,
                     )));
@@ -82,10 +140,10 @@ impl Inbound {
                 Err(TrySendError::Closed(_)) => break,
             }
         }
-        if history_mark.is_some() {
+        if history_mark.is_some() || state_mark.is_some() {
             return Handling::Later(Box::pin(self.route_then_ack(
                 Vec::new(),
-                history_mark,
+                [history_mark, state_mark],
                 qos,
                 pkid,
             )));
@@ -96,11 +154,12 @@ impl Inbound {
 
     /// Routes what is left (the router's queue was full: waits for room, which is TCP
     /// back-pressure on this client), then, with a history mark, waits until the fix's rows
-    /// are in PostgreSQL (bounded by `history::ACK_WAIT`), then acknowledges.
+    /// are in PostgreSQL (bounded by `history::ACK_WAIT`), and with a state mark until its
+    /// tracker is in Redis (bounded by `persist::WRITE_WAIT`), then acknowledges.
     async fn route_then_ack(
         &mut self,
         rest: Vec<RouterMsg>,
-        history_mark: Option<u64>,
+        [history_mark, state_mark]: [Option<u64>; 2],
         qos: QoS,
         pkid: u16,
     ) -> Flow {
@@ -110,6 +169,10 @@ impl Inbound {
         if let (Some(mark), Some(history)) = (history_mark, self.ctx.history.get()) {
             let history = history.clone();
             Box::pin(history.written(mark)).await;
+        }
+        if let (Some(mark), Some(store)) = (state_mark, self.ctx.persist.get()) {
+            let store = store.clone();
+            Box::pin(store.written(mark)).await;
         }
         self.acknowledge(qos, pkid);
         Flow::Continue
@@ -273,6 +336,7 @@ impl Inbound {
             message,
             sos: None,
             history_mark: None,
+            state_mark: None,
             qos,
             pkid,
         };
@@ -295,6 +359,12 @@ impl Inbound {
                         }
                         if qos != QoS::AtMostOnce && !outputs.is_empty() {
                             accepted.history_mark = self.ctx.history.get().and_then(|h| h.mark());
+                            accepted.state_mark = self
+                                .ctx
+                                .leases
+                                .get()
+                                .and(self.ctx.persist.get())
+                                .and_then(|s| s.mark());
                         }
                         accepted.outputs = outputs;
                     }

@@ -1,0 +1,124 @@
+//! The lease's Lua scripts, each on the one key `fleetmq:vehicle:{id}` (so they run on Redis
+//! Cluster too), and the reading of their replies. The fenced write and the release are
+//! [`crate::persist::fence::FENCED_WRITE`].
+//!
+//! Times are Redis's own clock (`TIME`), so nodes' clocks never have to agree. An epoch is
+//! `max(previous epoch + 1, Redis time in ms)`: it grows per vehicle even when the hash expired
+//! and was made anew.
+
+use redis::Value;
+
+use crate::persist::fence::Lua;
+
+/// `ARGV` = node, lease ms, state TTL ms, "force". Takes the lease when it is free, expired,
+/// already this node's (then the epoch is kept: a second connection of the same vehicle on this
+/// node must not fence the first one's writes out), or when forced (its holder is gone).
+/// Replies `{1, epoch, tracker|false, state|false}` or `{0, owner, ms left}`.
+pub static ACQUIRE: Lua = Lua::new(
+    r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = redis.call('HMGET', KEYS[1], 'lease_owner', 'lease_epoch', 'lease_until', 'tracker', 'state')
+local owner, epoch, till = f[1], tonumber(f[2] or '0'), tonumber(f[3] or '0')
+local live = owner and till > now
+if live and owner ~= ARGV[1] and ARGV[4] ~= 'force' then
+  return {0, owner, till - now}
+end
+if not (live and owner == ARGV[1]) then
+  epoch = math.max(epoch + 1, now)
+end
+redis.call('HSET', KEYS[1], 'lease_owner', ARGV[1], 'lease_epoch', string.format('%.0f', epoch),
+  'lease_until', string.format('%.0f', now + tonumber(ARGV[2])))
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return {1, epoch, f[4] or false, f[5] or false}
+",
+);
+
+/// `ARGV` = node, epoch, lease ms. Extends the lease when it is still this node's under this
+/// epoch (also after it ran out while Redis was unreachable: nobody took it, or the epoch would
+/// have changed). Replies 1, else 0 (lost).
+pub static RENEW: Lua = Lua::new(
+    r"
+local f = redis.call('HMGET', KEYS[1], 'lease_owner', 'lease_epoch')
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'lease_until', string.format('%.0f', now + tonumber(ARGV[3])))
+return 1
+",
+);
+
+/// What [`ACQUIRE`] answered.
+#[derive(Debug, PartialEq)]
+pub enum Acquired {
+    /// Ours, under this epoch, with the vehicle's stored tracker and state (JSON).
+    Got {
+        epoch: u64,
+        tracker: Option<Vec<u8>>,
+        state: Option<Vec<u8>>,
+    },
+    /// Another node's lease, valid for this many more milliseconds.
+    Held { owner: String, left_ms: u64 },
+}
+
+impl Acquired {
+    /// Reads the script's reply; `None` for anything else.
+    pub fn read(reply: &[Value]) -> Option<Acquired> {
+        let int = |v: &Value| match v {
+            Value::Int(i) => u64::try_from(*i).ok(),
+            _ => None,
+        };
+        let bytes = |v: &Value| match v {
+            Value::BulkString(b) => Some(b.clone()),
+            _ => None,
+        };
+        match reply {
+            [Value::Int(1), epoch, tracker, state] => Some(Acquired::Got {
+                epoch: int(epoch)?,
+                tracker: bytes(tracker),
+                state: bytes(state),
+            }),
+            [Value::Int(0), owner, left] => Some(Acquired::Held {
+                owner: String::from_utf8(bytes(owner)?).ok()?,
+                left_ms: int(left)?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_read() {
+        let got = [
+            Value::Int(1),
+            Value::Int(1_764_550_000_123),
+            Value::BulkString(b"{}".to_vec()),
+            Value::Nil,
+        ];
+        assert_eq!(
+            Acquired::read(&got),
+            Some(Acquired::Got {
+                epoch: 1_764_550_000_123,
+                tracker: Some(b"{}".to_vec()),
+                state: None
+            })
+        );
+        let held = [
+            Value::Int(0),
+            Value::BulkString(b"node-b".to_vec()),
+            Value::Int(4200),
+        ];
+        assert_eq!(
+            Acquired::read(&held),
+            Some(Acquired::Held {
+                owner: "node-b".into(),
+                left_ms: 4200
+            })
+        );
+        assert_eq!(Acquired::read(&[Value::Okay]), None);
+    }
+}

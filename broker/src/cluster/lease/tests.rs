@@ -1,0 +1,301 @@
+//! Leases and fencing against a real `redis-server`: two nodes' lease tables on one Redis, the
+//! first one "paused" (its renewal and release-request tasks are not running), the second one
+//! taking the vehicle over. The paused owner's writes under its older epoch are refused by Redis.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use geo_engine::{Network, PipelineConfig};
+use redis::Value;
+
+use super::Leases;
+use crate::ingest::{Ingest, Source};
+use crate::metrics::Metrics;
+use crate::persist::fence::{FENCED_OUT, FENCED_WRITE};
+use crate::persist::test_redis::RedisServer;
+use crate::persist::{Store, keys};
+
+const TTL: Duration = Duration::from_secs(3600);
+
+/// A node: its store (writer running), ingest and lease table (tasks not started).
+fn node(url: &str, name: &str) -> (Arc<Store>, Arc<Ingest>, Arc<Leases>) {
+    let target = crate::persist::Target::Single(url.to_owned());
+    let store = Arc::new(Store::open(&target, TTL).expect("store"));
+    store.start();
+    let ingest = Arc::new(
+        Ingest::new(
+            Arc::new(Network::bundled()),
+            PipelineConfig::default(),
+            vec![store.sink()],
+            Arc::new(Metrics::default()),
+        )
+        .with_leases(true),
+    );
+    let leases = Leases::open(
+        url,
+        name,
+        ingest.clone(),
+        store.clone(),
+        TTL,
+        Duration::from_secs(60),
+    )
+    .expect("leases");
+    (store, ingest, leases)
+}
+
+fn fix(k: i64, base_ts: i64) -> Vec<u8> {
+    let lat = -16.92 - 0.0003 * k as f64;
+    format!(
+        r#"{{"lat":{lat},"lon":145.77,"ts":{},"accuracy":5}}"#,
+        base_ts + 1000 * k
+    )
+    .into_bytes()
+}
+
+async fn hget(conn: &mut crate::persist::Conn, vehicle: &str, field: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(keys::vehicle(vehicle))
+        .arg(field)
+        .query_async(conn)
+        .await
+        .expect("HGET")
+}
+
+/// The `ts` of the state stored for `vehicle`.
+async fn stored_ts(conn: &mut crate::persist::Conn, vehicle: &str) -> Option<i64> {
+    let state = hget(conn, vehicle, keys::FIELD_STATE).await?;
+    serde_json::from_str::<serde_json::Value>(&state).ok()?["ts"].as_i64()
+}
+
+async fn wait_until<F: AsyncFnMut() -> bool>(mut cond: F, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_owner_is_fenced_out_and_the_new_one_continues_its_filters() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (store_a, ingest_a, a) = node(&url, "node-a");
+    let (store_b, ingest_b, b) = node(&url, "node-b");
+    let mut conn = store_a.connection();
+    let vehicle = "bus-fence";
+    let base_ts = crate::ingest::now_ms() - 60_000;
+
+    a.acquire(vehicle).await.expect("a acquires");
+    let epoch_a = a.held.get(vehicle).map(|h| h.epoch).expect("a holds it");
+    for k in 0..3 {
+        ingest_a
+            .location(vehicle, &fix(k, base_ts), Instant::now(), Source::Mqtt)
+            .expect("fix taken");
+    }
+    wait_until(
+        async || stored_ts(&mut conn, vehicle).await == Some(base_ts + 2000),
+        "a's state",
+    )
+    .await;
+
+    // `a` pauses: it renews nothing and no longer listens for release requests, so `b` finds
+    // nobody on its channel and takes the vehicle over with a newer epoch.
+    b.acquire(vehicle).await.expect("b takes over");
+    let epoch_b = b.held.get(vehicle).map(|h| h.epoch).expect("b holds it");
+    assert!(epoch_b > epoch_a, "{epoch_b} > {epoch_a}");
+    assert_eq!(
+        hget(&mut conn, vehicle, keys::FIELD_LEASE_OWNER)
+            .await
+            .as_deref(),
+        Some("node-b")
+    );
+    // b continues a's filters: the last fix again is a duplicate, the next one goes through.
+    let done = ingest_b.process(
+        vehicle,
+        geo_engine::parse_fixes(&fix(2, base_ts)).expect("fix"),
+        Instant::now(),
+        Source::Mqtt,
+    );
+    assert_eq!(
+        (done.taken, done.outputs.len()),
+        (1, 0),
+        "duplicate dropped"
+    );
+    ingest_b
+        .location(vehicle, &fix(3, base_ts), Instant::now(), Source::Mqtt)
+        .expect("b's fix");
+    wait_until(
+        async || stored_ts(&mut conn, vehicle).await == Some(base_ts + 3000),
+        "b's state",
+    )
+    .await;
+
+    // The paused owner wakes up and processes a (newer) fix under its old epoch: its write
+    // is refused, b's state stays.
+    ingest_a
+        .location(vehicle, &fix(9, base_ts), Instant::now(), Source::Mqtt)
+        .expect("a still has its tracker");
+    let mut metrics = String::new();
+    wait_until(
+        async || {
+            metrics.clear();
+            store_a.render_metrics(&mut metrics);
+            metrics.contains("\nfleetmq_redis_fenced_total 1\n")
+        },
+        "a's fenced write",
+    )
+    .await;
+    assert_eq!(stored_ts(&mut conn, vehicle).await, Some(base_ts + 3000));
+
+    // The same directly: a write carrying the smaller epoch is refused, the current one passes.
+    let write = async |conn: &mut crate::persist::Conn, node: &str, epoch: u64| -> Value {
+        FENCED_WRITE
+            .call(conn, &keys::vehicle(vehicle), |c| {
+                c.arg(node).arg(epoch).arg(60_000).arg("").arg("").arg("");
+            })
+            .await
+            .expect("script")
+    };
+    assert_eq!(
+        write(&mut conn, "node-a", epoch_a).await,
+        Value::Int(FENCED_OUT)
+    );
+    assert_eq!(
+        write(&mut conn, "node-b", epoch_a).await,
+        Value::Int(FENCED_OUT)
+    );
+    assert_eq!(write(&mut conn, "node-b", epoch_b).await, Value::Int(1));
+
+    // a's renewal finds the lease gone: a drops its tracker. Its release is refused too.
+    super::renew::renew(&a).await.expect("renew round");
+    assert!(!a.holds(vehicle));
+    assert!(ingest_a.tracker_copy(vehicle).is_none());
+
+    // b releases: the lease fields go, the epoch stays (the next owner's is larger).
+    b.release(std::iter::once(vehicle)).await;
+    assert_eq!(
+        hget(&mut conn, vehicle, keys::FIELD_LEASE_OWNER).await,
+        None
+    );
+    assert_eq!(
+        hget(&mut conn, vehicle, keys::FIELD_LEASE_EPOCH).await,
+        Some(epoch_b.to_string())
+    );
+    a.acquire(vehicle).await.expect("a again");
+    assert!(a.held.get(vehicle).map(|h| h.epoch) > Some(epoch_b));
+    store_a.close().await;
+    store_b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_releases_its_previous_runs_lease_on_request() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let vehicle = "bus-restart";
+    // The previous run of node-a took the vehicle, then died: it renews and answers nothing.
+    let (store_old, _ingest_old, old) = node(&url, "node-a");
+    old.acquire(vehicle).await.expect("old run acquires");
+    store_old.close().await;
+    drop(old);
+    let (store_a, _ingest_a, restarted) = node(&url, "node-a");
+    restarted.start();
+    let (store_b, _ingest_b, b) = node(&url, "node-b");
+    let mut conn = store_b.connection();
+    let channel = super::handoff::channel("node-a");
+    wait_until(
+        async || {
+            let n: (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .expect("NUMSUB");
+            n.1 == 1
+        },
+        "node-a listening",
+    )
+    .await;
+    // node-a is alive and listening, so b asks instead of taking over; node-a does not hold
+    // the vehicle in this run but Redis says it is node-a's: released at once, not after 5 s.
+    let started = Instant::now();
+    b.acquire(vehicle).await.expect("b acquires");
+    assert!(b.holds(vehicle));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        b.stats
+            .taken_over
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        b.stats.handoffs.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    restarted.close().await;
+    store_a.close().await;
+    store_b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_holder_that_keeps_the_vehicle_makes_the_fix_wait_then_busy() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (store_b, _ingest_b, b) = node(&url, "node-b");
+    let mut conn = store_b.connection();
+    let vehicle = "bus-kept";
+    // node-x: listening on its channel (so it is alive) but never releasing; its lease is
+    // valid for a minute.
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    pubsub
+        .subscribe(super::handoff::channel("node-x"))
+        .await
+        .expect("subscribe");
+    let (secs, _): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .expect("TIME");
+    let _: () = redis::cmd("HSET")
+        .arg(keys::vehicle(vehicle))
+        .arg(keys::FIELD_LEASE_OWNER)
+        .arg("node-x")
+        .arg(keys::FIELD_LEASE_EPOCH)
+        .arg(5)
+        .arg(keys::FIELD_LEASE_UNTIL)
+        .arg(secs * 1000 + 60_000)
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let started = Instant::now();
+    let refused = b.acquire(vehicle).await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(&refused, Err(super::LeaseError::Busy(owner)) if owner == "node-x"),
+        "{refused:?}"
+    );
+    assert!(
+        waited >= super::HANDOFF_WAIT && waited < super::HANDOFF_WAIT + Duration::from_secs(2),
+        "{waited:?}"
+    );
+    let mut requests = pubsub.on_message();
+    let first = tokio::time::timeout(
+        Duration::from_secs(1),
+        futures_util::StreamExt::next(&mut requests),
+    )
+    .await
+    .expect("a release request")
+    .expect("message");
+    assert_eq!(first.get_payload_bytes(), vehicle.as_bytes());
+    assert!(!b.holds(vehicle));
+    assert_eq!(
+        hget(&mut conn, vehicle, keys::FIELD_LEASE_OWNER)
+            .await
+            .as_deref(),
+        Some("node-x")
+    );
+    store_b.close().await;
+}

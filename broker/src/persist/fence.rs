@@ -1,0 +1,114 @@
+//! Fenced writes of a vehicle's hash (docs/redis.md#leases): with `--cluster`, a node writes
+//! `state` and `tracker` of `fleetmq:vehicle:{id}` only while the hash's lease fields name it
+//! and the epoch it acquired the lease with. A node that paused (GC, swap, a stopped VM) past its
+//! lease, while another node acquired the vehicle with a newer epoch, is refused by Redis itself:
+//! the check and the write are one Lua script on one key, so it also holds on Redis Cluster.
+//!
+//! [`Fence`] is how the writer learns the epoch under which a vehicle is held (the cluster's
+//! lease table implements it); [`Lua`] runs a script by its SHA1 and loads it when Redis does
+//! not know it (first use, or after a Redis restart).
+
+use std::sync::Mutex;
+
+use crate::persist::Conn;
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind};
+
+/// What a fenced script returns when the lease is not (any more) the caller's.
+pub const FENCED_OUT: i64 = -1;
+
+/// The writer's view of the cluster's leases.
+pub trait Fence: Send + Sync {
+    /// This node's id, as stored in the lease's `lease_owner` field.
+    fn node(&self) -> &str;
+    /// The epoch this node holds `vehicle` under, `None` when it does not hold it.
+    fn epoch(&self, vehicle: &str) -> Option<u64>;
+}
+
+/// `KEYS[1]` = `fleetmq:vehicle:{id}`; `ARGV` = node, epoch, state TTL ms, state JSON or "",
+/// tracker JSON or "", "release" to also give the lease up. Writes the non-empty fields and the
+/// TTL when `lease_owner`/`lease_epoch` are the caller's; returns 1, else [`FENCED_OUT`]. A
+/// release keeps `lease_epoch`, so the next owner's epoch is larger.
+pub static FENCED_WRITE: Lua = Lua::new(
+    r"
+local f = redis.call('HMGET', KEYS[1], 'lease_owner', 'lease_epoch')
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return -1 end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'tracker', ARGV[5]) end
+if ARGV[6] == 'release' then redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until') end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+",
+);
+
+/// A Lua script called by SHA1 (`EVALSHA`), loaded with `SCRIPT LOAD` on first use and again
+/// when Redis answers `NOSCRIPT`.
+pub struct Lua {
+    code: &'static str,
+    /// The SHA1 Redis gave for `code`; `None` until loaded.
+    sha: Mutex<Option<String>>,
+}
+
+impl Lua {
+    pub const fn new(code: &'static str) -> Lua {
+        Lua {
+            code,
+            sha: Mutex::new(None),
+        }
+    }
+
+    /// The script's SHA1, loading it into Redis when not known yet.
+    ///
+    /// # Errors
+    /// The `SCRIPT LOAD` round trip failed.
+    pub async fn sha(&self, conn: &mut Conn) -> RedisResult<String> {
+        if let Some(sha) = self.sha.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(sha);
+        }
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(self.code)
+            .query_async(conn)
+            .await?;
+        *self.sha.lock().unwrap_or_else(|e| e.into_inner()) = Some(sha.clone());
+        Ok(sha)
+    }
+
+    /// Forgets the SHA1 (Redis said `NOSCRIPT`): the next [`Lua::sha`] loads the script again.
+    pub fn forget(&self) {
+        *self.sha.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// `EVALSHA` of this script on one key: `args` fills the command after `1 key`.
+    ///
+    /// # Errors
+    /// A failed round trip, or the script's own error.
+    pub async fn call<T: FromRedisValue>(
+        &self,
+        conn: &mut Conn,
+        key: &str,
+        args: impl Fn(&mut Cmd),
+    ) -> RedisResult<T> {
+        for _ in 0..2 {
+            let sha = self.sha(conn).await?;
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(sha).arg(1).arg(key);
+            args(&mut cmd);
+            match cmd.query_async(conn).await {
+                Err(e) if is_no_script(&e) => self.forget(),
+                other => return other,
+            }
+        }
+        Err((ErrorKind::Client, "script not loaded after two tries").into())
+    }
+}
+
+/// Whether any result of a pipeline was `NOSCRIPT`.
+pub fn no_script(results: &[RedisResult<redis::Value>]) -> bool {
+    results
+        .iter()
+        .any(|r| matches!(r, Err(e) if is_no_script(e)))
+}
+
+fn is_no_script(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
