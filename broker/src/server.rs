@@ -429,13 +429,16 @@ fn start_leases(
     store: &Arc<crate::persist::Store>,
     ctx: &Context,
 ) -> Result<Arc<crate::cluster::lease::Leases>, Error> {
-    let (Some(url), Some(node)) = (config.redis.as_deref(), config.node_id.as_deref()) else {
+    let (Some(target), Some(node)) = (
+        crate::persist::Target::from_config(config),
+        config.node_id.as_deref(),
+    ) else {
         return Err(Error::Config(
-            "--cluster needs --redis and --node-id".into(),
+            "--cluster needs --redis or --redis-cluster, and --node-id".into(),
         ));
     };
     let leases = crate::cluster::lease::Leases::open(
-        url,
+        &target,
         node,
         ingest.clone(),
         store.clone(),

@@ -15,12 +15,13 @@ import subprocess
 from typing import Dict, List, Optional, Tuple
 
 from harness import BrokerProcess, RedisProcess, free_port, stop_child, wait_for
+from redis_cluster_util import redis_flags
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 NODES = ("n1", "n2", "n3")
 
 
-def leases(redis: RedisProcess, vehicles: List[str]) -> Dict[str, Tuple[str, int, int]]:
+def leases(redis, vehicles: List[str]) -> Dict[str, Tuple[str, int, int]]:
     """vehicle → (lease_owner or "", lease_epoch or 0, lease_until or 0) as stored."""
     lines = redis.cli(*[("HMGET", f"fleetmq:vehicle:{v}", "lease_owner", "lease_epoch",
                                 "lease_until") for v in vehicles])
@@ -32,7 +33,7 @@ def leases(redis: RedisProcess, vehicles: List[str]) -> Dict[str, Tuple[str, int
     return out
 
 
-def redis_now_ms(redis: RedisProcess) -> int:
+def redis_now_ms(redis) -> int:
     secs, micros = redis.cli(("TIME",))
     return int(secs) * 1000 + int(micros) // 1000
 
@@ -90,10 +91,12 @@ backend nodes
 
 
 class Cluster:
-    """redis-server + three fleetmq nodes (`--cluster --node-id n1..n3`) + HAProxy."""
+    """Three fleetmq nodes (`--cluster --node-id n1..n3`) + HAProxy on `redis`: a redis-server
+    or a Redis Cluster (`redis_cluster_util.store`), which the caller stops."""
 
-    def __init__(self, binary: pathlib.Path, workdir: pathlib.Path, extra: Tuple[str, ...] = ()):
-        self.redis = RedisProcess.start(workdir)
+    def __init__(self, binary: pathlib.Path, workdir: pathlib.Path, redis,
+                 extra: Tuple[str, ...] = ()):
+        self.redis = redis
         self.nodes: Dict[str, BrokerProcess] = {}
         self.haproxy: Optional[Haproxy] = None
         try:
@@ -101,7 +104,7 @@ class Cluster:
                 data = workdir / name
                 data.mkdir(exist_ok=True)
                 self.nodes[name] = BrokerProcess.start(binary, [
-                    "--redis", self.redis.url, "--cluster", "--node-id", name,
+                    *redis_flags(self.redis), "--cluster", "--node-id", name,
                     "--data-dir", str(data), *extra], workdir)
             self.haproxy = Haproxy.start({n: b.addr for n, b in self.nodes.items()}, workdir)
         except BaseException:
@@ -127,4 +130,3 @@ class Cluster:
             self.haproxy.stop()
         for node in self.nodes.values():
             node.stop()
-        self.redis.stop()

@@ -13,7 +13,7 @@ from typing import List
 
 import pytest
 
-from harness import RedisProcess, Timeout, wait_for
+from harness import RedisProcess, Timeout, _cli_quote, wait_for
 
 MASTERS = 3
 READY_TIMEOUT = 30.0
@@ -136,6 +136,15 @@ class RedisCluster:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+    def cli(self, *commands) -> List[str]:
+        """Runs commands (tuples of words) through one `redis-cli -c --raw`, which follows the
+        cluster's redirections; one output line per reply line (as `RedisProcess.cli`)."""
+        script = "".join(" ".join(_cli_quote(w) for w in c) + "\n" for c in commands)
+        out = subprocess.run(["redis-cli", "-c", "-p", str(self.port), "--raw"],
+                             input=script.encode(), capture_output=True, timeout=20)
+        return [line for line in out.stdout.decode().splitlines()
+                if not line.startswith("-> Redirected to slot")]
 
 
 def redis_flags(store) -> list:

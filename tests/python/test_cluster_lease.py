@@ -26,6 +26,7 @@ import requests
 from e2e_util import get_json, load_shapes, metrics
 from harness import wait_for
 from lease_util import Cluster
+from redis_cluster_util import store  # noqa: F401 (fixture: one redis-server, or a Redis Cluster)
 from mqttc import Client, connected, reason_value, unique
 
 DRIVERS = 200
@@ -39,8 +40,8 @@ COMPUTED = ("lat", "lon", "raw_lat", "raw_lon", "ts", "speed", "heading", "route
 
 
 @pytest.fixture
-def cluster(fleetmq_path, tmp_path):
-    c = Cluster(fleetmq_path, tmp_path)
+def cluster(fleetmq_path, tmp_path, store):
+    c = Cluster(fleetmq_path, tmp_path, store)
     yield c
     c.stop()
 

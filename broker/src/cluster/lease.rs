@@ -40,7 +40,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::persist::Conn;
+use crate::persist::pubsub::PubSub;
+use crate::persist::{Conn, PersistError, Target};
 use dashmap::DashMap;
 use redis::{RedisResult, Value};
 use tokio::task::JoinHandle;
@@ -91,8 +92,8 @@ struct Held {
 pub struct Leases {
     node: Arc<str>,
     conn: Conn,
-    /// For the pub/sub connection of `handoff`.
-    client: redis::Client,
+    /// The release channel of `handoff`.
+    pubsub: PubSub,
     held: DashMap<Arc<str>, Held>,
     ingest: Arc<Ingest>,
     store: Arc<Store>,
@@ -110,22 +111,22 @@ pub struct Leases {
 }
 
 impl Leases {
-    /// Leases of node `node` on the Redis at `url` (the one `store` writes to).
+    /// Leases of node `node` on the Redis (or Redis Cluster) `target`, the one `store` writes to.
     ///
     /// # Errors
-    /// `url` is not a Redis URL.
+    /// `target` is not a usable Redis address.
     pub fn open(
-        url: &str,
+        target: &Target,
         node: &str,
         ingest: Arc<Ingest>,
         store: Arc<Store>,
         state_ttl: Duration,
         stale_after: Duration,
-    ) -> RedisResult<Arc<Leases>> {
+    ) -> Result<Arc<Leases>, PersistError> {
         let leases = Arc::new(Leases {
             node: node.into(),
             conn: store.connection(),
-            client: redis::Client::open(url)?,
+            pubsub: PubSub::open(target)?,
             held: DashMap::new(),
             ingest,
             state_ttl_ms: u64::try_from(state_ttl.as_millis())
@@ -318,8 +319,7 @@ impl Leases {
 
     async fn release_chunk(&self, conn: &mut Conn, chunk: &[(Box<str>, u64)]) -> RedisResult<()> {
         let sha = FENCED_WRITE.sha(conn).await?;
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
+        let mut cmds = Vec::with_capacity(chunk.len());
         for (vehicle, epoch) in chunk {
             let tracker = self.ingest.tracker_copy(vehicle);
             let tracker_json = tracker
@@ -331,18 +331,21 @@ impl Leases {
                 .and_then(|t| t.state())
                 .and_then(|s| serde_json::to_string(s).ok())
                 .unwrap_or_default();
-            pipe.cmd("EVALSHA")
-                .arg(&sha)
+            let key = keys::vehicle(vehicle);
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&sha)
                 .arg(1)
-                .arg(keys::vehicle(vehicle))
+                .arg(&key)
                 .arg(&*self.node)
                 .arg(*epoch)
                 .arg(self.state_ttl_ms)
                 .arg(state_json)
                 .arg(tracker_json)
                 .arg("release");
+            cmds.push((key, cmd));
         }
-        let results: Vec<RedisResult<Value>> = pipe.query_async(conn).await?;
+        // Per hash slot on a Redis Cluster (a pipeline must stay within one).
+        let results = crate::persist::conn::query_each(conn, cmds, PER_PIPELINE).await?;
         if crate::persist::fence::no_script(&results) {
             FENCED_WRITE.forget();
         }

@@ -245,3 +245,52 @@ where
         .try_collect()
         .await
 }
+
+/// Sends `cmds`, each a command on one key (`(key, command)`), in pipelines that Redis Cluster
+/// accepts: one per hash slot on a cluster, and at most `per_pipeline` commands each (on one
+/// node the only cut). Replies come back in the order of `cmds`; a command Redis refused is an
+/// `Err` in its place.
+///
+/// # Errors
+/// The first failed round trip.
+pub async fn query_each(
+    conn: &Conn,
+    cmds: Vec<(String, Cmd)>,
+    per_pipeline: usize,
+) -> RedisResult<Vec<RedisResult<Value>>> {
+    let per_pipeline = per_pipeline.max(1);
+    let count = cmds.len();
+    let mut groups: std::collections::BTreeMap<u16, Vec<(usize, Cmd)>> = Default::default();
+    for (i, (key, cmd)) in cmds.into_iter().enumerate() {
+        let group = if conn.cluster() {
+            super::keys::slot(&key)
+        } else {
+            0
+        };
+        groups.entry(group).or_default().push((i, cmd));
+    }
+    let mut pipes = Vec::new();
+    let mut places: Vec<Vec<usize>> = Vec::new();
+    for (_, group) in groups {
+        let mut group = group.into_iter().peekable();
+        while group.peek().is_some() {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            let mut place = Vec::new();
+            for (i, cmd) in group.by_ref().take(per_pipeline) {
+                pipe.add_command(cmd);
+                place.push(i);
+            }
+            pipes.push(pipe);
+            places.push(place);
+        }
+    }
+    let replies = query_all::<Vec<RedisResult<Value>>>(conn, pipes).await?;
+    let mut out: Vec<RedisResult<Value>> = (0..count).map(|_| Ok(Value::Nil)).collect();
+    for ((results, _), place) in replies.into_iter().zip(places) {
+        for (result, i) in results.into_iter().zip(place) {
+            out[i] = result;
+        }
+    }
+    Ok(out)
+}

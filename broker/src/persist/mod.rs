@@ -16,7 +16,7 @@
 //! - `stats`: `fleetmq_redis_*` metrics.
 //! - `fence`: fenced writes of the vehicle hash under a cluster lease (docs/redis.md#leases).
 
-mod conn;
+pub(crate) mod conn;
 pub mod fence;
 pub mod keys;
 mod pending;

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::persist::Conn;
-use futures_util::StreamExt;
 use redis::RedisResult;
 
 use super::Leases;
@@ -27,8 +26,6 @@ pub const POLL: Duration = Duration::from_millis(20);
 pub const ASK_AGAIN: Duration = Duration::from_secs(1);
 /// Longest vehicle id (as HTTP ingest allows).
 const MAX_VEHICLE_ID: usize = 128;
-/// Wait before resubscribing after the pub/sub connection failed.
-const RESUBSCRIBE: Duration = Duration::from_millis(250);
 
 /// The release channel of `node`.
 pub fn channel(node: &str) -> String {
@@ -40,7 +37,14 @@ pub fn channel(node: &str) -> String {
 /// # Errors
 /// Redis unreachable.
 pub async fn ask(conn: &mut Conn, owner: &str, vehicle: &str) -> RedisResult<i64> {
-    redis::cmd("PUBLISH")
+    // On a Redis Cluster a plain PUBLISH answers only for the node it reached; a sharded
+    // channel lives on one master, whose SPUBLISH counts every subscriber.
+    let publish = if conn.cluster() {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    };
+    redis::cmd(publish)
         .arg(channel(owner))
         .arg(vehicle)
         .query_async(conn)
@@ -83,48 +87,33 @@ async fn release_stale(leases: &Leases, vehicle: &str) {
     }
 }
 
-/// Answers release requests until [`Leases::close`], resubscribing after a lost connection.
+/// Answers release requests until [`Leases::close`]. The subscription (`persist::pubsub`:
+/// `SUBSCRIBE` on one Redis, `SSUBSCRIBE` on a cluster) is made again by the transport after a
+/// lost connection or a moved slot.
 pub async fn listen(leases: Arc<Leases>) {
-    let channel = channel(&leases.node);
-    loop {
-        let subscribed = async {
-            let mut pubsub = leases.client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            RedisResult::Ok(pubsub)
-        };
-        let pubsub = tokio::select! {
-            r = subscribed => r,
-            _ = leases.stop.cancelled() => return,
-        };
-        match pubsub {
-            Ok(pubsub) => {
-                let mut messages = pubsub.into_on_message();
-                loop {
-                    let msg = tokio::select! {
-                        m = messages.next() => m,
-                        _ = leases.stop.cancelled() => return,
-                    };
-                    let Some(msg) = msg else { break };
-                    let vehicle = msg.get_payload_bytes();
-                    if vehicle.len() > MAX_VEHICLE_ID {
-                        continue;
-                    }
-                    if let Ok(vehicle) = std::str::from_utf8(vehicle) {
-                        tracing::debug!(vehicle, "lease: release requested by another node");
-                        if leases.holds(vehicle) {
-                            leases.release(std::iter::once(vehicle)).await;
-                        } else {
-                            release_stale(&leases, vehicle).await;
-                        }
-                    }
-                }
-                tracing::warn!("lease: release channel lost; resubscribing");
-            }
-            Err(e) => tracing::debug!(error = %e, "lease: cannot subscribe to the release channel"),
+    let mut messages = match leases.pubsub.subscribe(vec![channel(&leases.node)]) {
+        Ok(messages) => messages,
+        Err(e) => {
+            tracing::warn!(error = %e, "lease: cannot subscribe to the release channel");
+            return;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(RESUBSCRIBE) => {}
+    };
+    loop {
+        let msg = tokio::select! {
+            m = messages.recv() => m,
             _ = leases.stop.cancelled() => return,
+        };
+        let Some((_, vehicle)) = msg else { return };
+        if vehicle.len() > MAX_VEHICLE_ID {
+            continue;
+        }
+        if let Ok(vehicle) = std::str::from_utf8(&vehicle) {
+            tracing::debug!(vehicle, "lease: release requested by another node");
+            if leases.holds(vehicle) {
+                leases.release(std::iter::once(vehicle)).await;
+            } else {
+                release_stale(&leases, vehicle).await;
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use redis::{RedisResult, Value};
 
 use super::scripts::RENEW;
 use super::{LEASE_TTL, Leases, PER_PIPELINE, RENEW_EVERY};
+use crate::persist::conn::query_each;
 use crate::persist::fence::no_script;
 use crate::persist::keys;
 
@@ -44,18 +45,22 @@ pub(super) async fn renew(leases: &Leases) -> RedisResult<()> {
     for chunk in held.chunks(PER_PIPELINE) {
         for _ in 0..2 {
             let sha = RENEW.sha(&mut conn).await?;
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for (vehicle, epoch) in chunk {
-                pipe.cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(1)
-                    .arg(keys::vehicle(vehicle))
-                    .arg(&*leases.node)
-                    .arg(*epoch)
-                    .arg(LEASE_TTL.as_millis() as u64);
-            }
-            let results: Vec<RedisResult<Value>> = pipe.query_async(&mut conn).await?;
+            let cmds = chunk
+                .iter()
+                .map(|(vehicle, epoch)| {
+                    let key = keys::vehicle(vehicle);
+                    let mut cmd = redis::cmd("EVALSHA");
+                    cmd.arg(&sha)
+                        .arg(1)
+                        .arg(&key)
+                        .arg(&*leases.node)
+                        .arg(*epoch)
+                        .arg(LEASE_TTL.as_millis() as u64);
+                    (key, cmd)
+                })
+                .collect();
+            // Per hash slot on a Redis Cluster (a pipeline must stay within one).
+            let results = query_each(&conn, cmds, PER_PIPELINE).await?;
             if no_script(&results) {
                 RENEW.forget();
                 continue;
