@@ -68,6 +68,10 @@ pub struct VehicleState {
     /// `true` when fleetmq chose `trip` from the timetable (the vehicle named only its route).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trip_inferred: Option<bool>,
+    /// Reported horizontal accuracy of the last fix, metres (one standard deviation), as the
+    /// device sent it; the history keeps it (docs/history.md).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub accuracy: Option<f64>,
     /// Altitude of the last fix, metres, as the device reported it (not processed).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub altitude: Option<f64>,

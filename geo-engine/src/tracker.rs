@@ -266,6 +266,7 @@ impl Tracker {
             next_stop: m.next_stop,
             delay_s: fit.as_ref().and_then(|f| f.delay_s).map(i64::from),
             trip_inferred: fit.as_ref().and_then(|f| f.inferred.then_some(true)),
+            accuracy: fix.accuracy,
             altitude: fix.altitude,
             battery: fix.battery,
             received_at: now_ms,
