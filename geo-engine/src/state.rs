@@ -26,6 +26,11 @@ pub struct NextStop {
     /// Scheduled arrival of the vehicle's trip there, Unix milliseconds (docs/gtfs-realtime.md).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub scheduled: Option<i64>,
+    /// Predicted minus scheduled arrival, seconds (positive = late): given in the list of
+    /// upcoming stops ([`crate::Tracker::upcoming_stops`]) of a trip with a timetable; never in
+    /// the state's `next_stop`, whose lateness is the state's `delay_s`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub delay_s: Option<i64>,
 }
 
 /// The processed state of one vehicle (`vehicles/{id}`, retained).
