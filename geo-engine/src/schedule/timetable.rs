@@ -106,15 +106,7 @@ impl Schedule {
             .enumerate()
             .map(|(i, s)| (s.id.as_str(), i as u32))
             .collect();
-        let mut sched = Schedule {
-            tz,
-            calendar,
-            patterns: Vec::new(),
-            trips: Vec::new(),
-            times: Vec::new(),
-            trip_index: HashMap::new(),
-            route_trips: vec![Vec::new(); net.routes().len()],
-        };
+        let mut sched = Schedule::empty(tz, calendar, net);
         let mut pattern_index: HashMap<PatternKey, u32> = HashMap::new();
         let mut ids: Vec<&String> = gtfs.trips.keys().collect();
         ids.sort();
@@ -191,15 +183,7 @@ impl Schedule {
         dates.sort();
         dates.dedup();
         let calendar = Calendar::for_dates(&dates);
-        let mut sched = Schedule {
-            tz,
-            calendar,
-            patterns: Vec::new(),
-            trips: Vec::new(),
-            times: Vec::new(),
-            trip_index: HashMap::new(),
-            route_trips: vec![Vec::new(); net.routes().len()],
-        };
+        let mut sched = Schedule::empty(tz, calendar, net);
         // One pattern per corridor, made on its first trip.
         let mut pattern_of: HashMap<usize, u32> = HashMap::new();
         for t in trips {
@@ -247,6 +231,19 @@ impl Schedule {
         }
         sched.route_trips = route_trips;
         Some(sched)
+    }
+
+    /// A timetable with no trips yet.
+    fn empty(tz: TimeZone, calendar: Calendar, net: &Network) -> Schedule {
+        Schedule {
+            tz,
+            calendar,
+            patterns: Vec::new(),
+            trips: Vec::new(),
+            times: Vec::new(),
+            trip_index: HashMap::new(),
+            route_trips: vec![Vec::new(); net.routes().len()],
+        }
     }
 
     /// Index of `trip_id`.
