@@ -214,8 +214,8 @@
     const row = (k, val) => { dl.appendChild(el('dt', null, k)); dl.appendChild(el('dd', null, val)); };
     row('Route', s.route ?? '—');
     row('Trip', s.trip ?? '—');
-    row('Speed', isFinite(s.speed) ? (s.speed * 3.6).toFixed(0) + ' km/h' : '—');
-    row('Heading', isFinite(s.heading) ? Math.round(s.heading) + '°' : '—');
+    row('Speed', (isFinite(s.speed) ? (s.speed * 3.6).toFixed(0) + ' km/h' : '—')
+      + (isFinite(s.heading) ? ' · ' + Math.round(s.heading) + '°' : ''));
     row('Position', s.lat.toFixed(5) + ', ' + s.lon.toFixed(5));
     // Reported by phones (OsmAnd / Traccar Client) and any device that sends them.
     if (isFinite(s.altitude)) row('Altitude', Math.round(s.altitude) + ' m');
