@@ -185,6 +185,7 @@ fn sim_config(i: usize, role: &Role, start_ms: i64) -> SimConfig {
             length_m: 600.0,
             offset_m: 300.0,
         }),
+        detour_every_lap: true,
         seed: i as u64 + 1,
         ..SimConfig::default()
     }
@@ -351,5 +352,23 @@ mod tests {
             }
         }
         assert!(demo.buses[1].role.late && !demo.buses[2].role.late);
+    }
+
+    #[test]
+    fn the_detour_bus_detours_on_every_lap() {
+        let net = Network::bundled();
+        let demo = Demo::new(&net, 12, 0);
+        let b = &demo.buses[0];
+        assert!(b.role.detour);
+        let three = SimConfig {
+            laps: Some(3),
+            ..b.cfg.clone()
+        };
+        let laps: std::collections::BTreeSet<u32> = Simulator::new(&net, three)
+            .unwrap()
+            .filter(|s| s.offset_m.abs() > 100.0)
+            .filter_map(|s| s.fix.trip?.rsplit('-').next()?.parse().ok())
+            .collect();
+        assert_eq!(laps.into_iter().collect::<Vec<_>>(), vec![0, 1, 2]);
     }
 }
