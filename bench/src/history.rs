@@ -98,6 +98,7 @@ fn state(vehicle: &str, i: u64, ts: i64) -> VehicleState {
         next_stop: None,
         received_at: ts + 40,
         processed_at: ts + 41,
+        accuracy: Some(5.0),
         altitude: None,
         battery: None,
         delay_s: None,

@@ -214,31 +214,81 @@
     const row = (k, val) => { dl.appendChild(el('dt', null, k)); dl.appendChild(el('dd', null, val)); };
     row('Route', s.route ?? '—');
     row('Trip', s.trip ?? '—');
-    row('Speed', isFinite(s.speed) ? (s.speed * 3.6).toFixed(0) + ' km/h' : '—');
-    row('Heading', isFinite(s.heading) ? Math.round(s.heading) + '°' : '—');
+    row('Speed', (isFinite(s.speed) ? (s.speed * 3.6).toFixed(0) + ' km/h' : '—')
+      + (isFinite(s.heading) ? ' · ' + Math.round(s.heading) + '°' : ''));
     row('Position', s.lat.toFixed(5) + ', ' + s.lon.toFixed(5));
     // Reported by phones (OsmAnd / Traccar Client) and any device that sends them.
     if (isFinite(s.altitude)) row('Altitude', Math.round(s.altitude) + ' m');
     if (isFinite(s.battery)) row('Battery', Math.round(s.battery) + ' %');
     if (s.off_route_m != null) row('Off route', fmtDist(s.off_route_m));
-    if (s.next_stop) {
-      const ns = s.next_stop;
-      row('Next stop', (ns.name || ns.id) + ' (' + fmtDist(ns.distance_m) + ')');
-      if (ns.eta != null) {
-        const mins = Math.round((ns.eta - Date.now()) / 60000);
-        row('ETA', fmtTime(ns.eta) + (mins >= 1 ? ' (in ' + mins + ' min)' : ' (due)'));
-      } else {
-        row('ETA', '—');
-      }
-    } else {
-      row('Next stop', '—');
-    }
     if (s.delay_s != null && isFinite(s.delay_s)) {
-      const d = Math.round(s.delay_s / 60);
-      row('Delay', d === 0 ? 'on time' : d > 0 ? d + ' min late' : -d + ' min early');
+      const dd = el('dd', { class: 'delay ' + delayClass(s.delay_s) }, fmtDelay(s.delay_s));
+      dl.appendChild(el('dt', null, 'Delay'));
+      dl.appendChild(dd);
     }
     row('Fix time', fmtTime(s.ts));
     detailsEl.appendChild(dl);
+    // The next stops with ETAs (GET /api/v1/vehicles/{id}/stops); the state's next stop until
+    // the list has come.
+    const list = stopsCache.vehicle === s.vehicle && stopsCache.stops
+      ? stopsCache.stops : (s.next_stop ? [s.next_stop] : []);
+    detailsEl.appendChild(el('h3', null, 'Next stops'));
+    if (!list.length) {
+      detailsEl.appendChild(el('p', { class: 'hint' }, '—'));
+    } else {
+      const ol = el('ol', { class: 'stops' });
+      for (const ns of list) {
+        const li = el('li');
+        li.appendChild(el('span', { class: 'name' }, ns.name || ns.id));
+        li.appendChild(el('span', { class: 'dist' }, fmtDist(ns.distance_m)));
+        let eta = '—';
+        if (ns.eta != null) {
+          const mins = Math.round((ns.eta - Date.now()) / 60000);
+          eta = fmtClock(ns.eta) + (mins >= 1 ? ' · ' + mins + ' min' : ' · due');
+        }
+        li.appendChild(el('span', { class: 'eta' }, eta));
+        if (ns.delay_s != null && isFinite(ns.delay_s)) {
+          li.appendChild(el('span', { class: 'delay ' + delayClass(ns.delay_s) }, fmtDelay(ns.delay_s, true)));
+        }
+        ol.appendChild(li);
+      }
+      detailsEl.appendChild(ol);
+    }
+    window.__fleetmq.stops = list.length;
+    refreshStops(s.vehicle);
+  }
+
+  // ---- next stops of the selected vehicle ----
+  // Fetched when a vehicle is selected and then at most every STOPS_REFRESH_MS while its
+  // panel is open; one request at a time.
+  const STOPS_REFRESH_MS = 5000;
+  const stopsCache = { vehicle: null, at: 0, stops: null, pending: false };
+  function refreshStops(vehicle) {
+    const now = Date.now();
+    if (stopsCache.pending || (stopsCache.vehicle === vehicle && now - stopsCache.at < STOPS_REFRESH_MS)) return;
+    if (stopsCache.vehicle !== vehicle) stopsCache.stops = null;
+    stopsCache.pending = true;
+    stopsCache.vehicle = vehicle;
+    const token = new URLSearchParams(location.search).get('token');
+    const url = '/api/v1/vehicles/' + encodeURIComponent(vehicle) + '/stops?limit=5'
+      + (token ? '&token=' + encodeURIComponent(token) : '');
+    fetch(url).then(r => r.ok ? r.json() : null).catch(() => null).then(j => {
+      stopsCache.pending = false;
+      stopsCache.at = Date.now();
+      if (stopsCache.vehicle !== vehicle) return;
+      stopsCache.stops = j && Array.isArray(j.stops) ? j.stops : null;
+      if (selected === vehicle) showDetails();
+    });
+  }
+  function delayClass(d) { return d >= 60 ? 'late' : d <= -60 ? 'early' : 'ontime'; }
+  function fmtDelay(d, short) {
+    const m = Math.round(d / 60);
+    if (m === 0) return 'on time';
+    if (short) return (m > 0 ? '+' : '−') + Math.abs(m) + ' min';
+    return m > 0 ? m + ' min late' : -m + ' min early';
+  }
+  function fmtClock(ms) {
+    return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   }
 
   function addEvent(sub, e) {
@@ -428,13 +478,22 @@
         ctx.lineWidth = 2;
         ctx.stroke();
       }
+      let lx = p.x + 10;
+      ctx.font = '600 11px system-ui, sans-serif';
+      ctx.lineWidth = 3;
+      ctx.strokeStyle = 'rgba(255,255,255,0.9)';
       if (view.zoom >= 14 || s.vehicle === selected) {
-        ctx.font = '600 11px system-ui, sans-serif';
-        ctx.lineWidth = 3;
-        ctx.strokeStyle = 'rgba(255,255,255,0.9)';
-        ctx.strokeText(s.vehicle, p.x + 10, p.y + 4);
+        ctx.strokeText(s.vehicle, lx, p.y + 4);
         ctx.fillStyle = '#1d2733';
-        ctx.fillText(s.vehicle, p.x + 10, p.y + 4);
+        ctx.fillText(s.vehicle, lx, p.y + 4);
+        lx += ctx.measureText(s.vehicle).width + 4;
+      }
+      // A late bus says so at every zoom: lateness is what riders ask about first.
+      if (s.status !== 'offline' && isFinite(s.delay_s) && s.delay_s >= 60) {
+        const tag = '+' + Math.round(s.delay_s / 60) + ' min';
+        ctx.strokeText(tag, lx, p.y + 4);
+        ctx.fillStyle = '#c62828';
+        ctx.fillText(tag, lx, p.y + 4);
       }
       drawn++;
     }

@@ -22,7 +22,7 @@ use crate::error::AppError;
 use crate::hub::Hub;
 use crate::port::BrokerPort;
 use crate::routes::Routes;
-use crate::{gtfsrt, history, ingest, map, mqtt_ws, ops, ratelimit, rest, routes, sse, ws};
+use crate::{gtfsrt, history, ingest, map, mqtt_ws, ops, ratelimit, rest, routes, sse, stops, ws};
 
 /// How long [`serve`] waits for open requests after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -130,6 +130,7 @@ pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router 
         .route("/api/v1/vehicles/{id}", get(rest::get_vehicle))
         .route("/api/v1/vehicles/{id}/track", get(rest::track))
         .route("/api/v1/vehicles/{id}/ping", post(rest::ping))
+        .route("/api/v1/vehicles/{id}/stops", get(stops::upcoming))
         .route(
             "/api/v1/vehicles/{id}/history",
             get(history::vehicle_history),

@@ -515,6 +515,7 @@ mod tests {
             next_stop: None,
             delay_s: None,
             trip_inferred: None,
+            accuracy: None,
             altitude: None,
             battery: None,
             received_at: ts,

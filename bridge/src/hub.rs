@@ -108,7 +108,7 @@ struct HubInner {
 ///     vehicle: "bus-12".into(), lat: -16.92, lon: 145.77, raw_lat: -16.92, raw_lon: 145.77,
 ///     ts: 1_763_700_000_000, speed: Some(8.0), heading: None, route: Some("110".into()), trip: None,
 ///     status: VehicleStatus::Moving, on_route: Some(true), off_route_m: None, progress_m: None,
-///     next_stop: None, delay_s: None, trip_inferred: None, altitude: None, battery: None, received_at: 1_763_700_000_050, processed_at: 1_763_700_000_051,
+///     next_stop: None, delay_s: None, trip_inferred: None, accuracy: None, altitude: None, battery: None, received_at: 1_763_700_000_050, processed_at: 1_763_700_000_051,
 /// };
 /// hub.push_state(Arc::new(state));
 /// assert_eq!(hub.len(), 1);

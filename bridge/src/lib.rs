@@ -21,6 +21,7 @@
 //! - `protocol`: parsing `/ws` requests, error replies.
 //! - `ws`, `sse`, `mqtt_ws`: `/ws`, `/api/v1/stream`, `/mqtt`.
 //! - `ingest`: `POST /api/v1/vehicles/{id}/location` (docs/ingest-http.md), handed to the broker.
+//! - `stops`: `/api/v1/vehicles/{id}/stops`, the next stops with ETAs (the map's vehicle panel).
 //! - `rest`, `routes`, `ops`, `map`: the other endpoints.
 //! - `history`, `history_format`: `/api/v1/vehicles/{id}/history` and `/api/v1/events`
 //!   (docs/history.md).
@@ -98,6 +99,7 @@ mod rest;
 mod routes;
 mod session;
 mod sse;
+mod stops;
 mod subs;
 mod track;
 mod ws;

@@ -228,6 +228,15 @@ pub trait BrokerPort: Send + Sync + 'static {
         Box::pin(async { None })
     }
 
+    /// The next `max` stops of `vehicle` with their ETAs (and, on a trip with a timetable, their
+    /// scheduled times and predicted delay), nearest first, for `GET /api/v1/vehicles/{id}/stops`.
+    /// `None`: the broker does not know the vehicle or cannot tell; the bridge then lists the
+    /// state's `next_stop` alone. The default is `None`.
+    fn upcoming_stops(&self, vehicle: &str, max: usize) -> Option<Vec<geo_engine::NextStop>> {
+        let _ = (vehicle, max);
+        None
+    }
+
     /// The GTFS-Realtime feed `feed` (`vehicle-positions`, `trip-updates` or `alerts`) as
     /// protobuf, or as JSON with `json` (`GET /gtfs-rt/{feed}`, docs/gtfs-realtime.md). `None`: no
     /// such feed (404). The default serves none.

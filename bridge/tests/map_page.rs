@@ -93,6 +93,7 @@ fn feed(hub: Hub, lines: Vec<(String, Vec<[f64; 2]>)>) -> tokio::task::JoinHandl
                     distance_m: 640.0,
                     eta: Some(now + 180_000),
                     scheduled: None,
+                    delay_s: None,
                 });
                 hub.push_state(Arc::new(s));
             }

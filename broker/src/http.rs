@@ -123,6 +123,10 @@ impl BrokerPort for BridgePort {
         tokio::spawn(connection::serve(self.ctx.clone(), io, peer));
     }
 
+    fn upcoming_stops(&self, vehicle: &str, max: usize) -> Option<Vec<geo_engine::NextStop>> {
+        self.ctx.ingest.upcoming_stops(vehicle, max)
+    }
+
     fn gtfs_rt(&self, feed: &str, json: bool) -> Option<Bytes> {
         let kind = FeedKind::from_path(feed)?;
         let ingest = &self.ctx.ingest;

@@ -107,6 +107,18 @@ impl Broker {
     /// # Errors
     /// A listener's port is in use, or a file named by the configuration is unreadable or invalid.
     pub async fn bind(config: Config) -> Result<Broker, Error> {
+        Broker::bind_with(config, |network| network).await
+    }
+
+    /// [`Broker::bind`] with the loaded route network passed through `prepare` first (the demo
+    /// adds its timetable).
+    ///
+    /// # Errors
+    /// As [`Broker::bind`].
+    pub async fn bind_with(
+        config: Config,
+        prepare: impl FnOnce(Network) -> Network,
+    ) -> Result<Broker, Error> {
         let auth = Arc::new(load_auth(&config)?);
         let acl = Arc::new(match &config.acl {
             Some(path) => Acl::load(path).map_err(config_error)?,
@@ -116,7 +128,7 @@ impl Broker {
         if let Some(zones) = &config.zones {
             routes::add_zones(&mut network, zones)?;
         }
-        let network = Arc::new(network);
+        let network = Arc::new(prepare(network));
         let mqtt = bind("mqtt", config.mqtt).await?;
         let http = bind("http", config.http).await?;
         let mqtts = match config.mqtts {

@@ -55,6 +55,8 @@ pub struct SimConfig {
     pub dwell_noise_m: f64,
     /// Optional sideways detour on the first corridor.
     pub detour: Option<Detour>,
+    /// Take the detour on every lap, not only the first (the demo's "now and then").
+    pub detour_every_lap: bool,
     /// Probability that a fix is sent twice.
     pub duplicate_prob: f64,
     /// Probability that an invalid fix is slipped in before a fix.
@@ -78,6 +80,7 @@ impl Default for SimConfig {
             dwell_ms: 15_000,
             dwell_noise_m: 0.5,
             detour: None,
+            detour_every_lap: false,
             duplicate_prob: 0.0,
             invalid_prob: 0.0,
             send_route: true,
@@ -294,9 +297,11 @@ impl<'a> Simulator<'a> {
         &self.net.corridors()[self.plan[self.leg]]
     }
 
-    /// Sideways offset of the detour at `progress` (first leg of the first lap only).
+    /// Sideways offset of the detour at `progress` (first leg of the first lap, or of every lap
+    /// with `detour_every_lap`).
     fn offset_at(&self, progress: f64) -> f64 {
-        let Some(d) = self.cfg.detour.filter(|_| self.leg == 0 && self.lap == 0) else {
+        let lap_ok = self.lap == 0 || self.cfg.detour_every_lap;
+        let Some(d) = self.cfg.detour.filter(|_| self.leg == 0 && lap_ok) else {
             return 0.0;
         };
         let ramp = d.offset_m.abs().max(1.0);

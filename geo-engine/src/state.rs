@@ -26,6 +26,11 @@ pub struct NextStop {
     /// Scheduled arrival of the vehicle's trip there, Unix milliseconds (docs/gtfs-realtime.md).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub scheduled: Option<i64>,
+    /// Predicted minus scheduled arrival, seconds (positive = late): given in the list of
+    /// upcoming stops ([`crate::Tracker::upcoming_stops`]) of a trip with a timetable; never in
+    /// the state's `next_stop`, whose lateness is the state's `delay_s`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub delay_s: Option<i64>,
 }
 
 /// The processed state of one vehicle (`vehicles/{id}`, retained).
@@ -68,6 +73,10 @@ pub struct VehicleState {
     /// `true` when fleetmq chose `trip` from the timetable (the vehicle named only its route).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trip_inferred: Option<bool>,
+    /// Reported horizontal accuracy of the last fix, metres (one standard deviation), as the
+    /// device sent it; the history keeps it (docs/history.md).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub accuracy: Option<f64>,
     /// Altitude of the last fix, metres, as the device reported it (not processed).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub altitude: Option<f64>,

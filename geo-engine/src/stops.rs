@@ -145,25 +145,51 @@ impl Stops {
         ts: i64,
         speed_now: f64,
     ) -> Option<NextStop> {
-        let c = net.corridors().get(corridor)?;
-        let (i, cs) = c.stops.iter().enumerate().find(|(i, cs)| {
-            Some(*i) != self.at_stop
-                && self.last_arrived.is_none_or(|a| *i > a)
-                && cs.progress_m >= progress
-        })?;
-        let _ = i;
-        let stop = net.stops().get(cs.stop)?;
-        let distance_m = (cs.progress_m - progress).max(0.0);
+        self.upcoming(net, corridor, progress, ts, speed_now, 1)
+            .into_iter()
+            .next()
+    }
+
+    /// The next `max` stops ahead of `progress` on `corridor`, in order, each with its ETA from
+    /// `ts`: its remaining distance along the route over the recent average speed (no dwell
+    /// counted; none while slower than 0.3 m/s).
+    pub fn upcoming(
+        &self,
+        net: &Network,
+        corridor: usize,
+        progress: f64,
+        ts: i64,
+        speed_now: f64,
+        max: usize,
+    ) -> Vec<NextStop> {
+        let Some(c) = net.corridors().get(corridor) else {
+            return Vec::new();
+        };
         let speed = self.average_speed().unwrap_or(speed_now);
-        let eta = (speed >= MIN_ETA_SPEED)
-            .then(|| ts.saturating_add((distance_m / speed * 1000.0) as i64));
-        Some(NextStop {
-            id: stop.id.clone(),
-            name: stop.name.clone(),
-            // Published to a decimetre.
-            distance_m: (distance_m * 10.0).round() / 10.0,
-            eta,
-            scheduled: None,
-        })
+        c.stops
+            .iter()
+            .enumerate()
+            .filter(|(i, cs)| {
+                Some(*i) != self.at_stop
+                    && self.last_arrived.is_none_or(|a| *i > a)
+                    && cs.progress_m >= progress
+            })
+            .filter_map(|(_, cs)| {
+                let stop = net.stops().get(cs.stop)?;
+                let distance_m = (cs.progress_m - progress).max(0.0);
+                let eta = (speed >= MIN_ETA_SPEED)
+                    .then(|| ts.saturating_add((distance_m / speed * 1000.0) as i64));
+                Some(NextStop {
+                    id: stop.id.clone(),
+                    name: stop.name.clone(),
+                    // Published to a decimetre.
+                    distance_m: (distance_m * 10.0).round() / 10.0,
+                    eta,
+                    scheduled: None,
+                    delay_s: None,
+                })
+            })
+            .take(max)
+            .collect()
     }
 }

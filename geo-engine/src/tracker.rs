@@ -165,6 +165,32 @@ impl Tracker {
         self.schedule.fit()
     }
 
+    /// The next `max` stops ahead with their ETAs (`GET /api/v1/vehicles/{id}/stops`): on a trip
+    /// with a timetable its remaining stops as the GTFS-Realtime TripUpdate predicts them (with
+    /// `scheduled` and `delay_s`); otherwise the stops ahead on the matched corridor, ETA by the
+    /// recent average speed as for `next_stop`. Empty when the vehicle matches no route.
+    pub fn upcoming_stops(&self, net: &Network, max: usize) -> Vec<crate::state::NextStop> {
+        if let (Some(sched), Some(fit)) = (net.schedule(), self.schedule.fit())
+            && !fit.finished
+        {
+            let trip = fit.upcoming(sched, net, max);
+            if !trip.is_empty() {
+                return trip;
+            }
+        }
+        match (&self.matched, &self.state) {
+            (Some(m), Some(s)) => self.stops.upcoming(
+                net,
+                m.corridor,
+                m.progress_m,
+                s.ts,
+                s.speed.unwrap_or(0.0),
+                max,
+            ),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether a deviation is in progress.
     pub fn is_deviated(&self) -> bool {
         self.deviation.is_deviated()
@@ -266,6 +292,7 @@ impl Tracker {
             next_stop: m.next_stop,
             delay_s: fit.as_ref().and_then(|f| f.delay_s).map(i64::from),
             trip_inferred: fit.as_ref().and_then(|f| f.inferred.then_some(true)),
+            accuracy: fix.accuracy,
             altitude: fix.altitude,
             battery: fix.battery,
             received_at: now_ms,

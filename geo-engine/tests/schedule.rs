@@ -138,6 +138,59 @@ fn a_bus_two_minutes_late_has_delay_near_120() {
 }
 
 #[test]
+fn upcoming_stops_of_a_late_bus_carry_its_delay_in_trip_order() {
+    let net = cairns();
+    let s = net.schedule().unwrap();
+    let trip = morning_trip(&net);
+    let pattern = s.pattern(trip).unwrap();
+    let cfg = PipelineConfig::default();
+    let day0 = day_start_ms(&s.tz, from_yyyymmdd(DATE).unwrap()).unwrap();
+    let corridor = &net.corridors()[pattern.corridor as usize];
+    let times = s.times(trip);
+    let mut t = Tracker::new("bus-up");
+    let mut checked = 0;
+    // A third of the way through the trip, 120 s late, one fix every 5 s for 10 minutes.
+    let (dep, arr) = (
+        times[0].departure as f64,
+        times[times.len() - 1].arrival as f64,
+    );
+    let t0 = dep + (arr - dep) / 3.0;
+    for k in 0..120 {
+        let t_s = t0 + 5.0 * k as f64;
+        let prog = scheduled_progress(&net, trip, t_s - 120.0);
+        let ts = day0 + (t_s * 1000.0) as i64;
+        let mut fix = Fix::new(net.frame().to_geo(corridor.point_at(prog).0), ts);
+        fix.route = Some("110-423".into());
+        fix.trip = Some(s.trips[trip as usize].id.clone());
+        let Ok(Outcome::Forwarded { state, .. }) = t.process(&net, &cfg, fix, ts) else {
+            continue;
+        };
+        let up = t.upcoming_stops(&net, 4);
+        if k < 24 || up.is_empty() {
+            continue; // the filter settling
+        }
+        assert_eq!(up.len(), 4);
+        let fit = t.trip_fit().unwrap();
+        let first = pattern.stops[fit.next as usize] as usize;
+        assert_eq!(up[0].id, net.stops()[first].id);
+        for (i, u) in up.iter().enumerate() {
+            let k = fit.next as usize + i;
+            let sched = day0 + times[k].arrival as i64 * 1000;
+            assert_eq!(u.scheduled, Some(sched));
+            let delay = u.delay_s.unwrap();
+            assert_eq!(u.eta, Some(sched + delay * 1000), "{u:?}");
+            assert!((90..=150).contains(&delay), "{delay} at {u:?}");
+            let along = pattern.progress_m[k] as f64 - fit.progress_m.unwrap();
+            assert!((u.distance_m - along.max(0.0)).abs() < 0.1, "{u:?}");
+        }
+        assert!(up.windows(2).all(|w| w[0].eta < w[1].eta));
+        assert_eq!(state.delay_s, fit.delay_s.map(i64::from));
+        checked += 1;
+    }
+    assert!(checked > 60, "{checked}");
+}
+
+#[test]
 fn a_bus_naming_only_its_route_gets_the_right_trip() {
     let net = cairns();
     let s = net.schedule().unwrap();

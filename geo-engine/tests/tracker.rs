@@ -212,6 +212,48 @@ fn vehicle_without_route_matches_any_route() {
 }
 
 #[test]
+fn upcoming_stops_follow_the_route_ahead_with_etas() {
+    let net = Network::bundled();
+    let cfg = PipelineConfig::default();
+    let trace = simulate(
+        &net,
+        &SimConfig {
+            route: "110".into(),
+            seed: 3,
+            ..SimConfig::default()
+        },
+    );
+    let mut t = Tracker::new("bus-u");
+    assert!(t.upcoming_stops(&net, 5).is_empty(), "no fix yet");
+    let mut checked = 0;
+    for f in trace.iter().filter(|f| f.kind == SimKind::Normal) {
+        let Ok(Outcome::Forwarded { state, .. }) = t.process(&net, &cfg, f.fix.clone(), f.sent_ms)
+        else {
+            continue;
+        };
+        let up = t.upcoming_stops(&net, 5);
+        let Some(next) = &state.next_stop else {
+            continue;
+        };
+        // The first is the state's next stop; then stops farther along, arriving later.
+        assert_eq!(up[0], *next);
+        assert!(up.len() <= 5);
+        for w in up.windows(2) {
+            assert!(w[0].distance_m <= w[1].distance_m, "{w:?}");
+            if let (Some(a), Some(b)) = (w[0].eta, w[1].eta) {
+                assert!(a <= b, "{w:?}");
+            }
+        }
+        assert!(
+            up.iter()
+                .all(|s| s.scheduled.is_none() && s.delay_s.is_none())
+        );
+        checked += usize::from(up.len() == 5 && up.iter().all(|s| s.eta.is_some()));
+    }
+    assert!(checked > 100, "{checked} states with five stops and ETAs");
+}
+
+#[test]
 fn rejected_fix_changes_nothing() {
     let net = Network::bundled();
     let cfg = PipelineConfig::default();

@@ -242,6 +242,62 @@ def test_rest_not_found_and_latest_state(fleetmq, driver):
     assert state["vehicle"] == v and abs(state["lat"] - (CAIRNS[0] + 0.001)) < 1e-6
 
 
+def along(coords, step_m):
+    """Points every `step_m` metres along a LineString's [lon, lat] coordinates, as (lat, lon)."""
+    out, carry = [], 0.0
+    for (lon1, lat1), (lon2, lat2) in zip(coords, coords[1:]):
+        d = haversine_m(lat1, lon1, lat2, lon2)
+        k = carry
+        while k < d:
+            f = k / d
+            out.append((lat1 + f * (lat2 - lat1), lon1 + f * (lon2 - lon1)))
+            k += step_m
+        carry = k - d
+    return out
+
+
+def test_rest_next_stops_with_etas(fleetmq):
+    """`GET /api/v1/vehicles/{id}/stops` on routes without a timetable: the stops ahead in route
+    order, the first being the state's `next_stop`, each with an ETA from the average speed."""
+    routes = get_json(fleetmq, "/api/v1/routes/110")
+    line = next(f for f in routes["features"] if f["geometry"]["type"] == "LineString")
+    v = vid("stops")
+    pub = connected(fleetmq.addr)
+    ts0 = int(time.time() * 1000) - 600_000
+    points = along(line["geometry"]["coordinates"], 50.0)[:40]
+    for i, (lat, lon) in enumerate(points):
+        body = {"lat": round(lat, 7), "lon": round(lon, 7), "ts": ts0 + i * 5000, "speed": 10.0,
+                "route": "110"}
+        pub.publish(f"fleet/{v}/location", json.dumps(body), qos=1)
+    last_ts = ts0 + (len(points) - 1) * 5000
+    state = wait_for(lambda: (lambda r: r.status == 200 and r.json()["ts"] == last_ts and r.json())(
+        http(fleetmq, "GET", f"/api/v1/vehicles/{v}")), 10, "last state")
+    got = get_json(fleetmq, f"/api/v1/vehicles/{v}/stops")
+    assert got["vehicle"] == v and got["route"] == "110" and got["ts"] == last_ts
+    stops = got["stops"]
+    assert len(stops) == 5, got
+    assert stops[0] == state["next_stop"]
+    dists = [s["distance_m"] for s in stops]
+    etas = [s["eta"] for s in stops]
+    assert dists == sorted(dists) and len({s["id"] for s in stops}) == 5
+    assert etas == sorted(etas) and etas[0] > last_ts
+    # 10 m/s along the route: each ETA is its distance over that speed (±20 %).
+    for s in stops:
+        assert abs((s["eta"] - last_ts) / 1000 - s["distance_m"] / 10.0) <= 0.2 * s["distance_m"] / 10 + 2
+        assert "scheduled" not in s and "delay_s" not in s
+    # The route's stops, in the route file's order.
+    route_stops = [f["properties"]["stop_id"] for f in routes["features"]
+                   if f["geometry"]["type"] == "Point" and "stop_id" in f["properties"]]
+    idx = [route_stops.index(s["id"]) for s in stops]
+    assert idx == sorted(idx), idx
+    assert len(get_json(fleetmq, f"/api/v1/vehicles/{v}/stops?limit=2")["stops"]) == 2
+    for bad in ("0", "51", "x"):
+        r = http(fleetmq, "GET", f"/api/v1/vehicles/{v}/stops?limit={bad}")
+        assert r.status == 400 and r.json()["error"]["code"] == "BAD_REQUEST", bad
+    assert http(fleetmq, "GET", f"/api/v1/vehicles/{vid('none')}/stops").status == 404
+    pub.disconnect()
+
+
 def test_rest_near_ordering_limit_and_radius(fleetmq_factory):
     broker = fleetmq_factory()  # a fleet of its own: the list is exactly these vehicles
     d = Driver(broker)

@@ -1,6 +1,7 @@
 """`fleetmq demo` is staged for a first-time visitor: within a minute the buses of the shared
 route are spread along it (not stacked at its first stop), `bus-1` takes its detour (a
-`deviation` event), and `bus-2` runs late (it drives slower than the others on its route)."""
+`deviation` event), and `bus-2` runs late (it drives slower than the others on its route and is
+minutes behind the demo's timetable, while the others keep to it)."""
 
 import math
 
@@ -39,5 +40,14 @@ def test_demo_shows_spread_buses_a_detour_and_a_late_bus(fleetmq_path, tmp_path)
             return len(moving) == 4 and all(moving["bus-2"] < v for k, v in moving.items()
                                             if k != "bus-2")
         wait_for(slower, 60, "bus-2 slower than the other moving buses of its route")
+        # Against the demo's timetable bus-2 is minutes late, the others on time; their next
+        # stops come with scheduled times and delays.
+        late = get_json(demo, "/api/v1/vehicles/bus-2")
+        assert late["delay_s"] >= 60 and late["trip"].startswith("bus-2/"), late
+        stops = get_json(demo, "/api/v1/vehicles/bus-2/stops")["stops"]
+        assert len(stops) >= 1 and all(s["delay_s"] >= 60 and s["scheduled"] < s["eta"]
+                                       for s in stops), stops
+        on_time = get_json(demo, "/api/v1/vehicles/bus-3")
+        assert abs(on_time["delay_s"]) <= 30, on_time
     finally:
         demo.stop()

@@ -185,6 +185,29 @@ def test_trip_updates_follow_stop_order(scenario):
     assert [u.stop_id for u in tu.stop_time_update] == plan.stop_ids[-len(seqs):]
 
 
+def test_next_stops_endpoint_is_the_trip_update(scenario):
+    """`GET /api/v1/vehicles/{id}/stops` of a bus on a timetable lists the TripUpdate's stops:
+    same stops and order, ETA the predicted arrival, the timetable's time and the delay."""
+    broker = scenario["broker"]
+    msg = feed(broker, "trip-updates")
+    tu = next(e.trip_update for e in msg.entity
+              if e.trip_update.trip.trip_id == scenario["late"].trip_id)
+    got = http(broker, "GET", "/api/v1/vehicles/bus-late/stops?limit=50").json()
+    assert got["trip"] == scenario["late"].trip_id and abs(got["delay_s"] - 120) <= 20
+    stops = got["stops"]
+    assert [s["id"] for s in stops] == [u.stop_id for u in tu.stop_time_update][:50]
+    plan = scenario["late"]
+    first = len(plan.stop_ids) - len(tu.stop_time_update)
+    for i, (s, u) in enumerate(zip(stops, tu.stop_time_update)):
+        assert s["eta"] // 1000 == u.arrival.time
+        assert s["delay_s"] == int((s["eta"] - s["scheduled"]) / 1000)
+        assert s["scheduled"] == plan.ms(plan.arrivals[first + i]), (s, i)
+    assert 100 <= stops[0]["delay_s"] <= 140, stops[0]
+    dists = [s["distance_m"] for s in stops]
+    assert dists == sorted(dists)
+    assert len(http(broker, "GET", "/api/v1/vehicles/bus-late/stops").json()["stops"]) == 5
+
+
 def test_vehicle_positions_and_detour_alert(scenario):
     vp = feed(scenario["broker"], "vehicle-positions")
     trips = {e.vehicle.vehicle.id: e.vehicle.trip.trip_id for e in vp.entity

@@ -61,9 +61,13 @@ def day_name(days_from_today: int) -> str:
 
 
 def fix(i: int, base_ts: int, lane: int = 0) -> dict:
-    """Fixes ~32 m apart, 2 s apart: every one moves enough to be forwarded (no jitter)."""
-    return {"lat": -16.92 + lane * 0.002, "lon": 145.76 + i * 0.0003, "ts": base_ts + i * 2000,
-            "speed": 16.0, "route": "110", "trip": f"T{lane}"}
+    """Fixes ~32 m apart, 2 s apart: every one moves enough to be forwarded (no jitter). Lane 0
+    reports its accuracy (3 to 7 m), the others none."""
+    f = {"lat": -16.92 + lane * 0.002, "lon": 145.76 + i * 0.0003, "ts": base_ts + i * 2000,
+         "speed": 16.0, "route": "110", "trip": f"T{lane}"}
+    if lane == 0:
+        f["accuracy"] = 3.0 + i % 5
+    return f
 
 
 def history_up(broker) -> bool:
@@ -101,13 +105,16 @@ def test_rows_match_the_processed_states_and_partitions_are_made_ahead(pg, fleet
     got = wait_for(lambda: (lambda s: s if len(s) == 40 else None)(states()), 10, "40 states")
     rows = db.query(
         f"SELECT vehicle, {VEHICLE_TS_SQL}, lat, lon, raw_lat, raw_lon, speed, heading, route, "
-        "trip, on_route, off_route_m, (extract(epoch FROM received_at) * 1000)::int8 "
+        "trip, on_route, off_route_m, (extract(epoch FROM received_at) * 1000)::int8, accuracy "
         "FROM fleetmq_positions ORDER BY vehicle, ts")
     assert len(rows) == 40
     for (vehicle, ts, lat, lon, raw_lat, raw_lon, speed, heading, route, trip, on_route,
-         off_route_m, received_at) in rows:
+         off_route_m, received_at, accuracy) in rows:
         s = got[(vehicle, ts)]
         assert (lat, lon, raw_lat, raw_lon) == (s["lat"], s["lon"], s["raw_lat"], s["raw_lon"])
+        # The fix's accuracy, through the processed state; none when the fix had none.
+        sent = fix((ts - base) // 2000, base, 0 if vehicle == "hist-a" else 1).get("accuracy")
+        assert accuracy == s.get("accuracy") == sent, (vehicle, ts, accuracy)
         assert speed == s.get("speed") and heading == s.get("heading")
         assert (route, trip, on_route) == (s.get("route"), s.get("trip"), s.get("on_route"))
         assert off_route_m == s.get("off_route_m")
@@ -126,6 +133,7 @@ def test_rows_match_the_processed_states_and_partitions_are_made_ahead(pg, fleet
     # The API answers from PostgreSQL, in time order, in every format.
     h = get_json(broker, "/api/v1/vehicles/hist-a/history")
     assert h["source"] == "postgres" and h["count"] == 20
+    assert [p["accuracy"] for p in h["positions"]] == [3.0 + i % 5 for i in range(20)]
     assert [p["ts"] for p in h["positions"]] == [base + i * 2000 for i in range(20)]
     iso_from = datetime.datetime.fromtimestamp((base + 10 * 2000) / 1000, datetime.timezone.utc)
     h = get_json(broker, f"/api/v1/vehicles/hist-a/history?from={quote(iso_from.isoformat())}"

@@ -21,6 +21,19 @@ from harness import wait_for
 CHROMIUM = "/usr/bin/chromium"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "target" / "map-demo.png"
+LATE_SHOT = ROOT / "target" / "map-demo-late.png"
+
+# Selects a vehicle as a click on the canvas would: centre the map on it, then a pointer
+# down/up at its place.
+SELECT = """((id) => { const m = window.__fleetmqMap; const v = m.vehicles.get(id);
+  if (!v) return false; m.centerOn(v.to, 15); const c = document.getElementById('map');
+  const r = c.getBoundingClientRect(); const p = m.toScreen(v.to);
+  const o = { clientX: r.left + p.x, clientY: r.top + p.y, pointerId: 1, bubbles: true };
+  try { c.dispatchEvent(new PointerEvent('pointerdown', o)); } catch (e) {}
+  c.dispatchEvent(new PointerEvent('pointerup', o)); return true; })(%s)"""
+PANEL = """JSON.stringify({ text: document.getElementById('details').innerText,
+  stops: [...document.querySelectorAll('#details ol.stops li')].map(li => ({
+    text: li.innerText, late: !!li.querySelector('.delay.late') })) })"""
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                 reason=f"{CHROMIUM} is absent (scripts/setup.sh installs chromium)")
@@ -162,6 +175,31 @@ def test_map_draws_demo_buses_moving(demo, tmp_path):
         listed = wait_for(lambda: cdp.evaluate("document.querySelectorAll('#events li').length"),
                           60, "events in the side list")
         assert later["vehicles"] <= len(positions(demo))
+
+        # The late bus: its panel lists its next stops with ETAs, each late against the demo's
+        # timetable, and says how late it is.
+        def late_panel():
+            cdp.evaluate(SELECT % json.dumps("bus-2"))
+            panel = json.loads(cdp.evaluate(PANEL) or "null")
+            ok = (panel and "bus-2" in panel["text"] and len(panel["stops"]) >= 2
+                  and all(st["late"] for st in panel["stops"]) and "min late" in panel["text"])
+            return panel if ok else None
+        panel = wait_for(late_panel, 30, "bus-2's panel with late next stops")
+        assert "next stops" in panel["text"].lower() and "bus-2/" in panel["text"], panel
+        for st in panel["stops"]:
+            assert "min" in st["text"] and "+" in st["text"], st
+        api = get_json(demo, "/api/v1/vehicles/bus-2/stops")["stops"]
+        assert panel["stops"][0]["text"].split("\n")[0] in (api[0]["name"], api[0]["id"]), (
+            panel, api)
+        LATE_SHOT.parent.mkdir(parents=True, exist_ok=True)
+        LATE_SHOT.write_bytes(base64.b64decode(cdp.call("Page.captureScreenshot",
+                                                        format="png")["data"]))
+        # An on-time bus of the same route lists its stops too, none late.
+        cdp.evaluate(SELECT % json.dumps("bus-3"))
+        on_time = wait_for(lambda: (lambda p: p and "bus-3" in p["text"] and p["stops"] and p)(
+            json.loads(cdp.evaluate(PANEL) or "null")), 30, "bus-3's panel")
+        assert not any(st["late"] for st in on_time["stops"]), on_time
+        cdp.evaluate(SELECT % json.dumps("bus-2"))
         shot = cdp.call("Page.captureScreenshot", format="png")
         png = base64.b64decode(shot["data"])
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

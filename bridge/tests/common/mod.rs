@@ -137,6 +137,7 @@ pub fn state(
         next_stop: None,
         delay_s: None,
         trip_inferred: None,
+        accuracy: None,
         altitude: None,
         battery: None,
         received_at: ts,

@@ -77,9 +77,18 @@ async fn run(config: Config, buses: Option<usize>) -> Result<(), Failure> {
     // Handlers go in before binding, so a signal sent as soon as the "listening" line appears is
     // never lost.
     let stop = install_signal_handlers()?;
-    let broker = Broker::bind(config)
-        .await
-        .map_err(|e| Failure::from_broker(e, "starting the broker"))?;
+    let mut demo = None;
+    let broker = Broker::bind_with(config, |network| match buses {
+        Some(n) => {
+            let d = crate::demo::Demo::new(&network, n, crate::ingest::now_ms());
+            let network = d.with_timetable(network);
+            demo = Some(d);
+            network
+        }
+        None => network,
+    })
+    .await
+    .map_err(|e| Failure::from_broker(e, "starting the broker"))?;
     announce(&broker)?;
     if let Some(buses) = buses {
         tracing::info!(
@@ -94,10 +103,9 @@ async fn run(config: Config, buses: Option<usize>) -> Result<(), Failure> {
         wait_for(stop).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
-    let served = match buses {
-        Some(buses) => {
-            let fleet =
-                crate::demo::spawn_buses(broker.mqtt_addr(), broker.network().clone(), buses);
+    let served = match demo {
+        Some(demo) => {
+            let fleet = demo.spawn(broker.mqtt_addr(), broker.network().clone());
             // The buses stop (their tasks are aborted with the set) as soon as shutdown begins,
             // so they do not keep reconnecting to a broker that is closing.
             let shutdown = async move {

@@ -60,9 +60,6 @@ pub(crate) struct PositionColumns<'a> {
     s: &'a VehicleState,
     ts: SystemTime,
     received_at: SystemTime,
-    /// Not in the processed state yet (the fix's accuracy is not carried through geo-engine);
-    /// the column exists so the schema does not change when it is.
-    accuracy: Option<f64>,
     /// The schedule delay (GTFS timetables loaded), clamped into the column's `int4`.
     delay_s: Option<i32>,
 }
@@ -73,7 +70,6 @@ impl<'a> PositionColumns<'a> {
             s,
             ts: time(s.ts),
             received_at: time(s.received_at),
-            accuracy: None,
             delay_s: s
                 .delay_s
                 .map(|d| i32::try_from(d).unwrap_or(if d < 0 { i32::MIN } else { i32::MAX })),
@@ -91,7 +87,7 @@ impl<'a> PositionColumns<'a> {
             &s.raw_lon,
             &s.speed,
             &s.heading,
-            &self.accuracy,
+            &s.accuracy,
             &s.route,
             &s.trip,
             &s.on_route,

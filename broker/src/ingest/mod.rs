@@ -182,6 +182,14 @@ impl Ingest {
         self.trackers.len()
     }
 
+    /// The next `max` stops of `vehicle` with their ETAs ([`Tracker::upcoming_stops`]); `None`
+    /// for a vehicle without a tracker. Holds the vehicle's lock for one short computation.
+    pub fn upcoming_stops(&self, vehicle: &str, max: usize) -> Option<Vec<geo_engine::NextStop>> {
+        let t = self.trackers.get(vehicle)?.clone();
+        let t = t.lock().unwrap_or_else(|e| e.into_inner());
+        Some(t.upcoming_stops(&self.network, max))
+    }
+
     /// Puts back a tracker restored from a snapshot (before any connection is accepted); with
     /// leases only its state (retained, the sinks' views): the tracker waits in Redis for the
     /// node that acquires the vehicle.

@@ -78,6 +78,17 @@ impl Calendar {
         cal
     }
 
+    /// One service per date, named `YYYYMMDD`, running on that date only (a timetable made
+    /// without a feed, [`super::Schedule::from_trips`]).
+    pub(crate) fn for_dates(dates: &[Date]) -> Calendar {
+        let mut cal = Calendar::default();
+        for &d in dates {
+            let s = cal.intern(&yyyymmdd(d).to_string());
+            cal.added.insert((s, d));
+        }
+        cal
+    }
+
     fn intern(&mut self, id: &str) -> u32 {
         if let Some(&i) = self.index.get(id) {
             return i;

@@ -17,10 +17,16 @@ pub mod timetable;
 pub mod tracking;
 
 pub use predict::StopPrediction;
-pub use timetable::{Pattern, Schedule, StopTime, Trip};
+pub use timetable::{MadeTrip, Pattern, Schedule, StopTime, Trip};
 pub use tracking::{FixOnRoute, TripFit, TripTracking};
 
 impl crate::network::Network {
+    /// This network with `schedule` as its timetable (one made with [`Schedule::from_trips`]).
+    pub fn with_schedule(mut self, schedule: Schedule) -> crate::network::Network {
+        self.schedule = Some(std::sync::Arc::new(schedule));
+        self
+    }
+
     /// This network without its timetables (to measure what schedule matching costs).
     pub fn without_schedule(&self) -> crate::network::Network {
         let mut net = self.clone();

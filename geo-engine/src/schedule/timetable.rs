@@ -54,6 +54,19 @@ pub struct Trip {
     first: u32,
 }
 
+/// One trip of a timetable made without a feed ([`Schedule::from_trips`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MadeTrip {
+    /// Its `trip_id`.
+    pub id: String,
+    /// The corridor (index into [`Network::corridors`]) it runs over, every stop of it.
+    pub corridor: usize,
+    /// The service date its times count from.
+    pub date: jiff::civil::Date,
+    /// One per stop of the corridor, in order, seconds after the date's start; never decreasing.
+    pub times: Vec<StopTime>,
+}
+
 /// Every trip's timetable and the service calendar of a GTFS feed.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -93,15 +106,7 @@ impl Schedule {
             .enumerate()
             .map(|(i, s)| (s.id.as_str(), i as u32))
             .collect();
-        let mut sched = Schedule {
-            tz,
-            calendar,
-            patterns: Vec::new(),
-            trips: Vec::new(),
-            times: Vec::new(),
-            trip_index: HashMap::new(),
-            route_trips: vec![Vec::new(); net.routes().len()],
-        };
+        let mut sched = Schedule::empty(tz, calendar, net);
         let mut pattern_index: HashMap<PatternKey, u32> = HashMap::new();
         let mut ids: Vec<&String> = gtfs.trips.keys().collect();
         ids.sort();
@@ -167,6 +172,78 @@ impl Schedule {
         }
         sched.route_trips = route_trips;
         Ok(Some(sched))
+    }
+
+    /// A timetable made without a GTFS feed (the demo's): each trip runs once, on its `date`, over
+    /// every stop of its corridor of `net`, with times in seconds after that date's start in
+    /// `tz`. No stop is a timepoint. `None` without a usable trip (unknown corridor, a time per
+    /// stop missing).
+    pub fn from_trips(net: &Network, tz: TimeZone, trips: Vec<MadeTrip>) -> Option<Schedule> {
+        let mut dates: Vec<jiff::civil::Date> = trips.iter().map(|t| t.date).collect();
+        dates.sort();
+        dates.dedup();
+        let calendar = Calendar::for_dates(&dates);
+        let mut sched = Schedule::empty(tz, calendar, net);
+        // One pattern per corridor, made on its first trip.
+        let mut pattern_of: HashMap<usize, u32> = HashMap::new();
+        for t in trips {
+            let Some(c) = net.corridors().get(t.corridor) else {
+                continue;
+            };
+            if t.times.len() != c.stops.len() || c.stops.len() < 2 {
+                continue;
+            }
+            let pattern = *pattern_of.entry(t.corridor).or_insert_with(|| {
+                sched.patterns.push(Pattern {
+                    corridor: t.corridor as u32,
+                    stops: c.stops.iter().map(|s| s.stop as u32).collect(),
+                    sequences: (1..=c.stops.len() as u32).collect(),
+                    timepoints: vec![false; c.stops.len()],
+                    progress_m: c.stops.iter().map(|s| s.progress_m as f32).collect(),
+                });
+                sched.patterns.len() as u32 - 1
+            });
+            let Some(service) = sched
+                .calendar
+                .service(&super::calendar::yyyymmdd(t.date).to_string())
+            else {
+                continue;
+            };
+            let idx = sched.trips.len() as u32;
+            sched.trip_index.insert(t.id.clone(), idx);
+            sched.route_trips[c.route].push(idx);
+            sched.trips.push(Trip {
+                id: t.id,
+                route: c.route as u32,
+                service,
+                pattern,
+                direction: None,
+                first: sched.times.len() as u32,
+            });
+            sched.times.extend(t.times);
+        }
+        if sched.trips.is_empty() {
+            return None;
+        }
+        let mut route_trips = std::mem::take(&mut sched.route_trips);
+        for trips in &mut route_trips {
+            trips.sort_by_key(|&t| sched.times(t).first().map(|s| s.departure));
+        }
+        sched.route_trips = route_trips;
+        Some(sched)
+    }
+
+    /// A timetable with no trips yet.
+    fn empty(tz: TimeZone, calendar: Calendar, net: &Network) -> Schedule {
+        Schedule {
+            tz,
+            calendar,
+            patterns: Vec::new(),
+            trips: Vec::new(),
+            times: Vec::new(),
+            trip_index: HashMap::new(),
+            route_trips: vec![Vec::new(); net.routes().len()],
+        }
     }
 
     /// Index of `trip_id`.

@@ -10,6 +10,7 @@ use super::predict::{StopPrediction, delay_at, predict};
 use super::timetable::Schedule;
 use crate::local::Local;
 use crate::network::Network;
+use crate::state::NextStop;
 
 /// A failed inference is retried at most this often (fix time), ms: a bus out of service hours
 /// costs one scan of its route's trips every 30 s, not one per fix.
@@ -248,5 +249,32 @@ impl TripFit {
             self.delay_s.unwrap_or(0) as f64,
             self.ts,
         )
+    }
+
+    /// The next `max` stops of the trip with their predictions (those of the GTFS-Realtime
+    /// TripUpdate): `eta` the predicted arrival, `scheduled` the timetable's, `delay_s` the
+    /// difference, `distance_m` along the trip's corridor. Empty until the vehicle is placed on
+    /// the corridor.
+    pub fn upcoming(&self, sched: &Schedule, net: &Network, max: usize) -> Vec<NextStop> {
+        let (Some(pattern), Some(progress)) = (sched.pattern(self.trip), self.progress_m) else {
+            return Vec::new();
+        };
+        let times = sched.times(self.trip);
+        self.predictions(sched)
+            .into_iter()
+            .filter_map(|p| {
+                let stop = net.stops().get(*pattern.stops.get(p.index)? as usize)?;
+                let along = (*pattern.progress_m.get(p.index)? as f64 - progress).max(0.0);
+                Some(NextStop {
+                    id: stop.id.clone(),
+                    name: stop.name.clone(),
+                    distance_m: (along * 10.0).round() / 10.0,
+                    eta: Some(p.arrival_ms),
+                    scheduled: Some(self.day_start_ms + times.get(p.index)?.arrival as i64 * 1000),
+                    delay_s: Some(i64::from(p.delay_s)),
+                })
+            })
+            .take(max)
+            .collect()
     }
 }

@@ -6,8 +6,14 @@
 //!   instead of starting stacked at its first stop;
 //! - `bus-1` starts at that route's start and leaves it for a 300 m detour 200 m in, on every
 //!   lap (a `deviation`, then `back_on_route`, within the first minute);
-//! - `bus-2` runs late: slower and with long dwells, it falls behind the others on the route;
+//! - `bus-2` runs late: slower and with long dwells, it falls behind the others on the route,
+//!   and against the demo's timetable ([`timetable`]) it is about three minutes late from the start and
+//!   later along each leg (`delay_s`, the map's `+N min`);
 //! - the rest drive the other routes, and one of them drops offline for 90 s every two minutes.
+//!
+//! Every bus names its trip (`"{bus}/{corridor}-{lap}"`), a trip of that timetable, so the
+//! vehicle panel lists its next stops with scheduled times and delays. A network that has its
+//! own timetable (a GTFS `--routes`) keeps it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +26,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::ingest::now_ms;
+pub mod timetable;
+
+/// Speed and dwell the late bus is timetabled at (an on-time bus's), m/s and ms.
+const NOMINAL_SPEED_MPS: f64 = 6.0;
+const NOMINAL_DWELL_MS: i64 = 20_000;
 
 /// Seconds between fixes of one bus.
 const INTERVAL_MS: i64 = 1000;
@@ -75,18 +85,90 @@ fn roles(routes: &[String], count: usize) -> Vec<Role> {
         .collect()
 }
 
-/// Starts `count` buses publishing to the broker at `mqtt`; they run until the set is dropped.
-pub fn spawn_buses(mqtt: SocketAddr, network: Arc<Network>, count: usize) -> JoinSet<()> {
-    let mut set = JoinSet::new();
-    let routes: Vec<String> = network.route_ids().map(str::to_owned).collect();
-    if routes.is_empty() {
-        tracing::warn!("demo: the route network has no routes; no buses");
-        return set;
+/// One simulated bus: its id, its run and how many fixes of it lie before the demo's start.
+#[derive(Debug, Clone)]
+struct Bus {
+    id: String,
+    role: Role,
+    cfg: SimConfig,
+    skip: usize,
+}
+
+/// The demo's buses, placed along their routes as of `t0_ms`.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    buses: Vec<Bus>,
+    t0_ms: i64,
+}
+
+impl Demo {
+    /// `count` buses over the routes of `network`, their first fixes at `t0_ms`.
+    pub fn new(network: &Network, count: usize, t0_ms: i64) -> Demo {
+        let routes: Vec<String> = network.route_ids().map(str::to_owned).collect();
+        if routes.is_empty() {
+            tracing::warn!("demo: the route network has no routes; no buses");
+            return Demo {
+                buses: Vec::new(),
+                t0_ms,
+            };
+        }
+        let buses = roles(&routes, count)
+            .into_iter()
+            .enumerate()
+            .map(|(i, role)| {
+                let skip = skip_fixes(network, i, &role);
+                // The simulator's clock starts `skip` fixes before `t0_ms`, so that after
+                // skipping them its fixes are in step with real time.
+                let cfg = sim_config(i, &role, t0_ms - skip as i64 * INTERVAL_MS);
+                Bus {
+                    id: format!("bus-{}", i + 1),
+                    role,
+                    cfg,
+                    skip,
+                }
+            })
+            .collect();
+        Demo { buses, t0_ms }
     }
-    for (i, role) in roles(&routes, count).into_iter().enumerate() {
-        set.spawn(bus(mqtt, network.clone(), i, role));
+
+    /// `network` with the demo's timetable ([`timetable`]), unless it has one of its own.
+    pub fn with_timetable(&self, network: Network) -> Network {
+        if network.schedule().is_some() {
+            return network;
+        }
+        let until = self.t0_ms + timetable::HORIZON_MS;
+        let trips = self
+            .buses
+            .iter()
+            .flat_map(|b| {
+                let nominal = b.role.late.then(|| SimConfig {
+                    speed_mps: NOMINAL_SPEED_MPS,
+                    dwell_ms: NOMINAL_DWELL_MS,
+                    ..b.cfg.clone()
+                });
+                timetable::trips(
+                    &network,
+                    &b.id,
+                    &b.cfg,
+                    nominal.as_ref(),
+                    (self.t0_ms, until),
+                )
+            })
+            .collect();
+        match timetable::schedule(&network, trips) {
+            Some(s) => network.with_schedule(s),
+            None => network,
+        }
     }
-    set
+
+    /// Starts the buses publishing to the broker at `mqtt`; they run until the set is dropped.
+    pub fn spawn(self, mqtt: SocketAddr, network: Arc<Network>) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        for b in self.buses {
+            set.spawn(bus(mqtt, network.clone(), b));
+        }
+        set
+    }
 }
 
 fn sim_config(i: usize, role: &Role, start_ms: i64) -> SimConfig {
@@ -103,6 +185,7 @@ fn sim_config(i: usize, role: &Role, start_ms: i64) -> SimConfig {
             length_m: 600.0,
             offset_m: 300.0,
         }),
+        detour_every_lap: true,
         seed: i as u64 + 1,
         ..SimConfig::default()
     }
@@ -122,16 +205,24 @@ fn skip_fixes(network: &Network, i: usize, role: &Role) -> usize {
 }
 
 /// One bus: connect, publish a fix a second, reconnect after errors.
-async fn bus(mqtt: SocketAddr, network: Arc<Network>, i: usize, role: Role) {
-    let id = format!("bus-{}", i + 1);
-    let skip = skip_fixes(&network, i, &role);
-    // The simulator's clock starts `skip` fixes ago, so that after skipping them its fixes are
-    // in step with real time.
-    let start_ms = now_ms() - skip as i64 * INTERVAL_MS;
-    let Some(sim) = Simulator::new(&network, sim_config(i, &role, start_ms)) else {
+async fn bus(mqtt: SocketAddr, network: Arc<Network>, b: Bus) {
+    let Bus {
+        id,
+        role,
+        cfg,
+        skip,
+    } = b;
+    let Some(sim) = Simulator::new(&network, cfg) else {
         return;
     };
-    let mut fixes = sim.map(|s| s.fix).skip(skip);
+    // The trip names the bus too: each bus runs its own trips of the demo's timetable.
+    let mut fixes = sim
+        .map(|s| {
+            let mut f = s.fix;
+            f.trip = f.trip.map(|t| format!("{id}/{t}"));
+            f
+        })
+        .skip(skip);
     let mut driven = 0u32;
     loop {
         let Ok(mut stream) = connect(mqtt, &id).await else {
@@ -221,5 +312,63 @@ mod tests {
         let single = roles(&routes[..1], 2);
         assert_eq!(single.len(), 2);
         assert_eq!(single[1].start, 0.5);
+    }
+
+    /// The late bus runs minutes behind the demo's timetable from its first minute, and an
+    /// on-time bus keeps to it; both name trips the timetable has.
+    #[test]
+    fn timetable_makes_the_late_bus_late_and_the_others_on_time() {
+        let t0 = 1_796_000_000_000;
+        let net = Network::bundled();
+        let demo = Demo::new(&net, 12, t0);
+        let net = demo.with_timetable(net);
+        let sched = net.schedule().expect("a timetable");
+        let cfg = geo_engine::PipelineConfig::default();
+        for b in &demo.buses[1..3] {
+            let mut t = geo_engine::Tracker::new(&b.id);
+            let sim = Simulator::new(&net, b.cfg.clone()).unwrap();
+            let mut delays = Vec::new();
+            for s in sim.skip(b.skip).take(90) {
+                let mut f = s.fix;
+                f.trip = f.trip.map(|x| format!("{}/{x}", b.id));
+                assert!(sched.trip_index(f.trip.as_deref().unwrap()).is_some());
+                let ts = f.ts;
+                if let Ok(geo_engine::Outcome::Forwarded { state, .. }) =
+                    t.process(&net, &cfg, f, ts)
+                {
+                    delays.extend(state.delay_s);
+                }
+            }
+            assert!(delays.len() > 30, "{}: {delays:?}", b.id);
+            let settled = &delays[10..];
+            if b.role.late {
+                assert!(settled.iter().all(|&d| d >= 60), "{}: {settled:?}", b.id);
+            } else {
+                assert!(
+                    settled.iter().all(|&d| d.abs() <= 30),
+                    "{}: {settled:?}",
+                    b.id
+                );
+            }
+        }
+        assert!(demo.buses[1].role.late && !demo.buses[2].role.late);
+    }
+
+    #[test]
+    fn the_detour_bus_detours_on_every_lap() {
+        let net = Network::bundled();
+        let demo = Demo::new(&net, 12, 0);
+        let b = &demo.buses[0];
+        assert!(b.role.detour);
+        let three = SimConfig {
+            laps: Some(3),
+            ..b.cfg.clone()
+        };
+        let laps: std::collections::BTreeSet<u32> = Simulator::new(&net, three)
+            .unwrap()
+            .filter(|s| s.offset_m.abs() > 100.0)
+            .filter_map(|s| s.fix.trip?.rsplit('-').next()?.parse().ok())
+            .collect();
+        assert_eq!(laps.into_iter().collect::<Vec<_>>(), vec![0, 1, 2]);
     }
 }
