@@ -61,6 +61,8 @@ pub type Messages = BoxStream<'static, (String, Bytes)>;
 pub trait Transport: Send + Sync + 'static {
     /// Publishes each (channel, payload), in order.
     fn publish(&self, batch: Vec<(String, Bytes)>) -> BoxFuture<'_, redis::RedisResult<()>>;
+    /// A round trip on the publishing connection (to notice Redis is back while idle).
+    fn ping(&self) -> BoxFuture<'_, redis::RedisResult<()>>;
     /// Subscribes to `channels` on a connection of its own.
     fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'_, redis::RedisResult<Messages>>;
 }
@@ -102,6 +104,11 @@ impl Transport for RedisTransport {
             }
             pipe.query_async::<()>(&mut conn).await
         })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, redis::RedisResult<()>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
     }
 
     fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'_, redis::RedisResult<Messages>> {
@@ -261,10 +268,25 @@ async fn publish_loop(
             batch
         };
         if batch.is_empty() {
+            // While down and idle, probe Redis so that readiness comes back without traffic.
+            let idle = if stats.publishing.load(Relaxed) {
+                Duration::MAX
+            } else {
+                backoff
+            };
             tokio::select! {
                 () = outbox.ready.notified() => continue,
+                () = tokio::time::sleep(idle) => {}
                 () = stop.cancelled() => return,
             }
+            match transport.ping().await {
+                Ok(()) => {
+                    stats.publishing.store(true, Relaxed);
+                    backoff = BACKOFF_MIN;
+                }
+                Err(_) => backoff = (backoff * 2).min(BACKOFF_MAX),
+            }
+            continue;
         }
         let n = batch.len() as u64;
         match transport.publish(batch).await {
