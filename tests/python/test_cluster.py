@@ -1,8 +1,8 @@
 """The cluster with real processes (README "Running a cluster", docs/http-api.md#get-apiv1cluster):
 three `fleetmq serve --cluster` nodes on one redis-server, HAProxy running `deploy/haproxy.cfg`.
 
-- a driver on node A, paho watchers on A and B, a `/ws` watcher on C, REST on B: every processed
-  state (and event) arrives exactly once at each;
+- a driver on node A, paho watchers on A and B, a `/ws` watcher on C, SSE and REST on B: every
+  processed state (and event) arrives exactly once at each;
 - `GET /api/v1/vehicles`, `near` and `bbox` on every node see the vehicles of every node;
 - `GET /api/v1/cluster` lists the nodes and drops a `kill -9`ed one within about 5 s;
 - MQTT and `/ws` through HAProxy;
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from bridge_util import Driver, Ws
+from bridge_util import Driver, Sse, Ws
 from cluster_util import Cluster, get, readiness
 from harness import wait_for
 from mqttc import connected, unique
@@ -62,9 +62,15 @@ def test_every_processed_state_arrives_once_at_every_node(cluster):
     v = unique("once")
     on_a, on_b = watcher(a, v), watcher(b, v)
     ws = Ws(c)
+    sse = Sse(b, f"vehicle={v}&max_hz=10")
     driver = Driver(a)
+
+    def sse_states():
+        return [d["vehicle"]["ts"] for name, d in sse.all() if name == "update"]
+
     try:
         assert ws.subscribe("s", vehicle=v, events=True, max_hz=10)["vehicles"] == []
+        wait_for(lambda: sse.find(lambda e: e[0] == "snapshot"), 10, "the SSE snapshot")
         sent = []
         for i in range(6):
             ts = driver.fix(v, LAT + 0.002 * i, LON)
@@ -73,6 +79,7 @@ def test_every_processed_state_arrives_once_at_every_node(cluster):
             wait_for(lambda: ts in states_of(on_b, v), 10, f"state {ts} over MQTT on B")
             ws.wait_update(v, ts)
             wait_for(lambda: ts in states_of(on_a, v), 10, f"state {ts} over MQTT on A")
+            wait_for(lambda: ts in sse_states(), 10, f"state {ts} over SSE on B")
         status, state = get(b.http_host, b.http_port, f"/api/v1/vehicles/{v}")
         assert status == 200 and state["ts"] == sent[-1], (status, state)
         # Anything duplicated would have arrived by the time this marker did.
@@ -81,9 +88,11 @@ def test_every_processed_state_arrives_once_at_every_node(cluster):
         wait_for(lambda: marker in states_of(on_b, v), 10, "the marker state on B")
         ws.wait_update(v, marker)
         wait_for(lambda: marker in states_of(on_a, v), 10, "the marker state on A")
+        wait_for(lambda: marker in sse_states(), 10, "the marker state over SSE")
         assert states_of(on_a, v) == sent, "node A (the driver's own)"
         assert states_of(on_b, v) == sent, "node B over MQTT"
         assert [u["vehicle"]["ts"] for u in ws.updates_of(v)] == sent, "node C over /ws"
+        assert sse_states() == sent, "node B over SSE"
         assert len(events_of(on_a, v, "online")) == 1
         assert len(events_of(on_b, v, "online")) == 1
         assert len(ws.all(lambda m: m.get("type") == "event"
@@ -91,6 +100,7 @@ def test_every_processed_state_arrives_once_at_every_node(cluster):
     finally:
         driver.close()
         ws.close()
+        sse.close()
         on_a.disconnect()
         on_b.disconnect()
 
