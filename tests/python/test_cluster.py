@@ -4,13 +4,15 @@ three `fleetmq serve --cluster` nodes on one redis-server, HAProxy running `depl
 - a driver on node A, paho watchers on A and B, a `/ws` watcher on C, SSE and REST on B: every
   processed state (and event) arrives exactly once at each;
 - `GET /api/v1/vehicles`, `near` and `bbox` on every node see the vehicles of every node;
-- `GET /api/v1/cluster` lists the nodes and drops a `kill -9`ed one within about 5 s;
+- `GET /api/v1/cluster` lists the nodes and drops a `kill -9`ed one within about 5 s; a node
+  silent for 5 s (SIGSTOP) comes back as a new incarnation;
 - MQTT and `/ws` through HAProxy;
 - Redis stopped for 5 s while drivers publish: local clients keep being served, `/readyz` says
   `degraded`, then cross-node delivery resumes.
 """
 
 import json
+import signal
 import subprocess
 import time
 
@@ -157,6 +159,30 @@ def test_cluster_listing_drops_a_killed_node(cluster):
     finally:
         cluster.nodes.pop("d", None)
         d.stop()
+
+
+def test_a_node_back_from_the_dead_is_a_new_incarnation(cluster):
+    a = cluster.nodes["a"]
+    e = cluster.start_node("e")
+
+    def incarnation():
+        reply = cluster.redis.command("HGET", "fleetmq:node:e", "incarnation")
+        return reply.split(b"\r\n")[1].decode() if reply.startswith(b"$1") else None
+
+    try:
+        cluster.wait_nodes(["a", "b", "c", "e"], on=["a", "e"])
+        assert incarnation() == "1"
+        e.proc.send_signal(signal.SIGSTOP)  # silent, but not gone: a long GC pause, a frozen VM
+        try:
+            cluster.wait_nodes(["a", "b", "c"], timeout=10, on=["a"])
+        finally:
+            e.proc.send_signal(signal.SIGCONT)
+        cluster.wait_nodes(["a", "b", "c", "e"], on=["a", "e"])
+        wait_for(lambda: incarnation() == "2", 5, "incarnation 2 in fleetmq:node:e")
+        assert "new incarnation" in e.log()
+    finally:
+        cluster.nodes.pop("e", None)
+        e.stop()
 
 
 def test_a_node_outside_a_cluster_lists_itself(fleetmq_factory):
