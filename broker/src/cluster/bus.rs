@@ -379,6 +379,37 @@ async fn subscribe_loop(
 mod tests {
     use super::*;
 
+    /// A Redis that accepts the connection and never answers.
+    struct Stuck;
+
+    impl Transport for Stuck {
+        fn publish(&self, _: Vec<(String, Bytes)>) -> BoxFuture<'_, redis::RedisResult<()>> {
+            Box::pin(std::future::pending())
+        }
+        fn ping(&self) -> BoxFuture<'_, redis::RedisResult<()>> {
+            Box::pin(std::future::pending())
+        }
+        fn subscribe(&self, _: Vec<String>) -> BoxFuture<'_, redis::RedisResult<Messages>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_redis_costs_at_most_the_outgoing_limit() {
+        let stop = CancellationToken::new();
+        let bus = Bus::start(Arc::new(Stuck), stop.clone());
+        let mib = Bytes::from(vec![0u8; 1024 * 1024]);
+        for _ in 0..(MAX_OUT_BYTES / mib.len() + BATCH + 10) {
+            bus.publish(channel("v"), mib.clone());
+            tokio::task::yield_now().await;
+        }
+        let queued = bus.outbox.queue.lock().expect("lock").1;
+        assert!(queued <= MAX_OUT_BYTES, "{queued}");
+        assert!(bus.stats.dropped_out.load(Relaxed) >= 10);
+        assert!(!bus.is_up(), "never subscribed");
+        stop.cancel();
+    }
+
     #[test]
     fn one_vehicle_one_channel_among_the_shards() {
         assert_eq!(channel("bus-1"), channel("bus-1"));
