@@ -45,11 +45,11 @@ pub struct Order {
     pub seq: u64,
 }
 
-/// One output on the bus (JSON).
+/// One output on the bus: a line with the id of the node that processed it, then this as
+/// JSON. A node's own outputs come back to it from Redis; the first line lets it skip them
+/// without parsing.
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope<'a> {
-    /// The node that processed it; its own messages come back to it and are skipped.
-    node: Cow<'a, str>,
     order: Order,
     #[serde(flatten)]
     body: Body<'a>,
@@ -92,7 +92,6 @@ impl OutputSink {
 
     fn send(&self, vehicle: &str, ts: i64, body: Body<'_>) {
         let envelope = Envelope {
-            node: Cow::Borrowed(&self.node),
             order: Order {
                 epoch: 0,
                 ts,
@@ -100,8 +99,13 @@ impl OutputSink {
             },
             body,
         };
-        match serde_json::to_vec(&envelope) {
-            Ok(json) => self.bus.publish(bus::channel(vehicle), Bytes::from(json)),
+        let mut payload = Vec::with_capacity(512);
+        payload.extend_from_slice(self.node.as_bytes());
+        payload.push(b'\n');
+        match serde_json::to_writer(&mut payload, &envelope) {
+            Ok(()) => self
+                .bus
+                .publish(bus::channel(vehicle), Bytes::from(payload)),
             Err(e) => tracing::error!(error = %e, "cluster: output not serializable"),
         }
     }
@@ -160,16 +164,16 @@ impl LocalOutputs {
                 () = stop.cancelled() => return,
             };
             let Some((_, payload)) = next else { return };
-            let envelope: Envelope<'static> = match serde_json::from_slice(&payload) {
+            let Some(json) = others(&payload, &self.node) else {
+                continue;
+            };
+            let envelope: Envelope<'static> = match serde_json::from_slice(json) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "cluster: unreadable output on the bus; skipped");
                     continue;
                 }
             };
-            if *envelope.node == *self.node {
-                continue;
-            }
             if !fresh(&mut seen, &envelope) {
                 continue;
             }
@@ -204,6 +208,13 @@ impl LocalOutputs {
             }
         }
     }
+}
+
+/// The JSON of another node's output; `None` for this node's own (or a payload without the
+/// node line).
+fn others<'p>(payload: &'p [u8], me: &str) -> Option<&'p [u8]> {
+    let cut = payload.iter().position(|&b| b == b'\n')?;
+    (&payload[..cut] != me.as_bytes()).then(|| &payload[cut + 1..])
 }
 
 /// Whether `e` is newer than what was seen of its vehicle (and records it if so).
@@ -241,7 +252,6 @@ mod tests {
 
     fn envelope(ts: i64, seq: u64) -> Envelope<'static> {
         Envelope {
-            node: "a".into(),
             order: Order { epoch: 0, ts, seq },
             body: Body::State {
                 state: Cow::Owned(state(ts)),
@@ -260,6 +270,13 @@ mod tests {
         assert!(fresh(&mut seen, &envelope(10, 6)), "same fix, later output");
         // Another node, whose counter is far behind, with the next fix.
         assert!(fresh(&mut seen, &envelope(11, 0)));
+    }
+
+    #[test]
+    fn a_node_skips_its_own_outputs_unparsed() {
+        assert_eq!(others(b"a\n{}", "a"), None);
+        assert_eq!(others(b"ab\n{}", "a"), Some(&b"{}"[..]));
+        assert_eq!(others(b"{}", "a"), None);
     }
 
     #[test]
