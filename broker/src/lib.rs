@@ -18,7 +18,8 @@
 //! - `gtfsrt`: GTFS-Realtime feeds (HTTP, cached per second) and MQTT entities
 //!   (docs/gtfs-realtime.md).
 //! - `osmand`: the OsmAnd / Traccar Client listener (`--osmand`, `--osmands`).
-//! - `cluster`: several nodes on one Redis: vehicle leases (docs/redis.md#leases).
+//! - `cluster`: several nodes on one Redis: membership, processed outputs across nodes, vehicle
+//!   leases (docs/redis.md#leases).
 //! - `persist`: Redis snapshots, restore on start, the track and the SOS log (docs/redis.md).
 //! - `connection`: one client connection: handshake, inbound packets, the writer.
 //! - `context`: what connections share (router channel, limits, metrics, shutdown).

@@ -155,6 +155,22 @@ pub struct Config {
     #[serde(with = "duration")]
     pub state_ttl: Duration,
 
+    /// Join the cluster of nodes sharing --redis or --redis-cluster; needs --node-id
+    // docs: README "Running a cluster"; the cluster module (broker/src/cluster/mod.rs) says why.
+    // One node processes a vehicle at a time (docs/redis.md#leases). A bare `--cluster` is true.
+    #[arg(long, env = "FLEETMQ_CLUSTER", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = boolean::parse, help_heading = "Cluster")]
+    #[serde(with = "boolean")]
+    pub cluster: bool,
+
+    /// This node's name in the cluster, [A-Za-z0-9_-], 1 to 64 characters [default: off]
+    // Unset outside a cluster: `/api/v1/cluster` then names the single node `local`.
+    #[arg(long, env = "FLEETMQ_NODE_ID", value_name = "NAME", value_parser = node_id::parse,
+          help_heading = "Cluster")]
+    #[serde(with = "node_id")]
+    pub node_id: Option<String>,
+
     /// PostgreSQL URL for history, e.g. postgres://fleetmq@127.0.0.1/fleetmq [default: off]
     #[arg(long, env = "FLEETMQ_POSTGRES", value_name = "URL", value_parser = text::parse,
           hide_env_values = true, help_heading = "Data")]
@@ -372,20 +388,6 @@ pub struct Config {
           value_parser = decimal::parse, help_heading = "Pipeline")]
     #[serde(with = "decimal")]
     pub stop_radius_m: f64,
-
-    /// Join a cluster of nodes sharing --redis (needs --node-id); vehicles are leased per node
-    // docs/redis.md#leases: one node processes a vehicle at a time. A bare `--cluster` means true.
-    #[arg(long, env = "FLEETMQ_CLUSTER", value_name = "BOOL", num_args = 0..=1,
-          require_equals = true, default_value = "false", default_missing_value = "true",
-          value_parser = boolean::parse, help_heading = "Cluster")]
-    #[serde(with = "boolean")]
-    pub cluster: bool,
-
-    /// This node's name in the cluster, [A-Za-z0-9_-], at most 64 characters [default: off]
-    #[arg(long, env = "FLEETMQ_NODE_ID", value_name = "NAME", value_parser = node_id::parse,
-          help_heading = "Cluster")]
-    #[serde(with = "node_id")]
-    pub node_id: Option<String>,
 }
 
 impl Config {

@@ -32,7 +32,7 @@ fn node(url: &str, name: &str) -> (Arc<Store>, Arc<Ingest>, Arc<Leases>) {
         .with_leases(true),
     );
     let leases = Leases::open(
-        url,
+        &crate::persist::Target::Single(url.to_owned()),
         name,
         ingest.clone(),
         store.clone(),
