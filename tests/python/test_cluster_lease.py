@@ -96,19 +96,16 @@ def parallel(fn, items, workers: int = 16):
         return list(pool.map(fn, items))
 
 
-# Every client a test opens, stopped after it: paho's reconnecting drivers would otherwise go on
-# reconnecting in the background, and their connect storm would count against the next test's
-# nodes (the per-IP connect rate).
+# Every client a test opens, closed after it (`Client.close`: paho's select() loop cannot use
+# file descriptors above 1023, so 200 leaked drivers would break the next test's clients).
 _OPEN: list = []
 
 
 @pytest.fixture(autouse=True)
-def _stop_clients():
+def _close_clients():
     yield
     while _OPEN:
-        client = _OPEN.pop()
-        client.paho.disconnect()
-        client.paho.loop_stop()
+        _OPEN.pop().close()
 
 
 def watch(node) -> Client:
