@@ -9,6 +9,12 @@ use geo_engine::{Event, Tracker, VehicleState};
 pub trait StateSink: Send + Sync {
     /// A new processed state.
     fn state(&self, state: &Arc<VehicleState>);
+    /// A new processed state with its JSON, made once per state for the `vehicles/{id}` payload:
+    /// a sink that sends the JSON on (the WebSocket bridge) reuses it instead of serializing the
+    /// state again.
+    fn state_json(&self, state: &Arc<VehicleState>, _json: &Arc<str>) {
+        self.state(state);
+    }
     /// An event.
     fn event(&self, event: &Arc<Event>);
     /// The tracker after an accepted update, for durable snapshots (filter state included).
