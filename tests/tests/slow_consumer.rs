@@ -24,6 +24,10 @@ const WINDOW: usize = 256;
 const STEP: Duration = Duration::from_secs(10);
 /// Generous ceiling on the broker's RSS after 100 MiB passed a stalled subscriber.
 const RSS_CEILING: u64 = 256 * 1024 * 1024;
+/// Ceiling on the broker's RSS growth while 100 MiB pass a stalled QoS 0 subscriber: well
+/// under the 100 MiB a broker buffering everything for it would need (its bounded queue is at
+/// most `--max-queued` 1,000 × 10 KiB).
+const RSS_GROWTH_CEILING: u64 = 64 * 1024 * 1024;
 
 /// A subscriber that reads (and acks) everything on a thread and counts it.
 struct Counter {
@@ -166,7 +170,8 @@ fn qos0_load_past_a_stalled_subscriber(server: &Server) -> TestResult {
     let payload = vec![b'x'; PAYLOAD];
     let message = packets::publish(Version::V5, b"load/bus", 0, 0, &payload);
     let started = Instant::now();
-    let mut peak_rss = server.rss_bytes()?;
+    let rss_before = server.rss_bytes()?;
+    let mut peak_rss = rss_before;
     for sent in 1..=total {
         publisher.send(&message)?;
         // Pace on the fast subscriber (never on the stalled one) so QoS 0 to the fast one has
@@ -190,6 +195,12 @@ fn qos0_load_past_a_stalled_subscriber(server: &Server) -> TestResult {
     assert!(
         peak_rss < RSS_CEILING,
         "broker RSS reached {} MiB with a stalled subscriber",
+        peak_rss / (1024 * 1024)
+    );
+    assert!(
+        peak_rss.saturating_sub(rss_before) < RSS_GROWTH_CEILING,
+        "broker RSS grew from {} to {} MiB with a stalled subscriber",
+        rss_before / (1024 * 1024),
         peak_rss / (1024 * 1024)
     );
     eprintln!(
