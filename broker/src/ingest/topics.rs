@@ -39,11 +39,10 @@ pub fn filter_may_match_location(filter: &str) -> bool {
         Some(_) => {}
         None => return false,
     }
-    match (levels.next(), levels.next(), levels.next()) {
-        (Some("#"), _, _) => true,
-        (Some("location" | "+"), None | Some("#"), None) => true,
-        _ => false,
-    }
+    matches!(
+        (levels.next(), levels.next(), levels.next()),
+        (Some("#"), _, _) | (Some("location" | "+"), None | Some("#"), None)
+    )
 }
 
 /// The topic a vehicle's pings are published to.
