@@ -39,6 +39,15 @@ impl Prepared {
         }
     }
 
+    /// Wraps a state with its JSON, already made by the caller (`json` must be the state's
+    /// serialization, as [`Prepared::json`] would make it).
+    pub fn with_json(state: Arc<VehicleState>, json: Arc<str>) -> Prepared {
+        Prepared {
+            state,
+            json: OnceLock::from(json),
+        }
+    }
+
     /// The state's docs/topics-and-payloads.md#processed-state JSON.
     pub fn json(&self) -> &Arc<str> {
         self.json.get_or_init(|| to_json(&*self.state))

@@ -144,9 +144,18 @@ impl Hub {
     /// Records a processed state and offers it to every subscription that selects it now, or
     /// selected its previous state (so a client sees a vehicle leave its bbox or route).
     pub fn push_state(&self, state: Arc<VehicleState>) {
+        self.push_prepared(Arc::new(Prepared::new(state)));
+    }
+
+    /// As [`Hub::push_state`], with the state's JSON already made (the broker's `vehicles/{id}`
+    /// payload): the hub then never serializes the state itself.
+    pub fn push_state_json(&self, state: Arc<VehicleState>, json: Arc<str>) {
+        self.push_prepared(Arc::new(Prepared::with_json(state, json)));
+    }
+
+    fn push_prepared(&self, p: Arc<Prepared>) {
         let m = &self.inner.metrics;
         inc(&m.states_pushed);
-        let p = Arc::new(Prepared::new(state));
         let prev = match self.inner.fleet.upsert(&p) {
             Ok(prev) => prev,
             Err(_) => {

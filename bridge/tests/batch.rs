@@ -126,18 +126,24 @@ async fn a_watcher_that_stops_reading_holds_a_bounded_queue_and_slows_no_one() {
     let s = start(HubConfig::default()).await;
     push_round(&s, 0..VEHICLES, 1);
 
-    // The stuck watcher: a tiny receive buffer, subscribes to everything, never reads again.
-    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-    sock.set_recv_buffer_size(4096).expect("rcvbuf");
-    let tcp = sock.connect(s.addr).await.expect("connect");
-    let (mut stuck, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", s.addr), tcp)
-        .await
-        .expect("handshake");
+    // The stuck watchers, one plain and one batched: a tiny receive buffer, subscribed to
+    // everything, never reading again.
     let sub = json!({"op": "subscribe", "id": "all", "bbox": BOX, "max_hz": 10});
-    stuck
-        .send(Message::Text(sub.to_string().into()))
-        .await
-        .expect("send");
+    let mut batched = sub.clone();
+    batched["batch"] = json!(true);
+    let mut stuck = Vec::new();
+    for request in [&sub, &batched] {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(4096).expect("rcvbuf");
+        let tcp = sock.connect(s.addr).await.expect("connect");
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", s.addr), tcp)
+            .await
+            .expect("handshake");
+        ws.send(Message::Text(request.to_string().into()))
+            .await
+            .expect("send");
+        stuck.push(ws);
+    }
 
     // The healthy watcher records the latest ts it saw per vehicle.
     let mut healthy = connect(s.addr).await;
@@ -179,10 +185,10 @@ async fn a_watcher_that_stops_reading_holds_a_bounded_queue_and_slows_no_one() {
         largest <= bound,
         "a queue reached {largest} (bound {bound})"
     );
-    // The stuck watcher really is stuck: its queue still holds states the healthy one has had.
+    // The stuck watchers really are stuck: a queue still holds states the healthy one has had.
     assert!(
         s.hub.largest_queue() > 0,
-        "the stuck watcher drained everything: its socket buffers were too big for this test"
+        "the stuck watchers drained everything: their socket buffers were too big for this test"
     );
     reader.abort();
     drop(stuck);

@@ -298,6 +298,10 @@ impl StateSink for HubSink {
         self.0.push_state(state.clone());
     }
 
+    fn state_json(&self, state: &Arc<VehicleState>, json: &Arc<str>) {
+        self.0.push_state_json(state.clone(), json.clone());
+    }
+
     fn event(&self, event: &Arc<Event>) {
         self.0.push_event(event.clone());
     }

@@ -2,8 +2,8 @@
 //! hot path), rendered as `$SYS` topics and in Prometheus text format.
 
 use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::ingest::Source;
@@ -42,6 +42,10 @@ pub struct Metrics {
     /// Gauges the router refreshes.
     pub sessions: AtomicI64,
     pub subscriptions: AtomicI64,
+    /// Subscriptions whose filter can match a `fleet/{vehicle}/location` topic, kept by the
+    /// router's subscription tree and read by every driver publish: with none, the raw location
+    /// message is not routed (nobody could receive it). Not exported.
+    pub location_subscriptions: Arc<AtomicUsize>,
     pub retained: AtomicI64,
     pub retained_bytes: AtomicI64,
     /// Vehicles tracked (the ingest's gauge).
@@ -78,6 +82,7 @@ impl Default for Metrics {
             publish_rate_exceeded: AtomicU64::new(0),
             sessions: AtomicI64::new(0),
             subscriptions: AtomicI64::new(0),
+            location_subscriptions: Arc::default(),
             retained: AtomicI64::new(0),
             retained_bytes: AtomicI64::new(0),
             vehicles: AtomicI64::new(0),

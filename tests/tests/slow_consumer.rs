@@ -1,8 +1,11 @@
 //! Slow-consumer isolation (issue 2 item 6, docs/mqtt.md#sessions-and-queues and STYLE "the router
 //! never waits on a slow client"): a subscriber that stops reading must not slow any other client
 //! nor grow the broker's memory past its bounded queue. QoS 0 to it is dropped; QoS 1 waits in its
-//! bounded queue while the publisher still gets its PUBACKs.
+//! bounded queue while the publisher still gets its PUBACKs. The same holds for a subscriber over
+//! MQTT over WebSocket (`/mqtt`), whose connection also has the WebSocket layer's buffers.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
@@ -21,6 +24,10 @@ const WINDOW: usize = 256;
 const STEP: Duration = Duration::from_secs(10);
 /// Generous ceiling on the broker's RSS after 100 MiB passed a stalled subscriber.
 const RSS_CEILING: u64 = 256 * 1024 * 1024;
+/// Ceiling on the broker's RSS growth while 100 MiB pass a stalled QoS 0 subscriber: well
+/// under the 100 MiB a broker buffering everything for it would need (its bounded queue is at
+/// most `--max-queued` 1,000 × 10 KiB).
+const RSS_GROWTH_CEILING: u64 = 64 * 1024 * 1024;
 
 /// A subscriber that reads (and acks) everything on a thread and counts it.
 struct Counter {
@@ -74,17 +81,97 @@ fn stalled_subscriber(server: &Server, topic: &str, qos: u8) -> Result<RawClient
     Ok(client)
 }
 
+/// Writes one masked binary WebSocket frame (the mask key is zero, so the payload is unchanged).
+fn ws_frame(stream: &mut TcpStream, payload: &[u8]) -> Result<(), HarnessError> {
+    let mut frame = vec![0x82];
+    match u16::try_from(payload.len()) {
+        Ok(n) if n < 126 => frame.push(0x80 | n as u8),
+        Ok(n) => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&n.to_be_bytes());
+        }
+        Err(_) => return Err(HarnessError::BadPacket("frame too large".into())),
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    stream.write_all(&frame)?;
+    Ok(())
+}
+
+/// A subscriber over `/mqtt` (MQTT over WebSocket) that waits for its SUBACK and then never
+/// reads its socket again.
+fn stalled_ws_subscriber(server: &Server, topic: &str) -> Result<TcpStream, HarnessError> {
+    let mut stream = TcpStream::connect(server.http_addr())?;
+    stream.set_read_timeout(Some(STEP))?;
+    let request = format!(
+        "GET /mqtt HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: mqtt\r\n\r\n",
+        server.http_addr()
+    );
+    stream.write_all(request.as_bytes())?;
+    ws_frame(&mut stream, &packets::connect(Version::V5, "stalled-ws", 0))?;
+    ws_frame(&mut stream, &packets::subscribe(Version::V5, 1, topic, 0))?;
+    // Everything read so far: the HTTP response, then unmasked server frames (2-byte headers,
+    // as CONNACK and SUBACK are short) whose payloads hold the MQTT packets.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + STEP;
+    let mut buf = [0u8; 4096];
+    loop {
+        if Instant::now() > deadline {
+            return Err(HarnessError::Timeout(STEP, "the /mqtt SUBACK".into()));
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(HarnessError::BadPacket("/mqtt closed before SUBACK".into()));
+        }
+        seen.extend_from_slice(&buf[..n]);
+        let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        if !seen.starts_with(b"HTTP/1.1 101") {
+            let head = String::from_utf8_lossy(&seen[..end]).into_owned();
+            return Err(HarnessError::BadPacket(format!("upgrade refused: {head}")));
+        }
+        let mut frames = &seen[end + 4..];
+        while let [_, len, rest @ ..] = frames {
+            let len = usize::from(*len & 0x7f);
+            let Some(payload) = rest.get(..len) else {
+                break;
+            };
+            if payload.first().is_some_and(|b| b >> 4 == kind::SUBACK) {
+                return Ok(stream);
+            }
+            frames = &rest[len..];
+        }
+    }
+}
+
 #[test]
 fn stalled_qos0_subscriber_does_not_slow_others_or_grow_memory() -> TestResult {
     let server = Server::start(&[])?;
-    let total = 100 * 1024 * 1024 / PAYLOAD;
     let _stalled = stalled_subscriber(&server, "load/#", 0)?;
-    let fast = fast_subscriber(&server, "load/#", 0, total)?;
+    qos0_load_past_a_stalled_subscriber(&server)
+}
+
+#[test]
+fn stalled_mqtt_over_websocket_subscriber_does_not_slow_others_or_grow_memory() -> TestResult {
+    let server = Server::start(&[])?;
+    let _stalled = stalled_ws_subscriber(&server, "load/#")?;
+    qos0_load_past_a_stalled_subscriber(&server)
+}
+
+/// Sends 100 MiB of QoS 0 to `load/bus` paced on a fast subscriber of `load/#`, which must get
+/// every message, while the broker's RSS stays under the ceiling.
+fn qos0_load_past_a_stalled_subscriber(server: &Server) -> TestResult {
+    let total = 100 * 1024 * 1024 / PAYLOAD;
+    let fast = fast_subscriber(server, "load/#", 0, total)?;
     let mut publisher = RawClient::connect(server.mqtt_addr(), Version::V5, "publisher")?;
     let payload = vec![b'x'; PAYLOAD];
     let message = packets::publish(Version::V5, b"load/bus", 0, 0, &payload);
     let started = Instant::now();
-    let mut peak_rss = server.rss_bytes()?;
+    let rss_before = server.rss_bytes()?;
+    let mut peak_rss = rss_before;
     for sent in 1..=total {
         publisher.send(&message)?;
         // Pace on the fast subscriber (never on the stalled one) so QoS 0 to the fast one has
@@ -108,6 +195,12 @@ fn stalled_qos0_subscriber_does_not_slow_others_or_grow_memory() -> TestResult {
     assert!(
         peak_rss < RSS_CEILING,
         "broker RSS reached {} MiB with a stalled subscriber",
+        peak_rss / (1024 * 1024)
+    );
+    assert!(
+        peak_rss.saturating_sub(rss_before) < RSS_GROWTH_CEILING,
+        "broker RSS grew from {} to {} MiB with a stalled subscriber",
+        rss_before / (1024 * 1024),
         peak_rss / (1024 * 1024)
     );
     eprintln!(

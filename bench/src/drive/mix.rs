@@ -68,16 +68,27 @@ pub enum Target {
 }
 
 impl Target {
-    /// The selector fields of the subscribe request (docs/http-api.md).
-    pub fn request(&self, max_hz: f64) -> Value {
+    /// The subscribe request (docs/http-api.md); with `batch`, `"batch":true` (one `updates`
+    /// frame per `1/max_hz` with every changed vehicle, as the map page asks).
+    pub fn request(&self, max_hz: f64, batch: bool) -> Value {
+        let mut req = json!({"op": "subscribe", "id": "s", "max_hz": max_hz});
         match self {
-            Target::Vehicle(v) => {
-                json!({"op": "subscribe", "id": "s", "vehicle": v, "max_hz": max_hz})
-            }
-            Target::Route(r) => json!({"op": "subscribe", "id": "s", "route": r, "max_hz": max_hz}),
-            Target::Fleet => {
-                json!({"op": "subscribe", "id": "s", "bbox": [-180.0, -90.0, 180.0, 90.0], "max_hz": max_hz})
-            }
+            Target::Vehicle(v) => req["vehicle"] = json!(v),
+            Target::Route(r) => req["route"] = json!(r),
+            Target::Fleet => req["bbox"] = json!([-180.0, -90.0, 180.0, 90.0]),
+        }
+        if batch {
+            req["batch"] = json!(true);
+        }
+        req
+    }
+
+    /// The watcher kind, as the per-kind latency rows name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Vehicle(_) => "riders",
+            Target::Route(_) => "routes",
+            Target::Fleet => "fleet",
         }
     }
 }
@@ -106,9 +117,14 @@ mod tests {
 
     #[test]
     fn requests_carry_one_selector() {
-        let r = Target::Vehicle("b1-3".into()).request(2.0);
+        let r = Target::Vehicle("b1-3".into()).request(2.0, false);
         assert_eq!(r["vehicle"], "b1-3");
-        assert_eq!(Target::Route("M1".into()).request(1.0)["route"], "M1");
-        assert_eq!(Target::Fleet.request(1.0)["bbox"][2], 180.0);
+        assert_eq!(r["max_hz"], 2.0);
+        assert!(r.get("batch").is_none() && r.get("route").is_none());
+        let r = Target::Route("M1".into()).request(1.0, true);
+        assert_eq!(r["route"], "M1");
+        assert_eq!(r["batch"], true);
+        assert_eq!(Target::Fleet.request(1.0, false)["bbox"][2], 180.0);
+        assert_eq!(Target::Fleet.kind(), "fleet");
     }
 }

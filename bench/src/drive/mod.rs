@@ -8,8 +8,11 @@
 //! is the wall clock at send time in ms, strictly increasing per vehicle; latency is matched
 //! exactly through the [`ledger`]. Drivers start spread evenly over one interval so the load is
 //! smooth. Watcher `j` subscribes to route `j mod R`; with `--watch riders=..,routes=..,fleet=..`
-//! the WebSocket watchers are that [`mix`] instead. With `--pid` the broker processes' CPU time
-//! (`/proc/PID/stat`) from the drivers' start to the watchers' end is divided by the updates sent.
+//! the WebSocket watchers are that [`mix`] instead, and the latency is also reported per kind.
+//! With `--batch` every WebSocket watcher asks for batched `updates` frames. With `--pid` the
+//! broker processes' CPU time (`/proc/PID/stat`) from the drivers' start to the watchers' end is
+//! divided by the updates sent. `--mqtt A,B,...` and `--ws URL,URL,...` spread drivers and
+//! watchers round-robin over several nodes (driver `i` on address `i mod n`, watcher `j` on `j mod n`).
 //!
 //! With `--http URL` the drivers post the same fixes to `URL/api/v1/vehicles/{id}/location`
 //! instead (docs/ingest-http.md), one keep-alive HTTP/1.1 connection each; watchers are unchanged,
@@ -28,6 +31,8 @@ pub mod ledger;
 pub mod mix;
 pub mod watcher;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -59,9 +64,9 @@ fn network() -> &'static Network {
 /// The `drive` workload.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Broker address, HOST:PORT (loopback only); a cluster's nodes as `A,B,C`: driver i
-    /// and MQTT watcher i connect to the (i mod n)-th.
-    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
+    /// Broker addresses, HOST:PORT[,HOST:PORT...] (loopback only); drivers and MQTT watchers go
+    /// round-robin over them.
+    #[arg(long)]
     pub mqtt: String,
     /// Drive over HTTP instead: the broker's `--http` base URL (`http://127.0.0.1:8080`); each
     /// driver posts to `/api/v1/vehicles/{id}/location` over its own keep-alive connection.
@@ -76,9 +81,9 @@ pub struct Args {
     /// Seconds of driving.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// WebSocket bridge URL (`ws://127.0.0.1:8080/ws`); watchers use it unless `--watch-mqtt`.
-    /// A cluster's nodes as `URL,URL,...`: watcher i connects to the (i mod n)-th.
-    #[arg(long, value_name = "URL[,URL...]")]
+    /// WebSocket bridge URLs (`ws://127.0.0.1:8080/ws[,URL...]`); watchers use them round-robin
+    /// unless `--watch-mqtt`.
+    #[arg(long)]
     pub ws: Option<String>,
     /// Watchers; without `--ws` (or with `--watch-mqtt`) they are MQTT subscribers of
     /// `vehicles/#`.
@@ -90,6 +95,10 @@ pub struct Args {
     /// `max_hz` asked of the WebSocket bridge.
     #[arg(long, default_value_t = 10.0)]
     pub max_hz: f64,
+    /// WebSocket watchers ask `"batch":true`: one `updates` frame per `1/max_hz` with every
+    /// changed vehicle (each state in it is one delivery).
+    #[arg(long)]
+    pub batch: bool,
     /// QoS of the location publishes (0 or 1).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
@@ -131,6 +140,9 @@ pub struct Figures {
     /// microseconds; absent without `--pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_cpu_us_per_update: Option<f64>,
+    /// With `--watch`: the latency of each watcher kind (`riders`, `routes`, `fleet`) alone.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency_by_kind_us: BTreeMap<&'static str, Latency>,
 }
 
 /// Everything a run's tasks share.
@@ -163,17 +175,15 @@ pub async fn run(args: Args) -> Result<Figures> {
         .mqtt
         .split(',')
         .map(crate::target::loopback)
-        .collect::<Result<Vec<_>>>()?;
-    let addr = addrs[0];
-    let node = |i: usize| addrs[i % addrs.len()];
+        .collect::<Result<Vec<SocketAddr>>>()?;
     let http = args
         .http
         .as_deref()
         .map(crate::target::loopback_http)
         .transpose()?;
-    let ws = match (&args.ws, args.watch_mqtt) {
+    let ws: Option<Vec<String>> = match (&args.ws, args.watch_mqtt) {
         (Some(urls), false) => {
-            let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
+            let urls: Vec<String> = urls.split(',').map(str::to_string).collect();
             for url in &urls {
                 crate::target::loopback_ws(url)?;
             }
@@ -216,8 +226,7 @@ pub async fn run(args: Args) -> Result<Figures> {
         Some(urls) => {
             let targets = ws_targets(args.watch, args.watchers, args.drivers, &routes, &shared);
             let mut connecting = JoinSet::new();
-            for (k, target) in targets.into_iter().enumerate() {
-                let url = &urls[k % urls.len()];
+            for (j, target) in targets.into_iter().enumerate() {
                 let covered: Vec<usize> = match &target {
                     Target::Vehicle(v) => shared.index(v).into_iter().collect(),
                     Target::Route(r) => match routes.iter().position(|x| x == r) {
@@ -231,16 +240,20 @@ pub async fn run(args: Args) -> Result<Figures> {
                 for i in covered {
                     shared.ledger.watch(i);
                 }
-                let (url, max_hz) = (url.clone(), args.max_hz);
+                let url = urls[j % urls.len()].clone();
+                let request = target.request(args.max_hz, args.batch);
+                let kind = target.kind();
                 let permit = permits.clone().acquire_owned().await?;
                 connecting.spawn(async move {
-                    let conn = watcher::connect_ws(&url, &target.request(max_hz)).await;
+                    let conn = watcher::connect_ws(&url, &request).await;
                     drop(permit);
-                    conn
+                    conn.map(|ws| (kind, ws))
                 });
             }
             while let Some(joined) = connecting.join_next().await {
-                watchers.spawn(watcher::watch_ws(joined??, shared.clone()));
+                let (kind, ws) = joined??;
+                let shared = shared.clone();
+                watchers.spawn(async move { (kind, watcher::watch_ws(ws, shared).await) });
             }
         }
         None => {
@@ -249,15 +262,16 @@ pub async fn run(args: Args) -> Result<Figures> {
                     shared.ledger.watch(i);
                 }
                 let opts = ConnectOptions::new(args.protocol, format!("b{run}-watch-{j}"));
-                let (r, w) = watcher::connect_mqtt(node(j), &opts).await?;
-                watchers.spawn(watcher::watch_mqtt(r, w, shared.clone()));
+                let (r, w) = watcher::connect_mqtt(addrs[j % addrs.len()], &opts).await?;
+                let shared = shared.clone();
+                watchers.spawn(async move { ("mqtt", watcher::watch_mqtt(r, w, shared).await) });
             }
         }
     }
 
     // Drivers connect, then start together, spread over one interval.
     let per_addr = ports_per_address();
-    let spread = addr.is_ipv4() && args.drivers + watcher_count > per_addr;
+    let spread = addrs[0].is_ipv4() && args.drivers + watcher_count > per_addr;
     let mut connecting = JoinSet::new();
     let mqtt_drivers = if http.is_some() { 0 } else { args.drivers };
     for i in 0..mqtt_drivers {
@@ -266,8 +280,8 @@ pub async fn run(args: Args) -> Result<Figures> {
         if spread {
             opts.bind = Some(source_address(i, per_addr)?);
         }
+        let addr = addrs[i % addrs.len()];
         let permit = permits.clone().acquire_owned().await?;
-        let addr = node(i);
         connecting.spawn(async move {
             let conn = client::connect(addr, &opts).await;
             drop(permit);
@@ -339,14 +353,20 @@ pub async fn run(args: Args) -> Result<Figures> {
     let mut states_received = 0;
     let mut repeats = 0;
     let mut histogram = report::histogram();
+    let mut by_kind = BTreeMap::new();
     while let Some(joined) = watchers.join_next().await {
         match joined {
-            Ok(Ok((count, r, h))) => {
+            Ok((kind, Ok((count, r, h)))) => {
                 states_received += count;
                 repeats += r;
                 histogram.add(&h).ok();
+                by_kind
+                    .entry(kind)
+                    .or_insert_with(report::histogram)
+                    .add(&h)
+                    .ok();
             }
-            Ok(Err(e)) => eprintln!("watcher failed: {e:#}"),
+            Ok((kind, Err(e))) => eprintln!("{kind} watcher failed: {e:#}"),
             Err(e) => eprintln!("watcher task failed: {e}"),
         }
     }
@@ -360,6 +380,10 @@ pub async fn run(args: Args) -> Result<Figures> {
         lost: shared.ledger.lost(),
         broker_cpu_us_per_update: (!pids.is_empty())
             .then(|| cpu_used as f64 / updates_sent.max(1) as f64),
+        latency_by_kind_us: match args.watch {
+            Some(_) => by_kind.iter().map(|(k, h)| (*k, Latency::of(h))).collect(),
+            None => BTreeMap::new(),
+        },
     };
     let mut rows = vec![
         ("broker".to_string(), args.mqtt.clone()),
@@ -375,13 +399,18 @@ pub async fn run(args: Args) -> Result<Figures> {
             "watchers".to_string(),
             match (args.watch, &ws) {
                 (Some(m), _) => format!(
-                    "{} WebSocket: {} riders, {} routes, {} fleet",
+                    "{} WebSocket{}: {} riders, {} routes, {} fleet",
                     m.total(),
+                    if args.batch { " (batch)" } else { "" },
                     m.riders,
                     m.routes,
                     m.fleet
                 ),
-                (None, Some(_)) => format!("{} WebSocket", args.watchers),
+                (None, Some(_)) => format!(
+                    "{} WebSocket{}",
+                    args.watchers,
+                    if args.batch { " (batch)" } else { "" }
+                ),
                 (None, None) => format!("{} MQTT", args.watchers),
             },
         ),
@@ -402,6 +431,17 @@ pub async fn run(args: Args) -> Result<Figures> {
         ("lost".to_string(), figures.lost.to_string()),
     ];
     rows.extend(figures.latency_us.rows());
+    for (kind, l) in &figures.latency_by_kind_us {
+        rows.push((
+            format!("  {kind} p50 / p99 / max"),
+            format!(
+                "{:.3} / {:.3} / {:.3} ms",
+                l.p50 as f64 / 1000.0,
+                l.p99 as f64 / 1000.0,
+                l.max as f64 / 1000.0
+            ),
+        ));
+    }
     if let Some(us) = figures.broker_cpu_us_per_update {
         rows.push((
             "broker CPU".to_string(),

@@ -1,5 +1,7 @@
 //! Watchers: WebSocket clients of the bridge's `/ws` subscribed to a vehicle, route or bbox, or MQTT
-//! subscribers of `vehicles/#`. Each records the latency of the first delivery of every fix of
+//! subscribers of `vehicles/#`. A WebSocket watcher reads both `update` frames (one state) and
+//! batched `updates` frames (`"batch":true`, every changed vehicle of one tick); each state of a
+//! batch is one delivery, timed on the frame's arrival. Each records the latency of the first delivery of every fix of
 //! this run's vehicles (a state whose `ts` is not newer than the last one this watcher saw for
 //! that vehicle is a repeat: counted, not timed) and drains after the drivers stop until 2 s
 //! pass quietly (at most 10 s).
@@ -50,6 +52,9 @@ struct WsMessage<'a> {
     kind: Cow<'a, str>,
     #[serde(borrow)]
     vehicle: Option<StateRef<'a>>,
+    /// The states of a batched `updates` frame (and of a snapshot, which is not a delivery).
+    #[serde(borrow, default)]
+    vehicles: Vec<StateRef<'a>>,
     #[serde(borrow)]
     message: Option<Cow<'a, str>>,
 }
@@ -85,6 +90,11 @@ pub async fn watch_ws(mut ws: Ws, shared: Arc<Shared>) -> Result<Tally> {
                 };
                 match (msg.kind.as_ref(), msg.vehicle) {
                     ("update", Some(state)) => watch.state(&shared, &state),
+                    ("updates", _) => {
+                        for state in &msg.vehicles {
+                            watch.state(&shared, state);
+                        }
+                    }
                     ("error", _) => bail!(
                         "bridge error: {}",
                         msg.message.unwrap_or(Cow::Borrowed("(no message)"))

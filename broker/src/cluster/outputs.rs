@@ -120,18 +120,30 @@ impl OutputSink {
     }
 }
 
-impl StateSink for OutputSink {
-    fn state(&self, state: &Arc<VehicleState>) {
-        self.fitted_state(state, None, false);
-    }
-
-    fn fitted_state(&self, state: &Arc<VehicleState>, fit: Option<&TripFit>, deviated: bool) {
+impl OutputSink {
+    fn send_state(&self, state: &Arc<VehicleState>, fit: Option<&TripFit>, deviated: bool) {
         let body = Body::State {
             state: Cow::Borrowed(state),
             fit: fit.map(Cow::Borrowed),
             deviated,
         };
         self.send(&state.vehicle, state.ts, body);
+    }
+}
+
+impl StateSink for OutputSink {
+    fn state(&self, state: &Arc<VehicleState>) {
+        self.send_state(state, None, false);
+    }
+
+    fn fitted_state(
+        &self,
+        state: &Arc<VehicleState>,
+        fit: Option<&TripFit>,
+        deviated: bool,
+        _json: &Arc<str>,
+    ) {
+        self.send_state(state, fit, deviated);
     }
 
     fn event(&self, event: &Arc<Event>) {

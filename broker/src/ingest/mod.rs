@@ -344,10 +344,11 @@ impl Ingest {
                     sink.event(&e);
                 }
             }
-            outputs.push(state_message(&state));
+            let (message, json) = state_message_and_json(&state);
+            outputs.push(message);
             let state = Arc::new(state);
             for sink in &self.sinks {
-                sink.fitted_state(&state, fit.as_ref(), deviated);
+                sink.fitted_state(&state, fit.as_ref(), deviated, &json);
             }
             let (live, prev) = self.live.update(state, fit, deviated);
             if self.gtfsrt_mqtt {
@@ -427,11 +428,12 @@ impl Ingest {
 
     fn offline(&self, state: VehicleState, event: Event) -> Outputs {
         self.live.remove(&state.vehicle);
-        let out = vec![event_message(&event), state_message(&state)];
+        let (message, json) = state_message_and_json(&state);
+        let out = vec![event_message(&event), message];
         let (state, event) = (Arc::new(state), Arc::new(event));
         for sink in &self.sinks {
             sink.event(&event);
-            sink.state(&state);
+            sink.state_json(&state, &json);
         }
         out
     }
@@ -484,10 +486,10 @@ static JSON_PROPERTIES: LazyLock<Arc<Properties>> = LazyLock::new(|| {
     })
 });
 
-fn broker_message(topic: String, payload: Vec<u8>, qos: QoS, retain: bool) -> Arc<Message> {
+fn broker_message(topic: String, payload: Bytes, qos: QoS, retain: bool) -> Arc<Message> {
     Arc::new(Message {
         topic: topic.into(),
-        payload: Bytes::from(payload),
+        payload,
         qos,
         retain,
         properties: Some(JSON_PROPERTIES.clone()),
@@ -496,15 +498,44 @@ fn broker_message(topic: String, payload: Vec<u8>, qos: QoS, retain: bool) -> Ar
     })
 }
 
+/// A processed state's JSON is about 300–500 bytes: serializing into this much room at once
+/// saves the buffer's regrowth (128 → 256 → 512 bytes) per state.
+const STATE_JSON_CAPACITY: usize = 512;
+
 /// `vehicles/{id}`, retained.
 pub fn state_message(state: &VehicleState) -> Arc<Message> {
-    let payload = serde_json::to_vec(state).unwrap_or_default();
-    broker_message(
+    state_message_and_json(state).0
+}
+
+/// `vehicles/{id}` and its payload as text: one serialization shared by the MQTT message and
+/// the sinks ([`StateSink::state_json`]), without copying it.
+fn state_message_and_json(state: &VehicleState) -> (Arc<Message>, Arc<str>) {
+    let mut buf = Vec::with_capacity(STATE_JSON_CAPACITY);
+    let json: Arc<str> = match serde_json::to_writer(&mut buf, state)
+        .ok()
+        .and_then(|()| String::from_utf8(buf).ok())
+    {
+        Some(text) => Arc::from(text),
+        // Cannot happen for our state type; an empty payload rather than a panic.
+        None => Arc::from(""),
+    };
+    let payload = Bytes::from_owner(JsonBytes(json.clone()));
+    let message = broker_message(
         format!("vehicles/{}", state.vehicle),
         payload,
         QoS::AtMostOnce,
         true,
-    )
+    );
+    (message, json)
+}
+
+/// Shared JSON text as the bytes of a message payload.
+struct JsonBytes(Arc<str>);
+
+impl AsRef<[u8]> for JsonBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 /// `events/{id}/{kind}`, QoS 1.
@@ -512,8 +543,58 @@ pub fn event_message(event: &Event) -> Arc<Message> {
     let payload = serde_json::to_vec(event).unwrap_or_default();
     broker_message(
         format!("events/{}/{}", event.vehicle, event.kind.as_str()),
-        payload,
+        Bytes::from(payload),
         QoS::AtLeastOnce,
         false,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use geo_engine::{NextStop, VehicleStatus};
+
+    use super::*;
+
+    #[test]
+    fn the_shared_state_json_is_the_payload_and_the_plain_serialization() {
+        let state = VehicleState {
+            vehicle: "bus-\"12\"".into(),
+            lat: -16.92,
+            lon: 145.77,
+            raw_lat: -16.921,
+            raw_lon: 145.771,
+            ts: 1_763_700_000_000,
+            speed: Some(8.5),
+            heading: Some(90.0),
+            route: Some("110".into()),
+            trip: Some("t-1".repeat(200)),
+            status: VehicleStatus::Moving,
+            on_route: Some(true),
+            off_route_m: None,
+            progress_m: Some(1234.5),
+            next_stop: Some(NextStop {
+                id: "s1".into(),
+                name: "Main St \u{e9}".into(),
+                distance_m: 120.0,
+                eta: Some(1_763_700_060_000),
+                scheduled: None,
+            }),
+            delay_s: None,
+            trip_inferred: None,
+            altitude: None,
+            battery: None,
+            received_at: 1_763_700_000_050,
+            processed_at: 1_763_700_000_051,
+        };
+        let (message, json) = state_message_and_json(&state);
+        let plain = serde_json::to_string(&state).unwrap_or_default();
+        assert!(
+            plain.len() > STATE_JSON_CAPACITY,
+            "a state that outgrows the buffer"
+        );
+        assert_eq!(&*json, plain);
+        assert_eq!(&message.payload[..], plain.as_bytes());
+        assert_eq!(&*message.topic, "vehicles/bus-\"12\"");
+        assert!(message.retain);
+    }
 }

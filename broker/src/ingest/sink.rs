@@ -11,9 +11,22 @@ pub trait StateSink: Send + Sync {
     /// A new processed state.
     fn state(&self, state: &Arc<VehicleState>);
     /// A new processed state of a fix, with the trip the vehicle runs and whether it is off its
-    /// route (what the GTFS-Realtime feeds need); by default just [`StateSink::state`].
-    fn fitted_state(&self, state: &Arc<VehicleState>, fit: Option<&TripFit>, deviated: bool) {
+    /// route (what the GTFS-Realtime feeds need) and its JSON (made once per state, for the
+    /// `vehicles/{id}` payload); by default [`StateSink::state_json`].
+    fn fitted_state(
+        &self,
+        state: &Arc<VehicleState>,
+        fit: Option<&TripFit>,
+        deviated: bool,
+        json: &Arc<str>,
+    ) {
         let _ = (fit, deviated);
+        self.state_json(state, json);
+    }
+    /// A new processed state with its JSON, made once per state for the `vehicles/{id}` payload:
+    /// a sink that sends the JSON on (the WebSocket bridge) reuses it instead of serializing the
+    /// state again.
+    fn state_json(&self, state: &Arc<VehicleState>, _json: &Arc<str>) {
         self.state(state);
     }
     /// An event.

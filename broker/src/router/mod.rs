@@ -130,7 +130,7 @@ impl Router {
             sessions: IdMap::default(),
             by_client: HashMap::new(),
             next_session: 1,
-            subs: SubscriptionTree::default(),
+            subs: SubscriptionTree::counting_locations_in(metrics.location_subscriptions.clone()),
             retained: retained::RetainedStore::default(),
             wills: IdMap::default(),
             delayed_wills: Vec::new(),

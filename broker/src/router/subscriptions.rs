@@ -2,10 +2,18 @@
 //! exactly that filter and its shared-subscription groups. Matching a topic walks only the
 //! branches that can match (literal level, `+`, `#`), so its cost follows the topic's depth and
 //! the number of matching filters, not the number of subscriptions.
+//!
+//! The tree also counts the subscriptions that could receive a driver's raw
+//! `fleet/{vehicle}/location` publish, in a counter shared with the connections, so a driver
+//! publish nobody can receive is not routed at all.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::link::{SessionId, SubOptions};
+
+use crate::ingest::topics::filter_may_match_location;
 
 /// Members of one `$share/GROUP/FILTER`, served round-robin.
 #[derive(Debug, Default)]
@@ -60,9 +68,20 @@ impl Node {
 pub struct SubscriptionTree {
     root: Node,
     count: usize,
+    /// Subscriptions whose filter can match a location topic
+    /// (`ingest::topics::filter_may_match_location`); read by the connections.
+    locations: Arc<AtomicUsize>,
 }
 
 impl SubscriptionTree {
+    /// An empty tree that keeps its location-subscription count in `locations`.
+    pub fn counting_locations_in(locations: Arc<AtomicUsize>) -> SubscriptionTree {
+        SubscriptionTree {
+            locations,
+            ..SubscriptionTree::default()
+        }
+    }
+
     /// Number of subscriptions (shared members included).
     pub fn len(&self) -> usize {
         self.count
@@ -98,6 +117,10 @@ impl SubscriptionTree {
         };
         if is_new {
             self.count += 1;
+            if filter_may_match_location(filter) {
+                // Before the SUBACK: a publish that follows it sees the subscription.
+                self.locations.fetch_add(1, Ordering::SeqCst);
+            }
         }
         is_new
     }
@@ -108,6 +131,9 @@ impl SubscriptionTree {
         let removed = remove(&mut self.root, &levels, session, group);
         if removed {
             self.count -= 1;
+            if filter_may_match_location(filter) {
+                self.locations.fetch_sub(1, Ordering::SeqCst);
+            }
         }
         removed
     }
@@ -233,6 +259,24 @@ mod tests {
         assert!(!t.unsubscribe(SessionId(1), None, "#"));
         assert_eq!(matched(&mut t, "a/b"), vec![2, 3, 5]);
         assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn location_subscriptions_are_counted() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let mut t = SubscriptionTree::counting_locations_in(n.clone());
+        let count = || n.load(Ordering::SeqCst);
+        t.subscribe(1, None, "fleet/+/ping", opts());
+        assert_eq!(count(), 0);
+        t.subscribe(1, None, "fleet/+/location", opts());
+        t.subscribe(1, None, "fleet/+/location", opts()); // replaced, not added
+        t.subscribe(2, Some("g"), "#", opts());
+        assert_eq!(count(), 2);
+        assert!(t.unsubscribe(1, None, "fleet/+/location"));
+        assert!(!t.unsubscribe(1, None, "fleet/+/location"));
+        assert_eq!(count(), 1);
+        assert!(t.unsubscribe(2, Some("g"), "#"));
+        assert_eq!(count(), 0);
     }
 
     #[test]

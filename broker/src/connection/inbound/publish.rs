@@ -1,12 +1,14 @@
 //! A PUBLISH from the client: topic aliases, QoS 2 bookkeeping and the ACL, the ingest hook
 //! for driver topics, then routing and the acknowledgement.
 //!
-//! Routing is tried without waiting first: with room in the router's queue (the usual case)
+//! A driver's raw `fleet/{id}/location` publish (QoS 0/1, not retained) is not routed when no
+//! subscription can match it: only its processed state and events are. Routing is tried without
+//! waiting first: with room in the router's queue (the usual case)
 //! a publish is handled without any future or allocation of its own. Only a full queue, or
 //! an SOS that must be persisted before anyone hears of it, turns the rest into a future.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
 use fleetmq_codec::{ByteString, Bytes, Protocol, Publish, QoS, reason};
@@ -30,6 +32,8 @@ struct Accepted {
     /// The ingest hook's outputs (processed state, events), routed before the message.
     outputs: Vec<Arc<Message>>,
     message: Arc<Message>,
+    /// False for a location publish nobody subscribes to: it is not routed.
+    route: bool,
     /// The vehicle of an SOS, persisted and announced before the message is routed.
     sos: Option<Box<str>>,
     /// With `--postgres`, a QoS 1/2 location whose rows must be committed before the ack
@@ -113,6 +117,7 @@ impl Inbound {
             let (outputs, message) = (accepted.outputs, accepted.message);
             return Handling::Later(Box::pin(self.publish_retained(outputs, message, qos, pkid)));
         }
+        let message = accepted.message;
         let mut pending = accepted
             .outputs
             .into_iter()
@@ -120,10 +125,11 @@ impl Inbound {
                 message,
                 qos2_pkid: None,
             })
-            .chain(std::iter::once(RouterMsg::Publish {
-                message: accepted.message,
-                qos2_pkid,
-            }));
+            .chain(
+                accepted
+                    .route
+                    .then_some(RouterMsg::Publish { message, qos2_pkid }),
+            );
         while let Some(msg) = pending.next() {
             match self.ctx.router.try_send(msg) {
                 Ok(()) => {}
@@ -334,6 +340,7 @@ impl Inbound {
         let mut accepted = Accepted {
             outputs: Vec::new(),
             message,
+            route: true,
             sos: None,
             history_mark: None,
             state_mark: None,
@@ -367,6 +374,10 @@ impl Inbound {
                                 .and_then(|s| s.mark());
                         }
                         accepted.outputs = outputs;
+                        // QoS 2 is always routed: the router keeps its duplicate detection.
+                        accepted.route = message.retain
+                            || qos == QoS::ExactlyOnce
+                            || self.ctx.metrics.location_subscriptions.load(SeqCst) > 0;
                     }
                     Err(LocationError::Invalid(r)) => {
                         self.release(pkid);
