@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian machine for building and testing fleetmq.
 # Installs the system packages the tests and the bench use (mosquitto clients and broker,
-# redis-server, chromium + chromedriver for the map test, PostgreSQL 15 for the history tests),
+# redis-server, haproxy for the cluster test, chromium + chromedriver for the map test, PostgreSQL 15
+# for the history tests),
 # the Python test dependencies into the
 # current python3, and builds the whole workspace. It never starts a service.
 set -euo pipefail
@@ -14,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # protobuf-compiler: `protoc` for the gtfs-realtime crate's prost build script.
-APT_PACKAGES=(mosquitto-clients mosquitto redis-server chromium chromium-driver python3 python3-pip postgresql protobuf-compiler)
+APT_PACKAGES=(mosquitto-clients mosquitto redis-server haproxy chromium chromium-driver python3 python3-pip postgresql protobuf-compiler)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

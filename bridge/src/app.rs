@@ -136,6 +136,7 @@ pub fn app(hub: Hub, port: Arc<dyn BrokerPort>, config: BridgeConfig) -> Router 
         )
         .route("/api/v1/events", get(history::events))
         .route("/api/v1/stream", get(sse::handler))
+        .route("/api/v1/cluster", get(ops::cluster))
         .route("/api/v1/routes", get(routes::list))
         .route("/api/v1/routes/{id}", get(routes::one))
         .route("/gtfs-rt/{feed}", get(gtfsrt::feed))

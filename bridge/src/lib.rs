@@ -64,6 +64,8 @@
 //!   "INVALID","field":...}}` when nothing passed, 403 without the right to publish
 //!   `fleet/{id}/location`, 413 over [`BridgeConfig::ingest_body_limit`] or the broker's batch
 //!   maximum, 429 `RATE_LIMITED` with `Retry-After` (seconds) over the vehicle's publish rate.
+//! - `GET /api/v1/cluster` answers `{"nodes":[{"id","mqtt","http","started_at","last_seen",
+//!   "connections","vehicles"}]}` (the answering node first) to clients that read every vehicle.
 //! - `GET /map/config.json` gives the map page its optional tile URL.
 //! - Authentication: [`BrokerPort::authenticate`] gets the bearer token (`Authorization: Bearer`
 //!   or `?token=`) of every `/ws`, `/api/v1/stream` and `/api/v1/vehicles...` request; 401 when
@@ -107,6 +109,6 @@ pub use error::AppError;
 pub use hub::{Hub, HubConfig};
 pub use metrics::Metrics;
 pub use port::{
-    Access, AuthError, BrokerPort, IngestError, Ingested, MqttIo, MqttStream, OpenAccess,
-    PortError, Readiness,
+    Access, AuthError, BrokerPort, ClusterNode, IngestError, Ingested, MqttIo, MqttStream,
+    OpenAccess, PortError, Readiness,
 };

@@ -1,5 +1,6 @@
-//! Operational endpoints: `/healthz` (the process answers), `/readyz` (the broker's readiness) and
-//! `/metrics` (the broker's metrics followed by the bridge's).
+//! Operational endpoints: `/healthz` (the process answers), `/readyz` (the broker's readiness),
+//! `/metrics` (the broker's metrics followed by the bridge's) and `/api/v1/cluster` (the live
+//! nodes).
 
 use axum::Json;
 use axum::extract::State;
@@ -9,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::AppError;
 use crate::port::Readiness;
 
 /// `GET /healthz`: 200 while the process serves HTTP.
@@ -44,4 +47,18 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// `GET /api/v1/cluster`: `{"nodes":[...]}`, for clients that read every vehicle (operators,
+/// integrators; anyone without authentication).
+///
+/// # Errors
+/// 403 for a client limited to some vehicles (a rider).
+pub async fn cluster(State(st): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    if !caller.0.reads_everything() {
+        return Err(AppError::Forbidden(
+            "the cluster listing is for operators and integrators".into(),
+        ));
+    }
+    Ok(Json(json!({ "nodes": st.port.cluster() })).into_response())
 }

@@ -30,6 +30,25 @@ pub enum Readiness {
     NotReady(String),
 }
 
+/// One live node of the cluster, as `GET /api/v1/cluster` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterNode {
+    /// The node's `--node-id` (`local` outside a cluster).
+    pub id: String,
+    /// Its MQTT listener, `IP:PORT`, as bound.
+    pub mqtt: String,
+    /// Its HTTP listener, `IP:PORT`, as bound.
+    pub http: String,
+    /// When it started, Unix ms.
+    pub started_at: i64,
+    /// Its last heartbeat, Unix ms.
+    pub last_seen: i64,
+    /// Open MQTT connections on it.
+    pub connections: u64,
+    /// Vehicles it processes.
+    pub vehicles: u64,
+}
+
 /// Why the broker could not do what the bridge asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortError {
@@ -234,6 +253,12 @@ pub trait BrokerPort: Send + Sync + 'static {
     fn gtfs_rt(&self, feed: &str, json: bool) -> Option<Bytes> {
         let _ = (feed, json);
         None
+    }
+
+    /// The live nodes of the cluster (`GET /api/v1/cluster`), the answering node first; a broker
+    /// outside a cluster lists itself alone. Answered from memory. The default lists none.
+    fn cluster(&self) -> Vec<ClusterNode> {
+        Vec::new()
     }
 
     /// Authenticates an HTTP or WebSocket request by its bearer token (`Authorization: Bearer` or

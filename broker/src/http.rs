@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use fleetmq_bridge::history::{EventsQuery, HistoryQuery};
 use fleetmq_bridge::{
-    Access, AuthError, BrokerPort, Hub, IngestError, Ingested, MqttIo, OpenAccess, PortError,
-    Readiness,
+    Access, AuthError, BrokerPort, ClusterNode, Hub, IngestError, Ingested, MqttIo, OpenAccess,
+    PortError, Readiness,
 };
 use fleetmq_codec::{Bytes, Properties, QoS};
 use futures_util::future::BoxFuture;
 use geo_engine::{Event, VehicleState};
 
 use crate::auth::{Acl, Identity, Role};
+use crate::cluster::{Cluster, LocalNode};
 use crate::connection;
 use crate::context::Context;
 use crate::gtfsrt::FeedKind;
@@ -24,12 +25,31 @@ use crate::message::{Message, Origin};
 use crate::router::RouterMsg;
 use std::fmt::Write as _;
 
+/// What `GET /api/v1/cluster` lists and `/readyz` watches.
+pub enum NodeView {
+    /// Outside a cluster: this node alone.
+    Single(LocalNode),
+    /// `--cluster`.
+    Cluster(Arc<Cluster>),
+}
+
+impl NodeView {
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        match self {
+            NodeView::Cluster(c) => Some(c),
+            NodeView::Single(_) => None,
+        }
+    }
+}
+
 pub struct BridgePort {
     pub ctx: Arc<Context>,
     /// `--max-connections`, applied to MQTT over WebSocket as to TCP.
     pub max_connections: usize,
     /// Location posts into the pipeline.
     pub gate: Arc<Gate>,
+    /// This node, alone or in its cluster.
+    pub node: NodeView,
 }
 
 impl BrokerPort for BridgePort {
@@ -157,6 +177,16 @@ impl BrokerPort for BridgePort {
         if let Some(history) = self.ctx.history.get() {
             history.render_metrics(out);
         }
+        if let Some(cluster) = self.node.cluster() {
+            cluster.render_metrics(out);
+        }
+    }
+
+    fn cluster(&self) -> Vec<ClusterNode> {
+        match &self.node {
+            NodeView::Single(me) => vec![me.describe(crate::ingest::now_ms())],
+            NodeView::Cluster(c) => c.membership.nodes(),
+        }
     }
 
     fn readiness(&self) -> Readiness {
@@ -165,6 +195,11 @@ impl BrokerPort for BridgePort {
         } else if self.ctx.history.get().is_some_and(|h| !h.is_up()) {
             Readiness::Degraded(
                 "postgres is down: history rows wait in a bounded backlog and are written when it returns"
+                    .into(),
+            )
+        } else if self.node.cluster().is_some_and(|c| !c.is_up()) {
+            Readiness::Degraded(
+                "the cluster bus (redis) is down: serving this node's clients; other nodes' updates resume when it returns"
                     .into(),
             )
         } else if self.ctx.persist.get().is_some_and(|s| !s.is_up()) {

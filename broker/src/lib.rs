@@ -18,6 +18,7 @@
 //! - `gtfsrt`: GTFS-Realtime feeds (HTTP, cached per second) and MQTT entities
 //!   (docs/gtfs-realtime.md).
 //! - `osmand`: the OsmAnd / Traccar Client listener (`--osmand`, `--osmands`).
+//! - `cluster`: several nodes on one Redis: membership, processed outputs across nodes.
 //! - `persist`: Redis snapshots, restore on start, the track and the SOS log (docs/redis.md).
 //! - `connection`: one client connection: handshake, inbound packets, the writer.
 //! - `context`: what connections share (router channel, limits, metrics, shutdown).
@@ -29,6 +30,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 mod connection;
 mod context;

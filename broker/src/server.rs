@@ -10,8 +10,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Acl, Authenticator, JwtVerifier, UsersFile};
+use crate::cluster::{self, Cluster, LocalNode, LocalOutputs, Me};
 use crate::context::{Context, Limits};
-use crate::http::{BridgePort, HubSink};
+use crate::http::{BridgePort, HubSink, NodeView};
 use crate::ingest::{Gate, Ingest};
 use crate::limits::Guard;
 use crate::metrics::Metrics;
@@ -254,18 +255,42 @@ impl Broker {
         // the hub) is judged by the vehicle's current trip.
         let trips = Arc::new(TripBook::new(self.config.trip_ttl));
         let acl = Arc::new((*self.acl).clone().with_trips(trips.clone()));
+        // What serves this node's own clients; other nodes' outputs go into these too.
+        let local_sinks = vec![
+            Arc::new(TripSink(trips)) as Arc<dyn crate::ingest::StateSink>,
+            Arc::new(HubSink(hub.clone())),
+        ];
+        let local_node = LocalNode {
+            me: Me {
+                id: self
+                    .config
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| cluster::LOCAL_NODE.into()),
+                mqtt: self.mqtt_addr(),
+                http: self.http_addr(),
+            },
+            started_at: crate::ingest::now_ms(),
+            metrics: self.metrics.clone(),
+        };
+        let node = match (&self.config.redis, self.config.cluster) {
+            (Some(url), true) => NodeView::Cluster(Arc::new(
+                Cluster::start(url, local_node, token.clone()).map_err(config_error)?,
+            )),
+            _ => NodeView::Single(local_node),
+        };
+        let cluster = node.cluster().cloned();
         let ingest = Arc::new(
             Ingest::new(
                 self.network.clone(),
                 self.config.pipeline(),
-                [
-                    Arc::new(TripSink(trips)) as Arc<dyn crate::ingest::StateSink>,
-                    Arc::new(HubSink(hub.clone())),
-                ]
-                .into_iter()
-                .chain(self.persist.as_ref().map(|p| p.store().sink()))
-                .chain(self.history.as_ref().map(|h| h.sink()))
-                .collect(),
+                local_sinks
+                    .iter()
+                    .cloned()
+                    .chain(self.persist.as_ref().map(|p| p.store().sink()))
+                    .chain(self.history.as_ref().map(|h| h.sink()))
+                    .chain(cluster.as_ref().map(|c| c.sink()))
+                    .collect(),
                 self.metrics.clone(),
             )
             .with_clock_start(self.config.clock_start)
@@ -304,6 +329,17 @@ impl Broker {
             }
             None => None,
         };
+        // Other nodes' outputs, after the restored state (theirs are newer).
+        if let Some(cluster) = &cluster {
+            let inbox = cluster.bus.subscribe(cluster::bus::channels());
+            let outputs = LocalOutputs {
+                node: cluster.node.clone(),
+                router: router_tx.clone(),
+                sinks: local_sinks,
+                ingest: ingest.clone(),
+            };
+            tokio::spawn(outputs.run(inbox, token.clone()));
+        }
         let accept = tokio::spawn(listener::run(
             ctx.clone(),
             self.mqtt,
@@ -331,6 +367,7 @@ impl Broker {
                 ctx: ctx.clone(),
                 max_connections: self.config.max_connections,
                 gate: gate.clone(),
+                node,
             }),
             bridge_config,
         );
@@ -398,6 +435,9 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         while self.metrics.connections.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(cluster) = &cluster {
+            cluster.membership.close().await;
         }
         // Flush Redis last, after connections stopped producing state.
         if let Some(store) = store {

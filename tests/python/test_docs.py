@@ -203,9 +203,12 @@ def test_bridge_error_codes_documented():
 
 def test_redis_keys_documented():
     redis_doc = (DOCS / "redis.md").read_text(encoding="utf-8")
-    keys_rs = (ROOT / "broker" / "src" / "persist" / "keys.rs").read_text(encoding="utf-8")
-    code = "\n".join(l for l in keys_rs.splitlines() if not l.lstrip().startswith("//"))
+    sources = [ROOT / "broker" / "src" / "persist" / "keys.rs"]
+    sources += sorted((ROOT / "broker" / "src" / "cluster").glob("*.rs"))
+    lines = [l for p in sources for l in p.read_text(encoding="utf-8").splitlines()]
+    code = "\n".join(l for l in lines if not l.lstrip().startswith("//"))
     names = set(re.findall(r"\"(fleetmq:[a-z]+)", code))
-    assert {"fleetmq:vehicle", "fleetmq:geo", "fleetmq:sos"} <= names, "could not read keys.rs"
+    assert {"fleetmq:vehicle", "fleetmq:geo", "fleetmq:sos", "fleetmq:node"} <= names, \
+        "could not read keys.rs and cluster/"
     missing = sorted(n for n in names if n not in redis_doc)
     assert not missing, "Redis keys docs/redis.md does not describe: " + ", ".join(missing)

@@ -59,8 +59,9 @@ fn network() -> &'static Network {
 /// The `drive` workload.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Broker address, HOST:PORT (loopback only).
-    #[arg(long)]
+    /// Broker address, HOST:PORT (loopback only); a cluster's nodes as `A,B,C`: driver i
+    /// and MQTT watcher i connect to the (i mod n)-th.
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
     pub mqtt: String,
     /// Drive over HTTP instead: the broker's `--http` base URL (`http://127.0.0.1:8080`); each
     /// driver posts to `/api/v1/vehicles/{id}/location` over its own keep-alive connection.
@@ -76,7 +77,8 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
     /// WebSocket bridge URL (`ws://127.0.0.1:8080/ws`); watchers use it unless `--watch-mqtt`.
-    #[arg(long)]
+    /// A cluster's nodes as `URL,URL,...`: watcher i connects to the (i mod n)-th.
+    #[arg(long, value_name = "URL[,URL...]")]
     pub ws: Option<String>,
     /// Watchers; without `--ws` (or with `--watch-mqtt`) they are MQTT subscribers of
     /// `vehicles/#`.
@@ -157,16 +159,25 @@ impl Shared {
 /// # Errors
 /// Bad arguments, an unreachable broker or bridge, or every watcher failing.
 pub async fn run(args: Args) -> Result<Figures> {
-    let addr = crate::target::loopback(&args.mqtt)?;
+    let addrs = args
+        .mqtt
+        .split(',')
+        .map(crate::target::loopback)
+        .collect::<Result<Vec<_>>>()?;
+    let addr = addrs[0];
+    let node = |i: usize| addrs[i % addrs.len()];
     let http = args
         .http
         .as_deref()
         .map(crate::target::loopback_http)
         .transpose()?;
     let ws = match (&args.ws, args.watch_mqtt) {
-        (Some(url), false) => {
-            crate::target::loopback_ws(url)?;
-            Some(url.clone())
+        (Some(urls), false) => {
+            let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
+            for url in &urls {
+                crate::target::loopback_ws(url)?;
+            }
+            Some(urls)
         }
         _ => None,
     };
@@ -202,10 +213,11 @@ pub async fn run(args: Args) -> Result<Figures> {
     let mut watchers = JoinSet::new();
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
     match &ws {
-        Some(url) => {
+        Some(urls) => {
             let targets = ws_targets(args.watch, args.watchers, args.drivers, &routes, &shared);
             let mut connecting = JoinSet::new();
-            for target in targets {
+            for (k, target) in targets.into_iter().enumerate() {
+                let url = &urls[k % urls.len()];
                 let covered: Vec<usize> = match &target {
                     Target::Vehicle(v) => shared.index(v).into_iter().collect(),
                     Target::Route(r) => match routes.iter().position(|x| x == r) {
@@ -237,7 +249,7 @@ pub async fn run(args: Args) -> Result<Figures> {
                     shared.ledger.watch(i);
                 }
                 let opts = ConnectOptions::new(args.protocol, format!("b{run}-watch-{j}"));
-                let (r, w) = watcher::connect_mqtt(addr, &opts).await?;
+                let (r, w) = watcher::connect_mqtt(node(j), &opts).await?;
                 watchers.spawn(watcher::watch_mqtt(r, w, shared.clone()));
             }
         }
@@ -255,6 +267,7 @@ pub async fn run(args: Args) -> Result<Figures> {
             opts.bind = Some(source_address(i, per_addr)?);
         }
         let permit = permits.clone().acquire_owned().await?;
+        let addr = node(i);
         connecting.spawn(async move {
             let conn = client::connect(addr, &opts).await;
             drop(permit);

@@ -169,6 +169,21 @@ fn check(c: &Config) -> Result<(), Failure> {
     if c.max_speed == 0.0 || c.corridor_m == 0.0 {
         return bad("--max-speed and --corridor-m must be above 0");
     }
+    if let Some(id) = &c.node_id
+        && !crate::cluster::valid_node_id(id)
+    {
+        return bad(&format!(
+            "--node-id {id:?} is not a node name: use 1 to 64 of A-Z a-z 0-9 _ -, e.g. node-a"
+        ));
+    }
+    if c.cluster && c.node_id.is_none() {
+        return bad("--cluster needs --node-id NAME: give each node a unique name, e.g. node-a");
+    }
+    if c.cluster && c.redis.is_none() {
+        return bad(
+            "--cluster needs --redis URL: the nodes of a cluster share one Redis, e.g. redis://127.0.0.1:6379",
+        );
+    }
     if c.max_queued == 0 || c.max_connections == 0 {
         let flag = if c.max_queued == 0 {
             "--max-queued"
@@ -308,5 +323,31 @@ mod tests {
             ..Config::default()
         };
         assert!(check(&ok).is_ok());
+    }
+
+    #[test]
+    fn cluster_needs_a_node_id_and_redis() {
+        let line = refused(Config {
+            cluster: true,
+            redis: Some("redis://127.0.0.1:6379".into()),
+            ..Config::default()
+        });
+        assert!(line.starts_with("--cluster needs --node-id"), "{line}");
+        let line = refused(Config {
+            cluster: true,
+            node_id: Some("a".into()),
+            ..Config::default()
+        });
+        assert!(line.starts_with("--cluster needs --redis"), "{line}");
+        let line = refused(Config {
+            node_id: Some("bad name".into()),
+            ..Config::default()
+        });
+        assert!(line.contains("is not a node name"), "{line}");
+        let c = serve(&["--cluster", "--node-id", "node-a", "--redis", "redis://h"])
+            .resolve()
+            .expect("valid");
+        assert!(c.cluster);
+        assert_eq!(c.node_id.as_deref(), Some("node-a"));
     }
 }

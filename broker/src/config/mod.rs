@@ -155,6 +155,21 @@ pub struct Config {
     #[serde(with = "duration")]
     pub state_ttl: Duration,
 
+    /// Join the cluster of nodes sharing --redis; needs --node-id and --redis
+    // docs: README "Running a cluster"; the cluster module (broker/src/cluster/mod.rs) says why.
+    #[arg(long, env = "FLEETMQ_CLUSTER", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = boolean::parse, help_heading = "Cluster")]
+    #[serde(with = "boolean")]
+    pub cluster: bool,
+
+    /// This node's name in the cluster, [A-Za-z0-9_-], 1 to 64 characters [default: off]
+    // Unset outside a cluster: `/api/v1/cluster` then names the single node `local`.
+    #[arg(long, env = "FLEETMQ_NODE_ID", value_name = "NAME", value_parser = text::parse,
+          help_heading = "Cluster")]
+    #[serde(with = "text")]
+    pub node_id: Option<String>,
+
     /// PostgreSQL URL for history, e.g. postgres://fleetmq@127.0.0.1/fleetmq [default: off]
     #[arg(long, env = "FLEETMQ_POSTGRES", value_name = "URL", value_parser = text::parse,
           hide_env_values = true, help_heading = "Data")]

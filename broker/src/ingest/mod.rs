@@ -288,7 +288,7 @@ impl Ingest {
             outputs.push(state_message(&state));
             let state = Arc::new(state);
             for sink in &self.sinks {
-                sink.state(&state);
+                sink.fitted_state(&state, fit.as_ref(), deviated);
             }
             let (live, prev) = self.live.update(state, fit, deviated);
             if self.gtfsrt_mqtt {
@@ -307,6 +307,20 @@ impl Ingest {
             rejected,
             first_rejection,
             over_quota: false,
+        }
+    }
+
+    /// Another node's processed state of a vehicle (cluster), into the GTFS-Realtime live set.
+    pub fn remote_state(
+        &self,
+        state: Arc<VehicleState>,
+        fit: Option<geo_engine::schedule::TripFit>,
+        deviated: bool,
+    ) {
+        if state.status == geo_engine::VehicleStatus::Offline {
+            self.live.remove(&state.vehicle);
+        } else {
+            self.live.update(state, fit, deviated);
         }
     }
 

@@ -4,11 +4,18 @@
 
 use std::sync::Arc;
 
+use geo_engine::schedule::TripFit;
 use geo_engine::{Event, Tracker, VehicleState};
 
 pub trait StateSink: Send + Sync {
     /// A new processed state.
     fn state(&self, state: &Arc<VehicleState>);
+    /// A new processed state of a fix, with the trip the vehicle runs and whether it is off its
+    /// route (what the GTFS-Realtime feeds need); by default just [`StateSink::state`].
+    fn fitted_state(&self, state: &Arc<VehicleState>, fit: Option<&TripFit>, deviated: bool) {
+        let _ = (fit, deviated);
+        self.state(state);
+    }
     /// An event.
     fn event(&self, event: &Arc<Event>);
     /// The tracker after an accepted update, for durable snapshots (filter state included).

@@ -1,0 +1,423 @@
+//! Pub/sub between the nodes of a cluster. [`Bus`] owns a bounded outgoing queue (publishing
+//! never waits: over its limit a message is dropped and counted), one publisher task that sends
+//! the queue in pipelined batches, and subscriber tasks that resubscribe with backoff after
+//! Redis went away and hand messages over through a bounded queue.
+//!
+//! The transport is the small [`Transport`] interface: plain `PUBLISH`/`SUBSCRIBE` here
+//! ([`RedisTransport`]); Redis Cluster's sharded `SPUBLISH`/`SSUBSCRIBE` fits behind the same
+//! interface, and [`channel`] already names one channel per shard for it.
+//!
+//! # Limits
+//! - Outgoing: [`MAX_OUT_BYTES`] of payload waiting for Redis; past it new messages are dropped
+//!   (`fleetmq_cluster_dropped_total{direction="out"}`), which happens only while Redis is slow
+//!   or away. Processed state is latest-wins: the vehicle's next state supersedes a dropped one.
+//! - Incoming: [`MAX_IN_BYTES`] waiting for this node's outputs; past it, dropped
+//!   (`direction="in"`).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::ClusterError;
+use crate::persist::keys;
+
+/// Shard channels of processed outputs: `fleetmq:out:0` .. `fleetmq:out:15`.
+pub const SHARDS: u16 = 16;
+/// Payload bytes waiting to be published, at most.
+pub const MAX_OUT_BYTES: usize = 64 * 1024 * 1024;
+/// Payload bytes received and not yet taken by this node's outputs, at most.
+pub const MAX_IN_BYTES: usize = 64 * 1024 * 1024;
+/// Messages sent to Redis in one pipeline, at most.
+const BATCH: usize = 512;
+/// First and longest wait before resubscribing or republishing after a failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The channel of `vehicle`'s outputs: `fleetmq:out:{n}`, n = its key's hash slot mod
+/// [`SHARDS`], so one vehicle's outputs stay in order on one channel.
+pub fn channel(vehicle: &str) -> String {
+    format!("fleetmq:out:{}", keys::slot(vehicle) % SHARDS)
+}
+
+/// Every output channel, for subscribers.
+pub fn channels() -> Vec<String> {
+    (0..SHARDS).map(|n| format!("fleetmq:out:{n}")).collect()
+}
+
+/// Received messages: (channel, payload). Ends when the connection is lost.
+pub type Messages = BoxStream<'static, (String, Bytes)>;
+
+/// How messages move between nodes.
+pub trait Transport: Send + Sync + 'static {
+    /// Publishes each (channel, payload), in order.
+    fn publish(&self, batch: Vec<(String, Bytes)>) -> BoxFuture<'_, redis::RedisResult<()>>;
+    /// A round trip on the publishing connection (to notice Redis is back while idle).
+    fn ping(&self) -> BoxFuture<'_, redis::RedisResult<()>>;
+    /// Subscribes to `channels` on a connection of its own.
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'_, redis::RedisResult<Messages>>;
+}
+
+/// Plain Redis pub/sub: `PUBLISH` on a shared multiplexed connection, `SUBSCRIBE` on one
+/// connection per subscriber.
+pub struct RedisTransport {
+    client: redis::Client,
+    conn: ConnectionManager,
+}
+
+impl RedisTransport {
+    /// Connects lazily.
+    ///
+    /// # Errors
+    /// [`ClusterError::Url`] for a URL the client cannot use.
+    pub fn new(client: redis::Client) -> Result<RedisTransport, ClusterError> {
+        // Fail fast; the bus backs off on its own.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(ClusterError::Url)?;
+        Ok(RedisTransport { client, conn })
+    }
+}
+
+impl Transport for RedisTransport {
+    fn publish(&self, batch: Vec<(String, Bytes)>) -> BoxFuture<'_, redis::RedisResult<()>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            for (channel, payload) in &batch {
+                pipe.cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(payload.as_ref())
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, redis::RedisResult<()>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
+    }
+
+    fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'_, redis::RedisResult<Messages>> {
+        Box::pin(async move {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&channels).await?;
+            let messages = pubsub.into_on_message().map(|m| {
+                let channel = m.get_channel_name().to_owned();
+                (channel, Bytes::copy_from_slice(m.get_payload_bytes()))
+            });
+            Ok(messages.boxed())
+        })
+    }
+}
+
+/// Counters of the bus.
+#[derive(Default)]
+struct Stats {
+    /// The last publish reached Redis.
+    publishing: AtomicBool,
+    /// Subscribers currently subscribed.
+    subscribed: AtomicUsize,
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped_out: AtomicU64,
+    dropped_in: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+/// The outgoing queue, bounded in bytes.
+#[derive(Default)]
+struct Outbox {
+    queue: Mutex<(VecDeque<(String, Bytes)>, usize)>,
+    ready: Notify,
+}
+
+/// Pub/sub between nodes.
+pub struct Bus {
+    transport: Arc<dyn Transport>,
+    outbox: Arc<Outbox>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+}
+
+impl Bus {
+    /// Starts the publisher task; it stops with `stop`.
+    pub fn start(transport: Arc<dyn Transport>, stop: CancellationToken) -> Bus {
+        let bus = Bus {
+            transport,
+            outbox: Arc::default(),
+            stats: Arc::default(),
+            stop,
+        };
+        bus.stats.publishing.store(true, Relaxed);
+        tokio::spawn(publish_loop(
+            bus.transport.clone(),
+            bus.outbox.clone(),
+            bus.stats.clone(),
+            bus.stop.clone(),
+        ));
+        bus
+    }
+
+    /// Queues `payload` for `channel`; never waits. Dropped (and counted) past
+    /// [`MAX_OUT_BYTES`].
+    pub fn publish(&self, channel: String, payload: Bytes) {
+        {
+            let mut q = self.outbox.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.1 + payload.len() > MAX_OUT_BYTES {
+                drop(q);
+                self.stats.dropped_out.fetch_add(1, Relaxed);
+                return;
+            }
+            q.1 += payload.len();
+            q.0.push_back((channel, payload));
+        }
+        self.outbox.ready.notify_one();
+    }
+
+    /// Subscribes to `channels` (again after every lost connection, with backoff); messages come
+    /// out of the returned receiver, at most [`MAX_IN_BYTES`] of them waiting.
+    pub fn subscribe(&self, channels: Vec<String>) -> Inbox {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(subscribe_loop(
+            self.transport.clone(),
+            channels,
+            tx,
+            budget.clone(),
+            self.stats.clone(),
+            self.stop.clone(),
+        ));
+        Inbox { rx, budget }
+    }
+
+    /// Whether messages flow both ways: the last publish worked and a subscriber is on.
+    pub fn is_up(&self) -> bool {
+        self.stats.publishing.load(Relaxed) && self.stats.subscribed.load(Relaxed) > 0
+    }
+
+    /// `fleetmq_cluster_bus_*` metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = &self.stats;
+        let _ = write!(
+            out,
+            "# HELP fleetmq_cluster_bus_up 1 while the cluster bus publishes and is subscribed in Redis.\n\
+             # TYPE fleetmq_cluster_bus_up gauge\nfleetmq_cluster_bus_up {}\n\
+             # HELP fleetmq_cluster_messages_total Processed outputs sent to and received from other nodes.\n\
+             # TYPE fleetmq_cluster_messages_total counter\n\
+             fleetmq_cluster_messages_total{{direction=\"out\"}} {}\n\
+             fleetmq_cluster_messages_total{{direction=\"in\"}} {}\n\
+             # HELP fleetmq_cluster_dropped_total Outputs dropped at a full cluster queue (or a failed publish).\n\
+             # TYPE fleetmq_cluster_dropped_total counter\n\
+             fleetmq_cluster_dropped_total{{direction=\"out\"}} {}\n\
+             fleetmq_cluster_dropped_total{{direction=\"in\"}} {}\n\
+             # HELP fleetmq_cluster_bus_reconnects_total Times the cluster bus subscribed again after losing Redis.\n\
+             # TYPE fleetmq_cluster_bus_reconnects_total counter\nfleetmq_cluster_bus_reconnects_total {}\n",
+            u8::from(self.is_up()),
+            s.published.load(Relaxed),
+            s.received.load(Relaxed),
+            s.dropped_out.load(Relaxed),
+            s.dropped_in.load(Relaxed),
+            s.reconnects.load(Relaxed),
+        );
+    }
+}
+
+/// The receiving end of [`Bus::subscribe`], bounded in bytes by the sender.
+pub struct Inbox {
+    rx: mpsc::UnboundedReceiver<(String, Bytes)>,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    /// The next message; `None` once the bus stopped.
+    pub async fn recv(&mut self) -> Option<(String, Bytes)> {
+        let m = self.rx.recv().await?;
+        self.budget.fetch_sub(m.1.len(), Relaxed);
+        Some(m)
+    }
+}
+
+async fn publish_loop(
+    transport: Arc<dyn Transport>,
+    outbox: Arc<Outbox>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let batch: Vec<(String, Bytes)> = {
+            let mut q = outbox.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let n = q.0.len().min(BATCH);
+            let batch: Vec<_> = q.0.drain(..n).collect();
+            q.1 -= batch.iter().map(|(_, p)| p.len()).sum::<usize>();
+            batch
+        };
+        if batch.is_empty() {
+            // While down and idle, probe Redis so that readiness comes back without traffic.
+            let idle = if stats.publishing.load(Relaxed) {
+                Duration::MAX
+            } else {
+                backoff
+            };
+            tokio::select! {
+                () = outbox.ready.notified() => continue,
+                () = tokio::time::sleep(idle) => {}
+                () = stop.cancelled() => return,
+            }
+            match transport.ping().await {
+                Ok(()) => {
+                    stats.publishing.store(true, Relaxed);
+                    backoff = BACKOFF_MIN;
+                }
+                Err(_) => backoff = (backoff * 2).min(BACKOFF_MAX),
+            }
+            continue;
+        }
+        let n = batch.len() as u64;
+        match transport.publish(batch).await {
+            Ok(()) => {
+                stats.published.fetch_add(n, Relaxed);
+                if !stats.publishing.swap(true, Relaxed) {
+                    tracing::info!("cluster bus: publishing to redis again");
+                }
+                backoff = BACKOFF_MIN;
+            }
+            Err(e) => {
+                // Lost with the batch: the next state of each vehicle supersedes it.
+                stats.dropped_out.fetch_add(n, Relaxed);
+                if stats.publishing.swap(false, Relaxed) {
+                    tracing::warn!(error = %e, "cluster bus: publish failed; serving local clients, retrying");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn subscribe_loop(
+    transport: Arc<dyn Transport>,
+    channels: Vec<String>,
+    tx: mpsc::UnboundedSender<(String, Bytes)>,
+    budget: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        let subscribed = tokio::select! {
+            r = transport.subscribe(channels.clone()) => r,
+            () = stop.cancelled() => return,
+        };
+        match subscribed {
+            Ok(mut messages) => {
+                if !first {
+                    stats.reconnects.fetch_add(1, Relaxed);
+                    tracing::info!("cluster bus: subscribed again");
+                }
+                first = false;
+                backoff = BACKOFF_MIN;
+                stats.subscribed.fetch_add(1, Relaxed);
+                loop {
+                    let next = tokio::select! {
+                        m = messages.next() => m,
+                        () = stop.cancelled() => {
+                            stats.subscribed.fetch_sub(1, Relaxed);
+                            return;
+                        }
+                    };
+                    let Some((channel, payload)) = next else {
+                        break;
+                    };
+                    stats.received.fetch_add(1, Relaxed);
+                    let len = payload.len();
+                    if budget.fetch_add(len, Relaxed) + len > MAX_IN_BYTES {
+                        budget.fetch_sub(len, Relaxed);
+                        stats.dropped_in.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    if tx.send((channel, payload)).is_err() {
+                        stats.subscribed.fetch_sub(1, Relaxed);
+                        return;
+                    }
+                }
+                stats.subscribed.fetch_sub(1, Relaxed);
+                tracing::warn!(
+                    "cluster bus: lost the redis subscription; serving local clients, resubscribing"
+                );
+            }
+            Err(e) => tracing::debug!(error = %e, "cluster bus: subscribe failed; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Redis that accepts the connection and never answers.
+    struct Stuck;
+
+    impl Transport for Stuck {
+        fn publish(&self, _: Vec<(String, Bytes)>) -> BoxFuture<'_, redis::RedisResult<()>> {
+            Box::pin(std::future::pending())
+        }
+        fn ping(&self) -> BoxFuture<'_, redis::RedisResult<()>> {
+            Box::pin(std::future::pending())
+        }
+        fn subscribe(&self, _: Vec<String>) -> BoxFuture<'_, redis::RedisResult<Messages>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_redis_costs_at_most_the_outgoing_limit() {
+        let stop = CancellationToken::new();
+        let bus = Bus::start(Arc::new(Stuck), stop.clone());
+        let mib = Bytes::from(vec![0u8; 1024 * 1024]);
+        for _ in 0..(MAX_OUT_BYTES / mib.len() + BATCH + 10) {
+            bus.publish(channel("v"), mib.clone());
+            tokio::task::yield_now().await;
+        }
+        let queued = bus.outbox.queue.lock().expect("lock").1;
+        assert!(queued <= MAX_OUT_BYTES, "{queued}");
+        assert!(bus.stats.dropped_out.load(Relaxed) >= 10);
+        assert!(!bus.is_up(), "never subscribed");
+        stop.cancel();
+    }
+
+    #[test]
+    fn one_vehicle_one_channel_among_the_shards() {
+        assert_eq!(channel("bus-1"), channel("bus-1"));
+        let all = channels();
+        assert_eq!(all.len(), usize::from(SHARDS));
+        for v in ["a", "bus-1", "bus-2", "x/y"] {
+            assert!(all.contains(&channel(v)), "{v}");
+        }
+        assert_eq!(all[0], "fleetmq:out:0");
+    }
+}

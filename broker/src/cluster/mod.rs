@@ -1,0 +1,130 @@
+//! The cluster (`--cluster --node-id NAME --redis URL`, docs/redis.md#keys, README "Running a
+//! cluster"): several fleetmq nodes behind one load balancer whose only shared engine is the
+//! Redis they already use for snapshots. This module owns what nodes know of each other
+//! (membership) and how the processed outputs of one node (`vehicles/{id}`, `events/...`) reach
+//! the MQTT, WebSocket, SSE and REST clients of every other node.
+//!
+//! # Design, and why
+//! - **Redis is the only shared engine.** Nodes heartbeat into Redis keys and exchange processed
+//!   outputs over Redis pub/sub. No consensus protocol, no node-to-node sockets, no new server to
+//!   run. This is Aedes's choice (`mqemitter-redis` plus Redis persistence), the closest peer to
+//!   a broker that already keeps its state in Redis. EMQX (Mria) and rmqtt's Raft mode replicate
+//!   a routing table between nodes so that a publish goes only to nodes with subscribers; that
+//!   needs a consensus layer we would have to run and test ourselves.
+//! - **Broadcast of processed outputs, matched locally.** Like rmqtt's broadcast mode, every
+//!   node receives every processed state and feeds it into its own router, hub and GTFS-Realtime
+//!   set, which match their own subscribers. Cost grows with nodes × updates, which is fine for
+//!   a fleet (states are small, one per vehicle per second) and keeps REST lists, `near` and
+//!   `bbox` of every node complete without a cross-node query. Plain pub/sub is fire and forget:
+//!   a node that misses a state while Redis is away gets the vehicle's next one, which
+//!   supersedes it (processed state is latest-wins, unlike QoS 1 session queues).
+//! - **Sharded channels.** Outputs go on one of [`bus::SHARDS`] channels chosen by the
+//!   vehicle's hash ([`bus::channel`]), so that Redis Cluster's sharded `SPUBLISH` spreads them
+//!   over the masters; the transport sits behind [`bus::Transport`].
+//! - **Ordering per vehicle.** Every output carries an ordering key (epoch, ts, seq)
+//!   ([`outputs::Order`]); receivers drop what is not newer than what they have, so duplicates
+//!   and stale outputs (a former owner's late message) never overwrite newer state.
+//! - **Partitions.** While Redis is unreachable every node keeps serving its own clients with
+//!   its own vehicles; `/readyz` says `degraded`; cross-node traffic resumes on reconnect. As
+//!   in VerneMQ's "window of uncertainty", clients of one node miss other nodes' updates in
+//!   that time; they get each vehicle's next state after it.
+//!
+//! # Layout
+//! - `membership`: heartbeats, the node listing (`GET /api/v1/cluster`), incarnations.
+//! - `bus`: pub/sub between nodes over Redis: bounded queues, reconnect with backoff.
+//! - `outputs`: processed states and events onto the bus, and other nodes' into local outputs.
+
+pub mod bus;
+pub mod membership;
+pub mod outputs;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::StateSink;
+pub use bus::Bus;
+pub use membership::{LocalNode, Me, Membership};
+pub use outputs::{LocalOutputs, OutputSink};
+
+/// The node name outside a cluster, as `GET /api/v1/cluster` lists it.
+pub const LOCAL_NODE: &str = "local";
+
+/// Whether `id` is a node name: 1 to 64 of `A-Z a-z 0-9 _ -` (it goes into Redis key names).
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// `--redis` is not a usable URL.
+    #[error("invalid --redis URL for the cluster: {0}")]
+    Url(#[source] redis::RedisError),
+}
+
+/// A running cluster node: its membership and its bus. Cheap to share behind an `Arc`.
+pub struct Cluster {
+    pub membership: Arc<Membership>,
+    pub bus: Arc<Bus>,
+    /// This node's name.
+    pub node: Arc<str>,
+}
+
+impl Cluster {
+    /// Connects lazily to `redis_url` (Redis down now is not an error) and starts the heartbeat
+    /// and the bus; both stop with `stop`.
+    ///
+    /// # Errors
+    /// [`ClusterError::Url`] when the URL is not a Redis URL.
+    pub fn start(
+        redis_url: &str,
+        local: LocalNode,
+        stop: CancellationToken,
+    ) -> Result<Cluster, ClusterError> {
+        let client = redis::Client::open(redis_url).map_err(ClusterError::Url)?;
+        let transport = Arc::new(bus::RedisTransport::new(client.clone())?);
+        let bus = Arc::new(Bus::start(transport, stop.clone()));
+        let node: Arc<str> = local.me.id.as_str().into();
+        let membership = Arc::new(Membership::start(client, local, stop)?);
+        Ok(Cluster {
+            membership,
+            bus,
+            node,
+        })
+    }
+
+    /// The sink that puts this node's processed outputs on the bus.
+    pub fn sink(&self) -> Arc<dyn StateSink> {
+        Arc::new(OutputSink::new(self.bus.clone(), self.node.clone()))
+    }
+
+    /// Whether cluster traffic flows: the bus is subscribed and the heartbeat reaches Redis.
+    pub fn is_up(&self) -> bool {
+        self.bus.is_up() && self.membership.is_up()
+    }
+
+    /// `fleetmq_cluster_*` metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.bus.render_metrics(out);
+        self.membership.render_metrics(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_node_id;
+
+    #[test]
+    fn node_ids_are_key_safe() {
+        for ok in ["a", "node-a", "N_1", &"x".repeat(64)] {
+            assert!(valid_node_id(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a:b", "a{b}", "é", &"x".repeat(65)] {
+            assert!(!valid_node_id(bad), "{bad}");
+        }
+    }
+}
