@@ -33,10 +33,16 @@
 //! - `membership`: heartbeats, the node listing (`GET /api/v1/cluster`), incarnations.
 //! - `bus`: pub/sub between nodes over Redis: bounded queues, reconnect with backoff.
 //! - `outputs`: processed states and events onto the bus, and other nodes' into local outputs.
+//! - `routing`: MQTT between nodes (issue 14): the route table, forwarding a publish to the
+//!   nodes whose filters match, shared groups once cluster-wide, client id takeover and the
+//!   shared retained store; the router's `Remote` in a cluster.
+//! - `frame`: what one node sends another's inbox (a PUBLISH with the groups it serves, a kick).
 
 pub mod bus;
+pub mod frame;
 pub mod membership;
 pub mod outputs;
+pub mod routing;
 
 use std::sync::Arc;
 

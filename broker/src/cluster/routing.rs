@@ -1,0 +1,402 @@
+//! MQTT between nodes (issue 14): [`ClusterRemote`], the router's [`Remote`] in a cluster. It
+//! owns the route table (which node subscribes to which filter), forwarding a publish to the
+//! nodes that match it, client id takeover across nodes and the retained messages every node
+//! shares. Redis keys and channels: docs/redis.md#cluster-routing.
+//!
+//! # Routes
+//! Each node keeps its filters (with a count of local subscriptions per filter) and announces
+//! them in the set `fleetmq:routes:{node}`: `SADD` when a filter's count goes 0 → 1, `SREM`
+//! at 1 → 0, then a `PUBLISH fleetmq:routes:changed` so that the others read the sets again.
+//! Every [`SYNC_EVERY`] the node rewrites its whole set (healing a change lost while Redis
+//! was away) and reads every live node's set (membership), so a lost notification costs at
+//! most that long. Nodes that are not live are left out of the table.
+//!
+//! # Forwarding
+//! A publish on this node is delivered locally by the router, then [`ClusterRemote::forward`]
+//! sends it at most once to each other node, on that node's inbox `fleetmq:inbox:{node}`:
+//! - to a node with a matching plain filter (it then delivers once per local subscription);
+//! - for each matching shared group `$share/G/F` with no member on this node, to one node
+//!   holding members, in turn (that node picks its member); a group with a member here was
+//!   served by the local delivery already, so the group gets one copy cluster-wide;
+//! - a retained publish (set or clear) to every live node, so each keeps the same retained
+//!   store; it is also written to the hash `fleetmq:retained`, which a node reads when it
+//!   starts.
+//!
+//! The frame (`frame`) names the groups the receiving node serves; a received message is
+//! delivered locally only, never forwarded again. Processed outputs (`vehicles/...`,
+//! `events/...` from the broker itself) are not forwarded: the cluster bus (`outputs`) already
+//! carries them to every node.
+//!
+//! # Client ids
+//! A connect sets `fleetmq:client:{id}` to this node (`SET ... GET`); if it named another node,
+//! that node gets a kick on its inbox and ends its connection (DISCONNECT 0x8E) and session.
+//!
+//! # Redis away
+//! Local delivery goes on; forwards, announcements and claims are dropped (pub/sub is fire
+//! and forget, counted in `fleetmq_redis_pubsub_*`); the periodic sync restores the tables
+//! once Redis is back. Meanwhile other nodes' subscribers miss this node's publishes, and a
+//! client id may be connected on two nodes at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::AsyncCommands as _;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::Membership;
+use super::frame;
+use crate::message::{Message, Origin};
+use crate::persist::{Conn, Target};
+use crate::persist::pubsub::{PubSub, Publisher};
+use crate::router::remote::{Incoming, Remote};
+use crate::topic;
+
+/// Announcement that a node's filters changed (the payload names the node).
+pub const ROUTES_CHANGED: &str = "fleetmq:routes:changed";
+/// Retained messages of the cluster, topic → frame.
+pub const RETAINED_KEY: &str = "fleetmq:retained";
+/// How often a node rewrites its filters and reads the others'.
+pub const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Route changes, claims and retained writes waiting for Redis; past it they are dropped and
+/// the next sync repairs the routes.
+const COMMANDS: usize = 10_000;
+
+/// The set of a node's filters.
+pub fn routes_key(node: &str) -> String {
+    format!("fleetmq:routes:{node}")
+}
+
+/// The channel a node receives forwarded messages and kicks on.
+pub fn inbox(node: &str) -> String {
+    format!("fleetmq:inbox:{node}")
+}
+
+/// Which node holds a client id's connection.
+pub fn client_key(client_id: &str) -> String {
+    format!("fleetmq:client:{client_id}")
+}
+
+/// The other live nodes and their filters, as last read.
+type Table = Vec<(Arc<str>, Vec<Box<str>>)>;
+
+/// What the router and the sync task share; locked briefly, never across `.await`.
+#[derive(Default)]
+struct Shared {
+    table: Mutex<Table>,
+    /// This node's filters and how many local subscriptions hold each.
+    local: Mutex<HashMap<Box<str>, usize>>,
+    refresh: Notify,
+}
+
+enum Command {
+    Add(Box<str>),
+    Remove(Box<str>),
+    Claim(Box<str>),
+    Retain { topic: String, frame: Option<Bytes> },
+}
+
+/// The router's [`Remote`] in a cluster.
+pub struct ClusterRemote {
+    node: Arc<str>,
+    shared: Arc<Shared>,
+    publisher: Publisher,
+    commands: mpsc::Sender<Command>,
+    incoming: mpsc::Receiver<(String, Bytes)>,
+    /// Retained messages read from Redis at start.
+    loaded: mpsc::Receiver<Incoming>,
+    /// Round-robin over the nodes of a shared group.
+    turn: usize,
+}
+
+impl ClusterRemote {
+    /// Subscribes to this node's inbox and starts the sync task (until `stop`).
+    ///
+    /// # Errors
+    /// A `target` that is not a Redis URL.
+    pub fn start(
+        target: &Target,
+        node: Arc<str>,
+        membership: Arc<Membership>,
+        stop: CancellationToken,
+    ) -> Result<ClusterRemote, crate::persist::PersistError> {
+        let pubsub = PubSub::open(target)?;
+        let incoming = pubsub.subscribe(vec![inbox(&node), ROUTES_CHANGED.to_owned()])?;
+        let conn = Conn::open(target).map_err(|source| crate::persist::PersistError::Url {
+            target: target.describe(),
+            source,
+        })?;
+        let shared = Arc::new(Shared::default());
+        let (commands, rx) = mpsc::channel(COMMANDS);
+        let (loaded_tx, loaded) = mpsc::channel(1024);
+        let sync = Sync {
+            node: node.clone(),
+            shared: shared.clone(),
+            membership,
+            conn,
+            publisher: pubsub.publisher(),
+        };
+        tokio::spawn(sync.run(rx, loaded_tx, stop));
+        Ok(ClusterRemote {
+            node,
+            shared,
+            publisher: pubsub.publisher(),
+            commands,
+            incoming,
+            loaded,
+            turn: 0,
+        })
+    }
+
+    fn command(&self, c: Command) {
+        // Full: Redis is away or slow; the periodic sync repairs the route set.
+        let _ = self.commands.try_send(c);
+    }
+}
+
+/// Whether `message` is a processed output, which the cluster bus carries already.
+fn is_output(message: &Message) -> bool {
+    message.origin == Origin::Broker
+        && (message.topic.starts_with("vehicles/") || message.topic.starts_with("events/"))
+}
+
+impl Remote for ClusterRemote {
+    fn forward(&mut self, message: &Arc<Message>) {
+        if is_output(message) {
+            return;
+        }
+        let topic = &*message.topic;
+        // node index → groups it serves; `direct` when a plain filter matches.
+        let mut sends: Vec<(bool, Vec<&str>)>;
+        let mut group_nodes: HashMap<&str, Vec<usize>> = HashMap::new();
+        let table = self.shared.table.lock().unwrap_or_else(|e| e.into_inner());
+        sends = vec![(message.retain, Vec::new()); table.len()];
+        for (i, (_, filters)) in table.iter().enumerate() {
+            for f in filters {
+                match topic::parse_shared(f) {
+                    Ok((None, filter)) if topic::matches(filter, topic) => sends[i].0 = true,
+                    Ok((Some(_), filter)) if topic::matches(filter, topic) => {
+                        group_nodes.entry(f).or_default().push(i);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !group_nodes.is_empty() {
+            let local = self.shared.local.lock().unwrap_or_else(|e| e.into_inner());
+            for (group, nodes) in group_nodes {
+                if local.contains_key(group) {
+                    continue; // delivered to a member here already
+                }
+                self.turn = self.turn.wrapping_add(1);
+                let pick = nodes[self.turn % nodes.len()];
+                sends[pick].1.push(group);
+            }
+        }
+        for ((node, _), (direct, groups)) in table.iter().zip(&sends) {
+            if *direct || !groups.is_empty() {
+                self.publisher
+                    .publish(&inbox(node), frame::publish(message, groups));
+            }
+        }
+        drop(table);
+        if message.retain {
+            let frame = (!message.payload.is_empty()).then(|| frame::publish(message, &[]));
+            self.command(Command::Retain {
+                topic: message.topic.to_string(),
+                frame,
+            });
+        }
+    }
+
+    fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        if let Poll::Ready(Some(i)) = self.loaded.poll_recv(cx) {
+            return Poll::Ready(Some(i));
+        }
+        loop {
+            let Some((channel, payload)) = std::task::ready!(self.incoming.poll_recv(cx)) else {
+                return Poll::Ready(None);
+            };
+            if channel == ROUTES_CHANGED {
+                if *payload != *self.node.as_bytes() {
+                    self.shared.refresh.notify_one();
+                }
+                continue;
+            }
+            match frame::read(payload) {
+                Ok(i) => return Poll::Ready(Some(i)),
+                Err(e) => tracing::warn!(error = %e, "cluster: unreadable inbox frame; skipped"),
+            }
+        }
+    }
+
+    fn subscribed(&mut self, filter: &str) {
+        let mut local = self.shared.local.lock().unwrap_or_else(|e| e.into_inner());
+        let n = local.entry(filter.into()).or_default();
+        *n += 1;
+        if *n == 1 {
+            drop(local);
+            self.command(Command::Add(filter.into()));
+        }
+    }
+
+    fn unsubscribed(&mut self, filter: &str) {
+        let mut local = self.shared.local.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(n) = local.get_mut(filter) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            local.remove(filter);
+            drop(local);
+            self.command(Command::Remove(filter.into()));
+        }
+    }
+
+    fn connected(&mut self, client_id: &str) {
+        self.command(Command::Claim(client_id.into()));
+    }
+}
+
+/// The task that talks to Redis for the remote.
+struct Sync {
+    node: Arc<str>,
+    shared: Arc<Shared>,
+    membership: Arc<Membership>,
+    conn: Conn,
+    publisher: Publisher,
+}
+
+impl Sync {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        loaded: mpsc::Sender<Incoming>,
+        stop: CancellationToken,
+    ) {
+        self.load_retained(&loaded).await;
+        drop(loaded);
+        let mut tick = tokio::time::interval(SYNC_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    let _: Result<(), _> = self.conn.del(routes_key(&self.node)).await;
+                    return;
+                }
+                c = commands.recv() => match c {
+                    Some(c) => self.command(c).await,
+                    None => return,
+                },
+                () = self.shared.refresh.notified() => self.read_routes().await,
+                _ = tick.tick() => {
+                    self.write_routes().await;
+                    self.read_routes().await;
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, c: Command) {
+        let key = routes_key(&self.node);
+        let result = match c {
+            Command::Add(f) => self.conn.sadd::<_, _, ()>(&key, &*f).await,
+            Command::Remove(f) => self.conn.srem::<_, _, ()>(&key, &*f).await,
+            Command::Claim(id) => return self.claim(&id).await,
+            Command::Retain { topic, frame } => {
+                return self.retain(topic, frame).await;
+            }
+        };
+        match result {
+            Ok(()) => self
+                .publisher
+                .publish(ROUTES_CHANGED, Bytes::from(self.node.to_string())),
+            Err(e) => tracing::debug!(error = %e, "cluster: route change not written"),
+        }
+    }
+
+    /// Takes `client_id` for this node; kicks the node that held it.
+    async fn claim(&mut self, client_id: &str) {
+        let previous: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(client_key(client_id))
+            .arg(&*self.node)
+            .arg("GET")
+            .query_async(&mut self.conn)
+            .await;
+        match previous {
+            Ok(Some(owner)) if *owner != *self.node => {
+                self.publisher
+                    .publish(&inbox(&owner), frame::kick(client_id));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cluster: client id not claimed"),
+        }
+    }
+
+    async fn retain(&mut self, topic: String, frame: Option<Bytes>) {
+        let result: redis::RedisResult<()> = match frame {
+            Some(f) => self.conn.hset(RETAINED_KEY, topic, f.as_ref()).await,
+            None => self.conn.hdel(RETAINED_KEY, topic).await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cluster: retained message not stored");
+        }
+    }
+
+    /// The cluster's retained messages into this node's store, once at start.
+    async fn load_retained(&mut self, loaded: &mpsc::Sender<Incoming>) {
+        let all: redis::RedisResult<HashMap<String, Vec<u8>>> =
+            self.conn.hgetall(RETAINED_KEY).await;
+        let Ok(all) = all else {
+            tracing::warn!("cluster: retained messages not read from Redis");
+            return;
+        };
+        for (_, f) in all {
+            if let Ok(i) = frame::read(Bytes::from(f))
+                && loaded.send(i).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Rewrites this node's filter set from the local counts.
+    async fn write_routes(&mut self) {
+        let filters: Vec<String> = {
+            let local = self.shared.local.lock().unwrap_or_else(|e| e.into_inner());
+            local.keys().map(|f| f.to_string()).collect()
+        };
+        let key = routes_key(&self.node);
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key).ignore();
+        if !filters.is_empty() {
+            pipe.sadd(&key, filters).ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut self.conn).await {
+            tracing::debug!(error = %e, "cluster: routes not written");
+        }
+    }
+
+    /// Reads the filter sets of the other live nodes into the table.
+    async fn read_routes(&mut self) {
+        let mut table: Table = Vec::new();
+        for n in self.membership.nodes() {
+            if *n.id == *self.node {
+                continue;
+            }
+            let filters: redis::RedisResult<Vec<String>> =
+                self.conn.smembers(routes_key(&n.id)).await;
+            match filters {
+                Ok(f) => table.push((n.id.as_str().into(), f.into_iter().map(Box::from).collect())),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster: routes not read");
+                    return;
+                }
+            }
+        }
+        *self.shared.table.lock().unwrap_or_else(|e| e.into_inner()) = table;
+    }
+}
