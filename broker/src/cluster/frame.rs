@@ -114,7 +114,8 @@ pub fn read(mut frame: Bytes) -> Result<Incoming, FrameError> {
                 shared.push(Box::from(name));
             }
             let mut buf = BytesMut::from(&frame[..]);
-            let Some(Packet::Publish(mut p)) = fleetmq_codec::decode(&mut buf, Protocol::V5, MAX_FRAME)?
+            let Some(Packet::Publish(mut p)) =
+                fleetmq_codec::decode(&mut buf, Protocol::V5, MAX_FRAME)?
             else {
                 return Err(FrameError::Malformed("not a PUBLISH"));
             };
@@ -183,7 +184,13 @@ mod tests {
     #[test]
     fn kicks_round_trip_and_garbage_is_an_error() {
         assert!(matches!(read(kick("x")), Ok(Incoming::Kick { client_id }) if &*client_id == "x"));
-        for bad in [&b""[..], b"Z", b"P\x00", b"P\x00\x01\x00\x05ab", b"P\x00\x00\x30\x7f"] {
+        for bad in [
+            &b""[..],
+            b"Z",
+            b"P\x00",
+            b"P\x00\x01\x00\x05ab",
+            b"P\x00\x00\x30\x7f",
+        ] {
             assert!(read(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
     }

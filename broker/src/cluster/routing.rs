@@ -50,8 +50,8 @@ use tokio_util::sync::CancellationToken;
 use super::Membership;
 use super::frame;
 use crate::message::{Message, Origin};
-use crate::persist::{Conn, Target};
 use crate::persist::pubsub::{PubSub, Publisher};
+use crate::persist::{Conn, Target};
 use crate::router::remote::{Incoming, Remote};
 use crate::topic;
 

@@ -90,13 +90,10 @@ impl SubscriptionTree {
         let is_new = match group {
             None => node.direct.insert(session, opts).is_none(),
             Some(g) => {
-                let grp = node
-                    .shared
-                    .entry(g.into())
-                    .or_insert_with(|| SharedGroup {
-                        name: format!("$share/{g}/{filter}").into(),
-                        ..SharedGroup::default()
-                    });
+                let grp = node.shared.entry(g.into()).or_insert_with(|| SharedGroup {
+                    name: format!("$share/{g}/{filter}").into(),
+                    ..SharedGroup::default()
+                });
                 match grp.members.iter_mut().find(|(s, _)| *s == session) {
                     Some(m) => {
                         m.1 = opts;

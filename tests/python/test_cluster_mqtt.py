@@ -1,0 +1,248 @@
+"""Plain MQTT across the nodes of a cluster (issue 14, README "Running a cluster"): three
+`fleetmq serve --cluster` nodes A, B, C on one redis-server, real paho v5 / 3.1.1 clients and
+Debian's mosquitto_pub / mosquitto_sub.
+
+- subscribers on B and C with overlapping filters, publisher on A: one copy each;
+- a `$share` group spread over the nodes: one copy per group;
+- client id `x` connecting to C kicks `x` on A (v5: DISCONNECT 0x8E; 3.1.1: closed), its will
+  is published once;
+- a retained message set on A reaches a new subscriber on C, and its clear from B clears it
+  everywhere.
+
+Routes spread asynchronously (a `PUBLISH` notification, a sync every 2 s): a test first waits
+until a probe published on the publishing node reaches its subscribers, with a deadline.
+"""
+
+import shutil
+import subprocess
+
+import pytest
+
+from cluster_util import Cluster
+from harness import wait_for
+from mqttc import V311, Client, connected, unique
+
+ROUTE_TIMEOUT = 15.0
+
+
+@pytest.fixture(scope="module")
+def cluster(fleetmq_path, tmp_path_factory):
+    c = Cluster(fleetmq_path, tmp_path_factory.mktemp("cluster-mqtt"))
+    try:
+        for name in ("a", "b", "c"):
+            c.start_node(name)
+        c.wait_nodes(["a", "b", "c"])
+        # Every node's route table lists the other two (retained messages go to every node).
+        wait_routed(c, [c.nodes[n] for n in "abc"], [c.nodes[n] for n in "abc"])
+    except BaseException:
+        print(c.logs())
+        c.stop()
+        raise
+    yield c
+    c.stop()
+
+
+def wait_routed(cluster, publishers, subscriber_nodes):
+    """Until a probe from each publishing node reaches a subscriber on each of the others."""
+    topic = unique("probe")
+    subs = [connected(n.addr, unique("probe-sub")) for n in subscriber_nodes]
+    pubs = [connected(n.addr, unique("probe-pub")) for n in publishers]
+    try:
+        for s in subs:
+            s.subscribe(topic)
+        for i, p in enumerate(pubs):
+            tag = f"from-{i}".encode()
+
+            def arrived(p=p, tag=tag):
+                p.publish(topic, tag)
+                return all(tag in s.payloads(topic) for s in subs)
+            wait_for(arrived, ROUTE_TIMEOUT, f"a probe from node {i} on every node", 0.2)
+    finally:
+        for c in subs + pubs:
+            c.disconnect()
+
+
+def ready_subscription(publisher: Client, topic: str, subscribers):
+    """Publishes probes on `topic` until each subscriber has one, then clears them."""
+    def arrived():
+        publisher.publish(topic, b"probe")
+        return all(b"probe" in s.payloads() for s in subscribers)
+    wait_for(arrived, ROUTE_TIMEOUT, f"the route for {topic}", 0.2)
+    end = unique("end").encode()
+    publisher.publish(topic, end, qos=1)
+    for s in subscribers:
+        s.wait_payload(end)
+        s.clear()
+
+
+def finish(publisher: Client, topic: str, subscribers):
+    """Publishes an end marker after the messages under test; every subscriber gets it once
+    the messages before it (same path, same order) have arrived."""
+    end = unique("end").encode()
+    publisher.publish(topic, end, qos=1)
+    for s in subscribers:
+        s.wait_payload(end, timeout=10)
+    return end
+
+
+def test_overlapping_filters_on_two_nodes_get_one_copy_each(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    base = unique("ovl")
+    topic = f"{base}/car/cmd"
+    on_b = connected(b.addr, unique("sub-b"))
+    on_b.subscribe([(f"{base}/+/cmd", 1), (f"{base}/#", 1)])
+    on_c = connected(c.addr, unique("sub-c"))
+    on_c.subscribe([(topic, 1), (f"{base}/car/+", 0)])
+    on_a = connected(a.addr, unique("sub-a"))
+    on_a.subscribe(f"{base}/#", qos=1)
+    publisher = connected(a.addr, unique("pub-a"))
+    subs = [on_a, on_b, on_c]
+    ready_subscription(publisher, topic, subs)
+    sent = [f"m{i}".encode() for i in range(20)]
+    for p in sent:
+        publisher.publish(topic, p, qos=1)
+    end = finish(publisher, topic, subs)
+    for s in subs:
+        assert s.payloads(topic) == sent + [end], s.client_id
+    # A topic no remote filter matches is not sent to B or C at all (the route table says so),
+    # and A's own subscriber still gets it.
+    other = f"{base}-unmatched"
+    on_a.subscribe(other)
+    publisher.publish(other, b"only-a", qos=1)
+    on_a.wait_payload(b"only-a")
+
+
+def test_a_shared_group_spread_over_nodes_gets_one_copy_per_group(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    base = unique("shr")
+    topic = f"{base}/job"
+    # Group g: members on B and C (none on the publishing node A); group h: on A and C.
+    g = [connected(n.addr, unique("g")) for n in (b, c, c)]
+    h = [connected(n.addr, unique("h")) for n in (a, c)]
+    for m in g:
+        m.subscribe(f"$share/g/{base}/+", qos=1)
+    for m in h:
+        m.subscribe(f"$share/h/{topic}", qos=1)
+    watcher = connected(b.addr, unique("direct"))
+    watcher.subscribe(topic, qos=1)
+    publisher = connected(a.addr, unique("pub"))
+
+    def group_got(members, payload):
+        return sum(m.payloads(topic).count(payload) for m in members)
+
+    # Routes known: a probe reaches both groups and the plain subscriber.
+    def probed():
+        publisher.publish(topic, b"probe", qos=1)
+        return group_got(g, b"probe") and group_got(h, b"probe") and watcher.payloads(topic)
+    wait_for(probed, ROUTE_TIMEOUT, "routes of both groups", 0.2)
+    for m in g + h + [watcher]:
+        m.clear()
+
+    sent = [f"job{i}".encode() for i in range(30)]
+    for p in sent:
+        publisher.publish(topic, p, qos=1)
+    def jobs(member):
+        return [p for p in member.payloads(topic) if p != b"probe"]  # a late probe is no job
+    wait_for(lambda: jobs(watcher) == sent, 10, "every job at the plain subscriber")
+    wait_for(lambda: all(group_got(g, p) and group_got(h, p) for p in sent), 10,
+             "every job in both groups")
+    # One more round trip through every path, then nothing arrived twice.
+    end = unique("end").encode()
+    publisher.publish(topic, end, qos=1)
+    wait_for(lambda: group_got(g, end) and group_got(h, end), 10, "the end marker")
+    for p in sent:
+        assert group_got(g, p) == 1, p
+        assert group_got(h, p) == 1, p
+    # Group g spans nodes B and C and both got a share of the jobs.
+    assert jobs(g[0]) and (jobs(g[1]) or jobs(g[2]))
+
+
+def test_a_client_id_connecting_on_another_node_kicks_the_old_one_will_once(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    client_id = unique("x")
+    will_topic = unique("will")
+    watcher = connected(b.addr, unique("will-watch"))
+    watcher.subscribe(will_topic, qos=1)
+    marker_pub = connected(a.addr, unique("marker"))
+    ready_subscription(marker_pub, will_topic, [watcher])
+
+    old = Client(a.addr, client_id)
+    old.connect(will={"topic": will_topic, "payload": b"gone", "qos": 1})
+    new = Client(c.addr, client_id)
+    new.connect()
+    flags, reason, _ = old.wait_disconnected(timeout=10)
+    assert reason.value == 0x8E, f"session taken over: {reason}"
+    watcher.wait_payload(b"gone", timeout=10)
+    finish(marker_pub, will_topic, [watcher])
+    assert watcher.payloads(will_topic).count(b"gone") == 1
+    # The new connection stays: it is served on C.
+    topic = unique("to-x")
+    new.subscribe(topic, qos=1)
+    probe = connected(c.addr, unique("p"))
+    probe.publish(topic, b"hello", qos=1)
+    new.wait_payload(b"hello")
+    assert new.disconnected is None
+
+    # 3.1.1: the old connection is closed (no DISCONNECT from a server in 3.1.1).
+    old311 = Client(a.addr, unique("y"), protocol=V311)
+    old311.connect()
+    Client(b.addr, old311.client_id, protocol=V311).connect()
+    old311.wait_disconnected(timeout=10)
+
+
+def test_retained_set_on_a_reaches_c_and_a_clear_from_b_clears_everywhere(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    base = unique("ret")
+    topic = f"{base}/door"
+    setter = connected(a.addr, unique("set"))
+    setter.publish(topic, b"open", qos=1, retain=True)
+
+    def retained_at(node, want_marker):
+        """What a new subscriber to `base/#` on `node` gets as retained, once `want_marker`
+        (a retained payload) arrived and a live message after it was delivered."""
+        sub = connected(node.addr, unique("new-sub"))
+        live = f"{base}/live"
+        sub.subscribe(f"{base}/#", qos=1)
+        if want_marker is not None:
+            sub.wait_payload(want_marker, timeout=10)
+        connected(node.addr, unique("live")).publish(live, b"now", qos=1)
+        sub.wait_payload(b"now")
+        got = [m.payload for m in sub.messages if m.topic == topic and m.retain]
+        sub.disconnect()
+        return got
+
+    # Retained messages spread by the same forwarding: wait until C has it, with a deadline.
+    wait_for(lambda: retained_at(c, None) == [b"open"], 10, "the retained message on C")
+    # Cleared from B: a marker set after the clear travels the same path B → A and B → C.
+    clearer = connected(b.addr, unique("clear"))
+    clearer.publish(topic, b"", qos=1, retain=True)
+    clearer.publish(f"{base}/marker", b"after-clear", qos=1, retain=True)
+    for node in (a, b, c):
+        assert retained_at(node, b"after-clear") == [], node
+
+
+def mosquitto(*args):
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="mosquitto-clients missing")
+def test_mosquitto_clients_across_nodes(cluster):
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    topic = unique("mosq")
+    sub = mosquitto("mosquitto_sub", "-V", "5", "-h", c.addr[0], "-p", str(c.addr[1]),
+                    "-t", topic, "-q", "1", "-C", "1", "-W", str(int(ROUTE_TIMEOUT) + 5))
+    try:
+        # Until mosquitto_sub (one message, then it exits) got one from node A.
+        def delivered():
+            subprocess.run(["mosquitto_pub", "-V", "311", "-h", a.addr[0], "-p",
+                            str(a.addr[1]), "-t", topic, "-q", "1", "-m", "across"],
+                           check=True, timeout=10)
+            return sub.poll() is not None
+        wait_for(delivered, ROUTE_TIMEOUT, "mosquitto_sub on C to get a message from A", 0.2)
+        out, err = sub.communicate(timeout=5)
+        assert sub.returncode == 0, err
+        assert out.decode().strip() == "across"
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
