@@ -39,7 +39,7 @@ pub fn publish(message: &Message, shared: &[&str]) -> Bytes {
     let shared: Vec<&str> = shared
         .iter()
         .copied()
-        .filter(|s| s.len() <= usize::from(u16::MAX))
+        .filter(|s| u16::try_from(s.len()).is_ok())
         .take(usize::from(u16::MAX))
         .collect();
     out.put_u16(shared.len() as u16);
