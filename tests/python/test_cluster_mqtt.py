@@ -190,35 +190,67 @@ def test_a_client_id_connecting_on_another_node_kicks_the_old_one_will_once(clus
     old311.wait_disconnected(timeout=10)
 
 
+def retained_at(node, base, topic, want_marker=None):
+    """The retained payloads of `topic` a new subscriber to `base/#` on `node` gets: read once
+    `want_marker` (a retained payload) arrived and a live message published after the
+    subscription was delivered (retained messages come before it)."""
+    sub = connected(node.addr, unique("new-sub"))
+    sub.subscribe(f"{base}/#", qos=1)
+    if want_marker is not None:
+        sub.wait_payload(want_marker, timeout=10)
+    live = connected(node.addr, unique("live"))
+    live.publish(f"{base}/live", b"now", qos=1)
+    sub.wait_payload(b"now")
+    got = [m.payload for m in sub.messages if m.topic == topic and m.retain]
+    sub.disconnect()
+    live.disconnect()
+    return got
+
+
 def test_retained_set_on_a_reaches_c_and_a_clear_from_b_clears_everywhere(cluster):
     a, b, c = (cluster.nodes[n] for n in "abc")
     base = unique("ret")
     topic = f"{base}/door"
     setter = connected(a.addr, unique("set"))
     setter.publish(topic, b"open", qos=1, retain=True)
-
-    def retained_at(node, want_marker):
-        """What a new subscriber to `base/#` on `node` gets as retained, once `want_marker`
-        (a retained payload) arrived and a live message after it was delivered."""
-        sub = connected(node.addr, unique("new-sub"))
-        live = f"{base}/live"
-        sub.subscribe(f"{base}/#", qos=1)
-        if want_marker is not None:
-            sub.wait_payload(want_marker, timeout=10)
-        connected(node.addr, unique("live")).publish(live, b"now", qos=1)
-        sub.wait_payload(b"now")
-        got = [m.payload for m in sub.messages if m.topic == topic and m.retain]
-        sub.disconnect()
-        return got
-
     # Retained messages spread by the same forwarding: wait until C has it, with a deadline.
-    wait_for(lambda: retained_at(c, None) == [b"open"], 10, "the retained message on C")
+    wait_for(lambda: retained_at(c, base, topic) == [b"open"], 10, "the retained message on C")
     # Cleared from B: a marker set after the clear travels the same path B → A and B → C.
     clearer = connected(b.addr, unique("clear"))
     clearer.publish(topic, b"", qos=1, retain=True)
     clearer.publish(f"{base}/marker", b"after-clear", qos=1, retain=True)
     for node in (a, b, c):
-        assert retained_at(node, b"after-clear") == [], node
+        assert retained_at(node, base, topic, b"after-clear") == [], node
+
+
+def test_retained_set_and_clear_racing_on_two_nodes_end_the_same_everywhere(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    base = unique("race")
+    topic = f"{base}/t"
+    setter = connected(a.addr, unique("set"))
+    clearer = connected(b.addr, unique("clear"))
+    for i in range(10):
+        # Both in flight at once: each node sees its own first and the other's after.
+        set_info = setter.publish_nowait(topic, f"v{i}".encode(), qos=1, retain=True)
+        clear_info = clearer.publish_nowait(topic, b"", qos=1, retain=True)
+        set_info.wait_for_publish(5)
+        clear_info.wait_for_publish(5)
+
+    def agreed():
+        seen = [tuple(retained_at(n, base, topic)) for n in (a, b, c)]
+        return seen if len(set(seen)) == 1 else None
+    wait_for(agreed, 15, "every node to hold the same retained message", 0.2)
+
+    # A node started now reads the cluster's retained messages from Redis.
+    kept = retained_at(a, base, topic)
+    setter.publish(f"{base}/marker", b"m", qos=1, retain=True)
+    wait_for(lambda: retained_at(c, base, f"{base}/marker") == [b"m"], 10, "the marker on C")
+    d = cluster.start_node("d")
+    try:
+        assert retained_at(d, base, topic, b"m") == kept
+    finally:
+        d.stop()
+        del cluster.nodes["d"]
 
 
 def mosquitto(*args):

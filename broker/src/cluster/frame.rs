@@ -1,7 +1,8 @@
 //! What one node sends another on its inbox channel (`fleetmq:inbox:{node}`), as bytes:
 //!
 //! - `P`, then the shared groups the receiver is to serve (u16 count, each a u16 length and
-//!   the `$share/G/F` bytes), then the message as an MQTT v5 PUBLISH packet written by the
+//!   the `$share/G/F` bytes), then the retained stamp (u16 length and bytes, empty unless the
+//!   message is retained; `routing` orders retained sets and clears by it), then the message as an MQTT v5 PUBLISH packet written by the
 //!   codec (its properties carry the remaining message expiry). Reusing the wire format
 //!   keeps every property a client gave.
 //! - `K`, then a client id: that client connected to the sending node.
@@ -31,8 +32,16 @@ pub enum FrameError {
     Publish(#[from] fleetmq_codec::DecodeError),
 }
 
-/// A message for another node, which serves the groups in `shared` of it.
-pub fn publish(message: &Message, shared: &[&str]) -> Bytes {
+/// A message read from a frame with its retained stamp (empty when there is none).
+#[derive(Debug)]
+pub struct Received {
+    pub incoming: Incoming,
+    pub stamp: Box<str>,
+}
+
+/// A message for another node, which serves the groups in `shared` of it; `stamp` orders a
+/// retained message (`""` for others).
+pub fn publish(message: &Message, shared: &[&str], stamp: &str) -> Bytes {
     let mut out = BytesMut::new();
     out.put_u8(b'P');
     // At most u16::MAX groups and names of at most u16::MAX bytes: filters are MQTT strings.
@@ -47,6 +56,14 @@ pub fn publish(message: &Message, shared: &[&str]) -> Bytes {
         out.put_u16(s.len() as u16);
         out.put_slice(s.as_bytes());
     }
+    // A stamp is a few dozen bytes (`routing::stamp`).
+    let stamp = if u16::try_from(stamp.len()).is_ok() {
+        stamp
+    } else {
+        ""
+    };
+    out.put_u16(stamp.len() as u16);
+    out.put_slice(stamp.as_bytes());
     let delivery = Delivery {
         message: Arc::new(Message {
             topic: message.topic.clone(),
@@ -89,30 +106,27 @@ pub fn kick(client_id: &str) -> Bytes {
 ///
 /// # Errors
 /// [`FrameError`] for anything that is not a frame of [`publish`] or [`kick`].
-pub fn read(mut frame: Bytes) -> Result<Incoming, FrameError> {
+pub fn read(mut frame: Bytes) -> Result<Received, FrameError> {
     if !frame.has_remaining() {
         return Err(FrameError::Malformed("empty"));
     }
     match frame.get_u8() {
         b'K' => {
             let id = std::str::from_utf8(&frame).map_err(|_| FrameError::Malformed("client id"))?;
-            Ok(Incoming::Kick {
-                client_id: id.into(),
+            Ok(Received {
+                incoming: Incoming::Kick {
+                    client_id: id.into(),
+                },
+                stamp: "".into(),
             })
         }
         b'P' => {
             let count = take_u16(&mut frame)?;
             let mut shared = Vec::with_capacity(usize::from(count).min(64));
             for _ in 0..count {
-                let len = usize::from(take_u16(&mut frame)?);
-                if frame.remaining() < len {
-                    return Err(FrameError::Malformed("group name"));
-                }
-                let name = frame.split_to(len);
-                let name =
-                    std::str::from_utf8(&name).map_err(|_| FrameError::Malformed("group name"))?;
-                shared.push(Box::from(name));
+                shared.push(take_str(&mut frame, "group name")?);
             }
+            let stamp = take_str(&mut frame, "stamp")?;
             let mut buf = BytesMut::from(&frame[..]);
             let Some(Packet::Publish(mut p)) =
                 fleetmq_codec::decode(&mut buf, Protocol::V5, MAX_FRAME)?
@@ -133,10 +147,25 @@ pub fn read(mut frame: Bytes) -> Result<Incoming, FrameError> {
                 expires_at,
                 origin: Origin::Broker,
             });
-            Ok(Incoming::Publish { message, shared })
+            Ok(Received {
+                incoming: Incoming::Publish { message, shared },
+                stamp,
+            })
         }
         _ => Err(FrameError::Malformed("unknown kind")),
     }
+}
+
+/// A u16 length and that many bytes of UTF-8.
+fn take_str(b: &mut Bytes, what: &'static str) -> Result<Box<str>, FrameError> {
+    let len = usize::from(take_u16(b)?);
+    if b.remaining() < len {
+        return Err(FrameError::Malformed(what));
+    }
+    let s = b.split_to(len);
+    std::str::from_utf8(&s)
+        .map(Box::from)
+        .map_err(|_| FrameError::Malformed(what))
 }
 
 fn take_u16(b: &mut Bytes) -> Result<u16, FrameError> {
@@ -167,9 +196,9 @@ mod tests {
             expires_at: Some(Instant::now() + Duration::from_secs(60)),
             origin: Origin::Broker,
         };
-        let Incoming::Publish { message, shared } =
-            read(publish(&m, &["$share/g/a/+"])).expect("frame")
-        else {
+        let received = read(publish(&m, &["$share/g/a/+"], "stamp")).expect("frame");
+        assert_eq!(&*received.stamp, "stamp");
+        let Incoming::Publish { message, shared } = received.incoming else {
             panic!("not a publish");
         };
         assert_eq!(&*message.topic, "a/b");
@@ -183,13 +212,16 @@ mod tests {
 
     #[test]
     fn kicks_round_trip_and_garbage_is_an_error() {
-        assert!(matches!(read(kick("x")), Ok(Incoming::Kick { client_id }) if &*client_id == "x"));
+        assert!(
+            matches!(read(kick("x")), Ok(Received { incoming: Incoming::Kick { client_id }, .. }) if &*client_id == "x")
+        );
         for bad in [
             &b""[..],
             b"Z",
             b"P\x00",
             b"P\x00\x01\x00\x05ab",
-            b"P\x00\x00\x30\x7f",
+            b"P\x00\x00\x00\x00\x30\x7f",
+            b"P\x00\x00\x00\x09ab",
         ] {
             assert!(read(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }

@@ -19,8 +19,18 @@
 //!   holding members, in turn (that node picks its member); a group with a member here was
 //!   served by the local delivery already, so the group gets one copy cluster-wide;
 //! - a retained publish (set or clear) to every live node, so each keeps the same retained
-//!   store; it is also written to the hash `fleetmq:retained`, which a node reads when it
-//!   starts.
+//!   store; it is also written to the hash `{fleetmq:retained}:messages`, which a node reads
+//!   when it starts.
+//!
+//! # Retained: the last one wins everywhere
+//! A retained set or clear carries a stamp, `{unix ms:016}:{node}`, later than any stamp this
+//! node saw for the topic. Every node keeps the newest stamp per topic (clears included) and
+//! stores an incoming retained message only when its stamp is newer; an older one is still
+//! delivered to current subscribers, as a plain message. Redis keeps the same order: a script
+//! writes `{fleetmq:retained}:messages` only when the stamp beats the one in
+//! `{fleetmq:retained}:stamps`. So a set on A and a clear on B in the same moment end the same
+//! on every node and in Redis: the one with the later stamp (wall clocks: with skewed clocks,
+//! "later" is the later clock reading, not the later event).
 //!
 //! The frame (`frame`) names the groups the receiving node serves; a received message is
 //! delivered locally only, never forwarded again. Processed outputs (`vehicles/...`,
@@ -58,7 +68,9 @@ use crate::topic;
 /// Announcement that a node's filters changed (the payload names the node).
 pub const ROUTES_CHANGED: &str = "fleetmq:routes:changed";
 /// Retained messages of the cluster, topic → frame.
-pub const RETAINED_KEY: &str = "fleetmq:retained";
+pub const RETAINED_KEY: &str = "{fleetmq:retained}:messages";
+/// The newest stamp of each retained topic, topic → stamp (kept after a clear).
+pub const RETAINED_STAMPS_KEY: &str = "{fleetmq:retained}:stamps";
 /// How often a node rewrites its filters and reads the others'.
 pub const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// Route changes, claims and retained writes waiting for Redis; past it they are dropped and
@@ -96,7 +108,31 @@ enum Command {
     Add(Box<str>),
     Remove(Box<str>),
     Claim(Box<str>),
-    Retain { topic: String, frame: Option<Bytes> },
+    Retain {
+        topic: String,
+        stamp: Box<str>,
+        frame: Option<Bytes>,
+    },
+}
+
+/// Writes a retained frame (or clears it, `ARGV[3]` empty) only when its stamp is newer.
+const RETAIN_SCRIPT: &str = r"
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if cur and cur >= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
+else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 1
+";
+
+/// A retained stamp later than `previous` (of the same topic) and than now.
+fn stamp(node: &str, previous: Option<&str>) -> Box<str> {
+    let now = u64::try_from(crate::ingest::now_ms()).unwrap_or(0);
+    let after = previous
+        .and_then(|p| p.get(..16))
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map_or(0, |ms| ms + 1);
+    format!("{:016}:{node}", now.max(after)).into()
 }
 
 /// The router's [`Remote`] in a cluster.
@@ -107,7 +143,9 @@ pub struct ClusterRemote {
     commands: mpsc::Sender<Command>,
     incoming: mpsc::Receiver<(String, Bytes)>,
     /// Retained messages read from Redis at start.
-    loaded: mpsc::Receiver<Incoming>,
+    loaded: mpsc::Receiver<frame::Received>,
+    /// The newest retained stamp of each topic seen (`stamp`).
+    stamps: HashMap<Box<str>, Box<str>>,
     /// Round-robin over the nodes of a shared group.
     turn: usize,
 }
@@ -147,6 +185,7 @@ impl ClusterRemote {
             commands,
             incoming,
             loaded,
+            stamps: HashMap::new(),
             turn: 0,
         })
     }
@@ -154,6 +193,33 @@ impl ClusterRemote {
     fn command(&self, c: Command) {
         // Full: Redis is away or slow; the periodic sync repairs the route set.
         let _ = self.commands.try_send(c);
+    }
+
+    /// What to deliver of a received frame: a retained message older than this node's
+    /// newest of its topic is delivered as a plain message, not stored.
+    fn accept(&mut self, received: frame::Received) -> Incoming {
+        let frame::Received { incoming, stamp } = received;
+        let Incoming::Publish { message, shared } = incoming else {
+            return incoming;
+        };
+        if !message.retain || stamp.is_empty() {
+            return Incoming::Publish { message, shared };
+        }
+        let topic: &str = &message.topic;
+        if self.stamps.get(topic).is_some_and(|seen| *seen >= stamp) {
+            let message = Arc::new(Message {
+                topic: message.topic.clone(),
+                payload: message.payload.clone(),
+                qos: message.qos,
+                retain: false,
+                properties: message.properties.clone(),
+                expires_at: message.expires_at,
+                origin: Origin::Broker,
+            });
+            return Incoming::Publish { message, shared };
+        }
+        self.stamps.insert(topic.into(), stamp);
+        Incoming::Publish { message, shared }
     }
 }
 
@@ -169,6 +235,13 @@ impl Remote for ClusterRemote {
             return;
         }
         let topic = &*message.topic;
+        let stamp = if message.retain {
+            let s = stamp(&self.node, self.stamps.get(topic).map(|s| &**s));
+            self.stamps.insert(topic.into(), s.clone());
+            s
+        } else {
+            "".into()
+        };
         // node index → groups it serves; `direct` when a plain filter matches.
         let mut sends: Vec<(bool, Vec<&str>)>;
         let mut group_nodes: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -199,22 +272,23 @@ impl Remote for ClusterRemote {
         for ((node, _), (direct, groups)) in table.iter().zip(&sends) {
             if *direct || !groups.is_empty() {
                 self.publisher
-                    .publish(&inbox(node), frame::publish(message, groups));
+                    .publish(&inbox(node), frame::publish(message, groups, &stamp));
             }
         }
         drop(table);
         if message.retain {
-            let frame = (!message.payload.is_empty()).then(|| frame::publish(message, &[]));
+            let frame = (!message.payload.is_empty()).then(|| frame::publish(message, &[], &stamp));
             self.command(Command::Retain {
                 topic: message.topic.to_string(),
+                stamp,
                 frame,
             });
         }
     }
 
     fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
-        if let Poll::Ready(Some(i)) = self.loaded.poll_recv(cx) {
-            return Poll::Ready(Some(i));
+        if let Poll::Ready(Some(r)) = self.loaded.poll_recv(cx) {
+            return Poll::Ready(Some(self.accept(r)));
         }
         loop {
             let Some((channel, payload)) = std::task::ready!(self.incoming.poll_recv(cx)) else {
@@ -227,7 +301,7 @@ impl Remote for ClusterRemote {
                 continue;
             }
             match frame::read(payload) {
-                Ok(i) => return Poll::Ready(Some(i)),
+                Ok(r) => return Poll::Ready(Some(self.accept(r))),
                 Err(e) => tracing::warn!(error = %e, "cluster: unreadable inbox frame; skipped"),
             }
         }
@@ -274,7 +348,7 @@ impl Sync {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        loaded: mpsc::Sender<Incoming>,
+        loaded: mpsc::Sender<frame::Received>,
         stop: CancellationToken,
     ) {
         self.load_retained(&loaded).await;
@@ -306,9 +380,11 @@ impl Sync {
             Command::Add(f) => self.conn.sadd::<_, _, ()>(&key, &*f).await,
             Command::Remove(f) => self.conn.srem::<_, _, ()>(&key, &*f).await,
             Command::Claim(id) => return self.claim(&id).await,
-            Command::Retain { topic, frame } => {
-                return self.retain(topic, frame).await;
-            }
+            Command::Retain {
+                topic,
+                stamp,
+                frame,
+            } => return self.retain(&topic, &stamp, frame).await,
         };
         match result {
             Ok(()) => self
@@ -336,18 +412,27 @@ impl Sync {
         }
     }
 
-    async fn retain(&mut self, topic: String, frame: Option<Bytes>) {
-        let result: redis::RedisResult<()> = match frame {
-            Some(f) => self.conn.hset(RETAINED_KEY, topic, f.as_ref()).await,
-            None => self.conn.hdel(RETAINED_KEY, topic).await,
-        };
+    /// Stores (or clears) a retained message in Redis unless a newer one is there.
+    async fn retain(&mut self, topic: &str, stamp: &str, frame: Option<Bytes>) {
+        // EVAL: the script is tiny and retained writes are rare (the redis crate's `script`
+        // feature, for EVALSHA, is not built).
+        let result: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(RETAIN_SCRIPT)
+            .arg(2)
+            .arg(RETAINED_KEY)
+            .arg(RETAINED_STAMPS_KEY)
+            .arg(topic)
+            .arg(stamp)
+            .arg(frame.as_deref().unwrap_or_default())
+            .query_async(&mut self.conn)
+            .await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "cluster: retained message not stored");
         }
     }
 
     /// The cluster's retained messages into this node's store, once at start.
-    async fn load_retained(&mut self, loaded: &mpsc::Sender<Incoming>) {
+    async fn load_retained(&mut self, loaded: &mpsc::Sender<frame::Received>) {
         let all: redis::RedisResult<HashMap<String, Vec<u8>>> =
             self.conn.hgetall(RETAINED_KEY).await;
         let Ok(all) = all else {
@@ -355,8 +440,8 @@ impl Sync {
             return;
         };
         for (_, f) in all {
-            if let Ok(i) = frame::read(Bytes::from(f))
-                && loaded.send(i).await.is_err()
+            if let Ok(r) = frame::read(Bytes::from(f))
+                && loaded.send(r).await.is_err()
             {
                 return;
             }
