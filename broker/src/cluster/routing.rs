@@ -119,19 +119,29 @@ enum Command {
 const RETAIN_SCRIPT: &str = r"
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if cur and cur >= ARGV[2] then return 0 end
+if not cur and ARGV[3] == '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
 else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
 return 1
 ";
 
+/// How long a node remembers a retained topic's stamp: far longer than a message takes
+/// between nodes, so that only racing messages are compared; the table stays as small as the
+/// retained traffic of that time, whatever topics clients make up.
+const STAMP_MEMORY: Duration = Duration::from_secs(60);
+/// Stamps inserted between two prunings of the older ones.
+const PRUNE_EVERY: usize = 1024;
+
+/// The Unix ms of a stamp.
+fn stamp_ms(stamp: &str) -> Option<u64> {
+    stamp.get(..16)?.parse().ok()
+}
+
 /// A retained stamp later than `previous` (of the same topic) and than now.
 fn stamp(node: &str, previous: Option<&str>) -> Box<str> {
     let now = u64::try_from(crate::ingest::now_ms()).unwrap_or(0);
-    let after = previous
-        .and_then(|p| p.get(..16))
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .map_or(0, |ms| ms + 1);
+    let after = previous.and_then(stamp_ms).map_or(0, |ms| ms + 1);
     format!("{:016}:{node}", now.max(after)).into()
 }
 
@@ -144,8 +154,10 @@ pub struct ClusterRemote {
     incoming: mpsc::Receiver<(String, Bytes)>,
     /// Retained messages read from Redis at start.
     loaded: mpsc::Receiver<frame::Received>,
-    /// The newest retained stamp of each topic seen (`stamp`).
+    /// The newest retained stamp of each topic seen in the last [`STAMP_MEMORY`] (`stamp`).
     stamps: HashMap<Box<str>, Box<str>>,
+    /// Stamps inserted since the last pruning.
+    inserted: usize,
     /// Round-robin over the nodes of a shared group.
     turn: usize,
 }
@@ -186,8 +198,23 @@ impl ClusterRemote {
             incoming,
             loaded,
             stamps: HashMap::new(),
+            inserted: 0,
             turn: 0,
         })
+    }
+
+    /// Records a topic's newest stamp; now and then forgets those older than
+    /// [`STAMP_MEMORY`].
+    fn remember(&mut self, topic: &str, stamp: Box<str>) {
+        self.stamps.insert(topic.into(), stamp);
+        self.inserted += 1;
+        if self.inserted >= PRUNE_EVERY {
+            self.inserted = 0;
+            let now = u64::try_from(crate::ingest::now_ms()).unwrap_or(0);
+            let oldest = now.saturating_sub(STAMP_MEMORY.as_millis() as u64);
+            self.stamps
+                .retain(|_, s| stamp_ms(s).is_some_and(|ms| ms >= oldest));
+        }
     }
 
     fn command(&self, c: Command) {
@@ -218,7 +245,7 @@ impl ClusterRemote {
             });
             return Incoming::Publish { message, shared };
         }
-        self.stamps.insert(topic.into(), stamp);
+        self.remember(topic, stamp);
         Incoming::Publish { message, shared }
     }
 }
@@ -237,7 +264,7 @@ impl Remote for ClusterRemote {
         let topic = &*message.topic;
         let stamp = if message.retain {
             let s = stamp(&self.node, self.stamps.get(topic).map(|s| &**s));
-            self.stamps.insert(topic.into(), s.clone());
+            self.remember(topic, s.clone());
             s
         } else {
             "".into()
@@ -483,5 +510,24 @@ impl Sync {
             }
         }
         *self.shared.table.lock().unwrap_or_else(|e| e.into_inner()) = table;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stamp, stamp_ms};
+
+    #[test]
+    fn stamps_order_by_time_then_node_and_always_move_forward() {
+        let first = stamp("a", None);
+        let ms = stamp_ms(&first).expect("ms");
+        // A stamp seen from a node whose clock runs ahead: the next one here is still later.
+        let ahead = format!("{:016}:b", ms + 10_000);
+        let next = stamp("a", Some(&ahead));
+        assert!(*next > *ahead, "{next} after {ahead}");
+        assert_eq!(stamp_ms(&next), Some(ms + 10_001));
+        // Same millisecond: the node id decides, the same way on every node.
+        assert!(format!("{ms:016}:b") > format!("{ms:016}:a"));
+        assert_eq!(stamp_ms("garbage"), None);
     }
 }
