@@ -5,7 +5,7 @@ Debian's mosquitto_pub / mosquitto_sub.
 - subscribers on B and C with overlapping filters, publisher on A: one copy each;
 - a `$share` group spread over the nodes: one copy per group;
 - client id `x` connecting to C kicks `x` on A (v5: DISCONNECT 0x8E; 3.1.1: closed), its will
-  is published once;
+  is published once; the owner key in Redis follows the session;
 - a retained message set on A reaches a new subscriber on C, and its clear from B clears it
   everywhere.
 
@@ -182,6 +182,12 @@ def test_a_client_id_connecting_on_another_node_kicks_the_old_one_will_once(clus
     probe.publish(topic, b"hello", qos=1)
     new.wait_payload(b"hello")
     assert new.disconnected is None
+    # The owner key names C; it goes when the session ends there (clean start, no expiry).
+    key = f"fleetmq:client:{client_id}"
+    assert cluster.redis.command("GET", key) == b"$1\r\nc\r\n"
+    new.disconnect()
+    wait_for(lambda: cluster.redis.command("EXISTS", key) == b":0\r\n", 10,
+             "the owner key deleted")
 
     # 3.1.1: the old connection is closed (no DISCONNECT from a server in 3.1.1).
     old311 = Client(a.addr, unique("y"), protocol=V311)

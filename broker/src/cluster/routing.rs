@@ -40,6 +40,8 @@
 //! # Client ids
 //! A connect sets `fleetmq:client:{id}` to this node (`SET ... GET`); if it named another node,
 //! that node gets a kick on its inbox and ends its connection (DISCONNECT 0x8E) and session.
+//! When a session ends here the key is deleted if it still names this node, so the keys
+//! follow the sessions that exist.
 //!
 //! # Redis away
 //! Local delivery goes on; forwards, announcements and claims are dropped (pub/sub is fire
@@ -108,6 +110,7 @@ enum Command {
     Add(Box<str>),
     Remove(Box<str>),
     Claim(Box<str>),
+    Release(Box<str>),
     Retain {
         topic: String,
         stamp: Box<str>,
@@ -124,6 +127,12 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
 else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
 return 1
+";
+
+/// Deletes a client id's owner key only if it names this node.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 ";
 
 /// How long a node remembers a retained topic's stamp: far longer than a message takes
@@ -360,6 +369,10 @@ impl Remote for ClusterRemote {
     fn connected(&mut self, client_id: &str) {
         self.command(Command::Claim(client_id.into()));
     }
+
+    fn ended(&mut self, client_id: &str) {
+        self.command(Command::Release(client_id.into()));
+    }
 }
 
 /// The task that talks to Redis for the remote.
@@ -407,6 +420,7 @@ impl Sync {
             Command::Add(f) => self.conn.sadd::<_, _, ()>(&key, &*f).await,
             Command::Remove(f) => self.conn.srem::<_, _, ()>(&key, &*f).await,
             Command::Claim(id) => return self.claim(&id).await,
+            Command::Release(id) => return self.release(&id).await,
             Command::Retain {
                 topic,
                 stamp,
@@ -440,6 +454,21 @@ impl Sync {
     }
 
     /// Stores (or clears) a retained message in Redis unless a newer one is there.
+    /// Deletes the client id's owner key if it still names this node (another node may have
+    /// claimed it since).
+    async fn release(&mut self, client_id: &str) {
+        let result: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(RELEASE_SCRIPT)
+            .arg(1)
+            .arg(client_key(client_id))
+            .arg(&*self.node)
+            .query_async(&mut self.conn)
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cluster: client id not released");
+        }
+    }
+
     async fn retain(&mut self, topic: &str, stamp: &str, frame: Option<Bytes>) {
         // EVAL: the script is tiny and retained writes are rare (the redis crate's `script`
         // feature, for EVALSHA, is not built).

@@ -198,6 +198,7 @@ impl Router {
             }
         }
         self.wills.remove(&id);
+        self.remote.ended(&s.client_id);
         self.metrics
             .sessions
             .store(self.sessions.len() as i64, Relaxed);

@@ -69,6 +69,9 @@ pub trait Remote: Send {
 
     /// A client with this id attached a connection to this node.
     fn connected(&mut self, client_id: &str);
+
+    /// The session of this client id on this node ended (expired, clean, or taken over).
+    fn ended(&mut self, client_id: &str);
 }
 
 /// A broker without other nodes: nothing to forward, nothing comes in.
@@ -88,4 +91,6 @@ impl Remote for SingleNode {
     fn unsubscribed(&mut self, _filter: &str) {}
 
     fn connected(&mut self, _client_id: &str) {}
+
+    fn ended(&mut self, _client_id: &str) {}
 }

@@ -51,6 +51,9 @@ impl Remote for Recording {
     fn connected(&mut self, client_id: &str) {
         self.log.push(format!("connected {client_id}"));
     }
+    fn ended(&mut self, client_id: &str) {
+        self.log.push(format!("ended {client_id}"));
+    }
 }
 
 fn message(topic: &str) -> Arc<Message> {
@@ -206,12 +209,12 @@ async fn remote_seam_sees_local_traffic_and_feeds_local_subscribers() {
     }
     assert_eq!(reason, Some(fleetmq_codec::reason::SESSION_TAKEN_OVER));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while log.entries().len() < 6 && tokio::time::Instant::now() < deadline {
+    while log.entries().len() < 7 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(
-        log.entries().last().map(String::as_str),
-        Some("unsubscribed $share/g/s/#")
+        log.entries()[5..],
+        ["unsubscribed $share/g/s/#", "ended watcher"]
     );
     let _ = stop.send(());
     task.await.unwrap();
