@@ -7,7 +7,8 @@ Debian's mosquitto_pub / mosquitto_sub.
 - client id `x` connecting to C kicks `x` on A (v5: DISCONNECT 0x8E; 3.1.1: closed), its will
   is published once; the owner key in Redis follows the session;
 - a retained message set on A reaches a new subscriber on C, and its clear from B clears it
-  everywhere.
+  everywhere; sets and clears racing on two nodes end the same everywhere;
+- Redis stopped: local delivery goes on; back: routes rewritten, cross-node delivery resumes.
 
 Routes spread asynchronously (a `PUBLISH` notification, a sync every 2 s): a test first waits
 until a probe published on the publishing node reaches its subscribers, with a deadline.
@@ -284,3 +285,28 @@ def test_mosquitto_clients_across_nodes(cluster):
         if sub.poll() is None:
             sub.kill()
             sub.wait()
+
+
+def test_redis_away_keeps_local_delivery_and_routes_come_back(cluster):
+    """README "Running a cluster", Redis unreachable: a node keeps delivering between its own
+    clients; once Redis is back (empty: it keeps nothing on disk here) the nodes write their
+    routes again and cross-node delivery resumes."""
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    topic = unique("part")
+    local = connected(a.addr, unique("local"))
+    local.subscribe(topic, qos=1)
+    remote = connected(b.addr, unique("remote"))
+    remote.subscribe(topic, qos=1)
+    publisher = connected(a.addr, unique("pub"))
+    ready_subscription(publisher, topic, [local, remote])
+    cluster.redis.stop()
+    try:
+        publisher.publish(topic, b"during", qos=1)
+        local.wait_payload(b"during")
+    finally:
+        cluster.restart_redis()
+    # Routes rewritten by the 2 s sync, B's included: A forwards to B again.
+    def resumed():
+        publisher.publish(topic, b"after")
+        return b"after" in remote.payloads(topic)
+    wait_for(resumed, ROUTE_TIMEOUT, "cross-node delivery after Redis is back", 0.2)
