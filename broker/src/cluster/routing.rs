@@ -35,7 +35,8 @@
 //! The frame (`frame`) names the groups the receiving node serves; a received message is
 //! delivered locally only, never forwarded again. Processed outputs (`vehicles/...`,
 //! `events/...` from the broker itself) are not forwarded: the cluster bus (`outputs`) already
-//! carries them to every node.
+//! carries them to every node; nor are the broker's GTFS-Realtime entities (`gtfsrt/...`),
+//! which stay on the node that processed the vehicle.
 //!
 //! # Client ids
 //! A connect sets `fleetmq:client:{id}` to this node (`SET ... GET`); if it named another node,
@@ -259,10 +260,16 @@ impl ClusterRemote {
     }
 }
 
-/// Whether `message` is a processed output, which the cluster bus carries already.
+/// Whether `message` is one of the broker's processed outputs: `vehicles/...` and
+/// `events/...`, which the cluster bus carries to every node already, and the GTFS-Realtime
+/// entities (`gtfsrt/...`), which stay on the node that processed the vehicle (README
+/// "Running a cluster"; forwarding them would make each vehicle update a retained write to
+/// every node and to Redis).
 fn is_output(message: &Message) -> bool {
     message.origin == Origin::Broker
-        && (message.topic.starts_with("vehicles/") || message.topic.starts_with("events/"))
+        && ["vehicles/", "events/", "gtfsrt/"]
+            .iter()
+            .any(|p| message.topic.starts_with(p))
 }
 
 impl Remote for ClusterRemote {
