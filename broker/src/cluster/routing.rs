@@ -538,7 +538,18 @@ impl Sync {
             let filters: redis::RedisResult<Vec<String>> =
                 self.conn.smembers(routes_key(&n.id)).await;
             match filters {
-                Ok(f) => table.push((n.id.as_str().into(), f.into_iter().map(Box::from).collect())),
+                // Only valid filters: `topic::matches` expects them, and Redis is writable by
+                // others than fleetmq.
+                Ok(f) => table.push((
+                    n.id.as_str().into(),
+                    f.into_iter()
+                        .filter(|f| {
+                            topic::parse_shared(f)
+                                .is_ok_and(|(_, inner)| topic::validate_filter(inner).is_ok())
+                        })
+                        .map(Box::from)
+                        .collect(),
+                )),
                 Err(e) => {
                     tracing::debug!(error = %e, "cluster: routes not read");
                     return;
@@ -551,7 +562,30 @@ impl Sync {
 
 #[cfg(test)]
 mod tests {
-    use super::{stamp, stamp_ms};
+    use super::{Message, Origin, is_output, stamp, stamp_ms};
+
+    #[test]
+    fn the_brokers_processed_outputs_are_not_forwarded() {
+        let m = |topic: &str, origin| Message {
+            topic: topic.into(),
+            payload: bytes::Bytes::new(),
+            qos: fleetmq_codec::QoS::AtMostOnce,
+            retain: false,
+            properties: None,
+            expires_at: None,
+            origin,
+        };
+        for t in [
+            "vehicles/v1",
+            "events/v1/sos",
+            "gtfsrt/vehicle-positions/v1",
+        ] {
+            assert!(is_output(&m(t, Origin::Broker)), "{t}");
+            let client = Origin::Session(crate::link::SessionId(1));
+            assert!(!is_output(&m(t, client)), "{t} from a client");
+        }
+        assert!(!is_output(&m("fleet/v1/location", Origin::Broker)));
+    }
 
     #[test]
     fn stamps_order_by_time_then_node_and_always_move_forward() {
