@@ -42,12 +42,14 @@
 //! - `routing`: MQTT between nodes (issue 14): the route table, forwarding a publish to the
 //!   nodes whose filters match, shared groups once cluster-wide, client id takeover and the
 //!   shared retained store; the router's `Remote` in a cluster.
+//! - `route_sync`: the Redis side of routing (route sets, client id claims, retained writes).
 //! - `frame`: what one node sends another's inbox (a PUBLISH with the groups it serves, a kick).
 
 pub mod bus;
 pub mod frame;
 pub mod membership;
 pub mod outputs;
+mod route_sync;
 pub mod routing;
 
 use std::sync::Arc;
