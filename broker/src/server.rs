@@ -249,7 +249,7 @@ impl Broker {
             max_retained: self.config.max_retained,
             max_retained_bytes: self.config.max_retained_bytes as usize,
         };
-        let (router, router_tx) = Router::new(router_config, self.metrics.clone());
+        let (mut router, router_tx) = Router::new(router_config, self.metrics.clone());
         let limits = Limits {
             max_keepalive: self.config.max_keepalive,
             receive_maximum: self.config.receive_maximum.max(1),
@@ -293,6 +293,17 @@ impl Broker {
             _ => NodeView::Single(local_node),
         };
         let cluster = node.cluster().cloned();
+        // MQTT across nodes: the router forwards and receives through the cluster's routing.
+        if let (Some(c), Some(url)) = (&cluster, &self.config.redis) {
+            let remote = cluster::routing::ClusterRemote::start(
+                &crate::persist::Target::Single(url.clone()),
+                c.node.clone(),
+                c.membership.clone(),
+                token.clone(),
+            )
+            .map_err(config_error)?;
+            router.set_remote(Box::new(remote));
+        }
         let ingest = Arc::new(
             Ingest::new(
                 self.network.clone(),

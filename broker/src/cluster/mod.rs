@@ -18,6 +18,12 @@
 //!   `bbox` of every node complete without a cross-node query. Plain pub/sub is fire and forget:
 //!   a node that misses a state while Redis is away gets the vehicle's next one, which
 //!   supersedes it (processed state is latest-wins, unlike QoS 1 session queues).
+//! - **Plain MQTT: a route table per node, in Redis** (`routing`). Client publishes are not
+//!   latest-wins, and broadcasting each to every node costs nodes × publishes; so, as EMQX
+//!   does with its per-node routes, each node writes its own filters to Redis and the others
+//!   read them, and a publish goes only to the nodes whose filters match. No consensus is
+//!   needed: each node writes only its own set, and a stale copy costs at most a sync period
+//!   (2 s) of misrouting right after a subscribe or unsubscribe.
 //! - **Sharded channels.** Outputs go on one of [`bus::SHARDS`] channels chosen by the
 //!   vehicle's hash ([`bus::channel`]), so that Redis Cluster's sharded `SPUBLISH` spreads them
 //!   over the masters; the transport sits behind [`bus::Transport`].
@@ -35,11 +41,19 @@
 //! - `outputs`: processed states and events onto the bus, and other nodes' into local outputs.
 //! - `lease`: vehicle ownership: one node processes a vehicle at a time, under a lease with a
 //!   fencing epoch (docs/redis.md#leases); handoff of the vehicle's filters between nodes.
+//! - `routing`: MQTT between nodes (issue 14): the route table, forwarding a publish to the
+//!   nodes whose filters match, shared groups once cluster-wide, client id takeover and the
+//!   shared retained store; the router's `Remote` in a cluster.
+//! - `route_sync`: the Redis side of routing (route sets, client id claims, retained writes).
+//! - `frame`: what one node sends another's inbox (a PUBLISH with the groups it serves, a kick).
 
 pub mod bus;
+pub mod frame;
 pub mod lease;
 pub mod membership;
 pub mod outputs;
+mod route_sync;
+pub mod routing;
 mod sharded;
 
 use std::sync::{Arc, OnceLock};

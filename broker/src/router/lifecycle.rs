@@ -100,6 +100,31 @@ impl Router {
         });
     }
 
+    /// The client connected to another node (`remote::Incoming::Kick`): its connection here
+    /// gets DISCONNECT 0x8E as on a local takeover, an undelayed will goes out (a delayed
+    /// one is cancelled by the reconnect), and the session here ends: it lives on the
+    /// other node now.
+    pub(super) fn kicked(&mut self, client_id: &str) {
+        let Some(id) = self.by_client.get(client_id).copied() else {
+            return;
+        };
+        if let Some(s) = self.sessions.get_mut(&id)
+            && let Some(old) = s.link.take()
+        {
+            old.disconnect(
+                reason::SESSION_TAKEN_OVER,
+                Some("another connection took over this session"),
+            );
+        }
+        self.delayed_wills.retain(|w| &*w.client_id != client_id);
+        if let Some(will) = self.wills.remove(&id)
+            && will.delay == 0
+        {
+            self.publish_will(will);
+        }
+        self.end_session(id);
+    }
+
     pub(super) fn disconnect(
         &mut self,
         session: SessionId,
@@ -173,6 +198,7 @@ impl Router {
             }
         }
         self.wills.remove(&id);
+        self.remote.ended(&s.client_id);
         self.metrics
             .sessions
             .store(self.sessions.len() as i64, Relaxed);

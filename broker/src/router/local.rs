@@ -13,10 +13,26 @@ use super::subscriptions::Target;
 use crate::link::{Delivery, SessionId};
 use crate::message::{Message, Origin};
 
+/// Which shared groups of this node a message is for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Groups<'a> {
+    /// Every matching group: a message published on this node.
+    All,
+    /// Only these (`$share/G/F`): a message from another node, which picked this node for
+    /// them and serves the other groups elsewhere.
+    Only(&'a [Box<str>]),
+}
+
 impl Router {
-    /// Delivers a message to every matching subscription: one copy per session, with the
-    /// highest matching QoS and every matching subscription identifier.
+    /// Delivers a message published on this node to every matching subscription.
     pub(super) fn route_local(&mut self, message: &Arc<Message>) {
+        self.route_local_with(message, Groups::All);
+    }
+
+    /// Delivers a message to every matching subscription (of shared groups, those `groups`
+    /// names): one copy per session, with the highest matching QoS and every matching
+    /// subscription identifier.
+    pub(super) fn route_local_with(&mut self, message: &Arc<Message>, groups: Groups<'_>) {
         if message.retain {
             // A client's publish that raced past the connection's check is delivered but not
             // retained; the broker's own `vehicles/{id}` are bounded by --max-vehicles instead.
@@ -46,6 +62,11 @@ impl Router {
         self.subs.for_each_match(topic, |t| match t {
             Target::Direct(s, o) => targets.push((s, o)),
             Target::Shared(g) => {
+                if let Groups::Only(names) = groups
+                    && !names.iter().any(|n| **n == *g.name())
+                {
+                    return;
+                }
                 let connected =
                     |id| readable(id) && sessions.get(&id).is_some_and(|s| s.is_connected());
                 if let Some(p) = g.pick(connected, readable) {

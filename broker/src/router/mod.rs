@@ -142,6 +142,12 @@ impl Router {
         (router, tx)
     }
 
+    /// Routes to and from other nodes through `remote` from now on (`--cluster`); set before
+    /// [`Router::run`].
+    pub fn set_remote(&mut self, remote: Box<dyn Remote>) {
+        self.remote = remote;
+    }
+
     /// Where connections report that their link has room again: `(session, connection)`.
     pub fn ready_sender(&self) -> mpsc::UnboundedSender<(SessionId, ConnId)> {
         self.ready_tx.clone()
@@ -163,8 +169,8 @@ impl Router {
                     None => break,
                 },
                 // Polled only when no local message waits; never ready on a single node.
-                Some(message) = std::future::poll_fn(|cx| self.remote.poll_incoming(cx)) => {
-                    self.route_local(&message);
+                Some(incoming) = std::future::poll_fn(|cx| self.remote.poll_incoming(cx)) => {
+                    self.incoming(incoming);
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -304,5 +310,15 @@ impl Router {
     fn route(&mut self, message: Arc<Message>) {
         self.route_local(&message);
         self.remote.forward(&message);
+    }
+
+    /// What another node sent: delivered here only, never forwarded again.
+    fn incoming(&mut self, incoming: remote::Incoming) {
+        match incoming {
+            remote::Incoming::Publish { message, shared } => {
+                self.route_local_with(&message, local::Groups::Only(&shared));
+            }
+            remote::Incoming::Kick { client_id } => self.kicked(&client_id),
+        }
     }
 }

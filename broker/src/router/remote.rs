@@ -4,8 +4,9 @@
 //! The router owns this node's sessions only. A publish enters it from a local client, a
 //! will or the broker itself; `local` delivers it to this node's subscribers and then
 //! [`Remote::forward`] hands it to the other nodes. A publish made on another node comes back
-//! through [`Remote::poll_incoming`]; the router delivers it locally and never forwards it
-//! again, so messages cannot loop between nodes. `$SYS` describes one node and stays on it.
+//! through [`Remote::poll_incoming`] as an [`Incoming`]; the router delivers it locally and
+//! never forwards it again, so messages cannot loop between nodes. The cluster's
+//! implementation is `crate::cluster::routing::ClusterRemote`. `$SYS` describes one node and stays on it.
 //!
 //! # What cluster part 2 (issue 14) plugs in here
 //! - **Announce filters.** [`Remote::subscribed`] and [`Remote::unsubscribed`] see every
@@ -33,6 +34,23 @@ use std::task::{Context, Poll};
 
 use crate::message::Message;
 
+/// What another node sends this one.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A message published on another node. This node delivers it to its direct
+    /// subscriptions and, of its shared groups, only to those named in `shared`
+    /// (`$share/G/F`): the publishing node picked this node for them, and another node
+    /// serves the group's other copies.
+    Publish {
+        message: Arc<Message>,
+        shared: Vec<Box<str>>,
+    },
+    /// A client with this id connected to another node: its connection here, if any, is
+    /// taken over (DISCONNECT 0x8E, will published as on a local takeover) and its session
+    /// here ends.
+    Kick { client_id: Box<str> },
+}
+
 /// Routing to and from other nodes, called by the router's single task (so `&mut self`, no
 /// locks). Every method must return at once: the router never waits on another node.
 pub trait Remote: Send {
@@ -41,7 +59,7 @@ pub trait Remote: Send {
 
     /// The next message published on another node for this node's subscribers; `Pending`
     /// (with the waker kept) while there is none, `Ready(None)` once there will be no more.
-    fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Message>>>;
+    fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>>;
 
     /// A session of this node subscribed to `filter` (as given, `$share/G/` included).
     fn subscribed(&mut self, filter: &str);
@@ -51,6 +69,9 @@ pub trait Remote: Send {
 
     /// A client with this id attached a connection to this node.
     fn connected(&mut self, client_id: &str);
+
+    /// The session of this client id on this node ended (expired, clean, or taken over).
+    fn ended(&mut self, client_id: &str);
 }
 
 /// A broker without other nodes: nothing to forward, nothing comes in.
@@ -60,7 +81,7 @@ pub struct SingleNode;
 impl Remote for SingleNode {
     fn forward(&mut self, _message: &Arc<Message>) {}
 
-    fn poll_incoming(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Arc<Message>>> {
+    fn poll_incoming(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
         // Never ready, and no waker kept: a single node has no one to wake it.
         Poll::Pending
     }
@@ -70,4 +91,6 @@ impl Remote for SingleNode {
     fn unsubscribed(&mut self, _filter: &str) {}
 
     fn connected(&mut self, _client_id: &str) {}
+
+    fn ended(&mut self, _client_id: &str) {}
 }

@@ -18,11 +18,18 @@ use crate::ingest::topics::filter_may_match_location;
 /// Members of one `$share/GROUP/FILTER`, served round-robin.
 #[derive(Debug, Default)]
 pub struct SharedGroup {
+    /// The filter as subscribed, `$share/GROUP/FILTER`: how other nodes name the group.
+    name: Box<str>,
     members: Vec<(SessionId, SubOptions)>,
     next: usize,
 }
 
 impl SharedGroup {
+    /// `$share/GROUP/FILTER`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The next member, in turn, for which `preferred` holds (e.g. connected and allowed to
     /// read the message); else the next one for which `allowed` holds, so the message waits in
     /// a session queue; `None` when no member is allowed.
@@ -102,7 +109,10 @@ impl SubscriptionTree {
         let is_new = match group {
             None => node.direct.insert(session, opts).is_none(),
             Some(g) => {
-                let grp = node.shared.entry(g.into()).or_default();
+                let grp = node.shared.entry(g.into()).or_insert_with(|| SharedGroup {
+                    name: format!("$share/{g}/{filter}").into(),
+                    ..SharedGroup::default()
+                });
                 match grp.members.iter_mut().find(|(s, _)| *s == session) {
                     Some(m) => {
                         m.1 = opts;

@@ -1,7 +1,8 @@
 //! The router through its contract only (`RouterMsg` in, the link out), with a [`Remote`] that
 //! records what the router hands it: a local publish is delivered and forwarded once, a
-//! publish from another node is delivered and not forwarded back, and subscriptions are
-//! announced and withdrawn.
+//! publish from another node is delivered and not forwarded back (to a shared group only when
+//! it names the group), subscriptions are announced and withdrawn, and a kick from another
+//! node takes the connection over (DISCONNECT 0x8E).
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -10,7 +11,7 @@ use std::time::Duration;
 use fleetmq_codec::QoS;
 use tokio::sync::{mpsc, oneshot};
 
-use super::remote::Remote;
+use super::remote::{Incoming, Remote};
 use super::{Router, RouterConfig, RouterMsg};
 use crate::link::{ConnId, ConnLink, ConnectRequest, Outgoing, SessionId, SubOptions, SubRequest};
 use crate::message::{Message, Origin};
@@ -31,14 +32,14 @@ impl Log {
 
 struct Recording {
     log: Arc<Log>,
-    incoming: mpsc::UnboundedReceiver<Arc<Message>>,
+    incoming: mpsc::UnboundedReceiver<Incoming>,
 }
 
 impl Remote for Recording {
     fn forward(&mut self, message: &Arc<Message>) {
         self.log.push(format!("forward {}", message.topic));
     }
-    fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Message>>> {
+    fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
         self.incoming.poll_recv(cx)
     }
     fn subscribed(&mut self, filter: &str) {
@@ -49,6 +50,9 @@ impl Remote for Recording {
     }
     fn connected(&mut self, client_id: &str) {
         self.log.push(format!("connected {client_id}"));
+    }
+    fn ended(&mut self, client_id: &str) {
+        self.log.push(format!("ended {client_id}"));
     }
 }
 
@@ -123,12 +127,15 @@ async fn remote_seam_sees_local_traffic_and_feeds_local_subscribers() {
         retain_as_published: false,
         id: None,
     };
-    let requests = vec![SubRequest {
-        filter: "a/#".into(),
-        opts,
-        retain_handling: 0,
-        denied: None,
-    }];
+    let requests = ["a/#", "$share/g/s/#"]
+        .into_iter()
+        .map(|filter| SubRequest {
+            filter: filter.into(),
+            opts,
+            retain_handling: 0,
+            denied: None,
+        })
+        .collect();
     tx.send(RouterMsg::Subscribe {
         session,
         requests,
@@ -136,7 +143,7 @@ async fn remote_seam_sees_local_traffic_and_feeds_local_subscribers() {
     })
     .await
     .unwrap();
-    assert_eq!(subscribed.await.unwrap().0, vec![0]);
+    assert_eq!(subscribed.await.unwrap().0, vec![0, 0]);
 
     // Published here: delivered here and forwarded.
     tx.send(RouterMsg::Publish {
@@ -147,8 +154,21 @@ async fn remote_seam_sees_local_traffic_and_feeds_local_subscribers() {
     .unwrap();
     assert_eq!(delivered(&link, 1).await, vec!["a/local"]);
     // Published on another node: delivered here, not forwarded back.
-    remote_tx.send(message("a/remote")).unwrap();
+    let from_remote = |topic: &str, shared: &[&str]| Incoming::Publish {
+        message: message(topic),
+        shared: shared.iter().map(|s| Box::from(*s)).collect(),
+    };
+    remote_tx.send(from_remote("a/remote", &[])).unwrap();
     assert_eq!(delivered(&link, 1).await, vec!["a/remote"]);
+
+    // A shared group gets another node's message only when that node picked this one for it.
+    remote_tx
+        .send(from_remote("s/skipped", &["$share/other/s/#"]))
+        .unwrap();
+    remote_tx
+        .send(from_remote("s/picked", &["$share/g/s/#"]))
+        .unwrap();
+    assert_eq!(delivered(&link, 1).await, vec!["s/picked"]);
 
     let (reply, unsubscribed) = oneshot::channel();
     tx.send(RouterMsg::Unsubscribe {
@@ -164,9 +184,37 @@ async fn remote_seam_sees_local_traffic_and_feeds_local_subscribers() {
         vec![
             "connected watcher",
             "subscribed a/#",
+            "subscribed $share/g/s/#",
             "forward a/local",
             "unsubscribed a/#"
         ]
+    );
+    // The client connected to another node: taken over here, its session (and the shared
+    // subscription) ends.
+    remote_tx
+        .send(Incoming::Kick {
+            client_id: "watcher".into(),
+        })
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut reason = None;
+    while reason.is_none() && tokio::time::Instant::now() < deadline {
+        link.drain(|item| {
+            if let Outgoing::Disconnect { reason: r, .. } = item {
+                reason = Some(r);
+            }
+            true
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(reason, Some(fleetmq_codec::reason::SESSION_TAKEN_OVER));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while log.entries().len() < 7 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        log.entries()[5..],
+        ["unsubscribed $share/g/s/#", "ended watcher"]
     );
     let _ = stop.send(());
     task.await.unwrap();

@@ -1,0 +1,218 @@
+//! The Redis side of cluster routing (`routing`): one task per node that writes this node's
+//! route set (each change, and the whole set every [`SYNC_EVERY`]), reads the other live
+//! nodes' sets into the shared table, claims and releases client ids (kicking the previous
+//! owner) and stores retained messages in the order of their stamps. The router never waits
+//! on it: it gets work through a bounded queue (`routing::Command`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redis::AsyncCommands as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Membership;
+use super::frame;
+use super::routing::{
+    Command, RETAINED_KEY, RETAINED_STAMPS_KEY, ROUTES_CHANGED, SYNC_EVERY, Shared, Table,
+    client_key, inbox, routes_key,
+};
+use crate::persist::Conn;
+use crate::persist::pubsub::Publisher;
+use crate::topic;
+
+/// Writes a retained frame (or clears it, `ARGV[3]` empty) only when its stamp is newer.
+const RETAIN_SCRIPT: &str = r"
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if cur and cur >= ARGV[2] then return 0 end
+if not cur and ARGV[3] == '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
+else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 1
+";
+
+/// Deletes a client id's owner key only if it names this node.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// The task that talks to Redis for the remote.
+pub(super) struct RouteSync {
+    pub(super) node: Arc<str>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) membership: Arc<Membership>,
+    pub(super) conn: Conn,
+    pub(super) publisher: Publisher,
+}
+
+impl RouteSync {
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        loaded: mpsc::Sender<frame::Received>,
+        stop: CancellationToken,
+    ) {
+        self.load_retained(&loaded).await;
+        drop(loaded);
+        let mut tick = tokio::time::interval(SYNC_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    let _: Result<(), _> = self.conn.del(routes_key(&self.node)).await;
+                    return;
+                }
+                c = commands.recv() => match c {
+                    Some(c) => self.command(c).await,
+                    None => return,
+                },
+                () = self.shared.refresh.notified() => self.read_routes().await,
+                _ = tick.tick() => {
+                    self.write_routes().await;
+                    self.read_routes().await;
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, c: Command) {
+        let key = routes_key(&self.node);
+        let result = match c {
+            Command::Add(f) => self.conn.sadd::<_, _, ()>(&key, &*f).await,
+            Command::Remove(f) => self.conn.srem::<_, _, ()>(&key, &*f).await,
+            Command::Claim(id) => return self.claim(&id).await,
+            Command::Release(id) => return self.release(&id).await,
+            Command::Retain {
+                topic,
+                stamp,
+                frame,
+            } => return self.retain(&topic, &stamp, frame).await,
+        };
+        match result {
+            Ok(()) => self
+                .publisher
+                .publish(ROUTES_CHANGED, Bytes::from(self.node.to_string())),
+            Err(e) => tracing::debug!(error = %e, "cluster: route change not written"),
+        }
+    }
+
+    /// Takes `client_id` for this node; kicks the node that held it.
+    async fn claim(&mut self, client_id: &str) {
+        let previous: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(client_key(client_id))
+            .arg(&*self.node)
+            .arg("GET")
+            .query_async(&mut self.conn)
+            .await;
+        match previous {
+            Ok(Some(owner)) if *owner != *self.node => {
+                self.publisher
+                    .publish(&inbox(&owner), frame::kick(client_id));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cluster: client id not claimed"),
+        }
+    }
+
+    /// Stores (or clears) a retained message in Redis unless a newer one is there.
+    /// Deletes the client id's owner key if it still names this node (another node may have
+    /// claimed it since).
+    async fn release(&mut self, client_id: &str) {
+        let result: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(RELEASE_SCRIPT)
+            .arg(1)
+            .arg(client_key(client_id))
+            .arg(&*self.node)
+            .query_async(&mut self.conn)
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cluster: client id not released");
+        }
+    }
+
+    async fn retain(&mut self, topic: &str, stamp: &str, frame: Option<Bytes>) {
+        // EVAL: the script is tiny and retained writes are rare (the redis crate's `script`
+        // feature, for EVALSHA, is not built).
+        let result: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(RETAIN_SCRIPT)
+            .arg(2)
+            .arg(RETAINED_KEY)
+            .arg(RETAINED_STAMPS_KEY)
+            .arg(topic)
+            .arg(stamp)
+            .arg(frame.as_deref().unwrap_or_default())
+            .query_async(&mut self.conn)
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cluster: retained message not stored");
+        }
+    }
+
+    /// The cluster's retained messages into this node's store, once at start.
+    async fn load_retained(&mut self, loaded: &mpsc::Sender<frame::Received>) {
+        let all: redis::RedisResult<HashMap<String, Vec<u8>>> =
+            self.conn.hgetall(RETAINED_KEY).await;
+        let Ok(all) = all else {
+            tracing::warn!("cluster: retained messages not read from Redis");
+            return;
+        };
+        for (_, f) in all {
+            if let Ok(r) = frame::read(Bytes::from(f))
+                && loaded.send(r).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Rewrites this node's filter set from the local counts.
+    async fn write_routes(&mut self) {
+        let filters: Vec<String> = {
+            let local = self.shared.local.lock().unwrap_or_else(|e| e.into_inner());
+            local.keys().map(|f| f.to_string()).collect()
+        };
+        let key = routes_key(&self.node);
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key).ignore();
+        if !filters.is_empty() {
+            pipe.sadd(&key, filters).ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut self.conn).await {
+            tracing::debug!(error = %e, "cluster: routes not written");
+        }
+    }
+
+    /// Reads the filter sets of the other live nodes into the table.
+    async fn read_routes(&mut self) {
+        let mut table: Table = Vec::new();
+        for n in self.membership.nodes() {
+            if *n.id == *self.node {
+                continue;
+            }
+            let filters: redis::RedisResult<Vec<String>> =
+                self.conn.smembers(routes_key(&n.id)).await;
+            match filters {
+                // Only valid filters: `topic::matches` expects them, and Redis is writable by
+                // others than fleetmq.
+                Ok(f) => table.push((
+                    n.id.as_str().into(),
+                    f.into_iter()
+                        .filter(|f| {
+                            topic::parse_shared(f)
+                                .is_ok_and(|(_, inner)| topic::validate_filter(inner).is_ok())
+                        })
+                        .map(Box::from)
+                        .collect(),
+                )),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster: routes not read");
+                    return;
+                }
+            }
+        }
+        *self.shared.table.lock().unwrap_or_else(|e| e.into_inner()) = table;
+    }
+}
