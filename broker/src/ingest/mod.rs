@@ -578,11 +578,13 @@ mod tests {
                 distance_m: 120.0,
                 eta: Some(1_763_700_060_000),
                 scheduled: None,
+                delay_s: None,
             }),
             delay_s: None,
             trip_inferred: None,
             altitude: None,
             battery: None,
+            accuracy: None,
             received_at: 1_763_700_000_050,
             processed_at: 1_763_700_000_051,
         };

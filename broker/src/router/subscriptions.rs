@@ -276,16 +276,16 @@ mod tests {
         let n = Arc::new(AtomicUsize::new(0));
         let mut t = SubscriptionTree::counting_locations_in(n.clone());
         let count = || n.load(Ordering::SeqCst);
-        t.subscribe(1, None, "fleet/+/ping", opts());
+        t.subscribe(SessionId(1), None, "fleet/+/ping", opts());
         assert_eq!(count(), 0);
-        t.subscribe(1, None, "fleet/+/location", opts());
-        t.subscribe(1, None, "fleet/+/location", opts()); // replaced, not added
-        t.subscribe(2, Some("g"), "#", opts());
+        t.subscribe(SessionId(1), None, "fleet/+/location", opts());
+        t.subscribe(SessionId(1), None, "fleet/+/location", opts()); // replaced, not added
+        t.subscribe(SessionId(2), Some("g"), "#", opts());
         assert_eq!(count(), 2);
-        assert!(t.unsubscribe(1, None, "fleet/+/location"));
-        assert!(!t.unsubscribe(1, None, "fleet/+/location"));
+        assert!(t.unsubscribe(SessionId(1), None, "fleet/+/location"));
+        assert!(!t.unsubscribe(SessionId(1), None, "fleet/+/location"));
         assert_eq!(count(), 1);
-        assert!(t.unsubscribe(2, Some("g"), "#"));
+        assert!(t.unsubscribe(SessionId(2), Some("g"), "#"));
         assert_eq!(count(), 0);
     }
 
