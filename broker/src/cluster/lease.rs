@@ -19,7 +19,7 @@
 //!   fix, and for every lease at once on shutdown, before clients get DISCONNECT 0x8B.
 //!
 //! Redis unreachable: fixes are processed on the local tracker without a lease (each
-//! node keeps serving its own clients, docs/roadmap.md#cluster); held leases are kept and renewed once Redis is back,
+//! node keeps serving its own clients, README "Running a cluster"); held leases are kept and renewed once Redis is back,
 //! or dropped if another node took them meanwhile.
 //!
 //! # Layout
@@ -53,7 +53,7 @@ use crate::persist::{Store, keys};
 use scripts::{ACQUIRE, Acquired};
 use stats::Stats;
 
-/// How long a lease lasts without renewal (a node silent for 5 s is dead, docs/roadmap.md#cluster).
+/// How long a lease lasts without renewal (a node silent for 5 s is dead, README "Running a cluster").
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
 /// How often held leases are renewed.
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
