@@ -15,6 +15,7 @@ import urllib.request
 from typing import Dict, List, Optional
 
 from harness import BrokerProcess, RedisProcess, free_port, wait_for
+from redis_cluster_util import RedisCluster, redis_flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
@@ -90,10 +91,12 @@ class Haproxy:
 class Cluster:
     """redis-server plus named fleetmq nodes sharing it."""
 
-    def __init__(self, binary: pathlib.Path, workdir: pathlib.Path):
+    def __init__(self, binary: pathlib.Path, workdir: pathlib.Path, redis_cluster: bool = False):
         self.binary = binary
         self.workdir = workdir
-        self.redis = RedisProcess.start(workdir)
+        # One redis-server, or a 3-master Redis Cluster (`--redis-cluster`).
+        self.redis = (RedisCluster.start(workdir / "redis-cluster") if redis_cluster
+                      else RedisProcess.start(workdir))
         self.nodes: Dict[str, BrokerProcess] = {}
         self.haproxy: Optional[Haproxy] = None
 
@@ -102,7 +105,7 @@ class Cluster:
         workdir.mkdir(exist_ok=True)
         node = BrokerProcess.start(
             self.binary,
-            ["--cluster", "--node-id", name, "--redis", self.redis.url, *extra],
+            ["--cluster", "--node-id", name, *redis_flags(self.redis), *extra],
             workdir)
         self.nodes[name] = node
         return node
@@ -124,8 +127,16 @@ class Cluster:
         wait_for(lambda: all(self.listed(w) == want for w in watchers), timeout,
                  f"the cluster listing {want}")
 
+    def hget(self, key: str, field: str) -> Optional[str]:
+        """One hash field, through redis-cli (following a cluster's redirections)."""
+        lines = self.redis.cli(("HGET", key, field))
+        return lines[0] if lines and lines[0] else None
+
     def restart_redis(self):
-        """Starts redis-server again on the port it had (after `redis.stop()`)."""
+        """Starts Redis again on the port(s) it had (after `redis.stop()`), empty."""
+        if isinstance(self.redis, RedisCluster):
+            self.redis.restart()
+            return
         port = self.redis.port
         proc = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",

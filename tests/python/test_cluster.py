@@ -26,9 +26,11 @@ from mqttc import connected, unique
 LAT, LON = -16.92, 145.77
 
 
-@pytest.fixture(scope="module")
-def cluster(fleetmq_path, tmp_path_factory):
-    c = Cluster(fleetmq_path, tmp_path_factory.mktemp("cluster"))
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def cluster(request, fleetmq_path, tmp_path_factory):
+    """Three nodes and HAProxy on one redis-server, then on a 3-master Redis Cluster."""
+    c = Cluster(fleetmq_path, tmp_path_factory.mktemp("cluster"),
+                redis_cluster=request.param == "redis-cluster")
     try:
         for name in ("a", "b", "c"):
             c.start_node(name)
@@ -166,8 +168,7 @@ def test_a_node_back_from_the_dead_is_a_new_incarnation(cluster):
     e = cluster.start_node("e")
 
     def incarnation():
-        reply = cluster.redis.command("HGET", "fleetmq:node:e", "incarnation")
-        return reply.split(b"\r\n")[1].decode() if reply.startswith(b"$1") else None
+        return cluster.hget("fleetmq:node:e", "incarnation")
 
     try:
         cluster.wait_nodes(["a", "b", "c", "e"], on=["a", "e"])
