@@ -294,9 +294,9 @@ impl Broker {
         };
         let cluster = node.cluster().cloned();
         // MQTT across nodes: the router forwards and receives through the cluster's routing.
-        if let (Some(c), Some(url)) = (&cluster, &self.config.redis) {
+        if let (Some(c), Some(target)) = (&cluster, &target) {
             let remote = cluster::routing::ClusterRemote::start(
-                &crate::persist::Target::Single(url.clone()),
+                target,
                 c.node.clone(),
                 c.membership.clone(),
                 token.clone(),

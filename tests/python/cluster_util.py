@@ -127,6 +127,12 @@ class Cluster:
         wait_for(lambda: all(self.listed(w) == want for w in watchers), timeout,
                  f"the cluster listing {want}")
 
+    def redis_reply(self, *words: str) -> Optional[str]:
+        """One command's reply (first line), through redis-cli following a cluster's
+        redirections; None for an empty reply."""
+        lines = self.redis.cli(tuple(words))
+        return lines[0] if lines and lines[0] else None
+
     def hget(self, key: str, field: str) -> Optional[str]:
         """One hash field, through redis-cli (following a cluster's redirections)."""
         lines = self.redis.cli(("HGET", key, field))

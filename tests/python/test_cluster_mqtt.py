@@ -26,9 +26,11 @@ from mqttc import V311, Client, connected, unique
 ROUTE_TIMEOUT = 15.0
 
 
-@pytest.fixture(scope="module")
-def cluster(fleetmq_path, tmp_path_factory):
-    c = Cluster(fleetmq_path, tmp_path_factory.mktemp("cluster-mqtt"))
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def cluster(request, fleetmq_path, tmp_path_factory):
+    """Three nodes on one redis-server, then on a 3-master Redis Cluster."""
+    c = Cluster(fleetmq_path, tmp_path_factory.mktemp("cluster-mqtt"),
+                redis_cluster=request.param == "redis-cluster")
     try:
         for name in ("a", "b", "c"):
             c.start_node(name)
@@ -185,9 +187,9 @@ def test_a_client_id_connecting_on_another_node_kicks_the_old_one_will_once(clus
     assert new.disconnected is None
     # The owner key names C; it goes when the session ends there (clean start, no expiry).
     key = f"fleetmq:client:{client_id}"
-    assert cluster.redis.command("GET", key) == b"$1\r\nc\r\n"
+    assert cluster.redis_reply("GET", key) == "c"
     new.disconnect()
-    wait_for(lambda: cluster.redis.command("EXISTS", key) == b":0\r\n", 10,
+    wait_for(lambda: cluster.redis_reply("EXISTS", key) == "0", 10,
              "the owner key deleted")
 
     # 3.1.1: the old connection is closed (no DISCONNECT from a server in 3.1.1).
