@@ -139,12 +139,36 @@ fn stalled_ws_subscriber(server: &Server, topic: &str) -> Result<TcpStream, Harn
             let Some(payload) = rest.get(..len) else {
                 break;
             };
-            if payload.first().is_some_and(|b| b >> 4 == kind::SUBACK) {
+            // One frame may carry several MQTT packets (CONNACK and SUBACK written together).
+            if holds_suback(payload) {
                 return Ok(stream);
             }
             frames = &rest[len..];
         }
     }
+}
+
+/// Whether the MQTT packets of one WebSocket frame's payload include a SUBACK.
+fn holds_suback(mut packets: &[u8]) -> bool {
+    while let [first, rest @ ..] = packets {
+        if first >> 4 == kind::SUBACK {
+            return true;
+        }
+        // Remaining length: a variable byte integer of at most 4 bytes.
+        let (mut len, mut used) = (0usize, 0usize);
+        for (i, b) in rest.iter().take(4).enumerate() {
+            len |= usize::from(b & 0x7f) << (7 * i);
+            used = i + 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let Some(next) = rest.get(used + len..) else {
+            return false;
+        };
+        packets = next;
+    }
+    false
 }
 
 #[test]
