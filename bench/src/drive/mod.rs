@@ -115,6 +115,10 @@ pub struct Args {
     /// Broker process ids (`PID[,PID...]`): report their CPU time per update.
     #[arg(long, value_name = "PID[,PID...]", value_parser = cpu::parse_pids)]
     pub pid: Option<Pids>,
+    /// Vehicle (and driver client id) prefix; default `b{pid}-`, unique per run. Set it so that
+    /// watchers opened beforehand (`ws-connections --vehicle-prefix`) follow these vehicles.
+    #[arg(long, value_name = "P")]
+    pub vehicle_prefix: Option<String>,
     /// Write the figures as one JSON object to FILE.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -208,7 +212,10 @@ pub async fn run(args: Args) -> Result<Figures> {
         ledger: Ledger::new(args.drivers),
         counters: Arc::new(Counters::default()),
         epoch,
-        prefix: format!("b{run}-"),
+        prefix: args
+            .vehicle_prefix
+            .clone()
+            .unwrap_or_else(|| format!("b{run}-")),
         done: AtomicBool::new(false),
     });
 
