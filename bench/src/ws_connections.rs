@@ -5,7 +5,8 @@
 //! Like `connections`, it raises RLIMIT_NOFILE to the hard limit and spreads clients over
 //! 127.0.0.2, 127.0.0.3, … past three quarters of the ephemeral port range. Its own WebSocket
 //! buffers are kept small (a few KiB read, no write batching) so 20,000 watchers fit in the
-//! bench too. A watcher counts as connected once its subscription's snapshot arrived.
+//! bench too. A watcher counts as connected once its subscription's snapshot arrived. During
+//! `--hold` every watcher is read (and so answers the bridge's pings).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,10 +131,28 @@ pub async fn run(args: Args) -> Result<Figures> {
         args.json.as_deref(),
     )?;
     if args.hold > 0 {
-        tokio::time::sleep(Duration::from_secs(args.hold)).await;
+        hold(watchers, Duration::from_secs(args.hold)).await;
     }
-    drop(watchers);
     Ok(figures)
+}
+
+/// Keeps the watchers open for `time`, each read by its own task: tungstenite answers the
+/// bridge's pings only while the stream is read, and the bridge drops a watcher silent for its
+/// idle timeout (90 s by default), so unread watchers would not outlive a long `--hold`. What
+/// arrives (the followed vehicle's updates) is discarded.
+async fn hold(watchers: Vec<Watcher>, time: Duration) {
+    let mut readers = JoinSet::new();
+    for mut ws in watchers {
+        readers.spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+    }
+    let total = readers.len();
+    tokio::time::sleep(time).await;
+    let mut closed = 0;
+    while readers.try_join_next().is_some() {
+        closed += 1;
+    }
+    readers.shutdown().await;
+    eprintln!("held {time:?}: {closed} of {total} watchers closed by the server meanwhile");
 }
 
 /// Summed VmRSS of `pids` (0 for none).
