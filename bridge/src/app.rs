@@ -1,13 +1,11 @@
 //! Assembles the HTTP application: [`BridgeConfig`], the router of every docs/http-api.md#endpoints
-//! endpoint with its timeout and body-limit layers ([`app`]), and the server loop with graceful
-//! shutdown ([`serve`]).
+//! endpoint with its timeout and body-limit layers ([`app`]). The server loop is `server`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Extension};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::{from_fn_with_state, map_response};
@@ -23,9 +21,6 @@ use crate::hub::Hub;
 use crate::port::BrokerPort;
 use crate::routes::Routes;
 use crate::{gtfsrt, history, ingest, map, mqtt_ws, ops, ratelimit, rest, routes, sse, stops, ws};
-
-/// How long [`serve`] waits for open requests after shutdown starts.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Configuration of the HTTP side.
 #[derive(Debug, Clone)]
@@ -179,43 +174,5 @@ pub async fn json_errors(res: Response) -> Response {
             AppError::PayloadTooLarge("the request body is too large".into()).into_response()
         }
         _ => res,
-    }
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then tells stream clients to close (1001),
-/// stops accepting, and waits for open requests (at most the default grace of 5 s).
-///
-/// # Errors
-/// An I/O error of the listener.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let grace = SHUTDOWN_GRACE;
-    let (tx, rx) = watch::channel(false);
-    let mut started = rx.clone();
-    let app = app.layer(Extension(ShutdownSignal(rx)));
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    // Open streams are told to end; whatever is still open after the grace period is cut.
-    let grace_after_shutdown = async move {
-        if started.wait_for(|stopping| *stopping).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        r = server => r,
-        () = grace_after_shutdown => {
-            tracing::warn!("HTTP connections still open {grace:?} after shutdown; closing them");
-            Ok(())
-        }
     }
 }

@@ -99,6 +99,7 @@ mod ratelimit;
 mod recent;
 mod rest;
 mod routes;
+pub mod server;
 mod session;
 mod sse;
 mod stops;
@@ -106,7 +107,7 @@ mod subs;
 mod track;
 mod ws;
 
-pub use app::{BridgeConfig, app, serve};
+pub use app::{BridgeConfig, app};
 pub use error::AppError;
 pub use hub::{Hub, HubConfig};
 pub use metrics::Metrics;
@@ -114,3 +115,4 @@ pub use port::{
     Access, AuthError, BrokerPort, ClusterNode, IngestError, Ingested, MqttIo, MqttStream,
     OpenAccess, PortError, Readiness,
 };
+pub use server::serve;

@@ -1,8 +1,7 @@
 //! `--https`: the HTTP bridge (REST, SSE, WebSocket, MQTT over WebSocket) over TLS, with the
 //! certificate of `--tls-cert`/`--tls-key`.
 //!
-//! The bridge crate serves a plain `TcpListener`; here a [`TlsListener`] implements axum's
-//! `Listener` instead. Its own accept task hands each TCP connection to a task of its own for the
+//! The bridge's server loop serves any axum `Listener`; here a [`TlsListener`] is one. Its own accept task hands each TCP connection to a task of its own for the
 //! handshake (under [`tls::HANDSHAKE_TIMEOUT`], never in the accept loop), and completed TLS
 //! streams reach axum through a bounded channel. Clients keep their real address
 //! (`ConnectInfo`), so per-IP limits and logs stay meaningful for WSS clients.
@@ -13,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -118,17 +116,10 @@ async fn accept_loop(
     }
 }
 
-/// Serves `app` on the TLS listener until `shutdown`, then lets open requests finish.
+/// Serves `app` on the TLS listener until `shutdown`, with the bridge's server loop (header
+/// read timeout, graceful shutdown, streams told to close).
 pub async fn serve(listener: TlsListener, app: Router, shutdown: CancellationToken) {
-    // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>` (the bridge reads it).
-    let listener = listener.tap_io(|_| {});
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await;
-    if let Err(e) = served {
+    if let Err(e) = fleetmq_bridge::serve(listener, app, shutdown.cancelled_owned()).await {
         tracing::warn!(error = %e, "https server failed");
     }
 }

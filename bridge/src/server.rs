@@ -1,0 +1,106 @@
+//! The HTTP server loop: accepts connections from any axum [`Listener`] (plain TCP for
+//! `--http` and `--osmand`, the broker's TLS listener for `--https`), serves each with hyper's
+//! HTTP/1.1 connection (upgrades allowed, for WebSocket), and shuts down gracefully.
+//!
+//! Why not `axum::serve`: it sets no header-read timeout, so a client that opens a connection
+//! and sends its request line one byte a minute (slowloris) holds a socket and a task for as
+//! long as it likes. Here hyper gets a timer and [`HEADER_READ_TIMEOUT`]: a request's headers
+//! must arrive within it, and an idle keep-alive connection is closed after it too (its next
+//! request's headers did not arrive). Streams (SSE, WebSocket) are not affected: once a
+//! response or an upgrade has started, no headers are being read.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Extension};
+use axum::http::Request;
+use axum::serve::Listener;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::app::ShutdownSignal;
+
+/// How long a client has to send a request's headers (and an idle keep-alive connection to
+/// start its next request) before the connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`serve`] waits for open requests after shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then tells stream clients to close
+/// (1001), stops accepting, and waits for open requests (at most 5 s). Handlers see the
+/// client's address as `ConnectInfo<SocketAddr>`.
+///
+/// # Errors
+/// None today (accept errors are the listener's to handle, as axum's listeners do); the
+/// `Result` keeps the signature of a server that may fail.
+pub async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    let (stopping_tx, stopping) = watch::channel(false);
+    let app = app.layer(Extension(ShutdownSignal(stopping.clone())));
+    // Every connection task holds a receiver; `closed()` resolves when the last one is gone.
+    let (open_tx, open_rx) = watch::channel(());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    tokio::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let service = app.clone().map_request(move |req: Request<Incoming>| {
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        });
+        let service = TowerToHyperService::new(service);
+        let conn = builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let mut stopping = stopping.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = stopping.wait_for(|s| *s) => None,
+            };
+            let ended = match ended {
+                Some(r) => r,
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::trace!(%peer, error = %e, "http connection ended");
+            }
+            drop(open);
+        });
+    }
+    let _ = stopping_tx.send(true);
+    drop(open_rx);
+    if tokio::time::timeout(SHUTDOWN_GRACE, open_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "HTTP connections still open {SHUTDOWN_GRACE:?} after shutdown; closing them"
+        );
+    }
+    Ok(())
+}
