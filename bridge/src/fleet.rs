@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use geo_engine::local::haversine_m;
 use geo_engine::{Point, VehicleState, VehicleStatus};
@@ -69,6 +70,9 @@ struct Entry {
     latest: Arc<Prepared>,
     track: Ring,
     cell: Cell,
+    /// When the latest state came in: a vehicle's fix time is the device's clock, which may
+    /// be anything; silence is measured on ours.
+    updated: Instant,
 }
 
 #[derive(Default)]
@@ -164,6 +168,7 @@ impl Fleet {
         let shard = &mut *shard;
         if let Some(e) = shard.map.get_mut(s.vehicle.as_str()) {
             let prev = std::mem::replace(&mut e.latest, p.clone());
+            e.updated = Instant::now();
             e.track.push(TrackPoint::from(&**s), &self.track);
             if e.cell != cell {
                 let id = e.id.clone();
@@ -189,9 +194,30 @@ impl Fleet {
                 latest: p.clone(),
                 track,
                 cell,
+                updated: Instant::now(),
             },
         );
         Ok(None)
+    }
+
+    /// Vehicles not offline whose latest state came in longer than `silent_for` ago.
+    pub fn silent_for(&self, silent_for: Duration) -> Vec<Arc<str>> {
+        let Some(before) = Instant::now().checked_sub(silent_for) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for lock in self.shards.iter() {
+            let shard = Self::read(lock);
+            out.extend(
+                shard
+                    .map
+                    .values()
+                    .filter(|e| e.latest.state.status != VehicleStatus::Offline)
+                    .filter(|e| e.updated < before)
+                    .map(|e| e.id.clone()),
+            );
+        }
+        out
     }
 
     /// The latest state of a vehicle.

@@ -223,6 +223,11 @@ impl Hub {
         self.inner.fleet.get(vehicle).map(|p| p.state.clone())
     }
 
+    /// Vehicles not offline whose latest state came in longer than `silent_for` ago.
+    pub fn silent_for(&self, silent_for: std::time::Duration) -> Vec<Arc<str>> {
+        self.inner.fleet.silent_for(silent_for)
+    }
+
     /// Number of vehicles with a known state.
     pub fn len(&self) -> usize {
         self.inner.fleet.count()

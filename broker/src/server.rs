@@ -358,8 +358,26 @@ impl Broker {
             (Some(store), true) => Some(start_leases(&self.config, &ingest, store, &ctx)?),
             _ => None,
         };
-        if let (Some(cluster), Some(leases)) = (&cluster, &leases) {
+        if let (Some(cluster), Some(leases), Some(target)) = (&cluster, &leases, &target) {
             cluster.set_leases(leases.clone());
+            let silent: cluster::orphans::Silent = {
+                let hub = hub.clone();
+                Box::new(move |d: Duration| hub.silent_for(d))
+            };
+            let conn = crate::persist::Conn::open(target).map_err(|e| {
+                config_error(crate::persist::PersistError::Url {
+                    target: target.describe(),
+                    source: e,
+                })
+            })?;
+            tokio::spawn(cluster::orphans::run(
+                cluster.membership.clone(),
+                leases.clone(),
+                conn,
+                silent,
+                self.config.stale_after,
+                token.clone(),
+            ));
         }
         // Other nodes' outputs, after the restored state (theirs are newer).
         if let Some(cluster) = &cluster {

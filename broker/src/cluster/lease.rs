@@ -155,6 +155,11 @@ impl Leases {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Whether this node holds `vehicle`, without marking it used.
+    pub fn is_held(&self, vehicle: &str) -> bool {
+        self.held.contains_key(vehicle)
+    }
+
     /// Whether this node holds `vehicle` (a fix may be processed at once); marks it used.
     pub fn holds(&self, vehicle: &str) -> bool {
         match self.held.get(vehicle) {

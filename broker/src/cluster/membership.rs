@@ -117,6 +117,11 @@ impl Membership {
         })
     }
 
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        &self.shared.local.me.id
+    }
+
     /// The live nodes, this one first: the others as last read (silent ones left out), this
     /// one always (it answers).
     pub fn nodes(&self) -> Vec<ClusterNode> {

@@ -41,6 +41,8 @@
 //! - `outputs`: processed states and events onto the bus, and other nodes' into local outputs.
 //! - `lease`: vehicle ownership: one node processes a vehicle at a time, under a lease with a
 //!   fencing epoch (docs/redis.md#leases); handoff of the vehicle's filters between nodes.
+//! - `orphans`: vehicles left without a node (their node died, their driver never came back):
+//!   one live node adopts them so they go offline as on a single node.
 //! - `routing`: MQTT between nodes (issue 14): the route table, forwarding a publish to the
 //!   nodes whose filters match, shared groups once cluster-wide, client id takeover and the
 //!   shared retained store; the router's `Remote` in a cluster.
@@ -51,6 +53,7 @@ pub mod bus;
 pub mod frame;
 pub mod lease;
 pub mod membership;
+pub mod orphans;
 pub mod outputs;
 mod route_sync;
 pub mod routing;
