@@ -8,6 +8,11 @@
 //! `payload` when the driver's bytes are not UTF-8). A line torn by a crash was never fsynced, so
 //! never acknowledged: reading skips it. The directory is created at the first SOS, so a broker
 //! that never sees one writes nothing. One broker per data directory.
+//!
+//! Bounded: when the log reaches [`ROTATE_AT`] bytes it becomes `sos.log.1` (replacing the
+//! previous one) and a new `sos.log` starts, so the two take at most twice that plus one
+//! record; reading takes both, older first. The records dropped with the older generation had
+//! been replayed into Redis by then, when Redis is configured.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -19,6 +24,10 @@ use serde::{Deserialize, Serialize};
 
 /// Name of the log inside `--data-dir`.
 pub const FILE_NAME: &str = "sos.log";
+/// Name of the previous generation, once the log rotated.
+pub const PREVIOUS_NAME: &str = "sos.log.1";
+/// Size at which the log rotates.
+pub const ROTATE_AT: u64 = 64 * 1024 * 1024;
 /// Records replayed into Redis at start at most (the newest); older ones were replayed by the
 /// starts before, and the Redis queue holds no more anyway.
 pub const REPLAY_MAX: usize = crate::persist::SOS_QUEUE;
@@ -68,8 +77,9 @@ pub struct LogError {
 #[derive(Debug)]
 pub struct SosLog {
     dir: PathBuf,
-    /// Opened at the first append.
-    file: Mutex<Option<File>>,
+    /// Opened at the first append, with its size.
+    file: Mutex<Option<(File, u64)>>,
+    rotate_at: u64,
     /// SOS messages fsynced / that failed to be.
     pub logged: AtomicU64,
     pub errors: AtomicU64,
@@ -81,9 +91,17 @@ impl SosLog {
         SosLog {
             dir: dir.to_owned(),
             file: Mutex::new(None),
+            rotate_at: ROTATE_AT,
             logged: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         }
+    }
+
+    /// The same log rotating at `bytes` (tests).
+    #[cfg(test)]
+    fn rotating_at(mut self, bytes: u64) -> SosLog {
+        self.rotate_at = bytes;
+        self
     }
 
     /// The log file's path.
@@ -121,7 +139,8 @@ impl SosLog {
         }
     }
 
-    /// One line, then `fsync`; the lock keeps lines whole and in order.
+    /// One line, then `fsync`; the lock keeps lines whole and in order. A log grown to
+    /// `rotate_at` becomes the previous generation after the line is on disk.
     fn write(&self, record: &LoggedSos) -> Result<(), LogError> {
         let mut line = serde_json::to_vec(record).map_err(|e| self.error(e.into()))?;
         line.push(b'\n');
@@ -129,14 +148,31 @@ impl SosLog {
         if file.is_none() {
             *file = Some(self.open().map_err(|e| self.error(e))?);
         }
-        let f = file.as_mut().expect("opened above");
+        let Some((f, size)) = file.as_mut() else {
+            return Err(self.error(std::io::Error::other("log not open")));
+        };
         f.write_all(&line)
             .and_then(|()| f.sync_data())
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e))?;
+        *size += line.len() as u64;
+        if *size >= self.rotate_at {
+            // The record is on disk already: a failed rotation is logged, not the SOS's error.
+            *file = None;
+            if let Err(e) = self.rotate() {
+                tracing::warn!(error = %e, "SOS log: rotation failed; appending on");
+            }
+        }
+        Ok(())
+    }
+
+    /// `sos.log` becomes `sos.log.1`; the rename is made durable by syncing the directory.
+    fn rotate(&self) -> std::io::Result<()> {
+        std::fs::rename(self.path(), self.dir.join(PREVIOUS_NAME))?;
+        File::open(&self.dir)?.sync_all()
     }
 
     /// Creates the directory and file; a new file's directory entry is synced too.
-    fn open(&self) -> std::io::Result<File> {
+    fn open(&self) -> std::io::Result<(File, u64)> {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.path();
         let existed = path.exists();
@@ -147,28 +183,32 @@ impl SosLog {
             // Start on a line of our own, after a crash's partial line.
             file.write_all(b"\n")?;
         }
-        Ok(file)
+        let size = file.metadata()?.len();
+        Ok((file, size))
     }
 
-    /// The newest [`REPLAY_MAX`] whole records, oldest first; none when there is no log yet.
+    /// The newest [`REPLAY_MAX`] whole records of both generations, oldest first; none when
+    /// there is no log yet.
     ///
     /// # Errors
     /// The log exists but cannot be read.
     pub fn read(&self) -> Result<Vec<LoggedSos>, LogError> {
-        let file = match File::open(self.path()) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.error(e)),
-        };
         let mut records = std::collections::VecDeque::new();
-        for line in BufReader::new(file).split(b'\n') {
-            let line = line.map_err(|e| self.error(e))?;
-            // A torn last line (never fsynced, never acknowledged) does not parse: skipped.
-            if let Ok(record) = serde_json::from_slice::<LoggedSos>(&line) {
-                if records.len() == REPLAY_MAX {
-                    records.pop_front();
+        for path in [self.dir.join(PREVIOUS_NAME), self.path()] {
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.error(e)),
+            };
+            for line in BufReader::new(file).split(b'\n') {
+                let line = line.map_err(|e| self.error(e))?;
+                // A torn line (never fsynced, never acknowledged) does not parse: skipped.
+                if let Ok(record) = serde_json::from_slice::<LoggedSos>(&line) {
+                    if records.len() == REPLAY_MAX {
+                        records.pop_front();
+                    }
+                    records.push_back(record);
                 }
-                records.push_back(record);
             }
         }
         Ok(records.into())
@@ -250,6 +290,26 @@ mod tests {
         let again = reopened.read().unwrap();
         assert_eq!(again, vec![a, b, c]);
         assert_eq!(again[1].bytes(), vec![0xff, 0x00]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_log_rotates_and_keeps_one_previous_generation() {
+        let dir = std::env::temp_dir().join(format!("fleetmq-soslog-rot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = Arc::new(SosLog::new(&dir).rotating_at(1000));
+        let mut written = Vec::new();
+        for i in 0..40 {
+            written.push(log.append("bus-1", i, &[b'x'; 100]).await.unwrap());
+        }
+        let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+        // Each generation ends at the first record past 1000 bytes.
+        assert!(size(FILE_NAME) < 1000 + 200, "{}", size(FILE_NAME));
+        assert!((1000..1000 + 200).contains(&size(PREVIOUS_NAME)));
+        // What is read: the newest records, in order, across both files.
+        let read = log.read().unwrap();
+        assert!(read.len() >= 5 && read.len() < 40, "{}", read.len());
+        assert_eq!(read[..], written[written.len() - read.len()..]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
