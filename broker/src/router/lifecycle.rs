@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use fleetmq_codec::reason;
 
+use super::durable::Resumed;
 use super::session::Session;
+use super::stored::End;
 use super::{Router, reader};
 use crate::link::{ConnId, ConnectReply, ConnectRequest, SessionId, Will};
 use crate::message::{Message, Origin};
@@ -22,6 +24,15 @@ pub(super) struct PendingWill {
 
 impl Router {
     pub(super) fn connect(&mut self, req: ConnectRequest) {
+        // A durable session is opened in the store first (`stored`).
+        if let Some(req) = self.park(req) {
+            self.connect_now(req, None);
+        }
+    }
+
+    /// Attaches the connection: to the local session, to `resumed` (read back from the
+    /// store), or to a new one.
+    pub(super) fn connect_now(&mut self, req: ConnectRequest, resumed: Option<Resumed>) {
         let now = Instant::now();
         let existing = self.by_client.get(&req.client_id).copied();
         // A pending delayed will of this client is cancelled by its reconnect.
@@ -45,7 +56,8 @@ impl Router {
                     self.publish_will(will);
                 }
                 if req.clean_start {
-                    self.end_session(id);
+                    // The store was told by `park`.
+                    self.end_session(id, End::Silent);
                     None
                 } else {
                     session_present = true;
@@ -60,9 +72,12 @@ impl Router {
                 session: SessionId(0),
                 session_present: false,
                 quota_exceeded: true,
+                unavailable: false,
             });
             return;
         }
+        let resumed = resumed.filter(|_| id.is_none());
+        session_present |= resumed.is_some();
         let id = id.unwrap_or_else(|| {
             let id = SessionId(self.next_session);
             self.next_session += 1;
@@ -71,6 +86,16 @@ impl Router {
             self.by_client.insert(req.client_id.clone(), id);
             id
         });
+        let store = self.session_store(req.expiry_interval);
+        if let Some(s) = self.sessions.get_mut(&id) {
+            match (&mut s.store, store) {
+                (Some(_), Some(_)) => {}
+                (slot, store) => *slot = store.map(Box::new),
+            }
+        }
+        if let Some(r) = resumed {
+            self.take_back(id, r);
+        }
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -97,6 +122,7 @@ impl Router {
             session: id,
             session_present,
             quota_exceeded: false,
+            unavailable: false,
         });
     }
 
@@ -122,7 +148,7 @@ impl Router {
         {
             self.publish_will(will);
         }
-        self.end_session(id);
+        self.end_session(id, End::Drop);
     }
 
     pub(super) fn disconnect(
@@ -160,12 +186,15 @@ impl Router {
             }
         }
         if expiry_interval == 0 {
-            self.end_session(session);
-        } else if expiry_interval != u32::MAX
+            self.end_session(session, End::Forget);
+            return;
+        }
+        if expiry_interval != u32::MAX
             && let Some(s) = self.sessions.get_mut(&session)
         {
             s.expires_at = Some(now + Duration::from_secs(expiry_interval.into()));
         }
+        self.save(session, Box::new(|_| {}));
     }
 
     fn publish_will(&mut self, will: Will) {
@@ -183,14 +212,16 @@ impl Router {
         self.route(message);
     }
 
-    fn end_session(&mut self, id: SessionId) {
+    /// Ends the session here; `end` says what becomes of a durable session's stored copy.
+    pub(super) fn end_session(&mut self, id: SessionId, end: End) {
         let Some(s) = self.sessions.remove(&id) else {
             return;
         };
+        Router::ended_stored(&s, end);
         if self.by_client.get(&s.client_id) == Some(&id) {
             self.by_client.remove(&s.client_id);
         }
-        for f in s.filters.iter().flat_map(|f| f.iter()) {
+        for f in s.filters.iter().flat_map(|f| f.keys()) {
             if let Ok((group, filter)) = topic::parse_shared(f)
                 && self.subs.unsubscribe(id, group, filter)
             {
@@ -216,7 +247,7 @@ impl Router {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            self.end_session(id);
+            self.end_session(id, End::Forget);
         }
         if self.delayed_wills.iter().any(|w| w.at <= now) {
             let (fire, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed_wills)

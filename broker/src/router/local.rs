@@ -26,13 +26,19 @@ pub(super) enum Groups<'a> {
 impl Router {
     /// Delivers a message published on this node to every matching subscription.
     pub(super) fn route_local(&mut self, message: &Arc<Message>) {
-        self.route_local_with(message, Groups::All);
+        self.route_local_with::<Box<str>>(message, Groups::All, &[]);
     }
 
     /// Delivers a message to every matching subscription (of shared groups, those `groups`
     /// names): one copy per session, with the highest matching QoS and every matching
-    /// subscription identifier.
-    pub(super) fn route_local_with(&mut self, message: &Arc<Message>, groups: Groups<'_>) {
+    /// subscription identifier. The durable sessions in `durable` get their QoS 1/2 copy from
+    /// their queue instead (`stored`).
+    pub(super) fn route_local_with<S: AsRef<str>>(
+        &mut self,
+        message: &Arc<Message>,
+        groups: Groups<'_>,
+        durable: &[S],
+    ) {
         if message.retain {
             // A client's publish that raced past the connection's check is delivered but not
             // retained; the broker's own `vehicles/{id}` are bounded by --max-vehicles instead.
@@ -97,6 +103,12 @@ impl Router {
                 continue;
             }
             if let Some(s) = self.sessions.get_mut(&sid) {
+                if qos != QoS::AtMostOnce
+                    && s.store.is_some()
+                    && durable.iter().any(|c| c.as_ref() == &*s.client_id)
+                {
+                    continue;
+                }
                 // docs/security.md: every message is checked against the reader's rights; the
                 // decision is cached per topic, so `#` under a long ACL stays fast.
                 if s.reader
@@ -111,6 +123,7 @@ impl Router {
                         qos,
                         retain,
                         sub_ids,
+                        entry: None,
                     },
                     (self.config.max_queued, self.config.max_queued_bytes),
                     now,
