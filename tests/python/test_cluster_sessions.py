@@ -86,6 +86,14 @@ def test_a_session_made_on_a_resumes_on_b_with_the_100_messages_published_on_c(c
     resumed.wait_payload(end, timeout=10)
     assert resumed.payloads(topic) == sent + [end]
     assert all(m.qos == 1 for m in resumed.messages)
+    # A publish on the session's own node goes through its queue too.
+    same_node = connected(b.addr, unique("pub-b"))
+    same_node.publish(topic, b"from-b", qos=1)
+    resumed.wait_payload(b"from-b", timeout=10)
+    assert resumed.payloads(topic) == sent + [end, b"from-b"]
+    assert queue_len(cluster, client_id) == 0 or wait_for(
+        lambda: queue_len(cluster, client_id) == 0, 10, "the acknowledged entries deleted")
+    same_node.disconnect()
     resumed.disconnect()
     publisher.disconnect()
 

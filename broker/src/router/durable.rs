@@ -164,10 +164,13 @@ pub enum Op {
     /// The session left this node (taken over elsewhere); what is stored stays.
     Drop { client_id: Arc<str> },
     /// Queues `message` for each target; `done` once every write is acknowledged (or failed).
+    /// With `live_on_failure` (sessions of this node whose copy the publishing node did not
+    /// queue), a failed write comes back as [`Event::Unstored`], to be delivered live.
     Persist {
         message: Arc<Message>,
         targets: Vec<Target>,
         done: Option<Done>,
+        live_on_failure: bool,
     },
     /// Reads the session's queue after `after`, answered by [`Event::Entries`].
     Read { client_id: Arc<str>, after: EntryId },
@@ -198,12 +201,20 @@ pub enum Event {
     },
     /// New messages were queued for these sessions: read their queues.
     Wake { client_ids: Vec<Box<str>> },
+    /// Not queued (Redis away): deliver to these sessions of this node live.
+    Unstored {
+        message: Arc<Message>,
+        targets: Vec<Target>,
+    },
 }
 
 /// The stored sessions a node knows of, to find a message's durable subscribers.
 pub trait Table: Send + Sync {
     /// Whether any durable session is known (cheap: no lock).
     fn any(&self) -> bool;
+    /// Whether a message of this kind is ever queued (the broker's processed outputs and
+    /// `$SYS` are not).
+    fn queues(&self, message: &Message) -> bool;
     /// The durable sessions `message` is to be queued for: a matching plain (not shared)
     /// subscription with QoS ≥ 1 after the message's own QoS, honouring no-local against
     /// `origin`, the publishing client's id.

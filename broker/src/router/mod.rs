@@ -118,7 +118,8 @@ pub struct Router {
     delayed_wills: Vec<PendingWill>,
     config: RouterConfig,
     metrics: Arc<Metrics>,
-    scratch: Vec<(SessionId, SubOptions)>,
+    /// Matches of one message: session, options, whether through a shared group.
+    scratch: Vec<(SessionId, SubOptions, bool)>,
     /// Other nodes: where this node's publishes go and theirs come from (`remote`).
     remote: Box<dyn Remote>,
     /// The store of durable sessions (`--cluster`), `None` on a single node.

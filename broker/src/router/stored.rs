@@ -9,9 +9,9 @@ use std::time::Instant;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::Router;
-use super::durable::{Done, EntryId, Event, Op, Record, Resumed, SessionStore, SubRecord};
+use super::durable::{Done, EntryId, Event, Op, Record, Resumed, SessionStore, SubRecord, Target};
 use super::session::Session;
-use crate::link::{ConnectReply, ConnectRequest, SessionId};
+use crate::link::{ConnectReply, ConnectRequest, Delivery, SessionId};
 use crate::message::{Message, Origin};
 use crate::topic;
 
@@ -117,6 +117,57 @@ impl Router {
                 s.flush(Instant::now(), &self.metrics);
             }
             Event::Wake { client_ids } => self.wake(&client_ids),
+            Event::Unstored { message, targets } => self.deliver_live(&message, targets),
+        }
+    }
+
+    /// Queues `message` for durable sessions of this node it reached live (the publishing
+    /// node did not queue it for them); delivered live when that cannot be done.
+    pub(super) fn persist_here(&mut self, message: &Arc<Message>, targets: Vec<Target>) {
+        let Some(d) = &self.durable else {
+            return self.deliver_live(message, targets);
+        };
+        let op = Op::Persist {
+            message: message.clone(),
+            targets,
+            done: None,
+            live_on_failure: true,
+        };
+        if let Err(
+            TrySendError::Full(Op::Persist { targets, .. })
+            | TrySendError::Closed(Op::Persist { targets, .. }),
+        ) = d.ops.try_send(op)
+        {
+            self.deliver_live(message, targets);
+        }
+    }
+
+    /// Delivers `message` to these sessions of this node as the live path does.
+    fn deliver_live(&mut self, message: &Arc<Message>, targets: Vec<Target>) {
+        let limits = (self.config.max_queued, self.config.max_queued_bytes);
+        let now = Instant::now();
+        for t in targets {
+            let Some(s) = self
+                .by_client
+                .get(&t.client_id)
+                .and_then(|id| self.sessions.get_mut(id))
+            else {
+                continue;
+            };
+            if s.reader
+                .as_mut()
+                .is_some_and(|r| !r.may_read(&message.topic))
+            {
+                continue;
+            }
+            let d = Delivery {
+                message: message.clone(),
+                qos: t.qos,
+                retain: t.retain,
+                sub_ids: t.sub_ids,
+                entry: None,
+            };
+            s.offer(d, limits, now, &self.metrics);
         }
     }
 
@@ -270,6 +321,7 @@ impl Router {
             message: message.clone(),
             targets,
             done,
+            live_on_failure: false,
         };
         match d.ops.try_send(op) {
             Ok(()) => ids,

@@ -145,9 +145,14 @@ impl Table for Known {
         self.count.load(Relaxed) > 0
     }
 
+    fn queues(&self, message: &Message) -> bool {
+        // Processed outputs reach every node over the bus and are latest-wins; `$SYS`
+        // describes one node.
+        !super::routing::is_output(message) && !message.topic.starts_with('$')
+    }
+
     fn targets(&self, message: &Message, origin: Option<&str>) -> Vec<durable::Target> {
-        // Processed outputs reach every node over the bus and are latest-wins: not queued.
-        if super::routing::is_output(message) {
+        if !self.queues(message) {
             return Vec::new();
         }
         let table = self.get();

@@ -14,6 +14,7 @@ use super::{Known, SESSIONS_CHANGED, SESSIONS_KEY, SYNC_EVERY, queue_key, sent_k
 use crate::cluster::Membership;
 use crate::cluster::frame;
 use crate::cluster::routing::inbox;
+use crate::message::Message;
 use crate::persist::Conn;
 use crate::persist::conn::query_each;
 use crate::persist::pubsub::Publisher;
@@ -58,7 +59,17 @@ pub(super) struct Task {
 #[derive(Default)]
 struct Writes {
     cmds: Vec<(String, Cmd)>,
-    persists: Vec<(Option<Done>, std::ops::Range<usize>, Vec<Target>)>,
+    persists: Vec<Persisted>,
+}
+
+/// One publish in a run of writes.
+struct Persisted {
+    message: Arc<Message>,
+    done: Option<Done>,
+    /// Its commands in the run.
+    range: std::ops::Range<usize>,
+    targets: Vec<Target>,
+    live_on_failure: bool,
 }
 
 impl Task {
@@ -98,6 +109,7 @@ impl Task {
                     message,
                     targets,
                     done,
+                    live_on_failure,
                 } => {
                     let frame = frame::publish(&message, &[], "", &[]);
                     let start = writes.cmds.len();
@@ -112,8 +124,13 @@ impl Task {
                             .arg(&wire::entry(t.qos, t.retain, &t.sub_ids, &frame)[..]);
                         writes.cmds.push((key, cmd));
                     }
-                    let range = start..writes.cmds.len();
-                    writes.persists.push((done, range, targets));
+                    writes.persists.push(Persisted {
+                        message,
+                        done,
+                        range: start..writes.cmds.len(),
+                        targets,
+                        live_on_failure,
+                    });
                 }
                 Op::Sent {
                     client_id,
@@ -156,18 +173,25 @@ impl Task {
         let results = query_each(&self.conn, writes.cmds, PER_PIPELINE).await;
         let mut wake_here = Vec::new();
         let mut wake: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
-        for (done, range, targets) in writes.persists {
+        for p in writes.persists {
             let ok = match &results {
-                Ok(r) => r[range].iter().all(Result::is_ok),
+                Ok(r) => r[p.range].iter().all(Result::is_ok),
                 Err(_) => false,
             };
-            if let Some(done) = done {
+            if let Some(done) = p.done {
                 done(ok);
             }
             if !ok {
+                if p.live_on_failure {
+                    let event = Event::Unstored {
+                        message: p.message,
+                        targets: p.targets,
+                    };
+                    let _ = self.events.send(event).await;
+                }
                 continue;
             }
-            for t in targets {
+            for t in p.targets {
                 if t.node == self.node {
                     wake_here.push(Box::from(&*t.client_id));
                 } else {
