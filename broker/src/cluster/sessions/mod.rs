@@ -52,8 +52,10 @@
 //! # Limits
 //! A stream holds at most `--max-queued` entries: past it the oldest are trimmed by `XADD
 //! MAXLEN` (and the in-memory queue drops its oldest, as on one node). Every node matches each
-//! QoS 1/2 publish against every durable session's filters (a scan of the table): fine for
-//! thousands of durable sessions, not for millions. The ops the router hands this task wait in
+//! QoS 1/2 publish against the filters of every durable session that has a subscription (a
+//! scan of the table; sessions without one, such as drivers', are not in it): fine for
+//! thousands of subscribing durable sessions, not for millions. Every node reads the whole
+//! hash every 2 s. The ops the router hands this task wait in
 //! a queue of [`OPS`](crate::router::durable::OPS); past it a publish goes live only (and its
 //! publisher gets the 0x80 above), a CONNECT is refused with 0x88, progress marks are lost.
 
@@ -93,7 +95,9 @@ pub fn sent_key(client_id: &str) -> String {
     format!("{{fleetmq:s:{client_id}}}:sent")
 }
 
-/// The table of durable sessions this node knows of (the router's [`Table`]).
+/// The table of durable sessions this node knows of (the router's [`Table`]): only those
+/// with a subscription, the only ones a publish can be queued for (a fleet's drivers with
+/// persistent sessions subscribe to nothing and cost nothing here).
 #[derive(Default)]
 pub struct Known {
     /// Replaced whole or changed in place when no reader holds it; readers clone the `Arc`
@@ -108,7 +112,8 @@ impl Known {
     }
 
     /// Replaces the table (a full read).
-    fn replace(&self, all: HashMap<Arc<str>, Record>) {
+    fn replace(&self, mut all: HashMap<Arc<str>, Record>) {
+        all.retain(|_, r| !r.subs.is_empty());
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         self.count.store(all.len(), Relaxed);
         *t = Arc::new(all);
@@ -118,7 +123,7 @@ impl Known {
     fn set(&self, client_id: &str, record: Option<Record>) {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let map = Arc::make_mut(&mut t);
-        match record.map(valid) {
+        match record.map(valid).filter(|r| !r.subs.is_empty()) {
             Some(r) => {
                 map.insert(client_id.into(), r);
             }
@@ -313,5 +318,10 @@ mod tests {
         known.set("s1", None);
         known.set("s4", None);
         assert!(ids(&message("t/x", QoS::ExactlyOnce), None).is_empty());
+        // Sessions without a subscription are not kept.
+        known.set("s2", None);
+        known.set("s3", None);
+        known.set("driver", Some(record(Vec::new())));
+        assert!(!known.any());
     }
 }
