@@ -98,6 +98,35 @@ def test_a_session_made_on_a_resumes_on_b_with_the_100_messages_published_on_c(c
     publisher.disconnect()
 
 
+def test_qos_2_messages_queued_for_a_moved_session_arrive_once(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    client_id = unique("q2")
+    base = unique("qos2")
+    topic = f"{base}/m"
+    first = persistent(a, client_id)
+    first.subscribe(f"{base}/#", qos=2)
+    first.disconnect()
+    publisher = connected(c.addr, unique("pub"))
+    wait_queued(cluster, publisher, client_id, f"{base}/probe")
+    sent = [f"q{i}".encode() for i in range(10)]
+    for p in sent:
+        publisher.publish(topic, p, qos=2)
+    resumed = persistent(b, client_id)
+    assert resumed.session_present
+    end = unique("end").encode()
+    publisher.publish(topic, end, qos=2)
+    resumed.wait_payload(end, timeout=20)
+    got = [m for m in resumed.messages if m.topic == topic]
+    assert [m.payload for m in got] == sent + [end]
+    assert all(m.qos == 2 for m in got)
+    # PUBCOMP deleted every entry and its mark.
+    wait_for(lambda: queue_len(cluster, client_id) == 0
+             and cluster.redis_reply("EXISTS", f"{{fleetmq:s:{client_id}}}:sent") == "0",
+             10, "the completed QoS 2 entries deleted")
+    resumed.disconnect()
+    publisher.disconnect()
+
+
 def test_kill_9_of_the_holding_node_loses_nothing_and_resends_unacked_with_dup(cluster):
     b, c = cluster.nodes["b"], cluster.nodes["c"]
     d = cluster.start_node("d")
