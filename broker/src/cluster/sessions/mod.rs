@@ -1,4 +1,4 @@
-//! Durable MQTT sessions across the cluster (issue 14, SPEC §11): a session with expiry > 0 on
+//! Durable MQTT sessions across the cluster (issue 14, README "Running a cluster"): a session with expiry > 0 on
 //! a `--cluster` node is kept in Redis, so that it resumes on any node — subscriptions, queued
 //! QoS 1/2 messages, and what was in flight (resent with DUP and the same packet id) — and
 //! survives `kill -9` of the node holding it. This module is the store behind the router's
