@@ -1,7 +1,7 @@
-//! Durable MQTT sessions across the cluster (issue 14, README "Running a cluster"): a session with expiry > 0 on
-//! a `--cluster` node is kept in Redis, so that it resumes on any node — subscriptions, queued
-//! QoS 1/2 messages, and what was in flight (resent with DUP and the same packet id) — and
-//! survives `kill -9` of the node holding it. This module is the store behind the router's
+//! Durable MQTT sessions across the cluster (issue 14, README "Running a cluster"): a session
+//! with expiry > 0 on a `--cluster` node is kept in Redis, so that it resumes on any node —
+//! subscriptions, queued QoS 1/2 messages, and what was in flight (resent with DUP and the
+//! same packet id) — and survives `kill -9` of the node holding it. This module is the store behind the router's
 //! `router::durable` seam. Keys: docs/redis.md#durable-sessions.
 //!
 //! # Design, and why
