@@ -105,6 +105,7 @@ impl Router {
         s.max_packet_size = req.max_packet_size;
         s.aliases = req.aliases;
         s.reader = req.reader.map(|r| Box::new(reader::Reader::new(r)));
+        let conn = req.link.id;
         s.link = Some(req.link);
         // Nothing is sent until the connection has written CONNACK and says Ready.
         s.blocked = true;
@@ -118,12 +119,17 @@ impl Router {
             .sessions
             .store(self.sessions.len() as i64, Relaxed);
         self.remote.connected(&req.client_id);
-        let _ = req.reply.send(ConnectReply {
+        let reply = ConnectReply {
             session: id,
             session_present,
             quota_exceeded: false,
             unavailable: false,
-        });
+        };
+        if req.reply.send(reply).is_err() {
+            // The connection is gone (it gave up while its session was being opened): it will
+            // never report its end, so the session is detached here, without a will.
+            self.disconnect(id, conn, false, None);
+        }
     }
 
     /// The client connected to another node (`remote::Incoming::Kick`): its connection here
