@@ -39,6 +39,20 @@ run() { # label args...
   echo "== $label (load $(cut -d' ' -f1 /proc/loadavg))"
   "$BENCH" throughput "$@" --json "$OUT/$label.json" | grep -E "clients|sent/s|received/s|delivered|latency p50|latency p99 |ack latency p50|ack latency p99 "
 }
+# PART=2: the runs added after the first session (flow-controlled flood, fixed-rate QoS 0,
+# the plain flood beside the durable one).
+if [ "${PART:-1}" = 2 ]; then
+  for r in 1 2; do
+    run "fanout-q1-flood-single-r$r" --mqtt $SINGLE --publishers 1 --subscribers 16 --qos 1 --duration "$DUR"
+    run "fanout-q1-flood-cluster-r$r" --mqtt $CLUSTER --publishers 1 --subscribers 16 --qos 1 --duration "$DUR"
+  done
+  run "fanout-q0-rate-single-r1" --mqtt $SINGLE --publishers 1 --subscribers 16 --qos 0 --rate 10000 --duration "$DUR"
+  run "fanout-q0-rate-cluster-r1" --mqtt $CLUSTER --publishers 1 --subscribers 16 --qos 0 --rate 10000 --duration "$DUR"
+  run "durable-off-flood" --mqtt 127.0.0.1:21301,127.0.0.1:21302 --qos 1 --duration "$DUR"
+  run "durable-on-flood2" --mqtt 127.0.0.1:21301,127.0.0.1:21302 --qos 1 --duration "$DUR" --session-expiry 30
+  redis-cli -p 26479 info commandstats | grep -E "cmdstat_(xadd|xrange|xdel|hset|eval)"
+  exit 0
+fi
 # 1. Fan-out 1→16: publisher on n1, 16 subscribers on n2 and n3 (8 each) vs all on one node.
 for r in 1 2; do
   run "fanout-q0-single-r$r" --mqtt $SINGLE --publishers 1 --subscribers 16 --qos 0 --duration "$DUR"

@@ -183,6 +183,14 @@ impl Router {
             tokio::select! {
                 biased;
                 Some((session, conn)) = self.ready_rx.recv() => self.ready(session, conn),
+                // Before client messages: the store's answers (opened sessions, queued
+                // messages) only follow ops the router gave it, so they cannot starve the
+                // clients, and a flood must not starve them (the store would stall behind
+                // them). Never ready without a store of durable sessions.
+                Some(event) = std::future::poll_fn(|cx| match &mut self.durable {
+                    Some(d) => d.events.poll_recv(cx),
+                    None => std::task::Poll::Pending,
+                }) => self.stored(event),
                 msg = self.rx.recv() => match msg {
                     Some(m) => self.handle(m),
                     None => break,
@@ -191,11 +199,6 @@ impl Router {
                 Some(incoming) = std::future::poll_fn(|cx| self.remote.poll_incoming(cx)) => {
                     self.incoming(incoming);
                 }
-                // Never ready without a store of durable sessions.
-                Some(event) = std::future::poll_fn(|cx| match &mut self.durable {
-                    Some(d) => d.events.poll_recv(cx),
-                    None => std::task::Poll::Pending,
-                }) => self.stored(event),
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.expire(now);

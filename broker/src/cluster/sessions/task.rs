@@ -103,8 +103,12 @@ impl Task {
     /// Runs ops in order; consecutive writes go out together.
     async fn ops(&mut self, ops: impl Iterator<Item = Op>) {
         let mut writes = Writes::default();
+        // A session's queue is read once per batch: a second read would find at most what
+        // came after the first, which its wake or the poll brings anyway.
+        let mut read: HashSet<Arc<str>> = HashSet::new();
         for op in ops {
             match op {
+                Op::Read { client_id, .. } if read.contains(&client_id) => {}
                 Op::Persist {
                     message,
                     targets,
@@ -156,6 +160,9 @@ impl Task {
                     writes.cmds.push((key, cmd));
                 }
                 other => {
+                    if let Op::Read { client_id, .. } = &other {
+                        read.insert(client_id.clone());
+                    }
                     self.flush(std::mem::take(&mut writes)).await;
                     self.op(other).await;
                 }
@@ -207,6 +214,8 @@ impl Task {
             self.publisher.publish(&inbox(&node), frame::wake(&ids));
         }
         if !wake_here.is_empty() {
+            // Waits while the router is behind: it reads these events before its clients'
+            // messages, so the wait is short, and nothing is lost.
             let _ = self
                 .events
                 .send(Event::Wake {
