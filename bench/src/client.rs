@@ -40,6 +40,9 @@ pub struct ConnectOptions {
     /// Initial capacity of each of the read and write buffers, bytes: small for the thousands of
     /// mostly idle drivers, larger for throughput clients.
     pub buffer: usize,
+    /// v5 Session Expiry Interval to ask for (a session that outlives the connection; on a
+    /// fleetmq cluster a durable one, kept in Redis); `None`: ends with the connection.
+    pub session_expiry: Option<u32>,
 }
 
 impl ConnectOptions {
@@ -52,6 +55,7 @@ impl ConnectOptions {
             bind: None,
             receive_maximum: None,
             buffer: 16 * 1024,
+            session_expiry: None,
         }
     }
 }
@@ -100,6 +104,7 @@ pub async fn connect(addr: SocketAddr, opts: &ConnectOptions) -> Result<(Reader,
     };
     let properties = Properties {
         receive_maximum: opts.receive_maximum,
+        session_expiry_interval: opts.session_expiry,
         ..Properties::default()
     };
     writer.queue(&Packet::Connect(Connect {

@@ -9,6 +9,11 @@
 //! latency needs no clock synchronisation. After `--duration` the publishers stop and subscribers
 //! drain until one second passes without a message (at most 10 s). With `--rate`, publishers
 //! pace themselves to that total rate instead of flooding.
+//!
+//! `--mqtt A,B,C` spreads the clients over the nodes of a cluster: publishers on the first,
+//! subscribers in turn over the others (cross-node fan-out). `--session-expiry` makes the
+//! subscribers' sessions outlive their connections (durable sessions on a fleetmq cluster).
+//! At QoS 1/2 the publishers also time each publish until its PUBACK/PUBCOMP (`ack_us`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,9 +41,14 @@ const DRAIN_MAX: Duration = Duration::from_secs(10);
 /// The `throughput` workload.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Broker address, HOST:PORT (loopback only).
+    /// Broker address, HOST:PORT (loopback only); a comma-separated list spreads the clients
+    /// over a cluster's nodes: publishers on the first, subscribers over the others in turn.
     #[arg(long)]
     pub mqtt: String,
+    /// The subscribers ask for this v5 Session Expiry Interval, seconds (their sessions
+    /// outlive the connection: durable sessions on a fleetmq cluster).
+    #[arg(long)]
+    pub session_expiry: Option<u32>,
     /// Publishing clients.
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
@@ -90,10 +100,13 @@ pub struct Figures {
     pub received_per_sec: f64,
     /// Publish→receive latency, microseconds.
     pub latency_us: Latency,
+    /// QoS 1/2: publish → PUBACK/PUBCOMP, microseconds.
+    pub ack_us: Option<Latency>,
 }
 
 /// What one publisher did.
 struct PubResult {
+    acks: Histogram<u64>,
     sent: u64,
 }
 
@@ -110,7 +123,17 @@ struct SubResult {
 /// # Errors
 /// Bad arguments, an unreachable broker, or every client failing.
 pub async fn run(args: Args) -> Result<Figures> {
-    let addr = crate::target::loopback(&args.mqtt)?;
+    let addrs = args
+        .mqtt
+        .split(',')
+        .map(|a| crate::target::loopback(a.trim()))
+        .collect::<Result<Vec<_>>>()?;
+    let pub_addr = addrs[0];
+    let sub_addrs = if addrs.len() > 1 {
+        &addrs[1..]
+    } else {
+        &addrs[..]
+    };
     if args.size < 8 {
         bail!("--size must be at least 8 bytes (the send timestamp)");
     }
@@ -131,8 +154,9 @@ pub async fn run(args: Args) -> Result<Figures> {
     // Subscribers first, all subscribed before anyone publishes.
     let mut subs = Vec::new();
     for i in 0..args.subscribers {
-        let opts = ConnectOptions::new(args.protocol, format!("bench-sub-{run_id}-{i}"));
-        let (mut r, mut w, _) = client::connect(addr, &opts).await?;
+        let mut opts = ConnectOptions::new(args.protocol, format!("bench-sub-{run_id}-{i}"));
+        opts.session_expiry = args.session_expiry;
+        let (mut r, mut w, _) = client::connect(sub_addrs[i % sub_addrs.len()], &opts).await?;
         let filter = args.filter.clone().unwrap_or_else(|| format!("{prefix}/+"));
         client::subscribe(&mut r, &mut w, &[filter], qos).await?;
         subs.push((r, w));
@@ -150,7 +174,7 @@ pub async fn run(args: Args) -> Result<Figures> {
     let mut pubs = Vec::new();
     for i in 0..args.publishers {
         let opts = ConnectOptions::new(args.protocol, format!("bench-pub-{run_id}-{i}"));
-        let (r, w, session) = client::connect(addr, &opts).await?;
+        let (r, w, session) = client::connect(pub_addr, &opts).await?;
         let window = args.inflight.min(session.receive_maximum).max(1);
         pubs.push((r, w, window, ByteString::from(format!("{prefix}/{i}"))));
     }
@@ -174,9 +198,13 @@ pub async fn run(args: Args) -> Result<Figures> {
     }
 
     let mut sent = 0;
+    let mut acks = report::histogram();
     while let Some(joined) = pub_tasks.join_next().await {
         match joined {
-            Ok(Ok(p)) => sent += p.sent,
+            Ok(Ok(p)) => {
+                sent += p.sent;
+                acks.add(&p.acks).ok();
+            }
             Ok(Err(e)) => eprintln!("publisher failed: {e:#}"),
             Err(e) => eprintln!("publisher task failed: {e}"),
         }
@@ -213,6 +241,7 @@ pub async fn run(args: Args) -> Result<Figures> {
             received as f64 / receive_secs
         },
         latency_us: Latency::of(&histogram),
+        ack_us: (qos != QoS::AtMostOnce).then(|| Latency::of(&acks)),
     };
     print(&args, &figures);
     report::write_json(args.json.as_deref(), &figures)?;
@@ -248,6 +277,13 @@ fn print(args: &Args, f: &Figures) {
         ),
     ];
     rows.extend(f.latency_us.rows());
+    if let Some(acks) = &f.ack_us {
+        rows.extend(
+            acks.rows()
+                .into_iter()
+                .map(|(k, v)| (format!("ack {k}"), v)),
+        );
+    }
     report::print_table("throughput", &rows);
 }
 
@@ -266,8 +302,8 @@ struct PubJob {
 
 /// What the read half of a QoS 1/2 publisher tells the write half.
 enum AckEvent {
-    /// PUBACK (QoS 1) or PUBCOMP (QoS 2): a window slot is free.
-    Done,
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) for this packet id: a window slot is free.
+    Done(u16),
     /// PUBREC: answer with PUBREL.
     Received(u16),
 }
@@ -279,10 +315,15 @@ async fn publisher(reader: Reader, mut w: Writer, job: PubJob) -> Result<PubResu
     let mut sent = 0u64;
     let mut inflight = 0u16;
     let mut pkid = 0u16;
+    let mut clock = AckClock {
+        sent_ns: vec![0; usize::from(u16::MAX) + 1],
+        epoch: job.epoch,
+        histogram: report::histogram(),
+    };
     let grace_end = job.end + DRAIN_MAX;
     loop {
         while let Ok(ev) = rx.try_recv() {
-            on_ack(&mut w, ev, &mut inflight)?;
+            on_ack(&mut w, ev, &mut inflight, &mut clock)?;
         }
         let now = Instant::now();
         if now >= job.end && (inflight == 0 || now >= grace_end) {
@@ -311,6 +352,7 @@ async fn publisher(reader: Reader, mut w: Writer, job: PubJob) -> Result<PubResu
                 // The payload is the tail of the encoded packet: stamp its first 8 bytes in place.
                 let ns = job.epoch.elapsed().as_nanos() as u64;
                 w.stamp_tail(job.size, &ns.to_le_bytes());
+                clock.sent_ns[usize::from(pkid)] = ns;
                 batch += 1;
                 if job.qos != QoS::AtMostOnce {
                     inflight += 1;
@@ -330,7 +372,7 @@ async fn publisher(reader: Reader, mut w: Writer, job: PubJob) -> Result<PubResu
                 until = until.min(next_due);
             }
             match tokio::time::timeout_at(until.into(), rx.recv()).await {
-                Ok(Some(ev)) => on_ack(&mut w, ev, &mut inflight)?,
+                Ok(Some(ev)) => on_ack(&mut w, ev, &mut inflight, &mut clock)?,
                 Ok(None) => bail!("broker closed the publisher's connection"),
                 Err(_) => {}
             }
@@ -338,12 +380,33 @@ async fn publisher(reader: Reader, mut w: Writer, job: PubJob) -> Result<PubResu
     }
     w.flush().await?;
     read_task.abort();
-    Ok(PubResult { sent })
+    Ok(PubResult {
+        sent,
+        acks: clock.histogram,
+    })
 }
 
-fn on_ack(w: &mut Writer, ev: AckEvent, inflight: &mut u16) -> Result<()> {
+/// Send times of the publishes in flight, by packet id, and the publish → ack histogram.
+struct AckClock {
+    sent_ns: Vec<u64>,
+    epoch: Instant,
+    histogram: Histogram<u64>,
+}
+
+impl AckClock {
+    fn done(&mut self, pkid: u16) {
+        let ns = self.epoch.elapsed().as_nanos() as u64;
+        let sent = self.sent_ns[usize::from(pkid)];
+        report::record(&mut self.histogram, ns.saturating_sub(sent) / 1000);
+    }
+}
+
+fn on_ack(w: &mut Writer, ev: AckEvent, inflight: &mut u16, clock: &mut AckClock) -> Result<()> {
     match ev {
-        AckEvent::Done => *inflight = inflight.saturating_sub(1),
+        AckEvent::Done(pkid) => {
+            *inflight = inflight.saturating_sub(1);
+            clock.done(pkid);
+        }
         AckEvent::Received(pkid) => w.ack(AckKind::Rel, pkid)?,
     }
     Ok(())
@@ -352,7 +415,7 @@ fn on_ack(w: &mut Writer, ev: AckEvent, inflight: &mut u16) -> Result<()> {
 async fn read_acks(mut r: Reader, tx: mpsc::Sender<AckEvent>) -> Result<()> {
     while let Some(packet) = r.next().await? {
         let ev = match packet {
-            Packet::PubAck(_) | Packet::PubComp(_) => AckEvent::Done,
+            Packet::PubAck(p) | Packet::PubComp(p) => AckEvent::Done(p.pkid),
             Packet::PubRec(p) => AckEvent::Received(p.pkid),
             Packet::Disconnect(d) => bail!("broker sent DISCONNECT {:#04x}", d.reason),
             _ => continue,

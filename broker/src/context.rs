@@ -69,6 +69,9 @@ pub struct Context {
     /// With `--cluster`: this node's vehicle leases (a fix is processed only under one); set
     /// once, before any connection is accepted.
     pub leases: std::sync::OnceLock<Arc<crate::cluster::lease::Leases>>,
+    /// With `--cluster`: the durable sessions the cluster knows of (a QoS 1/2 publish that may
+    /// be queued for one is acknowledged once stored); set once, before any connection.
+    pub durable: std::sync::OnceLock<Arc<dyn crate::router::durable::Table>>,
     /// The local SOS log in `--data-dir`; set once by the server, before any connection.
     pub sos_log: std::sync::OnceLock<Arc<crate::sos_log::SosLog>>,
     /// Connect rate, publish rate and failed-login back-off (`limits`).
@@ -102,6 +105,7 @@ impl Context {
             persist: std::sync::OnceLock::new(),
             history: std::sync::OnceLock::new(),
             leases: std::sync::OnceLock::new(),
+            durable: std::sync::OnceLock::new(),
             sos_log: std::sync::OnceLock::new(),
             guard: Guard::new(0, 0),
             next_conn: AtomicU64::new(1),

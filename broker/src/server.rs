@@ -304,6 +304,22 @@ impl Broker {
             .map_err(config_error)?;
             router.set_remote(Box::new(remote));
         }
+        // Durable sessions across nodes: their records and queues in Redis.
+        let durable = match (&cluster, &target) {
+            (Some(c), Some(target)) => {
+                let (link, table) = cluster::sessions::start(
+                    target,
+                    c.node.clone(),
+                    c.membership.clone(),
+                    self.config.max_queued,
+                    token.clone(),
+                )
+                .map_err(config_error)?;
+                router.set_durable(link);
+                Some(table)
+            }
+            _ => None,
+        };
         let ingest = Arc::new(
             Ingest::new(
                 self.network.clone(),
@@ -340,6 +356,9 @@ impl Broker {
         if let Some(history) = &self.history {
             let _ = ctx.history.set(history.clone());
             history.start();
+        }
+        if let Some(table) = durable {
+            let _ = ctx.durable.set(table);
         }
         let router_task = tokio::spawn(router.run(token.clone().cancelled_owned()));
         // Restored state goes into ingest, the hub and the retained tree before any listener

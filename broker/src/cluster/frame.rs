@@ -4,8 +4,12 @@
 //!   the `$share/G/F` bytes), then the retained stamp (u16 length and bytes, empty unless the
 //!   message is retained; `routing` orders retained sets and clears by it), then the message as an MQTT v5 PUBLISH packet written by the
 //!   codec (its properties carry the remaining message expiry). Reusing the wire format
-//!   keeps every property a client gave.
+//!   keeps every property a client gave. Between the stamp and the PUBLISH, the client ids
+//!   (u16 count, each a u16 length and bytes) of the durable sessions the sender queued the
+//!   message for (`sessions`): the receiver does not deliver it to them live.
 //! - `K`, then a client id: that client connected to the sending node.
+//! - `W`, then client ids as above: messages were queued for these durable sessions, which
+//!   the receiver holds; it reads their queues.
 //!
 //! Frames come from other fleetmq nodes through Redis, but Redis is reachable by others:
 //! a frame that does not parse is an error, never a panic.
@@ -41,21 +45,10 @@ pub struct Received {
 
 /// A message for another node, which serves the groups in `shared` of it; `stamp` orders a
 /// retained message (`""` for others).
-pub fn publish(message: &Message, shared: &[&str], stamp: &str) -> Bytes {
+pub fn publish(message: &Message, shared: &[&str], stamp: &str, durable: &[Arc<str>]) -> Bytes {
     let mut out = BytesMut::new();
     out.put_u8(b'P');
-    // At most u16::MAX groups and names of at most u16::MAX bytes: filters are MQTT strings.
-    let shared: Vec<&str> = shared
-        .iter()
-        .copied()
-        .filter(|s| u16::try_from(s.len()).is_ok())
-        .take(usize::from(u16::MAX))
-        .collect();
-    out.put_u16(shared.len() as u16);
-    for s in &shared {
-        out.put_u16(s.len() as u16);
-        out.put_slice(s.as_bytes());
-    }
+    put_strs(&mut out, shared.iter().copied());
     // A stamp is a few dozen bytes (`routing::stamp`).
     let stamp = if u16::try_from(stamp.len()).is_ok() {
         stamp
@@ -64,6 +57,7 @@ pub fn publish(message: &Message, shared: &[&str], stamp: &str) -> Bytes {
     };
     out.put_u16(stamp.len() as u16);
     out.put_slice(stamp.as_bytes());
+    put_strs(&mut out, durable.iter().map(|s| &**s));
     let delivery = Delivery {
         message: Arc::new(Message {
             topic: message.topic.clone(),
@@ -77,6 +71,7 @@ pub fn publish(message: &Message, shared: &[&str], stamp: &str) -> Bytes {
         qos: message.qos,
         retain: message.retain,
         sub_ids: Vec::new(),
+        entry: None,
     };
     let properties = delivery.wire_properties(None, Instant::now());
     let packet = PublishRef {
@@ -90,6 +85,37 @@ pub fn publish(message: &Message, shared: &[&str], stamp: &str) -> Bytes {
     };
     // The message came from a valid PUBLISH or the broker: it fits MQTT's lengths.
     let _ = fleetmq_codec::encode_publish(&packet, Protocol::V5, usize::MAX, &mut out);
+    out.freeze()
+}
+
+/// A u16 count and each string as a u16 length and bytes; at most u16::MAX strings of at most
+/// u16::MAX bytes (filters and client ids are MQTT strings: they fit).
+fn put_strs<'a>(out: &mut BytesMut, strs: impl Iterator<Item = &'a str>) {
+    let strs: Vec<&str> = strs
+        .filter(|s| u16::try_from(s.len()).is_ok())
+        .take(usize::from(u16::MAX))
+        .collect();
+    out.put_u16(strs.len() as u16);
+    for s in &strs {
+        out.put_u16(s.len() as u16);
+        out.put_slice(s.as_bytes());
+    }
+}
+
+fn take_strs(frame: &mut Bytes, what: &'static str) -> Result<Vec<Box<str>>, FrameError> {
+    let count = take_u16(frame)?;
+    let mut out = Vec::with_capacity(usize::from(count).min(64));
+    for _ in 0..count {
+        out.push(take_str(frame, what)?);
+    }
+    Ok(out)
+}
+
+/// Tells a node that messages were queued for these durable sessions it holds.
+pub fn wake(client_ids: &[&str]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(b'W');
+    put_strs(&mut out, client_ids.iter().copied());
     out.freeze()
 }
 
@@ -120,13 +146,16 @@ pub fn read(mut frame: Bytes) -> Result<Received, FrameError> {
                 stamp: "".into(),
             })
         }
+        b'W' => Ok(Received {
+            incoming: Incoming::Wake {
+                client_ids: take_strs(&mut frame, "client id")?,
+            },
+            stamp: "".into(),
+        }),
         b'P' => {
-            let count = take_u16(&mut frame)?;
-            let mut shared = Vec::with_capacity(usize::from(count).min(64));
-            for _ in 0..count {
-                shared.push(take_str(&mut frame, "group name")?);
-            }
+            let shared = take_strs(&mut frame, "group name")?;
             let stamp = take_str(&mut frame, "stamp")?;
+            let durable = take_strs(&mut frame, "client id")?;
             let mut buf = BytesMut::from(&frame[..]);
             let Some(Packet::Publish(mut p)) =
                 fleetmq_codec::decode(&mut buf, Protocol::V5, MAX_FRAME)?
@@ -148,7 +177,11 @@ pub fn read(mut frame: Bytes) -> Result<Received, FrameError> {
                 origin: Origin::Broker,
             });
             Ok(Received {
-                incoming: Incoming::Publish { message, shared },
+                incoming: Incoming::Publish {
+                    message,
+                    shared,
+                    durable,
+                },
                 stamp,
             })
         }
@@ -196,9 +229,15 @@ mod tests {
             expires_at: Some(Instant::now() + Duration::from_secs(60)),
             origin: Origin::Broker,
         };
-        let received = read(publish(&m, &["$share/g/a/+"], "stamp")).expect("frame");
+        let durable: Arc<str> = "d1".into();
+        let received = read(publish(&m, &["$share/g/a/+"], "stamp", &[durable])).expect("frame");
         assert_eq!(&*received.stamp, "stamp");
-        let Incoming::Publish { message, shared } = received.incoming else {
+        let Incoming::Publish {
+            message,
+            shared,
+            durable,
+        } = received.incoming
+        else {
             panic!("not a publish");
         };
         assert_eq!(&*message.topic, "a/b");
@@ -208,6 +247,7 @@ mod tests {
         assert_eq!(message.properties(), &properties);
         assert!(message.expires_at.is_some());
         assert_eq!(shared, vec![Box::from("$share/g/a/+")]);
+        assert_eq!(durable, vec![Box::from("d1")]);
     }
 
     #[test]
@@ -215,12 +255,16 @@ mod tests {
         assert!(
             matches!(read(kick("x")), Ok(Received { incoming: Incoming::Kick { client_id }, .. }) if &*client_id == "x")
         );
+        assert!(
+            matches!(read(wake(&["a", "b"])), Ok(Received { incoming: Incoming::Wake { client_ids }, .. }) if client_ids.len() == 2 && &*client_ids[1] == "b")
+        );
         for bad in [
             &b""[..],
+            b"W\x00\x02\x00\x01a",
             b"Z",
             b"P\x00",
             b"P\x00\x01\x00\x05ab",
-            b"P\x00\x00\x00\x00\x30\x7f",
+            b"P\x00\x00\x00\x00\x00\x00\x30\x7f",
             b"P\x00\x00\x00\x09ab",
         ] {
             assert!(read(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");

@@ -47,7 +47,9 @@
 //!   nodes whose filters match, shared groups once cluster-wide, client id takeover and the
 //!   shared retained store; the router's `Remote` in a cluster.
 //! - `route_sync`: the Redis side of routing (route sets, client id claims, retained writes).
-//! - `frame`: what one node sends another's inbox (a PUBLISH with the groups it serves, a kick).
+//! - `frame`: what one node sends another's inbox (a PUBLISH with the groups it serves, a kick,
+//!   a wake for durable sessions).
+//! - `sessions`: durable MQTT sessions in Redis: resumed on any node, surviving their node.
 
 pub mod bus;
 pub mod frame;
@@ -57,6 +59,7 @@ pub mod orphans;
 pub mod outputs;
 mod route_sync;
 pub mod routing;
+pub mod sessions;
 mod sharded;
 
 use std::sync::{Arc, OnceLock};

@@ -220,11 +220,20 @@ impl ClusterRemote {
     /// newest of its topic is delivered as a plain message, not stored.
     fn accept(&mut self, received: frame::Received) -> Incoming {
         let frame::Received { incoming, stamp } = received;
-        let Incoming::Publish { message, shared } = incoming else {
+        let Incoming::Publish {
+            message,
+            shared,
+            durable,
+        } = incoming
+        else {
             return incoming;
         };
         if !message.retain || stamp.is_empty() {
-            return Incoming::Publish { message, shared };
+            return Incoming::Publish {
+                message,
+                shared,
+                durable,
+            };
         }
         let topic: &str = &message.topic;
         if self.stamps.get(topic).is_some_and(|seen| *seen >= stamp) {
@@ -237,10 +246,18 @@ impl ClusterRemote {
                 expires_at: message.expires_at,
                 origin: Origin::Broker,
             });
-            return Incoming::Publish { message, shared };
+            return Incoming::Publish {
+                message,
+                shared,
+                durable,
+            };
         }
         self.remember(topic, stamp);
-        Incoming::Publish { message, shared }
+        Incoming::Publish {
+            message,
+            shared,
+            durable,
+        }
     }
 }
 
@@ -249,7 +266,7 @@ impl ClusterRemote {
 /// entities (`gtfsrt/...`), which stay on the node that processed the vehicle (README
 /// "Running a cluster"; forwarding them would make each vehicle update a retained write to
 /// every node and to Redis).
-fn is_output(message: &Message) -> bool {
+pub(super) fn is_output(message: &Message) -> bool {
     message.origin == Origin::Broker
         && ["vehicles/", "events/", "gtfsrt/"]
             .iter()
@@ -257,7 +274,7 @@ fn is_output(message: &Message) -> bool {
 }
 
 impl Remote for ClusterRemote {
-    fn forward(&mut self, message: &Arc<Message>) {
+    fn forward(&mut self, message: &Arc<Message>, durable: &[Arc<str>]) {
         if is_output(message) {
             return;
         }
@@ -298,13 +315,16 @@ impl Remote for ClusterRemote {
         }
         for ((node, _), (direct, groups)) in table.iter().zip(&sends) {
             if *direct || !groups.is_empty() {
-                self.publisher
-                    .publish(&inbox(node), frame::publish(message, groups, &stamp));
+                self.publisher.publish(
+                    &inbox(node),
+                    frame::publish(message, groups, &stamp, durable),
+                );
             }
         }
         drop(table);
         if message.retain {
-            let frame = (!message.payload.is_empty()).then(|| frame::publish(message, &[], &stamp));
+            let frame =
+                (!message.payload.is_empty()).then(|| frame::publish(message, &[], &stamp, &[]));
             self.command(Command::Retain {
                 topic: message.topic.to_string(),
                 stamp,

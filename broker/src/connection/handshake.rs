@@ -214,6 +214,13 @@ pub async fn accept(ctx: &Context, c: Connect, cert_cn: Option<&str>) -> Result<
         .await
         .map_err(|_| unavailable())?;
     let reply = reply_rx.await.map_err(|_| unavailable())?;
+    if reply.unavailable {
+        return Err(refuse(
+            protocol,
+            reason::SERVER_UNAVAILABLE,
+            "the cluster's session store (Redis) is unavailable",
+        ));
+    }
     if reply.quota_exceeded {
         return Err(refuse(
             protocol,

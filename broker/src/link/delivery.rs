@@ -19,6 +19,9 @@ pub struct Delivery {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: Vec<u32>,
+    /// The entry of a durable session's queue this delivery came from (`router::durable`):
+    /// reported sent and acknowledged to the store.
+    pub entry: Option<crate::router::durable::EntryId>,
 }
 
 impl Delivery {
@@ -112,6 +115,7 @@ mod tests {
             qos,
             retain: false,
             sub_ids: ids,
+            entry: None,
         }
     }
 

@@ -45,6 +45,9 @@ pub struct ConnectReply {
     pub session_present: bool,
     /// Refused: a new session past `--max-sessions` (CONNACK 0x97); no session was made.
     pub quota_exceeded: bool,
+    /// Refused: the session had to be opened in the cluster's session store (Redis) and it
+    /// could not be reached (CONNACK 0x88); no session was made.
+    pub unavailable: bool,
 }
 
 /// Options of one subscription (MQTT 5 subscription options plus the identifier).
@@ -79,6 +82,14 @@ pub enum RouterMsg {
     Publish {
         message: Arc<Message>,
         qos2_pkid: Option<(SessionId, u16)>,
+    },
+    /// A QoS 1/2 PUBLISH while the cluster knows durable sessions (`router::durable`): the
+    /// reply says, once its copies for durable subscribers are stored, whether they all
+    /// were; the publisher is acknowledged only then.
+    PublishPersisted {
+        message: Arc<Message>,
+        qos2_pkid: Option<(SessionId, u16)>,
+        reply: oneshot::Sender<bool>,
     },
     /// A client's retained publish near the retained limits: routed only when the store admits
     /// it; the reply says whether it did (else the client gets PUBACK 0x97).

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use fleetmq_codec::reason;
 
+use super::durable::Resumed;
 use super::session::Session;
+use super::stored::End;
 use super::{Router, reader};
 use crate::link::{ConnId, ConnectReply, ConnectRequest, SessionId, Will};
 use crate::message::{Message, Origin};
@@ -22,6 +24,15 @@ pub(super) struct PendingWill {
 
 impl Router {
     pub(super) fn connect(&mut self, req: ConnectRequest) {
+        // A durable session is opened in the store first (`stored`).
+        if let Some(req) = self.park(req) {
+            self.connect_now(req, None);
+        }
+    }
+
+    /// Attaches the connection: to the local session, to `resumed` (read back from the
+    /// store), or to a new one.
+    pub(super) fn connect_now(&mut self, req: ConnectRequest, resumed: Option<Resumed>) {
         let now = Instant::now();
         let existing = self.by_client.get(&req.client_id).copied();
         // A pending delayed will of this client is cancelled by its reconnect.
@@ -45,7 +56,8 @@ impl Router {
                     self.publish_will(will);
                 }
                 if req.clean_start {
-                    self.end_session(id);
+                    // The store was told by `park`.
+                    self.end_session(id, End::Silent);
                     None
                 } else {
                     session_present = true;
@@ -60,9 +72,12 @@ impl Router {
                 session: SessionId(0),
                 session_present: false,
                 quota_exceeded: true,
+                unavailable: false,
             });
             return;
         }
+        let resumed = resumed.filter(|_| id.is_none());
+        session_present |= resumed.is_some();
         let id = id.unwrap_or_else(|| {
             let id = SessionId(self.next_session);
             self.next_session += 1;
@@ -71,6 +86,16 @@ impl Router {
             self.by_client.insert(req.client_id.clone(), id);
             id
         });
+        let store = self.session_store(req.expiry_interval);
+        if let Some(s) = self.sessions.get_mut(&id) {
+            match (&mut s.store, store) {
+                (Some(_), Some(_)) => {}
+                (slot, store) => *slot = store.map(Box::new),
+            }
+        }
+        if let Some(r) = resumed {
+            self.take_back(id, r);
+        }
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -80,6 +105,7 @@ impl Router {
         s.max_packet_size = req.max_packet_size;
         s.aliases = req.aliases;
         s.reader = req.reader.map(|r| Box::new(reader::Reader::new(r)));
+        let conn = req.link.id;
         s.link = Some(req.link);
         // Nothing is sent until the connection has written CONNACK and says Ready.
         s.blocked = true;
@@ -93,11 +119,17 @@ impl Router {
             .sessions
             .store(self.sessions.len() as i64, Relaxed);
         self.remote.connected(&req.client_id);
-        let _ = req.reply.send(ConnectReply {
+        let reply = ConnectReply {
             session: id,
             session_present,
             quota_exceeded: false,
-        });
+            unavailable: false,
+        };
+        if req.reply.send(reply).is_err() {
+            // The connection is gone (it gave up while its session was being opened): it will
+            // never report its end, so the session is detached here, without a will.
+            self.disconnect(id, conn, false, None);
+        }
     }
 
     /// The client connected to another node (`remote::Incoming::Kick`): its connection here
@@ -122,7 +154,7 @@ impl Router {
         {
             self.publish_will(will);
         }
-        self.end_session(id);
+        self.end_session(id, End::Drop);
     }
 
     pub(super) fn disconnect(
@@ -160,12 +192,15 @@ impl Router {
             }
         }
         if expiry_interval == 0 {
-            self.end_session(session);
-        } else if expiry_interval != u32::MAX
+            self.end_session(session, End::Forget);
+            return;
+        }
+        if expiry_interval != u32::MAX
             && let Some(s) = self.sessions.get_mut(&session)
         {
             s.expires_at = Some(now + Duration::from_secs(expiry_interval.into()));
         }
+        self.save(session, Box::new(|_| {}));
     }
 
     fn publish_will(&mut self, will: Will) {
@@ -183,14 +218,16 @@ impl Router {
         self.route(message);
     }
 
-    fn end_session(&mut self, id: SessionId) {
+    /// Ends the session here; `end` says what becomes of a durable session's stored copy.
+    pub(super) fn end_session(&mut self, id: SessionId, end: End) {
         let Some(s) = self.sessions.remove(&id) else {
             return;
         };
+        Router::ended_stored(&s, end);
         if self.by_client.get(&s.client_id) == Some(&id) {
             self.by_client.remove(&s.client_id);
         }
-        for f in s.filters.iter().flat_map(|f| f.iter()) {
+        for f in s.filters.iter().flat_map(|f| f.keys()) {
             if let Ok((group, filter)) = topic::parse_shared(f)
                 && self.subs.unsubscribe(id, group, filter)
             {
@@ -216,7 +253,7 @@ impl Router {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            self.end_session(id);
+            self.end_session(id, End::Forget);
         }
         if self.delayed_wills.iter().any(|w| w.at <= now) {
             let (fire, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed_wills)

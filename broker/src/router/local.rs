@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use fleetmq_codec::QoS;
 
-use super::Router;
 use super::subscriptions::Target;
+use super::{Router, durable};
 use crate::link::{Delivery, SessionId};
 use crate::message::{Message, Origin};
 
@@ -26,13 +26,19 @@ pub(super) enum Groups<'a> {
 impl Router {
     /// Delivers a message published on this node to every matching subscription.
     pub(super) fn route_local(&mut self, message: &Arc<Message>) {
-        self.route_local_with(message, Groups::All);
+        self.route_local_with::<Box<str>>(message, Groups::All, &[]);
     }
 
     /// Delivers a message to every matching subscription (of shared groups, those `groups`
     /// names): one copy per session, with the highest matching QoS and every matching
-    /// subscription identifier.
-    pub(super) fn route_local_with(&mut self, message: &Arc<Message>, groups: Groups<'_>) {
+    /// subscription identifier. The durable sessions in `durable` get their QoS 1/2 copy from
+    /// their queue instead (`stored`).
+    pub(super) fn route_local_with<S: AsRef<str>>(
+        &mut self,
+        message: &Arc<Message>,
+        groups: Groups<'_>,
+        durable: &[S],
+    ) {
         if message.retain {
             // A client's publish that raced past the connection's check is delivered but not
             // retained; the broker's own `vehicles/{id}` are bounded by --max-vehicles instead.
@@ -60,7 +66,7 @@ impl Router {
                 .is_some_and(|s| s.reader.as_ref().is_none_or(|r| r.may_read_uncached(topic)))
         };
         self.subs.for_each_match(topic, |t| match t {
-            Target::Direct(s, o) => targets.push((s, o)),
+            Target::Direct(s, o) => targets.push((s, o, false)),
             Target::Shared(g) => {
                 if let Groups::Only(names) = groups
                     && !names.iter().any(|n| **n == *g.name())
@@ -69,12 +75,20 @@ impl Router {
                 }
                 let connected =
                     |id| readable(id) && sessions.get(&id).is_some_and(|s| s.is_connected());
-                if let Some(p) = g.pick(connected, readable) {
-                    targets.push(p);
+                if let Some((s, o)) = g.pick(connected, readable) {
+                    targets.push((s, o, true));
                 }
             }
         });
-        targets.sort_unstable_by_key(|(s, _)| *s);
+        targets.sort_unstable_by_key(|(s, _, _)| *s);
+        // A durable session's QoS 1/2 copy that the publishing node did not queue (its table
+        // did not have the session yet) is queued here instead of being delivered live.
+        let queue_here = self
+            .durable
+            .as_ref()
+            .filter(|d| message.qos != QoS::AtMostOnce && d.table.queues(message))
+            .map(|d| d.node.clone());
+        let mut unstored = Vec::new();
         let mut i = 0;
         while i < targets.len() {
             let sid = targets[i].0;
@@ -82,8 +96,10 @@ impl Router {
             let mut retain = false;
             let mut sub_ids = Vec::new();
             let mut any = false;
+            let mut shared = false;
             while i < targets.len() && targets[i].0 == sid {
                 let o = targets[i].1;
+                shared |= targets[i].2;
                 i += 1;
                 if o.no_local && message.origin == Origin::Session(sid) {
                     continue;
@@ -97,6 +113,21 @@ impl Router {
                 continue;
             }
             if let Some(s) = self.sessions.get_mut(&sid) {
+                if qos != QoS::AtMostOnce && s.store.is_some() {
+                    if durable.iter().any(|c| c.as_ref() == &*s.client_id) {
+                        continue;
+                    }
+                    if let Some(node) = queue_here.as_ref().filter(|_| !shared) {
+                        unstored.push(durable::Target {
+                            client_id: s.client_id.clone(),
+                            node: node.clone(),
+                            qos,
+                            retain,
+                            sub_ids,
+                        });
+                        continue;
+                    }
+                }
                 // docs/security.md: every message is checked against the reader's rights; the
                 // decision is cached per topic, so `#` under a long ACL stays fast.
                 if s.reader
@@ -111,6 +142,7 @@ impl Router {
                         qos,
                         retain,
                         sub_ids,
+                        entry: None,
                     },
                     (self.config.max_queued, self.config.max_queued_bytes),
                     now,
@@ -119,5 +151,8 @@ impl Router {
             }
         }
         self.scratch = targets;
+        if !unstored.is_empty() {
+            self.persist_here(message, unstored);
+        }
     }
 }

@@ -13,6 +13,8 @@
 //! # Layout
 //! - `local`: delivering one message to this node's matching sessions (and the retained store).
 //! - `remote`: the seam for cross-node routing, a no-op on a single node.
+//! - `durable`: the seam to the store of durable sessions (`--cluster`), and `stored`, the
+//!   router's side of it (parked CONNECTs, queued messages coming back, records).
 //! - `lifecycle`: CONNECT, DISCONNECT, wills, session expiry.
 //! - `subscribe`: SUBSCRIBE, UNSUBSCRIBE and the retained messages a subscription asks for.
 //! - `session`: one session's queue, in-flight window and flushing.
@@ -22,6 +24,7 @@
 //! - `sys`: the `$SYS/broker/...` statistics.
 //! - `id_map`: maps keyed by session id.
 
+pub mod durable;
 pub(crate) mod id_map;
 mod lifecycle;
 mod local;
@@ -29,6 +32,7 @@ pub mod reader;
 pub mod remote;
 pub mod retained;
 pub mod session;
+mod stored;
 mod subscribe;
 pub mod subscriptions;
 mod sys;
@@ -47,7 +51,7 @@ use tokio::sync::mpsc;
 // The senders of router messages outside `connection` (ingest, persist, HTTP, the server)
 // name it from here, the router being where it goes.
 pub use crate::link::RouterMsg;
-use crate::link::{ConnId, SessionId, SubOptions, Will};
+use crate::link::{ConnId, ConnectRequest, SessionId, SubOptions, Will};
 use crate::message::{Message, Origin};
 use crate::metrics::Metrics;
 use id_map::IdMap;
@@ -114,9 +118,16 @@ pub struct Router {
     delayed_wills: Vec<PendingWill>,
     config: RouterConfig,
     metrics: Arc<Metrics>,
-    scratch: Vec<(SessionId, SubOptions)>,
+    /// Matches of one message: session, options, whether through a shared group.
+    scratch: Vec<(SessionId, SubOptions, bool)>,
     /// Other nodes: where this node's publishes go and theirs come from (`remote`).
     remote: Box<dyn Remote>,
+    /// The store of durable sessions (`--cluster`), `None` on a single node.
+    durable: Option<durable::Link>,
+    /// CONNECTs waiting for the store to open their session, by client id (one each: a
+    /// newer CONNECT replaces an older one, whose connection is refused). Bounded by the
+    /// connections, each of which sends one CONNECT.
+    parked: HashMap<Arc<str>, ConnectRequest>,
 }
 
 impl Router {
@@ -138,6 +149,8 @@ impl Router {
             metrics,
             scratch: Vec::new(),
             remote: Box::new(remote::SingleNode),
+            durable: None,
+            parked: HashMap::new(),
         };
         (router, tx)
     }
@@ -146,6 +159,12 @@ impl Router {
     /// [`Router::run`].
     pub fn set_remote(&mut self, remote: Box<dyn Remote>) {
         self.remote = remote;
+    }
+
+    /// Keeps durable sessions in `link`'s store from now on (`--cluster`); set before
+    /// [`Router::run`].
+    pub fn set_durable(&mut self, link: durable::Link) {
+        self.durable = Some(link);
     }
 
     /// Where connections report that their link has room again: `(session, connection)`.
@@ -164,6 +183,14 @@ impl Router {
             tokio::select! {
                 biased;
                 Some((session, conn)) = self.ready_rx.recv() => self.ready(session, conn),
+                // Before client messages: the store's answers (opened sessions, queued
+                // messages) only follow ops the router gave it, so they cannot starve the
+                // clients, and a flood must not starve them (the store would stall behind
+                // them). Never ready without a store of durable sessions.
+                Some(event) = std::future::poll_fn(|cx| match &mut self.durable {
+                    Some(d) => d.events.poll_recv(cx),
+                    None => std::task::Poll::Pending,
+                }) => self.stored(event),
                 msg = self.rx.recv() => match msg {
                     Some(m) => self.handle(m),
                     None => break,
@@ -175,6 +202,7 @@ impl Router {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.expire(now);
+                    self.poll_queues();
                     // `$SYS` describes this node: never forwarded.
                     for m in sys.due(now, &self.metrics, self.stats()) {
                         self.route_local(&m);
@@ -217,15 +245,17 @@ impl Router {
             RouterMsg::Connect(req) => self.connect(*req),
             RouterMsg::ConnAckSent { session, conn } => self.ready(session, conn),
             RouterMsg::Publish { message, qos2_pkid } => {
-                if let Some((session, pkid)) = qos2_pkid {
-                    // A resent QoS 2 publish already routed: don't deliver it twice.
-                    if let Some(s) = self.sessions.get_mut(&session)
-                        && !s.incoming_qos2.get_or_insert_default().insert(pkid)
-                    {
-                        return;
-                    }
-                }
-                self.route(message);
+                self.publish(message, qos2_pkid, None);
+            }
+            RouterMsg::PublishPersisted {
+                message,
+                qos2_pkid,
+                reply,
+            } => {
+                let done: durable::Done = Box::new(move |ok| {
+                    let _ = reply.send(ok);
+                });
+                self.publish(message, qos2_pkid, Some(done));
             }
             RouterMsg::PublishRetained {
                 message,
@@ -246,7 +276,14 @@ impl Router {
                 requests,
                 reply,
             } => {
-                let _ = reply.send(self.subscribe(session, &requests));
+                let result = self.subscribe(session, &requests);
+                // A durable session's SUBACK waits until its record holds the filters.
+                self.save(
+                    session,
+                    Box::new(move |_| {
+                        let _ = reply.send(result);
+                    }),
+                );
             }
             RouterMsg::SubAckSent {
                 session,
@@ -259,7 +296,12 @@ impl Router {
                 reply,
             } => {
                 let codes = self.unsubscribe(session, &filters);
-                let _ = reply.send(codes);
+                self.save(
+                    session,
+                    Box::new(move |_| {
+                        let _ = reply.send(codes);
+                    }),
+                );
             }
             RouterMsg::PubAckOrComp { session, pkid } => {
                 if let Some(s) = self.sessions.get_mut(&session)
@@ -305,20 +347,51 @@ impl Router {
         }
     }
 
-    /// A message published on this node (a client's, a will, the broker's own): delivered to
-    /// the local subscribers, then handed to the other nodes.
+    /// A PUBLISH to route; `done` is told once its copies for durable sessions are stored.
+    fn publish(
+        &mut self,
+        message: Arc<Message>,
+        qos2_pkid: Option<(SessionId, u16)>,
+        done: Option<durable::Done>,
+    ) {
+        if let Some((session, pkid)) = qos2_pkid {
+            // A resent QoS 2 publish already routed: don't deliver it twice.
+            if let Some(s) = self.sessions.get_mut(&session)
+                && !s.incoming_qos2.get_or_insert_default().insert(pkid)
+            {
+                if let Some(done) = done {
+                    done(true);
+                }
+                return;
+            }
+        }
+        self.route_with(message, done);
+    }
+
+    /// A message published on this node (a client's, a will, the broker's own): queued for
+    /// durable sessions, delivered to the local subscribers, then handed to the other nodes.
     fn route(&mut self, message: Arc<Message>) {
-        self.route_local(&message);
-        self.remote.forward(&message);
+        self.route_with(message, None);
+    }
+
+    fn route_with(&mut self, message: Arc<Message>, done: Option<durable::Done>) {
+        let durable = self.persist(&message, done);
+        self.route_local_with(&message, local::Groups::All, &durable);
+        self.remote.forward(&message, &durable);
     }
 
     /// What another node sent: delivered here only, never forwarded again.
     fn incoming(&mut self, incoming: remote::Incoming) {
         match incoming {
-            remote::Incoming::Publish { message, shared } => {
-                self.route_local_with(&message, local::Groups::Only(&shared));
+            remote::Incoming::Publish {
+                message,
+                shared,
+                durable,
+            } => {
+                self.route_local_with(&message, local::Groups::Only(&shared), &durable);
             }
             remote::Incoming::Kick { client_id } => self.kicked(&client_id),
+            remote::Incoming::Wake { client_ids } => self.wake(&client_ids),
         }
     }
 }

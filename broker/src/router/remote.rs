@@ -41,10 +41,15 @@ pub enum Incoming {
     /// subscriptions and, of its shared groups, only to those named in `shared`
     /// (`$share/G/F`): the publishing node picked this node for them, and another node
     /// serves the group's other copies.
+    /// `durable` names the durable sessions the publishing node queued the message for
+    /// (`super::durable`): they get it from their queue, not live.
     Publish {
         message: Arc<Message>,
         shared: Vec<Box<str>>,
+        durable: Vec<Box<str>>,
     },
+    /// Messages were queued for these durable sessions of this node: read their queues.
+    Wake { client_ids: Vec<Box<str>> },
     /// A client with this id connected to another node: its connection here, if any, is
     /// taken over (DISCONNECT 0x8E, will published as on a local takeover) and its session
     /// here ends.
@@ -54,8 +59,9 @@ pub enum Incoming {
 /// Routing to and from other nodes, called by the router's single task (so `&mut self`, no
 /// locks). Every method must return at once: the router never waits on another node.
 pub trait Remote: Send {
-    /// A message published on this node, already delivered to this node's subscribers.
-    fn forward(&mut self, message: &Arc<Message>);
+    /// A message published on this node, already delivered to this node's subscribers;
+    /// `durable` names the durable sessions it was queued for (not delivered live).
+    fn forward(&mut self, message: &Arc<Message>, durable: &[Arc<str>]);
 
     /// The next message published on another node for this node's subscribers; `Pending`
     /// (with the waker kept) while there is none, `Ready(None)` once there will be no more.
@@ -79,7 +85,7 @@ pub trait Remote: Send {
 pub struct SingleNode;
 
 impl Remote for SingleNode {
-    fn forward(&mut self, _message: &Arc<Message>) {}
+    fn forward(&mut self, _message: &Arc<Message>, _durable: &[Arc<str>]) {}
 
     fn poll_incoming(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
         // Never ready, and no waker kept: a single node has no one to wake it.

@@ -1,15 +1,16 @@
 //! One MQTT session as the router holds it: its subscriptions, the queue of messages waiting to
 //! be sent, the QoS 1/2 messages in flight, and the connection it is attached to (if any).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use fleetmq_codec::QoS;
 
+use super::durable::{EntryId, Op, SessionStore};
 use super::reader::Reader;
-use crate::link::{ConnLink, Delivery, Outgoing, Permit, Refused};
+use crate::link::{ConnLink, Delivery, Outgoing, Permit, Refused, SubOptions};
 use crate::metrics::Metrics;
 
 /// Our own cap on QoS 1/2 messages in flight to one client, below any Receive Maximum it
@@ -41,8 +42,9 @@ pub struct Session {
     pub client_id: Arc<str>,
     // `filters` and `incoming_qos2` are boxed on first use: tens of thousands of idle
     // sessions would otherwise each hold two empty tables.
-    /// Filters this session subscribes to, as given (with `$share/G/` prefix), for cleanup.
-    pub filters: Option<Box<HashSet<Box<str>>>>,
+    /// Filters this session subscribes to, as given (with `$share/G/` prefix), and their
+    /// options: for cleanup and for the record of a durable session.
+    pub filters: Option<Box<HashMap<Box<str>, SubOptions>>>,
     pub queue: VecDeque<Delivery>,
     /// Retained messages owed to new subscriptions, sent before `queue`.
     replay: VecDeque<Delivery>,
@@ -69,6 +71,8 @@ pub struct Session {
     /// What the client may read, when it may not read everything (boxed: most sessions have
     /// none, and every idle session would hold the cache).
     pub reader: Option<Box<Reader>>,
+    /// A durable session's link to the store (`super::durable`); `None` for the others.
+    pub store: Option<Box<SessionStore>>,
 }
 
 impl Session {
@@ -90,6 +94,7 @@ impl Session {
             max_packet_size: usize::MAX,
             aliases: false,
             reader: None,
+            store: None,
         }
     }
 
@@ -144,6 +149,7 @@ impl Session {
         if !d.fits(self.max_packet_size, self.aliases) {
             // The client said it cannot take a packet this large; the spec says discard it.
             metrics.messages_dropped.fetch_add(1, Relaxed);
+            self.report_done(d.entry);
             return;
         }
         let size = d.message.payload.len() + d.message.topic.len();
@@ -153,10 +159,12 @@ impl Session {
             if let Some(old) = self.queue.pop_front() {
                 self.queue_bytes -= old.message.payload.len() + old.message.topic.len();
                 metrics.messages_dropped.fetch_add(1, Relaxed);
+                self.report_done(old.entry);
             }
         }
         if max_len == 0 {
             metrics.messages_dropped.fetch_add(1, Relaxed);
+            self.report_done(d.entry);
             return;
         }
         self.queue_bytes += size;
@@ -225,6 +233,9 @@ impl Session {
                 0
             } else {
                 let pkid = self.alloc_pkid();
+                if let Some(id) = d.entry {
+                    self.report(id, pkid, false);
+                }
                 self.inflight.push_back(Inflight {
                     pkid,
                     delivery: d.clone(),
@@ -322,7 +333,8 @@ impl Session {
     pub fn complete(&mut self, pkid: u16) -> bool {
         match self.inflight.iter().position(|f| f.pkid == pkid) {
             Some(i) => {
-                self.inflight.remove(i);
+                let done = self.inflight.remove(i).and_then(|f| f.delivery.entry);
+                self.report_done(done);
                 true
             }
             None => false,
@@ -334,9 +346,67 @@ impl Session {
         match self.inflight.iter_mut().find(|f| f.pkid == pkid) {
             Some(f) => {
                 f.state = InflightState::Released;
+                if let Some(id) = f.delivery.entry {
+                    self.report(id, pkid, true);
+                }
                 true
             }
             None => false,
+        }
+    }
+
+    /// Tells a durable session's store that queue entry `id` went out as `pkid` (or was
+    /// released). Fire and forget: when the store's queue is full the entry is resent after a
+    /// move as a new message (at least once still holds).
+    fn report(&self, id: EntryId, pkid: u16, released: bool) {
+        if let Some(store) = &self.store {
+            let _ = store.ops.try_send(Op::Sent {
+                client_id: self.client_id.clone(),
+                id,
+                pkid,
+                released,
+            });
+        }
+    }
+
+    /// Tells the store that queue entry `id` (if any) is done: acknowledged or dropped.
+    fn report_done(&self, id: Option<EntryId>) {
+        if let (Some(store), Some(id)) = (&self.store, id) {
+            let _ = store.ops.try_send(Op::Acked {
+                client_id: self.client_id.clone(),
+                id,
+            });
+        }
+    }
+
+    /// Takes back what a moved durable session had in flight (resent first, with DUP or as
+    /// PUBREL) and queued, in queue order.
+    pub fn resume(&mut self, entries: Vec<super::durable::Stored>, metrics: &Metrics) {
+        use super::durable::Sent;
+        for e in entries {
+            let mut d = e.delivery;
+            d.entry = Some(e.id);
+            let state = match e.sent {
+                Some(Sent::Published(pkid)) => Some((pkid, InflightState::Sent)),
+                Some(Sent::Released(pkid)) => Some((pkid, InflightState::Released)),
+                None => None,
+            };
+            match state {
+                Some((pkid, state))
+                    if pkid != 0
+                        && d.qos != QoS::AtMostOnce
+                        && self.inflight.len() < MAX_INFLIGHT
+                        && !self.inflight.iter().any(|f| f.pkid == pkid) =>
+                {
+                    self.inflight.push_back(Inflight {
+                        pkid,
+                        delivery: d,
+                        state,
+                        unsent: true,
+                    });
+                }
+                _ => self.enqueue(d, usize::MAX, usize::MAX, metrics),
+            }
         }
     }
 }

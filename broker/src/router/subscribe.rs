@@ -39,7 +39,9 @@ impl Router {
                 continue;
             };
             let held = s.filters.as_deref();
-            if held.is_some_and(|f| f.len() >= MAX_FILTERS_PER_SESSION && !f.contains(&*r.filter)) {
+            if held
+                .is_some_and(|f| f.len() >= MAX_FILTERS_PER_SESSION && !f.contains_key(&*r.filter))
+            {
                 codes.push(reason::QUOTA_EXCEEDED);
                 continue;
             }
@@ -51,7 +53,7 @@ impl Router {
             }
             s.filters
                 .get_or_insert_default()
-                .insert(Box::from(&*r.filter));
+                .insert(Box::from(&*r.filter), r.opts);
             codes.push(r.opts.qos as u8);
         }
         self.metrics
@@ -90,6 +92,7 @@ impl Router {
                         qos,
                         retain: true,
                         sub_ids,
+                        entry: None,
                     },
                     &self.metrics,
                 );
@@ -105,7 +108,10 @@ impl Router {
         let codes = filters
             .iter()
             .map(|f| {
-                let removed = s.filters.as_mut().is_some_and(|fs| fs.remove(&**f))
+                let removed = s
+                    .filters
+                    .as_mut()
+                    .is_some_and(|fs| fs.remove(&**f).is_some())
                     && topic::parse_shared(f)
                         .is_ok_and(|(g, inner)| self.subs.unsubscribe(session, g, inner));
                 if removed {

@@ -36,7 +36,7 @@ struct Recording {
 }
 
 impl Remote for Recording {
-    fn forward(&mut self, message: &Arc<Message>) {
+    fn forward(&mut self, message: &Arc<Message>, _durable: &[Arc<str>]) {
         self.log.push(format!("forward {}", message.topic));
     }
     fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
@@ -157,6 +157,7 @@ async fn remote_seam_sees_local_traffic_and_feeds_local_subscribers() {
     let from_remote = |topic: &str, shared: &[&str]| Incoming::Publish {
         message: message(topic),
         shared: shared.iter().map(|s| Box::from(*s)).collect(),
+        durable: Vec::new(),
     };
     remote_tx.send(from_remote("a/remote", &[])).unwrap();
     assert_eq!(delivered(&link, 1).await, vec!["a/remote"]);

@@ -118,6 +118,19 @@ impl Inbound {
             return Handling::Later(Box::pin(self.publish_retained(outputs, message, qos, pkid)));
         }
         let message = accepted.message;
+        if qos != QoS::AtMostOnce
+            && accepted.route
+            && self.ctx.durable.get().is_some_and(|t| t.any())
+        {
+            let outputs = accepted.outputs;
+            return Handling::Later(Box::pin(self.publish_persisted(
+                outputs,
+                message,
+                [history_mark, state_mark],
+                qos,
+                pkid,
+            )));
+        }
         let mut pending = accepted
             .outputs
             .into_iter()
@@ -182,6 +195,58 @@ impl Inbound {
         }
         self.acknowledge(qos, pkid);
         Flow::Continue
+    }
+
+    /// With `--cluster` and durable sessions known: the message goes to the router with a
+    /// reply that comes once its copies for durable subscribers are in Redis (at most
+    /// `persist::WRITE_WAIT`); only then is it acknowledged. Not stored in time: v5 PUBACK /
+    /// PUBREC 0x80 with the reason, a 3.1.1 client is disconnected without an ack; either way
+    /// the client sends it again (README "Running a cluster").
+    async fn publish_persisted(
+        &mut self,
+        outputs: Vec<Arc<Message>>,
+        message: Arc<Message>,
+        marks: [Option<u64>; 2],
+        qos: QoS,
+        pkid: u16,
+    ) -> Flow {
+        for message in outputs {
+            self.router(RouterMsg::Publish {
+                message,
+                qos2_pkid: None,
+            })
+            .await;
+        }
+        let (reply, stored) = tokio::sync::oneshot::channel();
+        let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
+        self.router(RouterMsg::PublishPersisted {
+            message,
+            qos2_pkid,
+            reply,
+        })
+        .await;
+        let stored = tokio::time::timeout(crate::persist::WRITE_WAIT, stored).await;
+        if matches!(stored, Ok(Ok(true))) {
+            return self.route_then_ack(Vec::new(), marks, qos, pkid).await;
+        }
+        if qos == QoS::ExactlyOnce {
+            // The router forgets the packet id, so that the client's resend is routed.
+            self.release(pkid);
+            self.router(RouterMsg::PubRel {
+                session: self.session,
+                pkid,
+                known: None,
+            })
+            .await;
+        }
+        const WHY: &str = "not stored for the cluster's persistent sessions (Redis unavailable)";
+        match self.protocol {
+            Protocol::V5 => {
+                self.refuse_publish(qos, pkid, reason::UNSPECIFIED_ERROR, WHY);
+                Flow::Continue
+            }
+            _ => violation(reason::UNSPECIFIED_ERROR, WHY),
+        }
     }
 
     /// Persisted before anyone (hub, subscribers) is notified; the PUBACK waits for it too:

@@ -1,0 +1,548 @@
+//! The task that talks to Redis for durable sessions: it takes the router's ops in order,
+//! sends runs of writes (queue appends, sent marks, acks) as one batch of per-slot pipelines,
+//! answers opens and reads with events, and keeps the table of sessions ([`super::Known`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redis::{Cmd, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Known, SESSIONS_CHANGED, SESSIONS_KEY, SYNC_EVERY, queue_key, sent_key, valid, wire};
+use crate::cluster::Membership;
+use crate::cluster::frame;
+use crate::cluster::routing::inbox;
+use crate::message::Message;
+use crate::persist::Conn;
+use crate::persist::conn::query_each;
+use crate::persist::pubsub::Publisher;
+use crate::router::durable::{Done, EntryId, Event, Op, Record, Resumed, Stored, Target};
+
+/// Ops taken off the queue at once: their writes go out as one batch.
+const BATCH: usize = 512;
+/// Commands per pipeline.
+const PER_PIPELINE: usize = 256;
+
+/// Writes the record only if it still names this node (`ARGV[2]`).
+const SAVE_SCRIPT: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+local ok, r = pcall(cjson.decode, cur)
+if not ok or type(r) ~= 'table' or r.node ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 1
+";
+
+/// Replaces (`ARGV[3]`, or deletes when empty) the record only if it is still `ARGV[2]`.
+const SWAP_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 1
+";
+
+pub(super) struct Task {
+    pub(super) node: Arc<str>,
+    pub(super) known: Arc<Known>,
+    pub(super) conn: Conn,
+    pub(super) publisher: Publisher,
+    pub(super) membership: Arc<Membership>,
+    pub(super) events: mpsc::Sender<Event>,
+    pub(super) max_queued: usize,
+    /// The sessions this node holds (opened and not yet ended or moved).
+    pub(super) held: HashSet<Arc<str>>,
+}
+
+/// A run of writes waiting to go out: the commands, and for each publish its done and the
+/// range of its commands.
+#[derive(Default)]
+struct Writes {
+    cmds: Vec<(String, Cmd)>,
+    persists: Vec<Persisted>,
+}
+
+/// One publish in a run of writes.
+struct Persisted {
+    message: Arc<Message>,
+    done: Option<Done>,
+    /// Its commands in the run.
+    range: std::ops::Range<usize>,
+    targets: Vec<Target>,
+    live_on_failure: bool,
+}
+
+impl Task {
+    pub(super) async fn run(
+        mut self,
+        mut ops: mpsc::Receiver<Op>,
+        mut notices: mpsc::Receiver<(String, Bytes)>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(SYNC_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                n = ops.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    self.ops(batch.drain(..)).await;
+                }
+                Some((_, payload)) = notices.recv() => match wire::read_notice(payload) {
+                    Ok((id, record)) => self.known.set(&id, record),
+                    Err(e) => tracing::debug!(error = %e, "sessions: unreadable notice"),
+                },
+                _ = tick.tick() => self.sync().await,
+            }
+        }
+    }
+
+    /// Runs ops in order; consecutive writes go out together.
+    async fn ops(&mut self, ops: impl Iterator<Item = Op>) {
+        let mut writes = Writes::default();
+        // A session's queue is read once per batch: a second read would find at most what
+        // came after the first, which its wake or the poll brings anyway.
+        let mut read: HashSet<Arc<str>> = HashSet::new();
+        for op in ops {
+            match op {
+                Op::Read { client_id, .. } if read.contains(&client_id) => {}
+                Op::Persist {
+                    message,
+                    targets,
+                    done,
+                    live_on_failure,
+                } => {
+                    let frame = frame::publish(&message, &[], "", &[]);
+                    let start = writes.cmds.len();
+                    for t in &targets {
+                        let key = queue_key(&t.client_id);
+                        let mut cmd = redis::cmd("XADD");
+                        cmd.arg(&key)
+                            .arg("MAXLEN")
+                            .arg(self.max_queued.max(1))
+                            .arg("*")
+                            .arg("d")
+                            .arg(&wire::entry(t.qos, t.retain, &t.sub_ids, &frame)[..]);
+                        writes.cmds.push((key, cmd));
+                    }
+                    writes.persists.push(Persisted {
+                        message,
+                        done,
+                        range: start..writes.cmds.len(),
+                        targets,
+                        live_on_failure,
+                    });
+                }
+                Op::Sent {
+                    client_id,
+                    id,
+                    pkid,
+                    released,
+                } => {
+                    let key = sent_key(&client_id);
+                    let mut cmd = redis::cmd("HSET");
+                    cmd.arg(&key)
+                        .arg(id.to_string())
+                        .arg(wire::sent(pkid, released));
+                    writes.cmds.push((key, cmd));
+                }
+                Op::Acked { client_id, id } => {
+                    let key = queue_key(&client_id);
+                    let mut cmd = redis::cmd("XDEL");
+                    cmd.arg(&key).arg(id.to_string());
+                    writes.cmds.push((key, cmd));
+                    let key = sent_key(&client_id);
+                    let mut cmd = redis::cmd("HDEL");
+                    cmd.arg(&key).arg(id.to_string());
+                    writes.cmds.push((key, cmd));
+                }
+                other => {
+                    if let Op::Read { client_id, .. } = &other {
+                        read.insert(client_id.clone());
+                    }
+                    self.flush(std::mem::take(&mut writes)).await;
+                    self.op(other).await;
+                }
+            }
+        }
+        self.flush(writes).await;
+    }
+
+    /// Sends a run of writes; tells each publish whether its appends went through and wakes
+    /// the nodes holding its sessions.
+    async fn flush(&mut self, writes: Writes) {
+        if writes.cmds.is_empty() {
+            return;
+        }
+        let results = query_each(&self.conn, writes.cmds, PER_PIPELINE).await;
+        let mut wake_here = Vec::new();
+        let mut wake: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
+        for p in writes.persists {
+            let ok = match &results {
+                Ok(r) => r[p.range].iter().all(Result::is_ok),
+                Err(_) => false,
+            };
+            if let Some(done) = p.done {
+                done(ok);
+            }
+            if !ok {
+                if p.live_on_failure {
+                    let event = Event::Unstored {
+                        message: p.message,
+                        targets: p.targets,
+                    };
+                    let _ = self.events.send(event).await;
+                }
+                continue;
+            }
+            for t in p.targets {
+                if t.node == self.node {
+                    wake_here.push(Box::from(&*t.client_id));
+                } else {
+                    wake.entry(t.node).or_default().push(t.client_id);
+                }
+            }
+        }
+        if let Err(e) = &results {
+            tracing::debug!(error = %e, "sessions: writes not acknowledged");
+        }
+        for (node, ids) in wake {
+            let ids: Vec<&str> = ids.iter().map(|s| &**s).collect();
+            self.publisher.publish(&inbox(&node), frame::wake(&ids));
+        }
+        if !wake_here.is_empty() {
+            // Waits while the router is behind: it reads these events before its clients'
+            // messages, so the wait is short, and nothing is lost.
+            let _ = self
+                .events
+                .send(Event::Wake {
+                    client_ids: wake_here,
+                })
+                .await;
+        }
+    }
+
+    async fn op(&mut self, op: Op) {
+        match op {
+            Op::Open {
+                client_id,
+                clean_start,
+                load,
+                record,
+            } => {
+                let result = self.open(&client_id, clean_start, load, record).await;
+                if let Err(e) = &result {
+                    tracing::warn!(client_id = %client_id, error = %e, "sessions: session not opened");
+                }
+                let result = result.map_err(|_| ());
+                let _ = self.events.send(Event::Opened { client_id, result }).await;
+            }
+            Op::Save {
+                client_id,
+                record,
+                done,
+            } => {
+                let ok = self.save(&client_id, &record).await;
+                if let Some(done) = done {
+                    done(ok);
+                }
+            }
+            Op::Forget {
+                client_id,
+                mine_only,
+            } => {
+                self.held.remove(&client_id);
+                if let Err(e) = self.forget(&client_id, mine_only).await {
+                    tracing::debug!(error = %e, "sessions: session not deleted");
+                }
+            }
+            Op::Drop { client_id } => {
+                self.held.remove(&client_id);
+            }
+            Op::Read { client_id, after } => match self.read(&client_id, after).await {
+                Ok(entries) if !entries.is_empty() => {
+                    let _ = self
+                        .events
+                        .send(Event::Entries { client_id, entries })
+                        .await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "sessions: queue not read"),
+            },
+            Op::Persist { .. } | Op::Sent { .. } | Op::Acked { .. } => {}
+        }
+    }
+
+    /// Deletes what was stored (clean start), reads it back (resume), then writes `record`.
+    async fn open(
+        &mut self,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        load: bool,
+        mut record: Record,
+    ) -> redis::RedisResult<Option<Resumed>> {
+        if clean_start {
+            self.forget(client_id, false).await?;
+        }
+        let mut resumed = None;
+        if load {
+            let old: Option<String> = redis::cmd("HGET")
+                .arg(SESSIONS_KEY)
+                .arg(&**client_id)
+                .query_async(&mut self.conn)
+                .await?;
+            if let Some(old) = old {
+                match serde_json::from_str::<Record>(&old) {
+                    Ok(old) => {
+                        let entries = self.load(client_id).await?;
+                        record.subs.clone_from(&old.subs);
+                        resumed = Some(Resumed {
+                            record: old,
+                            entries,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(client_id = %client_id, error = %e, "sessions: unreadable record; starting afresh")
+                    }
+                }
+            }
+        }
+        if record.expiry == 0 {
+            // Resumed for this connection only: it ends with it, nothing stays stored.
+            self.forget(client_id, false).await?;
+            return Ok(resumed);
+        }
+        let json = serde_json::to_string(&record).unwrap_or_default();
+        let _: () = redis::cmd("HSET")
+            .arg(SESSIONS_KEY)
+            .arg(&**client_id)
+            .arg(&json)
+            .query_async(&mut self.conn)
+            .await?;
+        self.held.insert(client_id.clone());
+        self.announce(client_id, Some(record));
+        Ok(resumed)
+    }
+
+    /// A session's whole queue with the sent marks.
+    async fn load(&mut self, client_id: &str) -> redis::RedisResult<Vec<Stored>> {
+        let marks: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(sent_key(client_id))
+            .query_async(&mut self.conn)
+            .await?;
+        let mut entries = self.range(client_id, "-").await?;
+        for e in &mut entries {
+            e.sent = marks
+                .get(&e.id.to_string())
+                .and_then(|m| wire::read_sent(m));
+        }
+        Ok(entries)
+    }
+
+    async fn read(&mut self, client_id: &str, after: EntryId) -> redis::RedisResult<Vec<Stored>> {
+        let start = if after == EntryId::default() {
+            "-".to_owned()
+        } else {
+            format!("({after}")
+        };
+        self.range(client_id, &start).await
+    }
+
+    /// The queue entries from `start`, oldest first; unreadable ones are skipped.
+    async fn range(&mut self, client_id: &str, start: &str) -> redis::RedisResult<Vec<Stored>> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(queue_key(client_id))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(self.max_queued.max(1))
+            .query_async(&mut self.conn)
+            .await?;
+        let now = u64::try_from(crate::ingest::now_ms()).unwrap_or(0);
+        let mut out = Vec::with_capacity(reply.ids.len());
+        for e in reply.ids {
+            let Ok(id) = e.id.parse::<EntryId>() else {
+                continue;
+            };
+            let Some(Value::BulkString(d)) = e.map.get("d") else {
+                tracing::warn!(client_id, "sessions: queue entry without data; skipped");
+                continue;
+            };
+            match wire::read_entry(Bytes::copy_from_slice(d), id, now) {
+                Ok(delivery) => out.push(Stored {
+                    id,
+                    delivery,
+                    sent: None,
+                }),
+                Err(e) => {
+                    tracing::warn!(client_id, error = %e, "sessions: unreadable queue entry; skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the record of a session this node still holds.
+    async fn save(&mut self, client_id: &Arc<str>, record: &Record) -> bool {
+        let json = serde_json::to_string(record).unwrap_or_default();
+        let result: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(SAVE_SCRIPT)
+            .arg(1)
+            .arg(SESSIONS_KEY)
+            .arg(&**client_id)
+            .arg(&*self.node)
+            .arg(&json)
+            .query_async(&mut self.conn)
+            .await;
+        match result {
+            Ok(1) => {
+                self.announce(client_id, Some(record.clone()));
+                true
+            }
+            // Another node holds it now (or it was deleted): nothing of ours to keep.
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "sessions: record not written");
+                false
+            }
+        }
+    }
+
+    /// Deletes record, queue and marks; with `mine_only` only when the record names this node.
+    async fn forget(&mut self, client_id: &str, mine_only: bool) -> redis::RedisResult<()> {
+        if mine_only {
+            let deleted: i64 = redis::cmd("EVAL")
+                .arg(SAVE_SCRIPT)
+                .arg(1)
+                .arg(SESSIONS_KEY)
+                .arg(client_id)
+                .arg(&*self.node)
+                .arg("")
+                .query_async(&mut self.conn)
+                .await?;
+            if deleted == 0 {
+                return Ok(());
+            }
+        } else {
+            let _: () = redis::cmd("HDEL")
+                .arg(SESSIONS_KEY)
+                .arg(client_id)
+                .query_async(&mut self.conn)
+                .await?;
+        }
+        // Same hash tag: one slot.
+        let _: () = redis::pipe()
+            .del(queue_key(client_id))
+            .ignore()
+            .del(sent_key(client_id))
+            .ignore()
+            .query_async(&mut self.conn)
+            .await?;
+        self.announce(client_id, None);
+        Ok(())
+    }
+
+    /// Updates this node's table and tells the others.
+    fn announce(&self, client_id: &str, record: Option<Record>) {
+        self.publisher
+            .publish(SESSIONS_CHANGED, wire::notice(client_id, record.as_ref()));
+        self.known.set(client_id, record);
+    }
+
+    /// Reads the whole table; expires the sessions whose node is gone.
+    async fn sync(&mut self) {
+        let all: redis::RedisResult<HashMap<String, String>> = redis::cmd("HGETALL")
+            .arg(SESSIONS_KEY)
+            .query_async(&mut self.conn)
+            .await;
+        let all = match all {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::debug!(error = %e, "sessions: table not read");
+                return;
+            }
+        };
+        let mut table = HashMap::with_capacity(all.len());
+        let mut orphans = Vec::new();
+        let live: HashSet<String> = self.membership.nodes().into_iter().map(|n| n.id).collect();
+        for (client_id, raw) in all {
+            let Ok(record) = serde_json::from_str::<Record>(&raw) else {
+                tracing::debug!(client_id, "sessions: unreadable record; ignored");
+                continue;
+            };
+            let client_id: Arc<str> = client_id.into();
+            let gone = !live.contains(&record.node)
+                || (*record.node == *self.node && !self.held.contains(&client_id));
+            if gone {
+                orphans.push((client_id.clone(), raw, record.clone()));
+            }
+            table.insert(client_id, valid(record));
+        }
+        self.known.replace(table);
+        // A stale membership (Redis was away) would make live nodes look dead.
+        if self.membership.is_up() {
+            for (client_id, raw, record) in orphans {
+                self.orphan(&client_id, &raw, record).await;
+            }
+        }
+    }
+
+    /// A session no node holds: marked disconnected now, deleted once its expiry passed.
+    async fn orphan(&mut self, client_id: &str, raw: &str, mut record: Record) {
+        let now = u64::try_from(crate::ingest::now_ms()).unwrap_or(0);
+        let replace = match record.disconnected_at {
+            None => {
+                record.disconnected_at = Some(now);
+                serde_json::to_string(&record).unwrap_or_default()
+            }
+            Some(at)
+                if record.expiry != u32::MAX
+                    && at.saturating_add(u64::from(record.expiry) * 1000) <= now =>
+            {
+                String::new()
+            }
+            Some(_) => return,
+        };
+        let swapped: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(SWAP_SCRIPT)
+            .arg(1)
+            .arg(SESSIONS_KEY)
+            .arg(client_id)
+            .arg(raw)
+            .arg(&replace)
+            .query_async(&mut self.conn)
+            .await;
+        if !matches!(swapped, Ok(1)) {
+            return; // resumed meanwhile, or Redis away: the next sync looks again
+        }
+        if replace.is_empty() {
+            let _: redis::RedisResult<()> = redis::pipe()
+                .del(queue_key(client_id))
+                .ignore()
+                .del(sent_key(client_id))
+                .ignore()
+                .query_async(&mut self.conn)
+                .await;
+            self.announce(client_id, None);
+        } else {
+            self.announce(client_id, Some(record));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_sessions_keys_share_one_slot() {
+        for id in ["a", "x}y", "{z}", "veh-1"] {
+            assert_eq!(
+                crate::persist::keys::slot(&super::queue_key(id)),
+                crate::persist::keys::slot(&super::sent_key(id)),
+                "{id}"
+            );
+        }
+    }
+}

@@ -1,0 +1,244 @@
+"""Persistent MQTT sessions across the nodes of a cluster (issue 14 items 4 and 5, README
+"Running a cluster"): three `fleetmq serve --cluster` nodes A, B, C (and a fourth, D, to kill)
+on one redis-server and on a 3-master Redis Cluster, real paho v5 clients.
+
+- a session made on A (clean start 0, expiry 300, QoS 1 subscription), disconnected; 100 QoS 1
+  messages published on C; resumed on B: session present, all 100 in order, nothing else;
+- kill -9 of the node holding a session's connection with messages unacknowledged and queued:
+  resumed on B, nothing lost, the unacknowledged ones again with DUP and their packet ids;
+- clean start on another node discards the stored session;
+- Redis away: a CONNECT that needs the session store gets CONNACK 0x88, a QoS 1 publish with a
+  durable subscriber gets PUBACK 0x80.
+
+The table of durable sessions spreads asynchronously (a notice, a sync every 2 s): a test first
+publishes probes on the publishing node until one is in the session's queue in Redis.
+"""
+
+import pytest
+
+from cluster_util import Cluster
+from harness import wait_for
+from mqttc import Client, connect_props, connected, reason_value, unique
+
+TABLE_TIMEOUT = 15.0
+EXPIRY = 300
+
+
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def cluster(request, fleetmq_path, tmp_path_factory):
+    c = Cluster(fleetmq_path, tmp_path_factory.mktemp("cluster-sessions"),
+                redis_cluster=request.param == "redis-cluster")
+    try:
+        for name in ("a", "b", "c"):
+            c.start_node(name)
+        c.wait_nodes(["a", "b", "c"])
+    except BaseException:
+        print(c.logs())
+        c.stop()
+        raise
+    yield c
+    c.stop()
+
+
+def persistent(node, client_id, clean_start=False, manual_ack=False):
+    """A v5 client connected with clean start 0 (by default) and session expiry 300."""
+    client = Client(node.addr, client_id, manual_ack=manual_ack)
+    client.connect(clean_start=clean_start,
+                   properties=connect_props(SessionExpiryInterval=EXPIRY))
+    return client
+
+
+def queue_len(cluster, client_id) -> int:
+    return int(cluster.redis_reply("XLEN", f"{{fleetmq:s:{client_id}}}:queue") or 0)
+
+
+def wait_queued(cluster, publisher, client_id, topic):
+    """Publishes QoS 1 probes on `topic` until one is in the session's queue in Redis (the
+    publishing node knows the session)."""
+    def queued():
+        publisher.publish(topic, b"probe", qos=1)
+        return queue_len(cluster, client_id) > 0
+    wait_for(queued, TABLE_TIMEOUT, f"a probe in {client_id}'s queue", 0.2)
+
+
+def test_a_session_made_on_a_resumes_on_b_with_the_100_messages_published_on_c(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    client_id = unique("ps")
+    base = unique("pers")
+    topic = f"{base}/m"
+    first = persistent(a, client_id)
+    assert not first.session_present
+    first.subscribe(f"{base}/#", qos=1)
+    first.disconnect()
+    publisher = connected(c.addr, unique("pub"))
+    wait_queued(cluster, publisher, client_id, f"{base}/probe")
+    sent = [f"m{i}".encode() for i in range(100)]
+    for p in sent:
+        # Acknowledged = in the session's queue in Redis.
+        publisher.publish(topic, p, qos=1)
+    resumed = persistent(b, client_id)
+    assert resumed.session_present
+    wait_for(lambda: len(resumed.payloads(topic)) >= 100, 20, "the 100 messages on B")
+    # The subscription came along: a message published now arrives after them, and nothing
+    # arrived twice or out of order.
+    end = unique("end").encode()
+    publisher.publish(topic, end, qos=1)
+    resumed.wait_payload(end, timeout=10)
+    assert resumed.payloads(topic) == sent + [end]
+    assert all(m.qos == 1 for m in resumed.messages)
+    # A publish on the session's own node goes through its queue too.
+    same_node = connected(b.addr, unique("pub-b"))
+    same_node.publish(topic, b"from-b", qos=1)
+    resumed.wait_payload(b"from-b", timeout=10)
+    assert resumed.payloads(topic) == sent + [end, b"from-b"]
+    assert queue_len(cluster, client_id) == 0 or wait_for(
+        lambda: queue_len(cluster, client_id) == 0, 10, "the acknowledged entries deleted")
+    same_node.disconnect()
+    resumed.disconnect()
+    publisher.disconnect()
+
+
+def test_qos_2_messages_queued_for_a_moved_session_arrive_once(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    client_id = unique("q2")
+    base = unique("qos2")
+    topic = f"{base}/m"
+    first = persistent(a, client_id)
+    first.subscribe(f"{base}/#", qos=2)
+    first.disconnect()
+    publisher = connected(c.addr, unique("pub"))
+    wait_queued(cluster, publisher, client_id, f"{base}/probe")
+    sent = [f"q{i}".encode() for i in range(10)]
+    for p in sent:
+        publisher.publish(topic, p, qos=2)
+    resumed = persistent(b, client_id)
+    assert resumed.session_present
+    end = unique("end").encode()
+    publisher.publish(topic, end, qos=2)
+    resumed.wait_payload(end, timeout=20)
+    got = [m for m in resumed.messages if m.topic == topic]
+    assert [m.payload for m in got] == sent + [end]
+    assert all(m.qos == 2 for m in got)
+    # PUBCOMP deleted every entry and its mark.
+    wait_for(lambda: queue_len(cluster, client_id) == 0
+             and cluster.redis_reply("EXISTS", f"{{fleetmq:s:{client_id}}}:sent") == "0",
+             10, "the completed QoS 2 entries deleted")
+    resumed.disconnect()
+    publisher.disconnect()
+
+
+def test_kill_9_of_the_holding_node_loses_nothing_and_resends_unacked_with_dup(cluster):
+    b, c = cluster.nodes["b"], cluster.nodes["c"]
+    d = cluster.start_node("d")
+    try:
+        cluster.wait_nodes(["a", "b", "c", "d"], on=["c", "d"])
+        client_id = unique("k9")
+        base = unique("kill")
+        topic = f"{base}/m"
+        holder = persistent(d, client_id, manual_ack=True)
+        holder.subscribe(f"{base}/#", qos=1)
+        publisher = connected(c.addr, unique("pub"))
+        wait_queued(cluster, publisher, client_id, f"{base}/probe")
+        sent = [f"m{i}".encode() for i in range(20)]
+        for p in sent:
+            publisher.publish(topic, p, qos=1)
+        wait_for(lambda: len(holder.payloads(topic)) >= 20, 10, "the 20 messages on D")
+        # Acknowledge the probes and the first half only.
+        with holder._lock:
+            received = list(holder.messages)
+        unacked = {}
+        for m in received:
+            if m.topic == topic and m.payload in sent[10:]:
+                unacked[m.payload] = m.mid
+            else:
+                holder.paho.ack(m.mid, m.qos)
+        assert len(unacked) == 10
+        # In Redis: the 10 unacknowledged entries, each marked with its packet id.
+        mark_key = f"{{fleetmq:s:{client_id}}}:sent"
+        wait_for(lambda: queue_len(cluster, client_id) == 10
+                 and cluster.redis_reply("HLEN", mark_key) == "10", 10,
+                 "only the unacknowledged entries left, marked sent")
+        d.proc.kill()  # kill -9: no DISCONNECT, nothing flushed
+        d.proc.wait()
+        later = [f"n{i}".encode() for i in range(10)]
+        for p in later:
+            publisher.publish(topic, p, qos=1)
+        resumed = persistent(b, client_id)
+        assert resumed.session_present
+        wait_for(lambda: len(resumed.payloads(topic)) >= 20, 20, "the 20 messages on B")
+        end = unique("end").encode()
+        publisher.publish(topic, end, qos=1)
+        resumed.wait_payload(end, timeout=10)
+        got = [m for m in resumed.messages if m.topic == topic]
+        assert [m.payload for m in got] == sent[10:] + later + [end]
+        for m in got[:10]:
+            assert m.dup, m.payload
+            assert m.mid == unacked[m.payload], m.payload
+        assert not any(m.dup for m in got[10:])
+        resumed.disconnect()
+        publisher.disconnect()
+    finally:
+        d.stop()
+        del cluster.nodes["d"]
+
+
+def test_clean_start_on_another_node_discards_the_stored_session(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    client_id = unique("cs")
+    base = unique("clean")
+    first = persistent(a, client_id)
+    first.subscribe(f"{base}/#", qos=1)
+    first.disconnect()
+    publisher = connected(c.addr, unique("pub"))
+    wait_queued(cluster, publisher, client_id, f"{base}/probe")
+    fresh = Client(b.addr, client_id)
+    fresh.connect(clean_start=True)
+    assert not fresh.session_present
+    wait_for(lambda: cluster.redis_reply("HEXISTS", "fleetmq:sessions", client_id) == "0"
+             and queue_len(cluster, client_id) == 0, 10, "the stored session deleted")
+    # Nothing of the old session: no queued probe, no subscription.
+    own = unique("own")
+    fresh.subscribe(own, qos=1)
+    publisher.publish(f"{base}/m", b"after", qos=1)
+    publisher.publish(own, b"marker", qos=1)
+    fresh.wait_payload(b"marker", timeout=10)
+    assert fresh.payloads() == [b"marker"]
+    fresh.disconnect()
+    # And a later resume finds no session.
+    again = persistent(a, client_id)
+    assert not again.session_present
+    again.disconnect()
+    publisher.disconnect()
+
+
+def test_redis_away_refuses_what_the_session_store_cannot_honour(cluster):
+    """README "Running a cluster", Redis unreachable: a CONNECT that must open a persistent
+    session gets CONNACK 0x88; a QoS 1 publish with a durable subscriber gets PUBACK 0x80 (its
+    client sends it again); a plain clean session and local delivery go on."""
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    client_id = unique("ra")
+    base = unique("away")
+    durable = persistent(a, client_id)
+    durable.subscribe(f"{base}/#", qos=1)
+    durable.disconnect()
+    publisher = connected(c.addr, unique("pub"))
+    wait_queued(cluster, publisher, client_id, f"{base}/probe")
+    local = connected(c.addr, unique("local"))
+    local.subscribe(f"{base}/#", qos=1)
+    cluster.redis.stop()
+    try:
+        code, props = publisher.publish(f"{base}/m", b"during", qos=1, timeout=10)
+        assert reason_value(code) == 0x80, code
+        assert "Redis" in (getattr(props, "ReasonString", "") or "")
+        # Delivered live to the local subscriber all the same (the client resends).
+        local.wait_payload(b"during", timeout=10)
+        refused = Client(c.addr, unique("new-durable"))
+        flags, code, _ = refused.connect(
+            clean_start=False, properties=connect_props(SessionExpiryInterval=EXPIRY))
+        assert reason_value(code) == 0x88, code
+        plain = connected(c.addr, unique("plain"))
+        plain.disconnect()
+    finally:
+        cluster.restart_redis()
+    local.disconnect()
+    publisher.disconnect()
