@@ -46,6 +46,7 @@
 //! - `routing`: MQTT between nodes (issue 14): the route table, forwarding a publish to the
 //!   nodes whose filters match, shared groups once cluster-wide, client id takeover and the
 //!   shared retained store; the router's `Remote` in a cluster.
+//! - `route_table`: the other nodes' filters as a trie, matched per publish.
 //! - `route_sync`: the Redis side of routing (route sets, client id claims, retained writes).
 //! - `frame`: what one node sends another's inbox (a PUBLISH with the groups it serves, a kick,
 //!   a wake for durable sessions).
@@ -58,6 +59,7 @@ pub mod membership;
 pub mod orphans;
 pub mod outputs;
 mod route_sync;
+pub mod route_table;
 pub mod routing;
 pub mod sessions;
 mod sharded;

@@ -14,13 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::Membership;
 use super::frame;
+use super::route_table::RouteTable;
 use super::routing::{
-    Command, RETAINED_KEY, RETAINED_STAMPS_KEY, ROUTES_CHANGED, SYNC_EVERY, Shared, Table,
-    client_key, inbox, routes_key,
+    Command, RETAINED_KEY, RETAINED_STAMPS_KEY, ROUTES_CHANGED, SYNC_EVERY, Shared, client_key,
+    inbox, routes_key,
 };
 use crate::persist::Conn;
 use crate::persist::pubsub::Publisher;
-use crate::topic;
 
 /// Writes a retained frame (or clears it, `ARGV[3]` empty) only when its stamp is newer.
 const RETAIN_SCRIPT: &str = r"
@@ -187,7 +187,7 @@ impl RouteSync {
 
     /// Reads the filter sets of the other live nodes into the table.
     async fn read_routes(&mut self) {
-        let mut table: Table = Vec::new();
+        let mut table = Vec::new();
         for n in self.membership.nodes() {
             if *n.id == *self.node {
                 continue;
@@ -195,24 +195,15 @@ impl RouteSync {
             let filters: redis::RedisResult<Vec<String>> =
                 self.conn.smembers(routes_key(&n.id)).await;
             match filters {
-                // Only valid filters: `topic::matches` expects them, and Redis is writable by
-                // others than fleetmq.
-                Ok(f) => table.push((
-                    n.id.as_str().into(),
-                    f.into_iter()
-                        .filter(|f| {
-                            topic::parse_shared(f)
-                                .is_ok_and(|(_, inner)| topic::validate_filter(inner).is_ok())
-                        })
-                        .map(Box::from)
-                        .collect(),
-                )),
+                // `RouteTable::new` leaves out invalid filters (Redis is writable by others).
+                Ok(f) => table.push((n.id.as_str().into(), f.into_iter().map(Box::from).collect())),
                 Err(e) => {
                     tracing::debug!(error = %e, "cluster: routes not read");
                     return;
                 }
             }
         }
+        let table = Arc::new(RouteTable::new(table));
         *self.shared.table.lock().unwrap_or_else(|e| e.into_inner()) = table;
     }
 }

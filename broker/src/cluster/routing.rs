@@ -9,7 +9,8 @@
 //! at 1 → 0, then a `PUBLISH fleetmq:routes:changed` so that the others read the sets again.
 //! Every [`SYNC_EVERY`] the node rewrites its whole set (healing a change lost while Redis
 //! was away) and reads every live node's set (membership), so a lost notification costs at
-//! most that long. Nodes that are not live are left out of the table.
+//! most that long. Nodes that are not live are left out of the table, which is a trie
+//! (`route_table`): matching a publish costs its topic's depth, not the number of filters.
 //!
 //! # Forwarding
 //! A publish on this node is delivered locally by the router, then [`ClusterRemote::forward`]
@@ -62,11 +63,11 @@ use tokio_util::sync::CancellationToken;
 use super::Membership;
 use super::frame;
 use super::route_sync::RouteSync;
+use super::route_table::RouteTable;
 use crate::message::{Message, Origin};
 use crate::persist::pubsub::{PubSub, Publisher};
 use crate::persist::{Conn, Target};
 use crate::router::remote::{Incoming, Remote};
-use crate::topic;
 
 /// Announcement that a node's filters changed (the payload names the node).
 pub const ROUTES_CHANGED: &str = "fleetmq:routes:changed";
@@ -95,13 +96,11 @@ pub fn client_key(client_id: &str) -> String {
     format!("fleetmq:client:{client_id}")
 }
 
-/// The other live nodes and their filters, as last read.
-pub(super) type Table = Vec<(Arc<str>, Vec<Box<str>>)>;
-
 /// What the router and the sync task share; locked briefly, never across `.await`.
 #[derive(Default)]
 pub(super) struct Shared {
-    pub(super) table: Mutex<Table>,
+    /// The other live nodes' filters, as last read.
+    pub(super) table: Mutex<Arc<RouteTable>>,
     /// This node's filters and how many local subscriptions hold each.
     pub(super) local: Mutex<HashMap<Box<str>, usize>>,
     pub(super) refresh: Notify,
@@ -287,21 +286,22 @@ impl Remote for ClusterRemote {
             "".into()
         };
         // node index → groups it serves; `direct` when a plain filter matches.
-        let mut sends: Vec<(bool, Vec<&str>)>;
+        let table = self
+            .shared
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut sends: Vec<(bool, Vec<&str>)> =
+            vec![(message.retain, Vec::new()); table.nodes().len()];
         let mut group_nodes: HashMap<&str, Vec<usize>> = HashMap::new();
-        let table = self.shared.table.lock().unwrap_or_else(|e| e.into_inner());
-        sends = vec![(message.retain, Vec::new()); table.len()];
-        for (i, (_, filters)) in table.iter().enumerate() {
-            for f in filters {
-                match topic::parse_shared(f) {
-                    Ok((None, filter)) if topic::matches(filter, topic) => sends[i].0 = true,
-                    Ok((Some(_), filter)) if topic::matches(filter, topic) => {
-                        group_nodes.entry(f).or_default().push(i);
-                    }
-                    _ => {}
-                }
+        table.for_each_match(topic, |node, group| {
+            let node = node as usize;
+            match group {
+                None => sends[node].0 = true,
+                Some(g) => group_nodes.entry(g).or_default().push(node),
             }
-        }
+        });
         if !group_nodes.is_empty() {
             let local = self.shared.local.lock().unwrap_or_else(|e| e.into_inner());
             for (group, nodes) in group_nodes {
@@ -313,7 +313,7 @@ impl Remote for ClusterRemote {
                 sends[pick].1.push(group);
             }
         }
-        for ((node, _), (direct, groups)) in table.iter().zip(&sends) {
+        for (node, (direct, groups)) in table.nodes().iter().zip(&sends) {
             if *direct || !groups.is_empty() {
                 self.publisher.publish(
                     &inbox(node),
@@ -321,7 +321,6 @@ impl Remote for ClusterRemote {
                 );
             }
         }
-        drop(table);
         if message.retain {
             let frame =
                 (!message.payload.is_empty()).then(|| frame::publish(message, &[], &stamp, &[]));
