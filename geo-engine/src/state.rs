@@ -2,6 +2,8 @@
 //! JSON forms are the payloads of `vehicles/{id}` and `events/{id}/{kind}`
 //! (docs/topics-and-payloads.md#outputs); absent values are omitted.
 
+mod json;
+
 use serde::{Deserialize, Serialize};
 
 /// Motion status of a vehicle.
@@ -92,6 +94,13 @@ impl VehicleState {
     /// The smoothed position (x = lon, y = lat, degrees).
     pub fn position(&self) -> geo::Point<f64> {
         geo::Point::new(self.lon, self.lat)
+    }
+
+    /// Appends the `vehicles/{id}` JSON payload to `out`: the same bytes as
+    /// `serde_json::to_writer(out, self)`, written without serde's per-field work (the payload
+    /// is made once per location update).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        json::write_state(self, out);
     }
 }
 
