@@ -341,7 +341,10 @@ fn intersect(a: &Bbox, b: &Bbox) -> Option<Bbox> {
 }
 
 fn remove_from_cell(
-    cells: &mut HashMap<Cell, HashSet<Arc<str>, RandomState>, RandomState>, cell: Cell, id: &str) {
+    cells: &mut HashMap<Cell, HashSet<Arc<str>, RandomState>, RandomState>,
+    cell: Cell,
+    id: &str,
+) {
     if let Some(set) = cells.get_mut(&cell) {
         set.remove(id);
         if set.is_empty() {

@@ -325,12 +325,36 @@ mod tests {
         // As `Value::Number` printed it.
         assert_eq!(f[0].route.as_deref(), Some("1.5e+20"));
         let cases: [(&[u8], RejectReason, &str); 6] = [
-            (br#"{"lat":1,"lon":2,"ts":3,"seq":1.5}"#, RejectReason::InvalidField, "seq"),
-            (br#"{"lat":1,"lon":2,"ts":3,"seq":-1}"#, RejectReason::InvalidField, "seq"),
-            (br#"{"lat":1,"lon":2,"ts":3.5}"#, RejectReason::InvalidField, "ts"),
-            (br#"{"lat":true,"lon":2,"ts":3}"#, RejectReason::InvalidField, "lat"),
-            (br#"{"lat":1,"lon":2,"ts":3,"route":[]}"#, RejectReason::InvalidField, "route"),
-            (br#"{"lat":1,"lat":2,"lon":2,"ts":3}"#, RejectReason::BadJson, "payload"),
+            (
+                br#"{"lat":1,"lon":2,"ts":3,"seq":1.5}"#,
+                RejectReason::InvalidField,
+                "seq",
+            ),
+            (
+                br#"{"lat":1,"lon":2,"ts":3,"seq":-1}"#,
+                RejectReason::InvalidField,
+                "seq",
+            ),
+            (
+                br#"{"lat":1,"lon":2,"ts":3.5}"#,
+                RejectReason::InvalidField,
+                "ts",
+            ),
+            (
+                br#"{"lat":true,"lon":2,"ts":3}"#,
+                RejectReason::InvalidField,
+                "lat",
+            ),
+            (
+                br#"{"lat":1,"lon":2,"ts":3,"route":[]}"#,
+                RejectReason::InvalidField,
+                "route",
+            ),
+            (
+                br#"{"lat":1,"lat":2,"lon":2,"ts":3}"#,
+                RejectReason::BadJson,
+                "payload",
+            ),
         ];
         for (payload, reason, field) in cases {
             let r = parse_fixes(payload).unwrap_err();

@@ -217,6 +217,60 @@ mod tests {
         )
     }
 
+    fn empty() -> VehicleState {
+        VehicleState {
+            vehicle: String::new(),
+            lat: 0.0,
+            lon: 0.0,
+            raw_lat: 0.0,
+            raw_lon: 0.0,
+            ts: 0,
+            speed: None,
+            heading: None,
+            route: None,
+            trip: None,
+            status: VehicleStatus::Offline,
+            on_route: None,
+            off_route_m: None,
+            progress_m: None,
+            next_stop: None,
+            delay_s: None,
+            trip_inferred: None,
+            accuracy: None,
+            altitude: None,
+            battery: None,
+            received_at: 0,
+            processed_at: 0,
+        }
+    }
+
+    fn full() -> VehicleState {
+        VehicleState {
+            vehicle: "a long vehicle id".repeat(4),
+            speed: Some(1.0),
+            heading: Some(2.0),
+            route: Some("route".into()),
+            trip: Some("trip".into()),
+            on_route: Some(true),
+            off_route_m: Some(3.0),
+            progress_m: Some(4.0),
+            next_stop: Some(NextStop {
+                id: "stop".into(),
+                name: "a long stop name".repeat(4),
+                distance_m: 5.0,
+                eta: Some(6),
+                scheduled: Some(7),
+                delay_s: Some(8),
+            }),
+            delay_s: Some(9),
+            trip_inferred: Some(true),
+            accuracy: Some(10.0),
+            altitude: Some(11.0),
+            battery: Some(12.0),
+            ..empty()
+        }
+    }
+
     proptest! {
         #[test]
         fn same_bytes_as_the_derived_serializer(state in state()) {
@@ -224,6 +278,20 @@ mod tests {
             write_state(&state, &mut ours);
             let derived = serde_json::to_vec(&state).unwrap_or_default();
             prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&derived));
+        }
+
+        #[test]
+        fn clone_from_copies_every_field(b in state()) {
+            // Over a state with every field set and over one with none; compared as JSON (a
+            // NaN field is not equal to itself).
+            let mut y = Vec::new();
+            write_state(&b.clone(), &mut y);
+            for mut copy in [full(), empty()] {
+                copy.clone_from(&b);
+                let mut x = Vec::new();
+                write_state(&copy, &mut x);
+                prop_assert_eq!(&x, &y);
+            }
         }
     }
 }
