@@ -3,8 +3,8 @@
 //!
 //! Why: SipHash was ~3,400 of the ~54,000 instructions per update (callgrind, issue 15).
 //! The keys (vehicle ids, topic levels) are chosen by clients, so the hasher must be seeded:
-//! foldhash's `RandomState` draws a per-process random seed and a per-map counter, like
-//! hashbrown's default, so collisions cannot be precomputed offline.
+//! foldhash's `RandomState` is seeded randomly (per process, varied per map), like hashbrown's
+//! default, so colliding ids cannot be precomputed offline.
 
 use std::collections::{HashMap, HashSet};
 
