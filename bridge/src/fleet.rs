@@ -3,7 +3,6 @@
 //!
 //! Owned by the [`Hub`](crate::Hub); REST queries and subscription snapshots read it.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +16,10 @@ use crate::filter::Criteria;
 use crate::grid::{Bbox, Cell, Grid};
 use crate::port::Access;
 use crate::track::{Ring, TrackLimits, TrackPoint};
+
+/// The maps' hasher: foldhash, randomly seeded (vehicle ids are client-chosen), instead of
+/// SipHash; every state's upsert hashes its id three times (shard, map, cell).
+type RandomState = foldhash::fast::RandomState;
 
 /// Number of shards: a power of two comfortably above the core count of the machines we run on.
 const SHARDS: usize = 16;
@@ -77,9 +80,9 @@ struct Entry {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Arc<str>, Entry>,
+    map: HashMap<Arc<str>, Entry, RandomState>,
     /// Vehicle ids per grid cell (of this shard's vehicles only).
-    cells: HashMap<Cell, HashSet<Arc<str>>>,
+    cells: HashMap<Cell, HashSet<Arc<str>, RandomState>, RandomState>,
 }
 
 /// The hub already holds its maximum number of vehicles.
@@ -126,7 +129,7 @@ impl Fleet {
     ) -> Fleet {
         Fleet {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             grid,
             track: TrackLimits {
                 capacity: track_capacity,
@@ -363,7 +366,11 @@ fn intersect(a: &Bbox, b: &Bbox) -> Option<Bbox> {
     .ok()
 }
 
-fn remove_from_cell(cells: &mut HashMap<Cell, HashSet<Arc<str>>>, cell: Cell, id: &str) {
+fn remove_from_cell(
+    cells: &mut HashMap<Cell, HashSet<Arc<str>, RandomState>, RandomState>,
+    cell: Cell,
+    id: &str,
+) {
     if let Some(set) = cells.get_mut(&cell) {
         set.remove(id);
         if set.is_empty() {

@@ -26,6 +26,7 @@
 //! - `router`: the single owner of sessions, subscriptions and retained messages.
 //! - `link`: the router ↔ connection contract (messages, queue, ids), shared by both.
 //! - `message`: an application message as routed.
+//! - `hash`: the seeded fast hasher of the maps every update looks up.
 //! - `topic`: topic name and filter rules.
 //! - `metrics`: counters for `$SYS` and Prometheus.
 
@@ -38,6 +39,7 @@ mod context;
 pub mod demo;
 mod error;
 pub mod gtfsrt;
+mod hash;
 pub mod history;
 mod http;
 mod https;

@@ -12,12 +12,13 @@
 //! forgotten once its TTL has passed (a forgotten trip is unreadable, so dropping the oldest
 //! when full fails closed).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use geo_engine::{Event, VehicleState};
 
+use crate::hash::FastMap;
 use crate::ingest::StateSink;
 
 /// Ended trips remembered at most; past this the oldest is forgotten early (unreadable).
@@ -37,11 +38,11 @@ type Running = (Option<Arc<str>>, Option<Arc<str>>);
 #[derive(Debug, Default)]
 struct Inner {
     /// Per vehicle: its current route and trip.
-    current: HashMap<Arc<str>, Running>,
+    current: FastMap<Arc<str>, Running>,
     /// Per running trip: how many vehicles run it now.
-    running: HashMap<Arc<str>, usize>,
+    running: FastMap<Arc<str>, usize>,
     /// Per ended trip: when it ended; `order` holds the same, oldest first.
-    ended: HashMap<Arc<str>, Instant>,
+    ended: FastMap<Arc<str>, Instant>,
     order: VecDeque<(Instant, Arc<str>)>,
 }
 

@@ -2,11 +2,13 @@
 //! (docs/topics-and-payloads.md#location-updates), and its parsing from JSON, one object or a batch
 //! array.
 
+mod field;
+
 use geo::Point;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::validate::{RejectReason, Rejection};
+use field::Field;
 
 /// One location update from a device. The fields mirror the JSON payload
 /// (docs/topics-and-payloads.md#location-updates); in code, take the position as a [`Point`] with
@@ -100,8 +102,9 @@ impl Fix {
 /// `bad_json` when the payload is not JSON or not an object/array; otherwise the first
 /// element's problem, naming the field (`missing_field`, `invalid_field`).
 pub fn parse_fixes(payload: &[u8]) -> Result<Vec<Fix>, Rejection> {
-    // Typed deserialization (no intermediate map) keeps this cheap; the fields stay `Value`s so
-    // a wrong type is reported by field name rather than as a serde message.
+    // Typed deserialization into fields borrowed from the payload (no `Value` tree, no string
+    // copies); the fields stay loosely typed so a wrong type is reported by field name rather
+    // than as a serde message.
     let bad =
         |e: serde_json::Error| Rejection::new(RejectReason::BadJson, "payload", e.to_string());
     let mut fixes = match payload.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -138,31 +141,31 @@ pub fn parse_fixes(payload: &[u8]) -> Result<Vec<Fix>, Rejection> {
     Ok(fixes)
 }
 
-/// The JSON object as sent; unknown fields are ignored.
+/// The JSON object as sent, borrowing from the payload; unknown fields are ignored.
 #[derive(Deserialize)]
-struct RawFix {
-    #[serde(default)]
-    lat: Value,
-    #[serde(default)]
-    lon: Value,
-    #[serde(default)]
-    ts: Value,
-    #[serde(default)]
-    speed: Value,
-    #[serde(default)]
-    heading: Value,
-    #[serde(default)]
-    accuracy: Value,
-    #[serde(default)]
-    route: Value,
-    #[serde(default)]
-    trip: Value,
-    #[serde(default)]
-    seq: Value,
-    #[serde(default)]
-    altitude: Value,
-    #[serde(default)]
-    battery: Value,
+struct RawFix<'a> {
+    #[serde(default, borrow)]
+    lat: Field<'a>,
+    #[serde(default, borrow)]
+    lon: Field<'a>,
+    #[serde(default, borrow)]
+    ts: Field<'a>,
+    #[serde(default, borrow)]
+    speed: Field<'a>,
+    #[serde(default, borrow)]
+    heading: Field<'a>,
+    #[serde(default, borrow)]
+    accuracy: Field<'a>,
+    #[serde(default, borrow)]
+    route: Field<'a>,
+    #[serde(default, borrow)]
+    trip: Field<'a>,
+    #[serde(default, borrow)]
+    seq: Field<'a>,
+    #[serde(default, borrow)]
+    altitude: Field<'a>,
+    #[serde(default, borrow)]
+    battery: Field<'a>,
 }
 
 /// Builds a fix, naming the first missing or ill-typed field.
@@ -170,11 +173,11 @@ fn fix_from_raw(raw: RawFix) -> Result<Fix, Rejection> {
     let lat = required_f64(&raw.lat, "lat")?;
     let lon = required_f64(&raw.lon, "lon")?;
     let ts = match &raw.ts {
-        Value::Null => return Err(missing("ts")),
+        Field::Null => return Err(missing("ts")),
         v => as_ts(v).ok_or_else(|| invalid("ts", "expected Unix milliseconds"))?,
     };
     let seq = match &raw.seq {
-        Value::Null => None,
+        Field::Null => None,
         v => Some(
             v.as_u64()
                 .ok_or_else(|| invalid("seq", "expected a non-negative integer"))?,
@@ -197,7 +200,7 @@ fn fix_from_raw(raw: RawFix) -> Result<Fix, Rejection> {
 }
 
 /// Accepts an integer, or a float with no fractional part, as milliseconds.
-fn as_ts(v: &Value) -> Option<i64> {
+fn as_ts(v: &Field) -> Option<i64> {
     if let Some(i) = v.as_i64() {
         return Some(i);
     }
@@ -206,13 +209,13 @@ fn as_ts(v: &Value) -> Option<i64> {
     (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
 }
 
-fn required_f64(v: &Value, field: &'static str) -> Result<f64, Rejection> {
+fn required_f64(v: &Field, field: &'static str) -> Result<f64, Rejection> {
     optional_f64(v, field)?.ok_or_else(|| missing(field))
 }
 
-fn optional_f64(v: &Value, field: &'static str) -> Result<Option<f64>, Rejection> {
+fn optional_f64(v: &Field, field: &'static str) -> Result<Option<f64>, Rejection> {
     match v {
-        Value::Null => Ok(None),
+        Field::Null => Ok(None),
         v => v
             .as_f64()
             .filter(|f| f.is_finite())
@@ -221,14 +224,16 @@ fn optional_f64(v: &Value, field: &'static str) -> Result<Option<f64>, Rejection
     }
 }
 
-fn optional_string(v: Value, field: &'static str) -> Result<Option<String>, Rejection> {
+fn optional_string(v: Field, field: &'static str) -> Result<Option<String>, Rejection> {
     match v {
-        Value::Null => Ok(None),
-        Value::String(s) if s.len() <= 256 => Ok(Some(s)),
-        Value::String(_) => Err(invalid(field, "longer than 256 bytes")),
+        Field::Null => Ok(None),
+        Field::Str(s) if s.len() <= 256 => Ok(Some(s.into_owned())),
+        Field::Str(_) => Err(invalid(field, "longer than 256 bytes")),
         // Route and trip ids are often numeric in feeds; accept a number as its decimal text.
-        Value::Number(n) => Ok(Some(n.to_string())),
-        _ => Err(invalid(field, "expected a string")),
+        v => v
+            .number_text()
+            .map(Some)
+            .ok_or_else(|| invalid(field, "expected a string")),
     }
 }
 
@@ -303,6 +308,59 @@ mod tests {
         assert_eq!((r.reason, r.field), (RejectReason::InvalidField, "battery"));
         let r = parse_fixes(br#"{"lat":1,"lon":2,"ts":3,"altitude":1e9}"#).unwrap_err();
         assert_eq!(r.field, "altitude");
+    }
+
+    #[test]
+    fn loose_fields_read_as_before() {
+        // Numeric ids become their decimal text, escapes are decoded, null is absent.
+        let f = parse_fixes(
+            br#"{"lat":1,"lon":2,"ts":3.0,"route":110,"trip":"a\"b","speed":null,"seq":18446744073709551615,"x":{"y":[1]}}"#,
+        )
+        .unwrap();
+        assert_eq!(f[0].ts, 3);
+        assert_eq!(f[0].route.as_deref(), Some("110"));
+        assert_eq!(f[0].trip.as_deref(), Some("a\"b"));
+        assert_eq!((f[0].speed, f[0].seq), (None, Some(u64::MAX)));
+        let f = parse_fixes(br#"{"lat":1,"lon":2,"ts":3,"route":1.5e20}"#).unwrap();
+        // As `Value::Number` printed it.
+        assert_eq!(f[0].route.as_deref(), Some("1.5e+20"));
+        let cases: [(&[u8], RejectReason, &str); 6] = [
+            (
+                br#"{"lat":1,"lon":2,"ts":3,"seq":1.5}"#,
+                RejectReason::InvalidField,
+                "seq",
+            ),
+            (
+                br#"{"lat":1,"lon":2,"ts":3,"seq":-1}"#,
+                RejectReason::InvalidField,
+                "seq",
+            ),
+            (
+                br#"{"lat":1,"lon":2,"ts":3.5}"#,
+                RejectReason::InvalidField,
+                "ts",
+            ),
+            (
+                br#"{"lat":true,"lon":2,"ts":3}"#,
+                RejectReason::InvalidField,
+                "lat",
+            ),
+            (
+                br#"{"lat":1,"lon":2,"ts":3,"route":[]}"#,
+                RejectReason::InvalidField,
+                "route",
+            ),
+            (
+                br#"{"lat":1,"lat":2,"lon":2,"ts":3}"#,
+                RejectReason::BadJson,
+                "payload",
+            ),
+        ];
+        for (payload, reason, field) in cases {
+            let r = parse_fixes(payload).unwrap_err();
+            let text = String::from_utf8_lossy(payload);
+            assert_eq!((r.reason, r.field), (reason, field), "{text}");
+        }
     }
 
     #[test]

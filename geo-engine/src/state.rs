@@ -2,6 +2,8 @@
 //! JSON forms are the payloads of `vehicles/{id}` and `events/{id}/{kind}`
 //! (docs/topics-and-payloads.md#outputs); absent values are omitted.
 
+mod json;
+
 use serde::{Deserialize, Serialize};
 
 /// Motion status of a vehicle.
@@ -14,7 +16,7 @@ pub enum VehicleStatus {
 }
 
 /// The next stop along the vehicle's route, with the estimated time of arrival.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct NextStop {
     pub id: String,
     pub name: String,
@@ -33,8 +35,39 @@ pub struct NextStop {
     pub delay_s: Option<i64>,
 }
 
+/// By hand for `clone_from` (reuses the id and name buffers), as [`VehicleState`]'s.
+impl Clone for NextStop {
+    fn clone(&self) -> NextStop {
+        NextStop {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            distance_m: self.distance_m,
+            eta: self.eta,
+            scheduled: self.scheduled,
+            delay_s: self.delay_s,
+        }
+    }
+
+    fn clone_from(&mut self, source: &NextStop) {
+        let NextStop {
+            id,
+            name,
+            distance_m,
+            eta,
+            scheduled,
+            delay_s,
+        } = source;
+        self.id.clone_from(id);
+        self.name.clone_from(name);
+        self.distance_m = *distance_m;
+        self.eta = *eta;
+        self.scheduled = *scheduled;
+        self.delay_s = *delay_s;
+    }
+}
+
 /// The processed state of one vehicle (`vehicles/{id}`, retained).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct VehicleState {
     pub vehicle: String,
     /// Smoothed position, WGS84 degrees.
@@ -88,10 +121,98 @@ pub struct VehicleState {
     pub processed_at: i64,
 }
 
+/// By hand for `clone_from`: the tracker copies each new state over its previous one, and
+/// `clone_from` reuses the strings' buffers (vehicle, route, trip, next stop) instead of
+/// allocating them again per update. Both list every field, so a new one cannot be forgotten.
+impl Clone for VehicleState {
+    fn clone(&self) -> VehicleState {
+        VehicleState {
+            vehicle: self.vehicle.clone(),
+            lat: self.lat,
+            lon: self.lon,
+            raw_lat: self.raw_lat,
+            raw_lon: self.raw_lon,
+            ts: self.ts,
+            speed: self.speed,
+            heading: self.heading,
+            route: self.route.clone(),
+            trip: self.trip.clone(),
+            status: self.status,
+            on_route: self.on_route,
+            off_route_m: self.off_route_m,
+            progress_m: self.progress_m,
+            next_stop: self.next_stop.clone(),
+            delay_s: self.delay_s,
+            trip_inferred: self.trip_inferred,
+            accuracy: self.accuracy,
+            altitude: self.altitude,
+            battery: self.battery,
+            received_at: self.received_at,
+            processed_at: self.processed_at,
+        }
+    }
+
+    fn clone_from(&mut self, source: &VehicleState) {
+        let VehicleState {
+            vehicle,
+            lat,
+            lon,
+            raw_lat,
+            raw_lon,
+            ts,
+            speed,
+            heading,
+            route,
+            trip,
+            status,
+            on_route,
+            off_route_m,
+            progress_m,
+            next_stop,
+            delay_s,
+            trip_inferred,
+            accuracy,
+            altitude,
+            battery,
+            received_at,
+            processed_at,
+        } = source;
+        self.vehicle.clone_from(vehicle);
+        self.lat = *lat;
+        self.lon = *lon;
+        self.raw_lat = *raw_lat;
+        self.raw_lon = *raw_lon;
+        self.ts = *ts;
+        self.speed = *speed;
+        self.heading = *heading;
+        self.route.clone_from(route);
+        self.trip.clone_from(trip);
+        self.status = *status;
+        self.on_route = *on_route;
+        self.off_route_m = *off_route_m;
+        self.progress_m = *progress_m;
+        self.next_stop.clone_from(next_stop);
+        self.delay_s = *delay_s;
+        self.trip_inferred = *trip_inferred;
+        self.accuracy = *accuracy;
+        self.altitude = *altitude;
+        self.battery = *battery;
+        self.received_at = *received_at;
+        self.processed_at = *processed_at;
+    }
+}
+
 impl VehicleState {
     /// The smoothed position (x = lon, y = lat, degrees).
     pub fn position(&self) -> geo::Point<f64> {
         geo::Point::new(self.lon, self.lat)
+    }
+
+    /// Appends the `vehicles/{id}` JSON payload to `out`: the same bytes as
+    /// `serde_json::to_writer(out, self)`, written without serde's per-field work (the payload
+    /// is made once per location update).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        json::write_state(self, out);
     }
 }
 

@@ -298,7 +298,11 @@ impl Tracker {
             received_at: now_ms,
             processed_at: now_ms,
         };
-        self.state = Some(state.clone());
+        // Over the previous copy: its string buffers are reused (`VehicleState::clone_from`).
+        match &mut self.state {
+            Some(kept) => kept.clone_from(&state),
+            None => self.state = Some(state.clone()),
+        }
         Ok(Outcome::Forwarded { state, events })
     }
 

@@ -7,7 +7,6 @@
 //! pass quietly (at most 10 s).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -164,8 +163,9 @@ struct Watch {
     count: u64,
     /// States whose `ts` was not newer than the vehicle's last one seen here.
     repeats: u64,
-    /// Newest `ts` seen per vehicle index.
-    newest: HashMap<usize, i64>,
+    /// Newest `ts` seen per vehicle index (`i64::MIN`: none yet); a vector, not a hash map:
+    /// one MQTT watcher looks up every state of the run here.
+    newest: Vec<i64>,
     histogram: Histogram<u64>,
     last_seen: Instant,
     done_at: Option<Instant>,
@@ -176,7 +176,7 @@ impl Watch {
         Watch {
             count: 0,
             repeats: 0,
-            newest: HashMap::new(),
+            newest: Vec::new(),
             histogram: report::histogram(),
             last_seen: Instant::now(),
             done_at: None,
@@ -188,7 +188,12 @@ impl Watch {
             return;
         };
         let now_ns = shared.epoch.elapsed().as_nanos() as u64;
-        let newest = self.newest.entry(i).or_insert(i64::MIN);
+        if i >= self.newest.len() {
+            self.newest.resize(i + 1, i64::MIN);
+        }
+        let Some(newest) = self.newest.get_mut(i) else {
+            return;
+        };
         if state.ts > *newest {
             *newest = state.ts;
             if let Some(ns) = shared.ledger.received(i, state.ts, now_ns) {

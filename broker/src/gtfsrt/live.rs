@@ -2,7 +2,6 @@
 //! (GTFS networks), and since when it deviates from its route. Bounded by the number of
 //! vehicles the broker tracks; an offline vehicle is removed.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use geo_engine::VehicleState;
@@ -20,7 +19,7 @@ pub struct Live {
 /// Every online vehicle, by id. The lock is held only to insert or to copy the map out.
 #[derive(Debug, Default)]
 pub struct LiveVehicles {
-    map: Mutex<HashMap<Arc<str>, Arc<Live>>>,
+    map: Mutex<crate::hash::FastMap<Arc<str>, Arc<Live>>>,
 }
 
 impl LiveVehicles {
@@ -43,7 +42,13 @@ impl LiveVehicles {
             fit,
             deviated_since,
         });
-        map.insert(state.vehicle.as_str().into(), live.clone());
+        // Replaced in place: a known vehicle's key is not allocated again per update.
+        match map.get_mut(state.vehicle.as_str()) {
+            Some(slot) => *slot = live.clone(),
+            None => {
+                map.insert(state.vehicle.as_str().into(), live.clone());
+            }
+        }
         (live, prev)
     }
 

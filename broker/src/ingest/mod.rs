@@ -28,6 +28,7 @@ use geo_engine::{
 };
 
 use crate::gtfsrt::{self, Feeds, LiveVehicles};
+use crate::hash::FastState;
 use crate::message::{Message, Origin};
 use crate::metrics::Metrics;
 pub use gate::{Gate, MAX_BATCH, Refused, Taken};
@@ -79,7 +80,7 @@ pub struct Ingest {
     config: PipelineConfig,
     /// One tracker per vehicle; the map's shard lock is held only to find the entry, the
     /// tracker's own mutex while one update is processed (never across an await).
-    trackers: DashMap<Arc<str>, Arc<Mutex<Tracker>>>,
+    trackers: DashMap<Arc<str>, Arc<Mutex<Tracker>>, FastState>,
     sinks: Vec<Arc<dyn StateSink>>,
     metrics: Arc<Metrics>,
     /// `--max-vehicles`: trackers made on a fix at most (restored ones always come back).
@@ -104,7 +105,7 @@ impl Ingest {
             clock_offset_ms: 0,
             network,
             config,
-            trackers: DashMap::new(),
+            trackers: DashMap::with_hasher(FastState::default()),
             sinks,
             metrics,
             max_vehicles: usize::MAX,
@@ -498,27 +499,40 @@ fn broker_message(topic: String, payload: Bytes, qos: QoS, retain: bool) -> Arc<
     })
 }
 
-/// A processed state's JSON is about 300–500 bytes: serializing into this much room at once
-/// saves the buffer's regrowth (128 → 256 → 512 bytes) per state.
+/// A processed state's JSON is about 300–500 bytes (at most a few KiB: ids are ≤ 256 bytes).
 const STATE_JSON_CAPACITY: usize = 512;
+
+thread_local! {
+    /// The buffer each thread serializes states into, reused: the text is then copied once
+    /// into its shared `Arc<str>` (no per-state buffer allocation or regrowth).
+    static STATE_JSON_BUF: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(STATE_JSON_CAPACITY));
+}
 
 /// `vehicles/{id}`, retained.
 pub fn state_message(state: &VehicleState) -> Arc<Message> {
     state_message_and_json(state).0
 }
 
+/// The state's JSON text (`VehicleState::write_json`, the bytes of its `Serialize`).
+fn state_json(state: &VehicleState) -> Arc<str> {
+    STATE_JSON_BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        state.write_json(buf);
+        // Valid UTF-8 by construction (JSON of `str`s); an empty payload rather than a panic.
+        let json = std::str::from_utf8(buf).map_or_else(|_| Arc::from(""), Arc::from);
+        // A state with unusually long ids does not keep a large buffer on the thread.
+        if buf.capacity() > 8 * STATE_JSON_CAPACITY {
+            *buf = Vec::with_capacity(STATE_JSON_CAPACITY);
+        }
+        json
+    })
+}
+
 /// `vehicles/{id}` and its payload as text: one serialization shared by the MQTT message and
 /// the sinks ([`StateSink::state_json`]), without copying it.
 fn state_message_and_json(state: &VehicleState) -> (Arc<Message>, Arc<str>) {
-    let mut buf = Vec::with_capacity(STATE_JSON_CAPACITY);
-    let json: Arc<str> = match serde_json::to_writer(&mut buf, state)
-        .ok()
-        .and_then(|()| String::from_utf8(buf).ok())
-    {
-        Some(text) => Arc::from(text),
-        // Cannot happen for our state type; an empty payload rather than a panic.
-        None => Arc::from(""),
-    };
+    let json = state_json(state);
     let payload = Bytes::from_owner(JsonBytes(json.clone()));
     let message = broker_message(
         format!("vehicles/{}", state.vehicle),
@@ -567,7 +581,7 @@ mod tests {
             speed: Some(8.5),
             heading: Some(90.0),
             route: Some("110".into()),
-            trip: Some("t-1".repeat(200)),
+            trip: Some("t-1".repeat(1500)),
             status: VehicleStatus::Moving,
             on_route: Some(true),
             off_route_m: None,
@@ -591,7 +605,7 @@ mod tests {
         let (message, json) = state_message_and_json(&state);
         let plain = serde_json::to_string(&state).unwrap_or_default();
         assert!(
-            plain.len() > STATE_JSON_CAPACITY,
+            plain.len() > 8 * STATE_JSON_CAPACITY,
             "a state that outgrows the buffer"
         );
         assert_eq!(&*json, plain);

@@ -6,14 +6,14 @@
 //! `--max-retained` / `--max-retained-bytes`: [`RetainedStore::admits`] refuses a new topic past
 //! either (and a replacement that grows the bytes past the limit); clearing always works.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::hash::FastMap;
 use crate::message::Message;
 
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: FastMap<Box<str>, Node>,
     message: Option<Arc<Message>>,
 }
 

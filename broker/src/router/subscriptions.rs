@@ -7,10 +7,10 @@
 //! `fleet/{vehicle}/location` publish, in a counter shared with the connections, so a driver
 //! publish nobody can receive is not routed at all.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::hash::FastMap;
 use crate::link::{SessionId, SubOptions};
 
 use crate::ingest::topics::filter_may_match_location;
@@ -60,9 +60,9 @@ pub enum Target<'a> {
 
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: FastMap<Box<str>, Node>,
     direct: super::id_map::IdMap<SubOptions>,
-    shared: HashMap<Box<str>, SharedGroup>,
+    shared: FastMap<Box<str>, SharedGroup>,
 }
 
 impl Node {

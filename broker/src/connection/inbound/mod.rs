@@ -79,7 +79,7 @@ pub struct Inbound {
     unreleased: Option<Box<HashSet<u16>>>,
     connect_expiry: u32,
     /// Vehicles this connection published locations for: they go offline when it closes.
-    vehicles: Option<Box<HashSet<Box<str>>>>,
+    vehicles: Option<Box<crate::hash::FastSet<Box<str>>>>,
     /// `--acl` publish decisions by topic (boxed on first use, and used only when there are
     /// rules): a publisher sends to a few topics over and over, and a long ACL would otherwise
     /// cost a match per rule per PUBLISH.
