@@ -262,7 +262,11 @@ impl Bus {
         let shard = shard(vehicle, self.shards);
         let len = record.len() + 1;
         {
-            let mut guard = self.outbox.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self
+                .outbox
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let p = &mut *guard;
             if p.bytes + len > MAX_OUT_BYTES {
                 drop(guard);

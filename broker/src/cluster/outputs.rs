@@ -121,13 +121,7 @@ impl OutputSink {
         }
     }
 
-    fn send_state(
-        &self,
-        state: &VehicleState,
-        fit: Option<&TripFit>,
-        deviated: bool,
-        json: &str,
-    ) {
+    fn send_state(&self, state: &VehicleState, fit: Option<&TripFit>, deviated: bool, json: &str) {
         let header = Header {
             order: ORDER_UNSET,
             kind: Kind::State,

@@ -96,7 +96,7 @@ async fn states_of_a_few_milliseconds_go_in_one_frame_and_arrive_as_sent() {
     let (router, mut routed) = mpsc::channel(16);
     let recorded = Arc::new(Recorded::default());
     let ingest = Arc::new(Ingest::new(
-        Arc::new(Network::default()),
+        Arc::new(Network::empty()),
         PipelineConfig::default(),
         Vec::new(),
         Arc::new(Metrics::default()),
@@ -138,7 +138,11 @@ async fn states_of_a_few_milliseconds_go_in_one_frame_and_arrive_as_sent() {
         else {
             panic!("not a publish");
         };
-        assert_eq!(&message.payload[..], expected.as_bytes(), "the sender's JSON");
+        assert_eq!(
+            &message.payload[..],
+            expected.as_bytes(),
+            "the sender's JSON"
+        );
         assert!(message.retain);
         topics.push(message.topic.to_string());
     }
