@@ -2,7 +2,9 @@
 # Issue 13 bench, part 3 (cpu13): the cluster's CPU per update before and after the batched
 # bus, in one session. Two redis-servers (the two clusters must not share keys and channels):
 # R1 serves the single node S and cluster "before" (b1-b3, a build of main), R2 serves cluster
-# "after" (a1-a3, this branch). Per size D, per round: single, before, after. Every process
+# "after" (a1-a3, this branch), R3 serves cluster "after, 1 worker" (w1-w3: this branch with
+# TOKIO_WORKER_THREADS=1, one tokio worker per node instead of one per core: three nodes on two
+# cores). Per size D, per round: single, before, after, after-1w. Every process
 # started is recorded in $B/pids and stopped by
 # "while read n p; do kill $p; done < $B/pids".
 B=${B:-/tmp/b13c}
@@ -21,7 +23,7 @@ start_node() { # name binary redisport mqttport httpport [cluster]
   local name=$1 bin=$2 rp=$3 mp=$4 hp=$5 cl=$6
   mkdir -p $B/$name
   if [ -n "$cl" ]; then
-    (cd $B/$name && RUST_LOG=warn exec $bin serve --cluster --node-id $name --redis redis://127.0.0.1:$rp \
+    (cd $B/$name && RUST_LOG=warn TOKIO_WORKER_THREADS=${WORKERS:-2} exec $bin serve --cluster --node-id $name --redis redis://127.0.0.1:$rp \
        --mqtt 127.0.0.1:$mp --http 127.0.0.1:$hp > $B/$name.log 2>&1) &
   else
     (cd $B/$name && RUST_LOG=warn exec $bin serve --redis redis://127.0.0.1:$rp \
@@ -33,11 +35,13 @@ start_node() { # name binary redisport mqttport httpport [cluster]
 }
 start_redis r1 26391
 start_redis r2 26392
+start_redis r3 26393
 start_node S $AFTER 26391 21400 21500
 for n in 1 2 3; do start_node b$n $BEFORE 26391 2141$n 2151$n cluster; done
 for n in 1 2 3; do start_node a$n $AFTER 26392 2142$n 2152$n cluster; done
+for n in 1 2 3; do WORKERS=1 start_node w$n $AFTER 26393 2143$n 2153$n cluster; done
 pid() { cat $B/$1.pid; }
-R1=$(pid r1); R2=$(pid r2)
+R1=$(pid r1); R2=$(pid r2); R3=$(pid r3)
 run() { # label redis-pid args...
   local label=$1 r=$2; shift 2
   local r0=$(ticks $r)
@@ -59,9 +63,9 @@ for D in ${DRIVERS:-2000 5000 10000}; do
         --drivers $D $COMMON --pid $(pid S)
     cluster before-$D-r$round $R1 2141 2151 b1 b2 b3
     cluster after-$D-r$round $R2 2142 2152 a1 a2 a3
+    cluster after1w-$D-r$round $R3 2143 2153 w1 w2 w3
   done
 done
-for n in S b1 b2 b3 a1 a2 a3; do echo "$n $(grep VmRSS /proc/$(pid $n)/status)"; done
-for n in a1 b1; do curl -s http://127.0.0.1:$( [ $n = a1 ] && echo 21521 || echo 21511)/metrics | grep -E '^fleetmq_cluster_(messages|dropped)_total'; done
-redis-cli -p 26391 info commandstats | grep -E 'publish|evalsha|hset|geoadd|xadd'
-redis-cli -p 26392 info commandstats | grep -E 'publish|evalsha|hset|geoadd|xadd'
+for n in S b1 b2 b3 a1 a2 a3 w1 w2 w3; do echo "$n $(grep VmRSS /proc/$(pid $n)/status)"; done
+for hp in 21511 21521 21531; do echo "node on $hp:"; curl -s http://127.0.0.1:$hp/metrics | grep -E '^fleetmq_cluster_(messages|dropped)_total'; done
+for rp in 26391 26392 26393; do echo "redis $rp:"; redis-cli -p $rp info commandstats | grep -E 'publish|evalsha|hset|geoadd|xadd'; done
