@@ -1,17 +1,29 @@
-//! Pub/sub between the nodes of a cluster. [`Bus`] owns a bounded outgoing queue (publishing
-//! never waits: over its limit a message is dropped and counted), one publisher task that sends
-//! the queue in pipelined batches, and subscriber tasks that resubscribe with backoff after
-//! Redis went away and hand messages over through a bounded queue.
+//! Pub/sub between the nodes of a cluster. [`Bus`] owns a bounded outgoing buffer (publishing
+//! never waits: over its limit a record is dropped and counted), one publisher task that sends
+//! it in pipelined batches, and subscriber tasks that resubscribe with backoff after Redis went
+//! away and hand frames over through a bounded queue.
+//!
+//! # Frames
+//! What the bus carries are records: lines of text (`outputs` writes one or two lines of JSON
+//! per output). The publisher joins the records of one channel that came within [`LINGER`] into
+//! one frame, the node's own prefix line (given at [`Bus::start`]) then each record followed by
+//! `\n`, and
+//! sends it as one `PUBLISH`: at thousands of records a second that is one Redis command and one
+//! message per subscriber for many records, instead of one each (Redis's cost, and each
+//! receiver's, is mostly per message). Frames stay under [`FRAME_BYTES`] (a larger record
+//! goes alone).
 //!
 //! The transport is the small [`Transport`] interface: plain `PUBLISH`/`SUBSCRIBE` here
 //! ([`RedisTransport`]); Redis Cluster's sharded `SPUBLISH`/`SSUBSCRIBE` fits behind the same
-//! interface, and [`channel`] already names one channel per shard for it.
+//! interface. [`channel`] names one channel per shard for it; on one Redis server, where
+//! spreading buys nothing, every record goes on the first channel (so more of them share a
+//! frame), see [`Transport::shards`].
 //!
 //! # Limits
-//! - Outgoing: [`MAX_OUT_BYTES`] of payload waiting for Redis; past it new messages are dropped
+//! - Outgoing: [`MAX_OUT_BYTES`] of records waiting for Redis; past it new records are dropped
 //!   (`fleetmq_cluster_dropped_total{direction="out"}`), which happens only while Redis is slow
 //!   or away. Processed state is latest-wins: the vehicle's next state supersedes a dropped one.
-//! - Incoming: [`MAX_IN_BYTES`] waiting for this node's outputs; past it, dropped
+//! - Incoming: [`MAX_IN_BYTES`] of frames waiting for this node's outputs; past it, dropped
 //!   (`direction="in"`).
 
 use std::collections::VecDeque;
@@ -20,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -37,8 +49,12 @@ pub const SHARDS: u16 = 16;
 pub const MAX_OUT_BYTES: usize = 64 * 1024 * 1024;
 /// Payload bytes received and not yet taken by this node's outputs, at most.
 pub const MAX_IN_BYTES: usize = 64 * 1024 * 1024;
-/// Messages sent to Redis in one pipeline, at most.
-const BATCH: usize = 512;
+/// Full frames sent to Redis in one pipeline, at most.
+const BATCH: usize = 64;
+/// How long the publisher lets records gather before it sends them (the latency it adds).
+pub const LINGER: Duration = Duration::from_millis(5);
+/// A frame is closed before it would grow past this many bytes.
+pub const FRAME_BYTES: usize = 256 * 1024;
 /// First and longest wait before resubscribing or republishing after a failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -46,7 +62,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// The channel of `vehicle`'s outputs: `fleetmq:out:{n}`, n = its key's hash slot mod
 /// [`SHARDS`], so one vehicle's outputs stay in order on one channel.
 pub fn channel(vehicle: &str) -> String {
-    format!("fleetmq:out:{}", keys::slot(vehicle) % SHARDS)
+    format!("fleetmq:out:{}", shard(vehicle, SHARDS))
+}
+
+/// The shard of `vehicle` among `shards` channels.
+fn shard(vehicle: &str, shards: u16) -> u16 {
+    keys::slot(vehicle) % shards.max(1)
 }
 
 /// Every output channel, for subscribers.
@@ -59,6 +80,11 @@ pub type Messages = BoxStream<'static, (String, Bytes)>;
 
 /// How messages move between nodes.
 pub trait Transport: Send + Sync + 'static {
+    /// How many of the [`channels`] publishers spread records over: all [`SHARDS`] where
+    /// they land on different servers, 1 where one server takes them all.
+    fn shards(&self) -> u16 {
+        SHARDS
+    }
     /// Publishes each (channel, payload), in order.
     fn publish(&self, batch: Vec<(String, Bytes)>) -> BoxFuture<'_, redis::RedisResult<()>>;
     /// A round trip on the publishing connection (to notice Redis is back while idle).
@@ -92,6 +118,11 @@ impl RedisTransport {
 }
 
 impl Transport for RedisTransport {
+    /// One server: one channel, so that a frame carries as many records as possible.
+    fn shards(&self) -> u16 {
+        1
+    }
+
     fn publish(&self, batch: Vec<(String, Bytes)>) -> BoxFuture<'_, redis::RedisResult<()>> {
         let mut conn = self.conn.clone();
         Box::pin(async move {
@@ -138,11 +169,51 @@ struct Stats {
     reconnects: AtomicU64,
 }
 
-/// The outgoing queue, bounded in bytes.
+/// The outgoing buffer, bounded in bytes.
 #[derive(Default)]
 struct Outbox {
-    queue: Mutex<(VecDeque<(String, Bytes)>, usize)>,
+    pending: Mutex<Pending>,
     ready: Notify,
+}
+
+/// Records waiting for the publisher, as frames.
+#[derive(Default)]
+struct Pending {
+    /// The frame being filled per shard: its bytes and record count.
+    open: Vec<Option<(BytesMut, u64)>>,
+    /// Closed frames (shard, frame, records), oldest first; a shard's closed frames go before
+    /// its open one.
+    full: VecDeque<(u16, Bytes, u64)>,
+    /// Frame bytes in both.
+    bytes: usize,
+    /// When the oldest record waiting came.
+    since: Option<tokio::time::Instant>,
+}
+
+impl Pending {
+    /// Up to [`BATCH`] closed frames, or when there are none every open frame, as
+    /// (channel, frame) and the records they hold.
+    fn take(&mut self) -> (Vec<(String, Bytes)>, u64) {
+        let mut frames = Vec::new();
+        let mut records = 0;
+        let mut push = |shard: u16, frame: Bytes, n: u64| {
+            frames.push((format!("fleetmq:out:{shard}"), frame));
+            records += n;
+        };
+        if self.full.is_empty() {
+            for (shard, open) in self.open.iter_mut().enumerate() {
+                if let Some((frame, n)) = open.take() {
+                    push(shard as u16, frame.freeze(), n);
+                }
+            }
+        } else {
+            let n = self.full.len().min(BATCH);
+            for (shard, frame, count) in self.full.drain(..n) {
+                push(shard, frame, count);
+            }
+        }
+        (frames, records)
+    }
 }
 
 /// Pub/sub between nodes.
@@ -151,16 +222,29 @@ pub struct Bus {
     outbox: Arc<Outbox>,
     stats: Arc<Stats>,
     stop: CancellationToken,
+    /// The first line of every frame this node sends, newline included.
+    prefix: Bytes,
+    shards: u16,
 }
 
 impl Bus {
-    /// Starts the publisher task; it stops with `stop`.
-    pub fn start(transport: Arc<dyn Transport>, stop: CancellationToken) -> Bus {
+    /// Starts the publisher task; it stops with `stop`. Every frame starts with `prefix` (a
+    /// line: it must end with `\n`).
+    pub fn start(transport: Arc<dyn Transport>, prefix: Bytes, stop: CancellationToken) -> Bus {
+        let shards = transport.shards().clamp(1, SHARDS);
         let bus = Bus {
             transport,
-            outbox: Arc::default(),
+            outbox: Arc::new(Outbox {
+                pending: Mutex::new(Pending {
+                    open: vec![None; usize::from(shards)],
+                    ..Pending::default()
+                }),
+                ready: Notify::new(),
+            }),
             stats: Arc::default(),
             stop,
+            prefix,
+            shards,
         };
         bus.stats.publishing.store(true, Relaxed);
         tokio::spawn(publish_loop(
@@ -172,18 +256,48 @@ impl Bus {
         bus
     }
 
-    /// Queues `payload` for `channel`; never waits. Dropped (and counted) past
-    /// [`MAX_OUT_BYTES`].
-    pub fn publish(&self, channel: String, payload: Bytes) {
+    /// Queues `record` (lines; the bus ends it with a newline) on `vehicle`'s channel; never waits. Dropped (and
+    /// counted) past [`MAX_OUT_BYTES`].
+    pub fn publish(&self, vehicle: &str, record: &[u8]) {
+        let shard = shard(vehicle, self.shards);
+        let len = record.len() + 1;
         {
-            let mut q = self.outbox.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.1 + payload.len() > MAX_OUT_BYTES {
-                drop(q);
+            let mut guard = self
+                .outbox
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let p = &mut *guard;
+            if p.bytes + len > MAX_OUT_BYTES {
+                drop(guard);
                 self.stats.dropped_out.fetch_add(1, Relaxed);
                 return;
             }
-            q.1 += payload.len();
-            q.0.push_back((channel, payload));
+            let open = &mut p.open[usize::from(shard)];
+            let closed = match open {
+                Some((frame, n)) if frame.len() + len > FRAME_BYTES => {
+                    let n = *n;
+                    open.take().map(|(frame, _)| (frame.freeze(), n))
+                }
+                _ => None,
+            };
+            let (frame, n) = open.get_or_insert_with(|| (BytesMut::new(), 0));
+            let before = frame.len();
+            if before == 0 {
+                frame.reserve(4096.max(self.prefix.len() + len));
+                frame.extend_from_slice(&self.prefix);
+            }
+            frame.extend_from_slice(record);
+            frame.put_u8(b'\n');
+            *n += 1;
+            // Frame bytes, prefixes included.
+            p.bytes += frame.len() - before;
+            if p.since.is_none() {
+                p.since = Some(tokio::time::Instant::now());
+            }
+            if let Some((frame, n)) = closed {
+                p.full.push_back((shard, frame, n));
+            }
         }
         self.outbox.ready.notify_one();
     }
@@ -217,7 +331,7 @@ impl Bus {
             out,
             "# HELP fleetmq_cluster_bus_up 1 while the cluster bus publishes and is subscribed in Redis.\n\
              # TYPE fleetmq_cluster_bus_up gauge\nfleetmq_cluster_bus_up {}\n\
-             # HELP fleetmq_cluster_messages_total Processed outputs sent to and received from other nodes.\n\
+             # HELP fleetmq_cluster_messages_total Redis messages of processed outputs sent to and received from other nodes (each carries the outputs of up to 5 ms).\n\
              # TYPE fleetmq_cluster_messages_total counter\n\
              fleetmq_cluster_messages_total{{direction=\"out\"}} {}\n\
              fleetmq_cluster_messages_total{{direction=\"in\"}} {}\n\
@@ -260,12 +374,31 @@ async fn publish_loop(
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let batch: Vec<(String, Bytes)> = {
-            let mut q = outbox.queue.lock().unwrap_or_else(|e| e.into_inner());
-            let n = q.0.len().min(BATCH);
-            let batch: Vec<_> = q.0.drain(..n).collect();
-            q.1 -= batch.iter().map(|(_, p)| p.len()).sum::<usize>();
-            batch
+        // The oldest record waits at most LINGER (plus a round trip in flight) for others to
+        // join its frame; closed frames go at once.
+        let due = {
+            let p = outbox.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match p.since {
+                Some(since) if p.full.is_empty() => Some(since + LINGER),
+                Some(_) => Some(tokio::time::Instant::now()),
+                None => None,
+            }
+        };
+        if let Some(due) = due {
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+        let (batch, n) = {
+            let mut p = outbox.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let (batch, n) = p.take();
+            let taken: usize = batch.iter().map(|(_, f)| f.len()).sum();
+            p.bytes = p.bytes.saturating_sub(taken);
+            if p.bytes == 0 {
+                p.since = None;
+            }
+            (batch, n)
         };
         if batch.is_empty() {
             // While down and idle, probe Redis so that readiness comes back without traffic.
@@ -288,10 +421,10 @@ async fn publish_loop(
             }
             continue;
         }
-        let n = batch.len() as u64;
+        let frames = batch.len() as u64;
         match transport.publish(batch).await {
             Ok(()) => {
-                stats.published.fetch_add(n, Relaxed);
+                stats.published.fetch_add(frames, Relaxed);
                 if !stats.publishing.swap(true, Relaxed) {
                     tracing::info!("cluster bus: publishing to redis again");
                 }
@@ -397,13 +530,13 @@ mod tests {
     #[tokio::test]
     async fn a_stuck_redis_costs_at_most_the_outgoing_limit() {
         let stop = CancellationToken::new();
-        let bus = Bus::start(Arc::new(Stuck), stop.clone());
+        let bus = Bus::start(Arc::new(Stuck), Bytes::from_static(b"n\n"), stop.clone());
         let mib = Bytes::from(vec![0u8; 1024 * 1024]);
         for _ in 0..(MAX_OUT_BYTES / mib.len() + BATCH + 10) {
-            bus.publish(channel("v"), mib.clone());
+            bus.publish("v", &mib);
             tokio::task::yield_now().await;
         }
-        let queued = bus.outbox.queue.lock().expect("lock").1;
+        let queued = bus.outbox.pending.lock().expect("lock").bytes;
         assert!(queued <= MAX_OUT_BYTES, "{queued}");
         assert!(bus.stats.dropped_out.load(Relaxed) >= 10);
         assert!(!bus.is_up(), "never subscribed");

@@ -26,7 +26,11 @@
 //!   (2 s) of misrouting right after a subscribe or unsubscribe.
 //! - **Sharded channels.** Outputs go on one of [`bus::SHARDS`] channels chosen by the
 //!   vehicle's hash ([`bus::channel`]), so that Redis Cluster's sharded `SPUBLISH` spreads them
-//!   over the masters; the transport sits behind [`bus::Transport`].
+//!   over the masters (on one Redis server all on the first); the transport sits behind
+//!   [`bus::Transport`].
+//! - **Batched.** The bus joins the outputs of a few milliseconds into one `PUBLISH` per
+//!   channel, and carries each state's JSON as made by its node: receivers hand it to their
+//!   MQTT subscribers and WebSocket clients as it is (`outputs`).
 //! - **Ordering per vehicle.** Every output carries an ordering key (epoch, ts, seq)
 //!   ([`outputs::Order`]); receivers drop what is not newer than what they have, so duplicates
 //!   and stale outputs (a former owner's late message) never overwrite newer state.
@@ -129,8 +133,9 @@ impl Cluster {
                 PubSub::open(target).map_err(|e| ClusterError::Store(e.to_string()))?,
             )),
         };
-        let bus = Arc::new(Bus::start(transport, stop.clone()));
         let node: Arc<str> = local.me.id.as_str().into();
+        let prefix = bytes::Bytes::from(format!("{node}\n"));
+        let bus = Arc::new(Bus::start(transport, prefix, stop.clone()));
         let membership = Arc::new(Membership::start(target, local, stop)?);
         Ok(Cluster {
             membership,
@@ -142,11 +147,7 @@ impl Cluster {
 
     /// The sink that puts this node's processed outputs on the bus.
     pub fn sink(&self) -> Arc<dyn StateSink> {
-        Arc::new(OutputSink::new(
-            self.bus.clone(),
-            self.node.clone(),
-            self.leases.clone(),
-        ))
+        Arc::new(OutputSink::new(self.bus.clone(), self.leases.clone()))
     }
 
     /// From now on outputs carry their vehicle's lease epoch (see [`outputs::Order`]).

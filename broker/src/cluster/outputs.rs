@@ -15,6 +15,15 @@
 //! go forward, so the key keeps growing when the vehicle moves to another node even at epoch
 //! 0. Receivers keep the last key per vehicle, one for states and one for events, and drop
 //! anything not greater: duplicates and stale outputs.
+//!
+//! # Records (docs/redis.md)
+//! Each output is a bus record (the bus joins a few milliseconds of them into one frame behind
+//! the sending node's id, `bus`): a header line of JSON with the key, the vehicle and the kind;
+//! a state's header is followed by a second line, the state's JSON exactly as its node made it
+//! for `vehicles/{id}`. A receiver reads the header first (a duplicate or stale output costs no
+//! more), then parses the state once (the hub, the trip book and the GTFS-Realtime set need
+//! its fields) and hands the received JSON on as the MQTT payload and the WebSocket frame,
+//! never serializing the state again.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -22,7 +31,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
 use geo_engine::schedule::TripFit;
 use geo_engine::{Event, VehicleState};
 use serde::{Deserialize, Serialize};
@@ -31,8 +39,8 @@ use tokio::sync::mpsc;
 use crate::persist::fence::Fence;
 use tokio_util::sync::CancellationToken;
 
-use super::bus::{self, Bus, Inbox};
-use crate::ingest::{Ingest, StateSink, event_message, state_message};
+use super::bus::{Bus, Inbox};
+use crate::ingest::{Ingest, StateSink, event_message, state_json_message};
 use crate::router::RouterMsg;
 
 /// Vehicles whose last keys a receiver remembers; past it the memory starts over (a duplicate
@@ -47,93 +55,102 @@ pub struct Order {
     pub seq: u64,
 }
 
-/// One output on the bus: a line with the id of the node that processed it, then this as
-/// JSON. A node's own outputs come back to it from Redis; the first line lets it skip them
-/// without parsing.
-#[derive(Debug, Serialize, Deserialize)]
-struct Envelope<'a> {
-    order: Order,
-    #[serde(flatten)]
-    body: Body<'a>,
+/// What an output is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    /// A processed state: its JSON is the record's next line.
+    State,
+    Event,
 }
 
+/// The first line of a record (module doc).
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-// One envelope exists at a time, on the stack of the sink or the receiver: boxing the state
-// would cost an allocation per output for nothing.
-#[allow(clippy::large_enum_variant)]
-enum Body<'a> {
-    State {
-        state: Cow<'a, VehicleState>,
-        /// The trip it runs, for the GTFS-Realtime feeds.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        fit: Option<Cow<'a, TripFit>>,
-        #[serde(default)]
-        deviated: bool,
-    },
-    Event {
-        event: Cow<'a, Event>,
-    },
+struct Header<'a> {
+    order: Order,
+    kind: Kind,
+    #[serde(borrow)]
+    vehicle: Cow<'a, str>,
+    /// A state's trip, for the GTFS-Realtime feeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fit: Option<Cow<'a, TripFit>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deviated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event: Option<Cow<'a, Event>>,
 }
 
 /// This node's processed outputs onto the bus.
 pub struct OutputSink {
     bus: Arc<Bus>,
-    node: Arc<str>,
     seq: AtomicU64,
     /// The lease table, once leases run: the epoch each vehicle is held under.
     leases: Arc<OnceLock<Arc<dyn Fence>>>,
 }
 
 impl OutputSink {
-    pub fn new(bus: Arc<Bus>, node: Arc<str>, leases: Arc<OnceLock<Arc<dyn Fence>>>) -> OutputSink {
+    pub fn new(bus: Arc<Bus>, leases: Arc<OnceLock<Arc<dyn Fence>>>) -> OutputSink {
         OutputSink {
             bus,
-            node,
             seq: AtomicU64::new(0),
             leases,
         }
     }
 
-    fn send(&self, vehicle: &str, ts: i64, body: Body<'_>) {
-        let envelope = Envelope {
-            order: Order {
-                epoch: self
-                    .leases
-                    .get()
-                    .and_then(|l| l.epoch(vehicle))
-                    .unwrap_or(0),
-                ts,
-                seq: self.seq.fetch_add(1, Relaxed),
-            },
-            body,
+    /// Puts one record on the bus: `header`, then the state's `json` when there is one.
+    fn send(&self, vehicle: &str, ts: i64, mut header: Header<'_>, json: Option<&str>) {
+        header.order = Order {
+            epoch: self
+                .leases
+                .get()
+                .and_then(|l| l.epoch(vehicle))
+                .unwrap_or(0),
+            ts,
+            seq: self.seq.fetch_add(1, Relaxed),
         };
-        let mut payload = Vec::with_capacity(512);
-        payload.extend_from_slice(self.node.as_bytes());
-        payload.push(b'\n');
-        match serde_json::to_writer(&mut payload, &envelope) {
-            Ok(()) => self
-                .bus
-                .publish(bus::channel(vehicle), Bytes::from(payload)),
+        let mut record = Vec::with_capacity(160 + json.map_or(0, str::len));
+        match serde_json::to_writer(&mut record, &header) {
+            Ok(()) => {
+                if let Some(json) = json {
+                    record.push(b'\n');
+                    record.extend_from_slice(json.as_bytes());
+                }
+                self.bus.publish(vehicle, &record);
+            }
             Err(e) => tracing::error!(error = %e, "cluster: output not serializable"),
         }
     }
-}
 
-impl OutputSink {
-    fn send_state(&self, state: &Arc<VehicleState>, fit: Option<&TripFit>, deviated: bool) {
-        let body = Body::State {
-            state: Cow::Borrowed(state),
+    fn send_state(&self, state: &VehicleState, fit: Option<&TripFit>, deviated: bool, json: &str) {
+        let header = Header {
+            order: ORDER_UNSET,
+            kind: Kind::State,
+            vehicle: Cow::Borrowed(&state.vehicle),
             fit: fit.map(Cow::Borrowed),
             deviated,
+            event: None,
         };
-        self.send(&state.vehicle, state.ts, body);
+        self.send(&state.vehicle, state.ts, header, Some(json));
     }
 }
 
+/// Filled in by [`OutputSink::send`].
+const ORDER_UNSET: Order = Order {
+    epoch: 0,
+    ts: 0,
+    seq: 0,
+};
+
 impl StateSink for OutputSink {
     fn state(&self, state: &Arc<VehicleState>) {
-        self.send_state(state, None, false);
+        match serde_json::to_string(&**state) {
+            Ok(json) => self.send_state(state, None, false, &json),
+            Err(e) => tracing::error!(error = %e, "cluster: state not serializable"),
+        }
+    }
+
+    fn state_json(&self, state: &Arc<VehicleState>, json: &Arc<str>) {
+        self.send_state(state, None, false, json);
     }
 
     fn fitted_state(
@@ -141,16 +158,21 @@ impl StateSink for OutputSink {
         state: &Arc<VehicleState>,
         fit: Option<&TripFit>,
         deviated: bool,
-        _json: &Arc<str>,
+        json: &Arc<str>,
     ) {
-        self.send_state(state, fit, deviated);
+        self.send_state(state, fit, deviated, json);
     }
 
     fn event(&self, event: &Arc<Event>) {
-        let body = Body::Event {
-            event: Cow::Borrowed(event),
+        let header = Header {
+            order: ORDER_UNSET,
+            kind: Kind::Event,
+            vehicle: Cow::Borrowed(&event.vehicle),
+            fit: None,
+            deviated: false,
+            event: Some(Cow::Borrowed(&**event)),
         };
-        self.send(&event.vehicle, event.ts, body);
+        self.send(&event.vehicle, event.ts, header, None);
     }
 
     /// Every node restores from the same Redis: nothing to tell the others.
@@ -184,78 +206,116 @@ impl LocalOutputs {
                 m = inbox.recv() => m,
                 () = stop.cancelled() => return,
             };
-            let Some((_, payload)) = next else { return };
-            let Some(json) = others(&payload, &self.node) else {
+            let Some((_, frame)) = next else { return };
+            let Some(records) = others(&frame, &self.node) else {
                 continue;
             };
-            let envelope: Envelope<'static> = match serde_json::from_slice(json) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cluster: unreadable output on the bus; skipped");
+            let mut lines = records.split(|&b| b == b'\n');
+            while let Some(line) = lines.next() {
+                if line.is_empty() {
                     continue;
                 }
-            };
-            if !fresh(&mut seen, &envelope) {
-                continue;
+                let Some(message) = self.output(line, &mut lines, &mut seen) else {
+                    continue;
+                };
+                let publish = RouterMsg::Publish {
+                    message,
+                    qos2_pkid: None,
+                };
+                if self.router.send(publish).await.is_err() {
+                    return;
+                }
             }
-            let message = match envelope.body {
-                Body::State {
-                    state,
-                    fit,
-                    deviated,
-                } => {
-                    let state = Arc::new(state.into_owned());
-                    for sink in &self.sinks {
-                        sink.state(&state);
-                    }
-                    self.ingest
-                        .remote_state(state.clone(), fit.map(Cow::into_owned), deviated);
-                    state_message(&state)
+        }
+    }
+
+    /// One record, from its header `line` (a state's JSON is the next of `lines`), into the
+    /// sinks; the message for the router, `None` when stale or unreadable.
+    fn output<'f>(
+        &self,
+        line: &'f [u8],
+        lines: &mut impl Iterator<Item = &'f [u8]>,
+        seen: &mut HashMap<String, Seen>,
+    ) -> Option<Arc<crate::message::Message>> {
+        let header: Header<'_> = match serde_json::from_slice(line) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: unreadable output on the bus; skipped");
+                return None;
+            }
+        };
+        match header.kind {
+            Kind::State => {
+                let json = lines.next()?;
+                if !fresh(seen, &header) {
+                    return None;
                 }
-                Body::Event { event } => {
-                    let event = Arc::new(event.into_owned());
-                    for sink in &self.sinks {
-                        sink.event(&event);
+                let state = match serde_json::from_slice::<VehicleState>(json) {
+                    Ok(s) if s.vehicle == header.vehicle => s,
+                    Ok(_) => {
+                        tracing::warn!("cluster: output of another vehicle than its header");
+                        return None;
                     }
-                    event_message(&event)
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster: unreadable state on the bus; skipped");
+                        return None;
+                    }
+                };
+                // Valid UTF-8: it parsed as JSON.
+                let json: Arc<str> = Arc::from(std::str::from_utf8(json).ok()?);
+                let state = Arc::new(state);
+                for sink in &self.sinks {
+                    sink.state_json(&state, &json);
                 }
-            };
-            let publish = RouterMsg::Publish {
-                message,
-                qos2_pkid: None,
-            };
-            if self.router.send(publish).await.is_err() {
-                return;
+                let message = state_json_message(&state.vehicle, json);
+                self.ingest
+                    .remote_state(state, header.fit.map(Cow::into_owned), header.deviated);
+                Some(message)
+            }
+            Kind::Event => {
+                if !fresh(seen, &header) {
+                    return None;
+                }
+                let event = Arc::new(header.event?.into_owned());
+                if event.vehicle != header.vehicle {
+                    return None;
+                }
+                for sink in &self.sinks {
+                    sink.event(&event);
+                }
+                Some(event_message(&event))
             }
         }
     }
 }
 
-/// The JSON of another node's output; `None` for this node's own (or a payload without the
+/// The records of another node's frame; `None` for this node's own (or a frame without the
 /// node line).
-fn others<'p>(payload: &'p [u8], me: &str) -> Option<&'p [u8]> {
-    let cut = payload.iter().position(|&b| b == b'\n')?;
-    (&payload[..cut] != me.as_bytes()).then(|| &payload[cut + 1..])
+fn others<'p>(frame: &'p [u8], me: &str) -> Option<&'p [u8]> {
+    let cut = frame.iter().position(|&b| b == b'\n')?;
+    (&frame[..cut] != me.as_bytes()).then(|| &frame[cut + 1..])
 }
 
-/// Whether `e` is newer than what was seen of its vehicle (and records it if so).
-fn fresh(seen: &mut HashMap<String, Seen>, e: &Envelope<'_>) -> bool {
-    let vehicle = match &e.body {
-        Body::State { state, .. } => &state.vehicle,
-        Body::Event { event } => &event.vehicle,
-    };
-    if seen.len() >= MAX_ORDERED_VEHICLES && !seen.contains_key(vehicle.as_str()) {
+/// Whether `h`'s output is newer than what was seen of its vehicle (and records it if so).
+fn fresh(seen: &mut HashMap<String, Seen>, h: &Header<'_>) -> bool {
+    let vehicle: &str = &h.vehicle;
+    if seen.len() >= MAX_ORDERED_VEHICLES && !seen.contains_key(vehicle) {
         seen.clear();
     }
-    let last = seen.entry(vehicle.clone()).or_default();
-    let slot = match e.body {
-        Body::State { .. } => &mut last.state,
-        Body::Event { .. } => &mut last.event,
+    if !seen.contains_key(vehicle) {
+        seen.insert(vehicle.to_owned(), Seen::default());
+    }
+    let Some(last) = seen.get_mut(vehicle) else {
+        return false;
     };
-    if slot.is_some_and(|s| s >= e.order) {
+    let slot = match h.kind {
+        Kind::State => &mut last.state,
+        Kind::Event => &mut last.event,
+    };
+    if slot.is_some_and(|s| s >= h.order) {
         return false;
     }
-    *slot = Some(e.order);
+    *slot = Some(h.order);
     true
 }
 
@@ -263,34 +323,29 @@ fn fresh(seen: &mut HashMap<String, Seen>, e: &Envelope<'_>) -> bool {
 mod tests {
     use super::*;
 
-    fn state(ts: i64) -> VehicleState {
-        serde_json::from_value(serde_json::json!({
-            "vehicle": "v", "lat": 1.0, "lon": 2.0, "raw_lat": 1.0, "raw_lon": 2.0,
-            "ts": ts, "status": "moving", "received_at": ts, "processed_at": ts
-        }))
-        .expect("a state")
-    }
-
-    fn envelope(ts: i64, seq: u64) -> Envelope<'static> {
-        Envelope {
+    fn header(ts: i64, seq: u64, kind: Kind) -> Header<'static> {
+        Header {
             order: Order { epoch: 0, ts, seq },
-            body: Body::State {
-                state: Cow::Owned(state(ts)),
-                fit: None,
-                deviated: false,
-            },
+            kind,
+            vehicle: Cow::Borrowed("v"),
+            fit: None,
+            deviated: false,
+            event: None,
         }
     }
 
     #[test]
     fn duplicates_and_stale_outputs_are_dropped() {
         let mut seen = HashMap::new();
-        assert!(fresh(&mut seen, &envelope(10, 5)));
-        assert!(!fresh(&mut seen, &envelope(10, 5)), "duplicate");
-        assert!(!fresh(&mut seen, &envelope(9, 99)), "older fix");
-        assert!(fresh(&mut seen, &envelope(10, 6)), "same fix, later output");
+        let state = |ts, seq| header(ts, seq, Kind::State);
+        assert!(fresh(&mut seen, &state(10, 5)));
+        assert!(!fresh(&mut seen, &state(10, 5)), "duplicate");
+        assert!(!fresh(&mut seen, &state(9, 99)), "older fix");
+        assert!(fresh(&mut seen, &state(10, 6)), "same fix, later output");
         // Another node, whose counter is far behind, with the next fix.
-        assert!(fresh(&mut seen, &envelope(11, 0)));
+        assert!(fresh(&mut seen, &state(11, 0)));
+        // Events are ordered apart from states.
+        assert!(fresh(&mut seen, &header(10, 1, Kind::Event)));
     }
 
     #[test]
@@ -301,9 +356,10 @@ mod tests {
     }
 
     #[test]
-    fn the_envelope_round_trips() {
-        let json = serde_json::to_vec(&envelope(10, 1)).expect("json");
-        let back: Envelope<'static> = serde_json::from_slice(&json).expect("parses");
+    fn the_header_round_trips_on_one_line() {
+        let json = serde_json::to_vec(&header(10, 1, Kind::State)).expect("json");
+        assert!(!json.contains(&b'\n'));
+        let back: Header<'_> = serde_json::from_slice(&json).expect("parses");
         assert_eq!(
             back.order,
             Order {
@@ -312,6 +368,10 @@ mod tests {
                 seq: 1
             }
         );
-        assert!(matches!(back.body, Body::State { ref state, .. } if state.ts == 10));
+        assert_eq!((back.kind, &*back.vehicle), (Kind::State, "v"));
     }
 }
+
+#[cfg(test)]
+#[path = "outputs_tests.rs"]
+mod across;

@@ -42,13 +42,14 @@ impl LiveVehicles {
             fit,
             deviated_since,
         });
-        // Replaced in place: a known vehicle's key is not allocated again per update.
+        // A known vehicle (every update but its first) keeps its key: no allocation.
         match map.get_mut(state.vehicle.as_str()) {
             Some(slot) => *slot = live.clone(),
             None => {
                 map.insert(state.vehicle.as_str().into(), live.clone());
             }
         }
+        drop(map);
         (live, prev)
     }
 

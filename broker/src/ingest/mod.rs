@@ -533,14 +533,18 @@ fn state_json(state: &VehicleState) -> Arc<str> {
 /// the sinks ([`StateSink::state_json`]), without copying it.
 fn state_message_and_json(state: &VehicleState) -> (Arc<Message>, Arc<str>) {
     let json = state_json(state);
-    let payload = Bytes::from_owner(JsonBytes(json.clone()));
-    let message = broker_message(
-        format!("vehicles/{}", state.vehicle),
-        payload,
+    (state_json_message(&state.vehicle, json.clone()), json)
+}
+
+/// `vehicles/{vehicle}`, retained, with `json` (the state's serialization, made by this node or
+/// received from another) as the payload, not copied.
+pub fn state_json_message(vehicle: &str, json: Arc<str>) -> Arc<Message> {
+    broker_message(
+        format!("vehicles/{vehicle}"),
+        Bytes::from_owner(JsonBytes(json)),
         QoS::AtMostOnce,
         true,
-    );
-    (message, json)
+    )
 }
 
 /// Shared JSON text as the bytes of a message payload.

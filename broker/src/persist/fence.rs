@@ -40,6 +40,34 @@ return 1
 ",
 );
 
+/// The writer's [`FENCED_WRITE`] for many vehicles in one call: `KEYS` = their
+/// `fleetmq:vehicle:{id}` keys (one hash slot on a Redis Cluster); `ARGV` = node, state TTL ms,
+/// then per key its epoch, state JSON or "", tracker JSON or "". Replies per key 1, or
+/// [`FENCED_OUT`]. A script call per vehicle per write cost Redis more than the writes in it.
+pub static FENCED_WRITE_MANY: Lua = Lua::new(
+    r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  local a = 3 * i
+  local f = redis.call('HMGET', key, 'lease_owner', 'lease_epoch')
+  if f[1] ~= ARGV[1] or f[2] ~= ARGV[a] then
+    out[i] = -1
+  else
+    if ARGV[a + 1] ~= '' and ARGV[a + 2] ~= '' then
+      redis.call('HSET', key, 'state', ARGV[a + 1], 'tracker', ARGV[a + 2])
+    elseif ARGV[a + 1] ~= '' then
+      redis.call('HSET', key, 'state', ARGV[a + 1])
+    elseif ARGV[a + 2] ~= '' then
+      redis.call('HSET', key, 'tracker', ARGV[a + 2])
+    end
+    redis.call('PEXPIRE', key, ARGV[2])
+    out[i] = 1
+  end
+end
+return out
+",
+);
+
 /// A Lua script called by SHA1 (`EVALSHA`), loaded with `SCRIPT LOAD` on first use and again
 /// when Redis answers `NOSCRIPT`.
 pub struct Lua {

@@ -21,10 +21,11 @@
 //! Up to [`conn::PIPELINES_IN_FLIGHT`] pipelines are in flight at once.
 //!
 //! # Fencing (`--cluster`)
-//! With a [`super::fence::Fence`] set, the `HSET` + `PEXPIRE` of a vehicle becomes one
-//! [`FENCED_WRITE`] script call carrying the epoch the entry was computed under; a vehicle this
-//! node does not hold gets no hash write (its track entry and position still go out, keyed by
-//! the fix). Refusals are counted in `fleetmq_redis_fenced_total`.
+//! With a [`super::fence::Fence`] set, the `HSET` + `PEXPIRE` of a vehicle becomes part of a
+//! [`FENCED_WRITE_MANY`] script call (up to [`FENCED_PER_CALL`] vehicles of one hash slot),
+//! carrying the epoch each entry was computed under; a vehicle this node does not hold gets no
+//! hash write (its track entry and position still go out, keyed by the fix). Refusals are
+//! counted in `fleetmq_redis_fenced_total`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,7 +38,7 @@ use redis::{Pipeline, RedisResult, Value};
 
 use super::Shared;
 use super::conn::{self, Conn};
-use super::fence::{FENCED_OUT, FENCED_WRITE, no_script};
+use super::fence::{FENCED_OUT, FENCED_WRITE_MANY, no_script};
 use super::keys;
 use super::pending::{Batch, Entry};
 
@@ -51,6 +52,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// Commands per pipeline (about 500 vehicles' hash and expiry plus their track points): large
 /// enough to amortise round trips, small enough to keep one pipeline's buffers around a megabyte.
 pub const COMMANDS_PER_PIPELINE: usize = 2000;
+/// Vehicles per [`FENCED_WRITE_MANY`] call: Redis runs one script at a time, so a call stays
+/// short (well under a millisecond).
+const FENCED_PER_CALL: usize = 100;
 /// Members per `GEOADD` / `ZREM` of `fleetmq:geo`.
 const GEO_MEMBERS_PER_COMMAND: usize = 1000;
 /// With nothing to write, the connection is checked this often so `fleetmq_redis_up` and
@@ -135,7 +139,7 @@ pub async fn flush(shared: &Shared, conn: &mut Conn, batch: &Batch) -> RedisResu
     // are refused by their ids).
     for _ in 0..2 {
         let sha = match fence {
-            Some(_) => Some(FENCED_WRITE.sha(conn).await?),
+            Some(_) => Some(FENCED_WRITE_MANY.sha(conn).await?),
             None => None,
         };
         let fenced = fence.zip(sha.as_deref()).map(|(f, sha)| (f.node(), sha));
@@ -146,10 +150,16 @@ pub async fn flush(shared: &Shared, conn: &mut Conn, batch: &Batch) -> RedisResu
             shared.stats.observe_write(took.as_secs_f64());
             shared.stats.batches.fetch_add(1, Relaxed);
             unknown_script |= no_script(&results);
-            let fenced_out = results
+            let fenced_out: usize = results
                 .iter()
-                .filter(|r| matches!(r, Ok(Value::Int(FENCED_OUT))))
-                .count();
+                .map(|r| match r {
+                    Ok(Value::Array(each)) => each
+                        .iter()
+                        .filter(|v| matches!(v, Value::Int(FENCED_OUT)))
+                        .count(),
+                    _ => 0,
+                })
+                .sum();
             shared.stats.fenced.fetch_add(fenced_out as u64, Relaxed);
             let refused = results.iter().filter(|r| r.is_err()).count();
             if refused > 0 {
@@ -163,7 +173,7 @@ pub async fn flush(shared: &Shared, conn: &mut Conn, batch: &Batch) -> RedisResu
         if !unknown_script {
             break;
         }
-        FENCED_WRITE.forget();
+        FENCED_WRITE_MANY.forget();
     }
     Ok(())
 }
@@ -207,7 +217,7 @@ impl Cut {
 /// The commands for one batch, cut into pipelines ([`Cut`]). Vehicles go in the hash-slot
 /// order of their `fleetmq:vehicle:{id}` key; the `fleetmq:geo` commands come last (on a
 /// cluster in the pipelines of that key's slot). `fenced` = (this node, SHA1 of
-/// [`FENCED_WRITE`]) with `--cluster`.
+/// [`FENCED_WRITE_MANY`]) with `--cluster`.
 fn plan(batch: &Batch, ttl_ms: u64, cluster: bool, fenced: Option<(&str, &str)>) -> Vec<Pipeline> {
     let mut order: Vec<(u16, &str, &Entry)> = batch
         .iter()
@@ -217,7 +227,8 @@ fn plan(batch: &Batch, ttl_ms: u64, cluster: bool, fenced: Option<(&str, &str)>)
     let mut cut = Cut::new(cluster);
     let mut geo_add: Vec<(f64, f64, &str)> = Vec::new();
     let mut geo_gone: Vec<&str> = Vec::new();
-    for (_, id, entry) in order {
+    let mut writes = FencedWrites::default();
+    for (slot, id, entry) in order {
         let key = keys::vehicle(id);
         let state_json = entry
             .state
@@ -231,17 +242,17 @@ fn plan(batch: &Batch, ttl_ms: u64, cluster: bool, fenced: Option<(&str, &str)>)
         if let (true, Some((node, sha))) = (has_fields, fenced) {
             // Not held (lost, or Redis was down when the fix came): the owner writes the hash.
             if let Some(epoch) = entry.epoch {
-                cut.pipe(&key)
-                    .cmd("EVALSHA")
-                    .arg(sha)
-                    .arg(1)
-                    .arg(&key)
-                    .arg(node)
-                    .arg(epoch)
-                    .arg(ttl_ms)
-                    .arg(state_json.as_deref().unwrap_or_default())
-                    .arg(tracker_json.as_deref().unwrap_or_default())
-                    .arg("");
+                let group = if cluster { slot } else { 0 };
+                if writes.slot != Some(group) || writes.keys.len() >= FENCED_PER_CALL {
+                    writes.add_to(&mut cut, node, sha, ttl_ms);
+                    writes.slot = Some(group);
+                }
+                writes.keys.push(key.clone());
+                writes.args.push((
+                    epoch,
+                    state_json.unwrap_or_default(),
+                    tracker_json.unwrap_or_default(),
+                ));
             }
         } else if has_fields {
             let pipe = cut.pipe(&key);
@@ -279,6 +290,9 @@ fn plan(batch: &Batch, ttl_ms: u64, cluster: bool, fenced: Option<(&str, &str)>)
             }
         }
     }
+    if let Some((node, sha)) = fenced {
+        writes.add_to(&mut cut, node, sha, ttl_ms);
+    }
     for members in geo_add.chunks(GEO_MEMBERS_PER_COMMAND) {
         let mut geo = redis::cmd("GEOADD");
         geo.arg(keys::GEO);
@@ -291,6 +305,33 @@ fn plan(batch: &Batch, ttl_ms: u64, cluster: bool, fenced: Option<(&str, &str)>)
         cut.pipe(keys::GEO).cmd("ZREM").arg(keys::GEO).arg(members);
     }
     cut.pipes
+}
+
+/// The fenced hash writes of one hash slot, gathered into one [`FENCED_WRITE_MANY`] call.
+#[derive(Default)]
+struct FencedWrites {
+    slot: Option<u16>,
+    keys: Vec<String>,
+    /// Per key: epoch, state JSON or "", tracker JSON or "".
+    args: Vec<(u64, String, String)>,
+}
+
+impl FencedWrites {
+    /// The call for what was gathered, into its slot's pipeline; empties `self`.
+    fn add_to(&mut self, cut: &mut Cut, node: &str, sha: &str, ttl_ms: u64) {
+        let Some(first) = self.keys.first() else {
+            return;
+        };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha).arg(self.keys.len()).arg(&self.keys);
+        cmd.arg(node).arg(ttl_ms);
+        for (epoch, state, tracker) in &self.args {
+            cmd.arg(*epoch).arg(state).arg(tracker);
+        }
+        cut.pipe(first).add_command(cmd);
+        self.keys.clear();
+        self.args.clear();
+    }
 }
 
 /// Whether Redis accepts the position in a geo set.

@@ -1,7 +1,8 @@
-//! Every [`RENEW_EVERY`]: renews every held lease in pipelined batches of [`PER_PIPELINE`], drops
+//! Every [`RENEW_EVERY`]: renews every held lease, [`PER_PIPELINE`] per script call, drops
 //! the ones another node took, and releases the ones idle past `stale_after` + `IDLE_RELEASE`
 //! (an HTTP or OsmAnd device has no connection whose end would release them).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -34,44 +35,60 @@ pub async fn run(leases: Arc<Leases>) {
     }
 }
 
-/// One round of renewals.
+/// One round of renewals: one [`RENEW`] call per [`PER_PIPELINE`] leases of one hash slot (of
+/// one server without Redis Cluster), pipelined.
 pub(super) async fn renew(leases: &Leases) -> RedisResult<()> {
-    let held: Vec<(Arc<str>, u64)> = leases
-        .held
-        .iter()
-        .map(|e| (e.key().clone(), e.value().epoch))
+    let cluster = leases.conn.cluster();
+    let mut groups: BTreeMap<u16, Vec<(String, Arc<str>, u64)>> = BTreeMap::new();
+    for e in leases.held.iter() {
+        let key = keys::vehicle(e.key());
+        let slot = if cluster { keys::slot(&key) } else { 0 };
+        groups
+            .entry(slot)
+            .or_default()
+            .push((key, e.key().clone(), e.value().epoch));
+    }
+    let calls: Vec<&[(String, Arc<str>, u64)]> = groups
+        .values()
+        .flat_map(|g| g.chunks(PER_PIPELINE))
         .collect();
+    if calls.is_empty() {
+        return Ok(());
+    }
     let mut conn = leases.conn.clone();
-    for chunk in held.chunks(PER_PIPELINE) {
-        for _ in 0..2 {
-            let sha = RENEW.sha(&mut conn).await?;
-            let cmds = chunk
-                .iter()
-                .map(|(vehicle, epoch)| {
-                    let key = keys::vehicle(vehicle);
-                    let mut cmd = redis::cmd("EVALSHA");
-                    cmd.arg(&sha)
-                        .arg(1)
-                        .arg(&key)
-                        .arg(&*leases.node)
-                        .arg(*epoch)
-                        .arg(LEASE_TTL.as_millis() as u64);
-                    (key, cmd)
-                })
-                .collect();
-            // Per hash slot on a Redis Cluster (a pipeline must stay within one).
-            let results = query_each(&conn, cmds, PER_PIPELINE).await?;
-            if no_script(&results) {
-                RENEW.forget();
+    for _ in 0..2 {
+        let sha = RENEW.sha(&mut conn).await?;
+        let cmds = calls
+            .iter()
+            .map(|chunk| {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(&sha).arg(chunk.len());
+                for (key, _, _) in *chunk {
+                    cmd.arg(key);
+                }
+                cmd.arg(&*leases.node).arg(LEASE_TTL.as_millis() as u64);
+                for (_, _, epoch) in *chunk {
+                    cmd.arg(*epoch);
+                }
+                (chunk[0].0.clone(), cmd)
+            })
+            .collect();
+        let results = query_each(&conn, cmds, PER_PIPELINE).await?;
+        if no_script(&results) {
+            RENEW.forget();
+            continue;
+        }
+        for (chunk, r) in calls.iter().zip(results) {
+            let Ok(Value::Array(replies)) = r else {
                 continue;
-            }
-            for ((vehicle, epoch), r) in chunk.iter().zip(results) {
-                if matches!(r, Ok(Value::Int(0))) {
+            };
+            for ((_, vehicle, epoch), reply) in chunk.iter().zip(replies) {
+                if matches!(reply, Value::Int(0)) {
                     leases.lost(vehicle, *epoch);
                 }
             }
-            break;
         }
+        break;
     }
     Ok(())
 }

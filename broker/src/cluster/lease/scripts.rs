@@ -34,17 +34,27 @@ return {1, epoch, f[4] or false, f[5] or false}
 ",
 );
 
-/// `ARGV` = node, epoch, lease ms. Extends the lease when it is still this node's under this
-/// epoch (also after it ran out while Redis was unreachable: nobody took it, or the epoch would
-/// have changed). Replies 1, else 0 (lost).
+/// `KEYS` = vehicle keys (one hash slot on a Redis Cluster); `ARGV` = node, lease ms, then the
+/// epoch of each key. Extends each lease that is still this node's under its epoch (also after
+/// it ran out while Redis was unreachable: nobody took it, or the epoch would have changed).
+/// Replies one 1 (renewed) or 0 (lost) per key. One call renews many leases: a script call per
+/// lease per second cost Redis about as much as the vehicle's state write.
 pub static RENEW: Lua = Lua::new(
     r"
-local f = redis.call('HMGET', KEYS[1], 'lease_owner', 'lease_epoch')
-if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'lease_until', string.format('%.0f', now + tonumber(ARGV[3])))
-return 1
+local till = string.format('%.0f', now + tonumber(ARGV[2]))
+local out = {}
+for i, key in ipairs(KEYS) do
+  local f = redis.call('HMGET', key, 'lease_owner', 'lease_epoch')
+  if f[1] == ARGV[1] and f[2] == ARGV[i + 2] then
+    redis.call('HSET', key, 'lease_until', till)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
 ",
 );
 

@@ -1,0 +1,164 @@
+//! Outputs across two nodes over an in-memory transport: what one node's [`OutputSink`] puts on
+//! its bus reaches the other's router and sinks, batched into frames, with the state's JSON
+//! handed on byte for byte.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use geo_engine::{Event, Network, PipelineConfig, VehicleState};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{LocalOutputs, OutputSink};
+use crate::cluster::bus::{self, Bus, Messages, Transport};
+use crate::ingest::{Ingest, StateSink};
+use crate::metrics::Metrics;
+use crate::router::RouterMsg;
+
+/// One Redis server's pub/sub, in memory: every frame published reaches every subscriber.
+struct Loopback {
+    tx: broadcast::Sender<(String, Bytes)>,
+    publishes: AtomicUsize,
+}
+
+impl Transport for Loopback {
+    fn shards(&self) -> u16 {
+        1
+    }
+    fn publish(&self, batch: Vec<(String, Bytes)>) -> BoxFuture<'_, redis::RedisResult<()>> {
+        self.publishes.fetch_add(batch.len(), Relaxed);
+        for m in batch {
+            let _ = self.tx.send(m);
+        }
+        Box::pin(async { Ok(()) })
+    }
+    fn ping(&self) -> BoxFuture<'_, redis::RedisResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn subscribe(&self, _: Vec<String>) -> BoxFuture<'_, redis::RedisResult<Messages>> {
+        let rx = self.tx.subscribe();
+        Box::pin(async move {
+            let messages = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.ok().map(|m| (m, rx))
+            });
+            Ok(messages.boxed())
+        })
+    }
+}
+
+/// What a sink of the receiving node was given.
+#[derive(Default)]
+struct Recorded {
+    json: Mutex<Vec<String>>,
+    events: AtomicUsize,
+}
+
+impl StateSink for Recorded {
+    fn state(&self, _: &Arc<VehicleState>) {
+        panic!("a received state comes with its JSON");
+    }
+    fn state_json(&self, _: &Arc<VehicleState>, json: &Arc<str>) {
+        self.json.lock().expect("lock").push(json.to_string());
+    }
+    fn event(&self, _: &Arc<Event>) {
+        self.events.fetch_add(1, Relaxed);
+    }
+}
+
+fn state(ts: i64) -> Arc<VehicleState> {
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "vehicle": "bus-1", "lat": 1.5, "lon": 2.25, "raw_lat": 1.5, "raw_lon": 2.25,
+            "ts": ts, "status": "moving", "received_at": ts, "processed_at": ts
+        }))
+        .expect("a state"),
+    )
+}
+
+#[tokio::test]
+async fn states_of_a_few_milliseconds_go_in_one_frame_and_arrive_as_sent() {
+    let stop = CancellationToken::new();
+    let transport = Arc::new(Loopback {
+        tx: broadcast::channel(64).0,
+        publishes: AtomicUsize::new(0),
+    });
+    let bus_a = Arc::new(Bus::start(
+        transport.clone(),
+        Bytes::from_static(b"a\n"),
+        stop.clone(),
+    ));
+    let bus_b = Bus::start(transport.clone(), Bytes::from_static(b"b\n"), stop.clone());
+    let (router, mut routed) = mpsc::channel(16);
+    let recorded = Arc::new(Recorded::default());
+    let ingest = Arc::new(Ingest::new(
+        Arc::new(Network::empty()),
+        PipelineConfig::default(),
+        Vec::new(),
+        Arc::new(Metrics::default()),
+    ));
+    let outputs = LocalOutputs {
+        node: "b".into(),
+        router,
+        sinks: vec![recorded.clone()],
+        ingest,
+    };
+    tokio::spawn(outputs.run(bus_b.subscribe(bus::channels()), stop.clone()));
+    // Wait until b listens (a broadcast sent before is not received).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !bus_b.is_up() {
+        assert!(tokio::time::Instant::now() < deadline, "b never subscribed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let sink = OutputSink::new(bus_a, Arc::new(OnceLock::new()));
+    // Made by the sending node: field order and number formatting are its own.
+    let sent: Vec<Arc<str>> = (1..=3)
+        .map(|ts| Arc::from(serde_json::to_string(&*state(ts)).expect("json")))
+        .collect();
+    for (ts, json) in (1..=3).zip(&sent) {
+        sink.fitted_state(&state(ts), None, false, json);
+    }
+    let event: Event = serde_json::from_value(serde_json::json!({
+        "kind": "online", "vehicle": "bus-1", "ts": 3, "lat": 1.5, "lon": 2.25
+    }))
+    .expect("an event");
+    sink.event(&Arc::new(event));
+
+    let mut topics = Vec::new();
+    for expected in &sent {
+        let Some(RouterMsg::Publish { message, .. }) =
+            tokio::time::timeout(Duration::from_secs(5), routed.recv())
+                .await
+                .expect("routed in time")
+        else {
+            panic!("not a publish");
+        };
+        assert_eq!(
+            &message.payload[..],
+            expected.as_bytes(),
+            "the sender's JSON"
+        );
+        assert!(message.retain);
+        topics.push(message.topic.to_string());
+    }
+    let Some(RouterMsg::Publish { message, .. }) =
+        tokio::time::timeout(Duration::from_secs(5), routed.recv())
+            .await
+            .expect("event routed in time")
+    else {
+        panic!("not a publish");
+    };
+    assert_eq!(&*message.topic, "events/bus-1/online");
+    assert_eq!(topics, vec!["vehicles/bus-1"; 3]);
+    let json = recorded.json.lock().expect("lock").clone();
+    assert_eq!(json, sent.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(recorded.events.load(Relaxed), 1);
+    // Four outputs published within the linger: one frame.
+    assert_eq!(transport.publishes.load(Relaxed), 1);
+    stop.cancel();
+}
