@@ -26,8 +26,8 @@
 //!   Redis consulted by `subscribe::send_retained`) and refuse at one cluster-wide limit.
 //! - **Takeover.** [`Remote::connected`] is told each client id that attaches here. Part 2
 //!   claims the id cluster-wide; the node holding the previous connection disconnects it
-//!   (0x8E, as `lifecycle::connect` does locally) and hands over the session's subscriptions
-//!   and queue, or drops them on clean start.
+//!   (0x8E, as `lifecycle::connect` does locally) and ends its session there. A durable
+//!   session's subscriptions and queue come back from Redis instead (`super::durable`).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

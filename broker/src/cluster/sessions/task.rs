@@ -100,15 +100,22 @@ impl Task {
         }
     }
 
-    /// Runs ops in order; consecutive writes go out together.
+    /// Runs ops in order; consecutive writes go out together, and the queue reads among them
+    /// together after them (a read does not depend on a write of the same run: what it would
+    /// miss is woken, or polled, again).
     async fn ops(&mut self, ops: impl Iterator<Item = Op>) {
         let mut writes = Writes::default();
-        // A session's queue is read once per batch: a second read would find at most what
-        // came after the first, which its wake or the poll brings anyway.
+        // A session's queue is read once per run: a second read would find at most what came
+        // after the first, which its wake or the poll brings anyway.
+        let mut reads: Vec<(Arc<str>, EntryId)> = Vec::new();
         let mut read: HashSet<Arc<str>> = HashSet::new();
         for op in ops {
             match op {
-                Op::Read { client_id, .. } if read.contains(&client_id) => {}
+                Op::Read { client_id, after } => {
+                    if read.insert(client_id.clone()) {
+                        reads.push((client_id, after));
+                    }
+                }
                 Op::Persist {
                     message,
                     targets,
@@ -160,15 +167,64 @@ impl Task {
                     writes.cmds.push((key, cmd));
                 }
                 other => {
-                    if let Op::Read { client_id, .. } = &other {
-                        read.insert(client_id.clone());
-                    }
                     self.flush(std::mem::take(&mut writes)).await;
+                    self.read_all(std::mem::take(&mut reads)).await;
+                    read.clear();
                     self.op(other).await;
                 }
             }
         }
         self.flush(writes).await;
+        self.read_all(reads).await;
+    }
+
+    /// Reads these sessions' queues after the given entries, in per-slot pipelines, and hands
+    /// what they hold to the router.
+    async fn read_all(&mut self, reads: Vec<(Arc<str>, EntryId)>) {
+        if reads.is_empty() {
+            return;
+        }
+        let cmds = reads
+            .iter()
+            .map(|(client_id, after)| {
+                let key = queue_key(client_id);
+                let mut cmd = redis::cmd("XRANGE");
+                cmd.arg(&key)
+                    .arg(range_start(*after))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(self.max_queued.max(1));
+                (key, cmd)
+            })
+            .collect();
+        let results = match query_each(&self.conn, cmds, PER_PIPELINE).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "sessions: queues not read");
+                return;
+            }
+        };
+        let now = u64::try_from(crate::ingest::now_ms()).unwrap_or(0);
+        for ((client_id, _), result) in reads.into_iter().zip(results) {
+            let reply = match result {
+                Ok(v) => redis::from_redis_value::<redis::streams::StreamRangeReply>(v)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let entries = match reply {
+                Ok(reply) => entries(&client_id, reply, now),
+                Err(e) => {
+                    tracing::debug!(error = %e, "sessions: queue not read");
+                    continue;
+                }
+            };
+            if !entries.is_empty() {
+                let _ = self
+                    .events
+                    .send(Event::Entries { client_id, entries })
+                    .await;
+            }
+        }
     }
 
     /// Sends a run of writes; tells each publish whether its appends went through and wakes
@@ -262,17 +318,7 @@ impl Task {
             Op::Drop { client_id } => {
                 self.held.remove(&client_id);
             }
-            Op::Read { client_id, after } => match self.read(&client_id, after).await {
-                Ok(entries) if !entries.is_empty() => {
-                    let _ = self
-                        .events
-                        .send(Event::Entries { client_id, entries })
-                        .await;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "sessions: queue not read"),
-            },
-            Op::Persist { .. } | Op::Sent { .. } | Op::Acked { .. } => {}
+            Op::Read { .. } | Op::Persist { .. } | Op::Sent { .. } | Op::Acked { .. } => {}
         }
     }
 
@@ -342,15 +388,6 @@ impl Task {
         Ok(entries)
     }
 
-    async fn read(&mut self, client_id: &str, after: EntryId) -> redis::RedisResult<Vec<Stored>> {
-        let start = if after == EntryId::default() {
-            "-".to_owned()
-        } else {
-            format!("({after}")
-        };
-        self.range(client_id, &start).await
-    }
-
     /// The queue entries from `start`, oldest first; unreadable ones are skipped.
     async fn range(&mut self, client_id: &str, start: &str) -> redis::RedisResult<Vec<Stored>> {
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
@@ -362,27 +399,7 @@ impl Task {
             .query_async(&mut self.conn)
             .await?;
         let now = u64::try_from(crate::ingest::now_ms()).unwrap_or(0);
-        let mut out = Vec::with_capacity(reply.ids.len());
-        for e in reply.ids {
-            let Ok(id) = e.id.parse::<EntryId>() else {
-                continue;
-            };
-            let Some(Value::BulkString(d)) = e.map.get("d") else {
-                tracing::warn!(client_id, "sessions: queue entry without data; skipped");
-                continue;
-            };
-            match wire::read_entry(Bytes::copy_from_slice(d), id, now) {
-                Ok(delivery) => out.push(Stored {
-                    id,
-                    delivery,
-                    sent: None,
-                }),
-                Err(e) => {
-                    tracing::warn!(client_id, error = %e, "sessions: unreadable queue entry; skipped")
-                }
-            }
-        }
-        Ok(out)
+        Ok(entries(client_id, reply, now))
     }
 
     /// Writes the record of a session this node still holds.
@@ -531,6 +548,40 @@ impl Task {
             self.announce(client_id, Some(record));
         }
     }
+}
+
+/// The `XRANGE` start after entry `after` (`-`: from the first).
+fn range_start(after: EntryId) -> String {
+    if after == EntryId::default() {
+        "-".to_owned()
+    } else {
+        format!("({after}")
+    }
+}
+
+/// The readable entries of an `XRANGE` reply, oldest first (unreadable ones are skipped).
+fn entries(client_id: &str, reply: redis::streams::StreamRangeReply, now_ms: u64) -> Vec<Stored> {
+    let mut out = Vec::with_capacity(reply.ids.len());
+    for e in reply.ids {
+        let Ok(id) = e.id.parse::<EntryId>() else {
+            continue;
+        };
+        let Some(Value::BulkString(d)) = e.map.get("d") else {
+            tracing::warn!(client_id, "sessions: queue entry without data; skipped");
+            continue;
+        };
+        match wire::read_entry(Bytes::copy_from_slice(d), id, now_ms) {
+            Ok(delivery) => out.push(Stored {
+                id,
+                delivery,
+                sent: None,
+            }),
+            Err(e) => {
+                tracing::warn!(client_id, error = %e, "sessions: unreadable queue entry; skipped");
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
