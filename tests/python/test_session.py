@@ -5,6 +5,7 @@ delivery)."""
 
 import time
 
+from e2e_util import metrics
 from harness import wait_for
 from mqttc import V311, V5, Client, PacketTypes, connect_props, connected, prop, props, unique
 
@@ -110,9 +111,15 @@ def test_session_gone_after_expiry(fleetmq):
 
 def test_session_expiry_zero_ends_at_disconnect(fleetmq):
     client_id = unique("sess0")
+    open_before = metrics(fleetmq).get("fleetmq_connections", 0)
     c = persistent(fleetmq.addr, client_id, expiry=0, clean_start=True)
     c.subscribe(unique("t"), 1)
     c.disconnect()
+    # paho returns once it sent DISCONNECT; the broker ends the session when it reads it. A
+    # connection counts as closed only after its end reached the router, so once the count is
+    # back, a new CONNECT cannot overtake it (it would take the session over, present).
+    wait_for(lambda: metrics(fleetmq).get("fleetmq_connections", 0) <= open_before, 5,
+             "the broker to end the first connection")
     back = persistent(fleetmq.addr, client_id)
     assert not back.session_present
     end_session(back)
