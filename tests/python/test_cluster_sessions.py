@@ -17,6 +17,7 @@ publishes probes on the publishing node until one is in the session's queue in R
 import pytest
 
 from cluster_util import Cluster
+from e2e_util import metrics
 from harness import wait_for
 from mqttc import Client, connect_props, connected, reason_value, unique
 
@@ -211,10 +212,19 @@ def test_clean_start_on_another_node_discards_the_stored_session(cluster):
     publisher.disconnect()
 
 
+def session_metric(node, reason=None) -> float:
+    """`fleetmq_cluster_session_ops_dropped_total{reason}`, or the appends without a reason."""
+    sample = metrics(node)
+    if reason is None:
+        return sample["fleetmq_cluster_session_appends_total"]
+    return sample[f'fleetmq_cluster_session_ops_dropped_total{{reason="{reason}"}}']
+
+
 def test_redis_away_refuses_what_the_session_store_cannot_honour(cluster):
     """README "Running a cluster", Redis unreachable: a CONNECT that must open a persistent
     session gets CONNACK 0x88; a QoS 1 publish with a durable subscriber gets PUBACK 0x80 (its
-    client sends it again); a plain clean session and local delivery go on."""
+    client sends it again), counted in `fleetmq_cluster_session_ops_dropped_total`; a plain
+    clean session and local delivery go on."""
     a, c = cluster.nodes["a"], cluster.nodes["c"]
     client_id = unique("ra")
     base = unique("away")
@@ -225,11 +235,17 @@ def test_redis_away_refuses_what_the_session_store_cannot_honour(cluster):
     wait_queued(cluster, publisher, client_id, f"{base}/probe")
     local = connected(c.addr, unique("local"))
     local.subscribe(f"{base}/#", qos=1)
+    # The probe in the queue was appended by C.
+    wait_for(lambda: session_metric(c) >= 1, 10, "C's appends counted")
+    unavailable = session_metric(c, "unavailable")
     cluster.redis.stop()
     try:
         code, props = publisher.publish(f"{base}/m", b"during", qos=1, timeout=10)
         assert reason_value(code) == 0x80, code
         assert "Redis" in (getattr(props, "ReasonString", "") or "")
+        # Counted before the PUBACK went out.
+        assert session_metric(c, "unavailable") > unavailable
+        assert session_metric(c, "full") == 0
         # Delivered live to the local subscriber all the same (the client resends).
         local.wait_payload(b"during", timeout=10)
         refused = Client(c.addr, unique("new-durable"))

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use redis::{Cmd, Value};
@@ -18,7 +19,7 @@ use crate::message::Message;
 use crate::persist::Conn;
 use crate::persist::conn::query_each;
 use crate::persist::pubsub::Publisher;
-use crate::router::durable::{Done, EntryId, Event, Op, Record, Resumed, Stored, Target};
+use crate::router::durable::{Done, EntryId, Event, Op, OpStats, Record, Resumed, Stored, Target};
 
 /// Ops taken off the queue at once: their writes go out as one batch.
 const BATCH: usize = 512;
@@ -52,6 +53,7 @@ pub(super) struct Task {
     pub(super) max_queued: usize,
     /// The sessions this node holds (opened and not yet ended or moved).
     pub(super) held: HashSet<Arc<str>>,
+    pub(super) stats: Arc<OpStats>,
 }
 
 /// A run of writes waiting to go out: the commands, and for each publish its done and the
@@ -60,6 +62,8 @@ pub(super) struct Task {
 struct Writes {
     cmds: Vec<(String, Cmd)>,
     persists: Vec<Persisted>,
+    /// The commands of each progress op (sent mark, ack): counted as dropped when one fails.
+    marks: Vec<std::ops::Range<usize>>,
 }
 
 /// One publish in a run of writes.
@@ -154,9 +158,12 @@ impl Task {
                     cmd.arg(&key)
                         .arg(id.to_string())
                         .arg(wire::sent(pkid, released));
+                    let start = writes.cmds.len();
                     writes.cmds.push((key, cmd));
+                    writes.marks.push(start..writes.cmds.len());
                 }
                 Op::Acked { client_id, id } => {
+                    let start = writes.cmds.len();
                     let key = queue_key(&client_id);
                     let mut cmd = redis::cmd("XDEL");
                     cmd.arg(&key).arg(id.to_string());
@@ -165,6 +172,7 @@ impl Task {
                     let mut cmd = redis::cmd("HDEL");
                     cmd.arg(&key).arg(id.to_string());
                     writes.cmds.push((key, cmd));
+                    writes.marks.push(start..writes.cmds.len());
                 }
                 other => {
                     self.flush(std::mem::take(&mut writes)).await;
@@ -234,13 +242,28 @@ impl Task {
             return;
         }
         let results = query_each(&self.conn, writes.cmds, PER_PIPELINE).await;
+        // One result per command; a shorter answer counts the missing ones as failed.
+        let acked = |range: std::ops::Range<usize>| match &results {
+            Ok(r) => r
+                .get(range)
+                .map_or(0, |r| r.iter().filter(|r| r.is_ok()).count()),
+            Err(_) => 0,
+        };
+        let failed_marks = writes
+            .marks
+            .into_iter()
+            .filter(|m| acked(m.clone()) < m.len())
+            .count();
+        self.drop_unavailable(failed_marks);
         let mut wake_here = Vec::new();
         let mut wake: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
         for p in writes.persists {
-            let ok = match &results {
-                Ok(r) => r[p.range].iter().all(Result::is_ok),
-                Err(_) => false,
-            };
+            let appended = acked(p.range.clone());
+            self.stats.appends.fetch_add(appended as u64, Relaxed);
+            let ok = appended == p.range.len();
+            if !ok {
+                self.drop_unavailable(1);
+            }
             if let Some(done) = p.done {
                 done(ok);
             }
@@ -281,6 +304,13 @@ impl Task {
         }
     }
 
+    /// Counts ops Redis did not acknowledge.
+    fn drop_unavailable(&self, n: usize) {
+        if n > 0 {
+            self.stats.dropped_unavailable.fetch_add(n as u64, Relaxed);
+        }
+    }
+
     async fn op(&mut self, op: Op) {
         match op {
             Op::Open {
@@ -302,6 +332,9 @@ impl Task {
                 done,
             } => {
                 let ok = self.save(&client_id, &record).await;
+                if !ok {
+                    self.drop_unavailable(1);
+                }
                 if let Some(done) = done {
                     done(ok);
                 }
@@ -312,6 +345,7 @@ impl Task {
             } => {
                 self.held.remove(&client_id);
                 if let Err(e) = self.forget(&client_id, mine_only).await {
+                    self.drop_unavailable(1);
                     tracing::debug!(error = %e, "sessions: session not deleted");
                 }
             }
