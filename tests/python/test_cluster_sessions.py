@@ -8,7 +8,7 @@ on one redis-server and on a 3-master Redis Cluster, real paho v5 clients.
   resumed on B, nothing lost, the unacknowledged ones again with DUP and their packet ids;
 - clean start on another node discards the stored session;
 - Redis away: a CONNECT that needs the session store gets CONNACK 0x88, a QoS 1 publish with a
-  durable subscriber gets PUBACK 0x80.
+  durable subscriber gets PUBACK 0x80 (v5) or disconnects its 3.1.1 publisher without an ack.
 
 The table of durable sessions spreads asynchronously (a notice, a sync every 2 s): a test first
 publishes probes on the publishing node until one is in the session's queue in Redis.
@@ -19,7 +19,7 @@ import pytest
 from cluster_util import Cluster
 from e2e_util import metrics
 from harness import wait_for
-from mqttc import Client, connect_props, connected, reason_value, unique
+from mqttc import V311, Client, connect_props, connected, reason_value, unique
 
 TABLE_TIMEOUT = 15.0
 EXPIRY = 300
@@ -258,3 +258,39 @@ def test_redis_away_refuses_what_the_session_store_cannot_honour(cluster):
         cluster.restart_redis()
     local.disconnect()
     publisher.disconnect()
+
+
+def test_redis_away_disconnects_a_3_1_1_publisher_without_an_ack(cluster):
+    """README "Running a cluster", Redis unreachable: 3.1.1 has no PUBACK reason code, so a
+    QoS 1 publish with a durable subscriber whose append Redis does not acknowledge closes
+    the 3.1.1 publisher's connection without PUBACK (its client sends it again on
+    reconnecting); the local subscriber still gets it live."""
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    client_id = unique("ra311")
+    base = unique("away311")
+    # Redis may have just come back from the previous test: A opens sessions again once its
+    # connection to Redis is back (until then CONNACK 0x88).
+    durable = Client(a.addr, client_id)
+    wait_for(lambda: reason_value(durable.connect(
+        clean_start=False, properties=connect_props(SessionExpiryInterval=EXPIRY))[1]) == 0,
+        TABLE_TIMEOUT, "a durable session opened on A", 0.2)
+    durable.subscribe(f"{base}/#", qos=1)
+    durable.disconnect()
+    # Probes from a v5 client (a 3.1.1 one would be disconnected by a probe C could not append).
+    prober = connected(c.addr, unique("probe"))
+    wait_queued(cluster, prober, client_id, f"{base}/probe")
+    prober.disconnect()
+    publisher = connected(c.addr, unique("pub311"), protocol=V311)
+    local = connected(c.addr, unique("local"))
+    local.subscribe(f"{base}/#", qos=1)
+    cluster.redis.stop()
+    try:
+        info = publisher.publish_nowait(f"{base}/m", b"during-311", qos=1)
+        # Closed after persist::WRITE_WAIT, well within the deadline.
+        publisher.wait_disconnected(timeout=15)
+        assert publisher._pubacks.get(info.mid) is None, publisher._pubacks.get(info.mid)
+        publisher.close()  # no reconnect (it would resend while Redis is still away)
+        local.wait_payload(b"during-311", timeout=10)
+    finally:
+        cluster.restart_redis()
+    local.disconnect()
