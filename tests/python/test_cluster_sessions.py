@@ -8,7 +8,8 @@ on one redis-server and on a 3-master Redis Cluster, real paho v5 clients.
   resumed on B, nothing lost, the unacknowledged ones again with DUP and their packet ids;
 - clean start on another node discards the stored session;
 - Redis away: a CONNECT that needs the session store gets CONNACK 0x88, a QoS 1 publish with a
-  durable subscriber gets PUBACK 0x80 (v5) or disconnects its 3.1.1 publisher without an ack.
+  durable subscriber gets PUBACK 0x80 (v5) or disconnects its 3.1.1 publisher without an ack;
+- garbage written into Redis by others (queue entries, notices, records) is skipped or deleted.
 
 The table of durable sessions spreads asynchronously (a notice, a sync every 2 s): a test first
 publishes probes on the publishing node until one is in the session's queue in Redis.
@@ -46,6 +47,16 @@ def persistent(node, client_id, clean_start=False, manual_ack=False):
     client = Client(node.addr, client_id, manual_ack=manual_ack)
     client.connect(clean_start=clean_start,
                    properties=connect_props(SessionExpiryInterval=EXPIRY))
+    return client
+
+
+def persistent_once_up(node, client_id):
+    """`persistent`, retried while `node` refuses with CONNACK 0x88: Redis may have just come
+    back from a previous test, and the node opens sessions once it reaches Redis again."""
+    client = Client(node.addr, client_id)
+    wait_for(lambda: reason_value(client.connect(
+        clean_start=False, properties=connect_props(SessionExpiryInterval=EXPIRY))[1]) == 0,
+        TABLE_TIMEOUT, f"a durable session opened on {node.addr}", 0.2)
     return client
 
 
@@ -268,12 +279,7 @@ def test_redis_away_disconnects_a_3_1_1_publisher_without_an_ack(cluster):
     a, c = cluster.nodes["a"], cluster.nodes["c"]
     client_id = unique("ra311")
     base = unique("away311")
-    # Redis may have just come back from the previous test: A opens sessions again once its
-    # connection to Redis is back (until then CONNACK 0x88).
-    durable = Client(a.addr, client_id)
-    wait_for(lambda: reason_value(durable.connect(
-        clean_start=False, properties=connect_props(SessionExpiryInterval=EXPIRY))[1]) == 0,
-        TABLE_TIMEOUT, "a durable session opened on A", 0.2)
+    durable = persistent_once_up(a, client_id)
     durable.subscribe(f"{base}/#", qos=1)
     durable.disconnect()
     # Probes from a v5 client (a 3.1.1 one would be disconnected by a probe C could not append).
@@ -294,3 +300,37 @@ def test_redis_away_disconnects_a_3_1_1_publisher_without_an_ack(cluster):
     finally:
         cluster.restart_redis()
     local.disconnect()
+
+
+def test_garbage_in_redis_is_skipped_deleted_and_harms_nothing(cluster):
+    """Redis is writable by others than fleetmq: unreadable queue entries are deleted (not read
+    again every second), unreadable notices and records are ignored, a record naming no live
+    node with invalid subscriptions expires, and the session goes on."""
+    a = cluster.nodes["a"]
+    client_id = unique("junk")
+    base = unique("junk")
+    session = persistent_once_up(a, client_id)
+    session.subscribe(f"{base}/#", qos=1)
+    key = f"{{fleetmq:s:{client_id}}}:queue"
+    cluster.redis_reply("XADD", key, "*", "d", "garbage")
+    cluster.redis_reply("XADD", key, "*", "x", "no data field")
+    cluster.redis_reply("XADD", key, "*", "d", "E\x01\x00\x00not a frame")
+    cluster.redis_reply("PUBLISH", "fleetmq:sessions:changed", "garbage")
+    cluster.redis_reply("HSET", "fleetmq:sessions", f"{client_id}-bad", "{not json")
+    stranger = f"{client_id}-stranger"
+    cluster.redis_reply(
+        "HSET", "fleetmq:sessions", stranger,
+        '{"node":"no-such-node","expiry":1,"subs":[{"f":"a/#/b","q":1},{"f":"#","q":7}]}')
+    # A's poll (once a second) reads the queue and deletes what it cannot read.
+    wait_for(lambda: queue_len(cluster, client_id) == 0, 15, "the garbage entries deleted")
+    # The stranger's node is not live: marked disconnected, then deleted past its expiry.
+    wait_for(lambda: cluster.redis_reply("HEXISTS", "fleetmq:sessions", stranger) == "0",
+             15, "the stranger's record expired")
+    # The session still works: a publish on its node goes through its queue.
+    publisher = connected(a.addr, unique("pub"))
+    publisher.publish(f"{base}/m", b"after-junk", qos=1)
+    session.wait_payload(b"after-junk", timeout=10)
+    assert session.payloads(f"{base}/m") == [b"after-junk"]
+    cluster.redis_reply("HDEL", "fleetmq:sessions", f"{client_id}-bad")
+    publisher.disconnect()
+    session.disconnect()

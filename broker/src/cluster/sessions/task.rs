@@ -213,6 +213,7 @@ impl Task {
             }
         };
         let now = u64::try_from(crate::ingest::now_ms()).unwrap_or(0);
+        let mut unreadable = Vec::new();
         for ((client_id, _), result) in reads.into_iter().zip(results) {
             let reply = match result {
                 Ok(v) => redis::from_redis_value::<redis::streams::StreamRangeReply>(v)
@@ -220,7 +221,7 @@ impl Task {
                 Err(e) => Err(e.to_string()),
             };
             let entries = match reply {
-                Ok(reply) => entries(&client_id, reply, now),
+                Ok(reply) => entries(&client_id, reply, now, &mut unreadable),
                 Err(e) => {
                     tracing::debug!(error = %e, "sessions: queue not read");
                     continue;
@@ -232,6 +233,19 @@ impl Task {
                     .send(Event::Entries { client_id, entries })
                     .await;
             }
+        }
+        self.delete(unreadable).await;
+    }
+
+    /// Deletes unreadable queue entries (`XDEL`; the commands of [`entries`]): left, they
+    /// would be read again on every poll, never passed (the session's last entry stays before
+    /// them).
+    async fn delete(&self, cmds: Vec<(String, Cmd)>) {
+        if cmds.is_empty() {
+            return;
+        }
+        if let Err(e) = query_each(&self.conn, cmds, PER_PIPELINE).await {
+            tracing::debug!(error = %e, "sessions: unreadable entries not deleted");
         }
     }
 
@@ -433,7 +447,10 @@ impl Task {
             .query_async(&mut self.conn)
             .await?;
         let now = u64::try_from(crate::ingest::now_ms()).unwrap_or(0);
-        Ok(entries(client_id, reply, now))
+        let mut unreadable = Vec::new();
+        let entries = entries(client_id, reply, now, &mut unreadable);
+        self.delete(unreadable).await;
+        Ok(entries)
     }
 
     /// Writes the record of a session this node still holds.
@@ -593,25 +610,34 @@ fn range_start(after: EntryId) -> String {
     }
 }
 
-/// The readable entries of an `XRANGE` reply, oldest first (unreadable ones are skipped).
-fn entries(client_id: &str, reply: redis::streams::StreamRangeReply, now_ms: u64) -> Vec<Stored> {
+/// The readable entries of an `XRANGE` reply, oldest first; for each unreadable one (Redis is
+/// writable by others) an `XDEL` is added to `unreadable`.
+fn entries(
+    client_id: &str,
+    reply: redis::streams::StreamRangeReply,
+    now_ms: u64,
+    unreadable: &mut Vec<(String, Cmd)>,
+) -> Vec<Stored> {
     let mut out = Vec::with_capacity(reply.ids.len());
     for e in reply.ids {
-        let Ok(id) = e.id.parse::<EntryId>() else {
-            continue;
+        let read = match (e.id.parse::<EntryId>(), e.map.get("d")) {
+            (Ok(id), Some(Value::BulkString(d))) => {
+                wire::read_entry(Bytes::copy_from_slice(d), id, now_ms).map(|d| (id, d))
+            }
+            _ => Err(frame::FrameError::Malformed("queue entry without data")),
         };
-        let Some(Value::BulkString(d)) = e.map.get("d") else {
-            tracing::warn!(client_id, "sessions: queue entry without data; skipped");
-            continue;
-        };
-        match wire::read_entry(Bytes::copy_from_slice(d), id, now_ms) {
-            Ok(delivery) => out.push(Stored {
+        match read {
+            Ok((id, delivery)) => out.push(Stored {
                 id,
                 delivery,
                 sent: None,
             }),
-            Err(e) => {
-                tracing::warn!(client_id, error = %e, "sessions: unreadable queue entry; skipped");
+            Err(err) => {
+                tracing::warn!(client_id, id = e.id, error = %err, "sessions: unreadable queue entry; deleted");
+                let key = queue_key(client_id);
+                let mut cmd = redis::cmd("XDEL");
+                cmd.arg(&key).arg(&e.id);
+                unreadable.push((key, cmd));
             }
         }
     }
