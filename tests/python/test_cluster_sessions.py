@@ -334,3 +334,20 @@ def test_garbage_in_redis_is_skipped_deleted_and_harms_nothing(cluster):
     cluster.redis_reply("HDEL", "fleetmq:sessions", f"{client_id}-bad")
     publisher.disconnect()
     session.disconnect()
+
+
+def test_a_resume_deletes_sent_marks_of_entries_no_longer_queued(cluster):
+    """A sent mark whose entry left the queue (trimmed while in flight, its delete lost) would
+    stay until the session ends: the resume that reads the whole queue deletes it."""
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    client_id = unique("marks")
+    first = persistent_once_up(a, client_id)
+    first.subscribe(f"{unique('marks')}/#", qos=1)
+    first.disconnect()
+    marks = f"{{fleetmq:s:{client_id}}}:sent"
+    cluster.redis_reply("HSET", marks, "1-0", "5", "2-0", "r6")
+    resumed = persistent_once_up(b, client_id)
+    assert resumed.session_present
+    # Deleted before CONNACK.
+    assert cluster.redis_reply("EXISTS", marks) == "0"
+    resumed.disconnect()

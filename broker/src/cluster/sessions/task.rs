@@ -433,6 +433,20 @@ impl Task {
                 .get(&e.id.to_string())
                 .and_then(|m| wire::read_sent(m));
         }
+        // Marks of entries no longer queued (trimmed by MAXLEN while sent, deleted while the
+        // mark's delete was lost, unreadable) would stay until the session ends: deleted now,
+        // when the whole queue was read.
+        if entries.len() < self.max_queued.max(1) {
+            let queued: HashSet<String> = entries.iter().map(|e| e.id.to_string()).collect();
+            let stale: Vec<&String> = marks.keys().filter(|k| !queued.contains(*k)).collect();
+            if !stale.is_empty() {
+                let _: () = redis::cmd("HDEL")
+                    .arg(sent_key(client_id))
+                    .arg(&stale)
+                    .query_async(&mut self.conn)
+                    .await?;
+            }
+        }
         Ok(entries)
     }
 
