@@ -138,8 +138,12 @@ impl Known {
 }
 
 /// A record with only the subscriptions this node can match (valid filters and QoS): Redis is
-/// writable by others than fleetmq, and `topic::matches` expects valid filters.
+/// writable by others than fleetmq, and `topic::matches` expects valid filters. A record whose
+/// node is not a node name keeps none (its node is woken on the channel it names).
 fn valid(mut r: Record) -> Record {
+    if !super::valid_node_id(&r.node) {
+        r.subs.clear();
+    }
     r.subs.retain(|s| {
         s.options().is_some()
             && topic::parse_shared(&s.filter).is_ok_and(|(_, f)| topic::validate_filter(f).is_ok())
@@ -343,6 +347,11 @@ mod tests {
         known.set("s2", None);
         known.set("s3", None);
         known.set("driver", Some(record(Vec::new())));
+        assert!(!known.any());
+        // Nor those naming something that is not a node (its wake would go to that channel).
+        let mut odd = record(vec![sub("t/x", 1, false, None)]);
+        odd.node = "a}:x y".into();
+        known.set("odd", Some(odd));
         assert!(!known.any());
     }
 }
