@@ -312,6 +312,7 @@ impl Broker {
                     c.node.clone(),
                     c.membership.clone(),
                     self.config.max_queued,
+                    c.sessions.clone(),
                     token.clone(),
                 )
                 .map_err(config_error)?;

@@ -8,7 +8,8 @@ on one redis-server and on a 3-master Redis Cluster, real paho v5 clients.
   resumed on B, nothing lost, the unacknowledged ones again with DUP and their packet ids;
 - clean start on another node discards the stored session;
 - Redis away: a CONNECT that needs the session store gets CONNACK 0x88, a QoS 1 publish with a
-  durable subscriber gets PUBACK 0x80.
+  durable subscriber gets PUBACK 0x80 (v5) or disconnects its 3.1.1 publisher without an ack;
+- garbage written into Redis by others (queue entries, notices, records) is skipped or deleted.
 
 The table of durable sessions spreads asynchronously (a notice, a sync every 2 s): a test first
 publishes probes on the publishing node until one is in the session's queue in Redis.
@@ -17,8 +18,9 @@ publishes probes on the publishing node until one is in the session's queue in R
 import pytest
 
 from cluster_util import Cluster
+from e2e_util import metrics
 from harness import wait_for
-from mqttc import Client, connect_props, connected, reason_value, unique
+from mqttc import V311, Client, connect_props, connected, reason_value, unique
 
 TABLE_TIMEOUT = 15.0
 EXPIRY = 300
@@ -45,6 +47,16 @@ def persistent(node, client_id, clean_start=False, manual_ack=False):
     client = Client(node.addr, client_id, manual_ack=manual_ack)
     client.connect(clean_start=clean_start,
                    properties=connect_props(SessionExpiryInterval=EXPIRY))
+    return client
+
+
+def persistent_once_up(node, client_id):
+    """`persistent`, retried while `node` refuses with CONNACK 0x88: Redis may have just come
+    back from a previous test, and the node opens sessions once it reaches Redis again."""
+    client = Client(node.addr, client_id)
+    wait_for(lambda: reason_value(client.connect(
+        clean_start=False, properties=connect_props(SessionExpiryInterval=EXPIRY))[1]) == 0,
+        TABLE_TIMEOUT, f"a durable session opened on {node.addr}", 0.2)
     return client
 
 
@@ -211,10 +223,19 @@ def test_clean_start_on_another_node_discards_the_stored_session(cluster):
     publisher.disconnect()
 
 
+def session_metric(node, reason=None) -> float:
+    """`fleetmq_cluster_session_ops_dropped_total{reason}`, or the appends without a reason."""
+    sample = metrics(node)
+    if reason is None:
+        return sample["fleetmq_cluster_session_appends_total"]
+    return sample[f'fleetmq_cluster_session_ops_dropped_total{{reason="{reason}"}}']
+
+
 def test_redis_away_refuses_what_the_session_store_cannot_honour(cluster):
     """README "Running a cluster", Redis unreachable: a CONNECT that must open a persistent
     session gets CONNACK 0x88; a QoS 1 publish with a durable subscriber gets PUBACK 0x80 (its
-    client sends it again); a plain clean session and local delivery go on."""
+    client sends it again), counted in `fleetmq_cluster_session_ops_dropped_total`; a plain
+    clean session and local delivery go on."""
     a, c = cluster.nodes["a"], cluster.nodes["c"]
     client_id = unique("ra")
     base = unique("away")
@@ -225,11 +246,17 @@ def test_redis_away_refuses_what_the_session_store_cannot_honour(cluster):
     wait_queued(cluster, publisher, client_id, f"{base}/probe")
     local = connected(c.addr, unique("local"))
     local.subscribe(f"{base}/#", qos=1)
+    # The probe in the queue was appended by C.
+    wait_for(lambda: session_metric(c) >= 1, 10, "C's appends counted")
+    unavailable = session_metric(c, "unavailable")
     cluster.redis.stop()
     try:
         code, props = publisher.publish(f"{base}/m", b"during", qos=1, timeout=10)
         assert reason_value(code) == 0x80, code
         assert "Redis" in (getattr(props, "ReasonString", "") or "")
+        # Counted before the PUBACK went out.
+        assert session_metric(c, "unavailable") > unavailable
+        assert session_metric(c, "full") == 0
         # Delivered live to the local subscriber all the same (the client resends).
         local.wait_payload(b"during", timeout=10)
         refused = Client(c.addr, unique("new-durable"))
@@ -242,3 +269,85 @@ def test_redis_away_refuses_what_the_session_store_cannot_honour(cluster):
         cluster.restart_redis()
     local.disconnect()
     publisher.disconnect()
+
+
+def test_redis_away_disconnects_a_3_1_1_publisher_without_an_ack(cluster):
+    """README "Running a cluster", Redis unreachable: 3.1.1 has no PUBACK reason code, so a
+    QoS 1 publish with a durable subscriber whose append Redis does not acknowledge closes
+    the 3.1.1 publisher's connection without PUBACK (its client sends it again on
+    reconnecting); the local subscriber still gets it live."""
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    client_id = unique("ra311")
+    base = unique("away311")
+    durable = persistent_once_up(a, client_id)
+    durable.subscribe(f"{base}/#", qos=1)
+    durable.disconnect()
+    # Probes from a v5 client (a 3.1.1 one would be disconnected by a probe C could not append).
+    prober = connected(c.addr, unique("probe"))
+    wait_queued(cluster, prober, client_id, f"{base}/probe")
+    prober.disconnect()
+    publisher = connected(c.addr, unique("pub311"), protocol=V311)
+    local = connected(c.addr, unique("local"))
+    local.subscribe(f"{base}/#", qos=1)
+    cluster.redis.stop()
+    try:
+        info = publisher.publish_nowait(f"{base}/m", b"during-311", qos=1)
+        # Closed after persist::WRITE_WAIT, well within the deadline.
+        publisher.wait_disconnected(timeout=15)
+        assert publisher._pubacks.get(info.mid) is None, publisher._pubacks.get(info.mid)
+        publisher.close()  # no reconnect (it would resend while Redis is still away)
+        local.wait_payload(b"during-311", timeout=10)
+    finally:
+        cluster.restart_redis()
+    local.disconnect()
+
+
+def test_garbage_in_redis_is_skipped_deleted_and_harms_nothing(cluster):
+    """Redis is writable by others than fleetmq: unreadable queue entries are deleted (not read
+    again every second), unreadable notices and records are ignored, a record naming no live
+    node with invalid subscriptions expires, and the session goes on."""
+    a = cluster.nodes["a"]
+    client_id = unique("junk")
+    base = unique("junk")
+    session = persistent_once_up(a, client_id)
+    session.subscribe(f"{base}/#", qos=1)
+    key = f"{{fleetmq:s:{client_id}}}:queue"
+    cluster.redis_reply("XADD", key, "*", "d", "garbage")
+    cluster.redis_reply("XADD", key, "*", "x", "no data field")
+    cluster.redis_reply("XADD", key, "*", "d", "E\x01\x00\x00not a frame")
+    cluster.redis_reply("PUBLISH", "fleetmq:sessions:changed", "garbage")
+    cluster.redis_reply("HSET", "fleetmq:sessions", f"{client_id}-bad", "{not json")
+    stranger = f"{client_id}-stranger"
+    cluster.redis_reply(
+        "HSET", "fleetmq:sessions", stranger,
+        '{"node":"no-such-node","expiry":1,"subs":[{"f":"a/#/b","q":1},{"f":"#","q":7}]}')
+    # A's poll (once a second) reads the queue and deletes what it cannot read.
+    wait_for(lambda: queue_len(cluster, client_id) == 0, 15, "the garbage entries deleted")
+    # The stranger's node is not live: marked disconnected, then deleted past its expiry.
+    wait_for(lambda: cluster.redis_reply("HEXISTS", "fleetmq:sessions", stranger) == "0",
+             15, "the stranger's record expired")
+    # The session still works: a publish on its node goes through its queue.
+    publisher = connected(a.addr, unique("pub"))
+    publisher.publish(f"{base}/m", b"after-junk", qos=1)
+    session.wait_payload(b"after-junk", timeout=10)
+    assert session.payloads(f"{base}/m") == [b"after-junk"]
+    cluster.redis_reply("HDEL", "fleetmq:sessions", f"{client_id}-bad")
+    publisher.disconnect()
+    session.disconnect()
+
+
+def test_a_resume_deletes_sent_marks_of_entries_no_longer_queued(cluster):
+    """A sent mark whose entry left the queue (trimmed while in flight, its delete lost) would
+    stay until the session ends: the resume that reads the whole queue deletes it."""
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    client_id = unique("marks")
+    first = persistent_once_up(a, client_id)
+    first.subscribe(f"{unique('marks')}/#", qos=1)
+    first.disconnect()
+    marks = f"{{fleetmq:s:{client_id}}}:sent"
+    cluster.redis_reply("HSET", marks, "1-0", "5", "2-0", "r6")
+    resumed = persistent_once_up(b, client_id)
+    assert resumed.session_present
+    # Deleted before CONNACK.
+    assert cluster.redis_reply("EXISTS", marks) == "0"
+    resumed.disconnect()

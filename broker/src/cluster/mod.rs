@@ -110,6 +110,8 @@ pub struct Cluster {
     pub node: Arc<str>,
     /// The vehicle leases, set once they run: outputs carry the epoch of their vehicle's lease.
     leases: Arc<OnceLock<Arc<dyn Fence>>>,
+    /// Counters of the durable sessions' store ([`sessions::start`]).
+    pub sessions: Arc<crate::router::durable::OpStats>,
 }
 
 impl Cluster {
@@ -142,6 +144,7 @@ impl Cluster {
             bus,
             node,
             leases: Arc::default(),
+            sessions: Arc::default(),
         })
     }
 
@@ -164,6 +167,7 @@ impl Cluster {
     pub fn render_metrics(&self, out: &mut String) {
         self.bus.render_metrics(out);
         self.membership.render_metrics(out);
+        sessions::render_metrics(&self.sessions, out);
     }
 }
 

@@ -15,15 +15,55 @@
 //! what the store has to say comes back as [`Event`]s the router polls like messages.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use fleetmq_codec::QoS;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::link::{Delivery, SubOptions};
 use crate::message::Message;
 
 /// Ops waiting for the store; past it an op is not taken (see each op for what that means).
 pub const OPS: usize = 65_536;
+
+/// Counters of the store's ops (rendered by `cluster::sessions::render_metrics`): the router
+/// counts the ops its full queue did not take, the store those Redis did not acknowledge.
+#[derive(Debug, Default)]
+pub struct OpStats {
+    /// Not taken: the queue of [`OPS`] was full (or the store's task had ended).
+    pub dropped_full: AtomicU64,
+    /// Taken, but not done: Redis did not acknowledge the write (or the delete).
+    pub dropped_unavailable: AtomicU64,
+    /// Messages appended to a session's queue and acknowledged by Redis.
+    pub appends: AtomicU64,
+}
+
+/// The router's end of the store's queue of ops: [`Ops::try_send`] never waits, and counts
+/// what it could not hand over in [`OpStats::dropped_full`].
+#[derive(Debug, Clone)]
+pub struct Ops {
+    tx: mpsc::Sender<Op>,
+    stats: Arc<OpStats>,
+}
+
+impl Ops {
+    /// A queue of `capacity` ops counted in `stats`; the receiver is the store's.
+    pub fn channel(capacity: usize, stats: Arc<OpStats>) -> (Ops, mpsc::Receiver<Op>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Ops { tx, stats }, rx)
+    }
+
+    /// Hands `op` to the store, or gives it back (counted) when the queue is full or closed.
+    ///
+    /// # Errors
+    /// The queue is full, or the store's task ended.
+    pub fn try_send(&self, op: Op) -> Result<(), TrySendError<Op>> {
+        self.tx.try_send(op).inspect_err(|_| {
+            self.stats.dropped_full.fetch_add(1, Relaxed);
+        })
+    }
+}
 
 /// The id of a queue entry (a Redis stream id, `ms-seq`): entries are ordered by it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -224,7 +264,7 @@ pub trait Table: Send + Sync {
 /// The router's end of the store.
 pub struct Link {
     pub node: Arc<str>,
-    pub ops: mpsc::Sender<Op>,
+    pub ops: Ops,
     pub events: mpsc::Receiver<Event>,
     pub table: Arc<dyn Table>,
 }
@@ -232,7 +272,7 @@ pub struct Link {
 /// A durable session's link to the store, kept in its [`super::session::Session`].
 #[derive(Debug, Clone)]
 pub struct SessionStore {
-    pub ops: mpsc::Sender<Op>,
+    pub ops: Ops,
     /// The newest queue entry this node has taken into the session.
     pub last: EntryId,
 }
@@ -255,6 +295,34 @@ impl std::fmt::Debug for Op {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn forget(id: &str) -> Op {
+        Op::Forget {
+            client_id: id.into(),
+            mine_only: true,
+        }
+    }
+
+    #[test]
+    fn ops_past_a_full_or_closed_queue_are_counted_as_dropped() {
+        let stats = Arc::new(OpStats::default());
+        let (ops, mut rx) = Ops::channel(2, stats.clone());
+        assert!(ops.try_send(forget("a")).is_ok());
+        assert!(ops.try_send(forget("b")).is_ok());
+        assert!(matches!(
+            ops.try_send(forget("c")),
+            Err(TrySendError::Full(Op::Forget { .. }))
+        ));
+        assert_eq!(stats.dropped_full.load(Relaxed), 1);
+        // Taken off: room again, nothing more counted.
+        assert!(rx.try_recv().is_ok());
+        assert!(ops.clone().try_send(forget("d")).is_ok());
+        assert_eq!(stats.dropped_full.load(Relaxed), 1);
+        drop(rx);
+        assert!(ops.try_send(forget("e")).is_err());
+        assert_eq!(stats.dropped_full.load(Relaxed), 2);
+        assert_eq!(stats.dropped_unavailable.load(Relaxed), 0);
+    }
 
     #[test]
     fn entry_ids_parse_order_and_print() {

@@ -216,7 +216,10 @@ impl Session {
                 return;
             };
             if front.message.is_expired(now) {
-                self.take_front(replay);
+                // A durable session's copy leaves its queue in Redis too (else it would come
+                // back with every resume until trimmed).
+                let entry = self.take_front(replay).and_then(|d| d.entry);
+                self.report_done(entry);
                 metrics.messages_expired.fetch_add(1, Relaxed);
                 continue;
             }
@@ -381,7 +384,14 @@ impl Session {
 
     /// Takes back what a moved durable session had in flight (resent first, with DUP or as
     /// PUBREL) and queued, in queue order.
-    pub fn resume(&mut self, entries: Vec<super::durable::Stored>, metrics: &Metrics) {
+    /// Queued ones are held to `limits` (`--max-queued`, `--max-queued-bytes`) as any queued
+    /// message: what Redis holds is not trusted to fit.
+    pub fn resume(
+        &mut self,
+        entries: Vec<super::durable::Stored>,
+        limits: (usize, usize),
+        metrics: &Metrics,
+    ) {
         use super::durable::Sent;
         for e in entries {
             let mut d = e.delivery;
@@ -405,7 +415,7 @@ impl Session {
                         unsent: true,
                     });
                 }
-                _ => self.enqueue(d, usize::MAX, usize::MAX, metrics),
+                _ => self.enqueue(d, limits.0, limits.1, metrics),
             }
         }
     }
@@ -421,9 +431,104 @@ fn into_delivery(item: Outgoing) -> Option<Delivery> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::link::ConnId;
+    use crate::message::{Message, Origin};
+    use crate::router::durable::{OpStats, Ops, Stored};
+
     /// The router's part of every session (boxed in its map).
     #[test]
     fn session_stays_small() {
         assert!(std::mem::size_of::<super::Session>() <= 320);
+    }
+
+    /// A durable session's queued copy of a 10-byte message, entry `n`.
+    fn stored(n: u64, expires_at: Option<Instant>) -> Stored {
+        let id = EntryId { ms: n, seq: 0 };
+        Stored {
+            id,
+            delivery: Delivery {
+                message: Arc::new(Message {
+                    topic: "t".into(),
+                    payload: Bytes::from_static(b"0123456789"),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    properties: None,
+                    expires_at,
+                    origin: Origin::Broker,
+                }),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                sub_ids: Vec::new(),
+                entry: Some(id),
+            },
+            sent: None,
+        }
+    }
+
+    fn durable() -> (Session, mpsc::Receiver<Op>) {
+        let (ops, rx) = Ops::channel(64, Arc::new(OpStats::default()));
+        let mut s = Session::new("d".into());
+        s.store = Some(Box::new(SessionStore {
+            ops,
+            last: EntryId::default(),
+        }));
+        (s, rx)
+    }
+
+    /// The entries the store was told are done.
+    fn acked(rx: &mut mpsc::Receiver<Op>) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Ok(op) = rx.try_recv() {
+            if let Op::Acked { id, .. } = op {
+                out.push(id.ms);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_resumed_queue_is_held_to_the_queue_limits() {
+        let metrics = Metrics::default();
+        let (mut s, mut rx) = durable();
+        // Five 11-byte messages into a queue of at most 3 messages and 25 bytes: the oldest
+        // go, and leave the queue in Redis too.
+        s.resume(
+            (1..=5).map(|n| stored(n, None)).collect(),
+            (3, 25),
+            &metrics,
+        );
+        assert_eq!(s.queue.len(), 2);
+        assert_eq!(acked(&mut rx), vec![1, 2, 3]);
+        let (mut s, mut rx) = durable();
+        s.resume(
+            (1..=5).map(|n| stored(n, None)).collect(),
+            (3, 1000),
+            &metrics,
+        );
+        assert_eq!(s.queue.len(), 3);
+        assert_eq!(acked(&mut rx), vec![1, 2]);
+    }
+
+    #[test]
+    fn an_expired_queued_copy_leaves_the_stored_queue() {
+        let metrics = Metrics::default();
+        let (mut s, mut rx) = durable();
+        let now = Instant::now();
+        s.resume(
+            vec![stored(1, Some(now)), stored(2, None)],
+            (10, 1000),
+            &metrics,
+        );
+        s.link = Some(ConnLink::new(ConnId(1)));
+        s.flush(now + Duration::from_secs(1), &metrics);
+        assert_eq!(acked(&mut rx), vec![1]);
+        assert_eq!(metrics.messages_expired.load(Relaxed), 1);
+        assert_eq!(s.inflight.len(), 1);
     }
 }

@@ -236,7 +236,8 @@ impl Router {
             {
                 store.last = last;
             }
-            s.resume(resumed.entries, &self.metrics);
+            let limits = (self.config.max_queued, self.config.max_queued_bytes);
+            s.resume(resumed.entries, limits, &self.metrics);
         }
     }
 

@@ -57,12 +57,14 @@
 //! thousands of subscribing durable sessions, not for millions. Every node reads the whole
 //! hash every 2 s. The ops the router hands this task wait in
 //! a queue of [`OPS`](crate::router::durable::OPS); past it a publish goes live only (and its
-//! publisher gets the 0x80 above), a CONNECT is refused with 0x88, progress marks are lost.
+//! publisher gets the 0x80 above), a CONNECT is refused with 0x88, progress marks are lost;
+//! each counted in `fleetmq_cluster_session_ops_dropped_total` ([`render_metrics`]).
 
 mod task;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,7 +77,7 @@ use super::Membership;
 use crate::message::Message;
 use crate::persist::pubsub::PubSub;
 use crate::persist::{Conn, PersistError, Target};
-use crate::router::durable::{self, Link, Record, Table};
+use crate::router::durable::{self, Link, OpStats, Ops, Record, Table};
 use crate::topic;
 
 /// The records, client id → JSON.
@@ -136,8 +138,12 @@ impl Known {
 }
 
 /// A record with only the subscriptions this node can match (valid filters and QoS): Redis is
-/// writable by others than fleetmq, and `topic::matches` expects valid filters.
+/// writable by others than fleetmq, and `topic::matches` expects valid filters. A record whose
+/// node is not a node name keeps none (its node is woken on the channel it names).
 fn valid(mut r: Record) -> Record {
+    if !super::valid_node_id(&r.node) {
+        r.subs.clear();
+    }
     r.subs.retain(|s| {
         s.options().is_some()
             && topic::parse_shared(&s.filter).is_ok_and(|(_, f)| topic::validate_filter(f).is_ok())
@@ -194,7 +200,24 @@ impl Table for Known {
     }
 }
 
-/// Starts the store's task (until `stop`); returns the router's link and the table.
+/// `fleetmq_cluster_session_*` metrics (README "Running a cluster", limits).
+pub fn render_metrics(stats: &OpStats, out: &mut String) {
+    let _ = write!(
+        out,
+        "# HELP fleetmq_cluster_session_ops_dropped_total Durable-session store operations not done: the queue of 65536 was full, or Redis did not acknowledge them.\n\
+         # TYPE fleetmq_cluster_session_ops_dropped_total counter\n\
+         fleetmq_cluster_session_ops_dropped_total{{reason=\"full\"}} {}\n\
+         fleetmq_cluster_session_ops_dropped_total{{reason=\"unavailable\"}} {}\n\
+         # HELP fleetmq_cluster_session_appends_total Messages appended to durable sessions' queues in Redis (acknowledged).\n\
+         # TYPE fleetmq_cluster_session_appends_total counter\nfleetmq_cluster_session_appends_total {}\n",
+        stats.dropped_full.load(Relaxed),
+        stats.dropped_unavailable.load(Relaxed),
+        stats.appends.load(Relaxed),
+    );
+}
+
+/// Starts the store's task (until `stop`); returns the router's link and the table. The
+/// store's ops are counted in `stats`.
 ///
 /// # Errors
 /// A `target` that is not a Redis URL.
@@ -203,6 +226,7 @@ pub fn start(
     node: Arc<str>,
     membership: Arc<Membership>,
     max_queued: usize,
+    stats: Arc<OpStats>,
     stop: CancellationToken,
 ) -> Result<(Link, Arc<Known>), PersistError> {
     let pubsub = PubSub::open(target)?;
@@ -212,7 +236,7 @@ pub fn start(
         source,
     })?;
     let known = Arc::new(Known::default());
-    let (ops, ops_rx) = mpsc::channel(durable::OPS);
+    let (ops, ops_rx) = Ops::channel(durable::OPS, stats.clone());
     let (events_tx, events) = mpsc::channel(1024);
     let task = task::Task {
         node: node.clone(),
@@ -223,6 +247,7 @@ pub fn start(
         events: events_tx,
         max_queued,
         held: Default::default(),
+        stats,
     };
     tokio::spawn(task.run(ops_rx, notices, stop));
     let link = Link {
@@ -322,6 +347,11 @@ mod tests {
         known.set("s2", None);
         known.set("s3", None);
         known.set("driver", Some(record(Vec::new())));
+        assert!(!known.any());
+        // Nor those naming something that is not a node (its wake would go to that channel).
+        let mut odd = record(vec![sub("t/x", 1, false, None)]);
+        odd.node = "a}:x y".into();
+        known.set("odd", Some(odd));
         assert!(!known.any());
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use redis::{Cmd, Value};
@@ -18,7 +19,7 @@ use crate::message::Message;
 use crate::persist::Conn;
 use crate::persist::conn::query_each;
 use crate::persist::pubsub::Publisher;
-use crate::router::durable::{Done, EntryId, Event, Op, Record, Resumed, Stored, Target};
+use crate::router::durable::{Done, EntryId, Event, Op, OpStats, Record, Resumed, Stored, Target};
 
 /// Ops taken off the queue at once: their writes go out as one batch.
 const BATCH: usize = 512;
@@ -52,6 +53,7 @@ pub(super) struct Task {
     pub(super) max_queued: usize,
     /// The sessions this node holds (opened and not yet ended or moved).
     pub(super) held: HashSet<Arc<str>>,
+    pub(super) stats: Arc<OpStats>,
 }
 
 /// A run of writes waiting to go out: the commands, and for each publish its done and the
@@ -60,6 +62,8 @@ pub(super) struct Task {
 struct Writes {
     cmds: Vec<(String, Cmd)>,
     persists: Vec<Persisted>,
+    /// The commands of each progress op (sent mark, ack): counted as dropped when one fails.
+    marks: Vec<std::ops::Range<usize>>,
 }
 
 /// One publish in a run of writes.
@@ -154,9 +158,12 @@ impl Task {
                     cmd.arg(&key)
                         .arg(id.to_string())
                         .arg(wire::sent(pkid, released));
+                    let start = writes.cmds.len();
                     writes.cmds.push((key, cmd));
+                    writes.marks.push(start..writes.cmds.len());
                 }
                 Op::Acked { client_id, id } => {
+                    let start = writes.cmds.len();
                     let key = queue_key(&client_id);
                     let mut cmd = redis::cmd("XDEL");
                     cmd.arg(&key).arg(id.to_string());
@@ -165,6 +172,7 @@ impl Task {
                     let mut cmd = redis::cmd("HDEL");
                     cmd.arg(&key).arg(id.to_string());
                     writes.cmds.push((key, cmd));
+                    writes.marks.push(start..writes.cmds.len());
                 }
                 other => {
                     self.flush(std::mem::take(&mut writes)).await;
@@ -205,6 +213,7 @@ impl Task {
             }
         };
         let now = u64::try_from(crate::ingest::now_ms()).unwrap_or(0);
+        let mut unreadable = Vec::new();
         for ((client_id, _), result) in reads.into_iter().zip(results) {
             let reply = match result {
                 Ok(v) => redis::from_redis_value::<redis::streams::StreamRangeReply>(v)
@@ -212,7 +221,7 @@ impl Task {
                 Err(e) => Err(e.to_string()),
             };
             let entries = match reply {
-                Ok(reply) => entries(&client_id, reply, now),
+                Ok(reply) => entries(&client_id, reply, now, &mut unreadable),
                 Err(e) => {
                     tracing::debug!(error = %e, "sessions: queue not read");
                     continue;
@@ -225,6 +234,19 @@ impl Task {
                     .await;
             }
         }
+        self.delete(unreadable).await;
+    }
+
+    /// Deletes unreadable queue entries (`XDEL`; the commands of [`entries`]): left, they
+    /// would be read again on every poll, never passed (the session's last entry stays before
+    /// them).
+    async fn delete(&self, cmds: Vec<(String, Cmd)>) {
+        if cmds.is_empty() {
+            return;
+        }
+        if let Err(e) = query_each(&self.conn, cmds, PER_PIPELINE).await {
+            tracing::debug!(error = %e, "sessions: unreadable entries not deleted");
+        }
     }
 
     /// Sends a run of writes; tells each publish whether its appends went through and wakes
@@ -234,13 +256,28 @@ impl Task {
             return;
         }
         let results = query_each(&self.conn, writes.cmds, PER_PIPELINE).await;
+        // One result per command; a shorter answer counts the missing ones as failed.
+        let acked = |range: std::ops::Range<usize>| match &results {
+            Ok(r) => r
+                .get(range)
+                .map_or(0, |r| r.iter().filter(|r| r.is_ok()).count()),
+            Err(_) => 0,
+        };
+        let failed_marks = writes
+            .marks
+            .into_iter()
+            .filter(|m| acked(m.clone()) < m.len())
+            .count();
+        self.drop_unavailable(failed_marks);
         let mut wake_here = Vec::new();
         let mut wake: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
         for p in writes.persists {
-            let ok = match &results {
-                Ok(r) => r[p.range].iter().all(Result::is_ok),
-                Err(_) => false,
-            };
+            let appended = acked(p.range.clone());
+            self.stats.appends.fetch_add(appended as u64, Relaxed);
+            let ok = appended == p.range.len();
+            if !ok {
+                self.drop_unavailable(1);
+            }
             if let Some(done) = p.done {
                 done(ok);
             }
@@ -281,6 +318,13 @@ impl Task {
         }
     }
 
+    /// Counts ops Redis did not acknowledge.
+    fn drop_unavailable(&self, n: usize) {
+        if n > 0 {
+            self.stats.dropped_unavailable.fetch_add(n as u64, Relaxed);
+        }
+    }
+
     async fn op(&mut self, op: Op) {
         match op {
             Op::Open {
@@ -302,6 +346,9 @@ impl Task {
                 done,
             } => {
                 let ok = self.save(&client_id, &record).await;
+                if !ok {
+                    self.drop_unavailable(1);
+                }
                 if let Some(done) = done {
                     done(ok);
                 }
@@ -312,6 +359,7 @@ impl Task {
             } => {
                 self.held.remove(&client_id);
                 if let Err(e) = self.forget(&client_id, mine_only).await {
+                    self.drop_unavailable(1);
                     tracing::debug!(error = %e, "sessions: session not deleted");
                 }
             }
@@ -385,6 +433,20 @@ impl Task {
                 .get(&e.id.to_string())
                 .and_then(|m| wire::read_sent(m));
         }
+        // Marks of entries no longer queued (trimmed by MAXLEN while sent, deleted while the
+        // mark's delete was lost, unreadable) would stay until the session ends: deleted now,
+        // when the whole queue was read.
+        if entries.len() < self.max_queued.max(1) {
+            let queued: HashSet<String> = entries.iter().map(|e| e.id.to_string()).collect();
+            let stale: Vec<&String> = marks.keys().filter(|k| !queued.contains(*k)).collect();
+            if !stale.is_empty() {
+                let _: () = redis::cmd("HDEL")
+                    .arg(sent_key(client_id))
+                    .arg(&stale)
+                    .query_async(&mut self.conn)
+                    .await?;
+            }
+        }
         Ok(entries)
     }
 
@@ -399,7 +461,10 @@ impl Task {
             .query_async(&mut self.conn)
             .await?;
         let now = u64::try_from(crate::ingest::now_ms()).unwrap_or(0);
-        Ok(entries(client_id, reply, now))
+        let mut unreadable = Vec::new();
+        let entries = entries(client_id, reply, now, &mut unreadable);
+        self.delete(unreadable).await;
+        Ok(entries)
     }
 
     /// Writes the record of a session this node still holds.
@@ -559,25 +624,34 @@ fn range_start(after: EntryId) -> String {
     }
 }
 
-/// The readable entries of an `XRANGE` reply, oldest first (unreadable ones are skipped).
-fn entries(client_id: &str, reply: redis::streams::StreamRangeReply, now_ms: u64) -> Vec<Stored> {
+/// The readable entries of an `XRANGE` reply, oldest first; for each unreadable one (Redis is
+/// writable by others) an `XDEL` is added to `unreadable`.
+fn entries(
+    client_id: &str,
+    reply: redis::streams::StreamRangeReply,
+    now_ms: u64,
+    unreadable: &mut Vec<(String, Cmd)>,
+) -> Vec<Stored> {
     let mut out = Vec::with_capacity(reply.ids.len());
     for e in reply.ids {
-        let Ok(id) = e.id.parse::<EntryId>() else {
-            continue;
+        let read = match (e.id.parse::<EntryId>(), e.map.get("d")) {
+            (Ok(id), Some(Value::BulkString(d))) => {
+                wire::read_entry(Bytes::copy_from_slice(d), id, now_ms).map(|d| (id, d))
+            }
+            _ => Err(frame::FrameError::Malformed("queue entry without data")),
         };
-        let Some(Value::BulkString(d)) = e.map.get("d") else {
-            tracing::warn!(client_id, "sessions: queue entry without data; skipped");
-            continue;
-        };
-        match wire::read_entry(Bytes::copy_from_slice(d), id, now_ms) {
-            Ok(delivery) => out.push(Stored {
+        match read {
+            Ok((id, delivery)) => out.push(Stored {
                 id,
                 delivery,
                 sent: None,
             }),
-            Err(e) => {
-                tracing::warn!(client_id, error = %e, "sessions: unreadable queue entry; skipped");
+            Err(err) => {
+                tracing::warn!(client_id, id = e.id, error = %err, "sessions: unreadable queue entry; deleted");
+                let key = queue_key(client_id);
+                let mut cmd = redis::cmd("XDEL");
+                cmd.arg(&key).arg(&e.id);
+                unreadable.push((key, cmd));
             }
         }
     }

@@ -47,7 +47,11 @@ pub fn read_entry(mut b: Bytes, id: EntryId, now_ms: u64) -> Result<Delivery, Fr
     if b.remaining() < 4 || b.get_u8() != b'E' {
         return Err(FrameError::Malformed("queue entry"));
     }
-    let qos = QoS::from_u8(b.get_u8()).ok_or(FrameError::Malformed("queue entry QoS"))?;
+    // Only QoS 1/2 copies are queued: a QoS 0 one would never be acknowledged, so never
+    // leave the queue.
+    let qos = QoS::from_u8(b.get_u8())
+        .filter(|q| *q != QoS::AtMostOnce)
+        .ok_or(FrameError::Malformed("queue entry QoS"))?;
     let retain = b.get_u8() != 0;
     let n = usize::from(b.get_u8());
     if b.remaining() < 4 * n {
@@ -186,6 +190,8 @@ mod tests {
     #[test]
     fn garbage_entries_and_notices_are_errors() {
         let id = EntryId::default();
+        let f = frame::publish(&message(None), &[], "", &[]);
+        assert!(read_entry(entry(QoS::AtMostOnce, false, &[], &f), id, 0).is_err());
         for bad in [
             &b""[..],
             b"E",
