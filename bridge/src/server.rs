@@ -33,9 +33,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`serve`] waits for open requests after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then tells stream clients to close
-/// (1001), stops accepting, and waits for open requests (at most 5 s). Handlers see the
-/// client's address as `ConnectInfo<SocketAddr>`.
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting (the listener is
+/// closed), tells stream clients to close (1001), and waits for open requests (at most 5 s).
+/// Handlers see the client's address as `ConnectInfo<SocketAddr>`.
 ///
 /// # Errors
 /// None today (accept errors are the listener's to handle, as axum's listeners do); the
@@ -92,6 +92,9 @@ where
             drop(open);
         });
     }
+    // Closes the port now (as `axum::serve` does): a new client is refused rather than left
+    // in the accept queue, unserved, for the grace period.
+    drop(listener);
     let _ = stopping_tx.send(true);
     drop(open_rx);
     if tokio::time::timeout(SHUTDOWN_GRACE, open_tx.closed())
