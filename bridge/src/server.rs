@@ -34,7 +34,8 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting (the listener is
-/// closed), tells stream clients to close (1001), and waits for open requests (at most 5 s).
+/// closed), tells stream clients to close (1001), and waits for open requests (at most 5 s,
+/// then their connections are cut).
 /// Handlers see the client's address as `ConnectInfo<SocketAddr>`.
 ///
 /// # Errors
@@ -52,6 +53,8 @@ where
     let app = app.layer(Extension(ShutdownSignal(stopping.clone())));
     // Every connection task holds a receiver; `closed()` resolves when the last one is gone.
     let (open_tx, open_rx) = watch::channel(());
+    // Set when the grace period is over: connections still open are cut (dropped).
+    let (cut_tx, cut) = watch::channel(false);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -72,6 +75,7 @@ where
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         let mut stopping = stopping.clone();
+        let mut cut = cut.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
             tokio::pin!(conn);
@@ -83,7 +87,11 @@ where
                 Some(r) => r,
                 None => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        // Also when `serve` has returned (the sender is gone).
+                        _ = cut.wait_for(|c| *c) => Ok(()),
+                    }
                 }
             };
             if let Err(e) = ended {
@@ -104,6 +112,7 @@ where
         tracing::warn!(
             "HTTP connections still open {SHUTDOWN_GRACE:?} after shutdown; closing them"
         );
+        let _ = cut_tx.send(true);
     }
     Ok(())
 }
