@@ -33,9 +33,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`serve`] waits for open requests after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then tells stream clients to close
-/// (1001), stops accepting, and waits for open requests (at most 5 s). Handlers see the
-/// client's address as `ConnectInfo<SocketAddr>`.
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting (the listener is
+/// closed), tells stream clients to close (1001), and waits for open requests (at most 5 s,
+/// then their connections are cut).
+/// Handlers see the client's address as `ConnectInfo<SocketAddr>`.
 ///
 /// # Errors
 /// None today (accept errors are the listener's to handle, as axum's listeners do); the
@@ -52,6 +53,8 @@ where
     let app = app.layer(Extension(ShutdownSignal(stopping.clone())));
     // Every connection task holds a receiver; `closed()` resolves when the last one is gone.
     let (open_tx, open_rx) = watch::channel(());
+    // Set when the grace period is over: connections still open are cut (dropped).
+    let (cut_tx, cut) = watch::channel(false);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -72,6 +75,7 @@ where
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         let mut stopping = stopping.clone();
+        let mut cut = cut.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
             tokio::pin!(conn);
@@ -83,7 +87,11 @@ where
                 Some(r) => r,
                 None => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        // Also when `serve` has returned (the sender is gone).
+                        _ = cut.wait_for(|c| *c) => Ok(()),
+                    }
                 }
             };
             if let Err(e) = ended {
@@ -92,6 +100,9 @@ where
             drop(open);
         });
     }
+    // Closes the port now (as `axum::serve` does): a new client is refused rather than left
+    // in the accept queue, unserved, for the grace period.
+    drop(listener);
     let _ = stopping_tx.send(true);
     drop(open_rx);
     if tokio::time::timeout(SHUTDOWN_GRACE, open_tx.closed())
@@ -101,6 +112,7 @@ where
         tracing::warn!(
             "HTTP connections still open {SHUTDOWN_GRACE:?} after shutdown; closing them"
         );
+        let _ = cut_tx.send(true);
     }
     Ok(())
 }

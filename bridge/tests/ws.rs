@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use fleetmq_bridge::HubConfig;
 use geo_engine::EventKind;
@@ -402,6 +404,66 @@ async fn server_shutdown_closes_clients_with_1001() {
             == 0
     })
     .await;
+}
+
+/// Once shutdown starts, the port is closed at once (a new client is refused, not left waiting
+/// unserved in the accept queue); a request in progress gets the 5 s grace period, then its
+/// connection is cut (not left to run on after `serve` returned).
+#[tokio::test]
+async fn server_shutdown_stops_accepting_then_cuts_after_the_grace() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(HubConfig::default()).await;
+    let addr = s.addr;
+    // A request whose body is still coming: the server answers `100 Continue` once the
+    // handler reads it, so it is in progress (not idle) when shutdown starts.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(
+        b"POST /api/v1/vehicles/bus-1/location HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/json\r\nContent-Length: 64\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .expect("send head");
+    let mut reply = Vec::new();
+    while !reply.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+            .await
+            .expect("100 Continue in time")
+            .expect("read");
+        assert!(n > 0, "closed before 100 Continue");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    assert!(reply.starts_with(b"HTTP/1.1 100"), "{reply:?}");
+    drop(s);
+    let stopped = tokio::time::Instant::now();
+    // Well within the 5 s grace that the slow request keeps the server in. A port still
+    // listening accepts (or, its queue full, leaves the connect hanging): both fail.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let connect = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout_at(deadline, connect).await {
+            Ok(Err(_)) => break,
+            Ok(Ok(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => panic!("still accepting connections after shutdown started"),
+        }
+    }
+    // Cut after the grace period: closed without an answer (the app's 10 s request timeout
+    // would answer 408 later).
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout_at(
+        stopped + Duration::from_secs(8),
+        slow.read_to_end(&mut rest),
+    );
+    let read = read
+        .await
+        .expect("the slow request still open 8 s after shutdown");
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
 }
 
 #[tokio::test]

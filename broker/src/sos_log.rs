@@ -151,9 +151,12 @@ impl SosLog {
         let Some((f, size)) = file.as_mut() else {
             return Err(self.error(std::io::Error::other("log not open")));
         };
-        f.write_all(&line)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| self.error(e))?;
+        if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
+            // Part of the line may be on disk: the next write opens the log again, which
+            // starts it on a line of its own (else it would be glued to this torn one).
+            *file = None;
+            return Err(self.error(e));
+        }
         *size += line.len() as u64;
         if *size >= self.rotate_at {
             // The record is on disk already: a failed rotation is logged, not the SOS's error.
@@ -290,6 +293,26 @@ mod tests {
         let again = reopened.read().unwrap();
         assert_eq!(again, vec![a, b, c]);
         assert_eq!(again[1].bytes(), vec![0xff, 0x00]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A failed write (disk full) may leave part of a line behind; the next SOS must not be
+    /// appended to it (it would be unreadable, though acknowledged): the log is opened again.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn after_a_failed_write_the_next_sos_goes_on_a_line_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("fleetmq-soslog-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = Arc::new(SosLog::new(&dir));
+        // A full disk: every write fails with ENOSPC.
+        std::os::unix::fs::symlink("/dev/full", log.path()).unwrap();
+        assert!(log.append("bus-1", 1, b"lost").await.is_err());
+        // Space again, and the failed write's partial line on disk.
+        std::fs::remove_file(log.path()).unwrap();
+        std::fs::write(log.path(), b"{\"id\":\"torn").unwrap();
+        let b = log.append("bus-2", 2, b"kept").await.unwrap();
+        assert_eq!(log.read().unwrap(), vec![b]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

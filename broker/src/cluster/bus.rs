@@ -7,10 +7,9 @@
 //! What the bus carries are records: lines of text (`outputs` writes one or two lines of JSON
 //! per output). The publisher joins the records of one channel that came within [`LINGER`] into
 //! one frame, the node's own prefix line (given at [`Bus::start`]) then each record followed by
-//! `\n`, and
-//! sends it as one `PUBLISH`: at thousands of records a second that is one Redis command and one
-//! message per subscriber for many records, instead of one each (Redis's cost, and each
-//! receiver's, is mostly per message). Frames stay under [`FRAME_BYTES`] (a larger record
+//! `\n`, and sends it as one `PUBLISH`: at thousands of records a second that is one Redis
+//! command and one message per subscriber for many records, instead of one each (Redis's cost,
+//! and each receiver's, is mostly per message). Frames stay under [`FRAME_BYTES`] (a larger record
 //! goes alone).
 //!
 //! The transport is the small [`Transport`] interface: plain `PUBLISH`/`SUBSCRIBE` here
@@ -256,8 +255,8 @@ impl Bus {
         bus
     }
 
-    /// Queues `record` (lines; the bus ends it with a newline) on `vehicle`'s channel; never waits. Dropped (and
-    /// counted) past [`MAX_OUT_BYTES`].
+    /// Queues `record` (lines; the bus ends it with a newline) on `vehicle`'s channel; never
+    /// waits. Dropped (and counted) past [`MAX_OUT_BYTES`].
     pub fn publish(&self, vehicle: &str, record: &[u8]) {
         let shard = shard(vehicle, self.shards);
         let len = record.len() + 1;
@@ -335,7 +334,7 @@ impl Bus {
              # TYPE fleetmq_cluster_messages_total counter\n\
              fleetmq_cluster_messages_total{{direction=\"out\"}} {}\n\
              fleetmq_cluster_messages_total{{direction=\"in\"}} {}\n\
-             # HELP fleetmq_cluster_dropped_total Outputs dropped at a full cluster queue (or a failed publish).\n\
+             # HELP fleetmq_cluster_dropped_total Dropped at a full cluster queue or a failed publish: outputs going out, Redis messages (up to 5 ms of outputs each) coming in.\n\
              # TYPE fleetmq_cluster_dropped_total counter\n\
              fleetmq_cluster_dropped_total{{direction=\"out\"}} {}\n\
              fleetmq_cluster_dropped_total{{direction=\"in\"}} {}\n\

@@ -197,6 +197,18 @@ impl Inbound {
         Flow::Continue
     }
 
+    /// Routes the ingest hook's outputs (processed state, events), before the message they
+    /// came from, waiting for room in the router's queue.
+    async fn route_outputs(&mut self, outputs: Vec<Arc<Message>>) {
+        for message in outputs {
+            self.router(RouterMsg::Publish {
+                message,
+                qos2_pkid: None,
+            })
+            .await;
+        }
+    }
+
     /// With `--cluster` and durable sessions known: the message goes to the router with a
     /// reply that comes once its copies for durable subscribers are in Redis (at most
     /// `persist::WRITE_WAIT`); only then is it acknowledged. Not stored in time: v5 PUBACK /
@@ -210,13 +222,7 @@ impl Inbound {
         qos: QoS,
         pkid: u16,
     ) -> Flow {
-        for message in outputs {
-            self.router(RouterMsg::Publish {
-                message,
-                qos2_pkid: None,
-            })
-            .await;
-        }
+        self.route_outputs(outputs).await;
         let (reply, stored) = tokio::sync::oneshot::channel();
         let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
         self.router(RouterMsg::PublishPersisted {
@@ -298,13 +304,7 @@ impl Inbound {
         qos: QoS,
         pkid: u16,
     ) -> Flow {
-        for message in outputs {
-            self.router(RouterMsg::Publish {
-                message,
-                qos2_pkid: None,
-            })
-            .await;
-        }
+        self.route_outputs(outputs).await;
         let (reply, admitted) = tokio::sync::oneshot::channel();
         let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
         self.router(RouterMsg::PublishRetained {
