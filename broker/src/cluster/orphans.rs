@@ -10,11 +10,12 @@
 //! node are acquired (`Leases::acquire`: the tracker comes from Redis), and from there on the
 //! node's ordinary offline sweep marks them offline (an `offline` event and state on every
 //! node) and the idle release gives their leases up again. A vehicle whose lease names a live
-//! node is left to that node: this never moves a vehicle away from a node that is running.
+//! node is left to that node: this never moves a vehicle away from a node that is running. A
+//! vehicle is tried at most once per [`RETRY_AFTER`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Value;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,11 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 pub const GRACE: Duration = Duration::from_secs(LEASE_TTL.as_secs() + IDLE_RELEASE.as_secs());
 /// Vehicles adopted per round at most, so a round stays short; the rest come next round.
 const PER_ROUND: usize = 1000;
+/// How long an adopted vehicle is not tried again. One whose tracker was offline already
+/// (its `offline` went out but this node missed it, e.g. on the bus during a Redis outage)
+/// stays "live" in this node's view until its next state; without this pause it would be
+/// adopted and released again every round, crowding out real orphans.
+const RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Vehicles not offline whose latest state came in longer ago than the given duration (the
 /// node's view of the whole fleet).
@@ -46,6 +52,8 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Vehicles tried and when; at most PER_ROUND × rounds in RETRY_AFTER entries.
+    let mut tried: HashMap<Arc<str>, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -55,9 +63,11 @@ pub async fn run(
         if !membership.is_up() || !is_adopter(membership.me(), &live) {
             continue;
         }
+        let now = Instant::now();
+        tried.retain(|_, at| now.duration_since(*at) < RETRY_AFTER);
         let candidates: Vec<Arc<str>> = silent(stale_after + GRACE)
             .into_iter()
-            .filter(|v| !leases.is_held(v))
+            .filter(|v| !leases.is_held(v) && !tried.contains_key(v))
             .take(PER_ROUND)
             .collect();
         if candidates.is_empty() {
@@ -74,10 +84,14 @@ pub async fn run(
             if owner.is_some_and(|o| live.contains(&o)) || stop.is_cancelled() {
                 continue;
             }
+            tried.insert(vehicle.clone(), now);
             match leases.acquire(vehicle).await {
-                Ok(()) => {
+                // `acquire` also succeeds without a lease while Redis is unreachable: only a
+                // held lease is an adoption.
+                Ok(()) if leases.is_held(vehicle) => {
                     tracing::info!(%vehicle, "orphans: adopted a vehicle left without a node")
                 }
+                Ok(()) => tracing::debug!(%vehicle, "orphans: Redis away, not adopted"),
                 Err(e) => tracing::debug!(%vehicle, error = %e, "orphans: not adopted"),
             }
         }
