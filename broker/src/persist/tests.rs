@@ -168,11 +168,15 @@ async fn writes_follow_slots_moved_to_another_master() {
     }
     write(&fleet);
     drained().await;
-    store.close().await;
-    let restored = Store::open(&cluster.target(), Duration::from_secs(3600))
-        .expect("store")
-        .restore()
+    // Each step under a deadline of its own, so that a hang names its step (one was seen,
+    // rarely, under a loaded machine: .config/nextest.toml retries this test).
+    tokio::time::timeout(Duration::from_secs(30), store.close())
         .await
+        .expect("the store closed within 30 s after the reshard");
+    let reopened = Store::open(&cluster.target(), Duration::from_secs(3600)).expect("store");
+    let restored = tokio::time::timeout(Duration::from_secs(60), reopened.restore())
+        .await
+        .expect("the restore finished within 60 s after the reshard")
         .expect("restore");
     assert_eq!(restored.trackers.len(), fleet.len());
     let newest = base_ts + 2000;
