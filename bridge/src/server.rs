@@ -8,10 +8,16 @@
 //! must arrive within it, and an idle keep-alive connection is closed after it too (its next
 //! request's headers did not arrive). Streams (SSE, WebSocket) are not affected: once a
 //! response or an upgrade has started, no headers are being read.
+//!
+//! Open connections are capped (`--max-connections`, per listener): at the cap the loop stops
+//! accepting, so a new client waits in the kernel's accept queue (and past its backlog, its
+//! SYN is dropped and retried) until a connection closes. Nothing is accepted only to be cut,
+//! and a socket flood cannot grow the process past its file limit.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -21,7 +27,7 @@ use axum::serve::Listener;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
 use crate::app::ShutdownSignal;
@@ -33,9 +39,13 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`serve`] waits for open requests after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// At most one "connection cap reached" warning per this interval.
+const CAP_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting (the listener is
 /// closed), tells stream clients to close (1001), and waits for open requests (at most 5 s,
-/// then their connections are cut).
+/// then their connections are cut). At most `max_connections` are open at once; at the cap the
+/// next is accepted when one closes.
 /// Handlers see the client's address as `ConnectInfo<SocketAddr>`.
 ///
 /// # Errors
@@ -45,6 +55,7 @@ pub async fn serve<L>(
     mut listener: L,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    max_connections: usize,
 ) -> std::io::Result<()>
 where
     L: Listener<Addr = SocketAddr>,
@@ -59,8 +70,33 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    let slots = Arc::new(Semaphore::new(
+        max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let mut warned: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        // A free slot first, then the accept: at the cap, clients wait in the kernel's queue.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if warned.is_none_or(|at| at.elapsed() >= CAP_WARN_EVERY) {
+                    tracing::warn!(
+                        max_connections,
+                        "HTTP connection cap reached; new connections wait until one closes"
+                    );
+                    warned = Some(Instant::now());
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        // Never closed; ending the loop is the safe answer if it were.
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -97,6 +133,7 @@ where
             if let Err(e) = ended {
                 tracing::trace!(%peer, error = %e, "http connection ended");
             }
+            drop(slot);
             drop(open);
         });
     }

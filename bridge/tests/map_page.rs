@@ -243,7 +243,12 @@ async fn map_page_draws_moving_vehicles() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(fleetmq_bridge::serve(listener, app, std::future::pending()));
+    tokio::spawn(fleetmq_bridge::serve(
+        listener,
+        app,
+        std::future::pending(),
+        1_000_000,
+    ));
     let feeder = feed(hub.clone(), lines);
 
     let profile = std::env::temp_dir().join(format!("fleetmq-chromium-{}", std::process::id()));

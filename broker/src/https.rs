@@ -118,8 +118,15 @@ async fn accept_loop(
 
 /// Serves `app` on the TLS listener until `shutdown`, with the bridge's server loop (header
 /// read timeout, graceful shutdown, streams told to close).
-pub async fn serve(listener: TlsListener, app: Router, shutdown: CancellationToken) {
-    if let Err(e) = fleetmq_bridge::serve(listener, app, shutdown.cancelled_owned()).await {
+pub async fn serve(
+    listener: TlsListener,
+    app: Router,
+    shutdown: CancellationToken,
+    max_connections: usize,
+) {
+    if let Err(e) =
+        fleetmq_bridge::serve(listener, app, shutdown.cancelled_owned(), max_connections).await
+    {
         tracing::warn!(error = %e, "https server failed");
     }
 }

@@ -455,6 +455,7 @@ impl Broker {
                 listener,
                 osmand_app.clone(),
                 token.clone(),
+                self.config.max_connections,
             )));
         }
         if let Some((listener, acceptor)) = self.osmands {
@@ -464,6 +465,7 @@ impl Broker {
                 listener,
                 osmand_app,
                 token.clone(),
+                self.config.max_connections,
             )));
         }
         let https = match self.https {
@@ -474,6 +476,7 @@ impl Broker {
                     listener,
                     app.clone(),
                     token.clone(),
+                    self.config.max_connections,
                 )))
             }
             None => None,
@@ -482,6 +485,7 @@ impl Broker {
             self.http,
             app,
             token.clone().cancelled_owned(),
+            self.config.max_connections,
         ));
         let sweeper = tokio::spawn(sweep(ingest, router_tx, token.clone()));
         shutdown.await;

@@ -214,9 +214,14 @@ pub async fn start_with(hub_config: HubConfig, config: BridgeConfig) -> Server {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(fleetmq_bridge::serve(listener, app, async move {
-        let _ = rx.await;
-    }));
+    tokio::spawn(fleetmq_bridge::serve(
+        listener,
+        app,
+        async move {
+            let _ = rx.await;
+        },
+        1_000_000,
+    ));
     Server {
         addr,
         hub,

@@ -66,8 +66,15 @@ pub fn app(osmand: Arc<Osmand>, body_limit: usize) -> Router {
 
 /// Serves `app` on a plain listener until `shutdown` (the bridge's server loop: graceful, with
 /// a grace period for open requests).
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
-    if let Err(e) = fleetmq_bridge::serve(listener, app, shutdown.cancelled_owned()).await {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    max_connections: usize,
+) {
+    if let Err(e) =
+        fleetmq_bridge::serve(listener, app, shutdown.cancelled_owned(), max_connections).await
+    {
         tracing::warn!(error = %e, "osmand server failed");
     }
 }
