@@ -88,6 +88,7 @@ pub mod history;
 mod history_format;
 pub mod hub;
 mod ingest;
+mod linger;
 mod map;
 pub mod metrics;
 mod mqtt_ws;

@@ -13,6 +13,10 @@
 //! accepting, so a new client waits in the kernel's accept queue (and past its backlog, its
 //! SYN is dropped and retried) until a connection closes. Nothing is accepted only to be cut,
 //! and a socket flood cannot grow the process past its file limit.
+//!
+//! A request answered before its body was read (413, 408, ...) gets `Connection: close`, and
+//! connections close with a lingering close (`linger`): a client still sending that body reads
+//! the refusal instead of a connection reset.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,6 +35,7 @@ use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
 use crate::app::ShutdownSignal;
+use crate::linger::{Linger, Watched, close_if_unread};
 
 /// How long a client has to send a request's headers (and an idle keep-alive connection to
 /// start its next request) before the connection is closed.
@@ -101,14 +106,22 @@ where
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let service = app.clone().map_request(move |req: Request<Incoming>| {
-            let mut req = req.map(Body::new);
+        let app = app.clone();
+        let service = tower::service_fn(move |req: Request<Incoming>| {
+            let (parts, body) = req.into_parts();
+            let (body, ended) = Watched::new(body);
+            let mut req = Request::from_parts(parts, Body::new(body));
             req.extensions_mut().insert(ConnectInfo(peer));
-            req
+            let app = app.clone();
+            async move {
+                let mut response = app.oneshot(req).await?;
+                close_if_unread(&mut response, &ended);
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         let service = TowerToHyperService::new(service);
         let conn = builder
-            .serve_connection(TokioIo::new(io), service)
+            .serve_connection(TokioIo::new(Linger::new(io)), service)
             .with_upgrades();
         let mut stopping = stopping.clone();
         let mut cut = cut.clone();

@@ -301,7 +301,9 @@ impl Broker {
                 c.membership.clone(),
                 token.clone(),
             )
+            .await
             .map_err(config_error)?;
+            // Takes the cluster's retained messages into the store before any listener accepts.
             router.set_remote(Box::new(remote));
         }
         // Durable sessions across nodes: their records and queues in Redis.

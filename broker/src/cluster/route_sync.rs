@@ -52,11 +52,8 @@ impl RouteSync {
     pub(super) async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        loaded: mpsc::Sender<frame::Received>,
         stop: CancellationToken,
     ) {
-        self.load_retained(&loaded).await;
-        drop(loaded);
         let mut tick = tokio::time::interval(SYNC_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -151,23 +148,6 @@ impl RouteSync {
         }
     }
 
-    /// The cluster's retained messages into this node's store, once at start.
-    async fn load_retained(&mut self, loaded: &mpsc::Sender<frame::Received>) {
-        let all: redis::RedisResult<HashMap<String, Vec<u8>>> =
-            self.conn.hgetall(RETAINED_KEY).await;
-        let Ok(all) = all else {
-            tracing::warn!("cluster: retained messages not read from Redis");
-            return;
-        };
-        for (_, f) in all {
-            if let Ok(r) = frame::read(Bytes::from(f))
-                && loaded.send(r).await.is_err()
-            {
-                return;
-            }
-        }
-    }
-
     /// Rewrites this node's filter set from the local counts.
     async fn write_routes(&mut self) {
         let filters: Vec<String> = {
@@ -205,5 +185,28 @@ impl RouteSync {
         }
         let table = Arc::new(RouteTable::new(table));
         *self.shared.table.lock().unwrap_or_else(|e| e.into_inner()) = table;
+    }
+}
+
+/// The longest a starting node waits for the cluster's retained messages (it starts without
+/// them when Redis does not answer, as a node started while Redis is away).
+const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The cluster's retained messages, read once at start, before the node accepts clients.
+pub(super) async fn load_retained(conn: &mut Conn) -> Vec<frame::Received> {
+    let read = conn.hgetall::<_, HashMap<String, Vec<u8>>>(RETAINED_KEY);
+    match tokio::time::timeout(LOAD_TIMEOUT, read).await {
+        Ok(Ok(all)) => all
+            .into_values()
+            .filter_map(|f| frame::read(Bytes::from(f)).ok())
+            .collect(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cluster: retained messages not read from Redis");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!("cluster: retained messages not read from Redis (timed out)");
+            Vec::new()
+        }
     }
 }

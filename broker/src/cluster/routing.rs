@@ -62,7 +62,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Membership;
 use super::frame;
-use super::route_sync::RouteSync;
+use super::route_sync::{self, RouteSync};
 use super::route_table::RouteTable;
 use crate::message::{Message, Origin};
 use crate::persist::pubsub::{PubSub, Publisher};
@@ -145,8 +145,8 @@ pub struct ClusterRemote {
     publisher: Publisher,
     commands: mpsc::Sender<Command>,
     incoming: mpsc::Receiver<(String, Bytes)>,
-    /// Retained messages read from Redis at start.
-    loaded: mpsc::Receiver<frame::Received>,
+    /// Retained messages read from Redis at start, until the router takes them.
+    loaded: Vec<frame::Received>,
     /// The newest retained stamp of each topic seen in the last [`STAMP_MEMORY`] (`stamp`).
     stamps: HashMap<Box<str>, Box<str>>,
     /// Stamps inserted since the last pruning.
@@ -156,11 +156,12 @@ pub struct ClusterRemote {
 }
 
 impl ClusterRemote {
-    /// Subscribes to this node's inbox and starts the sync task (until `stop`).
+    /// Subscribes to this node's inbox, reads the cluster's retained messages and starts the
+    /// sync task (until `stop`).
     ///
     /// # Errors
     /// A `target` that is not a Redis URL.
-    pub fn start(
+    pub async fn start(
         target: &Target,
         node: Arc<str>,
         membership: Arc<Membership>,
@@ -168,13 +169,13 @@ impl ClusterRemote {
     ) -> Result<ClusterRemote, crate::persist::PersistError> {
         let pubsub = PubSub::open(target)?;
         let incoming = pubsub.subscribe(vec![inbox(&node), ROUTES_CHANGED.to_owned()])?;
-        let conn = Conn::open(target).map_err(|source| crate::persist::PersistError::Url {
+        let mut conn = Conn::open(target).map_err(|source| crate::persist::PersistError::Url {
             target: target.describe(),
             source,
         })?;
         let shared = Arc::new(Shared::default());
         let (commands, rx) = mpsc::channel(COMMANDS);
-        let (loaded_tx, loaded) = mpsc::channel(1024);
+        let loaded = route_sync::load_retained(&mut conn).await;
         let sync = RouteSync {
             node: node.clone(),
             shared: shared.clone(),
@@ -182,7 +183,7 @@ impl ClusterRemote {
             conn,
             publisher: pubsub.publisher(),
         };
-        tokio::spawn(sync.run(rx, loaded_tx, stop));
+        tokio::spawn(sync.run(rx, stop));
         Ok(ClusterRemote {
             node,
             shared,
@@ -333,9 +334,6 @@ impl Remote for ClusterRemote {
     }
 
     fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
-        if let Poll::Ready(Some(r)) = self.loaded.poll_recv(cx) {
-            return Poll::Ready(Some(self.accept(r)));
-        }
         loop {
             let Some((channel, payload)) = std::task::ready!(self.incoming.poll_recv(cx)) else {
                 return Poll::Ready(None);
@@ -351,6 +349,11 @@ impl Remote for ClusterRemote {
                 Err(e) => tracing::warn!(error = %e, "cluster: unreadable inbox frame; skipped"),
             }
         }
+    }
+
+    fn preloaded(&mut self) -> Vec<Incoming> {
+        let loaded = std::mem::take(&mut self.loaded);
+        loaded.into_iter().map(|r| self.accept(r)).collect()
     }
 
     fn subscribed(&mut self, filter: &str) {

@@ -22,6 +22,13 @@ use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for one reply.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for one request through [`Conn`] (a command, a pipeline, a script), its
+/// client's reconnects, retries and redirections included. [`RESPONSE_TIMEOUT`] bounds each
+/// attempt; this bounds the whole, so that no Redis await in the broker can hang: a cluster
+/// request caught in a slot migration was once seen never to complete (the writer then never
+/// saw its stop signal and `Store::close` hung). Past it the request fails like a lost
+/// connection: the writer keeps its batch and retries.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Which Redis the settings name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +109,8 @@ impl Conn {
         let Conn::Cluster(c) = self else {
             return Ok(vec![None]);
         };
-        let table: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(c).await?;
+        let table: Vec<Vec<Value>> =
+            within_deadline(redis::cmd("CLUSTER").arg("SLOTS").query_async(c)).await?;
         let mut masters = Vec::new();
         for range in table {
             // [start, end, [host, port, id, ...], replicas...]
@@ -151,7 +159,7 @@ impl Conn {
                     host: host.clone(),
                     port: *port,
                 });
-                let reply = c.route_command(cmd, routing).await?;
+                let reply = within_deadline(c.route_command(cmd, routing)).await?;
                 Ok(redis::from_redis_value(reply)?)
             }
             (conn, _) => cmd.query_async(conn).await,
@@ -190,12 +198,21 @@ pub fn cluster_config() -> ClusterConfig {
         .set_response_timeout(RESPONSE_TIMEOUT)
 }
 
+/// `request`, failed as an I/O error when it has not completed within [`REQUEST_DEADLINE`].
+async fn within_deadline<T>(request: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
+    match tokio::time::timeout(REQUEST_DEADLINE, request).await {
+        Ok(reply) => reply,
+        Err(_) => Err((redis::ErrorKind::Io, "no reply within the request deadline").into()),
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
+        let request = match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
+        };
+        Box::pin(within_deadline(request))
     }
 
     fn req_packed_commands<'a>(
@@ -204,10 +221,11 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
+        let request = match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
+        };
+        Box::pin(within_deadline(request))
     }
 
     fn get_db(&self) -> i64 {

@@ -159,6 +159,10 @@ impl Router {
     /// [`Router::run`].
     pub fn set_remote(&mut self, remote: Box<dyn Remote>) {
         self.remote = remote;
+        // Now, not in `run`: there a client's SUBSCRIBE (served first) could come before them.
+        for incoming in self.remote.preloaded() {
+            self.incoming(incoming);
+        }
     }
 
     /// Keeps durable sessions in `link`'s store from now on (`--cluster`); set before

@@ -67,6 +67,13 @@ pub trait Remote: Send {
     /// (with the waker kept) while there is none, `Ready(None)` once there will be no more.
     fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>>;
 
+    /// What other nodes left for this one before it started (the cluster's retained
+    /// messages), taken once by [`crate::router::Router::set_remote`]: it goes into the store
+    /// before any listener accepts, so a client of a new node gets it as retained, not live.
+    fn preloaded(&mut self) -> Vec<Incoming> {
+        Vec::new()
+    }
+
     /// A session of this node subscribed to `filter` (as given, `$share/G/` included).
     fn subscribed(&mut self, filter: &str);
 
