@@ -171,6 +171,78 @@ impl SubIndex {
         }
     }
 
+    /// Appends, each once, the subscriptions that want state `s` or wanted `prev`, the vehicle's
+    /// previous state (so a client sees the vehicle leave its bbox or route). A list both states
+    /// select is walked once; the common case (same trip, route and cell) needs no sort.
+    pub fn state_targets_with_prev(
+        &self,
+        s: &VehicleState,
+        prev: Option<&VehicleState>,
+        out: &mut Vec<Target>,
+    ) {
+        let Some(p) = prev else {
+            return self.state_targets(s, out);
+        };
+        let wants = |r: &SubRef, s: &VehicleState| {
+            r.criteria.matches_state(s)
+                && r.may_read(&s.vehicle, s.route.as_deref(), s.trip.as_deref())
+        };
+        let (cell, prev_cell) = (self.grid.cell(s.lat, s.lon), self.grid.cell(p.lat, p.lon));
+        let trip = s.trip.as_deref().and_then(|t| self.by_trip.get(t));
+        let route = s.route.as_deref().and_then(|r| self.by_route.get(r));
+        let same_trip = s.trip == p.trip;
+        let same_route = s.route == p.route;
+        let same_cell = cell == prev_cell;
+        let both = [
+            self.by_vehicle.get(s.vehicle.as_str()),
+            if same_trip { trip } else { None },
+            if same_route { route } else { None },
+            if same_cell {
+                self.by_cell.get(&cell)
+            } else {
+                None
+            },
+            Some(&self.wide),
+        ];
+        for list in both.into_iter().flatten() {
+            out.extend(
+                list.iter()
+                    .filter(|r| r.states && (wants(r, s) || wants(r, p)))
+                    .map(|r| (r.client.clone(), r.sub)),
+            );
+        }
+        let only = |list: Option<&Vec<SubRef>>, state: &VehicleState, out: &mut Vec<Target>| {
+            out.extend(
+                list.into_iter()
+                    .flatten()
+                    .filter(|r| r.states && wants(r, state))
+                    .map(|r| (r.client.clone(), r.sub)),
+            );
+        };
+        if !same_trip {
+            only(trip, s, out);
+            only(p.trip.as_deref().and_then(|t| self.by_trip.get(t)), p, out);
+        }
+        if !same_route {
+            only(route, s, out);
+            only(
+                p.route.as_deref().and_then(|r| self.by_route.get(r)),
+                p,
+                out,
+            );
+        }
+        if !same_cell {
+            // A bbox subscription is filed under every cell it covers: it may be in both lists.
+            let before = out.len();
+            only(self.by_cell.get(&cell), s, out);
+            only(self.by_cell.get(&prev_cell), p, out);
+            if out.len() > before {
+                out.sort_by_key(|(c, s)| (c.id, *s));
+                out.dedup_by_key(|(c, s)| (c.id, *s));
+            }
+        }
+    }
+
     /// Appends the subscriptions that want this event; `route` and `trip` are the event's own or
     /// those of the vehicle's latest state.
     pub fn event_targets(
