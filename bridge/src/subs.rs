@@ -369,4 +369,42 @@ mod tests {
         assert_eq!(out.iter().map(|(c, _)| c.id).collect::<Vec<_>>(), vec![2]);
         assert!(!index.by_route.contains_key("R1"));
     }
+
+    /// `state_targets_with_prev` finds exactly the union of the two states' targets, each once,
+    /// whether the vehicle stays in its lists or changes route and cell.
+    #[test]
+    fn targets_with_prev_are_the_union_of_both_states_once() {
+        let mut index = SubIndex::new(Grid::new(0.05), 1024);
+        let route = |r: &str| Criteria {
+            route: Some(Arc::from(r)),
+            ..Criteria::default()
+        };
+        let bbox = |b: [f64; 4]| Criteria {
+            bbox: Some(Bbox::new(b).expect("bbox")),
+            ..Criteria::default()
+        };
+        index.insert(sub(1, route("R1"), true, false));
+        index.insert(sub(2, route("R2"), true, false));
+        // Covers both positions below, filed under several cells.
+        index.insert(sub(3, bbox([145.7, -17.0, 145.9, -16.8]), true, false));
+        // Covers only the first position.
+        index.insert(sub(4, bbox([145.76, -16.93, 145.78, -16.91]), true, false));
+        index.insert(sub(5, Criteria::default(), true, false)); // wide: everything
+        index.insert(sub(6, route("R3"), true, false));
+        let ids = |s: &VehicleState, prev: Option<&VehicleState>| {
+            let mut out = Vec::new();
+            index.state_targets_with_prev(s, prev, &mut out);
+            let mut ids: Vec<u64> = out.iter().map(|(c, _)| c.id).collect();
+            ids.sort_unstable();
+            ids
+        };
+        let a = state("bus-1", "R1", -16.92, 145.77);
+        let same = state("bus-1", "R1", -16.9201, 145.7701);
+        let moved = state("bus-1", "R2", -16.85, 145.85);
+        assert_eq!(ids(&a, None), vec![1, 3, 4, 5]);
+        assert_eq!(ids(&same, Some(&a)), vec![1, 3, 4, 5]);
+        // Leaving route R1 and bbox 4: both still get this one last state; 3 and 5 once.
+        assert_eq!(ids(&moved, Some(&a)), vec![1, 2, 3, 4, 5]);
+        assert_eq!(ids(&moved, Some(&moved)), vec![2, 3, 5]);
+    }
 }
