@@ -295,3 +295,39 @@ fn drive_watch_mix_and_pid_report_broker_cpu() -> TestResult {
     check_latency(&v);
     Ok(())
 }
+
+/// Batched frames go through the watchers' scan as well: every state of an `updates` frame
+/// counts, and the fleet watcher's last states all arrive.
+#[test]
+fn drive_watch_mix_batched_loses_nothing() -> TestResult {
+    let broker = Broker::start()?;
+    let ws = format!("ws://{}/ws", broker.http);
+    let v = bench(
+        &[
+            "drive",
+            "--mqtt",
+            &broker.mqtt,
+            "--drivers",
+            "40",
+            "--interval-ms",
+            "200",
+            "--duration",
+            "2",
+            "--ws",
+            &ws,
+            "--watch",
+            "riders=3,routes=2,fleet=2",
+            "--batch",
+        ],
+        "drive-mix-batch",
+    )?;
+    assert!(num(&v, "updates_sent") >= 40.0, "{v}");
+    assert_eq!(num(&v, "lost"), 0.0, "{v}");
+    // Two fleet watchers each get (nearly) every update.
+    assert!(
+        num(&v, "states_received") >= 1.5 * num(&v, "updates_sent"),
+        "{v}"
+    );
+    check_latency(&v);
+    Ok(())
+}

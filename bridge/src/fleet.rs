@@ -160,11 +160,12 @@ impl Fleet {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Records a new latest state; returns the previous one.
+    /// Records a new latest state; returns the previous one and the vehicle's interned id (one
+    /// `Arc` per vehicle for the fleet's life: vehicles are never removed).
     ///
     /// # Errors
     /// [`Full`] when the vehicle is new and the fleet is at `max_vehicles`.
-    pub fn upsert(&self, p: &Arc<Prepared>) -> Result<Option<Arc<Prepared>>, Full> {
+    pub fn upsert(&self, p: &Arc<Prepared>) -> Result<(Option<Arc<Prepared>>, Arc<str>), Full> {
         let s = &p.state;
         let cell = self.grid.cell(s.lat, s.lon);
         let mut shard = Self::write(self.shard(&s.vehicle));
@@ -179,7 +180,7 @@ impl Fleet {
                 shard.cells.entry(cell).or_default().insert(id);
                 e.cell = cell;
             }
-            return Ok(Some(prev));
+            return Ok((Some(prev), e.id.clone()));
         }
         // A new vehicle: reserve a place first so that concurrent inserts cannot overshoot.
         if self.count.fetch_add(1, Ordering::Relaxed) >= self.max_vehicles {
@@ -193,14 +194,14 @@ impl Fleet {
         shard.map.insert(
             id.clone(),
             Entry {
-                id,
+                id: id.clone(),
                 latest: p.clone(),
                 track,
                 cell,
                 updated: Instant::now(),
             },
         );
-        Ok(None)
+        Ok((None, id))
     }
 
     /// Vehicles not offline whose latest state came in longer than `silent_for` ago.

@@ -156,30 +156,22 @@ impl Hub {
     fn push_prepared(&self, p: Arc<Prepared>) {
         let m = &self.inner.metrics;
         inc(&m.states_pushed);
-        let prev = match self.inner.fleet.upsert(&p) {
-            Ok(prev) => prev,
+        let (prev, vehicle) = match self.inner.fleet.upsert(&p) {
+            Ok(found) => found,
             Err(_) => {
                 inc(&m.states_refused);
                 return;
             }
         };
         let mut targets: Vec<Target> = Vec::new();
-        {
-            let subs = self.inner.read_subs();
-            subs.state_targets(&p.state, &mut targets);
-            if let Some(prev) = &prev {
-                let before = targets.len();
-                subs.state_targets(&prev.state, &mut targets);
-                if targets.len() > before {
-                    targets.sort_by_key(|(c, s)| (c.id, *s));
-                    targets.dedup_by_key(|(c, s)| (c.id, *s));
-                }
-            }
-        }
+        self.inner.read_subs().state_targets_with_prev(
+            &p.state,
+            prev.as_ref().map(|prev| &*prev.state),
+            &mut targets,
+        );
         if targets.is_empty() {
             return;
         }
-        let vehicle: Arc<str> = Arc::from(p.state.vehicle.as_str());
         let now = Instant::now();
         for (client, sub) in targets {
             client.offer_state(sub, &p, &vehicle, now);

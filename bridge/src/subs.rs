@@ -171,6 +171,78 @@ impl SubIndex {
         }
     }
 
+    /// Appends, each once, the subscriptions that want state `s` or wanted `prev`, the vehicle's
+    /// previous state (so a client sees the vehicle leave its bbox or route). A list both states
+    /// select is walked once; the common case (same trip, route and cell) needs no sort.
+    pub fn state_targets_with_prev(
+        &self,
+        s: &VehicleState,
+        prev: Option<&VehicleState>,
+        out: &mut Vec<Target>,
+    ) {
+        let Some(p) = prev else {
+            return self.state_targets(s, out);
+        };
+        let wants = |r: &SubRef, s: &VehicleState| {
+            r.criteria.matches_state(s)
+                && r.may_read(&s.vehicle, s.route.as_deref(), s.trip.as_deref())
+        };
+        let (cell, prev_cell) = (self.grid.cell(s.lat, s.lon), self.grid.cell(p.lat, p.lon));
+        let trip = s.trip.as_deref().and_then(|t| self.by_trip.get(t));
+        let route = s.route.as_deref().and_then(|r| self.by_route.get(r));
+        let same_trip = s.trip == p.trip;
+        let same_route = s.route == p.route;
+        let same_cell = cell == prev_cell;
+        let both = [
+            self.by_vehicle.get(s.vehicle.as_str()),
+            if same_trip { trip } else { None },
+            if same_route { route } else { None },
+            if same_cell {
+                self.by_cell.get(&cell)
+            } else {
+                None
+            },
+            Some(&self.wide),
+        ];
+        for list in both.into_iter().flatten() {
+            out.extend(
+                list.iter()
+                    .filter(|r| r.states && (wants(r, s) || wants(r, p)))
+                    .map(|r| (r.client.clone(), r.sub)),
+            );
+        }
+        let only = |list: Option<&Vec<SubRef>>, state: &VehicleState, out: &mut Vec<Target>| {
+            out.extend(
+                list.into_iter()
+                    .flatten()
+                    .filter(|r| r.states && wants(r, state))
+                    .map(|r| (r.client.clone(), r.sub)),
+            );
+        };
+        if !same_trip {
+            only(trip, s, out);
+            only(p.trip.as_deref().and_then(|t| self.by_trip.get(t)), p, out);
+        }
+        if !same_route {
+            only(route, s, out);
+            only(
+                p.route.as_deref().and_then(|r| self.by_route.get(r)),
+                p,
+                out,
+            );
+        }
+        if !same_cell {
+            // A bbox subscription is filed under every cell it covers: it may be in both lists.
+            let before = out.len();
+            only(self.by_cell.get(&cell), s, out);
+            only(self.by_cell.get(&prev_cell), p, out);
+            if out.len() > before {
+                out.sort_by_key(|(c, s)| (c.id, *s));
+                out.dedup_by_key(|(c, s)| (c.id, *s));
+            }
+        }
+    }
+
     /// Appends the subscriptions that want this event; `route` and `trip` are the event's own or
     /// those of the vehicle's latest state.
     pub fn event_targets(
@@ -296,5 +368,43 @@ mod tests {
         index.state_targets(&state("bus-1", "R1", -16.92, 145.77), &mut out);
         assert_eq!(out.iter().map(|(c, _)| c.id).collect::<Vec<_>>(), vec![2]);
         assert!(!index.by_route.contains_key("R1"));
+    }
+
+    /// `state_targets_with_prev` finds exactly the union of the two states' targets, each once,
+    /// whether the vehicle stays in its lists or changes route and cell.
+    #[test]
+    fn targets_with_prev_are_the_union_of_both_states_once() {
+        let mut index = SubIndex::new(Grid::new(0.05), 1024);
+        let route = |r: &str| Criteria {
+            route: Some(Arc::from(r)),
+            ..Criteria::default()
+        };
+        let bbox = |b: [f64; 4]| Criteria {
+            bbox: Some(Bbox::new(b).expect("bbox")),
+            ..Criteria::default()
+        };
+        index.insert(sub(1, route("R1"), true, false));
+        index.insert(sub(2, route("R2"), true, false));
+        // Covers both positions below, filed under several cells.
+        index.insert(sub(3, bbox([145.7, -17.0, 145.9, -16.8]), true, false));
+        // Covers only the first position.
+        index.insert(sub(4, bbox([145.76, -16.93, 145.78, -16.91]), true, false));
+        index.insert(sub(5, Criteria::default(), true, false)); // wide: everything
+        index.insert(sub(6, route("R3"), true, false));
+        let ids = |s: &VehicleState, prev: Option<&VehicleState>| {
+            let mut out = Vec::new();
+            index.state_targets_with_prev(s, prev, &mut out);
+            let mut ids: Vec<u64> = out.iter().map(|(c, _)| c.id).collect();
+            ids.sort_unstable();
+            ids
+        };
+        let a = state("bus-1", "R1", -16.92, 145.77);
+        let same = state("bus-1", "R1", -16.9201, 145.7701);
+        let moved = state("bus-1", "R2", -16.85, 145.85);
+        assert_eq!(ids(&a, None), vec![1, 3, 4, 5]);
+        assert_eq!(ids(&same, Some(&a)), vec![1, 3, 4, 5]);
+        // Leaving route R1 and bbox 4: both still get this one last state; 3 and 5 once.
+        assert_eq!(ids(&moved, Some(&a)), vec![1, 2, 3, 4, 5]);
+        assert_eq!(ids(&moved, Some(&moved)), vec![2, 3, 5]);
     }
 }

@@ -67,8 +67,12 @@ impl Ledger {
         let v = self.vehicles.get(i)?;
         v.last_seen.fetch_max(ts, Ordering::Relaxed);
         let sends = v.sends.lock().ok()?;
-        let at = sends.binary_search_by_key(&ts, |&(t, _)| t).ok()?;
-        let (_, sent_ns) = sends.get(at)?;
+        // From the newest: a state is almost always of one of the last fixes sent.
+        let (_, sent_ns) = sends
+            .iter()
+            .rev()
+            .find(|&&(t, _)| t <= ts)
+            .filter(|&&(t, _)| t == ts)?;
         Some(now_ns.saturating_sub(*sent_ns))
     }
 

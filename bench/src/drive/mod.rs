@@ -20,29 +20,31 @@
 //!
 //! # Layout
 //! - [`ledger`]: sends and receipts per vehicle, latency lookup and the `lost` count.
-//! - [`driver`]: one simulated bus as an MQTT client; the fix schedule both drivers share.
+//! - [`driver`]: simulated buses as MQTT clients, in lanes of one task each; the fixes and
+//!   schedule both drivers share.
 //! - [`http_driver`]: one simulated bus posting over HTTP.
 //! - [`mix`]: the `--watch` watcher mix and what each watcher subscribes to.
+//! - [`scan`]: reads each received state's `vehicle` and `ts` without a whole JSON parse.
 //! - [`watcher`]: WebSocket and MQTT watchers.
 
 pub mod driver;
 pub mod http_driver;
 pub mod ledger;
 pub mod mix;
+pub mod scan;
 pub mod watcher;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use fleetmq_codec::{Protocol, QoS};
 use geo_engine::Network;
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 use crate::client::{self, ConnectOptions};
@@ -159,14 +161,51 @@ pub struct Shared {
     pub epoch: Instant,
     /// Vehicle id prefix of this run: `b{run}-`.
     pub prefix: String,
-    /// Set when the drivers have stopped; watchers then drain.
-    pub done: AtomicBool,
+    /// Tells the watchers that the drivers have stopped (they then drain).
+    stop: Mutex<StopSignals>,
+}
+
+/// The watchers' stop signals: one oneshot each, so a watcher waits for the end of the run
+/// without a timer or a shared lock per message.
+#[derive(Default)]
+struct StopSignals {
+    senders: Vec<oneshot::Sender<()>>,
+    stopped: bool,
 }
 
 impl Shared {
     /// Driver index of vehicle `id`, if it belongs to this run.
     pub fn index(&self, id: &str) -> Option<usize> {
         id.strip_prefix(self.prefix.as_str())?.parse().ok()
+    }
+
+    /// Nanoseconds since the run's epoch.
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Resolves once the drivers have stopped (at once if they already have).
+    pub fn stop_signal(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        if stop.stopped {
+            let _ = tx.send(());
+        } else {
+            stop.senders.push(tx);
+        }
+        rx
+    }
+
+    /// The drivers have stopped: every watcher starts draining.
+    fn stopped(&self) {
+        let senders = {
+            let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+            stop.stopped = true;
+            std::mem::take(&mut stop.senders)
+        };
+        for tx in senders {
+            let _ = tx.send(());
+        }
     }
 }
 
@@ -216,7 +255,7 @@ pub async fn run(args: Args) -> Result<Figures> {
             .vehicle_prefix
             .clone()
             .unwrap_or_else(|| format!("b{run}-")),
-        done: AtomicBool::new(false),
+        stop: Mutex::default(),
     });
 
     // Watchers first, so the first fix already has someone listening.
@@ -342,8 +381,22 @@ pub async fn run(args: Args) -> Result<Figures> {
             }
         }
         None => {
+            // A lane holds the drivers whose spread start falls in one `LANE_SLOT`, and ticks at
+            // the first of them.
+            let lanes =
+                (interval.as_nanos() / driver::LANE_SLOT.as_nanos()).clamp(1, n as u128) as usize;
+            let mut by_lane: Vec<Vec<driver::Driver>> = (0..lanes).map(|_| Vec::new()).collect();
             for (i, r, w) in conns {
-                drivers.spawn(driver::drive(r, w, job(i), network(), shared.clone()));
+                let d = driver::Driver::new(r, w, job(i), network(), &shared)?;
+                by_lane[i * lanes / args.drivers].push(d);
+            }
+            for lane in by_lane {
+                let Some(lane_start) = lane.iter().map(driver::Driver::start).min() else {
+                    continue;
+                };
+                let shared = shared.clone();
+                drivers
+                    .spawn(async move { Ok(driver::drive_lane(lane, lane_start, shared).await) });
             }
         }
     }
@@ -356,7 +409,7 @@ pub async fn run(args: Args) -> Result<Figures> {
         }
     }
     let drive_secs = start.elapsed().as_secs_f64().max(1e-9);
-    shared.done.store(true, Ordering::Relaxed);
+    shared.stopped();
     let mut states_received = 0;
     let mut repeats = 0;
     let mut histogram = report::histogram();
