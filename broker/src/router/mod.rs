@@ -128,6 +128,36 @@ pub struct Router {
     /// newer CONNECT replaces an older one, whose connection is refused). Bounded by the
     /// connections, each of which sends one CONNECT.
     parked: HashMap<Arc<str>, ConnectRequest>,
+    /// Client messages taken from `rx` in one go (at most [`BATCH`]), kept for its capacity.
+    batch: Vec<RouterMsg>,
+    /// `rx` was empty at the last look: the next wake-up waits one scheduler round first.
+    waited: bool,
+}
+
+/// Client messages handled per pass of the event loop: the other sources (`Ready`, the store,
+/// the tick) are looked at between two passes.
+const BATCH: usize = 256;
+
+/// Takes up to [`BATCH`] client messages into `batch`; 0 once every sender is gone. Woken after
+/// `rx` was empty, it first waits one scheduler round (`link::round`), so that what the
+/// publishers' connections send meanwhile is handled in the same pass.
+fn poll_batch(
+    rx: &mut mpsc::Receiver<RouterMsg>,
+    batch: &mut Vec<RouterMsg>,
+    waited: &mut bool,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<usize> {
+    use std::task::Poll;
+    if std::mem::take(waited) {
+        return crate::link::round::defer(cx);
+    }
+    match rx.poll_recv_many(cx, batch, BATCH) {
+        Poll::Pending => {
+            *waited = true;
+            Poll::Pending
+        }
+        ready => ready,
+    }
 }
 
 impl Router {
@@ -151,6 +181,8 @@ impl Router {
             remote: Box::new(remote::SingleNode),
             durable: None,
             parked: HashMap::new(),
+            batch: Vec::new(),
+            waited: false,
         };
         (router, tx)
     }
@@ -191,10 +223,18 @@ impl Router {
                     Some(d) => d.events.poll_recv(cx),
                     None => std::task::Poll::Pending,
                 }) => self.stored(event),
-                msg = self.rx.recv() => match msg {
-                    Some(m) => self.handle(m),
-                    None => break,
-                },
+                n = std::future::poll_fn(|cx| {
+                    poll_batch(&mut self.rx, &mut self.batch, &mut self.waited, cx)
+                }) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut batch = std::mem::take(&mut self.batch);
+                    for m in batch.drain(..) {
+                        self.handle(m);
+                    }
+                    self.batch = batch;
+                }
                 // Polled only when no local message waits; never ready on a single node.
                 Some(incoming) = std::future::poll_fn(|cx| self.remote.poll_incoming(cx)) => {
                     self.incoming(incoming);
