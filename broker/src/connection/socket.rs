@@ -147,10 +147,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         }
         if !self.deferred && self.out.is_empty() && link.has_queued() {
             // Woken for the first queued item: what the router queues during one scheduler
-            // round goes out in the same write (`link::round`). A watcher of many vehicles
+            // round goes out in the same write (see `defer`). A watcher of many vehicles
             // costs one `write` per round instead of one per message.
             self.deferred = true;
-            return crate::link::round::defer(cx);
+            return defer(cx);
         }
         let mut taken = 0;
         loop {
@@ -346,3 +346,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     }
 }
 
+/// `Pending`, with this task woken again after one round of the scheduler
+/// ([`tokio::task::yield_now`]'s deferral). No timer: tokio runs a deferred task again at its
+/// next poll for I/O, which comes once the ready tasks have run and at the latest after 61 of
+/// them (`event_interval`), so the wait is a fraction of a millisecond, and nothing while the
+/// scheduler is otherwise idle.
+fn defer<T>(cx: &mut TaskContext<'_>) -> Poll<T> {
+    let mut yielding = std::pin::pin!(tokio::task::yield_now());
+    // `yield_now`'s first poll registers the deferred wake-up and is always pending; the
+    // future is done with after it.
+    let _ = yielding.as_mut().poll(cx);
+    Poll::Pending
+}

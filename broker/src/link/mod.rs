@@ -11,13 +11,11 @@
 //! - `msg`: [`RouterMsg`] and the requests it carries (CONNECT, SUBSCRIBE, wills).
 //! - `queue`: [`ConnLink`], the router → connection queue, and what goes on it.
 //! - `delivery`: one message to one session, its wire properties and exact encoded size.
-//! - `round`: waiting one scheduler round, how both sides batch their work.
 
 pub mod delivery;
 pub mod ids;
 pub mod msg;
 pub mod queue;
-pub mod round;
 
 pub use delivery::Delivery;
 pub use ids::{ConnId, SessionId};

@@ -130,35 +130,12 @@ pub struct Router {
     parked: HashMap<Arc<str>, ConnectRequest>,
     /// Client messages taken from `rx` in one go (at most [`BATCH`]), kept for its capacity.
     batch: Vec<RouterMsg>,
-    /// `rx` was empty at the last look: the next wake-up waits one scheduler round first.
-    waited: bool,
 }
 
 /// Client messages handled per pass of the event loop: the other sources (`Ready`, the store,
 /// the tick) are looked at between two passes.
 const BATCH: usize = 256;
 
-/// Takes up to [`BATCH`] client messages into `batch`; 0 once every sender is gone. Woken after
-/// `rx` was empty, it first waits one scheduler round (`link::round`), so that what the
-/// publishers' connections send meanwhile is handled in the same pass.
-fn poll_batch(
-    rx: &mut mpsc::Receiver<RouterMsg>,
-    batch: &mut Vec<RouterMsg>,
-    waited: &mut bool,
-    cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<usize> {
-    use std::task::Poll;
-    if std::mem::take(waited) {
-        return crate::link::round::defer(cx);
-    }
-    match rx.poll_recv_many(cx, batch, BATCH) {
-        Poll::Pending => {
-            *waited = true;
-            Poll::Pending
-        }
-        ready => ready,
-    }
-}
 
 impl Router {
     pub fn new(config: RouterConfig, metrics: Arc<Metrics>) -> (Router, mpsc::Sender<RouterMsg>) {
@@ -182,7 +159,6 @@ impl Router {
             durable: None,
             parked: HashMap::new(),
             batch: Vec::new(),
-            waited: false,
         };
         (router, tx)
     }
@@ -223,9 +199,8 @@ impl Router {
                     Some(d) => d.events.poll_recv(cx),
                     None => std::task::Poll::Pending,
                 }) => self.stored(event),
-                n = std::future::poll_fn(|cx| {
-                    poll_batch(&mut self.rx, &mut self.batch, &mut self.waited, cx)
-                }) => {
+                // Everything waiting at once: one pass of the loop per batch, not per message.
+                n = self.rx.recv_many(&mut self.batch, BATCH) => {
                     if n == 0 {
                         break;
                     }
