@@ -100,6 +100,9 @@ pub struct Socket<S> {
     needs_flush: bool,
     /// A DISCONNECT from the link is in `out`: close once it is written.
     closing: bool,
+    /// Woken for queued items with nothing else to write, the connection waited one round
+    /// of the scheduler before taking them (see [`Socket::poll_next`]).
+    deferred: bool,
     /// When the client's token expires; `None` without one.
     token_deadline: Option<Instant>,
 }
@@ -115,6 +118,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             stalled_since: None,
             needs_flush: false,
             closing: false,
+            deferred: false,
             token_deadline: None,
         }
     }
@@ -141,6 +145,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         if link.is_closing() && !self.closing {
             return Poll::Ready(Err(End::Closed));
         }
+        if !self.deferred && self.out.is_empty() && link.has_queued() {
+            // Woken for the first queued item: what the router queues during one scheduler
+            // round goes out in the same write (see `defer`). A watcher of many vehicles
+            // costs one `write` per round instead of one per message.
+            self.deferred = true;
+            return defer(cx);
+        }
         let mut taken = 0;
         loop {
             let n = self.take_from_link(ctx, link, outbound);
@@ -157,6 +168,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             if !moved {
                 break;
             }
+        }
+        if taken > 0 {
+            self.deferred = false;
         }
         if taken == 0 && self.out.is_empty() && self.out.capacity() > 0 {
             // Woken with nothing to send: an idle connection keeps no write buffer (a busy
@@ -330,4 +344,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         })
         .await;
     }
+}
+
+/// `Pending`, with this task woken again after one round of the scheduler
+/// ([`tokio::task::yield_now`]'s deferral). No timer: tokio runs a deferred task again at its
+/// next poll for I/O, which comes once the ready tasks have run and at the latest after 61 of
+/// them (`event_interval`), so the wait is a fraction of a millisecond, and nothing while the
+/// scheduler is otherwise idle.
+fn defer<T>(cx: &mut TaskContext<'_>) -> Poll<T> {
+    let mut yielding = std::pin::pin!(tokio::task::yield_now());
+    // `yield_now`'s first poll registers the deferred wake-up and is always pending; the
+    // future is done with after it.
+    let _ = yielding.as_mut().poll(cx);
+    Poll::Pending
 }

@@ -185,6 +185,11 @@ impl ConnLink {
         self.has(TAKEN_OVER)
     }
 
+    /// Connection side: whether anything is queued.
+    pub fn has_queued(&self) -> bool {
+        !self.queue().is_empty()
+    }
+
     /// Connection side: the task to wake when something is queued or the link closes.
     pub fn register(&self, waker: &Waker) {
         self.shared.waker.register(waker);

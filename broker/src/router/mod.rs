@@ -128,7 +128,14 @@ pub struct Router {
     /// newer CONNECT replaces an older one, whose connection is refused). Bounded by the
     /// connections, each of which sends one CONNECT.
     parked: HashMap<Arc<str>, ConnectRequest>,
+    /// Client messages taken from `rx` in one go (at most [`BATCH`]), kept for its capacity.
+    batch: Vec<RouterMsg>,
 }
+
+/// Client messages handled per pass of the event loop: the other sources (`Ready`, the store,
+/// the tick) are looked at between two passes.
+const BATCH: usize = 256;
+
 
 impl Router {
     pub fn new(config: RouterConfig, metrics: Arc<Metrics>) -> (Router, mpsc::Sender<RouterMsg>) {
@@ -151,6 +158,7 @@ impl Router {
             remote: Box::new(remote::SingleNode),
             durable: None,
             parked: HashMap::new(),
+            batch: Vec::new(),
         };
         (router, tx)
     }
@@ -195,10 +203,17 @@ impl Router {
                     Some(d) => d.events.poll_recv(cx),
                     None => std::task::Poll::Pending,
                 }) => self.stored(event),
-                msg = self.rx.recv() => match msg {
-                    Some(m) => self.handle(m),
-                    None => break,
-                },
+                // Everything waiting at once: one pass of the loop per batch, not per message.
+                n = self.rx.recv_many(&mut self.batch, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut batch = std::mem::take(&mut self.batch);
+                    for m in batch.drain(..) {
+                        self.handle(m);
+                    }
+                    self.batch = batch;
+                }
                 // Polled only when no local message waits; never ready on a single node.
                 Some(incoming) = std::future::poll_fn(|cx| self.remote.poll_incoming(cx)) => {
                     self.incoming(incoming);

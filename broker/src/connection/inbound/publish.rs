@@ -31,9 +31,9 @@ const COPY_PAYLOAD_BELOW: usize = 64 * 1024;
 struct Accepted {
     /// The ingest hook's outputs (processed state, events), routed before the message.
     outputs: Vec<Arc<Message>>,
-    message: Arc<Message>,
-    /// False for a location publish nobody subscribes to: it is not routed.
-    route: bool,
+    /// The message to route; `None` for a location publish nobody subscribes to, which is
+    /// not routed (nor copied out of the read buffer).
+    message: Option<Arc<Message>>,
     /// The vehicle of an SOS, persisted and announced before the message is routed.
     sos: Option<Box<str>>,
     /// With `--postgres`, a QoS 1/2 location whose rows must be committed before the ack
@@ -106,43 +106,48 @@ impl Inbound {
             Ok(a) => a,
             Err(flow) => return Handling::Done(flow),
         };
-        let (qos, pkid) = (accepted.qos, accepted.pkid);
-        if let Some(vehicle) = accepted.sos {
-            let message = accepted.message;
-            return Handling::Later(Box::pin(self.publish_sos(vehicle, message, qos, pkid)));
-        }
-        let (history_mark, state_mark) = (accepted.history_mark, accepted.state_mark);
+        let Accepted {
+            outputs,
+            message,
+            sos,
+            history_mark,
+            state_mark,
+            qos,
+            pkid,
+        } = accepted;
+        let message = match (sos, message) {
+            (Some(vehicle), Some(message)) => {
+                return Handling::Later(Box::pin(self.publish_sos(vehicle, message, qos, pkid)));
+            }
+            (_, message) => message,
+        };
         let qos2_pkid = (qos == QoS::ExactlyOnce).then_some((self.session, pkid));
-        if self.ctx.near_retained_limit(&accepted.message) {
-            let (outputs, message) = (accepted.outputs, accepted.message);
-            return Handling::Later(Box::pin(self.publish_retained(outputs, message, qos, pkid)));
-        }
-        let message = accepted.message;
-        if qos != QoS::AtMostOnce
-            && accepted.route
-            && self.ctx.durable.get().is_some_and(|t| t.any())
-        {
-            let outputs = accepted.outputs;
-            return Handling::Later(Box::pin(self.publish_persisted(
-                outputs,
-                message,
-                [history_mark, state_mark],
-                qos,
-                pkid,
-            )));
-        }
-        let mut pending = accepted
-            .outputs
+        let message = match message {
+            Some(message) if self.ctx.near_retained_limit(&message) => {
+                return Handling::Later(Box::pin(
+                    self.publish_retained(outputs, message, qos, pkid),
+                ));
+            }
+            Some(message)
+                if qos != QoS::AtMostOnce && self.ctx.durable.get().is_some_and(|t| t.any()) =>
+            {
+                return Handling::Later(Box::pin(self.publish_persisted(
+                    outputs,
+                    message,
+                    [history_mark, state_mark],
+                    qos,
+                    pkid,
+                )));
+            }
+            message => message,
+        };
+        let mut pending = outputs
             .into_iter()
             .map(|message| RouterMsg::Publish {
                 message,
                 qos2_pkid: None,
             })
-            .chain(
-                accepted
-                    .route
-                    .then_some(RouterMsg::Publish { message, qos2_pkid }),
-            );
+            .chain(message.map(|message| RouterMsg::Publish { message, qos2_pkid }));
         while let Some(msg) = pending.next() {
             match self.ctx.router.try_send(msg) {
                 Ok(()) => {}
@@ -393,32 +398,24 @@ impl Inbound {
             .message_expiry_interval
             .take()
             .map(|s| Instant::now() + Duration::from_secs(s.into()));
-        let message = Arc::new(Message {
-            topic: own_topic(p.topic),
-            payload: own_payload(p.payload),
-            qos,
-            retain: p.retain,
-            properties: crate::message::shared_properties(p.properties),
-            expires_at,
-            origin: Origin::Session(self.session),
-        });
         let mut accepted = Accepted {
             outputs: Vec::new(),
-            message,
-            route: true,
+            message: None,
             sos: None,
             history_mark: None,
             state_mark: None,
             qos,
             pkid,
         };
-        let message = &accepted.message;
-        match driver_topic(&message.topic) {
+        let mut route = true;
+        // The ingest hook reads the topic and payload where they were decoded; the message is
+        // made (copied out of the read buffer) only when it is routed.
+        match driver_topic(&p.topic) {
             Some(DriverTopic::Location(vehicle)) => {
                 match self
                     .ctx
                     .ingest
-                    .location(vehicle, &message.payload, received, Source::Mqtt)
+                    .location(vehicle, &p.payload, received, Source::Mqtt)
                 {
                     Ok(outputs) => {
                         let vehicles = self.vehicles.get_or_insert_default();
@@ -440,7 +437,7 @@ impl Inbound {
                         }
                         accepted.outputs = outputs;
                         // QoS 2 is always routed: the router keeps its duplicate detection.
-                        accepted.route = message.retain
+                        route = p.retain
                             || qos == QoS::ExactlyOnce
                             || self.ctx.metrics.location_subscriptions.load(SeqCst) > 0;
                     }
@@ -460,6 +457,17 @@ impl Inbound {
             }
             Some(DriverTopic::Sos(vehicle)) => accepted.sos = Some(vehicle.into()),
             None => {}
+        }
+        if route {
+            accepted.message = Some(Arc::new(Message {
+                topic: own_topic(p.topic),
+                payload: own_payload(p.payload),
+                qos,
+                retain: p.retain,
+                properties: crate::message::shared_properties(p.properties),
+                expires_at,
+                origin: Origin::Session(self.session),
+            }));
         }
         Ok(accepted)
     }
