@@ -299,24 +299,29 @@ fn others<'p>(frame: &'p [u8], me: &str) -> Option<&'p [u8]> {
 /// Whether `h`'s output is newer than what was seen of its vehicle (and records it if so).
 fn fresh(seen: &mut HashMap<String, Seen>, h: &Header<'_>) -> bool {
     let vehicle: &str = &h.vehicle;
-    if seen.len() >= MAX_ORDERED_VEHICLES && !seen.contains_key(vehicle) {
+    // A known vehicle (every output but its first) costs one lookup.
+    if let Some(last) = seen.get_mut(vehicle) {
+        return last.advance(h);
+    }
+    if seen.len() >= MAX_ORDERED_VEHICLES {
         seen.clear();
     }
-    if !seen.contains_key(vehicle) {
-        seen.insert(vehicle.to_owned(), Seen::default());
+    seen.entry(vehicle.to_owned()).or_default().advance(h)
+}
+
+impl Seen {
+    /// Records `h`'s key when it is newer than the last of its kind; whether it was.
+    fn advance(&mut self, h: &Header<'_>) -> bool {
+        let slot = match h.kind {
+            Kind::State => &mut self.state,
+            Kind::Event => &mut self.event,
+        };
+        if slot.is_some_and(|s| s >= h.order) {
+            return false;
+        }
+        *slot = Some(h.order);
+        true
     }
-    let Some(last) = seen.get_mut(vehicle) else {
-        return false;
-    };
-    let slot = match h.kind {
-        Kind::State => &mut last.state,
-        Kind::Event => &mut last.event,
-    };
-    if slot.is_some_and(|s| s >= h.order) {
-        return false;
-    }
-    *slot = Some(h.order);
-    true
 }
 
 #[cfg(test)]
