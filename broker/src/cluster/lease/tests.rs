@@ -359,7 +359,10 @@ async fn a_state_write_renews_the_lease_so_the_renewal_skips_it() {
     .await;
     super::renew::renew(&a).await.expect("renew round");
     assert_eq!(
-        (a.stats.renewed.load(Relaxed), a.stats.renew_skipped.load(Relaxed)),
+        (
+            a.stats.renewed.load(Relaxed),
+            a.stats.renew_skipped.load(Relaxed)
+        ),
         (0, 1)
     );
     // Written long ago (no fix since): the renewal script extends it again.
