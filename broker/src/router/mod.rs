@@ -136,7 +136,6 @@ pub struct Router {
 /// the tick) are looked at between two passes.
 const BATCH: usize = 256;
 
-
 impl Router {
     pub fn new(config: RouterConfig, metrics: Arc<Metrics>) -> (Router, mpsc::Sender<RouterMsg>) {
         let (tx, rx) = mpsc::channel(ROUTER_CAPACITY);
