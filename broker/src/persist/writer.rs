@@ -221,7 +221,7 @@ impl Cut {
     /// The index of the pipeline a command on `key` goes into.
     fn index(&mut self, key: &str) -> usize {
         let group = if self.cluster { keys::slot(key) } else { 0 };
-        let index = match self.open.get(&group) {
+        match self.open.get(&group) {
             Some(&i) if self.pipes[i].len() < COMMANDS_PER_PIPELINE => i,
             _ => {
                 let mut pipe = redis::pipe();
@@ -230,8 +230,7 @@ impl Cut {
                 self.open.insert(group, self.pipes.len() - 1);
                 self.pipes.len() - 1
             }
-        };
-        index
+        }
     }
 }
 
