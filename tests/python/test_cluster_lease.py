@@ -328,31 +328,37 @@ def test_a_dead_nodes_vehicle_goes_offline_when_its_driver_never_returns(
     n1 (the smallest live id) adopts it after `stale_after` + 10 s of silence and it goes
     offline on every node, once. A silent vehicle of a live node (n2) stays with n2, which
     marks it offline itself: n1 adopts only the orphan."""
-    c = Cluster(fleetmq_path, tmp_path, store, extra=("--stale-after", "2s"))
+    c = Cluster(fleetmq_path, tmp_path, store, extra=("--stale-after", "3s"))
     try:
         n1, n2, n3 = (c.nodes[n] for n in ("n1", "n2", "n3"))
         routes = get_json(n1, "/api/v1/routes")
         fleet = Fleet(routes, 2, "orphan")
         orphan, kept = fleet.ids
         watcher = watch(n2)
-        for vehicle, node in ((orphan, n3), (kept, n2)):
+
+        def drive(vehicle, node):
             driver = connected(node.addr, vehicle)
             _OPEN.append(driver)
             for k in range(2):
                 code, _ = driver.publish(topic(vehicle), fleet.payload(vehicle, k), 1)
                 assert reason_value(code) < 0x80
-        assert c.owners([orphan, kept]) == {orphan: "n3", kept: "n2"}
 
         def offline(vehicle):
             return [m for m in list(watcher.messages)
                     if m.topic == f"events/{vehicle}/offline"]
 
         # The live holder marks its own silent vehicle offline after `stale_after`.
+        drive(kept, n2)
         wait_for(lambda: offline(kept), 15, f"offline of {kept} from n2")
+        # The orphan's node dies well within `stale_after` of its last fix, so n3 cannot
+        # mark it offline itself first (it did when both went silent together).
+        drive(orphan, n3)
         n3.proc.kill()  # kill -9: the driver's connection and the lease's renewals end
+        assert not offline(orphan), "n3 marked the orphan offline before it died"
+        assert c.owners([orphan, kept]) == {orphan: "n3", kept: "n2"}
         n3.proc.wait()
         killed = time.monotonic()
-        # Left: 2 s stale + 10 s grace after its last state, then the next 5 s round, then
+        # Left: 3 s stale + 10 s grace after its last state, then the next 5 s round, then
         # the tracker's sweep (1 s); allow as much again for a loaded machine.
         wait_for(lambda: offline(orphan), 45, f"offline of {orphan} after its node died")
         assert time.monotonic() - killed >= 5, "adopted before its lease could lapse"
