@@ -20,7 +20,7 @@ import pytest
 
 from bridge_util import Driver, Sse, Ws
 from cluster_util import Cluster, get, readiness
-from harness import wait_for
+from harness import Timeout, wait_for
 from mqttc import connected, unique
 
 LAT, LON = -16.92, 145.77
@@ -265,7 +265,10 @@ def test_redis_outage_keeps_local_clients_then_cross_node_resumes(cluster):
         for node in (a, b):
             wait_for(lambda: readiness(node) == "ready", 15, "/readyz ready again")
         ts = round_of_fixes()
-        wait_for(lambda: got(remote, ts), 10, "cross-node delivery after the outage")
+        try:
+            wait_for(lambda: got(remote, ts), 10, "cross-node delivery after the outage")
+        except Timeout as e:
+            raise AssertionError(f"{e}\n{cluster.logs()}") from e
         cluster.wait_nodes(["a", "b", "c"])
     finally:
         driver.close()

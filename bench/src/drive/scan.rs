@@ -7,7 +7,7 @@
 //! `"vehicle":"` can only be the key `vehicle` with a string value (a `"` inside a string is
 //! escaped, and a closing quote cannot be followed by `vehicle`), and the first `"ts":` after it
 //! is that state's `ts` as long as no nested object between the two has a `ts` key (a state has
-//! none: docs/topics-and-payloads.md#processed-states). Frames that are not `update`/`updates`
+//! none: docs/topics-and-payloads.md#processed-state). Frames that are not `update`/`updates`
 //! (snapshots, events, errors) or that do not start as the bridge writes them are left to the
 //! caller's full parse ([`frame`]).
 

@@ -10,14 +10,10 @@
 //!   to give it up (`handoff`) and this one waits, at most [`HANDOFF_WAIT`]; a holder that is
 //!   not listening on Redis any more (killed) is taken over at once, with a new epoch.
 //! - **Fencing**: every state/tracker write carries the epoch (`persist::fence`), so a paused
-//!   old owner cannot overwrite a newer owner's state; a refused write drops the vehicle here
-//!   at once (as a refused renewal does).
+//!   old owner cannot overwrite a newer owner's state.
 //! - **Renew** every [`RENEW_EVERY`], all held leases in pipelined batches (`renew`); a lease
 //!   lasts [`LEASE_TTL`]: a node silent that long has lost its vehicles. A renewal refused
-//!   (another node took the vehicle) drops the local tracker. A fenced state write renews the
-//!   lease too (same check, same hash: `persist::fence::FENCED_WRITE_MANY`), so a vehicle
-//!   written within [`RENEWED_BY_WRITE`] is skipped: a moving vehicle costs Redis one script
-//!   pass per second, not two.
+//!   (another node took the vehicle) drops the local tracker.
 //! - **Release** (flush the tracker and give the lease up in one script) when the driver
 //!   disconnects, when another node asks, after [`IDLE_RELEASE`] beyond `stale_after` without a
 //!   fix, and for every lease at once on shutdown, before clients get DISCONNECT 0x8B.
@@ -61,11 +57,6 @@ use stats::Stats;
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
 /// How often held leases are renewed.
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
-/// A lease renewed by a fenced write less than this ago is not renewed by the renewal task:
-/// it still runs at least [`LEASE_TTL`] − this (3 s) from the round, while a vehicle moving at
-/// 1 Hz is written (and renewed) about once a second. A vehicle whose writes stop (or are
-/// fenced out) is renewed, or found lost, within this plus [`RENEW_EVERY`].
-pub const RENEWED_BY_WRITE: Duration = Duration::from_secs(2);
 /// Longest wait for another node's lease: longer than [`LEASE_TTL`], so a holder that stopped
 /// renewing has always lost it by then.
 pub const HANDOFF_WAIT: Duration = Duration::from_secs(6);
@@ -94,9 +85,6 @@ struct Held {
     epoch: u64,
     /// Milliseconds since [`Leases::started`] of the last fix under this lease.
     last_used: AtomicU64,
-    /// Milliseconds since [`Leases::started`] when the lease was last acquired or extended by a
-    /// fenced write (sent then; Redis extended it a little later).
-    renewed: AtomicU64,
 }
 
 /// The leases of this node; shared behind an `Arc` by connections, the gate, the Redis writer
@@ -294,7 +282,6 @@ impl Leases {
             Held {
                 epoch,
                 last_used: AtomicU64::new(self.now()),
-                renewed: AtomicU64::new(self.now()),
             },
         );
         self.stats.acquired.fetch_add(1, Relaxed);
@@ -399,8 +386,8 @@ impl Leases {
         }
     }
 
-    /// A renewal or a fenced write was refused: another node took `vehicle` (or its hash
-    /// expired); stop processing it here.
+    /// A renewal was refused: another node took `vehicle` (or its hash expired); stop
+    /// processing it here.
     fn lost(&self, vehicle: &str, epoch: u64) {
         if self
             .held
@@ -429,23 +416,5 @@ impl Fence for Leases {
 
     fn epoch(&self, vehicle: &str) -> Option<u64> {
         self.held.get(vehicle).map(|h| h.epoch)
-    }
-
-    fn lease_ttl(&self) -> Duration {
-        LEASE_TTL
-    }
-
-    fn renewed(&self, vehicle: &str, epoch: u64, sent: Instant) {
-        if let Some(h) = self.held.get(vehicle)
-            && h.epoch == epoch
-        {
-            let at = u64::try_from(sent.saturating_duration_since(self.started).as_millis())
-                .unwrap_or(u64::MAX);
-            h.renewed.fetch_max(at, Relaxed);
-        }
-    }
-
-    fn fenced_out(&self, vehicle: &str, epoch: u64) {
-        self.lost(vehicle, epoch);
     }
 }

@@ -26,6 +26,7 @@
 //! never serializing the state again.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
@@ -35,7 +36,6 @@ use geo_engine::{Event, VehicleState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::hash::FastMap;
 use crate::persist::fence::Fence;
 use tokio_util::sync::CancellationToken;
 
@@ -200,7 +200,7 @@ pub struct LocalOutputs {
 impl LocalOutputs {
     /// Takes other nodes' outputs from `inbox` until `stop` or the router is gone.
     pub async fn run(self, mut inbox: Inbox, stop: CancellationToken) {
-        let mut seen: FastMap<String, Seen> = FastMap::default();
+        let mut seen: HashMap<String, Seen> = HashMap::new();
         loop {
             let next = tokio::select! {
                 m = inbox.recv() => m,
@@ -235,7 +235,7 @@ impl LocalOutputs {
         &self,
         line: &'f [u8],
         lines: &mut impl Iterator<Item = &'f [u8]>,
-        seen: &mut FastMap<String, Seen>,
+        seen: &mut HashMap<String, Seen>,
     ) -> Option<Arc<crate::message::Message>> {
         let header: Header<'_> = match serde_json::from_slice(line) {
             Ok(h) => h,
@@ -297,31 +297,26 @@ fn others<'p>(frame: &'p [u8], me: &str) -> Option<&'p [u8]> {
 }
 
 /// Whether `h`'s output is newer than what was seen of its vehicle (and records it if so).
-fn fresh(seen: &mut FastMap<String, Seen>, h: &Header<'_>) -> bool {
+fn fresh(seen: &mut HashMap<String, Seen>, h: &Header<'_>) -> bool {
     let vehicle: &str = &h.vehicle;
-    // A known vehicle (every output but its first) costs one lookup.
-    if let Some(last) = seen.get_mut(vehicle) {
-        return last.advance(h);
-    }
-    if seen.len() >= MAX_ORDERED_VEHICLES {
+    if seen.len() >= MAX_ORDERED_VEHICLES && !seen.contains_key(vehicle) {
         seen.clear();
     }
-    seen.entry(vehicle.to_owned()).or_default().advance(h)
-}
-
-impl Seen {
-    /// Records `h`'s key when it is newer than the last of its kind; whether it was.
-    fn advance(&mut self, h: &Header<'_>) -> bool {
-        let slot = match h.kind {
-            Kind::State => &mut self.state,
-            Kind::Event => &mut self.event,
-        };
-        if slot.is_some_and(|s| s >= h.order) {
-            return false;
-        }
-        *slot = Some(h.order);
-        true
+    if !seen.contains_key(vehicle) {
+        seen.insert(vehicle.to_owned(), Seen::default());
     }
+    let Some(last) = seen.get_mut(vehicle) else {
+        return false;
+    };
+    let slot = match h.kind {
+        Kind::State => &mut last.state,
+        Kind::Event => &mut last.event,
+    };
+    if slot.is_some_and(|s| s >= h.order) {
+        return false;
+    }
+    *slot = Some(h.order);
+    true
 }
 
 #[cfg(test)]
@@ -341,7 +336,7 @@ mod tests {
 
     #[test]
     fn duplicates_and_stale_outputs_are_dropped() {
-        let mut seen = FastMap::default();
+        let mut seen = HashMap::new();
         let state = |ts, seq| header(ts, seq, Kind::State);
         assert!(fresh(&mut seen, &state(10, 5)));
         assert!(!fresh(&mut seen, &state(10, 5)), "duplicate");

@@ -9,7 +9,6 @@
 //! not know it (first use, or after a Redis restart).
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use crate::persist::Conn;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind};
@@ -23,17 +22,6 @@ pub trait Fence: Send + Sync {
     fn node(&self) -> &str;
     /// The epoch this node holds `vehicle` under, `None` when it does not hold it.
     fn epoch(&self, vehicle: &str) -> Option<u64>;
-    /// How long a lease lasts: a fenced write that passes also renews the lease for this long
-    /// ([`FENCED_WRITE_MANY`]).
-    fn lease_ttl(&self) -> Duration;
-    /// A fenced write under `epoch`, sent at `sent`, passed: the lease of `vehicle` runs at
-    /// least [`Fence::lease_ttl`] from `sent` (Redis set it when the script ran, later), so the
-    /// separate renewal may skip it for a while.
-    fn renewed(&self, vehicle: &str, epoch: u64, sent: Instant);
-    /// A fenced write under `epoch` was refused: the lease is not this node's under that epoch
-    /// any more (the check is the renewal's), so the vehicle is lost at once, not at the next
-    /// renewal.
-    fn fenced_out(&self, vehicle: &str, epoch: u64);
 }
 
 /// `KEYS[1]` = `fleetmq:vehicle:{id}`; `ARGV` = node, epoch, state TTL ms, state JSON or "",
@@ -54,34 +42,23 @@ return 1
 
 /// The writer's [`FENCED_WRITE`] for many vehicles in one call: `KEYS` = their
 /// `fleetmq:vehicle:{id}` keys (one hash slot on a Redis Cluster); `ARGV` = node, state TTL ms,
-/// lease ms, then per key its epoch, state JSON or "", tracker JSON or "". Replies per key 1,
-/// or [`FENCED_OUT`]. A script call per vehicle per write cost Redis more than the writes in
-/// it.
-///
-/// A write that passes the fence also renews the lease (`lease_until` = Redis time + lease ms,
-/// in the same `HSET`): the check is the one the lease renewal makes (owner and epoch), and the
-/// vehicle's hash is written anyway, so a vehicle written within the last seconds needs no
-/// renewal script of its own (`cluster::lease::renew`). That renewal was a second script pass
-/// over every moving vehicle's hash per second.
+/// then per key its epoch, state JSON or "", tracker JSON or "". Replies per key 1, or
+/// [`FENCED_OUT`]. A script call per vehicle per write cost Redis more than the writes in it.
 pub static FENCED_WRITE_MANY: Lua = Lua::new(
     r"
-local t = redis.call('TIME')
-local till = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3]))
 local out = {}
 for i, key in ipairs(KEYS) do
-  local a = 3 * i + 1
+  local a = 3 * i
   local f = redis.call('HMGET', key, 'lease_owner', 'lease_epoch')
   if f[1] ~= ARGV[1] or f[2] ~= ARGV[a] then
     out[i] = -1
   else
     if ARGV[a + 1] ~= '' and ARGV[a + 2] ~= '' then
-      redis.call('HSET', key, 'state', ARGV[a + 1], 'tracker', ARGV[a + 2], 'lease_until', till)
+      redis.call('HSET', key, 'state', ARGV[a + 1], 'tracker', ARGV[a + 2])
     elseif ARGV[a + 1] ~= '' then
-      redis.call('HSET', key, 'state', ARGV[a + 1], 'lease_until', till)
+      redis.call('HSET', key, 'state', ARGV[a + 1])
     elseif ARGV[a + 2] ~= '' then
-      redis.call('HSET', key, 'tracker', ARGV[a + 2], 'lease_until', till)
-    else
-      redis.call('HSET', key, 'lease_until', till)
+      redis.call('HSET', key, 'tracker', ARGV[a + 2])
     end
     redis.call('PEXPIRE', key, ARGV[2])
     out[i] = 1

@@ -25,9 +25,7 @@
 //! [`FENCED_WRITE_MANY`] script call (up to [`FENCED_PER_CALL`] vehicles of one hash slot),
 //! carrying the epoch each entry was computed under; a vehicle this node does not hold gets no
 //! hash write (its track entry and position still go out, keyed by the fix). Refusals are
-//! counted in `fleetmq_redis_fenced_total`. A write that passes also renews the vehicle's lease
-//! (same script); each such vehicle is reported to the fence ([`super::fence::Fence::renewed`]),
-//! so the lease renewal skips it.
+//! counted in `fleetmq_redis_fenced_total`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -40,7 +38,7 @@ use redis::{Pipeline, RedisResult, Value};
 
 use super::Shared;
 use super::conn::{self, Conn};
-use super::fence::{FENCED_OUT, FENCED_WRITE_MANY, Fence, no_script};
+use super::fence::{FENCED_OUT, FENCED_WRITE_MANY, no_script};
 use super::keys;
 use super::pending::{Batch, Entry};
 
@@ -57,11 +55,6 @@ pub const COMMANDS_PER_PIPELINE: usize = 2000;
 /// Vehicles per [`FENCED_WRITE_MANY`] call: Redis runs one script at a time, so a call stays
 /// short (well under a millisecond).
 const FENCED_PER_CALL: usize = 100;
-/// Bytes of state and tracker JSON per [`FENCED_WRITE_MANY`] call (~25 moving vehicles): the
-/// command is built in one buffer sized up front, and a buffer this small is reused by the
-/// allocator; 100 vehicles' ~250 KB, grown by doubling, were fresh pages from the kernel on
-/// every flush (a fifth of a node's CPU in a profile, page faults zeroing them).
-const FENCED_BYTES_PER_CALL: usize = 64 * 1024;
 /// Members per `GEOADD` / `ZREM` of `fleetmq:geo`.
 const GEO_MEMBERS_PER_COMMAND: usize = 1000;
 /// With nothing to write, the connection is checked this often so `fleetmq_redis_up` and
@@ -149,17 +142,9 @@ pub async fn flush(shared: &Shared, conn: &mut Conn, batch: &Batch) -> RedisResu
             Some(_) => Some(FENCED_WRITE_MANY.sha(conn).await?),
             None => None,
         };
-        let fenced = fence.zip(sha.as_deref()).map(|(f, sha)| Fenced {
-            node: f.node(),
-            sha,
-            lease_ms: u64::try_from(f.lease_ttl().as_millis()).unwrap_or(u64::MAX),
-        });
-        let (pipes, calls) = plan(batch, shared.ttl_ms, conn.cluster(), fenced);
-        let sent = Instant::now();
+        let fenced = fence.zip(sha.as_deref()).map(|(f, sha)| (f.node(), sha));
+        let pipes = plan(batch, shared.ttl_ms, conn.cluster(), fenced);
         let replies = conn::query_all::<Vec<RedisResult<Value>>>(conn, pipes).await?;
-        if let Some(fence) = fence {
-            renewed(&**fence, &calls, &replies, sent);
-        }
         let mut unknown_script = false;
         for (results, took) in replies {
             shared.stats.observe_write(took.as_secs_f64());
@@ -214,14 +199,8 @@ impl Cut {
 
     /// The pipeline a command on `key` goes into.
     fn pipe(&mut self, key: &str) -> &mut Pipeline {
-        let index = self.index(key);
-        &mut self.pipes[index]
-    }
-
-    /// The index of the pipeline a command on `key` goes into.
-    fn index(&mut self, key: &str) -> usize {
         let group = if self.cluster { keys::slot(key) } else { 0 };
-        match self.open.get(&group) {
+        let index = match self.open.get(&group) {
             Some(&i) if self.pipes[i].len() < COMMANDS_PER_PIPELINE => i,
             _ => {
                 let mut pipe = redis::pipe();
@@ -230,20 +209,16 @@ impl Cut {
                 self.open.insert(group, self.pipes.len() - 1);
                 self.pipes.len() - 1
             }
-        }
+        };
+        &mut self.pipes[index]
     }
 }
 
 /// The commands for one batch, cut into pipelines ([`Cut`]). Vehicles go in the hash-slot
 /// order of their `fleetmq:vehicle:{id}` key; the `fleetmq:geo` commands come last (on a
-/// cluster in the pipelines of that key's slot). `fenced` with `--cluster`. Also returns where
-/// each [`FENCED_WRITE_MANY`] call went, with its vehicles and epochs.
-fn plan<'b>(
-    batch: &'b Batch,
-    ttl_ms: u64,
-    cluster: bool,
-    fenced: Option<Fenced<'_>>,
-) -> (Vec<Pipeline>, Vec<FencedCall<'b>>) {
+/// cluster in the pipelines of that key's slot). `fenced` = (this node, SHA1 of
+/// [`FENCED_WRITE_MANY`]) with `--cluster`.
+fn plan(batch: &Batch, ttl_ms: u64, cluster: bool, fenced: Option<(&str, &str)>) -> Vec<Pipeline> {
     let mut order: Vec<(u16, &str, &Entry)> = batch
         .iter()
         .map(|(id, e)| (keys::slot(&keys::vehicle(id)), &**id, e))
@@ -253,7 +228,6 @@ fn plan<'b>(
     let mut geo_add: Vec<(f64, f64, &str)> = Vec::new();
     let mut geo_gone: Vec<&str> = Vec::new();
     let mut writes = FencedWrites::default();
-    let mut calls = Vec::new();
     for (slot, id, entry) in order {
         let key = keys::vehicle(id);
         let state_json = entry
@@ -265,25 +239,20 @@ fn plan<'b>(
             .as_ref()
             .and_then(|t| serde_json::to_string(&**t).ok());
         let has_fields = state_json.is_some() || tracker_json.is_some();
-        if let (true, Some(fenced)) = (has_fields, fenced) {
+        if let (true, Some((node, sha))) = (has_fields, fenced) {
             // Not held (lost, or Redis was down when the fix came): the owner writes the hash.
             if let Some(epoch) = entry.epoch {
                 let group = if cluster { slot } else { 0 };
-                if writes.slot != Some(group)
-                    || writes.keys.len() >= FENCED_PER_CALL
-                    || writes.bytes >= FENCED_BYTES_PER_CALL
-                {
-                    calls.extend(writes.add_to(&mut cut, fenced, ttl_ms));
+                if writes.slot != Some(group) || writes.keys.len() >= FENCED_PER_CALL {
+                    writes.add_to(&mut cut, node, sha, ttl_ms);
                     writes.slot = Some(group);
                 }
                 writes.keys.push(key.clone());
-                writes.vehicles.push((id, epoch));
-                let (state, tracker) = (
+                writes.args.push((
+                    epoch,
                     state_json.unwrap_or_default(),
                     tracker_json.unwrap_or_default(),
-                );
-                writes.bytes += key.len() + state.len() + tracker.len();
-                writes.args.push((epoch, state, tracker));
+                ));
             }
         } else if has_fields {
             let pipe = cut.pipe(&key);
@@ -321,8 +290,8 @@ fn plan<'b>(
             }
         }
     }
-    if let Some(fenced) = fenced {
-        calls.extend(writes.add_to(&mut cut, fenced, ttl_ms));
+    if let Some((node, sha)) = fenced {
+        writes.add_to(&mut cut, node, sha, ttl_ms);
     }
     for members in geo_add.chunks(GEO_MEMBERS_PER_COMMAND) {
         let mut geo = redis::cmd("GEOADD");
@@ -335,89 +304,33 @@ fn plan<'b>(
     for members in geo_gone.chunks(GEO_MEMBERS_PER_COMMAND) {
         cut.pipe(keys::GEO).cmd("ZREM").arg(keys::GEO).arg(members);
     }
-    (cut.pipes, calls)
-}
-
-/// What the fenced writes need: this node, the SHA1 of [`FENCED_WRITE_MANY`] and the lease's
-/// length (the writes renew it).
-#[derive(Clone, Copy)]
-struct Fenced<'a> {
-    node: &'a str,
-    sha: &'a str,
-    lease_ms: u64,
-}
-
-/// One [`FENCED_WRITE_MANY`] call of a flush: the pipeline and the command in it, and the
-/// vehicles with the epoch each was written under, in the order of its keys.
-struct FencedCall<'b> {
-    pipe: usize,
-    command: usize,
-    vehicles: Vec<(&'b str, u64)>,
-}
-
-/// Tells `fence` which vehicles' writes passed (their leases were renewed by them) and which
-/// were refused (their leases are lost).
-fn renewed(
-    fence: &dyn Fence,
-    calls: &[FencedCall<'_>],
-    replies: &[(Vec<RedisResult<Value>>, Duration)],
-    sent: Instant,
-) {
-    for call in calls {
-        let Some(Ok(Value::Array(each))) = replies
-            .get(call.pipe)
-            .and_then(|(results, _)| results.get(call.command))
-        else {
-            continue;
-        };
-        for ((vehicle, epoch), reply) in call.vehicles.iter().zip(each) {
-            match reply {
-                Value::Int(1) => fence.renewed(vehicle, *epoch, sent),
-                Value::Int(FENCED_OUT) => fence.fenced_out(vehicle, *epoch),
-                _ => {}
-            }
-        }
-    }
+    cut.pipes
 }
 
 /// The fenced hash writes of one hash slot, gathered into one [`FENCED_WRITE_MANY`] call.
 #[derive(Default)]
-struct FencedWrites<'b> {
+struct FencedWrites {
     slot: Option<u16>,
     keys: Vec<String>,
-    /// Per key: its vehicle and the epoch it is written under.
-    vehicles: Vec<(&'b str, u64)>,
     /// Per key: epoch, state JSON or "", tracker JSON or "".
     args: Vec<(u64, String, String)>,
-    /// Bytes of the keys and JSON gathered.
-    bytes: usize,
 }
 
-impl<'b> FencedWrites<'b> {
-    /// The call for what was gathered, into its slot's pipeline; empties `self`. Returns where
-    /// it went, `None` when nothing was gathered.
-    fn add_to(&mut self, cut: &mut Cut, fenced: Fenced<'_>, ttl_ms: u64) -> Option<FencedCall<'b>> {
-        let first = self.keys.first()?;
-        // Per key its name, epoch and two JSON; each argument ~32 bytes of framing.
-        let args = 5 + 4 * self.keys.len();
-        let mut cmd = redis::Cmd::with_capacity(args, self.bytes + 64 * args);
-        cmd.arg("EVALSHA");
-        cmd.arg(fenced.sha).arg(self.keys.len()).arg(&self.keys);
-        cmd.arg(fenced.node).arg(ttl_ms).arg(fenced.lease_ms);
+impl FencedWrites {
+    /// The call for what was gathered, into its slot's pipeline; empties `self`.
+    fn add_to(&mut self, cut: &mut Cut, node: &str, sha: &str, ttl_ms: u64) {
+        let Some(first) = self.keys.first() else {
+            return;
+        };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha).arg(self.keys.len()).arg(&self.keys);
+        cmd.arg(node).arg(ttl_ms);
         for (epoch, state, tracker) in &self.args {
             cmd.arg(*epoch).arg(state).arg(tracker);
         }
-        let pipe = cut.index(first);
-        let command = cut.pipes[pipe].len();
-        cut.pipes[pipe].add_command(cmd);
+        cut.pipe(first).add_command(cmd);
         self.keys.clear();
         self.args.clear();
-        self.bytes = 0;
-        Some(FencedCall {
-            pipe,
-            command,
-            vehicles: std::mem::take(&mut self.vehicles),
-        })
     }
 }
 

@@ -1,5 +1,5 @@
-//! Every [`RENEW_EVERY`]: renews every held lease that no fenced write renewed within
-//! [`RENEWED_BY_WRITE`], [`PER_PIPELINE`] per script call, drops the ones another node took, and releases the ones idle past `stale_after` + `IDLE_RELEASE`
+//! Every [`RENEW_EVERY`]: renews every held lease, [`PER_PIPELINE`] per script call, drops
+//! the ones another node took, and releases the ones idle past `stale_after` + `IDLE_RELEASE`
 //! (an HTTP or OsmAnd device has no connection whose end would release them).
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use redis::{RedisResult, Value};
 
 use super::scripts::RENEW;
-use super::{LEASE_TTL, Leases, PER_PIPELINE, RENEW_EVERY, RENEWED_BY_WRITE};
+use super::{LEASE_TTL, Leases, PER_PIPELINE, RENEW_EVERY};
 use crate::persist::conn::query_each;
 use crate::persist::fence::no_script;
 use crate::persist::keys;
@@ -36,20 +36,11 @@ pub async fn run(leases: Arc<Leases>) {
 }
 
 /// One round of renewals: one [`RENEW`] call per [`PER_PIPELINE`] leases of one hash slot (of
-/// one server without Redis Cluster), pipelined; leases a fenced write renewed less than
-/// [`RENEWED_BY_WRITE`] ago are left out.
+/// one server without Redis Cluster), pipelined.
 pub(super) async fn renew(leases: &Leases) -> RedisResult<()> {
     let cluster = leases.conn.cluster();
-    let recent = leases
-        .now()
-        .saturating_sub(u64::try_from(RENEWED_BY_WRITE.as_millis()).unwrap_or(u64::MAX));
     let mut groups: BTreeMap<u16, Vec<(String, Arc<str>, u64)>> = BTreeMap::new();
-    let mut skipped = 0;
     for e in leases.held.iter() {
-        if e.value().renewed.load(Relaxed) > recent {
-            skipped += 1;
-            continue;
-        }
         let key = keys::vehicle(e.key());
         let slot = if cluster { keys::slot(&key) } else { 0 };
         groups
@@ -57,7 +48,6 @@ pub(super) async fn renew(leases: &Leases) -> RedisResult<()> {
             .or_default()
             .push((key, e.key().clone(), e.value().epoch));
     }
-    leases.stats.renew_skipped.fetch_add(skipped, Relaxed);
     let calls: Vec<&[(String, Arc<str>, u64)]> = groups
         .values()
         .flat_map(|g| g.chunks(PER_PIPELINE))
@@ -95,8 +85,6 @@ pub(super) async fn renew(leases: &Leases) -> RedisResult<()> {
             for ((_, vehicle, epoch), reply) in chunk.iter().zip(replies) {
                 if matches!(reply, Value::Int(0)) {
                     leases.lost(vehicle, *epoch);
-                } else {
-                    leases.stats.renewed.fetch_add(1, Relaxed);
                 }
             }
         }

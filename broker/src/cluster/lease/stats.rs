@@ -14,10 +14,6 @@ pub struct Stats {
     pub lost: AtomicU64,
     pub busy: AtomicU64,
     pub unleased: AtomicU64,
-    /// Leases extended by the renewal task's script.
-    pub renewed: AtomicU64,
-    /// Leases the renewal task left out: a fenced state write had just renewed them.
-    pub renew_skipped: AtomicU64,
 }
 
 impl Stats {
@@ -40,16 +36,6 @@ impl Stats {
                 "leases taken from a node no longer listening on Redis",
             ),
             ("released", &self.released, "leases released"),
-            (
-                "renewed",
-                &self.renewed,
-                "leases extended by the renewal task (not by a state write)",
-            ),
-            (
-                "renew_skipped",
-                &self.renew_skipped,
-                "renewals left out: a fenced state write had renewed the lease",
-            ),
             ("lost", &self.lost, "leases found taken by another node"),
             (
                 "busy",
