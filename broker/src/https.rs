@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -113,20 +112,5 @@ async fn accept_loop(
                 Err(_) => tracing::debug!(%peer, "https handshake timed out"),
             }
         });
-    }
-}
-
-/// Serves `app` on the TLS listener until `shutdown`, with the bridge's server loop (header
-/// read timeout, graceful shutdown, streams told to close).
-pub async fn serve(
-    listener: TlsListener,
-    app: Router,
-    shutdown: CancellationToken,
-    max_connections: usize,
-) {
-    if let Err(e) =
-        fleetmq_bridge::serve(listener, app, shutdown.cancelled_owned(), max_connections).await
-    {
-        tracing::warn!(error = %e, "https server failed");
     }
 }

@@ -453,20 +453,20 @@ impl Broker {
         );
         let mut osmand_tasks = Vec::new();
         if let Some(listener) = self.osmand {
-            osmand_tasks.push(tokio::spawn(osmand::serve(
+            osmand_tasks.push(tokio::spawn(fleetmq_bridge::serve(
                 listener,
                 osmand_app.clone(),
-                token.clone(),
+                token.clone().cancelled_owned(),
                 self.config.max_connections,
             )));
         }
         if let Some((listener, acceptor)) = self.osmands {
             let listener =
                 https::TlsListener::start(ctx.clone(), listener, acceptor, token.clone())?;
-            osmand_tasks.push(tokio::spawn(https::serve(
+            osmand_tasks.push(tokio::spawn(fleetmq_bridge::serve(
                 listener,
                 osmand_app,
-                token.clone(),
+                token.clone().cancelled_owned(),
                 self.config.max_connections,
             )));
         }
@@ -474,10 +474,10 @@ impl Broker {
             Some((listener, acceptor)) => {
                 let listener =
                     https::TlsListener::start(ctx.clone(), listener, acceptor, token.clone())?;
-                Some(tokio::spawn(https::serve(
+                Some(tokio::spawn(fleetmq_bridge::serve(
                     listener,
                     app.clone(),
-                    token.clone(),
+                    token.clone().cancelled_owned(),
                     self.config.max_connections,
                 )))
             }

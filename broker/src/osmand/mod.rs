@@ -32,8 +32,6 @@ use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use fleetmq_bridge::{AppError, IngestError};
 use geo_engine::Rejection;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -62,21 +60,6 @@ pub fn app(osmand: Arc<Osmand>, body_limit: usize) -> Router {
         ))
         .layer(map_response(fleetmq_bridge::app::json_errors))
         .with_state(osmand)
-}
-
-/// Serves `app` on a plain listener until `shutdown` (the bridge's server loop: graceful, with
-/// a grace period for open requests).
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: CancellationToken,
-    max_connections: usize,
-) {
-    if let Err(e) =
-        fleetmq_bridge::serve(listener, app, shutdown.cancelled_owned(), max_connections).await
-    {
-        tracing::warn!(error = %e, "osmand server failed");
-    }
 }
 
 async fn report(
