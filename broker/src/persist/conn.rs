@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+use super::renewing::Renewing;
 
 /// Longest wait for a TCP connection to a Redis node: fail fast and let our own loops back off,
 /// so a request while Redis is down returns at once instead of queueing behind retries.
@@ -27,7 +28,8 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// attempt; this bounds the whole, so that no Redis await in the broker can hang: a cluster
 /// request caught in a slot migration was once seen never to complete (the writer then never
 /// saw its stop signal and `Store::close` hung). Past it the request fails like a lost
-/// connection: the writer keeps its batch and retries.
+/// connection: the writer keeps its batch and retries, and a cluster connection is replaced
+/// ([`Renewing`]).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Which Redis the settings name.
@@ -69,7 +71,7 @@ impl Target {
 #[derive(Clone)]
 pub enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Renewing),
 }
 
 impl Conn {
@@ -88,9 +90,11 @@ impl Conn {
             }
             Target::Cluster(seeds) => {
                 let client = cluster_builder(seeds)?.build()?;
-                Ok(Conn::Cluster(
-                    client.get_pending_async_connection_with_config(cluster_config()),
-                ))
+                Ok(Conn::Cluster(Renewing::new(
+                    client,
+                    cluster_config(),
+                    REQUEST_DEADLINE,
+                )))
             }
         }
     }
@@ -109,8 +113,11 @@ impl Conn {
         let Conn::Cluster(c) = self else {
             return Ok(vec![None]);
         };
-        let table: Vec<Vec<Value>> =
-            within_deadline(redis::cmd("CLUSTER").arg("SLOTS").query_async(c)).await?;
+        let table: Vec<Vec<Value>> = c
+            .run(
+                |mut c| async move { redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await },
+            )
+            .await?;
         let mut masters = Vec::new();
         for range in table {
             // [start, end, [host, port, id, ...], replicas...]
@@ -159,7 +166,9 @@ impl Conn {
                     host: host.clone(),
                     port: *port,
                 });
-                let reply = within_deadline(c.route_command(cmd, routing)).await?;
+                let reply = c
+                    .run(|mut c| async move { c.route_command(cmd, routing).await })
+                    .await?;
                 Ok(redis::from_redis_value(reply)?)
             }
             (conn, _) => cmd.query_async(conn).await,
@@ -208,11 +217,12 @@ async fn within_deadline<T>(request: impl Future<Output = RedisResult<T>>) -> Re
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let request = match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        };
-        Box::pin(within_deadline(request))
+        match self {
+            Conn::Single(c) => Box::pin(within_deadline(c.req_packed_command(cmd))),
+            Conn::Cluster(c) => {
+                Box::pin(c.run(move |mut c| async move { c.req_packed_command(cmd).await }))
+            }
+        }
     }
 
     fn req_packed_commands<'a>(
@@ -221,17 +231,21 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        let request = match self {
-            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        };
-        Box::pin(within_deadline(request))
+        match self {
+            Conn::Single(c) => Box::pin(within_deadline(c.req_packed_commands(cmd, offset, count))),
+            Conn::Cluster(c) => {
+                Box::pin(c.run(move |mut c| async move {
+                    c.req_packed_commands(cmd, offset, count).await
+                }))
+            }
+        }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            // A cluster has database 0 only.
+            Conn::Cluster(_) => 0,
         }
     }
 }

@@ -23,6 +23,7 @@ mod pending;
 pub mod pubsub;
 #[cfg(test)]
 mod pubsub_tests;
+mod renewing;
 mod restore;
 mod sos;
 mod stats;

@@ -24,13 +24,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{AsyncPushSender, ConnectionManager, SendError};
-use redis::cluster_async::ClusterConnection;
 use redis::{ProtocolVersion, PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::{Notify, mpsc};
 
 use super::PersistError;
 use super::conn::{self, Conn, Target};
 use super::keys;
+use super::renewing::Renewing;
 use super::writer::{MAX_BACKOFF, MIN_BACKOFF};
 
 /// Messages waiting to be published, all publishers of one [`PubSub`] together.
@@ -253,8 +253,9 @@ impl AsyncPushSender for Sink {
 enum SubConn {
     /// Reconnects by itself and subscribes again to what it had.
     Single(ConnectionManager),
-    /// Keeps a connection per node, follows slot moves and resubscribes after reconnects.
-    Cluster(ClusterConnection),
+    /// Keeps a connection per node, follows slot moves and resubscribes after reconnects;
+    /// replaced when it stops answering (then [`subscribe_task`] subscribes again).
+    Cluster(Renewing),
 }
 
 impl SubConn {
@@ -279,9 +280,11 @@ impl SubConn {
                     .use_protocol(ProtocolVersion::RESP3)
                     .build()?;
                 let config = conn::cluster_config().set_push_sender(sink);
-                Ok(SubConn::Cluster(
-                    client.get_pending_async_connection_with_config(config),
-                ))
+                Ok(SubConn::Cluster(Renewing::new(
+                    client,
+                    config,
+                    conn::REQUEST_DEADLINE,
+                )))
             }
         }
     }
@@ -296,7 +299,10 @@ impl SubConn {
             let names: Vec<String> = group.into_iter().map(|(c, ())| c).collect();
             match self {
                 SubConn::Single(c) => c.subscribe(&names).await?,
-                SubConn::Cluster(c) => c.ssubscribe(&names).await?,
+                SubConn::Cluster(c) => {
+                    c.run(|mut c| async move { c.ssubscribe(&names).await })
+                        .await?
+                }
             }
         }
         Ok(())
@@ -305,7 +311,10 @@ impl SubConn {
     async fn ping(&mut self) -> bool {
         let reply = match self {
             SubConn::Single(c) => redis::cmd("PING").query_async::<Value>(c).await,
-            SubConn::Cluster(c) => redis::cmd("PING").query_async::<Value>(c).await,
+            SubConn::Cluster(c) => {
+                c.run(|mut c| async move { redis::cmd("PING").query_async::<Value>(&mut c).await })
+                    .await
+            }
         };
         reply.is_ok()
     }
