@@ -7,6 +7,12 @@
 //! under a deadline, and a request that outlives it replaces the connection all clones share;
 //! the request itself fails like a lost connection, which every caller already retries.
 //!
+//! It was also seen, after a Redis Cluster restarted empty, to answer every request with "No
+//! connections found" (`ClusterConnectionNotFound`) for as long as a test waited, while
+//! looping on a slot refresh that cannot succeed without a connection instead of reconnecting
+//! to its seed nodes. A request failing so also replaces the connection, at most once per
+//! [`NOT_FOUND_MIN_AGE`], so a real outage (every request fails) does not churn connections.
+//!
 //! A request that is merely slow (a big pipeline on a loaded Redis) costs the same: one new
 //! connection per deadline passed, never more than one per generation however many requests
 //! were waiting on the old one.
@@ -14,11 +20,14 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use redis::RedisResult;
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::{ErrorKind, RedisResult};
+
+/// Youngest connection that a `ClusterConnectionNotFound` replaces (module doc).
+pub const NOT_FOUND_MIN_AGE: Duration = Duration::from_secs(1);
 
 /// A shared, replaceable cluster connection; clones share it.
 #[derive(Clone)]
@@ -37,6 +46,7 @@ struct Shared {
 struct Current {
     generation: u64,
     conn: ClusterConnection,
+    made: Instant,
 }
 
 impl Renewing {
@@ -52,6 +62,7 @@ impl Renewing {
                 current: Mutex::new(Current {
                     generation: 0,
                     conn,
+                    made: Instant::now(),
                 }),
                 replaced: AtomicU64::new(0),
             }),
@@ -64,7 +75,8 @@ impl Renewing {
     }
 
     /// Runs `request` on (a handle of) the current connection, within the deadline. Past it the
-    /// connection is replaced and the request fails as an I/O error.
+    /// connection is replaced and the request fails as an I/O error; a request failing with
+    /// `ClusterConnectionNotFound` replaces it too (module doc).
     ///
     /// # Errors
     /// The request's own error, or the deadline passed.
@@ -75,9 +87,13 @@ impl Renewing {
     {
         let (generation, conn) = self.current();
         match tokio::time::timeout(self.shared.deadline, request(conn)).await {
+            Ok(Err(e)) if e.kind() == ErrorKind::ClusterConnectionNotFound => {
+                self.replace(generation, Replace::NotFound);
+                Err(e)
+            }
             Ok(reply) => reply,
             Err(_) => {
-                self.replace(generation);
+                self.replace(generation, Replace::Deadline);
                 Err((
                     redis::ErrorKind::Io,
                     "no reply within the request deadline; the cluster connection was replaced",
@@ -93,9 +109,11 @@ impl Renewing {
     }
 
     /// Replaces the connection of `generation`; a later generation is already fresh.
-    fn replace(&self, generation: u64) {
+    fn replace(&self, generation: u64, why: Replace) {
         let mut current = self.lock();
-        if current.generation != generation {
+        if current.generation != generation
+            || (why == Replace::NotFound && current.made.elapsed() < NOT_FOUND_MIN_AGE)
+        {
             return;
         }
         current.conn = self
@@ -103,11 +121,19 @@ impl Renewing {
             .client
             .get_pending_async_connection_with_config(self.shared.config.clone());
         current.generation += 1;
+        current.made = Instant::now();
+        drop(current);
         self.shared.replaced.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            deadline_s = self.shared.deadline.as_secs_f64(),
-            "redis cluster: a request got no reply within its deadline; connection replaced"
-        );
+        match why {
+            Replace::Deadline => tracing::warn!(
+                deadline_s = self.shared.deadline.as_secs_f64(),
+                "redis cluster: a request got no reply within its deadline; connection replaced"
+            ),
+            // Once a second at most while Redis is away: not a warning each time.
+            Replace::NotFound => tracing::debug!(
+                "redis cluster: the client has no connection to any node; connection replaced"
+            ),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
@@ -117,6 +143,13 @@ impl Renewing {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Why a connection is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    Deadline,
+    NotFound,
 }
 
 #[cfg(test)]
@@ -179,5 +212,61 @@ mod tests {
         assert_eq!(value, "v");
         assert!(started.elapsed() < deadline, "took {:?}", started.elapsed());
         assert_eq!(conn.replaced(), 1, "a healthy request replaced nothing");
+    }
+
+    /// The cluster killed and started again empty (the outage test of `test_cluster.py`):
+    /// requests made while it is away fail, and once it is back a request is answered within
+    /// seconds, not after the request deadline. redis-rs was seen to keep answering
+    /// `ClusterConnectionNotFound` after such a restart until the connection was replaced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_are_answered_again_soon_after_the_cluster_restarts() {
+        let mut cluster = RedisCluster::start();
+        let Target::Cluster(seeds) = cluster.target() else {
+            unreachable!("a cluster target")
+        };
+        let client = cluster_builder(&seeds)
+            .expect("builder")
+            .build()
+            .expect("client");
+        let conn = Renewing::new(client, cluster_config(), Duration::from_secs(20));
+        let set = |conn: Renewing, key: &'static str| async move {
+            conn.run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg("v")
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+        };
+        for key in ["{a}:k", "{b}:k", "{c}:k"] {
+            set(conn.clone(), key).await.expect("SET before the outage");
+        }
+        cluster.stop();
+        // Callers keep retrying while Redis is away (the writer, the subscriber's PING).
+        let away = Instant::now();
+        while away.elapsed() < Duration::from_secs(3) {
+            assert!(
+                set(conn.clone(), "{a}:k").await.is_err(),
+                "answered while away"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cluster.start_again();
+        let back = Instant::now();
+        loop {
+            let mut all = true;
+            for key in ["{a}:k", "{b}:k", "{c}:k"] {
+                all &= set(conn.clone(), key).await.is_ok();
+            }
+            if all {
+                break;
+            }
+            assert!(
+                back.elapsed() < Duration::from_secs(10),
+                "no reply 10 s after the cluster was back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

@@ -202,9 +202,20 @@ impl RedisCluster {
     /// Kills every node and starts them again (same ports, same cluster), then waits until the
     /// cluster is ready.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Kills every node (the cluster is away until [`RedisCluster::start_again`]).
+    pub fn stop(&mut self) {
         for (_, _, child) in &mut self.nodes {
             kill(child);
         }
+    }
+
+    /// Starts the stopped nodes again (same ports, same cluster, empty), then waits until the
+    /// cluster is ready.
+    pub fn start_again(&mut self) {
         for (port, dir, child) in &mut self.nodes {
             *child = spawn(*port, dir, Self::NODE_ARGS);
         }
