@@ -6,9 +6,9 @@
 # round: single, before, after. Every process started is recorded in $B/pids and stopped by
 # "while read n p; do kill $p; done < $B/pids".
 B=${B:-/tmp/b13d}
-BEFORE=$B/bin-before/fleetmq
-AFTER=$B/bin-after/fleetmq
-FB=$B/bin-after/fleetmq-bench
+BEFORE=${BEFORE:-$B/bin-before/fleetmq}
+AFTER=${AFTER:-$B/bin-after/fleetmq}
+FB=${FB:-$B/bin-after/fleetmq-bench}
 mkdir -p $B/results
 : > $B/pids
 ticks() { awk '{print $14+$15}' /proc/$1/stat; }
@@ -58,7 +58,7 @@ cluster() { # label redis-pid mqtt-base http-base n1 n2 n3
       --drivers $D $COMMON --pid $(pid $5),$(pid $6),$(pid $7)
 }
 for D in ${DRIVERS:-10000 5000}; do
-  for round in 1 2; do
+  for round in ${ROUNDS:-1 2}; do
     run single-$D-r$round $R1 $FB drive --mqtt 127.0.0.1:21400 --ws ws://127.0.0.1:21500/ws \
         --drivers $D $COMMON --pid $(pid S)
     cluster before-$D-r$round $R2 2141 2151 b1 b2 b3

@@ -299,14 +299,14 @@ fn others<'p>(frame: &'p [u8], me: &str) -> Option<&'p [u8]> {
 /// Whether `h`'s output is newer than what was seen of its vehicle (and records it if so).
 fn fresh(seen: &mut HashMap<String, Seen>, h: &Header<'_>) -> bool {
     let vehicle: &str = &h.vehicle;
-    if seen.len() >= MAX_ORDERED_VEHICLES && !seen.contains_key(vehicle) {
-        seen.clear();
-    }
-    if !seen.contains_key(vehicle) {
-        seen.insert(vehicle.to_owned(), Seen::default());
-    }
-    let Some(last) = seen.get_mut(vehicle) else {
-        return false;
+    // One lookup for a known vehicle (every output but its first).
+    let last = if let Some(last) = seen.get_mut(vehicle) {
+        last
+    } else {
+        if seen.len() >= MAX_ORDERED_VEHICLES {
+            seen.clear();
+        }
+        seen.entry(vehicle.to_owned()).or_default()
     };
     let slot = match h.kind {
         Kind::State => &mut last.state,

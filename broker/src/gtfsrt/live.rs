@@ -30,25 +30,27 @@ impl LiveVehicles {
         fit: Option<TripFit>,
         deviated: bool,
     ) -> (Arc<Live>, Option<Arc<Live>>) {
+        let since = |prev: Option<&Arc<Live>>| {
+            deviated.then(|| prev.and_then(|p| p.deviated_since).unwrap_or(state.ts))
+        };
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let prev = map.get(state.vehicle.as_str()).cloned();
-        let deviated_since = deviated.then(|| {
-            prev.as_ref()
-                .and_then(|p| p.deviated_since)
-                .unwrap_or(state.ts)
-        });
-        let live = Arc::new(Live {
-            state: state.clone(),
-            fit,
-            deviated_since,
-        });
-        // A known vehicle (every update but its first) keeps its key: no allocation.
-        match map.get_mut(state.vehicle.as_str()) {
-            Some(slot) => *slot = live.clone(),
-            None => {
-                map.insert(state.vehicle.as_str().into(), live.clone());
-            }
-        }
+        // A known vehicle (every update but its first): one lookup, no key allocation.
+        let (live, prev) = if let Some(slot) = map.get_mut(state.vehicle.as_str()) {
+            let live = Arc::new(Live {
+                state: state.clone(),
+                fit,
+                deviated_since: since(Some(slot)),
+            });
+            (live.clone(), Some(std::mem::replace(slot, live)))
+        } else {
+            let live = Arc::new(Live {
+                state: state.clone(),
+                fit,
+                deviated_since: since(None),
+            });
+            map.insert(state.vehicle.as_str().into(), live.clone());
+            (live, None)
+        };
         drop(map);
         (live, prev)
     }

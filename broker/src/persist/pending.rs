@@ -204,11 +204,16 @@ impl Pending {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use geo_engine::VehicleStatus;
 
-    fn state(vehicle: &str, ts: i64, status: VehicleStatus) -> Arc<VehicleState> {
+    /// A state of `vehicle` at `ts` with only the required fields (also the writer's tests').
+    pub(in crate::persist) fn state(
+        vehicle: &str,
+        ts: i64,
+        status: VehicleStatus,
+    ) -> Arc<VehicleState> {
         Arc::new(VehicleState {
             vehicle: vehicle.into(),
             lat: -16.92,

@@ -160,12 +160,8 @@ mod tests {
     use crate::persist::conn::{Target, cluster_builder, cluster_config};
     use crate::persist::test_redis::RedisCluster;
 
-    /// A connection on which nothing completes any more (here: a `BLPOP` that never returns
-    /// holds the node's multiplexed connection, as the wedged client held its queue) is replaced
-    /// at the deadline, and the next request on the same slot is answered at once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_connection_that_stops_answering_is_replaced_at_the_deadline() {
-        let cluster = RedisCluster::start();
+    /// A [`Renewing`] connection to `cluster` with `deadline`.
+    fn connect(cluster: &RedisCluster, deadline: Duration) -> Renewing {
         let Target::Cluster(seeds) = cluster.target() else {
             unreachable!("a cluster target")
         };
@@ -173,8 +169,17 @@ mod tests {
             .expect("builder")
             .build()
             .expect("client");
+        Renewing::new(client, cluster_config(), deadline)
+    }
+
+    /// A connection on which nothing completes any more (here: a `BLPOP` that never returns
+    /// holds the node's multiplexed connection, as the wedged client held its queue) is replaced
+    /// at the deadline, and the next request on the same slot is answered at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_that_stops_answering_is_replaced_at_the_deadline() {
+        let cluster = RedisCluster::start();
         let deadline = Duration::from_secs(1);
-        let conn = Renewing::new(client, cluster_config(), deadline);
+        let conn = connect(&cluster, deadline);
         let () = conn
             .run(|mut c| async move {
                 redis::cmd("SET")
@@ -221,14 +226,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_are_answered_again_soon_after_the_cluster_restarts() {
         let mut cluster = RedisCluster::start();
-        let Target::Cluster(seeds) = cluster.target() else {
-            unreachable!("a cluster target")
-        };
-        let client = cluster_builder(&seeds)
-            .expect("builder")
-            .build()
-            .expect("client");
-        let conn = Renewing::new(client, cluster_config(), Duration::from_secs(20));
+        let conn = connect(&cluster, Duration::from_secs(20));
         let set = |conn: Renewing, key: &'static str| async move {
             conn.run(|mut c| async move {
                 redis::cmd("SET")
