@@ -80,6 +80,16 @@ impl SubIndex {
         }
     }
 
+    /// No subscription of states is filed: every state's targets are none, found without
+    /// hashing its vehicle, trip and route (the broker offers every state, watched or not).
+    fn is_empty(&self) -> bool {
+        self.by_vehicle.is_empty()
+            && self.by_trip.is_empty()
+            && self.by_route.is_empty()
+            && self.by_cell.is_empty()
+            && self.wide.is_empty()
+    }
+
     fn slot_for(&self, c: &Criteria, states: bool) -> Slot {
         if let Some(v) = &c.vehicle {
             Slot::Vehicle(v.clone())
@@ -150,6 +160,9 @@ impl SubIndex {
 
     /// Appends the subscriptions that want this state.
     pub fn state_targets(&self, s: &VehicleState, out: &mut Vec<Target>) {
+        if self.is_empty() {
+            return;
+        }
         let cell = self.grid.cell(s.lat, s.lon);
         let lists = [
             self.by_vehicle.get(s.vehicle.as_str()),
@@ -183,6 +196,9 @@ impl SubIndex {
         let Some(p) = prev else {
             return self.state_targets(s, out);
         };
+        if self.is_empty() {
+            return;
+        }
         let wants = |r: &SubRef, s: &VehicleState| {
             r.criteria.matches_state(s)
                 && r.may_read(&s.vehicle, s.route.as_deref(), s.trip.as_deref())
