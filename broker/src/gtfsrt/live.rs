@@ -35,21 +35,18 @@ impl LiveVehicles {
         };
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         // A known vehicle (every update but its first): one lookup, no key allocation.
-        let (live, prev) = if let Some(slot) = map.get_mut(state.vehicle.as_str()) {
-            let live = Arc::new(Live {
-                state: state.clone(),
-                fit,
-                deviated_since: since(Some(slot)),
-            });
-            (live.clone(), Some(std::mem::replace(slot, live)))
-        } else {
-            let live = Arc::new(Live {
-                state: state.clone(),
-                fit,
-                deviated_since: since(None),
-            });
-            map.insert(state.vehicle.as_str().into(), live.clone());
-            (live, None)
+        let slot = map.get_mut(state.vehicle.as_str());
+        let live = Arc::new(Live {
+            state: state.clone(),
+            fit,
+            deviated_since: since(slot.as_deref()),
+        });
+        let prev = match slot {
+            Some(slot) => Some(std::mem::replace(slot, live.clone())),
+            None => {
+                map.insert(state.vehicle.as_str().into(), live.clone());
+                None
+            }
         };
         drop(map);
         (live, prev)
