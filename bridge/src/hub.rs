@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use geo_engine::{Event, VehicleState};
@@ -91,7 +91,12 @@ struct HubInner {
     metrics: Arc<Metrics>,
     /// The last events, for snapshots and `/api/v1/events` without history.
     recent: crate::recent::RecentEvents,
+    /// Pushes the states an upstream holds back ([`Hub::set_catch_up`]) before a read.
+    catch_up: OnceLock<CatchUp>,
 }
+
+/// What pushes the states an upstream holds back, before the hub answers a read.
+pub type CatchUp = Box<dyn Fn() + Send + Sync>;
 
 /// The bridge's live view of the fleet; cheap to clone.
 ///
@@ -136,6 +141,7 @@ impl Hub {
                 next_client: AtomicU64::new(1),
                 metrics: Arc::new(Metrics::default()),
                 recent: crate::recent::RecentEvents::default(),
+                catch_up: OnceLock::new(),
                 config,
             }),
         }
@@ -210,17 +216,57 @@ impl Hub {
         }
     }
 
+    /// Sets what pushes the states an upstream holds back: a cluster node keeps other nodes'
+    /// states of vehicles no client of its watches unparsed ([`Hub::watches`]) and pushes the
+    /// latest of each when something reads the fleet. Every read of the fleet ([`Hub::latest`],
+    /// [`Hub::silent_for`], REST, `near`, `bbox`, snapshots, `/track`) runs it first; pushes
+    /// do not (`catch_up` pushes). Set once; later calls are ignored.
+    pub fn set_catch_up(&self, catch_up: CatchUp) {
+        let _ = self.inner.catch_up.set(catch_up);
+    }
+
+    /// Runs the upstream's catch-up, if any, before a read.
+    fn caught_up(&self) -> &Fleet {
+        if let Some(catch_up) = self.inner.catch_up.get() {
+            catch_up();
+        }
+        &self.inner.fleet
+    }
+
+    /// Whether a subscription may want a state of `vehicle` on `route` and `trip` now, or
+    /// wanted the vehicle's latest pushed state (which it would see it leave): filed under
+    /// the vehicle, either trip or route, or under a bbox or nothing selective (those take
+    /// any vehicle). A vehicle the hub has no state of counts as wanted, so that the fleet
+    /// lists every vehicle as soon as its first state arrives. No catch-up.
+    pub fn watches(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool {
+        let Some(prev) = self.inner.fleet.get(vehicle) else {
+            return true;
+        };
+        let prev = &prev.state;
+        self.inner.read_subs().may_want(
+            vehicle,
+            [route, prev.route.as_deref()],
+            [trip, prev.trip.as_deref()],
+        )
+    }
+
+    /// The fix time of the latest state pushed of `vehicle`, without catching up.
+    pub fn pushed_ts(&self, vehicle: &str) -> Option<i64> {
+        self.inner.fleet.get(vehicle).map(|p| p.state.ts)
+    }
+
     /// The latest state of a vehicle.
     pub fn latest(&self, vehicle: &str) -> Option<Arc<VehicleState>> {
-        self.inner.fleet.get(vehicle).map(|p| p.state.clone())
+        self.caught_up().get(vehicle).map(|p| p.state.clone())
     }
 
     /// Vehicles not offline whose latest state came in longer than `silent_for` ago.
     pub fn silent_for(&self, silent_for: std::time::Duration) -> Vec<Arc<str>> {
-        self.inner.fleet.silent_for(silent_for)
+        self.caught_up().silent_for(silent_for)
     }
 
-    /// Number of vehicles with a known state.
+    /// Number of vehicles with a known state (no catch-up: a vehicle's first state is never
+    /// held back, see [`Hub::watches`]).
     pub fn len(&self) -> usize {
         self.inner.fleet.count()
     }
@@ -272,7 +318,7 @@ impl Hub {
 
     /// The latest state of `vehicle` with its JSON, as the REST API serves it.
     pub(crate) fn prepared(&self, vehicle: &str) -> Option<Arc<Prepared>> {
-        self.inner.fleet.get(vehicle)
+        self.caught_up().get(vehicle)
     }
 
     /// The states matching `criteria` that `access` may read (`None`: all): nearest `near` first
@@ -284,7 +330,7 @@ impl Hub {
         limit: usize,
         access: Option<&dyn Access>,
     ) -> Vec<Arc<Prepared>> {
-        self.inner.fleet.select(criteria, near, limit, access)
+        self.caught_up().select(criteria, near, limit, access)
     }
 
     /// A subscription's snapshot: every state matching `criteria` that `access` may read.
@@ -293,7 +339,7 @@ impl Hub {
         criteria: &Criteria,
         access: Option<&dyn Access>,
     ) -> Vec<Arc<Prepared>> {
-        self.inner.fleet.select_all(criteria, access)
+        self.caught_up().select_all(criteria, access)
     }
 
     /// Track points of `vehicle` with `from <= ts <= to`, at most `max`; `None` for an unknown
@@ -305,7 +351,7 @@ impl Hub {
         to: i64,
         max: usize,
     ) -> Option<Vec<TrackPoint>> {
-        self.inner.fleet.track(vehicle, from, to, max)
+        self.caught_up().track(vehicle, from, to, max)
     }
 
     /// The last events (for snapshots and `/api/v1/events` without history); it locks itself.
@@ -368,5 +414,76 @@ impl HubInner {
 
     fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Client>>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::session::SubSpec;
+
+    fn state(vehicle: &str, route: &str) -> Arc<VehicleState> {
+        let json = serde_json::json!({
+            "vehicle": vehicle, "lat": -16.92, "lon": 145.77, "raw_lat": -16.92,
+            "raw_lon": 145.77, "ts": 1, "route": route, "status": "moving",
+            "received_at": 1, "processed_at": 1
+        });
+        Arc::new(serde_json::from_value(json).expect("state"))
+    }
+
+    /// `watches` says which states an upstream may hold back; reads catch up, pushes and
+    /// `watches` do not.
+    #[test]
+    fn watches_follows_subscriptions_and_reads_catch_up_first() {
+        let hub = Hub::new(HubConfig::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        hub.set_catch_up(Box::new(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }));
+        hub.push_state(state("bus-1", "R1"));
+        hub.push_state(state("bus-2", "R2"));
+        assert!(hub.watches("bus-9", None, None), "a vehicle not known yet");
+        assert!(!hub.watches("bus-1", Some("R1"), None), "no subscription");
+        let mut session = hub.connect(None);
+        let spec = |criteria: Criteria| SubSpec {
+            criteria,
+            states: true,
+            events: false,
+            max_hz: 1.0,
+            batch: false,
+        };
+        let vehicle = Criteria {
+            vehicle: Some(Arc::from("bus-1")),
+            ..Criteria::default()
+        };
+        session.subscribe("a", spec(vehicle)).expect("subscribed");
+        assert!(hub.watches("bus-1", Some("R1"), None));
+        assert!(!hub.watches("bus-2", Some("R2"), None));
+        // bus-2 coming onto R3, which someone follows; and leaving R2, which someone follows.
+        let route = |r: &str| Criteria {
+            route: Some(Arc::from(r)),
+            ..Criteria::default()
+        };
+        session
+            .subscribe("b", spec(route("R3")))
+            .expect("subscribed");
+        assert!(hub.watches("bus-2", Some("R3"), None));
+        session.unsubscribe("b");
+        session
+            .subscribe("c", spec(route("R2")))
+            .expect("subscribed");
+        assert!(hub.watches("bus-2", Some("R4"), None), "leaves R2");
+        let before = calls.load(Ordering::Relaxed);
+        assert_eq!(hub.pushed_ts("bus-2"), Some(1));
+        assert_eq!(calls.load(Ordering::Relaxed), before, "no catch-up");
+        assert!(hub.latest("bus-2").is_some());
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            before + 1,
+            "a read caught up"
+        );
     }
 }

@@ -269,7 +269,7 @@ impl Broker {
         let acl = Arc::new((*self.acl).clone().with_trips(trips.clone()));
         // What serves this node's own clients; other nodes' outputs go into these too.
         let local_sinks = vec![
-            Arc::new(TripSink(trips)) as Arc<dyn crate::ingest::StateSink>,
+            Arc::new(TripSink(trips.clone())) as Arc<dyn crate::ingest::StateSink>,
             Arc::new(HubSink(hub.clone())),
         ];
         let local_node = LocalNode {
@@ -404,11 +404,16 @@ impl Broker {
         // Other nodes' outputs, after the restored state (theirs are newer).
         if let Some(cluster) = &cluster {
             let inbox = cluster.bus.subscribe(cluster::bus::channels());
+            let hub_sink = Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>;
             let outputs = LocalOutputs {
                 node: cluster.node.clone(),
                 router: router_tx.clone(),
-                sinks: local_sinks,
-                ingest: ingest.clone(),
+                trips: Some(trips.clone()),
+                outputs: cluster::deferred::Deferred::new(
+                    vec![hub_sink],
+                    ingest.clone(),
+                    Some(hub.clone()),
+                ),
             };
             tokio::spawn(outputs.run(inbox, token.clone()));
         }

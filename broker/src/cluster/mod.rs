@@ -15,7 +15,10 @@
 //!   node receives every processed state and feeds it into its own router, hub and GTFS-Realtime
 //!   set, which match their own subscribers. Cost grows with nodes × updates, which is fine for
 //!   a fleet (states are small, one per vehicle per second) and keeps REST lists, `near` and
-//!   `bbox` of every node complete without a cross-node query. Plain pub/sub is fire and forget:
+//!   `bbox` of every node complete without a cross-node query. A receiving node parses and
+//!   indexes the states of vehicles none of its clients watches only when something reads
+//!   its fleet (`deferred`), so the receiving half of that cost is paid per read, not per
+//!   update, on nodes whose clients watch a few vehicles. Plain pub/sub is fire and forget:
 //!   a node that misses a state while Redis is away gets the vehicle's next one, which
 //!   supersedes it (processed state is latest-wins, unlike QoS 1 session queues).
 //! - **Plain MQTT: a route table per node, in Redis** (`routing`). Client publishes are not
@@ -43,6 +46,7 @@
 //! - `membership`: heartbeats, the node listing (`GET /api/v1/cluster`), incarnations.
 //! - `bus`: pub/sub between nodes over Redis: bounded queues, reconnect with backoff.
 //! - `outputs`: processed states and events onto the bus, and other nodes' into local outputs.
+//! - `deferred`: other nodes' states of unwatched vehicles, held unparsed until a read.
 //! - `lease`: vehicle ownership: one node processes a vehicle at a time, under a lease with a
 //!   fencing epoch (docs/redis.md#leases); handoff of the vehicle's filters between nodes.
 //! - `orphans`: vehicles left without a node (their node died, their driver never came back):
@@ -57,6 +61,7 @@
 //! - `sessions`: durable MQTT sessions in Redis: resumed on any node, surviving their node.
 
 pub mod bus;
+pub mod deferred;
 pub mod frame;
 pub mod lease;
 pub mod membership;

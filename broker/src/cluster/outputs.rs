@@ -20,16 +20,18 @@
 //! Each output is a bus record (the bus joins a few milliseconds of them into one frame behind
 //! the sending node's id, `bus`): a header line of JSON with the key, the vehicle and the kind;
 //! a state's header is followed by a second line, the state's JSON exactly as its node made it
-//! for `vehicles/{id}`. A receiver reads the header first (a duplicate or stale output costs no
-//! more), then parses the state once (the hub, the trip book and the GTFS-Realtime set need
-//! its fields) and hands the received JSON on as the MQTT payload and the WebSocket frame,
-//! never serializing the state again.
+//! for `vehicles/{id}`. A state's header also names its route and trip. A receiver reads the
+//! header first (a duplicate or stale output costs no more), tells the trip book the route and
+//! trip, hands the received JSON on as the MQTT payload, and gives the state to [`Deferred`],
+//! which parses it once for the hub and the GTFS-Realtime set, now or when they are next read.
+//! The state is never serialized again.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use geo_engine::schedule::TripFit;
 use geo_engine::{Event, VehicleState};
@@ -40,8 +42,10 @@ use crate::persist::fence::Fence;
 use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, Inbox};
-use crate::ingest::{Ingest, StateSink, event_message, state_json_message};
+use super::deferred::Deferred;
+use crate::ingest::{StateSink, event_message, state_json_message};
 use crate::router::RouterMsg;
+use crate::trips::TripBook;
 
 /// Vehicles whose last keys a receiver remembers; past it the memory starts over (a duplicate
 /// may then pass once).
@@ -78,6 +82,19 @@ struct Header<'a> {
     deviated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     event: Option<Cow<'a, Event>>,
+    /// A state's route and trip, read without parsing the state. `None` from a node that does
+    /// not send it: the receiver then parses the state at once.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    glance: Option<Glance<'a>>,
+}
+
+/// A state's route and trip in its header.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Glance<'a> {
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    route: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    trip: Option<Cow<'a, str>>,
 }
 
 /// This node's processed outputs onto the bus.
@@ -129,6 +146,10 @@ impl OutputSink {
             fit: fit.map(Cow::Borrowed),
             deviated,
             event: None,
+            glance: Some(Glance {
+                route: state.route.as_deref().map(Cow::Borrowed),
+                trip: state.trip.as_deref().map(Cow::Borrowed),
+            }),
         };
         self.send(&state.vehicle, state.ts, header, Some(json));
     }
@@ -171,6 +192,7 @@ impl StateSink for OutputSink {
             fit: None,
             deviated: false,
             event: Some(Cow::Borrowed(&**event)),
+            glance: None,
         };
         self.send(&event.vehicle, event.ts, header, None);
     }
@@ -190,11 +212,11 @@ struct Seen {
 pub struct LocalOutputs {
     pub node: Arc<str>,
     pub router: mpsc::Sender<RouterMsg>,
-    /// The outputs beside the router that serve this node's clients (trip book, hub); never
-    /// the bus, Redis or history sinks.
-    pub sinks: Vec<Arc<dyn StateSink>>,
-    /// For the GTFS-Realtime live set.
-    pub ingest: Arc<Ingest>,
+    /// Told each state's route and trip before its MQTT message is routed.
+    pub trips: Option<Arc<TripBook>>,
+    /// The hub and the GTFS-Realtime live set, through their holding stage; never the bus,
+    /// Redis or history sinks.
+    pub outputs: Arc<Deferred>,
 }
 
 impl LocalOutputs {
@@ -250,27 +272,42 @@ impl LocalOutputs {
                 if !fresh(seen, &header) {
                     return None;
                 }
-                let state = match serde_json::from_slice::<VehicleState>(json) {
-                    Ok(s) if s.vehicle == header.vehicle => s,
-                    Ok(_) => {
-                        tracing::warn!("cluster: output of another vehicle than its header");
-                        return None;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cluster: unreadable state on the bus; skipped");
-                        return None;
-                    }
-                };
-                // Valid UTF-8: it parsed as JSON.
                 let json: Arc<str> = Arc::from(std::str::from_utf8(json).ok()?);
-                let state = Arc::new(state);
-                for sink in &self.sinks {
-                    sink.state_json(&state, &json);
+                let vehicle: &str = &header.vehicle;
+                let fit = header.fit.map(Cow::into_owned);
+                match header.glance {
+                    Some(g) => {
+                        let (route, trip) = (g.route.as_deref(), g.trip.as_deref());
+                        if let Some(book) = &self.trips {
+                            book.observe(vehicle, route, trip, Instant::now());
+                        }
+                        self.outputs.state(
+                            vehicle,
+                            route,
+                            trip,
+                            json.clone(),
+                            fit,
+                            header.deviated,
+                        );
+                    }
+                    None => {
+                        // A node that does not name the route and trip: parse now.
+                        let state = serde_json::from_str::<VehicleState>(&json).ok()?;
+                        let (route, trip) = (state.route.as_deref(), state.trip.as_deref());
+                        if let Some(book) = &self.trips {
+                            book.observe(vehicle, route, trip, Instant::now());
+                        }
+                        self.outputs.state(
+                            vehicle,
+                            route,
+                            trip,
+                            json.clone(),
+                            fit,
+                            header.deviated,
+                        );
+                    }
                 }
-                let message = state_json_message(&state.vehicle, json);
-                self.ingest
-                    .remote_state(state, header.fit.map(Cow::into_owned), header.deviated);
-                Some(message)
+                Some(state_json_message(vehicle, json))
             }
             Kind::Event => {
                 if !fresh(seen, &header) {
@@ -280,9 +317,7 @@ impl LocalOutputs {
                 if event.vehicle != header.vehicle {
                     return None;
                 }
-                for sink in &self.sinks {
-                    sink.event(&event);
-                }
+                self.outputs.event(&event);
                 Some(event_message(&event))
             }
         }
@@ -331,6 +366,7 @@ mod tests {
             fit: None,
             deviated: false,
             event: None,
+            glance: None,
         }
     }
 

@@ -104,8 +104,9 @@ async fn states_of_a_few_milliseconds_go_in_one_frame_and_arrive_as_sent() {
     let outputs = LocalOutputs {
         node: "b".into(),
         router,
-        sinks: vec![recorded.clone()],
-        ingest,
+        trips: None,
+        // No hub: nothing is held back.
+        outputs: super::Deferred::new(vec![recorded.clone()], ingest, None),
     };
     tokio::spawn(outputs.run(bus_b.subscribe(bus::channels()), stop.clone()));
     // Wait until b listens (a broadcast sent before is not received).

@@ -2,7 +2,7 @@
 //! (GTFS networks), and since when it deviates from its route. Bounded by the number of
 //! vehicles the broker tracks; an offline vehicle is removed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use geo_engine::VehicleState;
 use geo_engine::schedule::TripFit;
@@ -17,12 +17,26 @@ pub struct Live {
 }
 
 /// Every online vehicle, by id. The lock is held only to insert or to copy the map out.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LiveVehicles {
     map: Mutex<crate::hash::FastMap<Arc<str>, Arc<Live>>>,
+    /// Updates the set with the states an upstream holds back, before a snapshot (a cluster
+    /// node's other nodes' states, `cluster/deferred.rs`).
+    catch_up: OnceLock<fleetmq_bridge::hub::CatchUp>,
+}
+
+impl std::fmt::Debug for LiveVehicles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveVehicles").finish_non_exhaustive()
+    }
 }
 
 impl LiveVehicles {
+    /// Sets what [`LiveVehicles::snapshot`] runs first; set once, later calls are ignored.
+    pub fn set_catch_up(&self, catch_up: fleetmq_bridge::hub::CatchUp) {
+        let _ = self.catch_up.set(catch_up);
+    }
+
     /// Records a vehicle's new state; returns the previous record.
     pub fn update(
         &self,
@@ -60,8 +74,11 @@ impl LiveVehicles {
             .remove(vehicle)
     }
 
-    /// Every vehicle, sorted by id (a stable feed order).
+    /// Every vehicle, sorted by id (a stable feed order), after catching up.
     pub fn snapshot(&self) -> Vec<Arc<Live>> {
+        if let Some(catch_up) = self.catch_up.get() {
+            catch_up();
+        }
         let mut v: Vec<Arc<Live>> = self
             .map
             .lock()

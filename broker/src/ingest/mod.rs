@@ -371,6 +371,11 @@ impl Ingest {
         }
     }
 
+    /// The GTFS-Realtime live set.
+    pub fn live(&self) -> &LiveVehicles {
+        &self.live
+    }
+
     /// Another node's processed state of a vehicle (cluster), into the GTFS-Realtime live set.
     pub fn remote_state(
         &self,

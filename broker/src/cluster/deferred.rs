@@ -1,0 +1,231 @@
+//! Other nodes' states that no client of this node watches, held back until something reads
+//! them.
+//!
+//! Every node keeps the whole fleet, so that REST, `near`, `bbox` and the GTFS-Realtime feeds
+//! of any node answer for every vehicle. Parsing each state another node processed and indexing
+//! it in the bridge hub and the GTFS-Realtime live set costs a receiving node a large part of
+//! what processing it cost its owner, and in a 3-node cluster every state is received twice.
+//! Most of those states are of vehicles no client of the receiving node watches. Such a state
+//! is held here unparsed, the latest per vehicle (a newer one replaces it), and the held states
+//! are pushed when the hub or the live set is read ([`Deferred::catch_up`], which their reads
+//! run first: REST, `near`, `bbox`, snapshots, `/track`, the feeds, the orphan check). What
+//! a read sees is therefore the same as if every state had been pushed on arrival.
+//!
+//! Pushed at once, after dropping any held state of the vehicle: a state some subscription of
+//! this node may want ([`Hub::watches`]: its vehicle, route or trip is subscribed, or any bbox
+//! or unfiltered subscription exists) and a vehicle's first state (so the fleet lists it).
+//! Never held: the MQTT message (`vehicles/{id}`, retained, routed on arrival with the received
+//! JSON as its payload) and the trip book (riders' rights are judged when that message is
+//! delivered); the caller does both from the record's header, unparsed.
+//!
+//! # Bounds
+//! One held state per vehicle (its JSON, ~0.5 KB), at most [`MAX_HELD`] vehicles: a state of
+//! a further vehicle first pushes everything held.
+//!
+//! # Order
+//! States are pushed only under one lock, so two catch-ups never push a vehicle's states out of
+//! order. A held state older than the hub's (the vehicle moved to this node, whose own newer
+//! state went in directly) is dropped when it comes to be pushed. The lock is a std lock held
+//! while parsing and pushing (no `.await`); a catch-up after a quiet second pushes at most one
+//! state per vehicle held.
+//!
+//! The hub's in-memory track (`/track` while Redis is away) keeps only the states pushed: on a
+//! node that no one asks about a vehicle, one point per catch-up. With Redis up, `/track`
+//! reads the owner's track from Redis.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use fleetmq_bridge::Hub;
+use geo_engine::schedule::TripFit;
+use geo_engine::{Event, VehicleState};
+
+use crate::hash::FastMap;
+use crate::ingest::{Ingest, StateSink};
+
+/// Vehicles with a held state at most; a state of a further vehicle pushes them all first.
+pub const MAX_HELD: usize = 1_000_000;
+
+/// One held state: the JSON as its node made it, and the header's trip fit.
+struct Held {
+    json: Arc<str>,
+    fit: Option<TripFit>,
+    deviated: bool,
+}
+
+/// Received states on their way into this node's hub and GTFS-Realtime live set (module doc).
+pub struct Deferred {
+    held: Mutex<FastMap<Arc<str>, Held>>,
+    /// Taken for every push, so a vehicle's states go in in order.
+    pushing: Mutex<()>,
+    /// What a pushed state goes into beside the live set: the hub's sink (tests: recorders).
+    sinks: Vec<Arc<dyn StateSink>>,
+    /// The GTFS-Realtime live set.
+    ingest: Arc<Ingest>,
+    /// What decides whether a state may wait; `None`: none waits.
+    hub: Option<Hub>,
+    /// [`MAX_HELD`], smaller in tests.
+    max_held: usize,
+}
+
+impl Deferred {
+    /// Pushes into `sinks` and `ingest`'s live set; holds back what `hub` does not watch
+    /// (`None`: nothing is held back).
+    pub fn new(sinks: Vec<Arc<dyn StateSink>>, ingest: Arc<Ingest>, hub: Option<Hub>) -> Arc<Self> {
+        Self::with_max_held(sinks, ingest, hub, MAX_HELD)
+    }
+
+    fn with_max_held(
+        sinks: Vec<Arc<dyn StateSink>>,
+        ingest: Arc<Ingest>,
+        hub: Option<Hub>,
+        max_held: usize,
+    ) -> Arc<Self> {
+        let deferred = Arc::new(Deferred {
+            held: Mutex::new(FastMap::default()),
+            pushing: Mutex::new(()),
+            sinks,
+            ingest,
+            hub,
+            max_held,
+        });
+        // The hub and the live set catch up before each read. Weak: the hub outlives nothing
+        // here, and a hook must not keep this alive in a cycle (hub → hook → this → hub).
+        let hook = |weak: Weak<Deferred>| -> fleetmq_bridge::hub::CatchUp {
+            Box::new(move || {
+                if let Some(d) = weak.upgrade() {
+                    d.catch_up();
+                }
+            })
+        };
+        if let Some(hub) = &deferred.hub {
+            hub.set_catch_up(hook(Arc::downgrade(&deferred)));
+        }
+        deferred
+            .ingest
+            .live()
+            .set_catch_up(hook(Arc::downgrade(&deferred)));
+        deferred
+    }
+
+    /// A state of `vehicle` another node processed (`json`, with its header's `route`, `trip`,
+    /// trip fit and deviation): held, or pushed at once (module doc).
+    pub fn state(
+        &self,
+        vehicle: &str,
+        route: Option<&str>,
+        trip: Option<&str>,
+        json: Arc<str>,
+        fit: Option<TripFit>,
+        deviated: bool,
+    ) {
+        let held = Held {
+            json,
+            fit,
+            deviated,
+        };
+        let wanted = self
+            .hub
+            .as_ref()
+            .is_none_or(|h| h.watches(vehicle, route, trip));
+        let held = if wanted {
+            held
+        } else {
+            match self.hold(vehicle, held) {
+                None => return,
+                Some(full) => {
+                    self.catch_up();
+                    full
+                }
+            }
+        };
+        let _pushing = self.lock_pushing();
+        // What was held of the vehicle is older than this state, which replaces it.
+        self.lock_held().remove(vehicle);
+        self.push(vehicle, held);
+    }
+
+    /// Holds `held` as `vehicle`'s latest; gives it back when [`MAX_HELD`] other vehicles are
+    /// held.
+    fn hold(&self, vehicle: &str, held: Held) -> Option<Held> {
+        let mut map = self.lock_held();
+        if let Some(slot) = map.get_mut(vehicle) {
+            *slot = held;
+            return None;
+        }
+        if map.len() >= self.max_held {
+            return Some(held);
+        }
+        map.insert(Arc::from(vehicle), held);
+        None
+    }
+
+    /// An event another node processed: after the vehicle's held state (the hub reads the
+    /// vehicle's route and trip from its latest state when the event names none).
+    pub fn event(&self, event: &Arc<Event>) {
+        {
+            let _pushing = self.lock_pushing();
+            let held = self.lock_held().remove(event.vehicle.as_str());
+            if let Some(held) = held {
+                self.push(&event.vehicle, held);
+            }
+        }
+        for sink in &self.sinks {
+            sink.event(event);
+        }
+    }
+
+    /// Pushes every held state.
+    pub fn catch_up(&self) {
+        let _pushing = self.lock_pushing();
+        let held = std::mem::take(&mut *self.lock_held());
+        for (vehicle, held) in held {
+            self.push(&vehicle, held);
+        }
+    }
+
+    /// States held now.
+    pub fn held(&self) -> usize {
+        self.lock_held().len()
+    }
+
+    /// Parses one state and pushes it into the sinks and the live set; one that does not parse,
+    /// names another vehicle or is older than the hub's is dropped. Called under `pushing`.
+    fn push(&self, vehicle: &str, held: Held) {
+        let state = match serde_json::from_str::<VehicleState>(&held.json) {
+            Ok(s) if s.vehicle == vehicle => s,
+            Ok(_) => {
+                tracing::warn!(
+                    vehicle,
+                    "cluster: a state of another vehicle than its header"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: unreadable state on the bus; skipped");
+                return;
+            }
+        };
+        let pushed = self.hub.as_ref().and_then(|h| h.pushed_ts(vehicle));
+        if pushed.is_some_and(|ts| ts > state.ts) {
+            return;
+        }
+        let state = Arc::new(state);
+        for sink in &self.sinks {
+            sink.state_json(&state, &held.json);
+        }
+        self.ingest.remote_state(state, held.fit, held.deviated);
+    }
+
+    fn lock_held(&self) -> MutexGuard<'_, FastMap<Arc<str>, Held>> {
+        // Nothing panics while it is held.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_pushing(&self) -> MutexGuard<'_, ()> {
+        self.pushing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+#[path = "deferred_tests.rs"]
+mod tests;
