@@ -415,6 +415,7 @@ impl Broker {
                     Some(hub.clone()),
                 ),
             };
+            cluster.set_deferred(outputs.outputs.clone());
             tokio::spawn(outputs.run(inbox, token.clone()));
         }
         let accept = tokio::spawn(listener::run(

@@ -139,6 +139,46 @@ def test_rest_on_every_node_sees_the_whole_fleet(cluster):
             d.close()
 
 
+def held_total(node) -> int:
+    """`fleetmq_cluster_states_received_total{path="held"}` of a node."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{node.http_host}:{node.http_port}/metrics",
+                                timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith('fleetmq_cluster_states_received_total{path="held"}'):
+                return int(float(line.split()[-1]))
+    raise AssertionError("no held counter in /metrics")
+
+
+def test_a_node_without_watchers_holds_states_and_reads_see_the_latest(cluster):
+    """cluster/deferred.rs: node C, where no client watches the vehicle, keeps its states
+    unparsed (the counter shows they waited), and REST and `near` on C still give the latest
+    one."""
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    v = unique("held")
+    driver = Driver(a)
+    try:
+        first = driver.fix(v, LAT, LON)
+        wait_for(lambda: (get(c.http_host, c.http_port, f"/api/v1/vehicles/{v}")[1] or {})
+                 .get("ts") == first, 10, "the first state on C (never held)")
+        before = held_total(c)
+        sent = [driver.fix(v, LAT + 0.002 * i, LON) for i in range(1, 5)]
+        wait_for(lambda: held_total(c) - before >= len(sent), 10,
+                 "C holding the next states")
+        status, state = get(c.http_host, c.http_port, f"/api/v1/vehicles/{v}")
+        assert status == 200 and state["ts"] == sent[-1], (status, state)
+        assert abs(state["raw_lat"] - (LAT + 0.008)) < 1e-9, state
+        last = driver.fix(v, LAT + 0.01, LON)
+        wait_for(lambda: held_total(c) - before >= len(sent) + 1, 10, "C holding one more")
+        status, body = get(c.http_host, c.http_port,
+                           f"/api/v1/vehicles?near={LAT + 0.01},{LON}&radius_m=500")
+        assert status == 200, status
+        near = [s for s in body["vehicles"] if s["vehicle"] == v]
+        assert [s["ts"] for s in near] == [last], body
+    finally:
+        driver.close()
+
+
 def test_cluster_listing_drops_a_killed_node(cluster):
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     d = cluster.start_node("d")

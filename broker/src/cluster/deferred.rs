@@ -33,6 +33,9 @@
 //! node that no one asks about a vehicle, one point per catch-up. With Redis up, `/track`
 //! reads the owner's track from Redis.
 
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use fleetmq_bridge::Hub;
@@ -65,6 +68,9 @@ pub struct Deferred {
     hub: Option<Hub>,
     /// [`MAX_HELD`], smaller in tests.
     max_held: usize,
+    /// States pushed on arrival, and held (pushed later or replaced by a newer one).
+    at_once: AtomicU64,
+    waited: AtomicU64,
 }
 
 impl Deferred {
@@ -87,6 +93,8 @@ impl Deferred {
             ingest,
             hub,
             max_held,
+            at_once: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
         });
         // The hub and the live set catch up before each read. Weak: the hub outlives nothing
         // here, and a hook must not keep this alive in a cycle (hub → hook → this → hub).
@@ -131,13 +139,17 @@ impl Deferred {
             held
         } else {
             match self.hold(vehicle, held) {
-                None => return,
+                None => {
+                    self.waited.fetch_add(1, Relaxed);
+                    return;
+                }
                 Some(full) => {
                     self.catch_up();
                     full
                 }
             }
         };
+        self.at_once.fetch_add(1, Relaxed);
         let _pushing = self.lock_pushing();
         // What was held of the vehicle is older than this state, which replaces it.
         self.lock_held().remove(vehicle);
@@ -186,6 +198,22 @@ impl Deferred {
     /// States held now.
     pub fn held(&self) -> usize {
         self.lock_held().len()
+    }
+
+    /// `fleetmq_cluster_states_*` metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "# HELP fleetmq_cluster_states_held Other nodes' states of vehicles no client of this node watches, held unparsed until the fleet is read (one per vehicle).\n\
+             # TYPE fleetmq_cluster_states_held gauge\nfleetmq_cluster_states_held {}\n\
+             # HELP fleetmq_cluster_states_received_total Other nodes' states taken into this node's hub: at once (watched, or a vehicle's first), or held first.\n\
+             # TYPE fleetmq_cluster_states_received_total counter\n\
+             fleetmq_cluster_states_received_total{{path=\"at_once\"}} {}\n\
+             fleetmq_cluster_states_received_total{{path=\"held\"}} {}\n",
+            self.held(),
+            self.at_once.load(Relaxed),
+            self.waited.load(Relaxed),
+        );
     }
 
     /// Parses one state and pushes it into the sinks and the live set; one that does not parse,

@@ -117,6 +117,8 @@ pub struct Cluster {
     leases: Arc<OnceLock<Arc<dyn Fence>>>,
     /// Counters of the durable sessions' store ([`sessions::start`]).
     pub sessions: Arc<crate::router::durable::OpStats>,
+    /// Other nodes' states on their way into this node's hub, set once they are received.
+    deferred: OnceLock<Arc<deferred::Deferred>>,
 }
 
 impl Cluster {
@@ -150,6 +152,7 @@ impl Cluster {
             node,
             leases: Arc::default(),
             sessions: Arc::default(),
+            deferred: OnceLock::new(),
         })
     }
 
@@ -163,6 +166,11 @@ impl Cluster {
         let _ = self.leases.set(leases);
     }
 
+    /// Other nodes' states go through `deferred` (for its metrics).
+    pub fn set_deferred(&self, deferred: Arc<deferred::Deferred>) {
+        let _ = self.deferred.set(deferred);
+    }
+
     /// Whether cluster traffic flows: the bus is subscribed and the heartbeat reaches Redis.
     pub fn is_up(&self) -> bool {
         self.bus.is_up() && self.membership.is_up()
@@ -173,6 +181,9 @@ impl Cluster {
         self.bus.render_metrics(out);
         self.membership.render_metrics(out);
         sessions::render_metrics(&self.sessions, out);
+        if let Some(d) = self.deferred.get() {
+            d.render_metrics(out);
+        }
     }
 }
 

@@ -27,7 +27,6 @@
 //! The state is never serialized again.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
@@ -43,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, Inbox};
 use super::deferred::Deferred;
+use crate::hash::FastMap;
 use crate::ingest::{StateSink, event_message, state_json_message};
 use crate::router::RouterMsg;
 use crate::trips::TripBook;
@@ -222,7 +222,9 @@ pub struct LocalOutputs {
 impl LocalOutputs {
     /// Takes other nodes' outputs from `inbox` until `stop` or the router is gone.
     pub async fn run(self, mut inbox: Inbox, stop: CancellationToken) {
-        let mut seen: HashMap<String, Seen> = HashMap::new();
+        let mut seen: FastMap<String, Seen> = FastMap::default();
+        // A frame holds at most the records of the bus's linger; reused.
+        let mut routed = Vec::new();
         loop {
             let next = tokio::select! {
                 m = inbox.recv() => m,
@@ -232,14 +234,18 @@ impl LocalOutputs {
             let Some(records) = others(&frame, &self.node) else {
                 continue;
             };
+            // The frame's messages go to the router back to back, after all of it is read:
+            // the router wakes once per frame, not once per record.
             let mut lines = records.split(|&b| b == b'\n');
             while let Some(line) = lines.next() {
                 if line.is_empty() {
                     continue;
                 }
-                let Some(message) = self.output(line, &mut lines, &mut seen) else {
-                    continue;
-                };
+                if let Some(message) = self.output(line, &mut lines, &mut seen) {
+                    routed.push(message);
+                }
+            }
+            for message in routed.drain(..) {
                 let publish = RouterMsg::Publish {
                     message,
                     qos2_pkid: None,
@@ -257,7 +263,7 @@ impl LocalOutputs {
         &self,
         line: &'f [u8],
         lines: &mut impl Iterator<Item = &'f [u8]>,
-        seen: &mut HashMap<String, Seen>,
+        seen: &mut FastMap<String, Seen>,
     ) -> Option<Arc<crate::message::Message>> {
         let header: Header<'_> = match serde_json::from_slice(line) {
             Ok(h) => h,
@@ -332,7 +338,7 @@ fn others<'p>(frame: &'p [u8], me: &str) -> Option<&'p [u8]> {
 }
 
 /// Whether `h`'s output is newer than what was seen of its vehicle (and records it if so).
-fn fresh(seen: &mut HashMap<String, Seen>, h: &Header<'_>) -> bool {
+fn fresh(seen: &mut FastMap<String, Seen>, h: &Header<'_>) -> bool {
     let vehicle: &str = &h.vehicle;
     // One lookup for a known vehicle (every output but its first).
     let last = if let Some(last) = seen.get_mut(vehicle) {
@@ -372,7 +378,7 @@ mod tests {
 
     #[test]
     fn duplicates_and_stale_outputs_are_dropped() {
-        let mut seen = HashMap::new();
+        let mut seen = FastMap::default();
         let state = |ts, seq| header(ts, seq, Kind::State);
         assert!(fresh(&mut seen, &state(10, 5)));
         assert!(!fresh(&mut seen, &state(10, 5)), "duplicate");
