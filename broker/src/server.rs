@@ -268,7 +268,7 @@ impl Broker {
         let trips = Arc::new(TripBook::new(self.config.trip_ttl));
         let acl = Arc::new((*self.acl).clone().with_trips(trips.clone()));
         // What serves this node's own clients; other nodes' outputs go into these too.
-        let local_sinks = vec![
+        let local_sinks = [
             Arc::new(TripSink(trips.clone())) as Arc<dyn crate::ingest::StateSink>,
             Arc::new(HubSink(hub.clone())),
         ];
