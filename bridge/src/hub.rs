@@ -219,8 +219,8 @@ impl Hub {
     /// Sets what pushes the states an upstream holds back: a cluster node keeps other nodes'
     /// states of vehicles no client of its watches unparsed ([`Hub::watches`]) and pushes the
     /// latest of each when something reads the fleet. Every read of the fleet ([`Hub::latest`],
-    /// [`Hub::silent_for`], REST, `near`, `bbox`, snapshots, `/track`) runs it first; pushes
-    /// do not (`catch_up` pushes). Set once; later calls are ignored.
+    /// REST, `near`, `bbox`, snapshots, `/track`) runs it first; pushes, [`Hub::len`] and
+    /// [`Hub::silent_for`] do not (`catch_up` pushes). Set once; later calls are ignored.
     pub fn set_catch_up(&self, catch_up: CatchUp) {
         let _ = self.inner.catch_up.set(catch_up);
     }
@@ -250,6 +250,11 @@ impl Hub {
         )
     }
 
+    /// The latest state pushed of `vehicle`, without catching up.
+    pub fn pushed(&self, vehicle: &str) -> Option<Arc<VehicleState>> {
+        self.inner.fleet.get(vehicle).map(|p| p.state.clone())
+    }
+
     /// The fix time of the latest state pushed of `vehicle`, without catching up.
     pub fn pushed_ts(&self, vehicle: &str) -> Option<i64> {
         self.inner.fleet.get(vehicle).map(|p| p.state.ts)
@@ -260,9 +265,11 @@ impl Hub {
         self.caught_up().get(vehicle).map(|p| p.state.clone())
     }
 
-    /// Vehicles not offline whose latest state came in longer than `silent_for` ago.
+    /// Vehicles not offline whose latest state pushed came in longer than `silent_for` ago.
+    /// No catch-up: an upstream holding states back knows which of these it holds a newer
+    /// state of.
     pub fn silent_for(&self, silent_for: std::time::Duration) -> Vec<Arc<str>> {
-        self.caught_up().silent_for(silent_for)
+        self.inner.fleet.silent_for(silent_for)
     }
 
     /// Number of vehicles with a known state (no catch-up: a vehicle's first state is never

@@ -380,11 +380,35 @@ impl Broker {
             (Some(store), true) => Some(start_leases(&self.config, &ingest, store, &ctx)?),
             _ => None,
         };
-        if let (Some(cluster), Some(leases), Some(target)) = (&cluster, &leases, &target) {
+        // Other nodes' states on their way into the hub and the GTFS-Realtime set.
+        let deferred = cluster.as_ref().map(|cluster| {
+            let hub_sink = Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>;
+            let deferred =
+                cluster::deferred::Deferred::new(vec![hub_sink], ingest.clone(), Some(hub.clone()));
+            cluster.set_deferred(deferred.clone());
+            deferred
+        });
+        if let (Some(cluster), Some(leases), Some(target), Some(deferred)) =
+            (&cluster, &leases, &target, &deferred)
+        {
             cluster.set_leases(leases.clone());
             let silent: cluster::orphans::Silent = {
-                let hub = hub.clone();
-                Box::new(move |d: Duration| hub.silent_for(d))
+                let (hub, deferred) = (hub.clone(), deferred.clone());
+                // Of a vehicle the hub has not heard of for `d`, a held state is pushed: one
+                // that came less than `d` ago, or says offline, means it is not silent.
+                Box::new(move |d: Duration| {
+                    let mut silent = hub.silent_for(d);
+                    silent.retain(|v| match deferred.push_held(v) {
+                        None => true,
+                        Some(at) => {
+                            at.elapsed() >= d
+                                && hub
+                                    .pushed(v)
+                                    .is_some_and(|s| s.status != geo_engine::VehicleStatus::Offline)
+                        }
+                    });
+                    silent
+                })
             };
             let conn = crate::persist::Conn::open(target).map_err(|e| {
                 config_error(crate::persist::PersistError::Url {
@@ -402,20 +426,14 @@ impl Broker {
             ));
         }
         // Other nodes' outputs, after the restored state (theirs are newer).
-        if let Some(cluster) = &cluster {
+        if let (Some(cluster), Some(deferred)) = (&cluster, deferred) {
             let inbox = cluster.bus.subscribe(cluster::bus::channels());
-            let hub_sink = Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>;
             let outputs = LocalOutputs {
                 node: cluster.node.clone(),
                 router: router_tx.clone(),
                 trips: Some(trips.clone()),
-                outputs: cluster::deferred::Deferred::new(
-                    vec![hub_sink],
-                    ingest.clone(),
-                    Some(hub.clone()),
-                ),
+                outputs: deferred,
             };
-            cluster.set_deferred(outputs.outputs.clone());
             tokio::spawn(outputs.run(inbox, token.clone()));
         }
         let accept = tokio::spawn(listener::run(

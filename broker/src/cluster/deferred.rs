@@ -23,11 +23,16 @@
 //! a further vehicle first pushes everything held.
 //!
 //! # Order
-//! States are pushed only under one lock, so two catch-ups never push a vehicle's states out of
-//! order. A held state older than the hub's (the vehicle moved to this node, whose own newer
-//! state went in directly) is dropped when it comes to be pushed. The lock is a std lock held
-//! while parsing and pushing (no `.await`); a catch-up after a quiet second pushes at most one
-//! state per vehicle held.
+//! States are pushed only under one lock, and a state older than the hub's is dropped when it
+//! comes to be pushed, so a vehicle's states never go in out of order: not when a state that
+//! must go in at once overtakes a held one that a catch-up took, and not when the vehicle moved
+//! to this node, whose own newer state went into the hub directly. The lock is a std lock held
+//! while parsing and pushing at most [`CHUNK`] states (no `.await`); a catch-up pushes at most
+//! one state per vehicle held.
+//!
+//! The orphan check (`orphans`, every 5 s on one node) does not catch up: of the vehicles the
+//! hub has heard nothing of for long, it pushes only those that have a held state
+//! ([`Deferred::push_held`]), and one whose held state came recently is not silent.
 //!
 //! The hub's in-memory track (`/track` while Redis is away) keeps only the states pushed: on a
 //! node that no one asks about a vehicle, one point per catch-up. With Redis up, `/track`
@@ -37,6 +42,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
 use fleetmq_bridge::Hub;
 use geo_engine::schedule::TripFit;
@@ -48,11 +54,16 @@ use crate::ingest::{Ingest, StateSink};
 /// Vehicles with a held state at most; a state of a further vehicle pushes them all first.
 pub const MAX_HELD: usize = 1_000_000;
 
-/// One held state: the JSON as its node made it, and the header's trip fit.
+/// States one catch-up pushes under one take of the push lock: a state that must go in at
+/// once waits for at most this many.
+const CHUNK: usize = 64;
+
+/// One held state: the JSON as its node made it, the header's trip fit, when it came.
 struct Held {
     json: Arc<str>,
     fit: Option<TripFit>,
     deviated: bool,
+    arrived: Instant,
 }
 
 /// Received states on their way into this node's hub and GTFS-Realtime live set (module doc).
@@ -130,6 +141,7 @@ impl Deferred {
             json,
             fit,
             deviated,
+            arrived: Instant::now(),
         };
         let wanted = self
             .hub
@@ -186,13 +198,27 @@ impl Deferred {
         }
     }
 
-    /// Pushes every held state.
+    /// Pushes every held state, [`CHUNK`] at a time under the push lock, so that a state that
+    /// must go in at once never waits for a whole fleet's worth. A held state taken here and
+    /// overtaken by a newer one pushed between two chunks is dropped by the age check.
     pub fn catch_up(&self) {
-        let _pushing = self.lock_pushing();
-        let held = std::mem::take(&mut *self.lock_held());
-        for (vehicle, held) in held {
-            self.push(&vehicle, held);
+        let taken = std::mem::take(&mut *self.lock_held());
+        let mut taken = taken.into_iter().peekable();
+        while taken.peek().is_some() {
+            let _pushing = self.lock_pushing();
+            for (vehicle, held) in taken.by_ref().take(CHUNK) {
+                self.push(&vehicle, held);
+            }
         }
+    }
+
+    /// Pushes the state held of `vehicle`, if one is; returns when it came.
+    pub fn push_held(&self, vehicle: &str) -> Option<Instant> {
+        let _pushing = self.lock_pushing();
+        let held = self.lock_held().remove(vehicle)?;
+        let arrived = held.arrived;
+        self.push(vehicle, held);
+        Some(arrived)
     }
 
     /// States held now.

@@ -114,3 +114,23 @@ fn a_state_that_does_not_parse_is_dropped_when_pushed() {
     assert_eq!(hub.latest("bus-1").map(|s| s.ts), Some(1));
     assert!(hub.latest("bus-2").is_none(), "a state of another vehicle");
 }
+
+#[test]
+fn a_catch_up_pushes_every_held_state_over_several_chunks() {
+    let (hub, _ingest, d) = node(10_000);
+    let vehicles: Vec<String> = (0..3 * super::CHUNK + 5).map(|i| format!("v{i}")).collect();
+    for v in &vehicles {
+        receive(&d, v, 1);
+        receive(&d, v, 2);
+    }
+    assert_eq!(d.held(), vehicles.len());
+    assert!(d.push_held("v0").is_some() && d.push_held("nobody").is_none());
+    assert_eq!(
+        (d.held(), hub.pushed_ts("v0")),
+        (vehicles.len() - 1, Some(2))
+    );
+    d.catch_up();
+    assert_eq!(d.held(), 0);
+    assert!(vehicles.iter().all(|v| hub.pushed_ts(v) == Some(2)));
+    assert!(d.push_held("v0").is_none());
+}
