@@ -394,17 +394,18 @@ impl Broker {
             cluster.set_leases(leases.clone());
             let silent: cluster::orphans::Silent = {
                 let (hub, deferred) = (hub.clone(), deferred.clone());
-                // Of a vehicle the hub has not heard of for `d`, a held state is pushed: one
-                // that came less than `d` ago, or says offline, means it is not silent.
+                // Of a vehicle the hub has not heard of for `d`: a state held that came less
+                // than `d` ago means it is not silent; an older one is pushed, and says
+                // whether it went offline meanwhile.
                 Box::new(move |d: Duration| {
                     let mut silent = hub.silent_for(d);
-                    silent.retain(|v| match deferred.push_held(v) {
+                    silent.retain(|v| match deferred.held_since(v) {
                         None => true,
-                        Some(at) => {
-                            at.elapsed() >= d
-                                && hub
-                                    .pushed(v)
-                                    .is_some_and(|s| s.status != geo_engine::VehicleStatus::Offline)
+                        Some(at) if at.elapsed() < d => false,
+                        Some(_) => {
+                            deferred.push_held(v);
+                            hub.pushed(v)
+                                .is_some_and(|s| s.status != geo_engine::VehicleStatus::Offline)
                         }
                     });
                     silent

@@ -31,8 +31,9 @@
 //! one state per vehicle held.
 //!
 //! The orphan check (`orphans`, every 5 s on one node) does not catch up: of the vehicles the
-//! hub has heard nothing of for long, it pushes only those that have a held state
-//! ([`Deferred::push_held`]), and one whose held state came recently is not silent.
+//! hub has heard nothing of for long, one with a held state that came recently is not silent
+//! ([`Deferred::held_since`]), and only one whose held state is old too is pushed
+//! ([`Deferred::push_held`]) to see whether it says offline.
 //!
 //! The hub's in-memory track (`/track` while Redis is away) keeps only the states pushed: on a
 //! node that no one asks about a vehicle, one point per catch-up. With Redis up, `/track`
@@ -210,6 +211,11 @@ impl Deferred {
                 self.push(&vehicle, held);
             }
         }
+    }
+
+    /// When the state held of `vehicle` came, if one is held (it is newer than the hub's).
+    pub fn held_since(&self, vehicle: &str) -> Option<Instant> {
+        self.lock_held().get(vehicle).map(|h| h.arrived)
     }
 
     /// Pushes the state held of `vehicle`, if one is; returns when it came.

@@ -124,6 +124,7 @@ fn a_catch_up_pushes_every_held_state_over_several_chunks() {
         receive(&d, v, 2);
     }
     assert_eq!(d.held(), vehicles.len());
+    assert!(d.held_since("v0").is_some() && d.held_since("nobody").is_none());
     assert!(d.push_held("v0").is_some() && d.push_held("nobody").is_none());
     assert_eq!(
         (d.held(), hub.pushed_ts("v0")),
