@@ -4,7 +4,9 @@
 # build), R2 cluster "before" (b1-b3, a build of main), R3 cluster "after" (a1-a3, this branch).
 # Each run resets its redis's INFO commandstats first and prints them after. Per size D, per
 # round: single, before, after. Every process started is recorded in $B/pids and stopped by
-# "while read n p; do kill $p; done < $B/pids".
+# "while read n p; do kill $p; done < $B/pids". GAP (seconds, default 0; session 9 used 15):
+# a pause before each run, so that the previous run's end (10,000 drivers disconnecting:
+# offline states, events, lease releases) is over before the next starts.
 B=${B:-/tmp/b13d}
 BEFORE=${BEFORE:-$B/bin-before/fleetmq}
 AFTER=${AFTER:-$B/bin-after/fleetmq}
@@ -41,6 +43,7 @@ pid() { cat $B/$1.pid; }
 R1=$(pid r1); R2=$(pid r2); R3=$(pid r3)
 port_of() { case $1 in $R1) echo 26391;; $R2) echo 26392;; $R3) echo 26393;; esac; }
 run() { # label redis-pid args...
+  sleep ${GAP:-0}
   local label=$1 r=$2; shift 2
   redis-cli -p $(port_of $r) config resetstat > /dev/null
   local r0=$(ticks $r)

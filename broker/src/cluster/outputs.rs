@@ -281,38 +281,21 @@ impl LocalOutputs {
                 let json: Arc<str> = Arc::from(std::str::from_utf8(json).ok()?);
                 let vehicle: &str = &header.vehicle;
                 let fit = header.fit.map(Cow::into_owned);
-                match header.glance {
-                    Some(g) => {
-                        let (route, trip) = (g.route.as_deref(), g.trip.as_deref());
-                        if let Some(book) = &self.trips {
-                            book.observe(vehicle, route, trip, Instant::now());
-                        }
-                        self.outputs.state(
-                            vehicle,
-                            route,
-                            trip,
-                            json.clone(),
-                            fit,
-                            header.deviated,
-                        );
-                    }
+                let parsed: VehicleState;
+                let (route, trip) = match &header.glance {
+                    Some(g) => (g.route.as_deref(), g.trip.as_deref()),
                     None => {
-                        // A node that does not name the route and trip: parse now.
-                        let state = serde_json::from_str::<VehicleState>(&json).ok()?;
-                        let (route, trip) = (state.route.as_deref(), state.trip.as_deref());
-                        if let Some(book) = &self.trips {
-                            book.observe(vehicle, route, trip, Instant::now());
-                        }
-                        self.outputs.state(
-                            vehicle,
-                            route,
-                            trip,
-                            json.clone(),
-                            fit,
-                            header.deviated,
-                        );
+                        // A node that does not name the route and trip: read them from the
+                        // state.
+                        parsed = serde_json::from_str(&json).ok()?;
+                        (parsed.route.as_deref(), parsed.trip.as_deref())
                     }
+                };
+                if let Some(book) = &self.trips {
+                    book.observe(vehicle, route, trip, Instant::now());
                 }
+                self.outputs
+                    .state(vehicle, route, trip, json.clone(), fit, header.deviated);
                 Some(state_json_message(vehicle, json))
             }
             Kind::Event => {

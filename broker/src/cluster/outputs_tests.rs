@@ -163,3 +163,38 @@ async fn states_of_a_few_milliseconds_go_in_one_frame_and_arrive_as_sent() {
     assert_eq!(transport.publishes.load(Relaxed), 1);
     stop.cancel();
 }
+
+/// A record from a node that does not put the route and trip in the header: the state is
+/// parsed at once, and the trip book still learns its trip before the message is routed.
+#[test]
+fn a_header_without_the_route_and_trip_is_read_from_the_state() {
+    let book = Arc::new(crate::trips::TripBook::new(Duration::from_secs(60)));
+    let ingest = Arc::new(Ingest::new(
+        Arc::new(Network::empty()),
+        PipelineConfig::default(),
+        Vec::new(),
+        Arc::new(Metrics::default()),
+    ));
+    let recorded = Arc::new(Recorded::default());
+    let outputs = LocalOutputs {
+        node: "b".into(),
+        router: mpsc::channel(1).0,
+        trips: Some(book.clone()),
+        outputs: super::Deferred::new(vec![recorded.clone()], ingest, None),
+    };
+    let header = br#"{"order":{"epoch":0,"ts":5,"seq":1},"kind":"state","vehicle":"bus-1"}"#;
+    let state = serde_json::json!({
+        "vehicle": "bus-1", "lat": 1.5, "lon": 2.25, "raw_lat": 1.5, "raw_lon": 2.25,
+        "ts": 5, "route": "R1", "trip": "T1", "status": "moving", "received_at": 5,
+        "processed_at": 5
+    })
+    .to_string();
+    let mut lines = std::iter::once(state.as_bytes());
+    let mut seen = crate::hash::FastMap::default();
+    let message = outputs
+        .output(header, &mut lines, &mut seen)
+        .expect("routed");
+    assert_eq!(&*message.topic, "vehicles/bus-1");
+    assert!(book.runs_any("bus-1", &[], &["T1".to_owned()]));
+    assert_eq!(recorded.json.lock().expect("lock").clone(), vec![state]);
+}
