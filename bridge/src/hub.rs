@@ -236,18 +236,25 @@ impl Hub {
     /// Whether a subscription may want a state of `vehicle` on `route` and `trip` now, or
     /// wanted the vehicle's latest pushed state (which it would see it leave): filed under
     /// the vehicle, either trip or route, or under a bbox or nothing selective (those take
-    /// any vehicle). A vehicle the hub has no state of counts as wanted, so that the fleet
-    /// lists every vehicle as soon as its first state arrives. No catch-up.
+    /// any vehicle). The latest pushed state is looked up only when some subscription is
+    /// filed under a route or trip. No catch-up.
     pub fn watches(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool {
+        {
+            let subs = self.inner.read_subs();
+            if subs.may_want(vehicle, route, trip) {
+                return true;
+            }
+            if !subs.files_routes_or_trips() {
+                return false;
+            }
+        }
         let Some(prev) = self.inner.fleet.get(vehicle) else {
-            return true;
+            return false;
         };
         let prev = &prev.state;
-        self.inner.read_subs().may_want(
-            vehicle,
-            [route, prev.route.as_deref()],
-            [trip, prev.trip.as_deref()],
-        )
+        self.inner
+            .read_subs()
+            .may_want(vehicle, prev.route.as_deref(), prev.trip.as_deref())
     }
 
     /// The latest state pushed of `vehicle`, without catching up.
@@ -452,7 +459,7 @@ mod tests {
         }));
         hub.push_state(state("bus-1", "R1"));
         hub.push_state(state("bus-2", "R2"));
-        assert!(hub.watches("bus-9", None, None), "a vehicle not known yet");
+        assert!(!hub.watches("bus-9", None, None), "a vehicle not known yet");
         assert!(!hub.watches("bus-1", Some("R1"), None), "no subscription");
         let mut session = hub.connect(None);
         let spec = |criteria: Criteria| SubSpec {

@@ -158,29 +158,24 @@ impl SubIndex {
         }
     }
 
-    /// Whether a subscription may want a state of `vehicle` with any of these routes and
-    /// trips: one filed under the vehicle or one of them, under a bbox (any vehicle may enter
-    /// it) or under nothing selective. Errs on "yes": criteria and rights are not checked.
-    pub fn may_want(
-        &self,
-        vehicle: &str,
-        routes: [Option<&str>; 2],
-        trips: [Option<&str>; 2],
-    ) -> bool {
+    /// Whether a subscription may want a state of `vehicle` on `route` and `trip`: one filed
+    /// under the vehicle, the route or the trip, under a bbox (any vehicle may enter it) or
+    /// under nothing selective. Errs on "yes": criteria and rights are not checked.
+    pub fn may_want(&self, vehicle: &str, route: Option<&str>, trip: Option<&str>) -> bool {
         if self.is_empty() {
             return false;
         }
         !self.by_cell.is_empty()
             || !self.wide.is_empty()
             || self.by_vehicle.contains_key(vehicle)
-            || trips
-                .into_iter()
-                .flatten()
-                .any(|t| self.by_trip.contains_key(t))
-            || routes
-                .into_iter()
-                .flatten()
-                .any(|r| self.by_route.contains_key(r))
+            || trip.is_some_and(|t| self.by_trip.contains_key(t))
+            || route.is_some_and(|r| self.by_route.contains_key(r))
+    }
+
+    /// Whether any subscription is filed under a route or a trip (then a vehicle's previous
+    /// route and trip matter too: its subscribers see it leave).
+    pub fn files_routes_or_trips(&self) -> bool {
+        !self.by_route.is_empty() || !self.by_trip.is_empty()
     }
 
     /// Appends the subscriptions that want this state.
@@ -450,17 +445,14 @@ mod tests {
     }
 
     /// `may_want` is "yes" for every state a subscription of states could take: its vehicle,
-    /// a route or trip of the new or previous state, any vehicle once a bbox or a wide one is
-    /// filed; "no" otherwise, and always "no" with only events-only subscriptions.
+    /// route or trip, any vehicle once a bbox or a wide one is filed; "no" otherwise, and
+    /// always "no" with only events-only subscriptions.
     #[test]
     fn may_want_covers_every_state_some_subscription_could_take() {
         let mut index = SubIndex::new(Grid::new(0.05), 1024);
-        let want = |index: &SubIndex, v: &str, r: [Option<&str>; 2], t: [Option<&str>; 2]| {
-            index.may_want(v, r, t)
-        };
-        let none = [None, None];
         index.insert(sub(1, Criteria::default(), false, true)); // events of everything
-        assert!(!want(&index, "bus-1", [Some("R1"), None], none));
+        assert!(!index.may_want("bus-1", Some("R1"), None));
+        assert!(!index.files_routes_or_trips());
         let by = |vehicle: Option<&str>, route: Option<&str>, trip: Option<&str>| Criteria {
             vehicle: vehicle.map(Arc::from),
             route: route.map(Arc::from),
@@ -468,32 +460,29 @@ mod tests {
             ..Criteria::default()
         };
         index.insert(sub(2, by(Some("bus-1"), None, None), true, false));
+        assert!(!index.files_routes_or_trips());
         index.insert(sub(3, by(None, Some("R1"), None), true, false));
         index.insert(sub(4, by(None, None, Some("T1")), true, false));
-        assert!(want(&index, "bus-1", none, none), "its vehicle");
-        assert!(!want(&index, "bus-2", none, none));
-        assert!(want(&index, "bus-2", [None, Some("R1")], none), "left R1");
-        assert!(want(&index, "bus-2", none, [Some("T1"), None]), "on T1");
-        assert!(!want(
-            &index,
-            "bus-2",
-            [Some("R2"), None],
-            [Some("T2"), None]
-        ));
+        assert!(index.files_routes_or_trips());
+        assert!(index.may_want("bus-1", None, None), "its vehicle");
+        assert!(!index.may_want("bus-2", None, None));
+        assert!(index.may_want("bus-2", Some("R1"), None), "on R1");
+        assert!(index.may_want("bus-2", None, Some("T1")), "on T1");
+        assert!(!index.may_want("bus-2", Some("R2"), Some("T2")));
         let bbox = Criteria {
             bbox: Some(Bbox::new([10.0, 50.0, 10.1, 50.1]).expect("bbox")),
             ..Criteria::default()
         };
         index.insert(sub(5, bbox.clone(), true, false));
         assert!(
-            want(&index, "bus-2", none, none),
+            index.may_want("bus-2", None, None),
             "any vehicle may enter a bbox"
         );
         index.remove(5, 0, &Arc::new(bbox), true);
-        assert!(!want(&index, "bus-2", none, none));
+        assert!(!index.may_want("bus-2", None, None));
         index.insert(sub(6, Criteria::default(), true, false));
         assert!(
-            want(&index, "bus-2", none, none),
+            index.may_want("bus-2", None, None),
             "a subscription to everything"
         );
     }

@@ -12,8 +12,9 @@
 //! a read sees is therefore the same as if every state had been pushed on arrival.
 //!
 //! Pushed at once, after dropping any held state of the vehicle: a state some subscription of
-//! this node may want ([`Hub::watches`]: its vehicle, route or trip is subscribed, or any bbox
-//! or unfiltered subscription exists) and a vehicle's first state (so the fleet lists it).
+//! this node may want ([`Hub::watches`]: its vehicle, its new or previous route or trip is
+//! subscribed, or any bbox or unfiltered subscription exists) and the first state this node
+//! receives of a vehicle (so the fleet lists it).
 //! Never held: the MQTT message (`vehicles/{id}`, retained, routed on arrival with the received
 //! JSON as its payload) and the trip book (riders' rights are judged when that message is
 //! delivered); the caller does both from the record's header, unparsed.
@@ -65,6 +66,17 @@ struct Held {
     fit: Option<TripFit>,
     deviated: bool,
     arrived: Instant,
+}
+
+/// What the receiver read of a state from its record's header.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub vehicle: &'a str,
+    pub route: Option<&'a str>,
+    pub trip: Option<&'a str>,
+    /// The vehicle's first state this node received: it goes in at once, so the fleet lists
+    /// the vehicle.
+    pub first: bool,
 }
 
 /// Received states on their way into this node's hub and GTFS-Realtime live set (module doc).
@@ -127,27 +139,21 @@ impl Deferred {
         deferred
     }
 
-    /// A state of `vehicle` another node processed (`json`, with its header's `route`, `trip`,
-    /// trip fit and deviation): held, or pushed at once (module doc).
-    pub fn state(
-        &self,
-        vehicle: &str,
-        route: Option<&str>,
-        trip: Option<&str>,
-        json: Arc<str>,
-        fit: Option<TripFit>,
-        deviated: bool,
-    ) {
+    /// A state another node processed (`json`, with its header's trip fit and deviation): held,
+    /// or pushed at once (module doc).
+    pub fn state(&self, r: Received<'_>, json: Arc<str>, fit: Option<TripFit>, deviated: bool) {
+        let vehicle = r.vehicle;
         let held = Held {
             json,
             fit,
             deviated,
             arrived: Instant::now(),
         };
-        let wanted = self
-            .hub
-            .as_ref()
-            .is_none_or(|h| h.watches(vehicle, route, trip));
+        let wanted = r.first
+            || self
+                .hub
+                .as_ref()
+                .is_none_or(|h| h.watches(vehicle, r.route, r.trip));
         let held = if wanted {
             held
         } else {

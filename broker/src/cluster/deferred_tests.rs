@@ -6,7 +6,7 @@ use std::sync::Arc;
 use fleetmq_bridge::{Hub, HubConfig};
 use geo_engine::{Event, Network, PipelineConfig, VehicleState};
 
-use super::Deferred;
+use super::{Deferred, Received};
 use crate::http::HubSink;
 use crate::ingest::{Ingest, StateSink};
 use crate::metrics::Metrics;
@@ -32,8 +32,23 @@ fn node(max_held: usize) -> (Hub, Arc<Ingest>, Arc<Deferred>) {
     (hub, ingest, deferred)
 }
 
+/// A state as the receiver hands it on; `ts` 1 is the vehicle's first.
 fn receive(d: &Deferred, vehicle: &str, ts: i64) {
-    d.state(vehicle, Some("R1"), None, json(vehicle, ts), None, false);
+    d.state(
+        at(vehicle, Some("R1"), ts == 1),
+        json(vehicle, ts),
+        None,
+        false,
+    );
+}
+
+fn at<'a>(vehicle: &'a str, route: Option<&'a str>, first: bool) -> Received<'a> {
+    Received {
+        vehicle,
+        route,
+        trip: None,
+        first,
+    }
 }
 
 fn live_ts(ingest: &Ingest, vehicle: &str) -> Option<i64> {
@@ -109,8 +124,13 @@ fn past_the_bound_everything_held_is_pushed() {
 fn a_state_that_does_not_parse_is_dropped_when_pushed() {
     let (hub, _ingest, d) = node(100);
     receive(&d, "bus-1", 1);
-    d.state("bus-1", None, None, Arc::from("{not json"), None, false);
-    d.state("bus-1", None, None, json("bus-2", 9), None, false);
+    d.state(
+        at("bus-1", None, false),
+        Arc::from("{not json"),
+        None,
+        false,
+    );
+    d.state(at("bus-1", None, false), json("bus-2", 9), None, false);
     assert_eq!(hub.latest("bus-1").map(|s| s.ts), Some(1));
     assert!(hub.latest("bus-2").is_none(), "a state of another vehicle");
 }

@@ -275,9 +275,7 @@ impl LocalOutputs {
         match header.kind {
             Kind::State => {
                 let json = lines.next()?;
-                if !fresh(seen, &header) {
-                    return None;
-                }
+                let first = fresh(seen, &header)?;
                 let json: Arc<str> = Arc::from(std::str::from_utf8(json).ok()?);
                 let vehicle: &str = &header.vehicle;
                 let fit = header.fit.map(Cow::into_owned);
@@ -294,14 +292,18 @@ impl LocalOutputs {
                 if let Some(book) = &self.trips {
                     book.observe(vehicle, route, trip, Instant::now());
                 }
+                let state = super::deferred::Received {
+                    vehicle,
+                    route,
+                    trip,
+                    first,
+                };
                 self.outputs
-                    .state(vehicle, route, trip, json.clone(), fit, header.deviated);
+                    .state(state, json.clone(), fit, header.deviated);
                 Some(state_json_message(vehicle, json))
             }
             Kind::Event => {
-                if !fresh(seen, &header) {
-                    return None;
-                }
+                fresh(seen, &header)?;
                 let event = Arc::new(header.event?.into_owned());
                 if event.vehicle != header.vehicle {
                     return None;
@@ -320,8 +322,9 @@ fn others<'p>(frame: &'p [u8], me: &str) -> Option<&'p [u8]> {
     (&frame[..cut] != me.as_bytes()).then(|| &frame[cut + 1..])
 }
 
-/// Whether `h`'s output is newer than what was seen of its vehicle (and records it if so).
-fn fresh(seen: &mut FastMap<String, Seen>, h: &Header<'_>) -> bool {
+/// Whether `h`'s output is newer than what was seen of its vehicle (and records it if so):
+/// `None` if not, else whether it is the first of its kind seen of the vehicle.
+fn fresh(seen: &mut FastMap<String, Seen>, h: &Header<'_>) -> Option<bool> {
     let vehicle: &str = &h.vehicle;
     // One lookup for a known vehicle (every output but its first).
     let last = if let Some(last) = seen.get_mut(vehicle) {
@@ -337,10 +340,9 @@ fn fresh(seen: &mut FastMap<String, Seen>, h: &Header<'_>) -> bool {
         Kind::Event => &mut last.event,
     };
     if slot.is_some_and(|s| s >= h.order) {
-        return false;
+        return None;
     }
-    *slot = Some(h.order);
-    true
+    Some(slot.replace(h.order).is_none())
 }
 
 #[cfg(test)]
@@ -363,14 +365,18 @@ mod tests {
     fn duplicates_and_stale_outputs_are_dropped() {
         let mut seen = FastMap::default();
         let state = |ts, seq| header(ts, seq, Kind::State);
-        assert!(fresh(&mut seen, &state(10, 5)));
-        assert!(!fresh(&mut seen, &state(10, 5)), "duplicate");
-        assert!(!fresh(&mut seen, &state(9, 99)), "older fix");
-        assert!(fresh(&mut seen, &state(10, 6)), "same fix, later output");
+        assert_eq!(fresh(&mut seen, &state(10, 5)), Some(true), "the first");
+        assert_eq!(fresh(&mut seen, &state(10, 5)), None, "duplicate");
+        assert_eq!(fresh(&mut seen, &state(9, 99)), None, "older fix");
+        assert_eq!(
+            fresh(&mut seen, &state(10, 6)),
+            Some(false),
+            "same fix, later output"
+        );
         // Another node, whose counter is far behind, with the next fix.
-        assert!(fresh(&mut seen, &state(11, 0)));
+        assert_eq!(fresh(&mut seen, &state(11, 0)), Some(false));
         // Events are ordered apart from states.
-        assert!(fresh(&mut seen, &header(10, 1, Kind::Event)));
+        assert_eq!(fresh(&mut seen, &header(10, 1, Kind::Event)), Some(true));
     }
 
     #[test]
