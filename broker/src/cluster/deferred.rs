@@ -8,8 +8,9 @@
 //! Most of those states are of vehicles no client of the receiving node watches. Such a state
 //! is held here unparsed, the latest per vehicle (a newer one replaces it), and the held states
 //! are pushed when the hub or the live set is read ([`Deferred::catch_up`], which their reads
-//! run first: REST, `near`, `bbox`, snapshots, `/track`, the feeds, the orphan check). What
-//! a read sees is therefore the same as if every state had been pushed on arrival.
+//! run first: REST, `near`, `bbox`, subscription snapshots, `/track`, the GTFS-Realtime
+//! feeds). What a read sees is therefore the same as if every state had been pushed on
+//! arrival.
 //!
 //! Pushed at once, after dropping any held state of the vehicle: a state some subscription of
 //! this node may want ([`Hub::watches`]: its vehicle, its new or previous route or trip is
@@ -120,8 +121,8 @@ impl Deferred {
             at_once: AtomicU64::new(0),
             waited: AtomicU64::new(0),
         });
-        // The hub and the live set catch up before each read. Weak: the hub outlives nothing
-        // here, and a hook must not keep this alive in a cycle (hub → hook → this → hub).
+        // The hub and the live set catch up before each read. Weak: they hold the hooks and
+        // this holds the hub, so a strong hook would be a cycle (hub → hook → this → hub).
         let hook = |weak: Weak<Deferred>| -> fleetmq_bridge::hub::CatchUp {
             Box::new(move || {
                 if let Some(d) = weak.upgrade() {
