@@ -262,11 +262,6 @@ impl Hub {
         self.inner.fleet.get(vehicle).map(|p| p.state.clone())
     }
 
-    /// The fix time of the latest state pushed of `vehicle`, without catching up.
-    pub fn pushed_ts(&self, vehicle: &str) -> Option<i64> {
-        self.inner.fleet.get(vehicle).map(|p| p.state.ts)
-    }
-
     /// The latest state of a vehicle.
     pub fn latest(&self, vehicle: &str) -> Option<Arc<VehicleState>> {
         self.caught_up().get(vehicle).map(|p| p.state.clone())
@@ -491,7 +486,7 @@ mod tests {
             .expect("subscribed");
         assert!(hub.watches("bus-2", Some("R4"), None), "leaves R2");
         let before = calls.load(Ordering::Relaxed);
-        assert_eq!(hub.pushed_ts("bus-2"), Some(1));
+        assert_eq!(hub.pushed("bus-2").map(|s| s.ts), Some(1));
         assert_eq!(calls.load(Ordering::Relaxed), before, "no catch-up");
         assert!(hub.latest("bus-2").is_some());
         assert_eq!(

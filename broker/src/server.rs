@@ -393,23 +393,8 @@ impl Broker {
         {
             cluster.set_leases(leases.clone());
             let silent: cluster::orphans::Silent = {
-                let (hub, deferred) = (hub.clone(), deferred.clone());
-                // Of a vehicle the hub has not heard of for `d`: a state held that came less
-                // than `d` ago means it is not silent; an older one is pushed, and says
-                // whether it went offline meanwhile.
-                Box::new(move |d: Duration| {
-                    let mut silent = hub.silent_for(d);
-                    silent.retain(|v| match deferred.held_since(v) {
-                        None => true,
-                        Some(at) if at.elapsed() < d => false,
-                        Some(_) => {
-                            deferred.push_held(v);
-                            hub.pushed(v)
-                                .is_some_and(|s| s.status != geo_engine::VehicleStatus::Offline)
-                        }
-                    });
-                    silent
-                })
+                let deferred = deferred.clone();
+                Box::new(move |d: Duration| deferred.silent_for(d))
             };
             let conn = crate::persist::Conn::open(target).map_err(|e| {
                 config_error(crate::persist::PersistError::Url {

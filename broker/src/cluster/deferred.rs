@@ -34,8 +34,8 @@
 //!
 //! The orphan check (`orphans`, every 5 s on one node) does not catch up: of the vehicles the
 //! hub has heard nothing of for long, one with a held state that came recently is not silent
-//! ([`Deferred::held_since`]), and only one whose held state is old too is pushed
-//! ([`Deferred::push_held`]) to see whether it says offline.
+//! ([`Deferred::silent_for`]), and only one whose held state is old too is pushed to see
+//! whether it says offline.
 //!
 //! The hub's in-memory track (`/track` while Redis is away) keeps only the states pushed: on a
 //! node that no one asks about a vehicle, one point per catch-up. With Redis up, `/track`
@@ -45,11 +45,11 @@ use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fleetmq_bridge::Hub;
 use geo_engine::schedule::TripFit;
-use geo_engine::{Event, VehicleState};
+use geo_engine::{Event, VehicleState, VehicleStatus};
 
 use crate::hash::FastMap;
 use crate::ingest::{Ingest, StateSink};
@@ -194,13 +194,7 @@ impl Deferred {
     /// An event another node processed: after the vehicle's held state (the hub reads the
     /// vehicle's route and trip from its latest state when the event names none).
     pub fn event(&self, event: &Arc<Event>) {
-        {
-            let _pushing = self.lock_pushing();
-            let held = self.lock_held().remove(event.vehicle.as_str());
-            if let Some(held) = held {
-                self.push(&event.vehicle, held);
-            }
-        }
+        self.push_held(&event.vehicle);
         for sink in &self.sinks {
             sink.event(event);
         }
@@ -221,12 +215,33 @@ impl Deferred {
     }
 
     /// When the state held of `vehicle` came, if one is held (it is newer than the hub's).
-    pub fn held_since(&self, vehicle: &str) -> Option<Instant> {
+    fn held_since(&self, vehicle: &str) -> Option<Instant> {
         self.lock_held().get(vehicle).map(|h| h.arrived)
     }
 
+    /// Vehicles not offline that nothing was heard of for `d`, for the orphan check, without
+    /// catching up: of those the hub has not heard of, a state held that came less than `d`
+    /// ago means the vehicle is not silent; an older one is pushed, and says whether the
+    /// vehicle went offline meanwhile. Without a hub, none.
+    pub fn silent_for(&self, d: Duration) -> Vec<Arc<str>> {
+        let Some(hub) = &self.hub else {
+            return Vec::new();
+        };
+        let mut silent = hub.silent_for(d);
+        silent.retain(|v| match self.held_since(v) {
+            None => true,
+            Some(at) if at.elapsed() < d => false,
+            Some(_) => {
+                self.push_held(v);
+                hub.pushed(v)
+                    .is_some_and(|s| s.status != VehicleStatus::Offline)
+            }
+        });
+        silent
+    }
+
     /// Pushes the state held of `vehicle`, if one is; returns when it came.
-    pub fn push_held(&self, vehicle: &str) -> Option<Instant> {
+    fn push_held(&self, vehicle: &str) -> Option<Instant> {
         let _pushing = self.lock_pushing();
         let held = self.lock_held().remove(vehicle)?;
         let arrived = held.arrived;
@@ -272,8 +287,8 @@ impl Deferred {
                 return;
             }
         };
-        let pushed = self.hub.as_ref().and_then(|h| h.pushed_ts(vehicle));
-        if pushed.is_some_and(|ts| ts > state.ts) {
+        let pushed = self.hub.as_ref().and_then(|h| h.pushed(vehicle));
+        if pushed.is_some_and(|p| p.ts > state.ts) {
             return;
         }
         let state = Arc::new(state);

@@ -51,6 +51,10 @@ fn at<'a>(vehicle: &'a str, route: Option<&'a str>, first: bool) -> Received<'a>
     }
 }
 
+fn pushed_ts(hub: &Hub, vehicle: &str) -> Option<i64> {
+    hub.pushed(vehicle).map(|s| s.ts)
+}
+
 fn live_ts(ingest: &Ingest, vehicle: &str) -> Option<i64> {
     let live = ingest.live().snapshot();
     live.iter()
@@ -63,7 +67,7 @@ fn an_unwatched_vehicles_states_wait_for_a_read_which_sees_the_latest() {
     let (hub, ingest, d) = node(100);
     receive(&d, "bus-1", 1);
     assert_eq!(
-        hub.pushed_ts("bus-1"),
+        pushed_ts(&hub, "bus-1"),
         Some(1),
         "a first state goes in at once"
     );
@@ -71,7 +75,7 @@ fn an_unwatched_vehicles_states_wait_for_a_read_which_sees_the_latest() {
     receive(&d, "bus-1", 2);
     receive(&d, "bus-1", 3);
     assert_eq!(d.held(), 1, "one held state per vehicle");
-    assert_eq!(hub.pushed_ts("bus-1"), Some(1), "held, not pushed");
+    assert_eq!(pushed_ts(&hub, "bus-1"), Some(1), "held, not pushed");
     // A read of the hub catches up first.
     assert_eq!(hub.latest("bus-1").map(|s| s.ts), Some(3));
     assert_eq!(d.held(), 0);
@@ -79,7 +83,7 @@ fn an_unwatched_vehicles_states_wait_for_a_read_which_sees_the_latest() {
     receive(&d, "bus-1", 4);
     assert_eq!(d.held(), 1);
     assert_eq!(live_ts(&ingest, "bus-1"), Some(4));
-    assert_eq!(hub.pushed_ts("bus-1"), Some(4));
+    assert_eq!(pushed_ts(&hub, "bus-1"), Some(4));
 }
 
 #[test]
@@ -103,7 +107,7 @@ fn an_event_pushes_its_vehicles_held_state_first() {
     }))
     .expect("an event");
     d.event(&Arc::new(event));
-    assert_eq!((d.held(), hub.pushed_ts("bus-1")), (0, Some(2)));
+    assert_eq!((d.held(), pushed_ts(&hub, "bus-1")), (0, Some(2)));
 }
 
 #[test]
@@ -116,7 +120,7 @@ fn past_the_bound_everything_held_is_pushed() {
     // "a" and "b" held 2; "c"'s second state found the bound reached: all pushed.
     assert_eq!(d.held(), 0);
     for v in ["a", "b", "c"] {
-        assert_eq!(hub.pushed_ts(v), Some(2), "{v}");
+        assert_eq!(pushed_ts(&hub, v), Some(2), "{v}");
     }
 }
 
@@ -147,11 +151,11 @@ fn a_catch_up_pushes_every_held_state_over_several_chunks() {
     assert!(d.held_since("v0").is_some() && d.held_since("nobody").is_none());
     assert!(d.push_held("v0").is_some() && d.push_held("nobody").is_none());
     assert_eq!(
-        (d.held(), hub.pushed_ts("v0")),
+        (d.held(), pushed_ts(&hub, "v0")),
         (vehicles.len() - 1, Some(2))
     );
     d.catch_up();
     assert_eq!(d.held(), 0);
-    assert!(vehicles.iter().all(|v| hub.pushed_ts(v) == Some(2)));
+    assert!(vehicles.iter().all(|v| pushed_ts(&hub, v) == Some(2)));
     assert!(d.push_held("v0").is_none());
 }

@@ -25,12 +25,6 @@ pub struct LiveVehicles {
     catch_up: OnceLock<fleetmq_bridge::hub::CatchUp>,
 }
 
-impl std::fmt::Debug for LiveVehicles {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveVehicles").finish_non_exhaustive()
-    }
-}
-
 impl LiveVehicles {
     /// Sets what [`LiveVehicles::snapshot`] runs first; set once, later calls are ignored.
     pub fn set_catch_up(&self, catch_up: fleetmq_bridge::hub::CatchUp) {
