@@ -1,5 +1,6 @@
-//! Cost per fix through the whole pipeline with every Cairns GTFS route loaded, and the R-tree
-//! route lookup against a linear scan over all segments.
+//! Cost per fix through the whole pipeline with every Cairns GTFS route loaded, the tracker
+//! snapshot the state writer copies and serializes per update, and the R-tree route lookup
+//! against a linear scan over all segments.
 //!
 //! `cargo bench -p geo-engine --bench pipeline`
 
@@ -65,6 +66,25 @@ fn pipeline(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         )
+    });
+    g.finish();
+
+    // What the state writer pays per update for the tracker snapshot (filter state included):
+    // a copy into the write-behind buffer, then its JSON for `HSET tracker`. Taken after five
+    // minutes of fixes at 1 Hz on the route, past the ETA window.
+    let mut t = Tracker::new("bus");
+    for f in trace.iter().take(300) {
+        let _ = t.process(&net, &cfg, f.fix.clone(), f.sent_ms + 20);
+    }
+    let bytes = serde_json::to_vec(&t).expect("tracker JSON").len();
+    eprintln!("tracker snapshot: {bytes} bytes of JSON");
+    let mut g = c.benchmark_group("snapshot");
+    g.throughput(Throughput::Bytes(bytes as u64));
+    g.bench_function("tracker_clone_and_json", |b| {
+        b.iter(|| {
+            let copy = black_box(&t).clone();
+            black_box(serde_json::to_vec(&copy).expect("tracker JSON"))
+        })
     });
     g.finish();
 

@@ -23,6 +23,8 @@ pub enum StopChange {
 
 /// Most progress samples kept for the average speed, whatever the window.
 const MAX_SAMPLES: usize = 256;
+/// Progress samples kept per ETA window, about ([`Stops::sample`]).
+const SAMPLES_PER_WINDOW: i64 = 16;
 /// An average over less time than this is not trusted; the current speed is used, ms.
 const MIN_SPAN_MS: i64 = 5_000;
 /// Below this average speed no ETA is given, m/s.
@@ -66,15 +68,7 @@ impl Stops {
                 ..Stops::default()
             };
         }
-        self.samples.push_back((ts, progress));
-        while self.samples.len() > MAX_SAMPLES
-            || self
-                .samples
-                .front()
-                .is_some_and(|s| ts - s.0 > cfg.eta_window_ms)
-        {
-            self.samples.pop_front();
-        }
+        self.sample(ts, progress, cfg.eta_window_ms);
         let stop_pos = |i: usize| c.stops.get(i).map(|cs| cs.at);
         let left = self
             .at_stop
@@ -108,6 +102,29 @@ impl Stops {
             }
         }
         out
+    }
+
+    /// Records the progress of a fix at `ts` for the average speed over `window_ms`.
+    ///
+    /// The samples but the newest are kept at least `window_ms / SAMPLES_PER_WINDOW` apart: the
+    /// newest is replaced by the next fix until it is that far from the one before it. At one fix a second that
+    /// is 18 samples for the default 120 s window instead of 120, and the tracker snapshot that
+    /// the state writer clones, serializes and sends to Redis on every update shrinks with it.
+    /// The average then runs from the oldest sample in the window, up to one spacing (7.5 s of
+    /// 120 s) later than the oldest fix in it.
+    fn sample(&mut self, ts: i64, progress: f64, window_ms: i64) {
+        let spacing = window_ms / SAMPLES_PER_WINDOW;
+        let n = self.samples.len();
+        if n >= 2 && self.samples[n - 1].0 - self.samples[n - 2].0 < spacing {
+            self.samples[n - 1] = (ts, progress);
+        } else {
+            self.samples.push_back((ts, progress));
+        }
+        while self.samples.len() > MAX_SAMPLES
+            || self.samples.front().is_some_and(|s| ts - s.0 > window_ms)
+        {
+            self.samples.pop_front();
+        }
     }
 
     /// The vehicle left its corridor (deviation, lost match): a departure if it was at a stop.
@@ -191,5 +208,68 @@ impl Stops {
             })
             .take(max)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: i64 = 120_000;
+
+    /// `n` fixes one second apart at `speed` m/s from 0.
+    fn driven(n: i64, speed: f64) -> Stops {
+        let mut s = Stops::default();
+        for k in 0..n {
+            s.sample(k * 1000, speed * k as f64, WINDOW);
+        }
+        s
+    }
+
+    #[test]
+    fn samples_stay_few_and_the_newest_is_the_last_fix() {
+        let s = driven(1000, 8.0);
+        assert!(s.samples.len() <= 18, "{} samples", s.samples.len());
+        assert_eq!(s.samples.back(), Some(&(999_000, 8.0 * 999.0)));
+        let (t0, _) = *s.samples.front().expect("a sample");
+        assert!(
+            (999_000 - WINDOW..=999_000 - WINDOW + WINDOW / 16).contains(&t0),
+            "{t0}"
+        );
+        for w in s
+            .samples
+            .iter()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .rev()
+            .skip(1)
+        {
+            assert!(w[1].0 - w[0].0 >= WINDOW / 16, "{:?}", w);
+        }
+    }
+
+    #[test]
+    fn the_average_speed_is_the_progress_over_the_window() {
+        let s = driven(1000, 8.0);
+        let v = s.average_speed().expect("a speed");
+        assert!((v - 8.0).abs() < 1e-9, "{v}");
+        // Not before MIN_SPAN_MS of samples, then from the first fix.
+        assert_eq!(driven(5, 8.0).average_speed(), None);
+        let early = driven(7, 4.0).average_speed().expect("6 s of samples");
+        assert!((early - 4.0).abs() < 1e-9, "{early}");
+    }
+
+    #[test]
+    fn a_slowdown_shows_in_the_average() {
+        let mut s = driven(200, 10.0);
+        let at = 199_000;
+        let mut progress = 1990.0;
+        for k in 1..=60 {
+            progress += 2.0;
+            s.sample(at + k * 1000, progress, WINDOW);
+        }
+        // The last 120 s: 60 s at 10 m/s and 60 s at 2 m/s, give or take one spacing.
+        let v = s.average_speed().expect("a speed");
+        assert!((5.5..=6.5).contains(&v), "{v}");
     }
 }
