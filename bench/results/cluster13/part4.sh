@@ -6,7 +6,9 @@
 # round: single, before, after. Every process started is recorded in $B/pids and stopped by
 # "while read n p; do kill $p; done < $B/pids". GAP (seconds, default 0; session 9 used 15):
 # a pause before each run, so that the previous run's end (10,000 drivers disconnecting:
-# offline states, events, lease releases) is over before the next starts.
+# offline states, events, lease releases) is over before the next starts. DURATION: seconds
+# of driving per run (default 20; session 10 used 150, past the 120 s ETA window). SINGLE0=1
+# (session 10): also a single node S0 of the "before" build on R0, run first in each round.
 B=${B:-/tmp/b13d}
 BEFORE=${BEFORE:-$B/bin-before/fleetmq}
 AFTER=${AFTER:-$B/bin-after/fleetmq}
@@ -33,15 +35,17 @@ start_node() { # name binary redisport mqttport httpport [cluster]
   for i in $(seq 100); do curl -sf http://127.0.0.1:$hp/readyz >/dev/null && return; sleep 0.1; done
   echo "node $name not ready"; tail -5 $B/$name.log
 }
+[ -n "$SINGLE0" ] && start_redis r0 26390
 start_redis r1 26391
 start_redis r2 26392
 start_redis r3 26393
+[ -n "$SINGLE0" ] && start_node S0 $BEFORE 26390 21399 21499
 start_node S $AFTER 26391 21400 21500
 for n in 1 2 3; do start_node b$n $BEFORE 26392 2141$n 2151$n cluster; done
 for n in 1 2 3; do start_node a$n $AFTER 26393 2142$n 2152$n cluster; done
 pid() { cat $B/$1.pid; }
-R1=$(pid r1); R2=$(pid r2); R3=$(pid r3)
-port_of() { case $1 in $R1) echo 26391;; $R2) echo 26392;; $R3) echo 26393;; esac; }
+R0=$([ -n "$SINGLE0" ] && pid r0); R1=$(pid r1); R2=$(pid r2); R3=$(pid r3)
+port_of() { case $1 in "$R0") echo 26390;; $R1) echo 26391;; $R2) echo 26392;; $R3) echo 26393;; esac; }
 run() { # label redis-pid args...
   sleep ${GAP:-0}
   local label=$1 r=$2; shift 2
@@ -53,7 +57,7 @@ run() { # label redis-pid args...
   echo "=== $label  end $(date -u +%T)  load: $(cut -d' ' -f1-3 /proc/loadavg)  redis CPU ticks: $(( $(ticks $r) - r0 ))"
   redis-cli -p $(port_of $r) info commandstats | grep -E 'publish|evalsha|hset|geoadd|xadd' | tr -d '\r' | sed "s/^/  $label /"
 }
-COMMON="--interval-ms 1000 --duration 20 --watch riders=300"
+COMMON="--interval-ms 1000 --duration ${DURATION:-20} --watch riders=300"
 cluster() { # label redis-pid mqtt-base http-base n1 n2 n3
   local label=$1 r=$2 m=$3 h=$4
   run $label $r $FB drive --mqtt 127.0.0.1:${m}1,127.0.0.1:${m}2,127.0.0.1:${m}3 \
@@ -62,6 +66,8 @@ cluster() { # label redis-pid mqtt-base http-base n1 n2 n3
 }
 for D in ${DRIVERS:-10000 5000}; do
   for round in ${ROUNDS:-1 2}; do
+    [ -n "$SINGLE0" ] && run single0-$D-r$round $R0 $FB drive --mqtt 127.0.0.1:21399 \
+        --ws ws://127.0.0.1:21499/ws --drivers $D $COMMON --pid $(pid S0)
     run single-$D-r$round $R1 $FB drive --mqtt 127.0.0.1:21400 --ws ws://127.0.0.1:21500/ws \
         --drivers $D $COMMON --pid $(pid S)
     cluster before-$D-r$round $R2 2141 2151 b1 b2 b3
