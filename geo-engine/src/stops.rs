@@ -260,6 +260,21 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_with_every_sample_of_an_older_build_loads_and_thins_out() {
+        // What an older build stored: one sample per fix of the last 120 s.
+        let samples: Vec<(i64, f64)> = (0..=120).map(|k| (k * 1000, 8.0 * k as f64)).collect();
+        let json = serde_json::json!({"corridor": 4, "at_stop": null, "last_arrived": null,
+                                      "samples": samples});
+        let mut s: Stops = serde_json::from_value(json).expect("an older snapshot");
+        assert_eq!(s.average_speed(), Some(8.0));
+        for k in 121..=240 {
+            s.sample(k * 1000, 8.0 * k as f64, WINDOW);
+        }
+        assert!(s.samples.len() <= 18, "{} samples", s.samples.len());
+        assert_eq!(s.average_speed(), Some(8.0));
+    }
+
+    #[test]
     fn a_slowdown_shows_in_the_average() {
         let mut s = driven(200, 10.0);
         let at = 199_000;
