@@ -13,7 +13,10 @@
 //!   old owner cannot overwrite a newer owner's state.
 //! - **Renew** every [`RENEW_EVERY`], all held leases in pipelined batches (`renew`); a lease
 //!   lasts [`LEASE_TTL`]: a node silent that long has lost its vehicles. A renewal refused
-//!   (another node took the vehicle) drops the local tracker.
+//!   (another node took the vehicle) drops the local tracker. A fenced state write that passes
+//!   extends the lease as a renewal would, so a lease a write extended within
+//!   [`RENEWED_BY_WRITE`] is skipped; after any refused or failed write the next round goes
+//!   over every lease, so a lost one is found as before.
 //! - **Release** (flush the tracker and give the lease up in one script) when the driver
 //!   disconnects, when another node asks, after [`IDLE_RELEASE`] beyond `stale_after` without a
 //!   fix, and for every lease at once on shutdown, before clients get DISCONNECT 0x8B.
@@ -35,8 +38,8 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +60,9 @@ use stats::Stats;
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
 /// How often held leases are renewed.
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// A lease a fenced write extended this recently is not renewed: it runs at least
+/// [`LEASE_TTL`] − this = 3 s more, two renewal rounds.
+pub const RENEWED_BY_WRITE: Duration = Duration::from_secs(2);
 /// Longest wait for another node's lease: longer than [`LEASE_TTL`], so a holder that stopped
 /// renewing has always lost it by then.
 pub const HANDOFF_WAIT: Duration = Duration::from_secs(6);
@@ -85,7 +91,13 @@ struct Held {
     epoch: u64,
     /// Milliseconds since [`Leases::started`] of the last fix under this lease.
     last_used: AtomicU64,
+    /// Milliseconds since [`Leases::started`] when the last fenced write that extended this
+    /// lease was sent; [`NEVER`] before one.
+    written: AtomicU64,
 }
+
+/// [`Held::written`] before any write.
+const NEVER: u64 = u64::MAX;
 
 /// The leases of this node; shared behind an `Arc` by connections, the gate, the Redis writer
 /// (as its [`Fence`]) and the server.
@@ -102,6 +114,8 @@ pub struct Leases {
     /// `stale_after` + [`IDLE_RELEASE`].
     idle: Duration,
     started: Instant,
+    /// Set by a refused or failed fenced write: the next renewal round skips nothing.
+    renew_all: AtomicBool,
     /// Set by [`Leases::release_all`]: nothing is acquired any more.
     closing: CancellationToken,
     /// Stops the tasks.
@@ -135,6 +149,7 @@ impl Leases {
             store: store.clone(),
             idle: stale_after + IDLE_RELEASE,
             started: Instant::now(),
+            renew_all: AtomicBool::new(false),
             closing: CancellationToken::new(),
             stop: CancellationToken::new(),
             stats: Stats::default(),
@@ -282,6 +297,7 @@ impl Leases {
             Held {
                 epoch,
                 last_used: AtomicU64::new(self.now()),
+                written: AtomicU64::new(NEVER),
             },
         );
         self.stats.acquired.fetch_add(1, Relaxed);
@@ -416,5 +432,23 @@ impl Fence for Leases {
 
     fn epoch(&self, vehicle: &str) -> Option<u64> {
         self.held.get(vehicle).map(|h| h.epoch)
+    }
+
+    fn lease_ms(&self) -> u64 {
+        LEASE_TTL.as_millis() as u64
+    }
+
+    fn renewed_by_write(&self, vehicles: &mut dyn Iterator<Item = &str>, sent: Instant) {
+        let at = u64::try_from(sent.saturating_duration_since(self.started).as_millis())
+            .unwrap_or(u64::MAX - 1);
+        for vehicle in vehicles {
+            if let Some(h) = self.held.get(vehicle) {
+                h.written.store(at, Relaxed);
+            }
+        }
+    }
+
+    fn write_refused(&self) {
+        self.renew_all.store(true, Relaxed);
     }
 }

@@ -9,6 +9,7 @@
 //! not know it (first use, or after a Redis restart).
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use crate::persist::Conn;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind};
@@ -22,6 +23,14 @@ pub trait Fence: Send + Sync {
     fn node(&self) -> &str;
     /// The epoch this node holds `vehicle` under, `None` when it does not hold it.
     fn epoch(&self, vehicle: &str) -> Option<u64>;
+    /// How long a lease lasts from its last extension, ms (a passing fenced write extends it).
+    fn lease_ms(&self) -> u64;
+    /// The fenced writes of `vehicles`, sent at `sent`, all passed: each one's lease now runs
+    /// until at least `sent` + [`Fence::lease_ms`].
+    fn renewed_by_write(&self, vehicles: &mut dyn Iterator<Item = &str>, sent: Instant);
+    /// A fenced write was refused or failed: some lease may be lost, so the next renewal
+    /// round goes over every lease (it is where a loss is found and handled).
+    fn write_refused(&self);
 }
 
 /// `KEYS[1]` = `fleetmq:vehicle:{id}`; `ARGV` = node, epoch, state TTL ms, state JSON or "",
@@ -42,23 +51,32 @@ return 1
 
 /// The writer's [`FENCED_WRITE`] for many vehicles in one call: `KEYS` = their
 /// `fleetmq:vehicle:{id}` keys (one hash slot on a Redis Cluster); `ARGV` = node, state TTL ms,
-/// then per key its epoch, state JSON or "", tracker JSON or "". Replies per key 1, or
-/// [`FENCED_OUT`]. A script call per vehicle per write cost Redis more than the writes in it.
+/// lease ms, then per key its epoch, state JSON or "", tracker JSON or "". Replies per key 1,
+/// or [`FENCED_OUT`]. A script call per vehicle per write cost Redis more than the writes in it.
+///
+/// A write that passes also extends the lease to Redis's time + lease ms: it has just checked
+/// what a renewal checks (owner and epoch), so the renewal of a vehicle written in the last
+/// moment is skipped ([`Fence::renewed_by_write`]) and Redis passes over a moving vehicle's
+/// hash once a second instead of twice.
 pub static FENCED_WRITE_MANY: Lua = Lua::new(
     r"
+local t = redis.call('TIME')
+local till = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3]))
 local out = {}
 for i, key in ipairs(KEYS) do
-  local a = 3 * i
+  local a = 3 * i + 1
   local f = redis.call('HMGET', key, 'lease_owner', 'lease_epoch')
   if f[1] ~= ARGV[1] or f[2] ~= ARGV[a] then
     out[i] = -1
   else
     if ARGV[a + 1] ~= '' and ARGV[a + 2] ~= '' then
-      redis.call('HSET', key, 'state', ARGV[a + 1], 'tracker', ARGV[a + 2])
+      redis.call('HSET', key, 'state', ARGV[a + 1], 'tracker', ARGV[a + 2], 'lease_until', till)
     elseif ARGV[a + 1] ~= '' then
-      redis.call('HSET', key, 'state', ARGV[a + 1])
+      redis.call('HSET', key, 'state', ARGV[a + 1], 'lease_until', till)
     elseif ARGV[a + 2] ~= '' then
-      redis.call('HSET', key, 'tracker', ARGV[a + 2])
+      redis.call('HSET', key, 'tracker', ARGV[a + 2], 'lease_until', till)
+    else
+      redis.call('HSET', key, 'lease_until', till)
     end
     redis.call('PEXPIRE', key, ARGV[2])
     out[i] = 1

@@ -25,7 +25,9 @@
 //! [`FENCED_WRITE_MANY`] script call (up to [`FENCED_PER_CALL`] vehicles of one hash slot),
 //! carrying the epoch each entry was computed under; a vehicle this node does not hold gets no
 //! hash write (its track entry and position still go out, keyed by the fix). Refusals are
-//! counted in `fleetmq_redis_fenced_total`.
+//! counted in `fleetmq_redis_fenced_total`. A write that passes extends the vehicle's lease too;
+//! the fence is told which ones did ([`super::fence::Fence::renewed_by_write`]), or that some
+//! did not (`write_refused`), so the lease renewal skips only leases a write just extended.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -152,10 +154,22 @@ pub async fn flush(shared: &Shared, conn: &mut Conn, batch: &Batch) -> RedisResu
             Some(_) => Some(FENCED_WRITE_MANY.sha(conn).await?),
             None => None,
         };
-        let fenced = fence.zip(sha.as_deref()).map(|(f, sha)| (f.node(), sha));
+        let fenced = fence
+            .zip(sha.as_deref())
+            .map(|(f, sha)| (f.node(), sha, f.lease_ms()));
         let pipes = plan(batch, shared.ttl_ms, conn.cluster(), fenced);
-        let replies = conn::query_all::<Vec<RedisResult<Value>>>(conn, pipes).await?;
+        let sent = Instant::now();
+        let replies = match conn::query_all::<Vec<RedisResult<Value>>>(conn, pipes).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(f) = fence {
+                    f.write_refused();
+                }
+                return Err(e);
+            }
+        };
         let mut unknown_script = false;
+        let mut all_passed = true;
         for (results, took) in replies {
             shared.stats.observe_write(took.as_secs_f64());
             shared.stats.batches.fetch_add(1, Relaxed);
@@ -172,6 +186,7 @@ pub async fn flush(shared: &Shared, conn: &mut Conn, batch: &Batch) -> RedisResu
                 .sum();
             shared.stats.fenced.fetch_add(fenced_out as u64, Relaxed);
             let refused = results.iter().filter(|r| r.is_err()).count();
+            all_passed &= fenced_out == 0 && refused == 0;
             if refused > 0 {
                 // Expected for replayed track entries (ids not newer than the stream's top).
                 shared
@@ -181,11 +196,28 @@ pub async fn flush(shared: &Shared, conn: &mut Conn, batch: &Batch) -> RedisResu
             }
         }
         if !unknown_script {
+            if let Some(f) = fence {
+                // Any refusal (a replayed track entry too, rarely) makes the next renewal
+                // round go over every lease: a lost one is found there.
+                if all_passed {
+                    f.renewed_by_write(&mut fenced_vehicles(batch), sent);
+                } else {
+                    f.write_refused();
+                }
+            }
             break;
         }
         FENCED_WRITE_MANY.forget();
     }
     Ok(())
+}
+
+/// The vehicles of `batch` that [`plan`] writes with [`FENCED_WRITE_MANY`].
+fn fenced_vehicles(batch: &Batch) -> impl Iterator<Item = &str> {
+    batch
+        .iter()
+        .filter(|(_, e)| e.epoch.is_some() && (e.state.is_some() || e.tracker.is_some()))
+        .map(|(id, _)| &**id)
 }
 
 /// Pipelines cut by where their keys live: on one node every [`COMMANDS_PER_PIPELINE`]
@@ -227,8 +259,13 @@ impl Cut {
 /// The commands for one batch, cut into pipelines ([`Cut`]). Vehicles go in the hash-slot
 /// order of their `fleetmq:vehicle:{id}` key; the `fleetmq:geo` commands come last (on a
 /// cluster in the pipelines of that key's slot). `fenced` = (this node, SHA1 of
-/// [`FENCED_WRITE_MANY`]) with `--cluster`.
-fn plan(batch: &Batch, ttl_ms: u64, cluster: bool, fenced: Option<(&str, &str)>) -> Vec<Pipeline> {
+/// [`FENCED_WRITE_MANY`], lease ms) with `--cluster`.
+fn plan(
+    batch: &Batch,
+    ttl_ms: u64,
+    cluster: bool,
+    fenced: Option<(&str, &str, u64)>,
+) -> Vec<Pipeline> {
     let mut order: Vec<(u16, &str, &Entry)> = batch
         .iter()
         .map(|(id, e)| (keys::slot(&keys::vehicle(id)), &**id, e))
@@ -249,7 +286,7 @@ fn plan(batch: &Batch, ttl_ms: u64, cluster: bool, fenced: Option<(&str, &str)>)
             .as_ref()
             .and_then(|t| serde_json::to_string(&**t).ok());
         let has_fields = state_json.is_some() || tracker_json.is_some();
-        if let (true, Some((node, sha))) = (has_fields, fenced) {
+        if let (true, Some((node, sha, lease_ms))) = (has_fields, fenced) {
             // Not held (lost, or Redis was down when the fix came): the owner writes the hash.
             if let Some(epoch) = entry.epoch {
                 let group = if cluster { slot } else { 0 };
@@ -260,7 +297,7 @@ fn plan(batch: &Batch, ttl_ms: u64, cluster: bool, fenced: Option<(&str, &str)>)
                     || writes.keys.len() >= FENCED_PER_CALL
                     || (writes.bytes + bytes > FENCED_BYTES_PER_CALL && !writes.keys.is_empty())
                 {
-                    writes.add_to(&mut cut, node, sha, ttl_ms);
+                    writes.add_to(&mut cut, node, sha, (ttl_ms, lease_ms));
                     writes.slot = Some(group);
                 }
                 writes.bytes += bytes;
@@ -303,8 +340,8 @@ fn plan(batch: &Batch, ttl_ms: u64, cluster: bool, fenced: Option<(&str, &str)>)
             }
         }
     }
-    if let Some((node, sha)) = fenced {
-        writes.add_to(&mut cut, node, sha, ttl_ms);
+    if let Some((node, sha, lease_ms)) = fenced {
+        writes.add_to(&mut cut, node, sha, (ttl_ms, lease_ms));
     }
     for members in geo_add.chunks(GEO_MEMBERS_PER_COMMAND) {
         let mut geo = redis::cmd("GEOADD");
@@ -332,19 +369,20 @@ struct FencedWrites {
 }
 
 impl FencedWrites {
-    /// The call for what was gathered, into its slot's pipeline; empties `self`.
-    fn add_to(&mut self, cut: &mut Cut, node: &str, sha: &str, ttl_ms: u64) {
+    /// The call for what was gathered, into its slot's pipeline; empties `self`. `ttls` =
+    /// (state TTL ms, lease ms).
+    fn add_to(&mut self, cut: &mut Cut, node: &str, sha: &str, ttls: (u64, u64)) {
         let Some(first) = self.keys.first() else {
             return;
         };
         // Sized up front: no regrowth (and no copy) of a buffer this large per call. Per
         // argument about 20 bytes more for the epoch and the protocol's length prefixes.
-        let args = 5 + 4 * self.keys.len();
+        let args = 6 + 4 * self.keys.len();
         let mut cmd =
             redis::Cmd::with_capacity(args, self.bytes + sha.len() + node.len() + 20 * args);
         cmd.arg("EVALSHA");
         cmd.arg(sha).arg(self.keys.len()).arg(&self.keys);
-        cmd.arg(node).arg(ttl_ms);
+        cmd.arg(node).arg(ttls.0).arg(ttls.1);
         for (epoch, state, tracker) in &self.args {
             cmd.arg(*epoch).arg(state).arg(tracker);
         }
@@ -395,7 +433,7 @@ mod tests {
             };
             batch.insert(id, entry);
         }
-        let pipes = plan(&batch, 60_000, false, Some(("node-a", "sha1")));
+        let pipes = plan(&batch, 60_000, false, Some(("node-a", "sha1", 5_000)));
         let mut written = Vec::new();
         let mut calls = 0;
         for cmd in pipes.iter().flat_map(Pipeline::cmd_iter) {
@@ -409,9 +447,10 @@ mod tests {
             // The documented cap (64 KB) plus the call's own arguments, as a literal: raising
             // the constant fails here too.
             assert!(bytes <= 64 * 1024 + 1_000, "{bytes} bytes in one call");
-            assert_eq!(args.len(), 3 + n + 2 + 3 * n);
+            assert_eq!(args.len(), 3 + n + 3 + 3 * n);
+            assert_eq!(&args[3 + n..3 + n + 3], [&b"node-a"[..], b"60000", b"5000"]);
             for k in 0..n {
-                assert_eq!(args[3 + n + 2 + 3 * k], b"7", "epoch");
+                assert_eq!(args[3 + n + 3 + 3 * k], b"7", "epoch");
             }
             written.extend(args[3..3 + n].iter().cloned());
         }

@@ -1,4 +1,5 @@
-//! Every [`RENEW_EVERY`]: renews every held lease, [`PER_PIPELINE`] per script call, drops
+//! Every [`RENEW_EVERY`]: renews every held lease that no write extended within
+//! [`RENEWED_BY_WRITE`] (all of them after a refused write), [`PER_PIPELINE`] per script call, drops
 //! the ones another node took, and releases the ones idle past `stale_after` + `IDLE_RELEASE`
 //! (an HTTP or OsmAnd device has no connection whose end would release them).
 
@@ -9,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use redis::{RedisResult, Value};
 
 use super::scripts::RENEW;
-use super::{LEASE_TTL, Leases, PER_PIPELINE, RENEW_EVERY};
+use super::{LEASE_TTL, Leases, NEVER, PER_PIPELINE, RENEW_EVERY, RENEWED_BY_WRITE};
 use crate::persist::conn::query_each;
 use crate::persist::fence::no_script;
 use crate::persist::keys;
@@ -28,7 +29,8 @@ pub async fn run(leases: Arc<Leases>) {
         }
         if let Err(e) = renew(&leases).await {
             // Redis unreachable: the leases are kept (nobody can take them meanwhile) and
-            // renewed, or found lost, once it answers.
+            // renewed, or found lost, once it answers; that round skips none.
+            leases.renew_all.store(true, Relaxed);
             tracing::debug!(error = %e, "lease: renewal failed");
         }
         release_idle(&leases).await;
@@ -40,7 +42,18 @@ pub async fn run(leases: Arc<Leases>) {
 pub(super) async fn renew(leases: &Leases) -> RedisResult<()> {
     let cluster = leases.conn.cluster();
     let mut groups: BTreeMap<u16, Vec<(String, Arc<str>, u64)>> = BTreeMap::new();
+    // A lease a passing write extended lately needs no renewal, unless a write was refused
+    // since the last round (the loss of some lease shows only in a renewal's reply).
+    let skip_written = !leases.renew_all.swap(false, Relaxed);
+    let now = leases.now();
+    let recent = u64::try_from(RENEWED_BY_WRITE.as_millis()).unwrap_or(u64::MAX);
+    let mut skipped = 0;
     for e in leases.held.iter() {
+        let written = e.value().written.load(Relaxed);
+        if skip_written && written != NEVER && now.saturating_sub(written) < recent {
+            skipped += 1;
+            continue;
+        }
         let key = keys::vehicle(e.key());
         let slot = if cluster { keys::slot(&key) } else { 0 };
         groups
@@ -48,6 +61,7 @@ pub(super) async fn renew(leases: &Leases) -> RedisResult<()> {
             .or_default()
             .push((key, e.key().clone(), e.value().epoch));
     }
+    leases.stats.renew_skipped.fetch_add(skipped, Relaxed);
     let calls: Vec<&[(String, Arc<str>, u64)]> = groups
         .values()
         .flat_map(|g| g.chunks(PER_PIPELINE))

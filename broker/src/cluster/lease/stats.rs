@@ -14,6 +14,7 @@ pub struct Stats {
     pub lost: AtomicU64,
     pub busy: AtomicU64,
     pub unleased: AtomicU64,
+    pub renew_skipped: AtomicU64,
 }
 
 impl Stats {
@@ -46,6 +47,11 @@ impl Stats {
                 "unleased",
                 &self.unleased,
                 "fixes processed without a lease while Redis was unreachable",
+            ),
+            (
+                "renew_skipped",
+                &self.renew_skipped,
+                "lease renewals skipped: a fenced state write had extended the lease within 2 s",
             ),
         ];
         for (name, value, help) in counters {

@@ -187,6 +187,76 @@ async fn an_old_owner_is_fenced_out_and_the_new_one_continues_its_filters() {
     store_b.close().await;
 }
 
+/// The `lease_until` stored for `vehicle`.
+async fn lease_until(conn: &mut crate::persist::Conn, vehicle: &str) -> u64 {
+    hget(conn, vehicle, keys::FIELD_LEASE_UNTIL)
+        .await
+        .and_then(|u| u.parse().ok())
+        .expect("lease_until")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_write_extends_the_lease_and_that_renewal_is_skipped_until_a_write_is_refused() {
+    use crate::persist::fence::Fence;
+    use std::sync::atomic::Ordering::Relaxed;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (store, ingest, a) = node(&url, "node-a");
+    let mut conn = store.connection();
+    let vehicle = "bus-renewed";
+    let base_ts = crate::ingest::now_ms() - 60_000;
+    a.acquire(vehicle).await.expect("a acquires");
+    // Marks lease_until so that whatever extends the lease shows (the lease itself checks only
+    // owner and epoch).
+    let mark = async |conn: &mut crate::persist::Conn| {
+        let _: () = redis::cmd("HSET")
+            .arg(keys::vehicle(vehicle))
+            .arg(keys::FIELD_LEASE_UNTIL)
+            .arg(1)
+            .query_async(conn)
+            .await
+            .expect("HSET");
+    };
+    mark(&mut conn).await;
+    let now = crate::ingest::now_ms() as u64;
+
+    ingest
+        .location(vehicle, &fix(0, base_ts), Instant::now(), Source::Mqtt)
+        .expect("fix taken");
+    wait_until(
+        async || stored_ts(&mut conn, vehicle).await == Some(base_ts),
+        "the fenced write",
+    )
+    .await;
+    let written = a.held.get(vehicle).map(|h| h.written.load(Relaxed));
+    assert!(written.is_some_and(|w| w != super::NEVER), "{written:?}");
+    let until = lease_until(&mut conn, vehicle).await;
+    assert!(
+        until >= now + 4_000,
+        "the write extended the lease: {until} vs now {now}"
+    );
+
+    // The renewal round skips it: Redis is not touched. (The writer's report again, as of
+    // now: a loaded machine may take longer than RENEWED_BY_WRITE to get here.)
+    mark(&mut conn).await;
+    a.renewed_by_write(&mut std::iter::once(vehicle), Instant::now());
+    super::renew::renew(&a).await.expect("renew round");
+    assert_eq!(a.stats.renew_skipped.load(Relaxed), 1);
+    assert_eq!(lease_until(&mut conn, vehicle).await, 1);
+
+    // After a refused write the next round renews every lease, this one too.
+    a.write_refused();
+    super::renew::renew(&a).await.expect("renew round");
+    assert_eq!(a.stats.renew_skipped.load(Relaxed), 1);
+    assert!(lease_until(&mut conn, vehicle).await >= now + 4_000);
+    assert!(a.holds(vehicle));
+    // And the one after skips it again, after another write.
+    a.renewed_by_write(&mut std::iter::once(vehicle), Instant::now());
+    super::renew::renew(&a).await.expect("renew round");
+    assert_eq!(a.stats.renew_skipped.load(Relaxed), 2);
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_releases_its_previous_runs_lease_on_request() {
     let redis = RedisServer::start();
