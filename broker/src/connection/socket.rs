@@ -87,6 +87,10 @@ impl ReadBuf {
     }
 }
 
+/// Bytes a closing connection reads and discards at most while the client has not closed its
+/// side yet ([`Socket::finish`]).
+pub const LINGER_BYTES: usize = 256 * 1024;
+
 /// A connected client's byte stream with its buffers and deadlines.
 pub struct Socket<S> {
     pub stream: S,
@@ -334,13 +338,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         }
     }
 
-    /// Best effort at the end: writes what is buffered, for at most `limit`, then shuts the
-    /// stream down.
+    /// Best effort at the end, for at most `limit` in all: writes what is buffered, shuts the
+    /// write side down, then reads and discards what the client still sends until it closes
+    /// too (at most [`LINGER_BYTES`]). Closing a socket with unread data makes the kernel answer
+    /// with a reset, and a reset that reaches the client before it read our last packet (a
+    /// DISCONNECT with its reason code, say 0x96 to a client flooding us) destroys it.
     pub async fn finish(&mut self, limit: Duration) {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let _ = tokio::time::timeout(limit, async {
             let _ = self.stream.write_all_buf(&mut self.out).await;
             let _ = self.stream.shutdown().await;
+            let mut scratch = vec![0; 4096];
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                match self.stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
         })
         .await;
     }
