@@ -46,7 +46,7 @@ use crate::ingest::{Ingest, StateSink, now_ms};
 use crate::router::RouterMsg;
 use crate::{Config, Error};
 pub use conn::{Conn, Target};
-use pending::Pending;
+use pending::{Pending, StateJson};
 pub use restore::{Restored, rebuild};
 pub use sos::SOS_QUEUE;
 use sos::{SOS_WAIT, SosQueue, SosRecord};
@@ -493,7 +493,18 @@ impl RedisSink {
 
 impl StateSink for RedisSink {
     fn state(&self, state: &Arc<VehicleState>) {
-        self.0.pending.state(state, self.epoch(&state.vehicle));
+        let epoch = self.epoch(&state.vehicle);
+        self.0.pending.state(StateJson::new(state.clone()), epoch);
+    }
+
+    /// The payload's JSON is what `HSET state` and the track store: kept, not made again.
+    fn state_json(&self, state: &Arc<VehicleState>, json: &Arc<str>) {
+        let epoch = self.epoch(&state.vehicle);
+        let state = StateJson {
+            state: state.clone(),
+            json: json.clone(),
+        };
+        self.0.pending.state(state, epoch);
     }
 
     fn event(&self, _event: &Arc<Event>) {}

@@ -25,16 +25,39 @@ use geo_engine::{Tracker, VehicleState};
 const SHARDS: usize = 16;
 /// Track points buffered per vehicle while Redis is slow or down.
 pub const TRACK_PER_VEHICLE: usize = 32;
+/// First capacity of a tracker snapshot's JSON buffer, bytes.
+const TRACKER_JSON_CAPACITY: usize = 2048;
+
+/// A processed state and its JSON: the `vehicles/{id}` payload's bytes, made once by ingest and
+/// shared (`HSET state`, `XADD`), so the writer serializes no state.
+#[derive(Debug, Clone)]
+pub struct StateJson {
+    pub state: Arc<VehicleState>,
+    pub json: Arc<str>,
+}
+
+impl StateJson {
+    /// A state whose JSON nobody made yet: serialized here.
+    pub fn new(state: Arc<VehicleState>) -> StateJson {
+        let mut json = Vec::with_capacity(512);
+        state.write_json(&mut json);
+        // `write_json` writes JSON: UTF-8 by construction.
+        let json = String::from_utf8(json).unwrap_or_default().into();
+        StateJson { state, json }
+    }
+}
 
 /// What is waiting to be written for one vehicle.
 #[derive(Debug, Default)]
 pub struct Entry {
     /// Latest processed state (`HSET state`, `GEOADD`).
-    pub state: Option<Arc<VehicleState>>,
-    /// Latest tracker snapshot (`HSET tracker`); absent when only the state changed (offline).
-    pub tracker: Option<Box<Tracker>>,
+    pub state: Option<StateJson>,
+    /// Latest tracker snapshot's JSON (`HSET tracker`); absent when only the state changed
+    /// (offline). Serialized when taken, not cloned: the writer would serialize the clone anyway,
+    /// and a clone and its drop per update cost more than the JSON bytes.
+    pub tracker: Option<Vec<u8>>,
     /// Processed fixes for the track stream, oldest first.
-    pub track: Vec<Arc<VehicleState>>,
+    pub track: Vec<StateJson>,
     /// With `--cluster`: the lease epoch the latest state/tracker was computed under (the hash
     /// write is fenced with it); `None` when this node did not hold the vehicle.
     pub epoch: Option<u64>,
@@ -105,23 +128,30 @@ impl Pending {
         true
     }
 
-    /// A new processed state: replaces the latest and, unless it is an offline mark (which is
-    /// not a fix), joins the track.
-    pub fn state(&self, state: &Arc<VehicleState>, epoch: Option<u64>) {
-        let is_fix = state.status != geo_engine::VehicleStatus::Offline;
-        self.with_entry(&state.vehicle, |e, p| {
-            e.state = Some(state.clone());
-            e.epoch = epoch;
+    /// A new processed state with its JSON: replaces the latest and, unless it is an offline
+    /// mark (which is not a fix), joins the track.
+    pub fn state(&self, state: StateJson, epoch: Option<u64>) {
+        let is_fix = state.state.status != geo_engine::VehicleStatus::Offline;
+        let vehicle = state.state.clone();
+        self.with_entry(&vehicle.vehicle, |e, p| {
             if is_fix {
                 p.push_track(e, state.clone());
             }
+            e.state = Some(state);
+            e.epoch = epoch;
         });
     }
 
-    /// A tracker snapshot: replaces the latest.
+    /// A tracker snapshot: replaces the latest. Serialized here, outside the shard's lock.
     pub fn snapshot(&self, tracker: &Tracker, epoch: Option<u64>) {
+        // About 1.8 KB after a minute of fixes (docs/pipeline.md): one allocation, no regrowth.
+        let mut json = Vec::with_capacity(TRACKER_JSON_CAPACITY);
+        if let Err(e) = serde_json::to_writer(&mut json, tracker) {
+            tracing::error!(error = %e, "redis: tracker not serializable");
+            return;
+        }
         self.with_entry(tracker.vehicle(), |e, _| {
-            e.tracker = Some(Box::new(tracker.clone()));
+            e.tracker = Some(json);
             e.epoch = epoch;
         });
     }
@@ -134,7 +164,7 @@ impl Pending {
         self.taken.load(SeqCst) + 1
     }
 
-    fn push_track(&self, e: &mut Entry, point: Arc<VehicleState>) {
+    fn push_track(&self, e: &mut Entry, point: StateJson) {
         let over_budget = self.track_points.load(Relaxed) >= self.track_budget;
         if e.track.len() >= TRACK_PER_VEHICLE || (over_budget && !e.track.is_empty()) {
             let n = if over_budget { e.track.len() } else { 1 };
@@ -151,7 +181,13 @@ impl Pending {
         let number = self.taken.fetch_add(1, SeqCst) + 1;
         let mut all = Batch::new();
         for shard in &self.shards {
-            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
+            let taken = {
+                let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                // As large as the last batch: a shard refilled at a steady rate does not grow
+                // its table again from nothing after every flush.
+                let size = shard.len();
+                std::mem::replace(&mut *shard, Batch::with_capacity(size))
+            };
             self.account_removed(&taken);
             if all.is_empty() {
                 all = taken;
@@ -243,17 +279,20 @@ pub(super) mod tests {
     #[test]
     fn latest_wins_and_track_keeps_fixes_only() {
         let p = Pending::new(10, 100);
-        p.state(&state("a", 1, VehicleStatus::Moving), None);
-        p.state(&state("a", 2, VehicleStatus::Moving), None);
-        p.state(&state("a", 2, VehicleStatus::Offline), None);
+        p.state(StateJson::new(state("a", 1, VehicleStatus::Moving)), None);
+        p.state(StateJson::new(state("a", 2, VehicleStatus::Moving)), None);
+        p.state(StateJson::new(state("a", 2, VehicleStatus::Offline)), None);
         assert_eq!(p.len(), 1);
         let (_, b) = p.take();
         let e = &b["a"];
         assert_eq!(
-            e.state.as_ref().map(|s| s.status),
+            e.state.as_ref().map(|s| s.state.status),
             Some(VehicleStatus::Offline)
         );
-        assert_eq!(e.track.iter().map(|s| s.ts).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            e.track.iter().map(|s| s.state.ts).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert_eq!(p.len(), 0);
         assert_eq!(p.track_points.load(Relaxed), 0);
     }
@@ -261,46 +300,46 @@ pub(super) mod tests {
     #[test]
     fn full_buffer_drops_new_vehicles_but_updates_known_ones() {
         let p = Pending::new(2, 100);
-        p.state(&state("a", 1, VehicleStatus::Moving), None);
-        p.state(&state("b", 1, VehicleStatus::Moving), None);
-        p.state(&state("c", 1, VehicleStatus::Moving), None);
-        p.state(&state("a", 5, VehicleStatus::Moving), None);
+        p.state(StateJson::new(state("a", 1, VehicleStatus::Moving)), None);
+        p.state(StateJson::new(state("b", 1, VehicleStatus::Moving)), None);
+        p.state(StateJson::new(state("c", 1, VehicleStatus::Moving)), None);
+        p.state(StateJson::new(state("a", 5, VehicleStatus::Moving)), None);
         assert_eq!(p.len(), 2);
         assert_eq!(p.dropped.load(Relaxed), 1);
         let (_, b) = p.take();
         assert!(!b.contains_key("c"));
-        assert_eq!(b["a"].state.as_ref().map(|s| s.ts), Some(5));
+        assert_eq!(b["a"].state.as_ref().map(|s| s.state.ts), Some(5));
     }
 
     #[test]
     fn track_is_bounded_per_vehicle_and_in_all() {
         let p = Pending::new(10, 40);
         for ts in 0..100 {
-            p.state(&state("a", ts, VehicleStatus::Moving), None);
+            p.state(StateJson::new(state("a", ts, VehicleStatus::Moving)), None);
         }
         assert_eq!(p.track_points.load(Relaxed), TRACK_PER_VEHICLE);
         for ts in 0..100 {
-            p.state(&state("b", ts, VehicleStatus::Moving), None);
+            p.state(StateJson::new(state("b", ts, VehicleStatus::Moving)), None);
         }
         assert!(p.track_points.load(Relaxed) <= 40 + 1);
         let (_, b) = p.take();
-        assert_eq!(b["a"].track.last().map(|s| s.ts), Some(99));
-        assert_eq!(b["b"].track.last().map(|s| s.ts), Some(99));
+        assert_eq!(b["a"].track.last().map(|s| s.state.ts), Some(99));
+        assert_eq!(b["b"].track.last().map(|s| s.state.ts), Some(99));
     }
 
     #[test]
     fn put_back_keeps_newer_and_orders_track() {
         let p = Pending::new(10, 1000);
-        p.state(&state("a", 1, VehicleStatus::Moving), None);
+        p.state(StateJson::new(state("a", 1, VehicleStatus::Moving)), None);
         let (_, old) = p.take();
-        p.state(&state("a", 2, VehicleStatus::Moving), None);
+        p.state(StateJson::new(state("a", 2, VehicleStatus::Moving)), None);
         p.put_back(old);
         assert_eq!(p.len(), 1);
         assert_eq!(p.track_points.load(Relaxed), 2);
         let (_, b) = p.take();
-        assert_eq!(b["a"].state.as_ref().map(|s| s.ts), Some(2));
+        assert_eq!(b["a"].state.as_ref().map(|s| s.state.ts), Some(2));
         assert_eq!(
-            b["a"].track.iter().map(|s| s.ts).collect::<Vec<_>>(),
+            b["a"].track.iter().map(|s| s.state.ts).collect::<Vec<_>>(),
             vec![1, 2]
         );
     }

@@ -268,3 +268,56 @@ async fn offline_vehicle_leaves_the_geo_set_and_keeps_its_ttl() {
         .expect("PTTL");
     assert!(ttl > 0 && ttl <= 3_600_000, "PTTL {ttl}");
 }
+
+/// The state's JSON that ingest made for the `vehicles/{id}` payload is what the hash and the
+/// track stream store, byte for byte: the writer does not serialize the state again. (The test
+/// hands over a pretty-printed JSON, which no serializer of the writer would produce.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payload_json_is_what_the_hash_and_the_track_store() {
+    let redis = RedisServer::start();
+    let net = crate::routes::load(None).expect("bundled routes");
+    let fleet = trackers(&net, 1, now_ms() - 60_000);
+    let store = Store::open(&redis.target(), Duration::from_secs(3600)).expect("store");
+    store.start();
+    let sink = store.sink();
+    let state = Arc::new(fleet[0].state().expect("a state").clone());
+    let json: Arc<str> = serde_json::to_string_pretty(&*state).expect("json").into();
+    sink.snapshot(&fleet[0]);
+    sink.state_json(&state, &json);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.pending() > 0 {
+        assert!(Instant::now() < deadline, "write-behind did not drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stored: String = redis::cmd("HGET")
+        .arg(super::keys::vehicle(&state.vehicle))
+        .arg(super::keys::FIELD_STATE)
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(stored, &*json);
+    let track: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(super::keys::track(&state.vehicle))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("XRANGE");
+    assert_eq!(track.len(), 1);
+    assert_eq!(track[0].0, format!("{}-0", state.ts));
+    assert_eq!(track[0].1[0].1, &*json);
+    let tracker: String = redis::cmd("HGET")
+        .arg(super::keys::vehicle(&state.vehicle))
+        .arg(super::keys::FIELD_TRACKER)
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    let tracker: Tracker = serde_json::from_str(&tracker).expect("a tracker");
+    assert_eq!(tracker, fleet[0]);
+}

@@ -277,14 +277,8 @@ fn plan(
     let mut writes = FencedWrites::default();
     for (slot, id, entry) in order {
         let key = keys::vehicle(id);
-        let state_json = entry
-            .state
-            .as_ref()
-            .and_then(|s| serde_json::to_string(&**s).ok());
-        let tracker_json = entry
-            .tracker
-            .as_ref()
-            .and_then(|t| serde_json::to_string(&**t).ok());
+        let state_json = entry.state.as_ref().map(|s| s.json.as_bytes());
+        let tracker_json = entry.tracker.as_deref();
         let has_fields = state_json.is_some() || tracker_json.is_some();
         if let (true, Some((node, sha, lease_ms))) = (has_fields, fenced) {
             // Not held (lost, or Redis was down when the fix came): the owner writes the hash.
@@ -307,15 +301,15 @@ fn plan(
         } else if has_fields {
             let pipe = cut.pipe(&key);
             let hset = pipe.cmd("HSET").arg(&key);
-            if let Some(json) = &state_json {
+            if let Some(json) = state_json {
                 hset.arg(keys::FIELD_STATE).arg(json);
             }
-            if let Some(json) = &tracker_json {
+            if let Some(json) = tracker_json {
                 hset.arg(keys::FIELD_TRACKER).arg(json);
             }
             pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms);
         }
-        match entry.state.as_ref() {
+        match entry.state.as_ref().map(|s| &*s.state) {
             // Offline (no fix for `stale_after`): out of the geo set, so GEOSEARCH finds only
             // live vehicles; the hash expires by its TTL.
             Some(s) if s.status == VehicleStatus::Offline => geo_gone.push(id),
@@ -326,17 +320,14 @@ fn plan(
             let track = keys::track(id);
             let pipe = cut.pipe(&track);
             for point in &entry.track {
-                let Ok(json) = serde_json::to_string(&**point) else {
-                    continue;
-                };
                 pipe.cmd("XADD")
                     .arg(&track)
                     .arg("MAXLEN")
                     .arg("~")
                     .arg(keys::TRACK_MAXLEN)
-                    .arg(format!("{}-0", point.ts.max(1)))
+                    .arg(format!("{}-0", point.state.ts.max(1)))
                     .arg(keys::FIELD_STATE)
-                    .arg(json);
+                    .arg(point.json.as_bytes());
             }
         }
     }
@@ -359,16 +350,16 @@ fn plan(
 
 /// The fenced hash writes of one hash slot, gathered into one [`FENCED_WRITE_MANY`] call.
 #[derive(Default)]
-struct FencedWrites {
+struct FencedWrites<'a> {
     slot: Option<u16>,
     keys: Vec<String>,
-    /// Per key: epoch, state JSON or "", tracker JSON or "".
-    args: Vec<(u64, String, String)>,
+    /// Per key: epoch, state JSON or "", tracker JSON or "" (borrowed from the batch).
+    args: Vec<(u64, &'a [u8], &'a [u8])>,
     /// Bytes of the keys and JSON gathered.
     bytes: usize,
 }
 
-impl FencedWrites {
+impl FencedWrites<'_> {
     /// The call for what was gathered, into its slot's pipeline; empties `self`. `ttls` =
     /// (state TTL ms, lease ms).
     fn add_to(&mut self, cut: &mut Cut, node: &str, sha: &str, ttls: (u64, u64)) {
@@ -384,7 +375,7 @@ impl FencedWrites {
         cmd.arg(sha).arg(self.keys.len()).arg(&self.keys);
         cmd.arg(node).arg(ttls.0).arg(ttls.1);
         for (epoch, state, tracker) in &self.args {
-            cmd.arg(*epoch).arg(state).arg(tracker);
+            cmd.arg(*epoch).arg(*state).arg(*tracker);
         }
         cut.pipe(first).add_command(cmd);
         self.keys.clear();
@@ -400,6 +391,7 @@ fn geo_ok(s: &VehicleState) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pending::StateJson;
     use super::*;
     use geo_engine::VehicleStatus;
 
@@ -426,7 +418,7 @@ mod tests {
         for i in 0..200 {
             let id: Arc<str> = format!("bus-{i}").into();
             let entry = Entry {
-                state: Some(state(&id, "r".repeat(2_000))),
+                state: Some(StateJson::new(state(&id, "r".repeat(2_000)))),
                 tracker: None,
                 track: Vec::new(),
                 epoch: Some(7),
