@@ -55,6 +55,8 @@ pub const FIELD_LEASE_EPOCH: &str = "lease_epoch";
 pub const FIELD_LEASE_UNTIL: &str = "lease_until";
 /// Prefix of each node's release-request channel (`--cluster`), followed by the node id.
 pub const LEASE_RELEASE_CHANNEL: &str = "fleetmq:lease:release:";
+/// Prefix of each vehicle's track stream, followed by its id.
+pub const TRACK_PREFIX: &str = "fleetmq:track:";
 /// Approximate length cap of each vehicle's track stream.
 pub const TRACK_MAXLEN: usize = 10_000;
 /// Approximate length cap of the SOS stream.
@@ -62,12 +64,14 @@ pub const SOS_MAXLEN: usize = 100_000;
 
 /// `fleetmq:vehicle:{id}`.
 pub fn vehicle(id: &str) -> String {
-    format!("{VEHICLE_PREFIX}{id}")
+    // Not `format!`: the writer makes one per vehicle and round, and concatenation sizes the
+    // string once.
+    [VEHICLE_PREFIX, id].concat()
 }
 
 /// `fleetmq:track:{id}`.
 pub fn track(id: &str) -> String {
-    format!("fleetmq:track:{id}")
+    [TRACK_PREFIX, id].concat()
 }
 
 /// The vehicle id of a `fleetmq:vehicle:{id}` key.
