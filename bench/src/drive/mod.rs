@@ -149,6 +149,11 @@ pub struct Figures {
     /// With `--watch`: the latency of each watcher kind (`riders`, `routes`, `fleet`) alone.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub latency_by_kind_us: BTreeMap<&'static str, Latency>,
+    /// The worst publish→receive latency (µs) of the states received in each second since the
+    /// run started (connecting included; 0: none that second): where a high p99 comes from, a
+    /// start-up storm or a stall.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_max_per_s_us: Vec<u64>,
 }
 
 /// Everything a run's tasks share.
@@ -414,16 +419,18 @@ pub async fn run(args: Args) -> Result<Figures> {
     let mut repeats = 0;
     let mut histogram = report::histogram();
     let mut by_kind = BTreeMap::new();
+    let mut worst_per_s = Vec::new();
     while let Some(joined) = watchers.join_next().await {
         match joined {
-            Ok((kind, Ok((count, r, h)))) => {
-                states_received += count;
-                repeats += r;
-                histogram.add(&h).ok();
+            Ok((kind, Ok(tally))) => {
+                states_received += tally.count;
+                repeats += tally.repeats;
+                histogram.add(&tally.histogram).ok();
+                watcher::merge_worst(&mut worst_per_s, &tally.worst_per_s);
                 by_kind
                     .entry(kind)
                     .or_insert_with(report::histogram)
-                    .add(&h)
+                    .add(&tally.histogram)
                     .ok();
             }
             Ok((kind, Err(e))) => eprintln!("{kind} watcher failed: {e:#}"),
@@ -444,6 +451,7 @@ pub async fn run(args: Args) -> Result<Figures> {
             Some(_) => by_kind.iter().map(|(k, h)| (*k, Latency::of(h))).collect(),
             None => BTreeMap::new(),
         },
+        latency_max_per_s_us: worst_per_s,
     };
     let mut rows = vec![
         ("broker".to_string(), args.mqtt.clone()),
@@ -501,6 +509,9 @@ pub async fn run(args: Args) -> Result<Figures> {
                 l.max as f64 / 1000.0
             ),
         ));
+    }
+    if let Some(worst) = watcher::worst_seconds(&figures.latency_max_per_s_us, 3) {
+        rows.push(("  worst seconds (s: max)".to_string(), worst));
     }
     if let Some(us) = figures.broker_cpu_us_per_update {
         rows.push((

@@ -114,7 +114,7 @@ pub async fn watch_ws(mut ws: Ws, shared: Arc<Shared>) -> Result<Tally> {
         }
     }
     ws.close(None).await.ok();
-    Ok((watch.count, watch.repeats, watch.histogram))
+    Ok(watch.tally())
 }
 
 /// Connects an MQTT watcher and subscribes it to `vehicles/#`.
@@ -160,7 +160,7 @@ pub async fn watch_mqtt(mut r: Reader, _w: Writer, shared: Arc<Shared>) -> Resul
         }
         seen(&shared, &last_seen, ours, now_ns);
     }
-    Ok((watch.count, watch.repeats, watch.histogram))
+    Ok(watch.tally())
 }
 
 /// Returns once the drivers have stopped (`done` fires or its sender is gone) and then either
@@ -178,8 +178,50 @@ async fn until_drained(done: oneshot::Receiver<()>, last_seen: &AtomicU64, epoch
     }
 }
 
-/// What a watcher returns: states received, repeats among them, latency of first deliveries.
-pub type Tally = (u64, u64, Histogram<u64>);
+/// What a watcher returns.
+pub struct Tally {
+    /// States received.
+    pub count: u64,
+    /// Repeats among them.
+    pub repeats: u64,
+    /// Latency of first deliveries, microseconds.
+    pub histogram: Histogram<u64>,
+    /// The worst latency (µs) of the first deliveries received in each second of the run,
+    /// counted from the run's start (0 where none arrived).
+    pub worst_per_s: Vec<u64>,
+}
+
+/// Seconds of a run [`Tally::worst_per_s`] covers; deliveries later than that are in the
+/// histogram only.
+const MAX_RUN_SECS: usize = 86_400;
+
+/// The `n` seconds of `worst_per_s` with the highest latency, as `"12: 3.4 ms, ..."` (worst
+/// first); `None` when nothing was received.
+pub fn worst_seconds(worst_per_s: &[u64], n: usize) -> Option<String> {
+    let mut seconds: Vec<(usize, u64)> = worst_per_s
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, us)| us > 0)
+        .collect();
+    seconds.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let shown: Vec<String> = seconds
+        .iter()
+        .take(n)
+        .map(|(s, us)| format!("{s}: {:.1} ms", *us as f64 / 1000.0))
+        .collect();
+    (!shown.is_empty()).then(|| shown.join(", "))
+}
+
+/// Merges `from` into `into`, second by second (the maximum of each).
+pub fn merge_worst(into: &mut Vec<u64>, from: &[u64]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), 0);
+    }
+    for (a, b) in into.iter_mut().zip(from) {
+        *a = (*a).max(*b);
+    }
+}
 
 /// One watcher's tally.
 struct Watch {
@@ -190,6 +232,7 @@ struct Watch {
     /// one MQTT watcher looks up every state of the run here.
     newest: Vec<i64>,
     histogram: Histogram<u64>,
+    worst_per_s: Vec<u64>,
 }
 
 impl Watch {
@@ -199,6 +242,28 @@ impl Watch {
             repeats: 0,
             newest: Vec::new(),
             histogram: report::histogram(),
+            worst_per_s: Vec::new(),
+        }
+    }
+
+    fn tally(self) -> Tally {
+        Tally {
+            count: self.count,
+            repeats: self.repeats,
+            histogram: self.histogram,
+            worst_per_s: self.worst_per_s,
+        }
+    }
+
+    /// Records one first delivery's latency `us`, received at `now_ns`.
+    fn record(&mut self, us: u64, now_ns: u64) {
+        report::record(&mut self.histogram, us);
+        let second = usize::try_from(now_ns / 1_000_000_000).unwrap_or(usize::MAX);
+        if second < MAX_RUN_SECS {
+            if self.worst_per_s.len() <= second {
+                self.worst_per_s.resize(second + 1, 0);
+            }
+            self.worst_per_s[second] = self.worst_per_s[second].max(us);
         }
     }
 
@@ -253,7 +318,7 @@ impl Watch {
         if ts > *newest {
             *newest = ts;
             if let Some(ns) = shared.ledger.received(i, ts, now_ns) {
-                report::record(&mut self.histogram, ns / 1000);
+                self.record(ns / 1000, now_ns);
             }
         } else {
             self.repeats += 1;
@@ -269,5 +334,32 @@ fn seen(shared: &Shared, last_seen: &AtomicU64, ours: u64, now_ns: u64) {
     if ours > 0 {
         last_seen.store(now_ns, Ordering::Relaxed);
         shared.counters.b.fetch_add(ours, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worst_latency_of_each_second_is_kept_and_merged() {
+        let mut a = Watch::new();
+        a.record(900, 200_000_000);
+        a.record(4_000, 1_500_000_000);
+        a.record(3_000, 1_900_000_000);
+        a.record(7_000, 3_000_000_000);
+        assert_eq!(a.worst_per_s, [900, 4_000, 0, 7_000]);
+        assert_eq!(a.histogram.len(), 4);
+        // Past the covered run length: in the histogram only.
+        a.record(1, (MAX_RUN_SECS as u64) * 1_000_000_000);
+        assert_eq!((a.worst_per_s.len(), a.histogram.len()), (4, 5));
+        let mut merged = vec![1_000, 1_000];
+        merge_worst(&mut merged, &a.tally().worst_per_s);
+        assert_eq!(merged, [1_000, 4_000, 0, 7_000]);
+        assert_eq!(
+            worst_seconds(&merged, 2).as_deref(),
+            Some("3: 7.0 ms, 1: 4.0 ms")
+        );
+        assert_eq!(worst_seconds(&[0, 0], 3), None);
     }
 }
