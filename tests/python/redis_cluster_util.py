@@ -17,6 +17,8 @@ from harness import RedisProcess, Timeout, _cli_quote, wait_for
 
 MASTERS = 3
 READY_TIMEOUT = 30.0
+# Tries at starting the nodes when one exits at start (`RedisCluster._spawn_all`).
+START_ATTEMPTS = 3
 
 
 def _free_cluster_port() -> int:
@@ -70,8 +72,27 @@ class RedisCluster:
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
              "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
-             "--dir", str(node_dir)],
+             "--dir", str(node_dir), "--logfile", str(node_dir / "redis.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _log(self, port: int) -> str:
+        try:
+            return (self.workdir / f"node-{port}" / "redis.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+
+    def _spawn_all(self) -> bool:
+        """Starts every node; False (all stopped again) if one exited at start, which a port
+        taken between `free_ports()` and the node's bind does: each node binds two ports, and
+        the other tests' outgoing connections draw their source ports from the same range."""
+        self.procs = [self._spawn(i) for i in range(MASTERS)]
+        for port, proc in zip(self.ports, self.procs):
+            wait_for(lambda: proc.poll() is not None or self._ping(port), 10,
+                     f"cluster node {port} PONG")
+            if proc.poll() is not None:
+                self.stop()
+                return False
+        return True
 
     def _ping(self, port: int) -> bool:
         try:
@@ -93,12 +114,16 @@ class RedisCluster:
     def start(cls, workdir: pathlib.Path, ports: List[int] = None) -> "RedisCluster":
         cluster = cls(workdir)
         try:
-            cluster.ports = ports or cls.free_ports()
-            cluster.procs = [cluster._spawn(i) for i in range(MASTERS)]
-            for port, proc in zip(cluster.ports, cluster.procs):
-                wait_for(lambda: proc.poll() is not None or cluster._ping(port), 10,
-                         f"cluster node {port} PONG")
-                assert proc.poll() is None, f"cluster node on {port} exited at start"
+            for attempt in range(START_ATTEMPTS):
+                # Given ports are the caller's to keep (a restart on the same ports): tried
+                # again as they are.
+                cluster.ports = ports or cls.free_ports()
+                if cluster._spawn_all():
+                    break
+                exited = [p for p, proc in zip(cluster.ports, cluster.procs)
+                          if proc.returncode not in (None, -9)]
+                logs = "\n".join(f"node {p}: {cluster._log(p)[-500:]}" for p in exited)
+                assert attempt + 1 < START_ATTEMPTS, f"cluster nodes exited at start:\n{logs}"
             out = subprocess.run(
                 ["redis-cli", "--cluster", "create",
                  *[f"127.0.0.1:{p}" for p in cluster.ports],
