@@ -246,9 +246,10 @@ def test_one_encode_per_second_and_timestamps_never_decrease(scenario):
 
     def poll():
         for _ in range(5):
+            asked = time.monotonic()
             ts = feed(b, "vehicle-positions").header.timestamp
             with lock:
-                stamps.append((time.monotonic(), ts))
+                stamps.append((asked, time.monotonic(), ts))
 
     threads = [threading.Thread(target=poll) for _ in range(8)]
     for t in threads:
@@ -260,8 +261,11 @@ def test_one_encode_per_second_and_timestamps_never_decrease(scenario):
     assert len(stamps) == 40
     # One encode per second of polling (a boundary may fall inside the run: +1).
     assert encodes <= int(elapsed) + 2, (encodes, elapsed)
-    ordered = [ts for _, ts in sorted(stamps)]
-    assert all(a <= b for a, b in zip(ordered, ordered[1:]))
+    # A feed fetched after another one was received is never older. Requests that overlap are
+    # not ordered: one may be answered before the next encode and be read by its thread after
+    # a later request's newer answer (seen once in CI when sorted by time of receipt).
+    older = [(a, b) for a in stamps for b in stamps if a[1] < b[0] and a[2] > b[2]]
+    assert not older, older[:3]
 
 
 def test_mqtt_entities_are_one_entity_feed_messages(scenario):
