@@ -21,6 +21,8 @@ use crate::state::{Event, EventKind, VehicleState, VehicleStatus};
 use crate::stops::{StopChange, Stops};
 use crate::validate::{LastFix, Rejection, validate};
 
+mod snapshot;
+
 /// The look-ahead along the route never exceeds this, metres.
 const LOOKAHEAD_CAP_M: f64 = 5_000.0;
 
@@ -95,8 +97,9 @@ struct RouteMatch {
     ts: i64,
 }
 
-/// One vehicle's pipeline state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One vehicle's pipeline state. Serialized through [`snapshot`]'s field list (the same JSON a
+/// derive would make), so a snapshot can also take its state's JSON ready-made.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Tracker {
     vehicle: String,
     /// Last declared route and trip (a fix without them keeps the previous ones).

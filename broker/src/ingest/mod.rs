@@ -317,7 +317,7 @@ impl Ingest {
                             Outcome::Forwarded { state, events } => {
                                 self.metrics.accepted(source);
                                 let fit = t.trip_fit().cloned();
-                                forwarded.push((state, events, fit, t.is_deviated()));
+                                forwarded.push((state, events, fit, t.is_deviated(), None));
                             }
                             Outcome::Duplicate => self.metrics.duplicate(source),
                             Outcome::Jitter => self.metrics.jitter(source),
@@ -330,14 +330,20 @@ impl Ingest {
                     }
                 }
             }
-            if !forwarded.is_empty() {
+            // The states' JSON is made here, once each: the last one is also the tracker's
+            // state, which its snapshot embeds as is.
+            let processed_at = self.now_ms();
+            for f in &mut forwarded {
+                f.0.processed_at = processed_at;
+                f.4 = Some(state_json(&f.0));
+            }
+            if let Some((.., Some(json))) = forwarded.last() {
                 for sink in &self.sinks {
-                    sink.snapshot(&t);
+                    sink.snapshot(&t, json);
                 }
             }
         }
-        for (mut state, events, fit, deviated) in forwarded {
-            state.processed_at = self.now_ms();
+        for (state, events, fit, deviated, json) in forwarded {
             for e in events {
                 outputs.push(event_message(&e));
                 let e = Arc::new(e);
@@ -345,8 +351,8 @@ impl Ingest {
                     sink.event(&e);
                 }
             }
-            let (message, json) = state_message_and_json(&state);
-            outputs.push(message);
+            let json = json.unwrap_or_else(|| state_json(&state));
+            outputs.push(state_json_message(&state.vehicle, json.clone()));
             let state = Arc::new(state);
             for sink in &self.sinks {
                 sink.fitted_state(&state, fit.as_ref(), deviated, &json);

@@ -509,10 +509,10 @@ impl StateSink for RedisSink {
 
     fn event(&self, _event: &Arc<Event>) {}
 
-    fn snapshot(&self, tracker: &Tracker) {
+    fn snapshot(&self, tracker: &Tracker, state_json: &str) {
         self.0
             .pending
-            .snapshot(tracker, self.epoch(tracker.vehicle()));
+            .snapshot(tracker, state_json, self.epoch(tracker.vehicle()));
     }
 
     /// Restored states came from Redis: nothing to write back.

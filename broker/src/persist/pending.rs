@@ -142,11 +142,12 @@ impl Pending {
         });
     }
 
-    /// A tracker snapshot: replaces the latest. Serialized here, outside the shard's lock.
-    pub fn snapshot(&self, tracker: &Tracker, epoch: Option<u64>) {
+    /// A tracker snapshot with its state's JSON: replaces the latest. Serialized here, outside
+    /// the shard's lock.
+    pub fn snapshot(&self, tracker: &Tracker, state_json: &str, epoch: Option<u64>) {
         // About 1.8 KB after a minute of fixes (docs/pipeline.md): one allocation, no regrowth.
         let mut json = Vec::with_capacity(TRACKER_JSON_CAPACITY);
-        if let Err(e) = serde_json::to_writer(&mut json, tracker) {
+        if let Err(e) = tracker.write_json_with_state(&mut json, state_json.as_bytes()) {
             tracing::error!(error = %e, "redis: tracker not serializable");
             return;
         }

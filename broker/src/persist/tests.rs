@@ -38,6 +38,11 @@ fn trackers(net: &Network, n: usize, base_ts: i64) -> Vec<Tracker> {
         .collect()
 }
 
+/// The JSON of `t`'s state (none: `null`), as ingest hands it to the snapshot.
+fn state_json(t: &Tracker) -> String {
+    serde_json::to_string(&t.state()).expect("state JSON")
+}
+
 /// Writes `trackers` through the store's sink and writer, then restores them with a new store;
 /// returns the restored trackers and the restore time.
 async fn round_trip(target: &Target, trackers: &[Tracker]) -> (Vec<Tracker>, Duration) {
@@ -45,7 +50,7 @@ async fn round_trip(target: &Target, trackers: &[Tracker]) -> (Vec<Tracker>, Dur
     store.start();
     let sink = store.sink();
     for t in trackers {
-        sink.snapshot(t);
+        sink.snapshot(t, &state_json(t));
         if let Some(s) = t.state() {
             sink.state(&Arc::new(s.clone()));
         }
@@ -146,7 +151,7 @@ async fn writes_follow_slots_moved_to_another_master() {
     let sink = store.sink();
     let write = |fleet: &[Tracker]| {
         for t in fleet {
-            sink.snapshot(t);
+            sink.snapshot(t, &state_json(t));
             sink.state(&Arc::new(t.state().expect("a state").clone()));
         }
     };
@@ -235,7 +240,7 @@ async fn offline_vehicle_leaves_the_geo_set_and_keeps_its_ttl() {
     store.start();
     let sink = store.sink();
     let write = |t: &Tracker| {
-        sink.snapshot(t);
+        sink.snapshot(t, &state_json(t));
         sink.state(&Arc::new(t.state().expect("a state").clone()));
     };
     fleet.iter().for_each(write);
@@ -282,7 +287,7 @@ async fn the_payload_json_is_what_the_hash_and_the_track_store() {
     let sink = store.sink();
     let state = Arc::new(fleet[0].state().expect("a state").clone());
     let json: Arc<str> = serde_json::to_string_pretty(&*state).expect("json").into();
-    sink.snapshot(&fleet[0]);
+    sink.snapshot(&fleet[0], &json);
     sink.state_json(&state, &json);
     let deadline = Instant::now() + Duration::from_secs(30);
     while store.pending() > 0 {
@@ -318,6 +323,11 @@ async fn the_payload_json_is_what_the_hash_and_the_track_store() {
         .query_async(&mut conn)
         .await
         .expect("HGET");
+    // The tracker embeds the same JSON as its state, and reads back as the tracker written.
+    assert!(
+        tracker.ends_with(&format!(",\"state\":{json}}}")),
+        "{tracker}"
+    );
     let tracker: Tracker = serde_json::from_str(&tracker).expect("a tracker");
     assert_eq!(tracker, fleet[0]);
 }
