@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
-use crate::hash::FastMap;
+use crate::hash::FastState;
 use crate::message::Message;
 
 #[derive(Debug, Default)]
 struct Node {
-    children: FastMap<Box<str>, Node>,
+    children: hashbrown::HashMap<Box<str>, Node, FastState>,
     message: Option<Arc<Message>>,
 }
 
@@ -77,14 +77,8 @@ impl RetainedStore {
         let mut node = &mut self.root;
         for level in topic.split('/') {
             // An existing level (the usual case: a vehicle's state replaces its last one) is
-            // found without allocating its key; only a new level allocates one.
-            if !node.children.contains_key(level) {
-                node.children.insert(level.into(), Node::default());
-            }
-            let Some(child) = node.children.get_mut(level) else {
-                return;
-            };
-            node = child;
+            // found with one lookup and without allocating its key; only a new level allocates.
+            node = node.children.entry_ref(level).or_default();
         }
         match node.message.replace(message) {
             Some(old) => self.bytes -= cost(&old),
