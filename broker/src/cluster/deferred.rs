@@ -12,6 +12,9 @@
 //! feeds). What a read sees is therefore the same as if every state had been pushed on
 //! arrival.
 //!
+//! An event pushes its vehicle's held state first only if some subscription may want the
+//! event (as for a state, from the event's route and trip).
+//!
 //! Pushed at once, after dropping any held state of the vehicle: a state some subscription of
 //! this node may want ([`Hub::watches`]: its vehicle, its new or previous route or trip is
 //! subscribed, or any bbox or unfiltered subscription exists) and the first state this node
@@ -192,10 +195,22 @@ impl Deferred {
         None
     }
 
-    /// An event another node processed: after the vehicle's held state (the hub reads the
-    /// vehicle's route and trip from its latest state when the event names none).
+    /// An event another node processed: after the vehicle's held state when a subscription
+    /// may want the event (the hub reads the vehicle's route and trip from its latest state
+    /// when the event names none, and a watcher sees the state before the event). Else the
+    /// state stays held: a held state's route and trip are watched by none (or it would have
+    /// gone in), and a new subscription reads, so catches up, first.
     pub fn event(&self, event: &Arc<Event>) {
-        self.push_held(&event.vehicle);
+        let wanted = self.hub.as_ref().is_none_or(|h| {
+            h.watches(
+                &event.vehicle,
+                event.route.as_deref(),
+                event.trip.as_deref(),
+            )
+        });
+        if wanted {
+            self.push_held(&event.vehicle);
+        }
         for sink in &self.sinks {
             sink.event(event);
         }

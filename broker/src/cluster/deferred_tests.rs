@@ -98,7 +98,7 @@ fn a_held_state_older_than_the_hubs_is_dropped() {
 }
 
 #[test]
-fn an_event_pushes_its_vehicles_held_state_first() {
+fn an_event_of_an_unwatched_vehicle_leaves_its_state_held() {
     let (hub, _ingest, d) = node(100);
     receive(&d, "bus-1", 1);
     receive(&d, "bus-1", 2);
@@ -107,7 +107,16 @@ fn an_event_pushes_its_vehicles_held_state_first() {
     }))
     .expect("an event");
     d.event(&Arc::new(event));
-    assert_eq!((d.held(), pushed_ts(&hub, "bus-1")), (0, Some(2)));
+    assert_eq!((d.held(), pushed_ts(&hub, "bus-1")), (1, Some(1)));
+    assert_eq!(
+        hub.metrics()
+            .events_pushed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the event itself went into the hub"
+    );
+    // A read still sees the latest state.
+    assert_eq!(hub.latest("bus-1").map(|s| s.ts), Some(2));
 }
 
 #[test]
