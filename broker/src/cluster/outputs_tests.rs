@@ -222,7 +222,7 @@ fn the_trip_fit_in_the_header_reaches_the_live_set() {
         start_date: 20_261_203,
         day_start_ms: 1_764_720_000_000,
         delay_s: Some(-42),
-        progress_m: Some(1_234.567_891_234_5),
+        progress_m: Some(1234.567_891_234_5),
         next: 3,
         at_stop: None,
         ts: 5,
