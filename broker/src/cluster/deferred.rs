@@ -64,11 +64,10 @@ pub const MAX_HELD: usize = 1_000_000;
 /// once waits for at most this many.
 const CHUNK: usize = 64;
 
-/// One held state: the JSON as its node made it, the header's trip fit (JSON too), when it
-/// came.
+/// One held state: the JSON as its node made it, the header's trip fit, when it came.
 struct Held {
     json: Arc<str>,
-    fit: Option<Box<str>>,
+    fit: Option<TripFit>,
     deviated: bool,
     arrived: Instant,
 }
@@ -144,9 +143,9 @@ impl Deferred {
         deferred
     }
 
-    /// A state another node processed (`json`, with its header's trip fit, as JSON, and
-    /// deviation): held, or pushed at once (module doc).
-    pub fn state(&self, r: Received<'_>, json: Arc<str>, fit: Option<Box<str>>, deviated: bool) {
+    /// A state another node processed (`json`, with its header's trip fit and deviation): held,
+    /// or pushed at once (module doc).
+    pub fn state(&self, r: Received<'_>, json: Arc<str>, fit: Option<TripFit>, deviated: bool) {
         let vehicle = r.vehicle;
         let held = Held {
             json,
@@ -307,15 +306,11 @@ impl Deferred {
         if pushed.is_some_and(|p| p.ts > state.ts) {
             return;
         }
-        // A fit that does not parse only costs the GTFS-Realtime feeds this state's trip.
-        let fit = held
-            .fit
-            .and_then(|f| serde_json::from_str::<TripFit>(&f).ok());
         let state = Arc::new(state);
         for sink in &self.sinks {
             sink.state_json(&state, &held.json);
         }
-        self.ingest.remote_state(state, fit, held.deviated);
+        self.ingest.remote_state(state, held.fit, held.deviated);
     }
 
     fn lock_held(&self) -> MutexGuard<'_, FastMap<Arc<str>, Held>> {

@@ -35,7 +35,6 @@ use std::time::Instant;
 use geo_engine::schedule::TripFit;
 use geo_engine::{Event, VehicleState};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::persist::fence::Fence;
@@ -69,19 +68,16 @@ enum Kind {
     Event,
 }
 
-/// The first line of a record (module doc). `F` is the trip fit as sent ([`SentHeader`]) or
-/// as received ([`ReadHeader`]: its JSON, parsed only if the state is pushed, not while it is
-/// held).
+/// The first line of a record (module doc).
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(bound(deserialize = "F: Deserialize<'de>", serialize = "F: Serialize"))]
-struct Header<'a, F> {
+struct Header<'a> {
     order: Order,
     kind: Kind,
     #[serde(borrow)]
     vehicle: Cow<'a, str>,
     /// A state's trip, for the GTFS-Realtime feeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    fit: Option<F>,
+    fit: Option<Cow<'a, TripFit>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     deviated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,12 +87,6 @@ struct Header<'a, F> {
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     glance: Option<Glance<'a>>,
 }
-
-/// A header as this node sends it.
-type SentHeader<'a> = Header<'a, &'a TripFit>;
-
-/// A header as read from the bus, the trip fit still JSON.
-type ReadHeader<'a> = Header<'a, &'a RawValue>;
 
 /// A state's route and trip in its header.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -125,7 +115,7 @@ impl OutputSink {
     }
 
     /// Puts one record on the bus: `header`, then the state's `json` when there is one.
-    fn send(&self, vehicle: &str, ts: i64, mut header: SentHeader<'_>, json: Option<&str>) {
+    fn send(&self, vehicle: &str, ts: i64, mut header: Header<'_>, json: Option<&str>) {
         header.order = Order {
             epoch: self
                 .leases
@@ -153,7 +143,7 @@ impl OutputSink {
             order: ORDER_UNSET,
             kind: Kind::State,
             vehicle: Cow::Borrowed(&state.vehicle),
-            fit,
+            fit: fit.map(Cow::Borrowed),
             deviated,
             event: None,
             glance: Some(Glance {
@@ -275,7 +265,7 @@ impl LocalOutputs {
         lines: &mut impl Iterator<Item = &'f [u8]>,
         seen: &mut FastMap<String, Seen>,
     ) -> Option<Arc<crate::message::Message>> {
-        let header: ReadHeader<'_> = match serde_json::from_slice(line) {
+        let header: Header<'_> = match serde_json::from_slice(line) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(error = %e, "cluster: unreadable output on the bus; skipped");
@@ -288,7 +278,7 @@ impl LocalOutputs {
                 let first = fresh(seen, &header)?;
                 let json: Arc<str> = Arc::from(std::str::from_utf8(json).ok()?);
                 let vehicle: &str = &header.vehicle;
-                let fit = header.fit.map(|f| Box::<str>::from(f.get()));
+                let fit = header.fit.map(Cow::into_owned);
                 let parsed: VehicleState;
                 let (route, trip) = match &header.glance {
                     Some(g) => (g.route.as_deref(), g.trip.as_deref()),
@@ -334,7 +324,7 @@ fn others<'p>(frame: &'p [u8], me: &str) -> Option<&'p [u8]> {
 
 /// Whether `h`'s output is newer than what was seen of its vehicle (and records it if so):
 /// `None` if not, else whether it is the first of its kind seen of the vehicle.
-fn fresh<F>(seen: &mut FastMap<String, Seen>, h: &Header<'_, F>) -> Option<bool> {
+fn fresh(seen: &mut FastMap<String, Seen>, h: &Header<'_>) -> Option<bool> {
     let vehicle: &str = &h.vehicle;
     // One lookup for a known vehicle (every output but its first).
     let last = if let Some(last) = seen.get_mut(vehicle) {
@@ -359,7 +349,7 @@ fn fresh<F>(seen: &mut FastMap<String, Seen>, h: &Header<'_, F>) -> Option<bool>
 mod tests {
     use super::*;
 
-    fn header(ts: i64, seq: u64, kind: Kind) -> SentHeader<'static> {
+    fn header(ts: i64, seq: u64, kind: Kind) -> Header<'static> {
         Header {
             order: Order { epoch: 0, ts, seq },
             kind,
@@ -400,7 +390,7 @@ mod tests {
     fn the_header_round_trips_on_one_line() {
         let json = serde_json::to_vec(&header(10, 1, Kind::State)).expect("json");
         assert!(!json.contains(&b'\n'));
-        let back: ReadHeader<'_> = serde_json::from_slice(&json).expect("parses");
+        let back: Header<'_> = serde_json::from_slice(&json).expect("parses");
         assert_eq!(
             back.order,
             Order {
