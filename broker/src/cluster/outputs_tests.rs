@@ -198,3 +198,63 @@ fn a_header_without_the_route_and_trip_is_read_from_the_state() {
     assert!(book.runs_any("bus-1", &[], &["T1".to_owned()]));
     assert_eq!(recorded.json.lock().expect("lock").clone(), vec![state]);
 }
+
+/// A state's trip fit travels in its header and reaches the receiving node's GTFS-Realtime live
+/// set as the sending node had it.
+#[test]
+fn the_trip_fit_in_the_header_reaches_the_live_set() {
+    let ingest = Arc::new(Ingest::new(
+        Arc::new(Network::empty()),
+        PipelineConfig::default(),
+        Vec::new(),
+        Arc::new(Metrics::default()),
+    ));
+    let outputs = LocalOutputs {
+        node: "b".into(),
+        router: mpsc::channel(1).0,
+        trips: None,
+        outputs: super::Deferred::new(Vec::new(), ingest.clone(), None),
+    };
+    let fit = geo_engine::schedule::TripFit {
+        trip: 7,
+        trip_id: "T\"7".into(),
+        inferred: true,
+        start_date: 20_261_203,
+        day_start_ms: 1_764_720_000_000,
+        delay_s: Some(-42),
+        progress_m: Some(1_234.567_891_234_5),
+        next: 3,
+        at_stop: None,
+        ts: 5,
+        finished: false,
+    };
+    let header = super::Header {
+        order: super::Order {
+            epoch: 1,
+            ts: 5,
+            seq: 1,
+        },
+        kind: super::Kind::State,
+        vehicle: "bus-1".into(),
+        fit: Some(std::borrow::Cow::Borrowed(&fit)),
+        deviated: true,
+        event: None,
+        glance: None,
+    };
+    let header = serde_json::to_vec(&header).expect("header JSON");
+    let state = serde_json::json!({
+        "vehicle": "bus-1", "lat": 1.5, "lon": 2.25, "raw_lat": 1.5, "raw_lon": 2.25,
+        "ts": 5, "route": "R1", "trip": "T\"7", "status": "moving", "received_at": 5,
+        "processed_at": 5
+    })
+    .to_string();
+    let mut lines = std::iter::once(state.as_bytes());
+    let mut seen = crate::hash::FastMap::default();
+    outputs
+        .output(&header, &mut lines, &mut seen)
+        .expect("routed");
+    let live = ingest.live().snapshot();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].fit.as_ref(), Some(&fit));
+    assert_eq!(live[0].deviated_since, Some(5));
+}
