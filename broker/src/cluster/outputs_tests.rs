@@ -51,6 +51,16 @@ impl Transport for Loopback {
     }
 }
 
+/// Ingest without a network or sinks: the receiving node's GTFS-Realtime live set.
+fn empty_ingest() -> Arc<Ingest> {
+    Arc::new(Ingest::new(
+        Arc::new(Network::empty()),
+        PipelineConfig::default(),
+        Vec::new(),
+        Arc::new(Metrics::default()),
+    ))
+}
+
 /// What a sink of the receiving node was given.
 #[derive(Default)]
 struct Recorded {
@@ -95,12 +105,7 @@ async fn states_of_a_few_milliseconds_go_in_one_frame_and_arrive_as_sent() {
     let bus_b = Bus::start(transport.clone(), Bytes::from_static(b"b\n"), stop.clone());
     let (router, mut routed) = mpsc::channel(16);
     let recorded = Arc::new(Recorded::default());
-    let ingest = Arc::new(Ingest::new(
-        Arc::new(Network::empty()),
-        PipelineConfig::default(),
-        Vec::new(),
-        Arc::new(Metrics::default()),
-    ));
+    let ingest = empty_ingest();
     let outputs = LocalOutputs {
         node: "b".into(),
         router,
@@ -169,12 +174,7 @@ async fn states_of_a_few_milliseconds_go_in_one_frame_and_arrive_as_sent() {
 #[test]
 fn a_header_without_the_route_and_trip_is_read_from_the_state() {
     let book = Arc::new(crate::trips::TripBook::new(Duration::from_secs(60)));
-    let ingest = Arc::new(Ingest::new(
-        Arc::new(Network::empty()),
-        PipelineConfig::default(),
-        Vec::new(),
-        Arc::new(Metrics::default()),
-    ));
+    let ingest = empty_ingest();
     let recorded = Arc::new(Recorded::default());
     let outputs = LocalOutputs {
         node: "b".into(),
@@ -203,12 +203,7 @@ fn a_header_without_the_route_and_trip_is_read_from_the_state() {
 /// set as the sending node had it.
 #[test]
 fn the_trip_fit_in_the_header_reaches_the_live_set() {
-    let ingest = Arc::new(Ingest::new(
-        Arc::new(Network::empty()),
-        PipelineConfig::default(),
-        Vec::new(),
-        Arc::new(Metrics::default()),
-    ));
+    let ingest = empty_ingest();
     let outputs = LocalOutputs {
         node: "b".into(),
         router: mpsc::channel(1).0,
