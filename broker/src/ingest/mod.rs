@@ -314,10 +314,19 @@ impl Ingest {
                     Ok(outcome) => {
                         taken += 1;
                         match outcome {
-                            Outcome::Forwarded { state, events } => {
+                            Outcome::Forwarded { mut state, events } => {
                                 self.metrics.accepted(source);
-                                let fit = t.trip_fit().cloned();
-                                forwarded.push((state, events, fit, t.is_deviated(), None));
+                                state.processed_at = self.now_ms();
+                                // Made once, here: the payload's, and the tracker snapshot
+                                // below embeds the last one.
+                                let json = state_json(&state);
+                                forwarded.push(Forwarded {
+                                    state,
+                                    events,
+                                    fit: t.trip_fit().cloned(),
+                                    deviated: t.is_deviated(),
+                                    json,
+                                });
                             }
                             Outcome::Duplicate => self.metrics.duplicate(source),
                             Outcome::Jitter => self.metrics.jitter(source),
@@ -330,20 +339,21 @@ impl Ingest {
                     }
                 }
             }
-            // The states' JSON is made here, once each: the last one is also the tracker's
-            // state, which its snapshot embeds as is.
-            let processed_at = self.now_ms();
-            for f in &mut forwarded {
-                f.0.processed_at = processed_at;
-                f.4 = Some(state_json(&f.0));
-            }
-            if let Some((.., Some(json))) = forwarded.last() {
+            // The last state is the tracker's own: its snapshot embeds that JSON as is.
+            if let Some(last) = forwarded.last() {
                 for sink in &self.sinks {
-                    sink.snapshot(&t, json);
+                    sink.snapshot(&t, &last.json);
                 }
             }
         }
-        for (state, events, fit, deviated, json) in forwarded {
+        for Forwarded {
+            state,
+            events,
+            fit,
+            deviated,
+            json,
+        } in forwarded
+        {
             for e in events {
                 outputs.push(event_message(&e));
                 let e = Arc::new(e);
@@ -351,7 +361,6 @@ impl Ingest {
                     sink.event(&e);
                 }
             }
-            let json = json.unwrap_or_else(|| state_json(&state));
             outputs.push(state_json_message(&state.vehicle, json.clone()));
             let state = Arc::new(state);
             for sink in &self.sinks {
@@ -538,6 +547,16 @@ fn state_json(state: &VehicleState) -> Arc<str> {
         }
         json
     })
+}
+
+/// A state a fix produced, with its JSON (made once, under the tracker's lock) and what goes
+/// out beside it.
+struct Forwarded {
+    state: VehicleState,
+    events: Vec<Event>,
+    fit: Option<geo_engine::schedule::TripFit>,
+    deviated: bool,
+    json: Arc<str>,
 }
 
 /// `vehicles/{id}` and its payload as text: one serialization shared by the MQTT message and
