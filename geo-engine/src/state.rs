@@ -232,6 +232,19 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, for readers that name kinds by [`EventKind::as_str`].
+    pub const ALL: [EventKind; 9] = [
+        EventKind::Deviation,
+        EventKind::BackOnRoute,
+        EventKind::StopArrival,
+        EventKind::StopDeparture,
+        EventKind::GeofenceEnter,
+        EventKind::GeofenceExit,
+        EventKind::Offline,
+        EventKind::Online,
+        EventKind::Sos,
+    ];
+
     /// The topic segment and JSON `kind` value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -279,5 +292,30 @@ impl Event {
     /// Where the event happened (x = lon, y = lat, degrees).
     pub fn position(&self) -> geo::Point<f64> {
         geo::Point::new(self.lon, self.lat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    /// `ALL` lists every kind once: a kind added to the enum fails to compile here until it is
+    /// given its place.
+    #[test]
+    fn all_lists_every_kind_once() {
+        let place = |k: EventKind| match k {
+            EventKind::Deviation => 0,
+            EventKind::BackOnRoute => 1,
+            EventKind::StopArrival => 2,
+            EventKind::StopDeparture => 3,
+            EventKind::GeofenceEnter => 4,
+            EventKind::GeofenceExit => 5,
+            EventKind::Offline => 6,
+            EventKind::Online => 7,
+            EventKind::Sos => 8,
+        };
+        for (i, k) in EventKind::ALL.into_iter().enumerate() {
+            assert_eq!(place(k), i, "{k:?}");
+        }
     }
 }

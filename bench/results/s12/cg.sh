@@ -4,7 +4,8 @@
 # runs (200 drivers x 500 ms x 10 s, one MQTT watcher). FB: the fleetmq-bench binary
 # (default BIN_DIR/fleetmq-bench). Prints Ir per update sent; callgrind counts instructions,
 # so the figure repeats whatever else the box is doing. Session 13 added DRIVERS, INTERVAL and
-# CONCURRENCY (defaults: session 12's run, 200 x 500 ms, the bench's own concurrency).
+# CONCURRENCY (defaults: session 12's run, 200 x 500 ms, the bench's own concurrency), session
+# 14 DURATION (seconds of driving, default 10).
 B=$1; NAME=$2; FB=${3:-$1/fleetmq-bench}; MP=27893; HP=27890; RP=27891; W=/tmp/s12cg
 rm -rf $W/data; mkdir -p $W/data
 redis-server --port $RP --bind 127.0.0.1 --save '' --appendonly no > $W/redis.$NAME.log 2>&1 &
@@ -14,7 +15,7 @@ for i in $(seq 50); do redis-cli -p $RP ping 2>/dev/null | grep -q PONG && break
 VP=$!
 for i in $(seq 600); do curl -sf http://127.0.0.1:$HP/readyz >/dev/null && break; sleep 0.2; done
 callgrind_control -i on $VP >/dev/null
-$FB drive --mqtt 127.0.0.1:$MP --drivers ${DRIVERS:-200} --interval-ms ${INTERVAL:-500} --duration 10 \
+$FB drive --mqtt 127.0.0.1:$MP --drivers ${DRIVERS:-200} --interval-ms ${INTERVAL:-500} --duration ${DURATION:-10} \
    ${CONCURRENCY:+--concurrency $CONCURRENCY} --json $W/cg.$NAME.json > $W/cg.$NAME.txt 2>&1
 # The writer's last rounds inside the measurement: wait (30 s at most) until every update sent
 # is in a track stream.

@@ -7,7 +7,8 @@
 # ratio is the cluster's extra work, without the cost of three processes sharing two cores.
 # Measured until every update is written AND received by both other nodes: a node under
 # valgrind lags, and stopping at the writes alone cut off a varying part of the receiving.
-BIN=$1; NAME=$2; FB=${3:-$(dirname $1)/fleetmq-bench}; RP=27981; W=/tmp/s13cg
+# Session 14 added DURATION (seconds of driving, default 10) and W (the work directory).
+BIN=$1; NAME=$2; FB=${3:-$(dirname $1)/fleetmq-bench}; RP=27981; W=${W:-/tmp/s13cg}
 rm -rf $W/$NAME; mkdir -p $W/$NAME
 redis-server --port $RP --bind 127.0.0.1 --save '' --appendonly no > $W/$NAME/redis.log 2>&1 &
 RS=$!
@@ -22,7 +23,7 @@ done
 for n in 1 2 3; do for i in $(seq 600); do curl -sf http://127.0.0.1:2789$n/readyz >/dev/null && break; sleep 0.2; done; done
 for p in ${VP[@]}; do callgrind_control -i on $p >/dev/null; done
 $FB drive --mqtt 127.0.0.1:27991,127.0.0.1:27992,127.0.0.1:27993 --drivers ${DRIVERS:-200} --interval-ms ${INTERVAL:-500} --concurrency 4 \
-   --duration 10 --json $W/$NAME/drive.json > $W/$NAME/drive.txt 2>&1
+   --duration ${DURATION:-10} --json $W/$NAME/drive.json > $W/$NAME/drive.txt 2>&1
 N=$(python3 -c "import json;print(json.load(open('$W/$NAME/drive.json'))['updates_sent'])")
 for i in $(seq 300); do
   X=$(redis-cli -p $RP info commandstats | tr -d '\r' | sed -n 's/^cmdstat_xadd:calls=\([0-9]*\),.*/\1/p')

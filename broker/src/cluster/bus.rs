@@ -4,10 +4,10 @@
 //! away and hand frames over through a bounded queue.
 //!
 //! # Frames
-//! What the bus carries are records: lines of text (`outputs` writes one or two lines of JSON
+//! What the bus carries are records: byte strings that delimit themselves (`record` writes one
 //! per output). The publisher joins the records of one channel that came within [`LINGER`] into
-//! one frame, the node's own prefix line (given at [`Bus::start`]) then each record followed by
-//! `\n`, and sends it as one `PUBLISH`: at thousands of records a second that is one Redis
+//! one frame, the node's own prefix line (given at [`Bus::start`]) then the records back to
+//! back, and sends it as one `PUBLISH`: at thousands of records a second that is one Redis
 //! command and one message per subscriber for many records, instead of one each (Redis's cost,
 //! and each receiver's, is mostly per message). Frames stay under [`FRAME_BYTES`] (a larger record
 //! goes alone).
@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -255,11 +255,11 @@ impl Bus {
         bus
     }
 
-    /// Queues `record` (lines; the bus ends it with a newline) on `vehicle`'s channel; never
-    /// waits. Dropped (and counted) past [`MAX_OUT_BYTES`].
+    /// Queues `record` (which must delimit itself: the bus adds nothing) on `vehicle`'s
+    /// channel; never waits. Dropped (and counted) past [`MAX_OUT_BYTES`].
     pub fn publish(&self, vehicle: &str, record: &[u8]) {
         let shard = shard(vehicle, self.shards);
-        let len = record.len() + 1;
+        let len = record.len();
         {
             let mut guard = self
                 .outbox
@@ -287,7 +287,6 @@ impl Bus {
                 frame.extend_from_slice(&self.prefix);
             }
             frame.extend_from_slice(record);
-            frame.put_u8(b'\n');
             *n += 1;
             // Frame bytes, prefixes included.
             p.bytes += frame.len() - before;

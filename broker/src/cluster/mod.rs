@@ -67,6 +67,7 @@ pub mod lease;
 pub mod membership;
 pub mod orphans;
 pub mod outputs;
+mod record;
 mod route_sync;
 pub mod route_table;
 pub mod routing;
@@ -143,7 +144,7 @@ impl Cluster {
             )),
         };
         let node: Arc<str> = local.me.id.as_str().into();
-        let prefix = bytes::Bytes::from(format!("{node}\n"));
+        let prefix = bytes::Bytes::from(record::prefix(&node));
         let bus = Arc::new(Bus::start(transport, prefix, stop.clone()));
         let membership = Arc::new(Membership::start(target, local, stop)?);
         Ok(Cluster {

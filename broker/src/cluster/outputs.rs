@@ -18,20 +18,21 @@
 //!
 //! # Records (docs/redis.md)
 //! Each output is a bus record (the bus joins a few milliseconds of them into one frame behind
-//! the sending node's id, `bus`): a header line of JSON with the key, the vehicle and the kind;
-//! a state's header is followed by a second line, the state's JSON exactly as its node made it
-//! for `vehicles/{id}`. A state's header also names its route and trip. A receiver reads the
-//! header first (a duplicate or stale output costs no more), tells the trip book the route and
-//! trip, hands the received JSON on as the MQTT payload, and gives the state to [`Deferred`],
-//! which parses it once for the hub and the GTFS-Realtime set, now or when they are next read.
-//! The state is never serialized again.
+//! the sending node's line, `bus`), in the binary format of [`record`]: the key, the vehicle,
+//! its route and trip and the state's deviation and trip fit, then the state's JSON exactly as
+//! its node made it for `vehicles/{id}`, or the event's `events/{id}/{kind}` payload. A
+//! receiver reads the header fields first (a duplicate or stale output costs no more), tells
+//! the trip book the route and trip, hands the received JSON on as the MQTT payload, and gives
+//! the state to [`Deferred`], which parses it once for the hub and the GTFS-Realtime set, now
+//! or when they are next read. Nothing received is serialized again; an event is parsed once,
+//! for the hub's recent events.
 
-use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use bytes::Bytes;
 use geo_engine::schedule::TripFit;
 use geo_engine::{Event, VehicleState};
 use serde::{Deserialize, Serialize};
@@ -42,8 +43,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, Inbox};
 use super::deferred::Deferred;
+use super::record::{self, Kind, Origin, Record, Records};
 use crate::hash::FastMap;
-use crate::ingest::{StateSink, event_message, state_json_message};
+use crate::ingest::{StateSink, event_json_message, state_json_message};
 use crate::router::RouterMsg;
 use crate::trips::TripBook;
 
@@ -51,50 +53,15 @@ use crate::trips::TripBook;
 /// may then pass once).
 const MAX_ORDERED_VEHICLES: usize = 1_000_000;
 
+/// Nodes of another bus format a receiver warns about, once each.
+const MAX_WARNED: usize = 16;
+
 /// The ordering key of one output (module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Order {
     pub epoch: u64,
     pub ts: i64,
     pub seq: u64,
-}
-
-/// What an output is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Kind {
-    /// A processed state: its JSON is the record's next line.
-    State,
-    Event,
-}
-
-/// The first line of a record (module doc).
-#[derive(Debug, Serialize, Deserialize)]
-struct Header<'a> {
-    order: Order,
-    kind: Kind,
-    #[serde(borrow)]
-    vehicle: Cow<'a, str>,
-    /// A state's trip, for the GTFS-Realtime feeds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    fit: Option<Cow<'a, TripFit>>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    deviated: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    event: Option<Cow<'a, Event>>,
-    /// A state's route and trip, read without parsing the state. `None` from a node that does
-    /// not send it: the receiver then parses the state at once.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    glance: Option<Glance<'a>>,
-}
-
-/// A state's route and trip in its header.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Glance<'a> {
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    route: Option<Cow<'a, str>>,
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    trip: Option<Cow<'a, str>>,
 }
 
 /// This node's processed outputs onto the bus.
@@ -114,44 +81,44 @@ impl OutputSink {
         }
     }
 
-    /// Puts one record on the bus: `header`, then the state's `json` when there is one.
-    fn send(&self, vehicle: &str, ts: i64, mut header: Header<'_>, json: Option<&str>) {
-        header.order = Order {
+    /// Puts `r` on the bus with its key: the vehicle's epoch, `ts`, this node's next `seq`.
+    fn send(&self, ts: i64, mut r: Record<'_>) {
+        r.order = Order {
             epoch: self
                 .leases
                 .get()
-                .and_then(|l| l.epoch(vehicle))
+                .and_then(|l| l.epoch(r.vehicle))
                 .unwrap_or(0),
             ts,
             seq: self.seq.fetch_add(1, Relaxed),
         };
-        let mut record = Vec::with_capacity(160 + json.map_or(0, str::len));
-        match serde_json::to_writer(&mut record, &header) {
-            Ok(()) => {
-                if let Some(json) = json {
-                    record.push(b'\n');
-                    record.extend_from_slice(json.as_bytes());
-                }
-                self.bus.publish(vehicle, &record);
-            }
-            Err(e) => tracing::error!(error = %e, "cluster: output not serializable"),
+        let mut out = Vec::new();
+        if record::put(&mut out, &r) {
+            self.bus.publish(r.vehicle, &out);
+        } else {
+            tracing::error!("cluster: a vehicle id too long for the bus; output not sent");
         }
     }
 
     fn send_state(&self, state: &VehicleState, fit: Option<&TripFit>, deviated: bool, json: &str) {
-        let header = Header {
-            order: ORDER_UNSET,
-            kind: Kind::State,
-            vehicle: Cow::Borrowed(&state.vehicle),
-            fit: fit.map(Cow::Borrowed),
-            deviated,
-            event: None,
-            glance: Some(Glance {
-                route: state.route.as_deref().map(Cow::Borrowed),
-                trip: state.trip.as_deref().map(Cow::Borrowed),
-            }),
+        let fit = match fit.map(serde_json::to_vec).transpose() {
+            Ok(fit) => fit,
+            Err(e) => {
+                tracing::error!(error = %e, "cluster: trip fit not serializable; sent without");
+                None
+            }
         };
-        self.send(&state.vehicle, state.ts, header, Some(json));
+        let r = Record {
+            kind: Kind::State,
+            order: ORDER_UNSET,
+            vehicle: &state.vehicle,
+            route: state.route.as_deref(),
+            trip: state.trip.as_deref(),
+            deviated,
+            fit: fit.as_deref(),
+            json: json.as_bytes(),
+        };
+        self.send(state.ts, r);
     }
 }
 
@@ -185,16 +152,24 @@ impl StateSink for OutputSink {
     }
 
     fn event(&self, event: &Arc<Event>) {
-        let header = Header {
-            order: ORDER_UNSET,
-            kind: Kind::Event,
-            vehicle: Cow::Borrowed(&event.vehicle),
-            fit: None,
-            deviated: false,
-            event: Some(Cow::Borrowed(&**event)),
-            glance: None,
+        let json = match serde_json::to_vec(&**event) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::error!(error = %e, "cluster: event not serializable");
+                return;
+            }
         };
-        self.send(&event.vehicle, event.ts, header, None);
+        let r = Record {
+            kind: Kind::Event(event.kind),
+            order: ORDER_UNSET,
+            vehicle: &event.vehicle,
+            route: event.route.as_deref(),
+            trip: event.trip.as_deref(),
+            deviated: false,
+            fit: None,
+            json: &json,
+        };
+        self.send(event.ts, r);
     }
 
     /// Every node restores from the same Redis: nothing to tell the others.
@@ -225,26 +200,16 @@ impl LocalOutputs {
         let mut seen: FastMap<String, Seen> = FastMap::default();
         // A frame holds at most the records of the bus's linger; reused.
         let mut routed = Vec::new();
+        let mut warned: Vec<Box<[u8]>> = Vec::new();
         loop {
             let next = tokio::select! {
                 m = inbox.recv() => m,
                 () = stop.cancelled() => return,
             };
             let Some((_, frame)) = next else { return };
-            let Some(records) = others(&frame, &self.node) else {
-                continue;
-            };
+            self.frame(&frame, &mut seen, &mut routed, &mut warned);
             // The frame's messages go to the router back to back, after all of it is read:
             // the router wakes once per frame, not once per record.
-            let mut lines = records.split(|&b| b == b'\n');
-            while let Some(line) = lines.next() {
-                if line.is_empty() {
-                    continue;
-                }
-                if let Some(message) = self.output(line, &mut lines, &mut seen) {
-                    routed.push(message);
-                }
-            }
             for message in routed.drain(..) {
                 let publish = RouterMsg::Publish {
                     message,
@@ -257,114 +222,132 @@ impl LocalOutputs {
         }
     }
 
-    /// One record, from its header `line` (a state's JSON is the next of `lines`), into the
-    /// sinks; the message for the router, `None` when stale or unreadable.
-    fn output<'f>(
+    /// Reads one frame into the sinks; its messages for the router into `routed`.
+    fn frame(
         &self,
-        line: &'f [u8],
-        lines: &mut impl Iterator<Item = &'f [u8]>,
+        frame: &Bytes,
         seen: &mut FastMap<String, Seen>,
-    ) -> Option<Arc<crate::message::Message>> {
-        let header: Header<'_> = match serde_json::from_slice(line) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster: unreadable output on the bus; skipped");
-                return None;
+        routed: &mut Vec<Arc<crate::message::Message>>,
+        warned: &mut Vec<Box<[u8]>>,
+    ) {
+        let records = match record::origin(frame, &self.node) {
+            Origin::Me => return,
+            Origin::Other(records) => records,
+            Origin::Foreign(line) => {
+                if warned.len() < MAX_WARNED && !warned.iter().any(|w| **w == *line) {
+                    warned.push(line.into());
+                    tracing::warn!(
+                        sender = %String::from_utf8_lossy(line),
+                        "cluster: a frame not of this node's bus format (fleetmq-bus/2); every \
+                         node of a cluster must run the same fleetmq version: its outputs are \
+                         skipped"
+                    );
+                }
+                return;
             }
         };
-        match header.kind {
+        for r in Records::new(records) {
+            match r {
+                Ok(r) => routed.extend(self.output(frame, &r, seen)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: unreadable output on the bus; the rest of its frame skipped")
+                }
+            }
+        }
+    }
+
+    /// One record of `frame` into the sinks; the message for the router, `None` when stale or
+    /// unreadable.
+    fn output(
+        &self,
+        frame: &Bytes,
+        r: &Record<'_>,
+        seen: &mut FastMap<String, Seen>,
+    ) -> Option<Arc<crate::message::Message>> {
+        let first = fresh(seen, r)?;
+        match r.kind {
             Kind::State => {
-                let json = lines.next()?;
-                let first = fresh(seen, &header)?;
-                let json: Arc<str> = Arc::from(std::str::from_utf8(json).ok()?);
-                let vehicle: &str = &header.vehicle;
-                let fit = header.fit.map(Cow::into_owned);
-                let parsed: VehicleState;
-                let (route, trip) = match &header.glance {
-                    Some(g) => (g.route.as_deref(), g.trip.as_deref()),
-                    None => {
-                        // A node that does not name the route and trip: read them from the
-                        // state.
-                        parsed = serde_json::from_str(&json).ok()?;
-                        (parsed.route.as_deref(), parsed.trip.as_deref())
+                let json: Arc<str> = Arc::from(std::str::from_utf8(r.json).ok()?);
+                let fit = r.fit.and_then(|f| match serde_json::from_slice(f) {
+                    Ok(fit) => Some(fit),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster: unreadable trip fit; state taken without");
+                        None
                     }
-                };
+                });
                 if let Some(book) = &self.trips {
-                    book.observe(vehicle, route, trip, Instant::now());
+                    book.observe(r.vehicle, r.route, r.trip, Instant::now());
                 }
                 let state = super::deferred::Received {
-                    vehicle,
-                    route,
-                    trip,
+                    vehicle: r.vehicle,
+                    route: r.route,
+                    trip: r.trip,
                     first,
                 };
-                self.outputs
-                    .state(state, json.clone(), fit, header.deviated);
-                Some(state_json_message(vehicle, json))
+                self.outputs.state(state, json.clone(), fit, r.deviated);
+                Some(state_json_message(r.vehicle, json))
             }
-            Kind::Event => {
-                fresh(seen, &header)?;
-                let event = Arc::new(header.event?.into_owned());
-                if event.vehicle != header.vehicle {
+            Kind::Event(kind) => {
+                let event: Event = match serde_json::from_slice(r.json) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster: unreadable event on the bus; skipped");
+                        return None;
+                    }
+                };
+                if event.vehicle != r.vehicle || event.kind != kind {
                     return None;
                 }
-                self.outputs.event(&event);
-                Some(event_message(&event))
+                self.outputs.event(&Arc::new(event));
+                Some(event_json_message(r.vehicle, kind, frame.slice_ref(r.json)))
             }
         }
     }
 }
 
-/// The records of another node's frame; `None` for this node's own (or a frame without the
-/// node line).
-fn others<'p>(frame: &'p [u8], me: &str) -> Option<&'p [u8]> {
-    let cut = frame.iter().position(|&b| b == b'\n')?;
-    (&frame[..cut] != me.as_bytes()).then(|| &frame[cut + 1..])
-}
-
-/// Whether `h`'s output is newer than what was seen of its vehicle (and records it if so):
+/// Whether `r`'s output is newer than what was seen of its vehicle (and records it if so):
 /// `None` if not, else whether it is the first of its kind seen of the vehicle.
-fn fresh(seen: &mut FastMap<String, Seen>, h: &Header<'_>) -> Option<bool> {
-    let vehicle: &str = &h.vehicle;
+fn fresh(seen: &mut FastMap<String, Seen>, r: &Record<'_>) -> Option<bool> {
     // One lookup for a known vehicle (every output but its first).
-    let last = if let Some(last) = seen.get_mut(vehicle) {
+    let last = if let Some(last) = seen.get_mut(r.vehicle) {
         last
     } else {
         if seen.len() >= MAX_ORDERED_VEHICLES {
             seen.clear();
         }
-        seen.entry(vehicle.to_owned()).or_default()
+        seen.entry(r.vehicle.to_owned()).or_default()
     };
-    let slot = match h.kind {
+    let slot = match r.kind {
         Kind::State => &mut last.state,
-        Kind::Event => &mut last.event,
+        Kind::Event(_) => &mut last.event,
     };
-    if slot.is_some_and(|s| s >= h.order) {
+    if slot.is_some_and(|s| s >= r.order) {
         return None;
     }
-    Some(slot.replace(h.order).is_none())
+    Some(slot.replace(r.order).is_none())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn header(ts: i64, seq: u64, kind: Kind) -> Header<'static> {
-        Header {
-            order: Order { epoch: 0, ts, seq },
+    fn record(ts: i64, seq: u64, kind: Kind) -> Record<'static> {
+        Record {
             kind,
-            vehicle: Cow::Borrowed("v"),
-            fit: None,
+            order: Order { epoch: 0, ts, seq },
+            vehicle: "v",
+            route: None,
+            trip: None,
             deviated: false,
-            event: None,
-            glance: None,
+            fit: None,
+            json: b"{}",
         }
     }
 
     #[test]
     fn duplicates_and_stale_outputs_are_dropped() {
         let mut seen = FastMap::default();
-        let state = |ts, seq| header(ts, seq, Kind::State);
+        let state = |ts, seq| record(ts, seq, Kind::State);
         assert_eq!(fresh(&mut seen, &state(10, 5)), Some(true), "the first");
         assert_eq!(fresh(&mut seen, &state(10, 5)), None, "duplicate");
         assert_eq!(fresh(&mut seen, &state(9, 99)), None, "older fix");
@@ -376,30 +359,8 @@ mod tests {
         // Another node, whose counter is far behind, with the next fix.
         assert_eq!(fresh(&mut seen, &state(11, 0)), Some(false));
         // Events are ordered apart from states.
-        assert_eq!(fresh(&mut seen, &header(10, 1, Kind::Event)), Some(true));
-    }
-
-    #[test]
-    fn a_node_skips_its_own_outputs_unparsed() {
-        assert_eq!(others(b"a\n{}", "a"), None);
-        assert_eq!(others(b"ab\n{}", "a"), Some(&b"{}"[..]));
-        assert_eq!(others(b"{}", "a"), None);
-    }
-
-    #[test]
-    fn the_header_round_trips_on_one_line() {
-        let json = serde_json::to_vec(&header(10, 1, Kind::State)).expect("json");
-        assert!(!json.contains(&b'\n'));
-        let back: Header<'_> = serde_json::from_slice(&json).expect("parses");
-        assert_eq!(
-            back.order,
-            Order {
-                epoch: 0,
-                ts: 10,
-                seq: 1
-            }
-        );
-        assert_eq!((back.kind, &*back.vehicle), (Kind::State, "v"));
+        let online = Kind::Event(geo_engine::EventKind::Online);
+        assert_eq!(fresh(&mut seen, &record(10, 1, online)), Some(true));
     }
 }
 

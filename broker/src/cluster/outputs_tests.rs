@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{LocalOutputs, OutputSink};
 use crate::cluster::bus::{self, Bus, Messages, Transport};
+use crate::cluster::record::{self, Kind, Record};
 use crate::ingest::{Ingest, StateSink};
 use crate::metrics::Metrics;
 use crate::router::RouterMsg;
@@ -99,10 +100,14 @@ async fn states_of_a_few_milliseconds_go_in_one_frame_and_arrive_as_sent() {
     });
     let bus_a = Arc::new(Bus::start(
         transport.clone(),
-        Bytes::from_static(b"a\n"),
+        Bytes::from(record::prefix("a")),
         stop.clone(),
     ));
-    let bus_b = Bus::start(transport.clone(), Bytes::from_static(b"b\n"), stop.clone());
+    let bus_b = Bus::start(
+        transport.clone(),
+        Bytes::from(record::prefix("b")),
+        stop.clone(),
+    );
     let (router, mut routed) = mpsc::channel(16);
     let recorded = Arc::new(Recorded::default());
     let ingest = empty_ingest();
@@ -133,6 +138,7 @@ async fn states_of_a_few_milliseconds_go_in_one_frame_and_arrive_as_sent() {
         "kind": "online", "vehicle": "bus-1", "ts": 3, "lat": 1.5, "lon": 2.25
     }))
     .expect("an event");
+    let event_json = serde_json::to_vec(&event).expect("json");
     sink.event(&Arc::new(event));
 
     let mut topics = Vec::new();
@@ -160,6 +166,7 @@ async fn states_of_a_few_milliseconds_go_in_one_frame_and_arrive_as_sent() {
         panic!("not a publish");
     };
     assert_eq!(&*message.topic, "events/bus-1/online");
+    assert_eq!(&message.payload[..], &event_json[..], "the sender's JSON");
     assert_eq!(topics, vec!["vehicles/bus-1"; 3]);
     let json = recorded.json.lock().expect("lock").clone();
     assert_eq!(json, sent.iter().map(|s| s.to_string()).collect::<Vec<_>>());
@@ -169,47 +176,100 @@ async fn states_of_a_few_milliseconds_go_in_one_frame_and_arrive_as_sent() {
     stop.cancel();
 }
 
-/// A record from a node that does not put the route and trip in the header: the state is
-/// parsed at once, and the trip book still learns its trip before the message is routed.
-#[test]
-fn a_header_without_the_route_and_trip_is_read_from_the_state() {
-    let book = Arc::new(crate::trips::TripBook::new(Duration::from_secs(60)));
-    let ingest = empty_ingest();
+/// A receiving node's outputs (`b`), with its trip book and a recorder for its hub.
+fn receiver(
+    ingest: Arc<Ingest>,
+    trips: Option<Arc<crate::trips::TripBook>>,
+) -> (LocalOutputs, Arc<Recorded>) {
     let recorded = Arc::new(Recorded::default());
     let outputs = LocalOutputs {
         node: "b".into(),
         router: mpsc::channel(1).0,
-        trips: Some(book.clone()),
+        trips,
         outputs: super::Deferred::new(vec![recorded.clone()], ingest, None),
     };
-    let header = br#"{"order":{"epoch":0,"ts":5,"seq":1},"kind":"state","vehicle":"bus-1"}"#;
-    let state = serde_json::json!({
-        "vehicle": "bus-1", "lat": 1.5, "lon": 2.25, "raw_lat": 1.5, "raw_lon": 2.25,
-        "ts": 5, "route": "R1", "trip": "T1", "status": "moving", "received_at": 5,
-        "processed_at": 5
-    })
-    .to_string();
-    let mut lines = std::iter::once(state.as_bytes());
-    let mut seen = crate::hash::FastMap::default();
-    let message = outputs
-        .output(header, &mut lines, &mut seen)
-        .expect("routed");
-    assert_eq!(&*message.topic, "vehicles/bus-1");
-    assert!(book.runs_any("bus-1", &[], &["T1".to_owned()]));
-    assert_eq!(recorded.json.lock().expect("lock").clone(), vec![state]);
+    (outputs, recorded)
 }
 
-/// A state's trip fit travels in its header and reaches the receiving node's GTFS-Realtime live
+fn state_record<'a>(ts: i64, json: &'a str, fit: Option<&'a [u8]>) -> Record<'a> {
+    Record {
+        kind: Kind::State,
+        order: super::Order {
+            epoch: 1,
+            ts,
+            seq: 1,
+        },
+        vehicle: "bus-1",
+        route: Some("R1"),
+        trip: Some("T\"7"),
+        deviated: true,
+        fit,
+        json: json.as_bytes(),
+    }
+}
+
+fn state_json(ts: i64) -> String {
+    serde_json::json!({
+        "vehicle": "bus-1", "lat": 1.5, "lon": 2.25, "raw_lat": 1.5, "raw_lon": 2.25,
+        "ts": ts, "route": "R1", "trip": "T\"7", "status": "moving", "received_at": ts,
+        "processed_at": ts
+    })
+    .to_string()
+}
+
+/// Reads `frame` as node `b` does; the messages it routes.
+fn read(outputs: &LocalOutputs, frame: Vec<u8>) -> Vec<Arc<crate::message::Message>> {
+    let mut routed = Vec::new();
+    let mut seen = crate::hash::FastMap::default();
+    outputs.frame(&Bytes::from(frame), &mut seen, &mut routed, &mut Vec::new());
+    routed
+}
+
+/// A state's route and trip travel beside its JSON: the trip book learns the trip before the
+/// message is routed, without the state being parsed.
+#[test]
+fn the_route_and_trip_reach_the_trip_book() {
+    let book = Arc::new(crate::trips::TripBook::new(Duration::from_secs(60)));
+    let (outputs, recorded) = receiver(empty_ingest(), Some(book.clone()));
+    let json = state_json(5);
+    let mut frame = record::prefix("a");
+    assert!(record::put(&mut frame, &state_record(5, &json, None)));
+    let routed = read(&outputs, frame);
+    assert_eq!(routed.len(), 1);
+    assert_eq!(&*routed[0].topic, "vehicles/bus-1");
+    assert!(book.runs_any("bus-1", &[], &["T\"7".to_owned()]));
+    assert_eq!(recorded.json.lock().expect("lock").clone(), vec![json]);
+}
+
+/// A frame of another bus format (a node of another fleetmq version), a record cut short and a
+/// node's own frame are skipped; nothing panics, and what came before the bad record is kept.
+#[test]
+fn foreign_cut_and_own_frames_are_skipped() {
+    let (outputs, recorded) = receiver(empty_ingest(), None);
+    let v1 = br#"a
+{"order":{"epoch":0,"ts":5,"seq":1},"kind":"state","vehicle":"bus-1"}
+{}
+"#;
+    assert!(read(&outputs, v1.to_vec()).is_empty());
+    let json = state_json(5);
+    let mut own = record::prefix("b");
+    assert!(record::put(&mut own, &state_record(5, &json, None)));
+    assert!(read(&outputs, own).is_empty());
+    let mut cut = record::prefix("a");
+    assert!(record::put(&mut cut, &state_record(5, &json, None)));
+    let whole = cut.len();
+    assert!(record::put(&mut cut, &state_record(6, &json, None)));
+    cut.truncate(whole + 10);
+    assert_eq!(read(&outputs, cut).len(), 1, "the record before the cut");
+    assert_eq!(recorded.json.lock().expect("lock").len(), 1);
+}
+
+/// A state's trip fit travels in its record and reaches the receiving node's GTFS-Realtime live
 /// set as the sending node had it.
 #[test]
-fn the_trip_fit_in_the_header_reaches_the_live_set() {
+fn the_trip_fit_in_the_record_reaches_the_live_set() {
     let ingest = empty_ingest();
-    let outputs = LocalOutputs {
-        node: "b".into(),
-        router: mpsc::channel(1).0,
-        trips: None,
-        outputs: super::Deferred::new(Vec::new(), ingest.clone(), None),
-    };
+    let (outputs, _) = receiver(ingest.clone(), None);
     let fit = geo_engine::schedule::TripFit {
         trip: 7,
         trip_id: "T\"7".into(),
@@ -223,31 +283,14 @@ fn the_trip_fit_in_the_header_reaches_the_live_set() {
         ts: 5,
         finished: false,
     };
-    let header = super::Header {
-        order: super::Order {
-            epoch: 1,
-            ts: 5,
-            seq: 1,
-        },
-        kind: super::Kind::State,
-        vehicle: "bus-1".into(),
-        fit: Some(std::borrow::Cow::Borrowed(&fit)),
-        deviated: true,
-        event: None,
-        glance: None,
-    };
-    let header = serde_json::to_vec(&header).expect("header JSON");
-    let state = serde_json::json!({
-        "vehicle": "bus-1", "lat": 1.5, "lon": 2.25, "raw_lat": 1.5, "raw_lon": 2.25,
-        "ts": 5, "route": "R1", "trip": "T\"7", "status": "moving", "received_at": 5,
-        "processed_at": 5
-    })
-    .to_string();
-    let mut lines = std::iter::once(state.as_bytes());
-    let mut seen = crate::hash::FastMap::default();
-    outputs
-        .output(&header, &mut lines, &mut seen)
-        .expect("routed");
+    let fit_json = serde_json::to_vec(&fit).expect("fit JSON");
+    let json = state_json(5);
+    let mut frame = record::prefix("a");
+    assert!(record::put(
+        &mut frame,
+        &state_record(5, &json, Some(&fit_json))
+    ));
+    assert_eq!(read(&outputs, frame).len(), 1);
     let live = ingest.live().snapshot();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].fit.as_ref(), Some(&fit));

@@ -24,7 +24,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use fleetmq_codec::{Bytes, Properties, QoS};
 use geo_engine::{
-    Event, Fix, Network, Outcome, PipelineConfig, Rejection, Tracker, VehicleState, parse_fixes,
+    Event, EventKind, Fix, Network, Outcome, PipelineConfig, Rejection, Tracker, VehicleState,
+    parse_fixes,
 };
 
 use crate::gtfsrt::{self, Feeds, LiveVehicles};
@@ -589,9 +590,15 @@ impl AsRef<[u8]> for JsonBytes {
 /// `events/{id}/{kind}`, QoS 1.
 pub fn event_message(event: &Event) -> Arc<Message> {
     let payload = serde_json::to_vec(event).unwrap_or_default();
+    event_json_message(&event.vehicle, event.kind, Bytes::from(payload))
+}
+
+/// `events/{vehicle}/{kind}`, QoS 1, with `json` (the event's serialization, made by this node
+/// or received from another) as the payload.
+pub fn event_json_message(vehicle: &str, kind: EventKind, json: Bytes) -> Arc<Message> {
     broker_message(
-        format!("events/{}/{}", event.vehicle, event.kind.as_str()),
-        Bytes::from(payload),
+        format!("events/{vehicle}/{}", kind.as_str()),
+        json,
         QoS::AtLeastOnce,
         false,
     )
