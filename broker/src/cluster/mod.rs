@@ -32,8 +32,9 @@
 //!   over the masters (on one Redis server all on the first); the transport sits behind
 //!   [`bus::Transport`].
 //! - **Batched.** The bus joins the outputs of a few milliseconds into one `PUBLISH` per
-//!   channel, and carries each state's JSON as made by its node: receivers hand it to their
-//!   MQTT subscribers and WebSocket clients as it is (`outputs`).
+//!   channel, and carries each state's and event's JSON as made by its node behind a few
+//!   binary fields (`record`): receivers decide from those fields what to parse and hand the
+//!   JSON to their MQTT subscribers and WebSocket clients as it is (`outputs`).
 //! - **Ordering per vehicle.** Every output carries an ordering key (epoch, ts, seq)
 //!   ([`outputs::Order`]); receivers drop what is not newer than what they have, so duplicates
 //!   and stale outputs (a former owner's late message) never overwrite newer state.
@@ -46,6 +47,8 @@
 //! - `membership`: heartbeats, the node listing (`GET /api/v1/cluster`), incarnations.
 //! - `bus`: pub/sub between nodes over Redis: bounded queues, reconnect with backoff.
 //! - `outputs`: processed states and events onto the bus, and other nodes' into local outputs.
+//! - `record`: the bus's versioned frame and record format (binary header fields, then the
+//!   output's JSON as its node made it).
 //! - `deferred`: other nodes' states of unwatched vehicles, held unparsed until a read.
 //! - `lease`: vehicle ownership: one node processes a vehicle at a time, under a lease with a
 //!   fencing epoch (docs/redis.md#leases); handoff of the vehicle's filters between nodes.

@@ -35,7 +35,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use geo_engine::schedule::TripFit;
 use geo_engine::{Event, VehicleState};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::persist::fence::Fence;
@@ -57,7 +56,7 @@ const MAX_ORDERED_VEHICLES: usize = 1_000_000;
 const MAX_WARNED: usize = 16;
 
 /// The ordering key of one output (module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Order {
     pub epoch: u64,
     pub ts: i64,

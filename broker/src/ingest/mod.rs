@@ -520,6 +520,17 @@ fn broker_message(topic: String, payload: Bytes, qos: QoS, retain: bool) -> Arc<
     })
 }
 
+/// `parts` joined in a string of exactly their length: a topic made per output becomes the
+/// message's `Bytes`, which take a full buffer as it is but allocate a second block to share
+/// one with spare capacity (`format!` leaves some, and costs its formatting machinery besides).
+fn concat_exact(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
+    }
+    out
+}
+
 /// A processed state's JSON is about 300–500 bytes (at most a few KiB: ids are ≤ 256 bytes).
 const STATE_JSON_CAPACITY: usize = 512;
 
@@ -571,7 +582,7 @@ fn state_message_and_json(state: &VehicleState) -> (Arc<Message>, Arc<str>) {
 /// received from another) as the payload, not copied.
 pub fn state_json_message(vehicle: &str, json: Arc<str>) -> Arc<Message> {
     broker_message(
-        format!("vehicles/{vehicle}"),
+        concat_exact(&["vehicles/", vehicle]),
         Bytes::from_owner(JsonBytes(json)),
         QoS::AtMostOnce,
         true,
@@ -597,7 +608,7 @@ pub fn event_message(event: &Event) -> Arc<Message> {
 /// or received from another) as the payload.
 pub fn event_json_message(vehicle: &str, kind: EventKind, json: Bytes) -> Arc<Message> {
     broker_message(
-        format!("events/{vehicle}/{}", kind.as_str()),
+        concat_exact(&["events/", vehicle, "/", kind.as_str()]),
         json,
         QoS::AtLeastOnce,
         false,
@@ -609,6 +620,15 @@ mod tests {
     use geo_engine::{NextStop, VehicleStatus};
 
     use super::*;
+
+    #[test]
+    fn topics_are_made_to_their_exact_length() {
+        let topic = concat_exact(&["events/", "bus-é", "/", EventKind::Online.as_str()]);
+        assert_eq!(topic, "events/bus-é/online");
+        assert_eq!(topic.capacity(), topic.len());
+        let message = state_json_message("bus-1", Arc::from("{}"));
+        assert_eq!(&*message.topic, "vehicles/bus-1");
+    }
 
     #[test]
     fn the_shared_state_json_is_the_payload_and_the_plain_serialization() {
