@@ -362,6 +362,41 @@ mod tests {
         }
     }
 
+    /// Redis is reachable by others: any bytes, and any corruption of a valid frame, read as
+    /// records or errors, never a panic (a small xorshift generator keeps the run repeatable).
+    #[test]
+    fn garbage_and_corrupted_frames_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut valid = prefix("a");
+        assert!(put(&mut valid, &state()));
+        assert!(put(&mut valid, &event()));
+        for round in 0..20_000 {
+            let frame: Vec<u8> = if round % 2 == 0 {
+                let len = (next() % 200) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut f = valid.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % f.len();
+                    f[at] = next() as u8;
+                }
+                f.truncate(1 + (next() as usize) % f.len());
+                f
+            };
+            if let Origin::Other(records) = origin(&frame, "b") {
+                for r in Records::new(records) {
+                    let _ = r;
+                }
+            }
+        }
+    }
+
     #[test]
     fn unknown_kinds_and_bad_utf8_are_errors() {
         let mut bad = Vec::new();
