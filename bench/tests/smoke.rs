@@ -282,6 +282,8 @@ fn drive_watch_mix_and_pid_report_broker_cpu() -> TestResult {
             "riders=3,routes=2,fleet=1",
             "--pid",
             &pid,
+            "--warmup",
+            "1",
         ],
         "drive-mix",
     )?;
@@ -293,6 +295,12 @@ fn drive_watch_mix_and_pid_report_broker_cpu() -> TestResult {
     let cpu = num(&v, "broker_cpu_us_per_update");
     assert!(cpu.is_finite() && cpu >= 0.0, "{v}");
     check_latency(&v);
+    // The second second of driving: a part of the same deliveries.
+    assert_eq!(num(&v, "warmup_s"), 1.0, "{v}");
+    let (all, steady) = (&v["latency_us"], &v["latency_steady_us"]);
+    let steady_max = steady["max"].as_f64().unwrap_or(f64::NAN);
+    assert!(steady["p50"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
+    assert!(steady_max <= all["max"].as_f64().unwrap_or(0.0), "{v}");
     Ok(())
 }
 

@@ -37,6 +37,7 @@ pub mod watcher;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,10 @@ pub struct Args {
     /// Broker process ids (`PID[,PID...]`): report their CPU time per update.
     #[arg(long, value_name = "PID[,PID...]", value_parser = cpu::parse_pids)]
     pub pid: Option<Pids>,
+    /// Seconds from the first fix that `latency_steady_us` leaves out: each vehicle's first
+    /// fixes, which a broker may spend restoring or (in a cluster) leasing the vehicle.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub warmup: u64,
     /// Vehicle (and driver client id) prefix; default `b{pid}-`, unique per run. Set it so that
     /// watchers opened beforehand (`ws-connections --vehicle-prefix`) follow these vehicles.
     #[arg(long, value_name = "P")]
@@ -140,6 +145,10 @@ pub struct Figures {
     pub updates_per_sec: f64,
     /// Publish→receive latency, microseconds.
     pub latency_us: Latency,
+    /// The same, of the states received from `warmup_s` seconds after the first fix on.
+    pub latency_steady_us: Latency,
+    /// `--warmup`.
+    pub warmup_s: u64,
     /// Watched vehicles whose last fix never produced a state.
     pub lost: u64,
     /// The `--pid` processes' CPU time (user + system) over the run divided by `updates_sent`,
@@ -164,6 +173,9 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     /// The instant all send and receive times count from.
     pub epoch: Instant,
+    /// Nanoseconds since `epoch` from which a delivery counts in `latency_steady_us`; set when
+    /// driving starts (`u64::MAX` until then).
+    pub steady_from_ns: AtomicU64,
     /// Vehicle id prefix of this run: `b{run}-`.
     pub prefix: String,
     /// Tells the watchers that the drivers have stopped (they then drain).
@@ -256,6 +268,7 @@ pub async fn run(args: Args) -> Result<Figures> {
         ledger: Ledger::new(args.drivers),
         counters: Arc::new(Counters::default()),
         epoch,
+        steady_from_ns: AtomicU64::new(u64::MAX),
         prefix: args
             .vehicle_prefix
             .clone()
@@ -364,6 +377,11 @@ pub async fn run(args: Args) -> Result<Figures> {
     let interval = Duration::from_millis(args.interval_ms);
     let start = Instant::now() + Duration::from_millis(100);
     let end = start + Duration::from_secs(args.duration);
+    let steady_from = (start + Duration::from_secs(args.warmup)).saturating_duration_since(epoch);
+    shared.steady_from_ns.store(
+        u64::try_from(steady_from.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
     let progress = Progress::start(shared.counters.clone(), "updates sent", "states received");
     let qos = QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce);
     let pids = args.pid.clone().unwrap_or_default();
@@ -418,6 +436,7 @@ pub async fn run(args: Args) -> Result<Figures> {
     let mut states_received = 0;
     let mut repeats = 0;
     let mut histogram = report::histogram();
+    let mut steady = report::histogram();
     let mut by_kind = BTreeMap::new();
     let mut worst_per_s = Vec::new();
     while let Some(joined) = watchers.join_next().await {
@@ -426,6 +445,7 @@ pub async fn run(args: Args) -> Result<Figures> {
                 states_received += tally.count;
                 repeats += tally.repeats;
                 histogram.add(&tally.histogram).ok();
+                steady.add(&tally.steady).ok();
                 watcher::merge_worst(&mut worst_per_s, &tally.worst_per_s);
                 by_kind
                     .entry(kind)
@@ -444,6 +464,8 @@ pub async fn run(args: Args) -> Result<Figures> {
         states_received,
         updates_per_sec: updates_sent as f64 / drive_secs,
         latency_us: Latency::of(&histogram),
+        latency_steady_us: Latency::of(&steady),
+        warmup_s: args.warmup,
         lost: shared.ledger.lost(),
         broker_cpu_us_per_update: (!pids.is_empty())
             .then(|| cpu_used as f64 / updates_sent.max(1) as f64),
@@ -499,6 +521,16 @@ pub async fn run(args: Args) -> Result<Figures> {
         ("lost".to_string(), figures.lost.to_string()),
     ];
     rows.extend(figures.latency_us.rows());
+    let l = &figures.latency_steady_us;
+    rows.push((
+        format!("  from s {} of driving: p50 / p99 / max", args.warmup),
+        format!(
+            "{:.3} / {:.3} / {:.3} ms",
+            l.p50 as f64 / 1000.0,
+            l.p99 as f64 / 1000.0,
+            l.max as f64 / 1000.0
+        ),
+    ));
     for (kind, l) in &figures.latency_by_kind_us {
         rows.push((
             format!("  {kind} p50 / p99 / max"),

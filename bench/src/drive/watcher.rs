@@ -186,6 +186,8 @@ pub struct Tally {
     pub repeats: u64,
     /// Latency of first deliveries, microseconds.
     pub histogram: Histogram<u64>,
+    /// Of those, the ones received from [`Shared::steady_from_ns`] on.
+    pub steady: Histogram<u64>,
     /// The worst latency (µs) of the first deliveries received in each second of the run,
     /// counted from the run's start (0 where none arrived).
     pub worst_per_s: Vec<u64>,
@@ -232,6 +234,7 @@ struct Watch {
     /// one MQTT watcher looks up every state of the run here.
     newest: Vec<i64>,
     histogram: Histogram<u64>,
+    steady: Histogram<u64>,
     worst_per_s: Vec<u64>,
 }
 
@@ -242,6 +245,7 @@ impl Watch {
             repeats: 0,
             newest: Vec::new(),
             histogram: report::histogram(),
+            steady: report::histogram(),
             worst_per_s: Vec::new(),
         }
     }
@@ -251,13 +255,18 @@ impl Watch {
             count: self.count,
             repeats: self.repeats,
             histogram: self.histogram,
+            steady: self.steady,
             worst_per_s: self.worst_per_s,
         }
     }
 
-    /// Records one first delivery's latency `us`, received at `now_ns`.
-    fn record(&mut self, us: u64, now_ns: u64) {
+    /// Records one first delivery's latency `us`, received at `now_ns`; from `steady_from_ns`
+    /// on, in the steady histogram too.
+    fn record(&mut self, us: u64, now_ns: u64, steady_from_ns: u64) {
         report::record(&mut self.histogram, us);
+        if now_ns >= steady_from_ns {
+            report::record(&mut self.steady, us);
+        }
         let second = usize::try_from(now_ns / 1_000_000_000).unwrap_or(usize::MAX);
         if second < MAX_RUN_SECS {
             if self.worst_per_s.len() <= second {
@@ -318,7 +327,8 @@ impl Watch {
         if ts > *newest {
             *newest = ts;
             if let Some(ns) = shared.ledger.received(i, ts, now_ns) {
-                self.record(ns / 1000, now_ns);
+                let steady_from = shared.steady_from_ns.load(Ordering::Relaxed);
+                self.record(ns / 1000, now_ns, steady_from);
             }
         } else {
             self.repeats += 1;
@@ -344,14 +354,19 @@ mod tests {
     #[test]
     fn the_worst_latency_of_each_second_is_kept_and_merged() {
         let mut a = Watch::new();
-        a.record(900, 200_000_000);
-        a.record(4_000, 1_500_000_000);
-        a.record(3_000, 1_900_000_000);
-        a.record(7_000, 3_000_000_000);
+        // Steady from 1.9 s on.
+        let steady = 1_900_000_000;
+        a.record(900, 200_000_000, steady);
+        a.record(4_000, 1_500_000_000, steady);
+        a.record(3_000, 1_900_000_000, steady);
+        a.record(7_000, 3_000_000_000, steady);
         assert_eq!(a.worst_per_s, [900, 4_000, 0, 7_000]);
         assert_eq!(a.histogram.len(), 4);
-        // Past the covered run length: in the histogram only.
-        a.record(1, (MAX_RUN_SECS as u64) * 1_000_000_000);
+        assert_eq!(a.steady.len(), 2, "the deliveries from 1.9 s on");
+        assert!(a.steady.equivalent(a.steady.min(), 3_000));
+        assert!(a.steady.equivalent(a.steady.max(), 7_000));
+        // Past the covered run length: in the histograms only.
+        a.record(1, (MAX_RUN_SECS as u64) * 1_000_000_000, steady);
         assert_eq!((a.worst_per_s.len(), a.histogram.len()), (4, 5));
         let mut merged = vec![1_000, 1_000];
         merge_worst(&mut merged, &a.tally().worst_per_s);

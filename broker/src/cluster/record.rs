@@ -1,4 +1,4 @@
-//! The bus's frame and record format, version 2 (docs/redis.md#cluster-bus): how one node's
+//! The bus's frame and record format, version 2 (docs/redis.md#keys): how one node's
 //! processed outputs are written for the others and read back, without JSON around them.
 //!
 //! A frame starts with a line naming the format and the sending node, then holds records back
