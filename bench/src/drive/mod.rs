@@ -377,11 +377,15 @@ pub async fn run(args: Args) -> Result<Figures> {
     let interval = Duration::from_millis(args.interval_ms);
     let start = Instant::now() + Duration::from_millis(100);
     let end = start + Duration::from_secs(args.duration);
-    let steady_from = (start + Duration::from_secs(args.warmup)).saturating_duration_since(epoch);
-    shared.steady_from_ns.store(
-        u64::try_from(steady_from.as_nanos()).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
+    // A warm-up past what an Instant holds: nothing is steady.
+    let steady_from_ns = start
+        .checked_add(Duration::from_secs(args.warmup))
+        .map_or(u64::MAX, |t| {
+            u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+        });
+    shared
+        .steady_from_ns
+        .store(steady_from_ns, Ordering::Relaxed);
     let progress = Progress::start(shared.counters.clone(), "updates sent", "states received");
     let qos = QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce);
     let pids = args.pid.clone().unwrap_or_default();
