@@ -23,6 +23,8 @@ use crate::validate::{LastFix, Rejection, validate};
 
 mod snapshot;
 
+pub use snapshot::{SNAPSHOT_MAGIC, SnapshotError};
+
 /// The look-ahead along the route never exceeds this, metres.
 const LOOKAHEAD_CAP_M: f64 = 5_000.0;
 

@@ -342,16 +342,18 @@ impl Leases {
         let sha = FENCED_WRITE.sha(conn).await?;
         let mut cmds = Vec::with_capacity(chunk.len());
         for (vehicle, epoch) in chunk {
-            let tracker = self.ingest.tracker_copy(vehicle);
-            let tracker_json = tracker
-                .as_ref()
-                .and_then(|t| serde_json::to_string(t).ok())
-                .unwrap_or_default();
-            let state_json = tracker
-                .as_ref()
-                .and_then(|t| t.state())
-                .and_then(|s| serde_json::to_string(s).ok())
-                .unwrap_or_default();
+            // Both empty without a tracker here: the script then only releases.
+            let mut state_json = Vec::new();
+            let mut snapshot = Vec::new();
+            if let Some(t) = self.ingest.tracker_copy(vehicle) {
+                if let Some(s) = t.state() {
+                    s.write_json(&mut state_json);
+                }
+                if let Err(e) = t.write_snapshot(&mut snapshot, &state_json) {
+                    tracing::error!(vehicle = &**vehicle, error = %e, "lease: tracker not serializable");
+                    snapshot.clear();
+                }
+            }
             let key = keys::vehicle(vehicle);
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(&sha)
@@ -361,7 +363,7 @@ impl Leases {
                 .arg(*epoch)
                 .arg(self.state_ttl_ms)
                 .arg(state_json)
-                .arg(tracker_json)
+                .arg(snapshot)
                 .arg("release");
             cmds.push((key, cmd));
         }

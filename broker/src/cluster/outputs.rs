@@ -55,6 +55,15 @@ const MAX_ORDERED_VEHICLES: usize = 1_000_000;
 /// Nodes of another bus format a receiver warns about, once each.
 const MAX_WARNED: usize = 16;
 
+/// Largest record buffer a thread keeps between outputs, bytes (a state's record is ~0.7 KB).
+const MAX_KEPT_RECORD: usize = 16 * 1024;
+
+thread_local! {
+    /// Each output's record is made here, then copied into its frame by [`Bus::publish`]: one
+    /// buffer per thread instead of an allocation per output.
+    static RECORD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The ordering key of one output (module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Order {
@@ -91,12 +100,17 @@ impl OutputSink {
             ts,
             seq: self.seq.fetch_add(1, Relaxed),
         };
-        let mut out = Vec::new();
-        if record::put(&mut out, &r) {
-            self.bus.publish(r.vehicle, &out);
-        } else {
-            tracing::error!("cluster: a vehicle id too long for the bus; output not sent");
-        }
+        RECORD.with_borrow_mut(|out| {
+            out.clear();
+            if record::put(out, &r) {
+                self.bus.publish(r.vehicle, out);
+            } else {
+                tracing::error!("cluster: a vehicle id too long for the bus; output not sent");
+            }
+            if out.capacity() > MAX_KEPT_RECORD {
+                *out = Vec::new();
+            }
+        });
     }
 
     fn send_state(&self, state: &VehicleState, fit: Option<&TripFit>, deviated: bool, json: &str) {

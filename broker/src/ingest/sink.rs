@@ -32,7 +32,7 @@ pub trait StateSink: Send + Sync {
     /// An event.
     fn event(&self, event: &Arc<Event>);
     /// The tracker after an accepted update, for durable snapshots (filter state included),
-    /// with its state's JSON (the payload's; [`Tracker::write_json_with_state`]).
+    /// with its state's JSON (the payload's; [`Tracker::write_snapshot`]).
     fn snapshot(&self, _tracker: &Tracker, _state_json: &str) {}
     /// A state restored at start-up (already durable: no need to write it back).
     fn restored(&self, state: &Arc<VehicleState>) {

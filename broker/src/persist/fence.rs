@@ -34,7 +34,7 @@ pub trait Fence: Send + Sync {
 }
 
 /// `KEYS[1]` = `fleetmq:vehicle:{id}`; `ARGV` = node, epoch, state TTL ms, state JSON or "",
-/// tracker JSON or "", "release" to also give the lease up. Writes the non-empty fields and the
+/// tracker snapshot or "", "release" to also give the lease up. Writes the non-empty fields and the
 /// TTL when `lease_owner`/`lease_epoch` are the caller's; returns 1, else [`FENCED_OUT`]. A
 /// release keeps `lease_epoch`, so the next owner's epoch is larger.
 pub static FENCED_WRITE: Lua = Lua::new(
@@ -51,7 +51,7 @@ return 1
 
 /// The writer's [`FENCED_WRITE`] for many vehicles in one call: `KEYS` = their
 /// `fleetmq:vehicle:{id}` keys (one hash slot on a Redis Cluster); `ARGV` = node, state TTL ms,
-/// lease ms, then per key its epoch, state JSON or "", tracker JSON or "". Replies per key 1,
+/// lease ms, then per key its epoch, state JSON or "", tracker snapshot or "". Replies per key 1,
 /// or [`FENCED_OUT`]. A script call per vehicle per write cost Redis more than the writes in it.
 ///
 /// A write that passes also extends the lease to Redis's time + lease ms: it has just checked

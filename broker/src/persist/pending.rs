@@ -25,8 +25,9 @@ use geo_engine::{Tracker, VehicleState};
 const SHARDS: usize = 16;
 /// Track points buffered per vehicle while Redis is slow or down.
 pub const TRACK_PER_VEHICLE: usize = 32;
-/// First capacity of a tracker snapshot's JSON buffer, bytes.
-const TRACKER_JSON_CAPACITY: usize = 2048;
+/// First capacity of a tracker snapshot's buffer, bytes: ~350 of fields and the state's ~460
+/// of JSON (`geo_engine::tracker::snapshot`).
+const TRACKER_SNAPSHOT_CAPACITY: usize = 1024;
 
 /// A processed state and its JSON: the `vehicles/{id}` payload's bytes, made once by ingest and
 /// shared (`HSET state`, `XADD`), so the writer serializes no state.
@@ -52,9 +53,10 @@ impl StateJson {
 pub struct Entry {
     /// Latest processed state (`HSET state`, `GEOADD`).
     pub state: Option<StateJson>,
-    /// Latest tracker snapshot's JSON (`HSET tracker`); absent when only the state changed
-    /// (offline). Serialized when taken, not cloned: the writer would serialize the clone anyway,
-    /// and a clone and its drop per update cost more than the JSON bytes.
+    /// Latest tracker snapshot (`HSET tracker`, binary: `geo_engine::tracker::snapshot`);
+    /// absent when only the state changed (offline). Serialized when taken, not cloned: the
+    /// writer would serialize the clone anyway, and a clone and its drop per update cost more
+    /// than the snapshot's bytes.
     pub tracker: Option<Vec<u8>>,
     /// Processed fixes for the track stream, oldest first.
     pub track: Vec<StateJson>,
@@ -145,14 +147,13 @@ impl Pending {
     /// A tracker snapshot with its state's JSON: replaces the latest. Serialized here, outside
     /// the shard's lock.
     pub fn snapshot(&self, tracker: &Tracker, state_json: &str, epoch: Option<u64>) {
-        // About 1.8 KB after a minute of fixes (docs/pipeline.md): one allocation, no regrowth.
-        let mut json = Vec::with_capacity(TRACKER_JSON_CAPACITY);
-        if let Err(e) = tracker.write_json_with_state(&mut json, state_json.as_bytes()) {
+        let mut bytes = Vec::with_capacity(TRACKER_SNAPSHOT_CAPACITY);
+        if let Err(e) = tracker.write_snapshot(&mut bytes, state_json.as_bytes()) {
             tracing::error!(error = %e, "redis: tracker not serializable");
             return;
         }
         self.with_entry(tracker.vehicle(), |e, _| {
-            e.tracker = Some(json);
+            e.tracker = Some(bytes);
             e.epoch = epoch;
         });
     }

@@ -30,7 +30,7 @@ const PAGES_IN_FLIGHT: usize = 4;
 /// The `tracker` and `state` fields of one hash, as stored.
 type Fields = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// One page: `(key, tracker JSON, state JSON)`.
+/// One page: `(key, tracker snapshot, state JSON)`.
 type Page = Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>)>;
 
 /// Reads every vehicle hash, at most `max` vehicles. Reading the next page overlaps with parsing
@@ -140,7 +140,7 @@ pub fn rebuild(
     now_ms: i64,
 ) -> Option<Tracker> {
     let id = keys::vehicle_id(key)?;
-    let mut t: Tracker = serde_json::from_slice(tracker?).ok()?;
+    let mut t = Tracker::read_snapshot(tracker?).ok()?;
     if t.vehicle() != id {
         return None;
     }

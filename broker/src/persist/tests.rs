@@ -317,17 +317,51 @@ async fn the_payload_json_is_what_the_hash_and_the_track_store() {
     assert_eq!(track.len(), 1);
     assert_eq!(track[0].0, format!("{}-0", state.ts));
     assert_eq!(track[0].1[0].1, &*json);
-    let tracker: String = redis::cmd("HGET")
+    let tracker: Vec<u8> = redis::cmd("HGET")
         .arg(super::keys::vehicle(&state.vehicle))
         .arg(super::keys::FIELD_TRACKER)
         .query_async(&mut conn)
         .await
         .expect("HGET");
-    // The tracker embeds the same JSON as its state, and reads back as the tracker written.
+    // The binary snapshot ends with the same JSON as its state, and reads back as the tracker
+    // written.
+    assert!(tracker.starts_with(geo_engine::tracker::SNAPSHOT_MAGIC));
     assert!(
-        tracker.ends_with(&format!(",\"state\":{json}}}")),
-        "{tracker}"
+        tracker.ends_with(json.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&tracker)
     );
-    let tracker: Tracker = serde_json::from_str(&tracker).expect("a tracker");
+    let tracker = Tracker::read_snapshot(&tracker).expect("a tracker");
     assert_eq!(tracker, fleet[0]);
+}
+
+/// A hash written by a fleetmq that stored JSON tracker snapshots (before the binary layout,
+/// docs/redis.md#the-tracker-snapshot) restores, and continues like the original: an upgrade
+/// keeps every vehicle's filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_snapshots_of_an_earlier_version_restore() {
+    let redis = RedisServer::start();
+    let net = crate::routes::load(None).expect("bundled routes");
+    let base_ts = now_ms() - 60_000;
+    let fleet = trackers(&net, 20, base_ts);
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    for t in &fleet {
+        let () = redis::cmd("HSET")
+            .arg(super::keys::vehicle(t.vehicle()))
+            .arg(super::keys::FIELD_STATE)
+            .arg(state_json(t))
+            .arg(super::keys::FIELD_TRACKER)
+            .arg(serde_json::to_vec(t).expect("json"))
+            .query_async(&mut conn)
+            .await
+            .expect("HSET");
+    }
+    let store = Store::open(&redis.target(), Duration::from_secs(3600)).expect("store");
+    let restored = store.restore().await.expect("restore");
+    assert_eq!(restored.skipped, 0);
+    assert_continues(&net, &fleet, restored.trackers, base_ts);
 }

@@ -1,6 +1,6 @@
 //! The write-behind task: every [`FLUSH_INTERVAL`] it takes what [`Pending`] buffered and writes
 //! it as pipelined batches (docs/redis.md#write-behind):
-//! `HSET fleetmq:vehicle:{id} state <json> tracker <json>` + `PEXPIRE` (state TTL),
+//! `HSET fleetmq:vehicle:{id} state <json> tracker <snapshot>` + `PEXPIRE` (state TTL),
 //! `GEOADD fleetmq:geo lon lat {id} ...` (`ZREM` for a vehicle gone offline) and `XADD fleetmq:track:{id} MAXLEN ~ 10000 {ts}-0 state <json>`.
 //!
 //! Nothing here runs on the publish path: the ingest side only touches [`Pending`].
@@ -57,7 +57,7 @@ pub const COMMANDS_PER_PIPELINE: usize = 2000;
 /// Vehicles per [`FENCED_WRITE_MANY`] call: Redis runs one script at a time, so a call stays
 /// short (well under a millisecond).
 const FENCED_PER_CALL: usize = 100;
-/// JSON bytes per [`FENCED_WRITE_MANY`] call (about 25 vehicles' state and tracker): a call of
+/// Bytes per [`FENCED_WRITE_MANY`] call (about 50 vehicles' state and tracker): a call of
 /// 100 vehicles was ~250 KB, above the allocator's mmap threshold, so each flush took its
 /// command buffers from fresh pages that the kernel zeroed (23 % of a cluster node's CPU in a
 /// profile); buffers this small are reused.
@@ -280,15 +280,15 @@ fn plan(
     let mut writes = FencedWrites::default();
     for (slot, key, id, entry) in order {
         let state_json = entry.state.as_ref().map(|s| s.json.as_bytes());
-        let tracker_json = entry.tracker.as_deref();
-        let has_fields = state_json.is_some() || tracker_json.is_some();
+        let tracker_bytes = entry.tracker.as_deref();
+        let has_fields = state_json.is_some() || tracker_bytes.is_some();
         if let (true, Some((node, sha, lease_ms))) = (has_fields, fenced) {
             // Not held (lost, or Redis was down when the fix came): the owner writes the hash.
             if let Some(epoch) = entry.epoch {
                 let group = if cluster { slot } else { 0 };
                 let state_json = state_json.unwrap_or_default();
-                let tracker_json = tracker_json.unwrap_or_default();
-                let bytes = key.len() + state_json.len() + tracker_json.len();
+                let tracker_bytes = tracker_bytes.unwrap_or_default();
+                let bytes = key.len() + state_json.len() + tracker_bytes.len();
                 if writes.slot != Some(group)
                     || writes.keys.len() >= FENCED_PER_CALL
                     || (writes.bytes + bytes > FENCED_BYTES_PER_CALL && !writes.keys.is_empty())
@@ -298,11 +298,11 @@ fn plan(
                 }
                 writes.bytes += bytes;
                 writes.keys.push(key.clone());
-                writes.args.push((epoch, state_json, tracker_json));
+                writes.args.push((epoch, state_json, tracker_bytes));
             }
         } else if has_fields {
             let pipe = cut.pipe(&key);
-            pipe.add_command(hset(&key, state_json, tracker_json));
+            pipe.add_command(hset(&key, state_json, tracker_bytes));
             let mut expire = redis::Cmd::with_capacity(3, "PEXPIRE".len() + key.len() + 20);
             expire.arg("PEXPIRE").arg(&key).arg(ttl_ms);
             pipe.add_command(expire);
@@ -387,7 +387,7 @@ fn xadd(track: &str, ts: i64, json: &[u8]) -> redis::Cmd {
 struct FencedWrites<'a> {
     slot: Option<u16>,
     keys: Vec<String>,
-    /// Per key: epoch, state JSON or "", tracker JSON or "" (borrowed from the batch).
+    /// Per key: epoch, state JSON or "", tracker snapshot or "" (borrowed from the batch).
     args: Vec<(u64, &'a [u8], &'a [u8])>,
     /// Bytes of the keys and JSON gathered.
     bytes: usize,
