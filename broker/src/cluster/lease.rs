@@ -27,10 +27,12 @@
 //!
 //! # Layout
 //! - `scripts`: the acquire and renew scripts and their replies.
+//! - `batch`: first acquisitions of vehicles arriving together, many per script call.
 //! - `handoff`: asking a holder to release over Redis pub/sub, and answering such requests.
 //! - `renew`: the renewal and idle-release task.
 //! - `stats`: the `fleetmq_cluster_lease*` metrics.
 
+mod batch;
 mod handoff;
 mod renew;
 mod scripts;
@@ -40,7 +42,7 @@ mod tests;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::persist::pubsub::PubSub;
@@ -122,6 +124,9 @@ pub struct Leases {
     stop: CancellationToken,
     stats: Stats,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The way to `batch`'s task, once [`Leases::start`] ran it (before, and in tests that do
+    /// not start it, each acquisition calls the script itself).
+    batch: OnceLock<batch::Queue>,
 }
 
 impl Leases {
@@ -154,6 +159,7 @@ impl Leases {
             stop: CancellationToken::new(),
             stats: Stats::default(),
             tasks: Mutex::new(Vec::new()),
+            batch: OnceLock::new(),
         });
         store.set_fence(leases.clone());
         Ok(leases)
@@ -164,6 +170,10 @@ impl Leases {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         tasks.push(tokio::spawn(renew::run(self.clone())));
         tasks.push(tokio::spawn(handoff::listen(self.clone())));
+        let (queue, requests) = batch::queue();
+        if self.batch.set(queue).is_ok() {
+            tasks.push(tokio::spawn(batch::run(self.clone(), requests)));
+        }
     }
 
     fn now(&self) -> u64 {
@@ -207,23 +217,17 @@ impl Leases {
         let mut asked: Option<Instant> = None;
         let mut force = false;
         let mut conn = self.conn.clone();
+        let mut first = true;
         loop {
-            let reply: RedisResult<Vec<Value>> = ACQUIRE
-                .call(&mut conn, &key, |c| {
-                    c.arg(&*self.node)
-                        .arg(LEASE_TTL.as_millis() as u64)
-                        .arg(self.state_ttl_ms)
-                        .arg(if force { "force" } else { "" });
-                })
-                .await;
-            let answer = match reply {
-                Ok(reply) => Acquired::read(&reply),
-                Err(e) => {
-                    tracing::debug!(vehicle, error = %e, "lease: redis unreachable, processing without a lease");
-                    None
-                }
+            let answer = match self.batch.get() {
+                // The first try joins the vehicles arriving at the same time (`batch`).
+                Some(queue) if first => batch::acquire(queue, key.clone()).await,
+                _ => self.acquire_one(&mut conn, &key, force).await,
             };
+            first = false;
             match answer {
+                // A request the batch task dropped as the node stopped.
+                None if self.closing.is_cancelled() => return Err(LeaseError::ShuttingDown),
                 None => {
                     self.stats.unleased.fetch_add(1, Relaxed);
                     return Ok(());
@@ -275,6 +279,26 @@ impl Leases {
                         _ = self.closing.cancelled() => return Err(LeaseError::ShuttingDown),
                     }
                 }
+            }
+        }
+    }
+
+    /// One [`ACQUIRE`] call for `key` alone; `None` when Redis did not answer (or not as the
+    /// script does).
+    async fn acquire_one(&self, conn: &mut Conn, key: &str, force: bool) -> Option<Acquired> {
+        let reply: RedisResult<Value> = ACQUIRE
+            .call(conn, key, |c| {
+                c.arg(&*self.node)
+                    .arg(LEASE_TTL.as_millis() as u64)
+                    .arg(self.state_ttl_ms)
+                    .arg(if force { "force" } else { "" });
+            })
+            .await;
+        match reply {
+            Ok(reply) => Acquired::read_each(&reply, 1).pop().flatten(),
+            Err(e) => {
+                tracing::debug!(key, error = %e, "lease: redis unreachable, processing without a lease");
+                None
             }
         }
     }

@@ -10,27 +10,34 @@ use redis::Value;
 
 use crate::persist::fence::Lua;
 
-/// `ARGV` = node, lease ms, state TTL ms, "force". Takes the lease when it is free, expired,
-/// already this node's (then the epoch is kept: a second connection of the same vehicle on this
-/// node must not fence the first one's writes out), or when forced (its holder is gone).
-/// Replies `{1, epoch, tracker|false, state|false}` or `{0, owner, ms left}`.
+/// `KEYS` = vehicle keys (one hash slot on a Redis Cluster); `ARGV` = node, lease ms, state TTL
+/// ms, "force". Takes each key's lease when it is free, expired, already this node's (then the
+/// epoch is kept: a second connection of the same vehicle on this node must not fence the first
+/// one's writes out), or when forced (its holder is gone). Replies per key `{1, epoch,
+/// tracker|false, state|false}` or `{0, owner, ms left}` ([`Acquired::read_each`]). Many keys
+/// per call when many vehicles arrive at once (`batch`).
 pub static ACQUIRE: Lua = Lua::new(
     r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local f = redis.call('HMGET', KEYS[1], 'lease_owner', 'lease_epoch', 'lease_until', 'tracker', 'state')
-local owner, epoch, till = f[1], tonumber(f[2] or '0'), tonumber(f[3] or '0')
-local live = owner and till > now
-if live and owner ~= ARGV[1] and ARGV[4] ~= 'force' then
-  return {0, owner, till - now}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local f = redis.call('HMGET', key, 'lease_owner', 'lease_epoch', 'lease_until', 'tracker', 'state')
+  local owner, epoch, till = f[1], tonumber(f[2] or '0'), tonumber(f[3] or '0')
+  local live = owner and till > now
+  if live and owner ~= ARGV[1] and ARGV[4] ~= 'force' then
+    out[i] = {0, owner, till - now}
+  else
+    if not (live and owner == ARGV[1]) then
+      epoch = math.max(epoch + 1, now)
+    end
+    redis.call('HSET', key, 'lease_owner', ARGV[1], 'lease_epoch', string.format('%.0f', epoch),
+      'lease_until', string.format('%.0f', now + tonumber(ARGV[2])))
+    if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[3]) end
+    out[i] = {1, epoch, f[4] or false, f[5] or false}
+  end
 end
-if not (live and owner == ARGV[1]) then
-  epoch = math.max(epoch + 1, now)
-end
-redis.call('HSET', KEYS[1], 'lease_owner', ARGV[1], 'lease_epoch', string.format('%.0f', epoch),
-  'lease_until', string.format('%.0f', now + tonumber(ARGV[2])))
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-return {1, epoch, f[4] or false, f[5] or false}
+return out
 ",
 );
 
@@ -97,6 +104,26 @@ impl Acquired {
     }
 }
 
+impl Acquired {
+    /// Reads [`ACQUIRE`]'s reply for `n` keys: one answer per key, in order (`None` for one not
+    /// understood, and for every key of a reply that is not an array).
+    pub fn read_each(reply: &Value, n: usize) -> Vec<Option<Acquired>> {
+        let mut out: Vec<Option<Acquired>> = match reply {
+            Value::Array(each) => each
+                .iter()
+                .take(n)
+                .map(|v| match v {
+                    Value::Array(one) => Acquired::read(one),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        out.resize_with(n, || None);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +157,19 @@ mod tests {
             })
         );
         assert_eq!(Acquired::read(&[Value::Okay]), None);
+        // Many keys: one answer each, whatever the reply holds.
+        let each = Value::Array(vec![
+            Value::Array(got.to_vec()),
+            Value::Okay,
+            Value::Array(held.to_vec()),
+        ]);
+        let answers = Acquired::read_each(&each, 4);
+        assert_eq!(answers.len(), 4);
+        assert!(matches!(answers[0], Some(Acquired::Got { .. })));
+        assert_eq!(answers[1], None);
+        assert!(matches!(answers[2], Some(Acquired::Held { .. })));
+        assert_eq!(answers[3], None, "a key the reply left out");
+        assert_eq!(Acquired::read_each(&each, 1).len(), 1);
+        assert_eq!(Acquired::read_each(&Value::Nil, 2), vec![None, None]);
     }
 }

@@ -15,6 +15,7 @@ pub struct Stats {
     pub busy: AtomicU64,
     pub unleased: AtomicU64,
     pub renew_skipped: AtomicU64,
+    pub acquire_calls: AtomicU64,
 }
 
 impl Stats {
@@ -52,6 +53,11 @@ impl Stats {
                 "renew_skipped",
                 &self.renew_skipped,
                 "lease renewals skipped: a fenced state write had extended the lease within 2 s",
+            ),
+            (
+                "acquire_calls",
+                &self.acquire_calls,
+                "script calls taking first leases, each for up to 64 vehicles arriving together",
             ),
         ];
         for (name, value, help) in counters {

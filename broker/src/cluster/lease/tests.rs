@@ -3,6 +3,7 @@
 //! taking the vehicle over. The paused owner's writes under its older epoch are refused by Redis.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use geo_engine::{Network, PipelineConfig};
@@ -198,7 +199,6 @@ async fn lease_until(conn: &mut crate::persist::Conn, vehicle: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passing_write_extends_the_lease_and_that_renewal_is_skipped_until_a_write_is_refused() {
     use crate::persist::fence::Fence;
-    use std::sync::atomic::Ordering::Relaxed;
     let redis = RedisServer::start();
     let url = redis.url();
     let (store, ingest, a) = node(&url, "node-a");
@@ -325,21 +325,7 @@ async fn a_live_holder_that_keeps_the_vehicle_makes_the_fix_wait_then_busy() {
         .subscribe(super::handoff::channel("node-x"))
         .await
         .expect("subscribe");
-    let (secs, _): (u64, u64) = redis::cmd("TIME")
-        .query_async(&mut conn)
-        .await
-        .expect("TIME");
-    let _: () = redis::cmd("HSET")
-        .arg(keys::vehicle(vehicle))
-        .arg(keys::FIELD_LEASE_OWNER)
-        .arg("node-x")
-        .arg(keys::FIELD_LEASE_EPOCH)
-        .arg(5)
-        .arg(keys::FIELD_LEASE_UNTIL)
-        .arg(secs * 1000 + 60_000)
-        .query_async(&mut conn)
-        .await
-        .expect("HSET");
+    hold_elsewhere(&mut conn, vehicle, "node-x").await;
     let started = Instant::now();
     let refused = b.acquire(vehicle).await;
     let waited = started.elapsed();
@@ -368,4 +354,123 @@ async fn a_live_holder_that_keeps_the_vehicle_makes_the_fix_wait_then_busy() {
         Some("node-x")
     );
     store_b.close().await;
+}
+
+/// Vehicles arriving together share script calls: 150 first acquisitions taken at once are
+/// three calls (64 + 64 + 22), each vehicle's lease is this node's, and each answer is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_acquisitions_taken_together_share_script_calls() {
+    let redis = RedisServer::start();
+    let (store, _ingest, a) = node(&redis.url(), "node-a");
+    let mut conn = store.connection();
+    // One of them is another live-looking node's: its answer says so, the others are ours.
+    hold_elsewhere(&mut conn, "bus-b-7", "node-x").await;
+    let mut answers = Vec::new();
+    let mut requests = Vec::new();
+    for i in 0..150 {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        requests.push(super::batch::Request {
+            key: keys::vehicle(&format!("bus-b-{i}")),
+            reply,
+        });
+        answers.push(answer);
+    }
+    let calls_before = script_calls(&mut conn).await;
+    super::batch::call(&a, requests).await;
+    assert_eq!(script_calls(&mut conn).await - calls_before, 3);
+    for (i, answer) in answers.into_iter().enumerate() {
+        let answer = answer.await.expect("answered");
+        let vehicle = format!("bus-b-{i}");
+        if i == 7 {
+            assert!(
+                matches!(&answer, Some(super::Acquired::Held { owner, .. }) if owner == "node-x"),
+                "{answer:?}"
+            );
+            continue;
+        }
+        assert!(
+            matches!(answer, Some(super::Acquired::Got { tracker: None, .. })),
+            "{vehicle}: {answer:?}"
+        );
+        assert_eq!(
+            hget(&mut conn, &vehicle, keys::FIELD_LEASE_OWNER)
+                .await
+                .as_deref(),
+            Some("node-a")
+        );
+    }
+    store.close().await;
+}
+
+/// Writes `owner`'s lease of `vehicle` (epoch 5) valid for another minute, as another node
+/// would.
+async fn hold_elsewhere(conn: &mut crate::persist::Conn, vehicle: &str, owner: &str) {
+    let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(conn).await.expect("TIME");
+    let _: () = redis::cmd("HSET")
+        .arg(keys::vehicle(vehicle))
+        .arg(keys::FIELD_LEASE_OWNER)
+        .arg(owner)
+        .arg(keys::FIELD_LEASE_EPOCH)
+        .arg(5)
+        .arg(keys::FIELD_LEASE_UNTIL)
+        .arg(secs * 1000 + 60_000)
+        .query_async(conn)
+        .await
+        .expect("HSET");
+}
+
+/// `EVALSHA` calls Redis has run so far.
+async fn script_calls(conn: &mut crate::persist::Conn) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Many drivers' first fixes at once on a started node: every vehicle is acquired through the
+/// batch task, in fewer script calls than vehicles, and one held by a node that is gone is
+/// still taken over (the batch's "held" answer goes on to the per-vehicle handoff).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_first_fixes_is_acquired_in_batches() {
+    let redis = RedisServer::start();
+    let (store, _ingest, a) = node(&redis.url(), "node-a");
+    a.start();
+    let mut conn = store.connection();
+    // node-gone holds one of them for another minute but listens on nothing.
+    hold_elsewhere(&mut conn, "storm-0", "node-gone").await;
+    let vehicles: Vec<String> = (0..400).map(|i| format!("storm-{i}")).collect();
+    let tasks: Vec<_> = vehicles
+        .iter()
+        .map(|v| {
+            let (a, v) = (a.clone(), v.clone());
+            tokio::spawn(async move { a.acquire(&v).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("acquired");
+    }
+    for v in &vehicles {
+        assert!(a.is_held(v), "{v}");
+    }
+    let stats = &a.stats;
+    assert_eq!(stats.acquired.load(Relaxed), 400);
+    assert_eq!(stats.taken_over.load(Relaxed), 1);
+    assert_eq!(stats.unleased.load(Relaxed), 0);
+    let calls = stats.acquire_calls.load(Relaxed);
+    println!("{calls} script calls for 400 first acquisitions");
+    assert!((1..400).contains(&calls), "{calls} batched calls for 400");
+    assert_eq!(
+        hget(&mut conn, "storm-0", keys::FIELD_LEASE_OWNER)
+            .await
+            .as_deref(),
+        Some("node-a")
+    );
+    a.close().await;
+    store.close().await;
 }
