@@ -39,11 +39,12 @@ else
     echo "setup: system packages already installed"
 fi
 
-# gtfs-realtime-bindings decodes the GTFS-Realtime feeds; gtfs-rt-validator checks them.
-PY_REQS=('paho-mqtt>=2,<3' pytest websocket-client requests 'psycopg[binary]>=3.1' 'gtfs-realtime-bindings>=1' 'gtfs-rt-validator>=0.3')
+# gtfs-realtime-bindings decodes the GTFS-Realtime feeds; gtfs-rt-validator checks them;
+# pytest-xdist runs the suites on several workers (scripts/test.sh).
+PY_REQS=('paho-mqtt>=2,<3' pytest pytest-xdist websocket-client requests 'psycopg[binary]>=3.1' 'gtfs-realtime-bindings>=1' 'gtfs-rt-validator>=0.3')
 if python3 - <<'PY' 2>/dev/null
 import sys
-import paho.mqtt, pytest, websocket, requests, psycopg  # noqa: F401
+import paho.mqtt, pytest, xdist, websocket, requests, psycopg  # noqa: F401
 import google.transit.gtfs_realtime_pb2, gtfs_rt_validator  # noqa: F401
 sys.exit(0 if paho.mqtt.__version__.startswith("2.") else 1)
 PY
@@ -60,5 +61,6 @@ if command -v rustup >/dev/null 2>&1; then
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
+# scripts/test.sh builds with this very command, so that its build step finds nothing to do.
 cargo build --workspace --all-targets
 echo "setup: done"

@@ -5,6 +5,7 @@ or its deadline passes, and process start-up waits for the process to say it is 
 """
 
 import collections
+import os
 import pathlib
 import re
 import signal
@@ -51,11 +52,98 @@ def quiet_for(condition: Callable[[], object], seconds: float, interval: float =
         time.sleep(interval)
 
 
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (for servers that cannot bind port 0)."""
+# Ports for servers that cannot bind port 0 themselves (redis-server, PostgreSQL, HAProxy, a
+# broker restarted on a port chosen in advance). Binding port 0 and closing it is racy: the kernel
+# hands out port-0 binds *and* every outgoing connection's source port from the ephemeral range
+# (/proc/sys/net/ipv4/ip_local_port_range), so under pytest-xdist another worker's free_port(), or
+# any test's next outgoing connection, can take the port before our server binds it. So these
+# ports come from below the ephemeral range (from PORT_FLOOR up), where the kernel never picks on
+# its own; each xdist worker (PYTEST_XDIST_WORKER gw0, gw1, ...) owns a slice of its own; a process
+# never hands out the same port twice; and each candidate is still checked by binding it (another
+# program on the machine may use it).
+#
+# A port's owner is decided by (port - PORT_FLOOR) % BUS_OFFSET, so a Redis Cluster node's port p
+# and its bus port p + BUS_OFFSET always belong to the same worker (`free_port_pair`).
+PORT_FLOOR = 10000
+BUS_OFFSET = 10000
+_handed_out: set = set()
+_port_lock = threading.Lock()
+
+
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _worker() -> Tuple[int, int]:
+    """(this xdist worker's index, the number of workers); (0, 1) without xdist."""
+    match = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
+    index = int(match.group(1)) if match else 0
+    try:
+        count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    except ValueError:
+        count = 1
+    return index % count, count
+
+
+def _owned(port: int) -> bool:
+    index, count = _worker()
+    return ((port - PORT_FLOOR) % BUS_OFFSET) * count // BUS_OFFSET == index
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _kernel_port() -> int:
+    """The old way, when the ephemeral range leaves no room below it."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            return port
+    raise RuntimeError("no free loopback port")
+
+
+def free_port() -> int:
+    """A loopback TCP port that is free now, below the ephemeral range, in this xdist worker's
+    slice, and never returned before in this process (for servers that cannot bind port 0)."""
+    with _port_lock:
+        # Downwards from the top, so that the low ports stay for `free_port_pair`.
+        for port in range(_ephemeral_start() - 1, PORT_FLOOR - 1, -1):
+            if port not in _handed_out and _owned(port) and _bindable(port):
+                _handed_out.add(port)
+                return port
+        port = _kernel_port()
+        _handed_out.add(port)
+        return port
+
+
+def free_port_pair(offset: int = BUS_OFFSET) -> int:
+    """A port p as `free_port()` whose p + offset is free too (a Redis Cluster node's bus port);
+    both are below the ephemeral range and neither is handed out again in this process."""
+    with _port_lock:
+        for port in range(PORT_FLOOR, _ephemeral_start() - offset):
+            if (port not in _handed_out and port + offset not in _handed_out and _owned(port)
+                    and _owned(port + offset) and _bindable(port) and _bindable(port + offset)):
+                _handed_out.update((port, port + offset))
+                return port
+        for _ in range(100):
+            port = _kernel_port()
+            if port + offset <= 65535 and port + offset not in _handed_out \
+                    and _bindable(port + offset):
+                _handed_out.update((port, port + offset))
+                return port
+    raise RuntimeError("no free loopback port pair")
 
 
 class _LineReader:

@@ -7,13 +7,12 @@ ready when every node reports `cluster_state:ok` and knows all three masters.
 """
 
 import pathlib
-import socket
 import subprocess
 from typing import List
 
 import pytest
 
-from harness import RedisProcess, Timeout, _cli_quote, wait_for
+from harness import RedisProcess, Timeout, _cli_quote, free_port_pair, wait_for
 
 MASTERS = 3
 READY_TIMEOUT = 30.0
@@ -22,19 +21,11 @@ START_ATTEMPTS = 3
 
 
 def _free_cluster_port() -> int:
-    """A free loopback port whose cluster bus port (port + 10000) is free too."""
-    for _ in range(50):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            if port + 10000 > 65535:
-                continue
-            try:
-                b.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
+    """A free loopback port whose cluster bus port (port + 10000) is free too. Both come from
+    below the kernel's ephemeral range and from this xdist worker's own slice (see
+    `harness.free_port`): a port found by binding port 0 could be taken by another worker or by
+    an outgoing connection before the node binds it."""
+    return free_port_pair(10000)
 
 
 def _info(port: int, section: str) -> dict:
@@ -84,7 +75,8 @@ class RedisCluster:
     def _spawn_all(self) -> bool:
         """Starts every node; False (all stopped again) if one exited at start, which a port
         taken between `free_ports()` and the node's bind does: each node binds two ports, and
-        the other tests' outgoing connections draw their source ports from the same range."""
+        another program on the machine may take one (the tests' own outgoing connections and
+        other xdist workers cannot: see `harness.free_port`)."""
         self.procs = [self._spawn(i) for i in range(MASTERS)]
         for port, proc in zip(self.ports, self.procs):
             wait_for(lambda: proc.poll() is not None or self._ping(port), 10,
