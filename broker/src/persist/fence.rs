@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::persist::Conn;
+use crate::persist::conn::query_each;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind};
 
 /// What a fenced script returns when the lease is not (any more) the caller's.
@@ -143,6 +144,29 @@ impl Lua {
                 Err(e) if is_no_script(&e) => self.forget(),
                 other => return other,
             }
+        }
+        Err((ErrorKind::Client, "script not loaded after two tries").into())
+    }
+
+    /// The `EVALSHA` commands `cmds` makes from this script's SHA1, pipelined per hash slot
+    /// ([`query_each`]); loaded again and sent once more when Redis answers `NOSCRIPT`.
+    ///
+    /// # Errors
+    /// A failed round trip, or `NOSCRIPT` twice.
+    pub async fn query_each(
+        &self,
+        conn: &Conn,
+        per_pipeline: usize,
+        cmds: impl Fn(&str) -> Vec<(String, Cmd)>,
+    ) -> RedisResult<Vec<RedisResult<redis::Value>>> {
+        let mut loader = conn.clone();
+        for _ in 0..2 {
+            let sha = self.sha(&mut loader).await?;
+            let results = query_each(conn, cmds(&sha), per_pipeline).await?;
+            if !no_script(&results) {
+                return Ok(results);
+            }
+            self.forget();
         }
         Err((ErrorKind::Client, "script not loaded after two tries").into())
     }

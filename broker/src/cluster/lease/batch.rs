@@ -23,8 +23,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Leases;
 use super::scripts::{ACQUIRE, Acquired};
-use crate::persist::conn::query_each;
-use crate::persist::fence::no_script;
 use crate::persist::keys;
 
 /// Keys per script call: the replies carry each vehicle's stored tracker and state (~1.2 KB),
@@ -100,55 +98,45 @@ pub(super) async fn call(leases: &Leases, taken: Vec<Request>) {
         }
         calls.push(group);
     }
-    let mut conn = leases.conn.clone();
     let lease_ms = super::LEASE_TTL.as_millis() as u64;
-    for _ in 0..2 {
-        let sha = match ACQUIRE.sha(&mut conn).await {
-            Ok(sha) => sha,
+    let results = ACQUIRE
+        .query_each(&leases.conn, super::PER_PIPELINE, |sha| {
+            calls
+                .iter()
+                .map(|call| {
+                    let mut cmd = redis::cmd("EVALSHA");
+                    cmd.arg(sha).arg(call.len());
+                    for r in call {
+                        cmd.arg(&r.key);
+                    }
+                    cmd.arg(&*leases.node)
+                        .arg(lease_ms)
+                        .arg(leases.state_ttl_ms)
+                        .arg("");
+                    (call[0].key.clone(), cmd)
+                })
+                .collect()
+        })
+        .await;
+    let results = match results {
+        Ok(results) => results,
+        Err(e) => {
+            // Every request's sender is dropped with `calls`: each answer is `None`.
+            tracing::debug!(error = %e, "lease: redis unreachable, processing without a lease");
+            return;
+        }
+    };
+    for (call, result) in calls.into_iter().zip(results) {
+        let answers = match result {
+            Ok(reply) => Acquired::read_each(&reply, call.len()),
             Err(e) => {
-                tracing::debug!(error = %e, "lease: redis unreachable, processing without a lease");
-                return;
+                tracing::debug!(error = %e, "lease: acquire call failed");
+                Acquired::read_each(&Value::Nil, call.len())
             }
         };
-        let cmds = calls
-            .iter()
-            .map(|call| {
-                let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(&sha).arg(call.len());
-                for r in call {
-                    cmd.arg(&r.key);
-                }
-                cmd.arg(&*leases.node)
-                    .arg(lease_ms)
-                    .arg(leases.state_ttl_ms)
-                    .arg("");
-                (call[0].key.clone(), cmd)
-            })
-            .collect();
-        let results = match query_each(&conn, cmds, super::PER_PIPELINE).await {
-            Ok(results) => results,
-            Err(e) => {
-                tracing::debug!(error = %e, "lease: redis unreachable, processing without a lease");
-                return;
-            }
-        };
-        if no_script(&results) {
-            ACQUIRE.forget();
-            continue;
+        for (r, answer) in call.into_iter().zip(answers) {
+            // The requester may have gone (its connection closed): nothing to tell.
+            let _ = r.reply.send(answer);
         }
-        for (call, result) in calls.into_iter().zip(results) {
-            let answers = match result {
-                Ok(reply) => Acquired::read_each(&reply, call.len()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "lease: acquire call failed");
-                    Acquired::read_each(&Value::Nil, call.len())
-                }
-            };
-            for (r, answer) in call.into_iter().zip(answers) {
-                // The requester may have gone (its connection closed): nothing to tell.
-                let _ = r.reply.send(answer);
-            }
-        }
-        return;
     }
 }

@@ -11,8 +11,6 @@ use redis::{RedisResult, Value};
 
 use super::scripts::RENEW;
 use super::{LEASE_TTL, Leases, NEVER, PER_PIPELINE, RENEW_EVERY, RENEWED_BY_WRITE};
-use crate::persist::conn::query_each;
-use crate::persist::fence::no_script;
 use crate::persist::keys;
 
 /// Runs until [`Leases::close`].
@@ -69,40 +67,34 @@ pub(super) async fn renew(leases: &Leases) -> RedisResult<()> {
     if calls.is_empty() {
         return Ok(());
     }
-    let mut conn = leases.conn.clone();
-    for _ in 0..2 {
-        let sha = RENEW.sha(&mut conn).await?;
-        let cmds = calls
-            .iter()
-            .map(|chunk| {
-                let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(&sha).arg(chunk.len());
-                for (key, _, _) in *chunk {
-                    cmd.arg(key);
-                }
-                cmd.arg(&*leases.node).arg(LEASE_TTL.as_millis() as u64);
-                for (_, _, epoch) in *chunk {
-                    cmd.arg(*epoch);
-                }
-                (chunk[0].0.clone(), cmd)
-            })
-            .collect();
-        let results = query_each(&conn, cmds, PER_PIPELINE).await?;
-        if no_script(&results) {
-            RENEW.forget();
+    let results = RENEW
+        .query_each(&leases.conn, PER_PIPELINE, |sha| {
+            calls
+                .iter()
+                .map(|chunk| {
+                    let mut cmd = redis::cmd("EVALSHA");
+                    cmd.arg(sha).arg(chunk.len());
+                    for (key, _, _) in *chunk {
+                        cmd.arg(key);
+                    }
+                    cmd.arg(&*leases.node).arg(LEASE_TTL.as_millis() as u64);
+                    for (_, _, epoch) in *chunk {
+                        cmd.arg(*epoch);
+                    }
+                    (chunk[0].0.clone(), cmd)
+                })
+                .collect()
+        })
+        .await?;
+    for (chunk, r) in calls.iter().zip(results) {
+        let Ok(Value::Array(replies)) = r else {
             continue;
-        }
-        for (chunk, r) in calls.iter().zip(results) {
-            let Ok(Value::Array(replies)) = r else {
-                continue;
-            };
-            for ((_, vehicle, epoch), reply) in chunk.iter().zip(replies) {
-                if matches!(reply, Value::Int(0)) {
-                    leases.lost(vehicle, *epoch);
-                }
+        };
+        for ((_, vehicle, epoch), reply) in chunk.iter().zip(replies) {
+            if matches!(reply, Value::Int(0)) {
+                leases.lost(vehicle, *epoch);
             }
         }
-        break;
     }
     Ok(())
 }
