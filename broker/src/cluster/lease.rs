@@ -52,6 +52,7 @@ use redis::{RedisResult, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::hash::FastState;
 use crate::ingest::{Ingest, Outputs};
 use crate::persist::fence::{FENCED_OUT, FENCED_WRITE, Fence};
 use crate::persist::{Store, keys};
@@ -108,7 +109,8 @@ pub struct Leases {
     conn: Conn,
     /// The release channel of `handoff`.
     pubsub: PubSub,
-    held: DashMap<Arc<str>, Held>,
+    /// Looked up for every fix and output: foldhash, as the trackers' map ([`crate::hash`]).
+    held: DashMap<Arc<str>, Held, FastState>,
     ingest: Arc<Ingest>,
     store: Arc<Store>,
     /// `--state-ttl`, ms (the fenced writes refresh it).
@@ -146,7 +148,7 @@ impl Leases {
             node: node.into(),
             conn: store.connection(),
             pubsub: PubSub::open(target)?,
-            held: DashMap::new(),
+            held: DashMap::with_hasher(FastState::default()),
             ingest,
             state_ttl_ms: u64::try_from(state_ttl.as_millis())
                 .unwrap_or(u64::MAX)

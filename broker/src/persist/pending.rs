@@ -14,12 +14,13 @@
 //! - At most [`TRACK_PER_VEHICLE`] track points per vehicle (oldest dropped first) and at most
 //!   `track_budget` in all; over the budget a vehicle keeps only its newest point.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use geo_engine::{Tracker, VehicleState};
+
+use crate::hash::{FastMap, FastState};
 
 /// Shards of the map, so connections on different cores rarely contend.
 const SHARDS: usize = 16;
@@ -66,12 +67,13 @@ pub struct Entry {
 }
 
 /// One batch taken for writing: vehicle id → entry.
-pub type Batch = HashMap<Arc<str>, Entry>;
+pub type Batch = FastMap<Arc<str>, Entry>;
 
 /// The bounded, sharded, latest-wins buffer.
 pub struct Pending {
     shards: Vec<Mutex<Batch>>,
-    hasher: RandomState,
+    /// Picks a vehicle's shard (seeded, as every map keyed by vehicle: [`crate::hash`]).
+    hasher: FastState,
     /// Vehicles buffered now (all shards).
     vehicles: AtomicUsize,
     /// Track points buffered now (all shards).
@@ -89,8 +91,8 @@ impl Pending {
     /// An empty buffer for at most `max_vehicles` vehicles and `track_budget` track points.
     pub fn new(max_vehicles: usize, track_budget: usize) -> Pending {
         Pending {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Batch::default())).collect(),
+            hasher: FastState::default(),
             vehicles: AtomicUsize::new(0),
             track_points: AtomicUsize::new(0),
             max_vehicles,
@@ -181,21 +183,26 @@ impl Pending {
     /// Takes everything buffered, leaving the buffer empty.
     pub fn take(&self) -> (u64, Batch) {
         let number = self.taken.fetch_add(1, SeqCst) + 1;
-        let mut all = Batch::new();
+        let mut shards = Vec::with_capacity(self.shards.len());
         for shard in &self.shards {
             let taken = {
                 let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
                 // As large as the last batch: a shard refilled at a steady rate does not grow
                 // its table again from nothing after every flush.
                 let size = shard.len();
-                std::mem::replace(&mut *shard, Batch::with_capacity(size))
+                let empty = Batch::with_capacity_and_hasher(size, FastState::default());
+                std::mem::replace(&mut *shard, empty)
             };
             self.account_removed(&taken);
-            if all.is_empty() {
-                all = taken;
-            } else {
-                all.extend(taken);
-            }
+            shards.push(taken);
+        }
+        // One table of the whole size: extending shard by shard grew it (and rehashed) again.
+        let mut all = Batch::with_capacity_and_hasher(
+            shards.iter().map(Batch::len).sum(),
+            FastState::default(),
+        );
+        for taken in shards {
+            all.extend(taken);
         }
         (number, all)
     }

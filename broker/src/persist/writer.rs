@@ -33,8 +33,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
-
 use geo_engine::{VehicleState, VehicleStatus};
 use redis::{Pipeline, RedisResult, Value};
 
@@ -43,6 +41,7 @@ use super::conn::{self, Conn};
 use super::fence::{FENCED_OUT, FENCED_WRITE_MANY, no_script};
 use super::keys;
 use super::pending::{Batch, Entry};
+use crate::hash::FastMap;
 
 /// Longest time an update waits in the buffer before its batch is written
 /// (docs/redis.md#write-behind).
@@ -227,7 +226,7 @@ struct Cut {
     cluster: bool,
     pipes: Vec<Pipeline>,
     /// The pipeline still being filled, per slot (one group, 0, on a single node).
-    open: HashMap<u16, usize>,
+    open: FastMap<u16, usize>,
 }
 
 impl Cut {
@@ -235,7 +234,7 @@ impl Cut {
         Cut {
             cluster,
             pipes: Vec::new(),
-            open: HashMap::new(),
+            open: FastMap::default(),
         }
     }
 
@@ -448,7 +447,7 @@ mod tests {
     /// track point an `XADD` whose id is its device time (`0` becomes `1-0`).
     #[test]
     fn a_single_node_writes_the_hash_and_each_track_point() {
-        let mut batch = Batch::new();
+        let mut batch = Batch::default();
         let first = StateJson::new(state("bus-1", "r1".into()));
         let mut early = (*state("bus-1", "r1".into())).clone();
         early.ts = 0;
@@ -507,7 +506,7 @@ mod tests {
     /// write is in exactly one of them, with its epoch.
     #[test]
     fn fenced_writes_are_cut_by_bytes_and_keep_every_vehicle() {
-        let mut batch = Batch::new();
+        let mut batch = Batch::default();
         for i in 0..200 {
             let id: Arc<str> = format!("bus-{i}").into();
             let entry = Entry {
