@@ -114,7 +114,7 @@ impl OutputSink {
     }
 
     fn send_state(&self, state: &VehicleState, fit: Option<&TripFit>, deviated: bool, json: &str) {
-        let fit = match fit.map(serde_json::to_vec).transpose() {
+        let fit = match fit.map(record::fit_bytes).transpose() {
             Ok(fit) => fit,
             Err(e) => {
                 tracing::error!(error = %e, "cluster: trip fit not serializable; sent without");
@@ -251,7 +251,7 @@ impl LocalOutputs {
                     warned.push(line.into());
                     tracing::warn!(
                         sender = %String::from_utf8_lossy(line),
-                        "cluster: a frame not of this node's bus format (fleetmq-bus/2); every \
+                        "cluster: a frame not of this node's bus format (fleetmq-bus/3); every \
                          node of a cluster must run the same fleetmq version: its outputs are \
                          skipped"
                     );
@@ -281,7 +281,7 @@ impl LocalOutputs {
         match r.kind {
             Kind::State => {
                 let json: Arc<str> = Arc::from(std::str::from_utf8(r.json).ok()?);
-                let fit = r.fit.and_then(|f| match serde_json::from_slice(f) {
+                let fit = r.fit.and_then(|f| match record::read_fit(f) {
                     Ok(fit) => Some(fit),
                     Err(e) => {
                         tracing::warn!(error = %e, "cluster: unreadable trip fit; state taken without");

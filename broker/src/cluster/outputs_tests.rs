@@ -283,12 +283,12 @@ fn the_trip_fit_in_the_record_reaches_the_live_set() {
         ts: 5,
         finished: false,
     };
-    let fit_json = serde_json::to_vec(&fit).expect("fit JSON");
+    let fit_bytes = record::fit_bytes(&fit).expect("fit bytes");
     let json = state_json(5);
     let mut frame = record::prefix("a");
     assert!(record::put(
         &mut frame,
-        &state_record(5, &json, Some(&fit_json))
+        &state_record(5, &json, Some(&fit_bytes))
     ));
     assert_eq!(read(&outputs, frame).len(), 1);
     let live = ingest.live().snapshot();

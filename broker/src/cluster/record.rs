@@ -1,11 +1,11 @@
-//! The bus's frame and record format, version 2 (docs/redis.md#keys): how one node's
+//! The bus's frame and record format, version 3 (docs/redis.md#keys): how one node's
 //! processed outputs are written for the others and read back, without JSON around them.
 //!
 //! A frame starts with a line naming the format and the sending node, then holds records back
 //! to back, each delimiting itself with lengths (integers big-endian):
 //!
 //! ```text
-//! frame  = "fleetmq-bus/2 " node "\n" record*
+//! frame  = "fleetmq-bus/3 " node "\n" record*
 //! record = kind:u8 ('S' state | 'E' event)  epoch:u64 ts:i64 seq:u64  vehicle:str16  flags:u8
 //!          [route:str16] [trip:str16] [fit:bytes32] [event kind:str8]  json:bytes32
 //! flags  = 1 deviated | 2 route | 4 trip | 8 fit   (a field is there when its flag is)
@@ -13,12 +13,15 @@
 //!
 //! A state's `json` is the state's JSON as its node made it for `vehicles/{id}`; an event's is
 //! its `events/{id}/{kind}` payload, so neither is serialized again by a receiver. `fit` is the
-//! state's trip fit as JSON (present only with a schedule). The header fields are what a
+//! state's trip fit in postcard, `TripFit`'s fields in their order (present only with a
+//! schedule); version 2 carried it as JSON, which cost a receiver ~1,000 instructions a state
+//! to parse. The header fields are what a
 //! receiver needs before deciding whether to parse anything: the ordering key, the vehicle, its
 //! route and trip.
 //!
-//! Version 1 frames (a first line of the node's name alone, then lines of JSON) are not read: a
-//! node whose first line is not `fleetmq-bus/2 …` runs another version of fleetmq, and every
+//! Frames of other versions (version 1: a first line of the node's name alone, then lines of
+//! JSON; version 2: `fleetmq-bus/2 …`) are not read: a node whose first line is not
+//! `fleetmq-bus/3 …` runs another version of fleetmq, and every
 //! node of a cluster must run the same bus format ([`Origin::Foreign`]).
 //!
 //! Redis is reachable by others than fleetmq nodes: a record that does not parse ends the
@@ -26,11 +29,12 @@
 
 use bytes::BufMut;
 use geo_engine::EventKind;
+use geo_engine::schedule::TripFit;
 
 use super::outputs::Order;
 
-/// The start of a version 2 frame's first line.
-const MAGIC: &[u8] = b"fleetmq-bus/2 ";
+/// The start of a version 3 frame's first line.
+const MAGIC: &[u8] = b"fleetmq-bus/3 ";
 
 const STATE: u8 = b'S';
 const EVENT: u8 = b'E';
@@ -53,6 +57,22 @@ pub enum RecordError {
     EventKind(String),
 }
 
+/// A state's trip fit as its record carries it (module doc).
+///
+/// # Errors
+/// Only those of postcard, which `TripFit`'s plain fields do not raise.
+pub fn fit_bytes(fit: &TripFit) -> postcard::Result<Vec<u8>> {
+    postcard::to_extend(fit, Vec::new())
+}
+
+/// A record's trip fit, back from [`fit_bytes`].
+///
+/// # Errors
+/// `bytes` are not a trip fit of this format (cut, or not made by [`fit_bytes`]).
+pub fn read_fit(bytes: &[u8]) -> postcard::Result<TripFit> {
+    postcard::from_bytes(bytes)
+}
+
 /// The first line of every frame `node` sends, newline included.
 pub fn prefix(node: &str) -> Vec<u8> {
     let mut line = Vec::with_capacity(MAGIC.len() + node.len() + 1);
@@ -69,7 +89,7 @@ pub enum Origin<'f> {
     Me,
     /// Another node of this format; its records follow.
     Other(&'f [u8]),
-    /// Not a version 2 frame: the first line as sent (a node of another fleetmq version names
+    /// Not a version 3 frame: the first line as sent (a node of another fleetmq version names
     /// itself there), or empty when there is no line.
     Foreign(&'f [u8]),
 }
@@ -103,7 +123,7 @@ pub struct Record<'f> {
     pub route: Option<&'f str>,
     pub trip: Option<&'f str>,
     pub deviated: bool,
-    /// A state's trip fit, as JSON.
+    /// A state's trip fit, in postcard.
     pub fit: Option<&'f [u8]>,
     /// The state's JSON or the event's payload.
     pub json: &'f [u8],
