@@ -365,3 +365,85 @@ async fn json_snapshots_of_an_earlier_version_restore() {
     assert_eq!(restored.skipped, 0);
     assert_continues(&net, &fleet, restored.trackers, base_ts);
 }
+
+/// A write Redis refuses inside a script call (a vehicle key holding another type, a track
+/// point not newer than its stream's last) is counted and stops nothing else of its call: the
+/// other vehicles' hashes and points, and that vehicle's own point, are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_in_a_call_is_counted_and_stops_no_other() {
+    let redis = RedisServer::start();
+    let net = crate::routes::load(None).expect("bundled routes");
+    let fleet = trackers(&net, 3, now_ms() - 60_000);
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let vehicle = |t: &Tracker| super::keys::vehicle(t.vehicle());
+    let track = |t: &Tracker| super::keys::track(t.vehicle());
+    let _: () = redis::cmd("SET")
+        .arg(vehicle(&fleet[1]))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let _: String = redis::cmd("XADD")
+        .arg(track(&fleet[2]))
+        .arg("9999999999999-0")
+        .arg("state")
+        .arg("{}")
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    let store = Store::open(&redis.target(), Duration::from_secs(3600)).expect("store");
+    store.start();
+    let sink = store.sink();
+    for t in &fleet {
+        let state = Arc::new(t.state().expect("a state").clone());
+        let json: Arc<str> = state_json(t).into();
+        sink.snapshot(t, &json);
+        sink.state_json(&state, &json);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.pending() > 0 {
+        assert!(Instant::now() < deadline, "write-behind did not drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+    let mut metrics = String::new();
+    store.render_metrics(&mut metrics);
+    assert!(
+        metrics.contains("fleetmq_redis_command_errors_total 2"),
+        "{metrics}"
+    );
+    for t in [&fleet[0], &fleet[2]] {
+        let state: Option<String> = redis::cmd("HGET")
+            .arg(vehicle(t))
+            .arg(super::keys::FIELD_STATE)
+            .query_async(&mut conn)
+            .await
+            .expect("HGET");
+        assert_eq!(state.as_deref(), Some(&*state_json(t)), "{}", t.vehicle());
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(vehicle(t))
+            .query_async(&mut conn)
+            .await
+            .expect("PTTL");
+        assert!(ttl > 3_000_000, "{}: TTL {ttl}", t.vehicle());
+    }
+    // fleet[2]'s stream holds only the entry put there first.
+    for (t, points) in [(&fleet[0], 1), (&fleet[1], 1), (&fleet[2], 1)] {
+        let len: usize = redis::cmd("XLEN")
+            .arg(track(t))
+            .query_async(&mut conn)
+            .await
+            .expect("XLEN");
+        assert_eq!(len, points, "{}", t.vehicle());
+    }
+    let kept: String = redis::cmd("GET")
+        .arg(vehicle(&fleet[1]))
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(kept, "not a hash");
+}
