@@ -14,19 +14,18 @@
 //! `{id}` is the vehicle id itself, with no braces: these are the names docs/redis.md#keys
 //! publishes to integrators, so they stay as written. We deliberately add no hash tag to them: a
 //! tag (say `fleetmq:vehicle:{bus-12}`) would put a vehicle's hash and stream in one slot, but
-//! would also change the names others read. Nothing needs them co-located: no command touches a
-//! vehicle's hash and its stream together, and the writer never uses MULTI. The writer's script
-//! calls (`persist::calls`) touch many vehicles' hashes, or many streams, of one hash slot each.
-//! The SOS log's write-once script touches `fleetmq:sos` and a key added for it,
-//! `{fleetmq:sos}:seen`, whose hash tag puts it in the stream's slot.
+//! would also change the names others read. Nothing needs them co-located: no command and no
+//! pipeline touches two of them, and the writer never uses MULTI. The one script, the SOS log's
+//! write-once, touches `fleetmq:sos` and a key added for it, `{fleetmq:sos}:seen`, whose hash tag
+//! puts it in the stream's slot.
 //!
 //! # Redis Cluster (`--redis-cluster`)
 //! A pipeline must stay within one hash slot (the client refuses one that does not). The writer
-//! orders each batch by the [`slot`] of every vehicle's hash key (and its track points by that
-//! of their stream) and puts each call in the pipeline of its keys' slot: hash writes by
-//! `fleetmq:vehicle:{id}`, track points by `fleetmq:track:{id}`, and `GEOADD`/`ZREM` of the single key `fleetmq:geo` in pipelines of their
+//! orders each batch by the [`slot`] of every vehicle's hash key and puts each command in the
+//! pipeline of its key's slot: `HSET` + `PEXPIRE` by `fleetmq:vehicle:{id}`, `XADD`s by
+//! `fleetmq:track:{id}`, and `GEOADD`/`ZREM` of the single key `fleetmq:geo` in pipelines of their
 //! own; the per-slot pipelines go out several at a time on the multiplexed connections. On a
-//! single node the same code cuts every 16 calls instead. The restore `SCAN`s every master
+//! single node the same code cuts every 2,000 commands instead. The restore `SCAN`s every master
 //! and reads each page with one pipeline per slot.
 
 /// Prefix of the per-vehicle state hashes.

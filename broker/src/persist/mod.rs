@@ -11,14 +11,14 @@
 //! - `pubsub`: pub/sub between fleetmq nodes, plain or sharded (for the cluster bus).
 //! - `pending`: the bounded latest-wins buffer between ingest and the writer.
 //! - `writer`: the write-behind task (pipelined batches every 100 ms, reconnect with backoff).
-//! - `calls`: the writer's script calls, many vehicles' hashes or track points per `EVALSHA`.
+//! - `expiry`: which vehicle hashes get their TTL extended with their next write.
 //! - `restore`: reading every vehicle back on start.
 //! - `sos`: the SOS log, persisted before anyone is notified.
 //! - `stats`: `fleetmq_redis_*` metrics.
 //! - `fence`: fenced writes of the vehicle hash under a cluster lease (docs/redis.md#leases).
 
-mod calls;
 pub(crate) mod conn;
+mod expiry;
 pub mod fence;
 pub mod keys;
 mod pending;
