@@ -73,6 +73,16 @@ async fn round_trip(target: &Target, trackers: &[Tracker]) -> (Vec<Tracker>, Dur
     (restored.trackers, started.elapsed())
 }
 
+/// Waits (30 s at most) until the write-behind buffer is written, then closes the store.
+async fn drain_and_close(store: &Store) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.pending() > 0 {
+        assert!(Instant::now() < deadline, "write-behind did not drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+}
+
 /// Every restored tracker handles the next fix exactly like its original (filter, dedup and
 /// teleport state included).
 fn assert_continues(
@@ -246,12 +256,7 @@ async fn offline_vehicle_leaves_the_geo_set_and_keeps_its_ttl() {
     fleet.iter().for_each(write);
     let (state, _) = fleet[1].mark_offline(now_ms()).expect("goes offline once");
     sink.state(&Arc::new(state));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.pending() > 0 {
-        assert!(Instant::now() < deadline, "write-behind did not drain");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    store.close().await;
+    drain_and_close(&store).await;
     let client = redis::Client::open(redis.url()).expect("url");
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -289,12 +294,7 @@ async fn the_payload_json_is_what_the_hash_and_the_track_store() {
     let json: Arc<str> = serde_json::to_string_pretty(&*state).expect("json").into();
     sink.snapshot(&fleet[0], &json);
     sink.state_json(&state, &json);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.pending() > 0 {
-        assert!(Instant::now() < deadline, "write-behind did not drain");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    store.close().await;
+    drain_and_close(&store).await;
     let client = redis::Client::open(redis.url()).expect("url");
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -404,12 +404,7 @@ async fn a_refused_write_in_a_call_is_counted_and_stops_no_other() {
         sink.snapshot(t, &json);
         sink.state_json(&state, &json);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.pending() > 0 {
-        assert!(Instant::now() < deadline, "write-behind did not drain");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    store.close().await;
+    drain_and_close(&store).await;
     let mut metrics = String::new();
     store.render_metrics(&mut metrics);
     assert!(
