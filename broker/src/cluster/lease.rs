@@ -353,9 +353,8 @@ impl Leases {
         if taken.is_empty() {
             return;
         }
-        let mut conn = self.conn.clone();
         for chunk in taken.chunks(PER_PIPELINE) {
-            if let Err(e) = self.release_chunk(&mut conn, chunk).await {
+            if let Err(e) = self.release_chunk(&self.conn, chunk).await {
                 tracing::warn!(error = %e, vehicles = chunk.len(), "lease: release failed; the leases run out in 5 s");
             }
             for (v, _) in chunk {
@@ -364,40 +363,48 @@ impl Leases {
         }
     }
 
-    async fn release_chunk(&self, conn: &mut Conn, chunk: &[(Box<str>, u64)]) -> RedisResult<()> {
-        let sha = FENCED_WRITE.sha(conn).await?;
-        let mut cmds = Vec::with_capacity(chunk.len());
-        for (vehicle, epoch) in chunk {
-            // Both empty without a tracker here: the script then only releases.
-            let mut state_json = Vec::new();
-            let mut snapshot = Vec::new();
-            if let Some(t) = self.ingest.tracker_copy(vehicle) {
-                if let Some(s) = t.state() {
-                    s.write_json(&mut state_json);
+    /// Flushes and releases `chunk`'s leases, one [`FENCED_WRITE`] each, pipelined per hash
+    /// slot; a Redis that forgot the script (restarted) gets it again and the chunk once more.
+    async fn release_chunk(&self, conn: &Conn, chunk: &[(Box<str>, u64)]) -> RedisResult<()> {
+        // (key, epoch, state JSON, tracker snapshot); both empty without a tracker here: the
+        // script then only releases.
+        let writes: Vec<(String, u64, Vec<u8>, Vec<u8>)> = chunk
+            .iter()
+            .map(|(vehicle, epoch)| {
+                let mut state_json = Vec::new();
+                let mut snapshot = Vec::new();
+                if let Some(t) = self.ingest.tracker_copy(vehicle) {
+                    if let Some(s) = t.state() {
+                        s.write_json(&mut state_json);
+                    }
+                    if let Err(e) = t.write_snapshot(&mut snapshot, &state_json) {
+                        tracing::error!(vehicle = &**vehicle, error = %e, "lease: tracker not serializable");
+                        snapshot.clear();
+                    }
                 }
-                if let Err(e) = t.write_snapshot(&mut snapshot, &state_json) {
-                    tracing::error!(vehicle = &**vehicle, error = %e, "lease: tracker not serializable");
-                    snapshot.clear();
-                }
-            }
-            let key = keys::vehicle(vehicle);
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&sha)
-                .arg(1)
-                .arg(&key)
-                .arg(&*self.node)
-                .arg(*epoch)
-                .arg(self.state_ttl_ms)
-                .arg(state_json)
-                .arg(snapshot)
-                .arg("release");
-            cmds.push((key, cmd));
-        }
-        // Per hash slot on a Redis Cluster (a pipeline must stay within one).
-        let results = crate::persist::conn::query_each(conn, cmds, PER_PIPELINE).await?;
-        if crate::persist::fence::no_script(&results) {
-            FENCED_WRITE.forget();
-        }
+                (keys::vehicle(vehicle), *epoch, state_json, snapshot)
+            })
+            .collect();
+        let results = FENCED_WRITE
+            .query_each(conn, PER_PIPELINE, |sha| {
+                writes
+                    .iter()
+                    .map(|(key, epoch, state_json, snapshot)| {
+                        let mut cmd = redis::cmd("EVALSHA");
+                        cmd.arg(sha)
+                            .arg(1)
+                            .arg(key)
+                            .arg(&*self.node)
+                            .arg(*epoch)
+                            .arg(self.state_ttl_ms)
+                            .arg(state_json)
+                            .arg(snapshot)
+                            .arg("release");
+                        (key.clone(), cmd)
+                    })
+                    .collect()
+            })
+            .await?;
         for r in results {
             match r {
                 Ok(Value::Int(1)) => self.stats.released.fetch_add(1, Relaxed),

@@ -474,3 +474,34 @@ async fn a_storm_of_first_fixes_is_acquired_in_batches() {
     a.close().await;
     store.close().await;
 }
+
+/// A Redis that forgot the scripts (restarted, or `SCRIPT FLUSH`) answers the release with
+/// NOSCRIPT: the script is loaded again and the release sent once more, so the vehicle is free
+/// at once rather than when its lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_after_the_scripts_were_flushed_still_frees_the_vehicle() {
+    let redis = RedisServer::start();
+    let (store, ingest, a) = node(&redis.url(), "node-a");
+    let mut conn = store.connection();
+    let vehicle = "bus-flushed";
+    let base_ts = crate::ingest::now_ms() - 60_000;
+    a.acquire(vehicle).await.expect("a acquires");
+    ingest
+        .location(vehicle, &fix(0, base_ts), Instant::now(), Source::Mqtt)
+        .expect("fix taken");
+    // The node knows the script's SHA1 (as after any earlier release); Redis then forgets it.
+    FENCED_WRITE.sha(&mut conn).await.expect("script loaded");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("SCRIPT FLUSH");
+    a.release(std::iter::once(vehicle)).await;
+    assert_eq!(
+        hget(&mut conn, vehicle, keys::FIELD_LEASE_OWNER).await,
+        None
+    );
+    assert_eq!(a.stats.released.load(Relaxed), 1);
+    // The release flushed the tracker with it.
+    assert_eq!(stored_ts(&mut conn, vehicle).await, Some(base_ts));
+}
