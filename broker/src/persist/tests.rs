@@ -366,11 +366,11 @@ async fn json_snapshots_of_an_earlier_version_restore() {
     assert_continues(&net, &fleet, restored.trackers, base_ts);
 }
 
-/// A write Redis refuses inside a script call (a vehicle key holding another type, a track
-/// point not newer than its stream's last) is counted and stops nothing else of its call: the
-/// other vehicles' hashes and points, and that vehicle's own point, are written.
+/// A write Redis refuses inside a batch (a vehicle key holding another type, a track point not
+/// newer than its stream's last) is counted and stops nothing else of its pipeline: the other
+/// vehicles' hashes and points, and that vehicle's own point, are written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_write_in_a_call_is_counted_and_stops_no_other() {
+async fn a_refused_write_is_counted_and_stops_no_other() {
     let redis = RedisServer::start();
     let net = crate::routes::load(None).expect("bundled routes");
     let fleet = trackers(&net, 3, now_ms() - 60_000);
