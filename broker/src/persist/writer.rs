@@ -15,9 +15,9 @@
 //! which bounds the time from recovery to "all written" by `MAX_BACKOFF` plus the flush itself.
 //!
 //! # Pipelines
-//! Vehicles are ordered by the hash slot of their `fleetmq:vehicle:{id}` key and their commands
-//! cut into pipelines ([`plan`]): every [`COMMANDS_PER_PIPELINE`] on one node; per hash slot on a
-//! Redis Cluster, where `fleetmq:geo` (one key, one slot) gets pipelines of its own; see
+//! Commands are cut into pipelines ([`plan`]): every [`COMMANDS_PER_PIPELINE`] on one node; on a
+//! Redis Cluster, vehicles ordered by the hash slot of their `fleetmq:vehicle:{id}` key, per hash
+//! slot, where `fleetmq:geo` (one key, one slot) gets pipelines of its own; see
 //! [`super::keys`] for the key scheme.
 //! Up to [`conn::PIPELINES_IN_FLIGHT`] pipelines are in flight at once.
 //!
@@ -52,8 +52,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest retry delay while Redis is down.
 pub const MAX_BACKOFF: Duration = Duration::from_millis(250);
-/// Commands per pipeline (about 500 vehicles' hash and expiry plus their track points): large
-/// enough to amortise round trips, small enough to keep one pipeline's buffers around a megabyte.
+/// Commands per pipeline (about 1,000 vehicles' hash and track point; their TTL extensions
+/// are few): large enough to amortise round trips, small enough to keep one pipeline's
+/// buffers within a couple of megabytes.
 pub const COMMANDS_PER_PIPELINE: usize = 2000;
 /// Vehicles per [`FENCED_WRITE_MANY`] call: Redis runs one script at a time, so a call stays
 /// short (well under a millisecond).
@@ -265,8 +266,8 @@ impl Cut {
     }
 }
 
-/// The commands for one batch, cut into pipelines ([`Cut`]). Vehicles go in the hash-slot
-/// order of their `fleetmq:vehicle:{id}` key; the `fleetmq:geo` commands come last (on a
+/// The commands for one batch, cut into pipelines ([`Cut`]). On a cluster vehicles go in the
+/// hash-slot order of their `fleetmq:vehicle:{id}` key; the `fleetmq:geo` commands come last (on a
 /// cluster in the pipelines of that key's slot). `ttl` = (state TTL ms, the hashes whose TTL
 /// is due for an extension at `now`); `fenced` = (this node, SHA1 of [`FENCED_WRITE_MANY`],
 /// lease ms) with `--cluster`.
@@ -281,10 +282,14 @@ fn plan(
         .iter()
         .map(|(id, e)| {
             let key = keys::vehicle(id);
-            (keys::slot(&key), key, id, e)
+            // One Redis server takes any order and a pipeline of any keys.
+            let slot = if cluster { keys::slot(&key) } else { 0 };
+            (slot, key, id, e)
         })
         .collect();
-    order.sort_unstable_by_key(|(slot, ..)| *slot);
+    if cluster {
+        order.sort_unstable_by_key(|(slot, ..)| *slot);
+    }
     let mut cut = Cut::new(cluster);
     let mut geo_add: Vec<(f64, f64, &str)> = Vec::new();
     let mut geo_gone: Vec<&str> = Vec::new();
