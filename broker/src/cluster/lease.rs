@@ -354,7 +354,7 @@ impl Leases {
             return;
         }
         for chunk in taken.chunks(PER_PIPELINE) {
-            if let Err(e) = self.release_chunk(&self.conn, chunk).await {
+            if let Err(e) = self.release_chunk(chunk).await {
                 tracing::warn!(error = %e, vehicles = chunk.len(), "lease: release failed; the leases run out in 5 s");
             }
             for (v, _) in chunk {
@@ -365,7 +365,7 @@ impl Leases {
 
     /// Flushes and releases `chunk`'s leases, one [`FENCED_WRITE`] each, pipelined per hash
     /// slot; a Redis that forgot the script (restarted) gets it again and the chunk once more.
-    async fn release_chunk(&self, conn: &Conn, chunk: &[(Box<str>, u64)]) -> RedisResult<()> {
+    async fn release_chunk(&self, chunk: &[(Box<str>, u64)]) -> RedisResult<()> {
         // (key, epoch, state JSON, tracker snapshot); both empty without a tracker here: the
         // script then only releases.
         let writes: Vec<(String, u64, Vec<u8>, Vec<u8>)> = chunk
@@ -386,7 +386,7 @@ impl Leases {
             })
             .collect();
         let results = FENCED_WRITE
-            .query_each(conn, PER_PIPELINE, |sha| {
+            .query_each(&self.conn, PER_PIPELINE, |sha| {
                 writes
                     .iter()
                     .map(|(key, epoch, state_json, snapshot)| {

@@ -23,6 +23,8 @@ const MAX_EVERY: Duration = Duration::from_secs(60);
 
 /// The vehicles whose hash TTL was extended lately.
 pub struct Expiry {
+    /// The TTL, ms, as `PEXPIRE` takes it.
+    ttl_ms: u64,
     every: Duration,
     /// Extended in this interval.
     recent: FastSet<Arc<str>>,
@@ -36,6 +38,7 @@ impl Expiry {
     /// For hashes whose TTL is `ttl`.
     pub fn new(ttl: Duration, now: Instant) -> Expiry {
         Expiry {
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
             every: (ttl / 100).clamp(MIN_EVERY, MAX_EVERY),
             recent: FastSet::default(),
             older: FastSet::default(),
@@ -43,14 +46,20 @@ impl Expiry {
         }
     }
 
+    /// The TTL, ms.
+    pub fn ttl_ms(&self) -> u64 {
+        self.ttl_ms
+    }
+
     /// Whether a write of `vehicle`'s hash at `now` also extends its TTL; if so, it is noted as
     /// extended.
     pub fn due(&mut self, vehicle: &Arc<str>, now: Instant) -> bool {
-        if now.duration_since(self.since) >= self.every {
+        let elapsed = now.duration_since(self.since);
+        if elapsed >= 2 * self.every {
             // A whole interval without a write: both generations are stale.
-            if now.duration_since(self.since) >= 2 * self.every {
-                self.recent.clear();
-            }
+            self.forget();
+            self.since = now;
+        } else if elapsed >= self.every {
             std::mem::swap(&mut self.recent, &mut self.older);
             self.recent.clear();
             self.since = now;

@@ -165,8 +165,7 @@ pub async fn flush(
         let fenced = fence
             .zip(sha.as_deref())
             .map(|(f, sha)| (f.node(), sha, f.lease_ms()));
-        let ttl = (shared.ttl_ms, &mut *expiry);
-        let pipes = plan(batch, ttl, conn.cluster(), fenced, Instant::now());
+        let pipes = plan(batch, expiry, conn.cluster(), fenced, Instant::now());
         let sent = Instant::now();
         let replies = match conn::query_all::<Vec<RedisResult<Value>>>(conn, pipes).await {
             Ok(r) => r,
@@ -268,12 +267,12 @@ impl Cut {
 
 /// The commands for one batch, cut into pipelines ([`Cut`]). On a cluster vehicles go in the
 /// hash-slot order of their `fleetmq:vehicle:{id}` key; the `fleetmq:geo` commands come last (on a
-/// cluster in the pipelines of that key's slot). `ttl` = (state TTL ms, the hashes whose TTL
-/// is due for an extension at `now`); `fenced` = (this node, SHA1 of [`FENCED_WRITE_MANY`],
+/// cluster in the pipelines of that key's slot). `expiry` = the state TTL and the hashes whose
+/// TTL is due for an extension at `now`; `fenced` = (this node, SHA1 of [`FENCED_WRITE_MANY`],
 /// lease ms) with `--cluster`.
 fn plan(
     batch: &Batch,
-    (ttl_ms, expiry): (u64, &mut Expiry),
+    expiry: &mut Expiry,
     cluster: bool,
     fenced: Option<(&str, &str, u64)>,
     now: Instant,
@@ -290,6 +289,7 @@ fn plan(
     if cluster {
         order.sort_unstable_by_key(|(slot, ..)| *slot);
     }
+    let ttl_ms = expiry.ttl_ms();
     let mut cut = Cut::new(cluster);
     let mut geo_add: Vec<(f64, f64, &str)> = Vec::new();
     let mut geo_gone: Vec<&str> = Vec::new();
@@ -482,7 +482,7 @@ mod tests {
             },
         );
         let t0 = Instant::now();
-        let mut expiry = Expiry::new(Duration::from_secs(3600), t0);
+        let mut expiry = Expiry::new(Duration::from_secs(60), t0);
         let commands = |pipes: Vec<Pipeline>| -> Vec<Vec<Vec<u8>>> {
             pipes
                 .iter()
@@ -490,9 +490,9 @@ mod tests {
                 .map(args)
                 .collect()
         };
-        let cmds = commands(plan(&batch, (60_000, &mut expiry), false, None, t0));
+        let cmds = commands(plan(&batch, &mut expiry, false, None, t0));
         let next = t0 + Duration::from_secs(1);
-        let again = commands(plan(&batch, (60_000, &mut expiry), false, None, next));
+        let again = commands(plan(&batch, &mut expiry, false, None, next));
         let b = |s: &str| s.as_bytes().to_vec();
         let xadd = |id: &str, json: &str| {
             let track = [
@@ -548,7 +548,7 @@ mod tests {
         }
         let mut expiry = Expiry::new(Duration::from_secs(60), Instant::now());
         let fenced = Some(("node-a", "sha1", 5_000));
-        let pipes = plan(&batch, (60_000, &mut expiry), false, fenced, Instant::now());
+        let pipes = plan(&batch, &mut expiry, false, fenced, Instant::now());
         let mut written = Vec::new();
         let mut calls = 0;
         for cmd in pipes.iter().flat_map(Pipeline::cmd_iter) {
