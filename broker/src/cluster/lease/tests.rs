@@ -426,11 +426,17 @@ async fn script_calls(conn: &mut crate::persist::Conn) -> u64 {
         .query_async(conn)
         .await
         .expect("INFO");
+    // Calls that ran the script: a call answered NOSCRIPT (sent before the node's first load
+    // of the script finished, then resent) counts among `failed_calls`.
+    let stat = |line: &str, name: &str| -> u64 {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
     info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+        .map_or(0, |l| stat(l, "calls=") - stat(l, "failed_calls="))
 }
 
 /// Many drivers' first fixes at once on a started node: every vehicle is acquired through the
