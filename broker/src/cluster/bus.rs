@@ -40,6 +40,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::ClusterError;
+use super::subscriber::Subscription;
 use crate::persist::keys;
 
 /// Shard channels of processed outputs: `fleetmq:out:0` .. `fleetmq:out:15`.
@@ -93,7 +94,7 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// Plain Redis pub/sub: `PUBLISH` on a shared multiplexed connection, `SUBSCRIBE` on one
-/// connection per subscriber.
+/// connection per subscriber ([`super::subscriber`]).
 pub struct RedisTransport {
     client: redis::Client,
     conn: ConnectionManager,
@@ -141,13 +142,26 @@ impl Transport for RedisTransport {
         Box::pin(async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
     }
 
+    /// On a connection read by [`Subscription`] (not redis-rs's decoder: see there why).
     fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'_, redis::RedisResult<Messages>> {
         Box::pin(async move {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(&channels).await?;
-            let messages = pubsub.into_on_message().map(|m| {
-                let channel = m.get_channel_name().to_owned();
-                (channel, Bytes::copy_from_slice(m.get_payload_bytes()))
+            let sub = Subscription::open(self.client.get_connection_info(), &channels)
+                .await
+                .map_err(|e| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "subscribe", e.to_string()))
+                })?;
+            let messages = futures_util::stream::unfold(sub, |mut sub| async move {
+                match sub.next().await {
+                    Ok(Some((channel, payload))) => {
+                        let channel = String::from_utf8_lossy(&channel).into_owned();
+                        Some(((channel, payload), sub))
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster bus: subscription ended");
+                        None
+                    }
+                }
             });
             Ok(messages.boxed())
         })

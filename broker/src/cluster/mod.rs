@@ -46,6 +46,8 @@
 //! # Layout
 //! - `membership`: heartbeats, the node listing (`GET /api/v1/cluster`), incarnations.
 //! - `bus`: pub/sub between nodes over Redis: bounded queues, reconnect with backoff.
+//! - `subscriber`: the bus's `SUBSCRIBE` connection on one Redis server, read by a RESP2
+//!   reader of our own (cheaper than redis-rs's per message; bounded, pings a silent Redis).
 //! - `outputs`: processed states and events onto the bus, and other nodes' into local outputs.
 //! - `record`: the bus's versioned frame and record format (binary header fields, then the
 //!   output's JSON as its node made it).
@@ -76,6 +78,7 @@ pub mod route_table;
 pub mod routing;
 pub mod sessions;
 mod sharded;
+pub mod subscriber;
 
 use std::sync::{Arc, OnceLock};
 

@@ -30,13 +30,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Whether a Redis on `port` answers PING.
+/// Whether a Redis on `port` answers PING (or asks for a password first).
 fn ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read_exact(&mut buf).is_ok()
+        && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
 }
 
 /// A redis-server on `port` in `dir`, with `extra` arguments.
@@ -70,9 +72,24 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// A server started with `extra` arguments (`--requirepass`, ...).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let port = free_port();
-        let child = spawn(port, &std::env::temp_dir(), &[]);
+        let child = spawn(port, &std::env::temp_dir(), extra);
         RedisServer { child, port }
+    }
+
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the server: a stopped Redis keeps its
+    /// sockets open and answers nothing, as one behind a dead network does.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal}");
     }
 
     pub fn url(&self) -> String {
