@@ -35,11 +35,12 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::ClusterError;
+use super::publisher::FramePublisher;
+use super::resp::RespError;
 use super::subscriber::Subscription;
 use crate::persist::keys;
 
@@ -93,11 +94,11 @@ pub trait Transport: Send + Sync + 'static {
     fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'_, redis::RedisResult<Messages>>;
 }
 
-/// Plain Redis pub/sub: `PUBLISH` on a shared multiplexed connection, `SUBSCRIBE` on one
-/// connection per subscriber ([`super::subscriber`]).
+/// Plain Redis pub/sub on connections of our own ([`super::resp`]): `PUBLISH` on one
+/// ([`super::publisher`]), `SUBSCRIBE` on one per subscriber ([`super::subscriber`]).
 pub struct RedisTransport {
-    client: redis::Client,
-    conn: ConnectionManager,
+    info: redis::ConnectionInfo,
+    publisher: FramePublisher,
 }
 
 impl RedisTransport {
@@ -105,16 +106,18 @@ impl RedisTransport {
     ///
     /// # Errors
     /// [`ClusterError::Url`] for a URL the client cannot use.
-    pub fn new(client: redis::Client) -> Result<RedisTransport, ClusterError> {
-        // Fail fast; the bus backs off on its own.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(ClusterError::Url)?;
-        Ok(RedisTransport { client, conn })
+    pub fn new(url: &str) -> Result<RedisTransport, ClusterError> {
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(url).map_err(ClusterError::Url)?;
+        Ok(RedisTransport {
+            publisher: FramePublisher::new(info.clone()),
+            info,
+        })
     }
+}
+
+fn redis_error(e: &RespError) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "cluster bus", e.to_string()))
 }
 
 impl Transport for RedisTransport {
@@ -124,32 +127,24 @@ impl Transport for RedisTransport {
     }
 
     fn publish(&self, batch: Vec<(String, Bytes)>) -> BoxFuture<'_, redis::RedisResult<()>> {
-        let mut conn = self.conn.clone();
         Box::pin(async move {
-            let mut pipe = redis::pipe();
-            for (channel, payload) in &batch {
-                pipe.cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(payload.as_ref())
-                    .ignore();
-            }
-            pipe.query_async::<()>(&mut conn).await
+            self.publisher
+                .publish(&batch)
+                .await
+                .map_err(|e| redis_error(&e))
         })
     }
 
     fn ping(&self) -> BoxFuture<'_, redis::RedisResult<()>> {
-        let mut conn = self.conn.clone();
-        Box::pin(async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
+        Box::pin(async move { self.publisher.ping().await.map_err(|e| redis_error(&e)) })
     }
 
     /// On a connection read by [`Subscription`] (not redis-rs's decoder: see there why).
     fn subscribe(&self, channels: Vec<String>) -> BoxFuture<'_, redis::RedisResult<Messages>> {
         Box::pin(async move {
-            let sub = Subscription::open(self.client.get_connection_info(), &channels)
+            let sub = Subscription::open(&self.info, &channels)
                 .await
-                .map_err(|e| {
-                    redis::RedisError::from((redis::ErrorKind::Io, "subscribe", e.to_string()))
-                })?;
+                .map_err(|e| redis_error(&e))?;
             let messages = futures_util::stream::unfold(sub, |mut sub| async move {
                 match sub.next().await {
                     Ok(Some((channel, payload))) => {

@@ -46,8 +46,9 @@
 //! # Layout
 //! - `membership`: heartbeats, the node listing (`GET /api/v1/cluster`), incarnations.
 //! - `bus`: pub/sub between nodes over Redis: bounded queues, reconnect with backoff.
-//! - `subscriber`: the bus's `SUBSCRIBE` connection on one Redis server, read by a RESP2
-//!   reader of our own (cheaper than redis-rs's per message; bounded, pings a silent Redis).
+//! - `resp`: a Redis connection and RESP2 reader of our own for the bus on one Redis server
+//!   (cheaper than redis-rs's per message; bounded; pings a silent Redis); `subscriber` and
+//!   `publisher`: the bus's `SUBSCRIBE` and `PUBLISH` connections on it.
 //! - `outputs`: processed states and events onto the bus, and other nodes' into local outputs.
 //! - `record`: the bus's versioned frame and record format (binary header fields, then the
 //!   output's JSON as its node made it).
@@ -72,7 +73,9 @@ pub mod lease;
 pub mod membership;
 pub mod orphans;
 pub mod outputs;
+pub mod publisher;
 mod record;
+pub mod resp;
 mod route_sync;
 pub mod route_table;
 pub mod routing;
@@ -140,10 +143,7 @@ impl Cluster {
         stop: CancellationToken,
     ) -> Result<Cluster, ClusterError> {
         let transport: Arc<dyn bus::Transport> = match target {
-            Target::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(ClusterError::Url)?;
-                Arc::new(bus::RedisTransport::new(client)?)
-            }
+            Target::Single(url) => Arc::new(bus::RedisTransport::new(url)?),
             Target::Cluster(_) => Arc::new(sharded::ShardedTransport::new(
                 Conn::open(target).map_err(ClusterError::Url)?,
                 PubSub::open(target).map_err(|e| ClusterError::Store(e.to_string()))?,
