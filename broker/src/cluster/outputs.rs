@@ -211,7 +211,7 @@ impl LocalOutputs {
     /// Takes other nodes' outputs from `inbox` until `stop` or the router is gone.
     pub async fn run(self, mut inbox: Inbox, stop: CancellationToken) {
         let mut seen: FastMap<String, Seen> = FastMap::default();
-        // A frame holds at most the records of the bus's linger; reused.
+        // A frame holds at most the records of the bus's linger.
         let mut routed = Vec::new();
         let mut warned: Vec<Box<[u8]>> = Vec::new();
         loop {
@@ -221,14 +221,12 @@ impl LocalOutputs {
             };
             let Some((_, frame)) = next else { return };
             self.frame(&frame, &mut seen, &mut routed, &mut warned);
-            // The frame's messages go to the router back to back, after all of it is read:
-            // the router wakes once per frame, not once per record.
-            for message in routed.drain(..) {
-                let publish = RouterMsg::Publish {
-                    message,
-                    qos2_pkid: None,
-                };
-                if self.router.send(publish).await.is_err() {
+            // The frame's messages go to the router together, after all of it is read: one
+            // send and one wake-up per frame, not per record.
+            if !routed.is_empty() {
+                let next = Vec::with_capacity(routed.len());
+                let batch = RouterMsg::PublishMany(std::mem::replace(&mut routed, next));
+                if self.router.send(batch).await.is_err() {
                     return;
                 }
             }

@@ -83,6 +83,10 @@ pub enum RouterMsg {
         message: Arc<Message>,
         qos2_pkid: Option<(SessionId, u16)>,
     },
+    /// Other nodes' processed outputs that came in one bus frame (`cluster::outputs`), each
+    /// routed as a `Publish` without a packet id: one queue slot and one send per frame
+    /// instead of per output.
+    PublishMany(Vec<Arc<Message>>),
     /// A QoS 1/2 PUBLISH while the cluster knows durable sessions (`router::durable`): the
     /// reply says, once its copies for durable subscribers are stored, whether they all
     /// were; the publisher is acknowledged only then.

@@ -265,6 +265,11 @@ impl Router {
             RouterMsg::Publish { message, qos2_pkid } => {
                 self.publish(message, qos2_pkid, None);
             }
+            RouterMsg::PublishMany(messages) => {
+                for message in messages {
+                    self.publish(message, None, None);
+                }
+            }
             RouterMsg::PublishPersisted {
                 message,
                 qos2_pkid,
