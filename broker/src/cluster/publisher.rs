@@ -81,7 +81,7 @@ impl FramePublisher {
         };
         tokio::time::timeout(RESPONSE, exchange)
             .await
-            .map_err(|_| RespError::Timeout("replies"))??;
+            .map_err(|_| RespError::Timeout("replies", RESPONSE))??;
         *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
         Ok(())
     }

@@ -90,7 +90,7 @@ async fn a_stopped_redis_fails_the_call_in_time() {
     let r = tokio::time::timeout(DEADLINE, publisher.ping()).await;
     redis.signal("-CONT");
     match r {
-        Ok(Err(RespError::Timeout(_))) => assert!(started.elapsed() >= RESPONSE),
+        Ok(Err(RespError::Timeout(_, _))) => assert!(started.elapsed() >= RESPONSE),
         other => panic!("not a timeout: {other:?}"),
     }
     publisher

@@ -50,15 +50,15 @@ pub enum RespError {
     Protocol(&'static str),
     #[error("redis answered {0}")]
     Refused(String),
-    #[error("redis: {0} within {SETUP:?}")]
-    Timeout(&'static str),
+    #[error("redis: {0} took over {1:?}")]
+    Timeout(&'static str, Duration),
     #[error("redis: no reply to PING within {IDLE:?}")]
     Silent,
     #[error("redis: {0} is not supported for the cluster bus")]
     Unsupported(&'static str),
 }
 
-/// What Redis sends a subscribed connection, as far as the bus cares.
+/// What Redis answers or pushes, as far as the bus cares.
 #[derive(Debug, PartialEq)]
 pub(super) enum Reply {
     /// A publication: (channel, payload).
@@ -67,7 +67,7 @@ pub(super) enum Reply {
     Subscribed,
     /// An error reply, `-ERR ...`.
     Error(String),
-    /// Anything else (`+OK` of `AUTH`, `pong`, `unsubscribe`).
+    /// Anything else (`+OK` of `AUTH`, `PUBLISH`'s count, `pong`, `unsubscribe`).
     Other,
 }
 
@@ -254,7 +254,7 @@ impl RespConn {
     pub async fn open(info: &ConnectionInfo) -> Result<RespConn, RespError> {
         tokio::time::timeout(SETUP, Self::setup(info))
             .await
-            .map_err(|_| RespError::Timeout("connect"))?
+            .map_err(|_| RespError::Timeout("connect", SETUP))?
     }
 
     async fn setup(info: &ConnectionInfo) -> Result<RespConn, RespError> {

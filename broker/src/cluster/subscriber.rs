@@ -34,7 +34,7 @@ impl Subscription {
         let conn = RespConn::open(info).await?;
         tokio::time::timeout(SETUP, Self::subscribe(conn, channels))
             .await
-            .map_err(|_| RespError::Timeout("subscribe"))?
+            .map_err(|_| RespError::Timeout("subscribe", SETUP))?
     }
 
     async fn subscribe(mut conn: RespConn, channels: &[String]) -> Result<Subscription, RespError> {
