@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::ConnectionInfo;
 
-use super::resp::{Reply, RespConn, RespError};
+use super::resp::{PING, Reply, RespConn, RespError};
 
 /// Longest wait for a batch's replies (or a `PING`'s) once it is written.
 pub const RESPONSE: Duration = Duration::from_secs(2);
@@ -86,8 +86,6 @@ impl FramePublisher {
         Ok(())
     }
 }
-
-const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// Writes one `PUBLISH channel frame` per item, the frames from their own bytes.
 async fn send_frames(conn: &mut RespConn, batch: &[(String, Bytes)]) -> Result<(), RespError> {

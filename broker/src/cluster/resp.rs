@@ -235,6 +235,9 @@ pub(super) fn command(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// `PING` in RESP.
+pub const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -327,7 +330,7 @@ impl RespConn {
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) if self.pinged => return Err(RespError::Silent),
                 Err(_) => {
-                    self.send(&command(&[b"PING"])).await?;
+                    self.send(PING).await?;
                     self.pinged = true;
                 }
             }
