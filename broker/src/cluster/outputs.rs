@@ -33,6 +33,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
+use fleetmq_codec::ByteString;
 use geo_engine::schedule::TripFit;
 use geo_engine::{Event, VehicleState};
 use tokio::sync::mpsc;
@@ -44,7 +45,7 @@ use super::bus::{Bus, Inbox};
 use super::deferred::Deferred;
 use super::record::{self, Kind, Origin, Record, Records};
 use crate::hash::FastMap;
-use crate::ingest::{StateSink, event_json_message, state_json_message};
+use crate::ingest::{StateSink, event_json_message, state_topic, state_topic_message};
 use crate::router::RouterMsg;
 use crate::trips::TripBook;
 
@@ -189,11 +190,12 @@ impl StateSink for OutputSink {
     fn restored(&self, _: &Arc<VehicleState>) {}
 }
 
-/// The last keys seen of one vehicle.
-#[derive(Default, Clone, Copy)]
+/// The last keys seen of one vehicle, and its `vehicles/{id}` topic (made once per vehicle,
+/// shared by each of its state messages: `ingest::slot`).
 struct Seen {
     state: Option<Order>,
     event: Option<Order>,
+    state_topic: ByteString,
 }
 
 /// Other nodes' outputs into this node's.
@@ -275,7 +277,7 @@ impl LocalOutputs {
         r: &Record<'_>,
         seen: &mut FastMap<String, Seen>,
     ) -> Option<Arc<crate::message::Message>> {
-        let first = fresh(seen, r)?;
+        let (first, state_topic) = fresh(seen, r)?;
         match r.kind {
             Kind::State => {
                 let json: Arc<str> = Arc::from(std::str::from_utf8(r.json).ok()?);
@@ -296,7 +298,7 @@ impl LocalOutputs {
                     first,
                 };
                 self.outputs.state(state, json.clone(), fit, r.deviated);
-                Some(state_json_message(r.vehicle, json))
+                Some(state_topic_message(state_topic, json))
             }
             Kind::Event(kind) => {
                 let event: Event = match serde_json::from_slice(r.json) {
@@ -317,8 +319,9 @@ impl LocalOutputs {
 }
 
 /// Whether `r`'s output is newer than what was seen of its vehicle (and records it if so):
-/// `None` if not, else whether it is the first of its kind seen of the vehicle.
-fn fresh(seen: &mut FastMap<String, Seen>, r: &Record<'_>) -> Option<bool> {
+/// `None` if not, else whether it is the first of its kind seen of the vehicle, and the
+/// vehicle's state topic.
+fn fresh(seen: &mut FastMap<String, Seen>, r: &Record<'_>) -> Option<(bool, ByteString)> {
     // One lookup for a known vehicle (every output but its first).
     let last = if let Some(last) = seen.get_mut(r.vehicle) {
         last
@@ -326,7 +329,11 @@ fn fresh(seen: &mut FastMap<String, Seen>, r: &Record<'_>) -> Option<bool> {
         if seen.len() >= MAX_ORDERED_VEHICLES {
             seen.clear();
         }
-        seen.entry(r.vehicle.to_owned()).or_default()
+        seen.entry(r.vehicle.to_owned()).or_insert_with(|| Seen {
+            state: None,
+            event: None,
+            state_topic: state_topic(r.vehicle),
+        })
     };
     let slot = match r.kind {
         Kind::State => &mut last.state,
@@ -335,7 +342,7 @@ fn fresh(seen: &mut FastMap<String, Seen>, r: &Record<'_>) -> Option<bool> {
     if slot.is_some_and(|s| s >= r.order) {
         return None;
     }
-    Some(slot.replace(r.order).is_none())
+    Some((slot.replace(r.order).is_none(), last.state_topic.clone()))
 }
 
 #[cfg(test)]
@@ -359,19 +366,29 @@ mod tests {
     fn duplicates_and_stale_outputs_are_dropped() {
         let mut seen = FastMap::default();
         let state = |ts, seq| record(ts, seq, Kind::State);
-        assert_eq!(fresh(&mut seen, &state(10, 5)), Some(true), "the first");
-        assert_eq!(fresh(&mut seen, &state(10, 5)), None, "duplicate");
-        assert_eq!(fresh(&mut seen, &state(9, 99)), None, "older fix");
+        let mut fresh = |r: &Record<'_>| fresh(&mut seen, r).map(|(first, _)| first);
+        assert_eq!(fresh(&state(10, 5)), Some(true), "the first");
+        assert_eq!(fresh(&state(10, 5)), None, "duplicate");
+        assert_eq!(fresh(&state(9, 99)), None, "older fix");
         assert_eq!(
-            fresh(&mut seen, &state(10, 6)),
+            fresh(&state(10, 6)),
             Some(false),
             "same fix, later output"
         );
         // Another node, whose counter is far behind, with the next fix.
-        assert_eq!(fresh(&mut seen, &state(11, 0)), Some(false));
+        assert_eq!(fresh(&state(11, 0)), Some(false));
         // Events are ordered apart from states.
         let online = Kind::Event(geo_engine::EventKind::Online);
-        assert_eq!(fresh(&mut seen, &record(10, 1, online)), Some(true));
+        assert_eq!(fresh(&record(10, 1, online)), Some(true));
+    }
+
+    #[test]
+    fn a_vehicles_state_topic_is_made_once_and_shared() {
+        let mut seen = FastMap::default();
+        let (_, a) = fresh(&mut seen, &record(10, 1, Kind::State)).expect("fresh");
+        let (_, b) = fresh(&mut seen, &record(11, 1, Kind::State)).expect("fresh");
+        assert_eq!(&*a, "vehicles/v");
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr(), "one buffer");
     }
 }
 

@@ -11,18 +11,20 @@
 //! - `sink`: the [`StateSink`] interface for consumers of processed state.
 //! - `source`: [`Source`], the `source` label of the ingest metrics.
 //! - `gate`: [`Gate`], the way in for updates that do not come over MQTT (HTTP, OsmAnd).
+//! - `slot`: what is kept of one vehicle between its updates (tracker, topic).
 
 mod gate;
 mod sink;
+mod slot;
 mod source;
 pub mod topics;
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use fleetmq_codec::{Bytes, Properties, QoS};
+use fleetmq_codec::{ByteString, Bytes, Properties, QoS};
 use geo_engine::{
     Event, EventKind, Fix, Network, Outcome, PipelineConfig, Rejection, Tracker, VehicleState,
     parse_fixes,
@@ -35,6 +37,7 @@ use crate::metrics::Metrics;
 pub use gate::{Gate, MAX_BATCH, Refused, Taken};
 pub use sink::StateSink;
 pub use source::Source;
+use slot::VehicleSlot;
 
 /// Broker clock, Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -81,7 +84,7 @@ pub struct Ingest {
     config: PipelineConfig,
     /// One tracker per vehicle; the map's shard lock is held only to find the entry, the
     /// tracker's own mutex while one update is processed (never across an await).
-    trackers: DashMap<Arc<str>, Arc<Mutex<Tracker>>, FastState>,
+    trackers: DashMap<Arc<str>, Arc<VehicleSlot>, FastState>,
     sinks: Vec<Arc<dyn StateSink>>,
     metrics: Arc<Metrics>,
     /// `--max-vehicles`: trackers made on a fix at most (restored ones always come back).
@@ -126,13 +129,13 @@ impl Ingest {
         let newer = |t: &Tracker| t.state().map(|s| s.ts);
         match self.trackers.entry(tracker.vehicle().into()) {
             dashmap::Entry::Occupied(slot) => {
-                let mut local = slot.get().lock().unwrap_or_else(|e| e.into_inner());
+                let mut local = slot.get().lock();
                 if newer(&tracker) >= newer(&local) {
                     *local = tracker;
                 }
             }
             dashmap::Entry::Vacant(slot) => {
-                slot.insert(Arc::new(Mutex::new(tracker)));
+                slot.insert(Arc::new(VehicleSlot::new(tracker)));
             }
         }
         self.metrics
@@ -143,7 +146,7 @@ impl Ingest {
     /// A copy of the vehicle's tracker, to flush when its lease is given up.
     pub fn tracker_copy(&self, vehicle: &str) -> Option<Tracker> {
         let t = self.trackers.get(vehicle)?.clone();
-        let copy = t.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let copy = t.lock().clone();
         Some(copy)
     }
 
@@ -188,7 +191,7 @@ impl Ingest {
     /// for a vehicle without a tracker. Holds the vehicle's lock for one short computation.
     pub fn upcoming_stops(&self, vehicle: &str, max: usize) -> Option<Vec<geo_engine::NextStop>> {
         let t = self.trackers.get(vehicle)?.clone();
-        let t = t.lock().unwrap_or_else(|e| e.into_inner());
+        let t = t.lock();
         Some(t.upcoming_stops(&self.network, max))
     }
 
@@ -208,7 +211,7 @@ impl Ingest {
             }
         }
         if !self.leased {
-            self.trackers.insert(vehicle, Arc::new(Mutex::new(tracker)));
+            self.trackers.insert(vehicle, Arc::new(VehicleSlot::new(tracker)));
         }
         out
     }
@@ -224,7 +227,7 @@ impl Ingest {
             return None;
         };
         let state = tracker.state().map(|s| Arc::new(s.clone()));
-        slot.insert(Arc::new(Mutex::new(tracker)));
+        slot.insert(Arc::new(VehicleSlot::new(tracker)));
         let out = state.as_deref().map(state_message).into_iter().collect();
         if let Some(s) = &state {
             for sink in &self.sinks {
@@ -235,7 +238,7 @@ impl Ingest {
     }
 
     /// The vehicle's tracker, made on its first fix while there is room for one more.
-    fn tracker(&self, vehicle: &str) -> Option<Arc<Mutex<Tracker>>> {
+    fn tracker(&self, vehicle: &str) -> Option<Arc<VehicleSlot>> {
         if let Some(t) = self.trackers.get(vehicle) {
             return Some(t.clone());
         }
@@ -247,7 +250,7 @@ impl Ingest {
         let t = self
             .trackers
             .entry(vehicle.into())
-            .or_insert_with(|| Arc::new(Mutex::new(Tracker::new(vehicle))))
+            .or_insert_with(|| Arc::new(VehicleSlot::new(Tracker::new(vehicle))))
             .clone();
         self.metrics
             .vehicles
@@ -309,7 +312,7 @@ impl Ingest {
         let (mut taken, mut rejected) = (0, 0);
         let mut forwarded = Vec::new();
         {
-            let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
+            let mut t = tracker.lock();
             for fix in fixes {
                 match t.process(&self.network, &self.config, fix, now) {
                     Ok(outcome) => {
@@ -362,7 +365,7 @@ impl Ingest {
                     sink.event(&e);
                 }
             }
-            outputs.push(state_json_message(&state.vehicle, json.clone()));
+            outputs.push(state_topic_message(tracker.state_topic(), json.clone()));
             let state = Arc::new(state);
             for sink in &self.sinks {
                 sink.fitted_state(&state, fit.as_ref(), deviated, &json);
@@ -414,10 +417,7 @@ impl Ingest {
             let Some(t) = self.trackers.get(v).map(|t| t.clone()) else {
                 continue;
             };
-            let went = t
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .mark_offline(now);
+            let went = t.lock().mark_offline(now);
             if let Some((state, event)) = went {
                 out.extend(self.offline(state, event));
             }
@@ -432,11 +432,11 @@ impl Ingest {
         self.metrics
             .vehicles
             .store(self.trackers.len() as i64, Relaxed);
-        let trackers: Vec<Arc<Mutex<Tracker>>> =
+        let trackers: Vec<Arc<VehicleSlot>> =
             self.trackers.iter().map(|e| e.value().clone()).collect();
         let mut out = Vec::new();
         for t in trackers {
-            let went = t.lock().unwrap_or_else(|e| e.into_inner()).check_stale_on(
+            let went = t.lock().check_stale_on(
                 &self.network,
                 &self.config,
                 now,
@@ -465,12 +465,7 @@ impl Ingest {
     pub fn sos(&self, vehicle: &str, payload: &[u8]) -> Arc<Message> {
         let tracker = self.trackers.get(vehicle).map(|t| t.clone());
         let (lat, lon) = tracker
-            .and_then(|t| {
-                t.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .state()
-                    .map(|s| (s.lat, s.lon))
-            })
+            .and_then(|t| t.lock().state().map(|s| (s.lat, s.lon)))
             .unwrap_or((0.0, 0.0));
         let text = std::str::from_utf8(payload)
             .ok()
@@ -508,7 +503,12 @@ static JSON_PROPERTIES: LazyLock<Arc<Properties>> = LazyLock::new(|| {
     })
 });
 
-fn broker_message(topic: String, payload: Bytes, qos: QoS, retain: bool) -> Arc<Message> {
+fn broker_message(
+    topic: impl Into<ByteString>,
+    payload: Bytes,
+    qos: QoS,
+    retain: bool,
+) -> Arc<Message> {
     Arc::new(Message {
         topic: topic.into(),
         payload,
@@ -581,12 +581,20 @@ fn state_message_and_json(state: &VehicleState) -> (Arc<Message>, Arc<str>) {
 /// `vehicles/{vehicle}`, retained, with `json` (the state's serialization, made by this node or
 /// received from another) as the payload, not copied.
 pub fn state_json_message(vehicle: &str, json: Arc<str>) -> Arc<Message> {
-    broker_message(
-        concat_exact(&["vehicles/", vehicle]),
-        Bytes::from_owner(JsonBytes(json)),
-        QoS::AtMostOnce,
-        true,
-    )
+    state_topic_message(state_topic(vehicle), json)
+}
+
+/// `vehicles/{vehicle}`, shared (see [`slot`]): kept per vehicle by whoever makes its states.
+pub fn state_topic(vehicle: &str) -> ByteString {
+    let topic = ByteString::from(concat_exact(&["vehicles/", vehicle]));
+    // The first clone makes the bytes shared (one allocation here, once); a clone of the
+    // clone is a reference count.
+    topic.clone()
+}
+
+/// A state message on `topic` (`vehicles/{id}`, from [`state_topic`]) with `json` as payload.
+pub fn state_topic_message(topic: ByteString, json: Arc<str>) -> Arc<Message> {
+    broker_message(topic, Bytes::from_owner(JsonBytes(json)), QoS::AtMostOnce, true)
 }
 
 /// Shared JSON text as the bytes of a message payload.
