@@ -370,11 +370,7 @@ mod tests {
         assert_eq!(fresh(&state(10, 5)), Some(true), "the first");
         assert_eq!(fresh(&state(10, 5)), None, "duplicate");
         assert_eq!(fresh(&state(9, 99)), None, "older fix");
-        assert_eq!(
-            fresh(&state(10, 6)),
-            Some(false),
-            "same fix, later output"
-        );
+        assert_eq!(fresh(&state(10, 6)), Some(false), "same fix, later output");
         // Another node, whose counter is far behind, with the next fix.
         assert_eq!(fresh(&state(11, 0)), Some(false));
         // Events are ordered apart from states.

@@ -36,8 +36,8 @@ use crate::message::{Message, Origin};
 use crate::metrics::Metrics;
 pub use gate::{Gate, MAX_BATCH, Refused, Taken};
 pub use sink::StateSink;
-pub use source::Source;
 use slot::VehicleSlot;
+pub use source::Source;
 
 /// Broker clock, Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -211,7 +211,8 @@ impl Ingest {
             }
         }
         if !self.leased {
-            self.trackers.insert(vehicle, Arc::new(VehicleSlot::new(tracker)));
+            self.trackers
+                .insert(vehicle, Arc::new(VehicleSlot::new(tracker)));
         }
         out
     }
@@ -436,11 +437,7 @@ impl Ingest {
             self.trackers.iter().map(|e| e.value().clone()).collect();
         let mut out = Vec::new();
         for t in trackers {
-            let went = t.lock().check_stale_on(
-                &self.network,
-                &self.config,
-                now,
-            );
+            let went = t.lock().check_stale_on(&self.network, &self.config, now);
             if let Some((state, event)) = went {
                 out.extend(self.offline(state, event));
             }
@@ -594,7 +591,12 @@ pub fn state_topic(vehicle: &str) -> ByteString {
 
 /// A state message on `topic` (`vehicles/{id}`, from [`state_topic`]) with `json` as payload.
 pub fn state_topic_message(topic: ByteString, json: Arc<str>) -> Arc<Message> {
-    broker_message(topic, Bytes::from_owner(JsonBytes(json)), QoS::AtMostOnce, true)
+    broker_message(
+        topic,
+        Bytes::from_owner(JsonBytes(json)),
+        QoS::AtMostOnce,
+        true,
+    )
 }
 
 /// Shared JSON text as the bytes of a message payload.

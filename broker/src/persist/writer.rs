@@ -41,7 +41,7 @@ use super::Shared;
 use super::conn::{self, Conn};
 use super::expiry::Expiry;
 use super::fence::{FENCED_OUT, FENCED_WRITE_MANY, no_script};
-use super::keys;
+use super::keys::{self, Key};
 use super::pending::{Batch, Entry};
 use crate::hash::FastMap;
 
@@ -249,8 +249,17 @@ impl Cut {
     }
 
     /// The pipeline a command on `key` goes into.
-    fn pipe(&mut self, key: &str) -> &mut Pipeline {
-        let group = if self.cluster { keys::slot(key) } else { 0 };
+    /// The slot of `key` on a Redis Cluster; 0 on one server (one group).
+    fn slot_of(&self, key: &str) -> u16 {
+        if self.cluster { keys::slot(key) } else { 0 }
+    }
+
+    fn slot_of_key(&self, key: Key<'_>) -> u16 {
+        if self.cluster { key.slot() } else { 0 }
+    }
+
+    /// The pipeline being filled for `group` (a key's slot from [`Cut::slot_of`]).
+    fn pipe(&mut self, group: u16) -> &mut Pipeline {
         let index = match self.open.get(&group) {
             Some(&i) if self.pipes[i].len() < COMMANDS_PER_PIPELINE => i,
             _ => {
@@ -277,12 +286,12 @@ fn plan(
     fenced: Option<(&str, &str, u64)>,
     now: Instant,
 ) -> Vec<Pipeline> {
-    let mut order: Vec<(u16, String, &Arc<str>, &Entry)> = batch
+    let mut order: Vec<(u16, Key<'_>, &Arc<str>, &Entry)> = batch
         .iter()
         .map(|(id, e)| {
-            let key = keys::vehicle(id);
+            let key = Key::vehicle(id);
             // One Redis server takes any order and a pipeline of any keys.
-            let slot = if cluster { keys::slot(&key) } else { 0 };
+            let slot = if cluster { key.slot() } else { 0 };
             (slot, key, id, e)
         })
         .collect();
@@ -313,15 +322,15 @@ fn plan(
                     writes.slot = Some(group);
                 }
                 writes.bytes += bytes;
-                writes.keys.push(key.clone());
+                writes.keys.push(key);
                 writes.args.push((epoch, state_json, tracker_bytes));
             }
         } else if has_fields {
-            let pipe = cut.pipe(&key);
-            pipe.add_command(hset(&key, state_json, tracker_bytes));
+            let pipe = cut.pipe(slot);
+            pipe.add_command(hset(key, state_json, tracker_bytes));
             if expiry.due(id, now) {
                 let mut expire = redis::Cmd::with_capacity(3, "PEXPIRE".len() + key.len() + 20);
-                expire.arg("PEXPIRE").arg(&key).arg(ttl_ms);
+                expire.arg("PEXPIRE").arg(key).arg(ttl_ms);
                 pipe.add_command(expire);
             }
         }
@@ -333,10 +342,10 @@ fn plan(
             _ => {}
         }
         if !entry.track.is_empty() {
-            let track = keys::track(id);
-            let pipe = cut.pipe(&track);
+            let track = Key::track(id);
+            let pipe = cut.pipe(if cluster { track.slot() } else { 0 });
             for point in &entry.track {
-                pipe.add_command(xadd(&track, point.state.ts, point.json.as_bytes()));
+                pipe.add_command(xadd(track, point.state.ts, point.json.as_bytes()));
             }
         }
     }
@@ -349,10 +358,11 @@ fn plan(
         for (lon, lat, id) in members {
             geo.arg(*lon).arg(*lat).arg(*id);
         }
-        cut.pipe(keys::GEO).add_command(geo);
+        cut.pipe(cut.slot_of(keys::GEO)).add_command(geo);
     }
     for members in geo_gone.chunks(GEO_MEMBERS_PER_COMMAND) {
-        cut.pipe(keys::GEO).cmd("ZREM").arg(keys::GEO).arg(members);
+        let slot = cut.slot_of(keys::GEO);
+        cut.pipe(slot).cmd("ZREM").arg(keys::GEO).arg(members);
     }
     cut.pipes
 }
@@ -360,7 +370,7 @@ fn plan(
 /// `HSET key state <state> tracker <tracker>` (the fields given). Each command is sized up
 /// front: built argument by argument it would regrow (and copy) its buffer about ten times
 /// for a 2 KB tracker, which measured 6 % of the broker's instructions.
-fn hset(key: &str, state: Option<&[u8]>, tracker: Option<&[u8]>) -> redis::Cmd {
+fn hset(key: Key<'_>, state: Option<&[u8]>, tracker: Option<&[u8]>) -> redis::Cmd {
     let field = |name: &str, json: Option<&[u8]>| json.map_or(0, |j| name.len() + j.len());
     let bytes = "HSET".len()
         + key.len()
@@ -379,7 +389,7 @@ fn hset(key: &str, state: Option<&[u8]>, tracker: Option<&[u8]>) -> redis::Cmd {
 
 /// `XADD track MAXLEN ~ TRACK_MAXLEN {ts}-0 state <json>`, sized up front ([`hset`]). The entry
 /// id is the fix's device time (at least 1: Redis refuses `0-0`).
-fn xadd(track: &str, ts: i64, json: &[u8]) -> redis::Cmd {
+fn xadd(track: Key<'_>, ts: i64, json: &[u8]) -> redis::Cmd {
     let mut id = itoa::Buffer::new();
     let id = id.format(ts.max(1));
     let mut cmd = redis::Cmd::with_capacity(
@@ -404,7 +414,7 @@ fn xadd(track: &str, ts: i64, json: &[u8]) -> redis::Cmd {
 #[derive(Default)]
 struct FencedWrites<'a> {
     slot: Option<u16>,
-    keys: Vec<String>,
+    keys: Vec<Key<'a>>,
     /// Per key: epoch, state JSON or "", tracker snapshot or "" (borrowed from the batch).
     args: Vec<(u64, &'a [u8], &'a [u8])>,
     /// Bytes of the keys and JSON gathered.
@@ -418,6 +428,7 @@ impl FencedWrites<'_> {
         let Some(first) = self.keys.first() else {
             return;
         };
+        let slot = cut.slot_of_key(*first);
         // Sized up front: no regrowth (and no copy) of a buffer this large per call. Per
         // argument about 20 bytes more for the epoch and the protocol's length prefixes.
         let args = 6 + 4 * self.keys.len();
@@ -429,7 +440,7 @@ impl FencedWrites<'_> {
         for (epoch, state, tracker) in &self.args {
             cmd.arg(*epoch).arg(*state).arg(*tracker);
         }
-        cut.pipe(first).add_command(cmd);
+        cut.pipe(slot).add_command(cmd);
         self.keys.clear();
         self.args.clear();
         self.bytes = 0;
