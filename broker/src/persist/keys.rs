@@ -100,7 +100,8 @@ impl<'a> Key<'a> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// Bytes of the whole name.
+    pub fn byte_len(&self) -> usize {
         self.prefix.len() + self.id.len()
     }
 
@@ -187,7 +188,7 @@ mod tests {
         for id in ["bus-12", "{bus}-12", "a{}b", "x{y", "é{ü}z", ""] {
             for (key, name) in [(Key::vehicle(id), vehicle(id)), (Key::track(id), track(id))] {
                 assert_eq!(key.slot(), slot(&name), "{name}");
-                assert_eq!(key.len(), name.len());
+                assert_eq!(key.byte_len(), name.len());
                 assert_eq!(key.to_string(), name);
                 let args = redis::ToRedisArgs::to_redis_args(&key);
                 assert_eq!(args, vec![name.clone().into_bytes()], "one argument");
