@@ -81,7 +81,7 @@ fn check_loopback(url: &str) -> Result<()> {
 fn state(vehicle: &str, i: u64, ts: i64) -> VehicleState {
     let step = i as f64 * 1e-5;
     VehicleState {
-        vehicle: vehicle.to_owned(),
+        vehicle: vehicle.into(),
         lat: -16.92 + step,
         lon: 145.77 + step,
         raw_lat: -16.92 + step,

@@ -170,7 +170,7 @@ impl Fleet {
         let cell = self.grid.cell(s.lat, s.lon);
         let mut shard = Self::write(self.shard(&s.vehicle));
         let shard = &mut *shard;
-        if let Some(e) = shard.map.get_mut(s.vehicle.as_str()) {
+        if let Some(e) = shard.map.get_mut(&*s.vehicle) {
             let prev = std::mem::replace(&mut e.latest, p.clone());
             e.updated = Instant::now();
             e.track.push(TrackPoint::from(&**s), &self.track);
@@ -187,7 +187,7 @@ impl Fleet {
             self.count.fetch_sub(1, Ordering::Relaxed);
             return Err(Full);
         }
-        let id: Arc<str> = Arc::from(s.vehicle.as_str());
+        let id: Arc<str> = s.vehicle.clone();
         let mut track = Ring::default();
         track.push(TrackPoint::from(&**s), &self.track);
         shard.cells.entry(cell).or_default().insert(id.clone());

@@ -58,8 +58,8 @@ pub(crate) fn event_route_trip(hub: &Hub, e: &Event) -> (Option<Arc<str>>, Optio
     let latest = (e.route.is_none() || e.trip.is_none())
         .then(|| hub.latest(&e.vehicle))
         .flatten();
-    let pick = |own: &Option<String>, theirs: Option<&String>| {
-        own.as_deref().or(theirs.map(String::as_str)).map(Arc::from)
+    let pick = |own: &Option<String>, theirs: Option<&Arc<str>>| {
+        own.as_deref().map(Arc::from).or_else(|| theirs.cloned())
     };
     let route = pick(&e.route, latest.as_ref().and_then(|s| s.route.as_ref()));
     let trip = pick(&e.trip, latest.as_ref().and_then(|s| s.trip.as_ref()));

@@ -185,7 +185,7 @@ impl SubIndex {
         }
         let cell = self.grid.cell(s.lat, s.lon);
         let lists = [
-            self.by_vehicle.get(s.vehicle.as_str()),
+            self.by_vehicle.get(&*s.vehicle),
             s.trip.as_deref().and_then(|t| self.by_trip.get(t)),
             s.route.as_deref().and_then(|r| self.by_route.get(r)),
             self.by_cell.get(&cell),
@@ -230,7 +230,7 @@ impl SubIndex {
         let same_route = s.route == p.route;
         let same_cell = cell == prev_cell;
         let both = [
-            self.by_vehicle.get(s.vehicle.as_str()),
+            self.by_vehicle.get(&*s.vehicle),
             if same_trip { trip } else { None },
             if same_route { route } else { None },
             if same_cell {

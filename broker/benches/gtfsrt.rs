@@ -40,7 +40,7 @@ fn setup() -> (Feeds, i64) {
         .expect("state");
         let fit = TripFit {
             trip: t,
-            trip_id: s.trips[t as usize].id.clone(),
+            trip_id: s.trips[t as usize].id.as_str().into(),
             inferred: v % 2 == 0,
             start_date: 20140603,
             day_start_ms: day0,

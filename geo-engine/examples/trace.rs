@@ -75,11 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .find(|c| c.id == corridor)
         .ok_or("unknown corridor")?;
-    let stops: Vec<&str> = c
-        .stops
-        .iter()
-        .map(|cs| net.stops()[cs.stop].id.as_str())
-        .collect();
+    let stops: Vec<&str> = c.stops.iter().map(|cs| &*net.stops()[cs.stop].id).collect();
     let detour_json = detour
         .map(|d| json!({"start_m": d.start_m, "length_m": d.length_m, "offset_m": d.offset_m}));
     println!(

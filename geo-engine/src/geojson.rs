@@ -335,11 +335,7 @@ mod tests {
         let s = n.summary();
         assert_eq!((s.routes, s.stops, s.geofences, s.segments), (1, 2, 1, 2));
         let c = &n.corridors()[0];
-        let names: Vec<&str> = c
-            .stops
-            .iter()
-            .map(|cs| n.stops()[cs.stop].id.as_str())
-            .collect();
+        let names: Vec<&str> = c.stops.iter().map(|cs| &*n.stops()[cs.stop].id).collect();
         assert_eq!(names, ["s1", "s2"], "ordered by sequence");
         assert!(c.stops[0].progress_m < c.stops[1].progress_m);
         assert!(n.geofences()[0].contains(geo::Point::new(145.762, -16.912)));

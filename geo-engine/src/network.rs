@@ -3,6 +3,7 @@
 //! read-only (`Arc<Network>`) by every vehicle's tracker.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use geo::{BoundingRect, Contains, Coord, Intersects, MultiPolygon, Point, Rect};
 use rstar::RTree;
@@ -14,8 +15,8 @@ use crate::local::{Local, LocalFrame};
 /// A route: what vehicles name in their `route` field.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// `route_id`.
-    pub id: String,
+    /// `route_id` (shared: every state matched to the route names it).
+    pub id: Arc<str>,
     /// Display name.
     pub name: String,
     /// Corridor half-width, metres; `None` uses the pipeline default.
@@ -27,10 +28,10 @@ pub struct Route {
 /// A stop.
 #[derive(Debug, Clone)]
 pub struct Stop {
-    /// `stop_id`.
-    pub id: String,
+    /// `stop_id` (shared, as the name: every state's `next_stop` names them).
+    pub id: Arc<str>,
     /// Display name.
-    pub name: String,
+    pub name: Arc<str>,
     /// WGS84 position (x = lon, y = lat, degrees).
     pub position: Point<f64>,
     /// Position in the network's local frame, metres.
@@ -212,8 +213,8 @@ impl Network {
             }
             stop_index.insert(s.id.clone(), stops.len());
             stops.push(Stop {
-                id: s.id,
-                name: s.name,
+                id: s.id.into(),
+                name: s.name.into(),
                 position: s.position,
                 local: frame.to_local(s.position),
             });
@@ -233,7 +234,7 @@ impl Network {
                 None => {
                     net.route_index.insert(r.id.clone(), net.routes.len());
                     net.routes.push(Route {
-                        id: r.id.clone(),
+                        id: r.id.as_str().into(),
                         name: r.name.clone(),
                         corridor_m: r.corridor_m,
                         corridors: Vec::new(),
@@ -279,7 +280,7 @@ impl Network {
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| (r.id.clone(), i))
+            .map(|(i, r)| (r.id.to_string(), i))
             .collect();
         for (ri, r) in net.routes.iter().enumerate() {
             for &ci in &r.corridors {
@@ -332,7 +333,7 @@ impl Network {
 
     /// Route ids, in load order.
     pub fn route_ids(&self) -> impl Iterator<Item = &str> {
-        self.routes.iter().map(|r| r.id.as_str())
+        self.routes.iter().map(|r| &*r.id)
     }
 
     /// The routes.

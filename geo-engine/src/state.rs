@@ -4,6 +4,8 @@
 
 mod json;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// Motion status of a vehicle.
@@ -16,10 +18,10 @@ pub enum VehicleStatus {
 }
 
 /// The next stop along the vehicle's route, with the estimated time of arrival.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NextStop {
-    pub id: String,
-    pub name: String,
+    pub id: Arc<str>,
+    pub name: Arc<str>,
     /// Metres along the route from the vehicle to the stop.
     pub distance_m: f64,
     /// Estimated arrival, Unix milliseconds.
@@ -35,41 +37,14 @@ pub struct NextStop {
     pub delay_s: Option<i64>,
 }
 
-/// By hand for `clone_from` (reuses the id and name buffers), as [`VehicleState`]'s.
-impl Clone for NextStop {
-    fn clone(&self) -> NextStop {
-        NextStop {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            distance_m: self.distance_m,
-            eta: self.eta,
-            scheduled: self.scheduled,
-            delay_s: self.delay_s,
-        }
-    }
-
-    fn clone_from(&mut self, source: &NextStop) {
-        let NextStop {
-            id,
-            name,
-            distance_m,
-            eta,
-            scheduled,
-            delay_s,
-        } = source;
-        self.id.clone_from(id);
-        self.name.clone_from(name);
-        self.distance_m = *distance_m;
-        self.eta = *eta;
-        self.scheduled = *scheduled;
-        self.delay_s = *delay_s;
-    }
-}
-
 /// The processed state of one vehicle (`vehicles/{id}`, retained).
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Its strings are shared (`Arc<str>`) with the tracker and the network (vehicle, route and
+/// trip, the stop's id and name): a state per update and each copy of it take them by
+/// reference count, where `String`s cost five allocations per update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VehicleState {
-    pub vehicle: String,
+    pub vehicle: Arc<str>,
     /// Smoothed position, WGS84 degrees.
     pub lat: f64,
     pub lon: f64,
@@ -85,9 +60,9 @@ pub struct VehicleState {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub heading: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub trip: Option<String>,
+    pub trip: Option<Arc<str>>,
     pub status: VehicleStatus,
     /// Whether the vehicle is inside its route corridor; absent when it matched no route.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -119,87 +94,6 @@ pub struct VehicleState {
     /// Broker clock when the update arrived and when processing finished, Unix milliseconds.
     pub received_at: i64,
     pub processed_at: i64,
-}
-
-/// By hand for `clone_from`: the tracker copies each new state over its previous one, and
-/// `clone_from` reuses the strings' buffers (vehicle, route, trip, next stop) instead of
-/// allocating them again per update. Both list every field, so a new one cannot be forgotten.
-impl Clone for VehicleState {
-    fn clone(&self) -> VehicleState {
-        VehicleState {
-            vehicle: self.vehicle.clone(),
-            lat: self.lat,
-            lon: self.lon,
-            raw_lat: self.raw_lat,
-            raw_lon: self.raw_lon,
-            ts: self.ts,
-            speed: self.speed,
-            heading: self.heading,
-            route: self.route.clone(),
-            trip: self.trip.clone(),
-            status: self.status,
-            on_route: self.on_route,
-            off_route_m: self.off_route_m,
-            progress_m: self.progress_m,
-            next_stop: self.next_stop.clone(),
-            delay_s: self.delay_s,
-            trip_inferred: self.trip_inferred,
-            accuracy: self.accuracy,
-            altitude: self.altitude,
-            battery: self.battery,
-            received_at: self.received_at,
-            processed_at: self.processed_at,
-        }
-    }
-
-    fn clone_from(&mut self, source: &VehicleState) {
-        let VehicleState {
-            vehicle,
-            lat,
-            lon,
-            raw_lat,
-            raw_lon,
-            ts,
-            speed,
-            heading,
-            route,
-            trip,
-            status,
-            on_route,
-            off_route_m,
-            progress_m,
-            next_stop,
-            delay_s,
-            trip_inferred,
-            accuracy,
-            altitude,
-            battery,
-            received_at,
-            processed_at,
-        } = source;
-        self.vehicle.clone_from(vehicle);
-        self.lat = *lat;
-        self.lon = *lon;
-        self.raw_lat = *raw_lat;
-        self.raw_lon = *raw_lon;
-        self.ts = *ts;
-        self.speed = *speed;
-        self.heading = *heading;
-        self.route.clone_from(route);
-        self.trip.clone_from(trip);
-        self.status = *status;
-        self.on_route = *on_route;
-        self.off_route_m = *off_route_m;
-        self.progress_m = *progress_m;
-        self.next_stop.clone_from(next_stop);
-        self.delay_s = *delay_s;
-        self.trip_inferred = *trip_inferred;
-        self.accuracy = *accuracy;
-        self.altitude = *altitude;
-        self.battery = *battery;
-        self.received_at = *received_at;
-        self.processed_at = *processed_at;
-    }
 }
 
 impl VehicleState {

@@ -2,6 +2,8 @@
 //! match → events (docs/pipeline.md), plus offline/online. A tracker is plain data (`Serialize` +
 //! `Deserialize`) so the broker can snapshot it to Redis and restore it.
 
+use std::sync::Arc;
+
 use geo::Point;
 use serde::{Deserialize, Serialize};
 
@@ -103,10 +105,12 @@ struct RouteMatch {
 /// derive would make), so a snapshot can also take its state's JSON ready-made.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Tracker {
-    vehicle: String,
+    /// Shared with every state of the vehicle (as the route, trip and stop names are: a state
+    /// per update takes them without allocating).
+    vehicle: Arc<str>,
     /// Last declared route and trip (a fix without them keeps the previous ones).
-    route: Option<String>,
-    trip: Option<String>,
+    route: Option<Arc<str>>,
+    trip: Option<Arc<str>>,
     /// Last accepted fix, for the teleport check.
     last: Option<LastFix>,
     dedup: Dedup,
@@ -131,7 +135,7 @@ impl Tracker {
     /// A tracker for a vehicle not seen before.
     pub fn new(vehicle: &str) -> Tracker {
         Tracker {
-            vehicle: vehicle.to_owned(),
+            vehicle: vehicle.into(),
             route: None,
             trip: None,
             last: None,
@@ -259,7 +263,7 @@ impl Tracker {
         if self.route.is_none() {
             // A vehicle that declared no route: its events name the route it was matched to.
             for e in events.iter_mut().filter(|e| e.route.is_none()) {
-                e.route.clone_from(&m.route);
+                e.route = m.route.as_deref().map(str::to_owned);
             }
         }
         for c in self.geofences.update(net, at) {
@@ -303,11 +307,8 @@ impl Tracker {
             received_at: now_ms,
             processed_at: now_ms,
         };
-        // Over the previous copy: its string buffers are reused (`VehicleState::clone_from`).
-        match &mut self.state {
-            Some(kept) => kept.clone_from(&state),
-            None => self.state = Some(state.clone()),
-        }
+        // A copy shares the strings: no allocation.
+        self.state = Some(state.clone());
         Ok(Outcome::Forwarded { state, events })
     }
 
@@ -352,8 +353,8 @@ impl Tracker {
 
     /// Takes the route and trip a fix declares; a change of either restarts matching.
     fn declare(&mut self, net: &Network, fix: &Fix, events: &mut Vec<Event>) {
-        let route_changed = fix.route.is_some() && fix.route != self.route;
-        let trip_changed = fix.trip.is_some() && fix.trip != self.trip;
+        let route_changed = fix.route.is_some() && fix.route.as_deref() != self.route.as_deref();
+        let trip_changed = fix.trip.is_some() && fix.trip.as_deref() != self.trip.as_deref();
         if route_changed || trip_changed {
             if let Some(StopChange::Departure(si)) = self.stops.leave(net) {
                 events.push(self.stop_event(
@@ -370,11 +371,12 @@ impl Tracker {
             self.matched = None;
             self.stops = Stops::default();
         }
-        if fix.route.is_some() {
-            self.route.clone_from(&fix.route);
+        // Shared with the states: replaced (allocated) only when the declaration changes.
+        if route_changed {
+            self.route = fix.route.as_deref().map(Arc::from);
         }
-        if fix.trip.is_some() {
-            self.trip.clone_from(&fix.trip);
+        if trip_changed {
+            self.trip = fix.trip.as_deref().map(Arc::from);
         }
     }
 
@@ -567,12 +569,12 @@ impl Tracker {
     fn event(&self, kind: EventKind, ts: i64, at: Point<f64>) -> Event {
         Event {
             kind,
-            vehicle: self.vehicle.clone(),
+            vehicle: self.vehicle.to_string(),
             ts,
             lat: at.y(),
             lon: at.x(),
-            route: self.route.clone(),
-            trip: self.trip.clone(),
+            route: self.route.as_deref().map(str::to_owned),
+            trip: self.trip.as_deref().map(str::to_owned),
             stop_id: None,
             stop_name: None,
             geofence_id: None,
@@ -591,8 +593,8 @@ impl Tracker {
     ) -> Event {
         let mut e = self.event(kind, ts, at);
         if let Some(s) = net.stops().get(stop) {
-            e.stop_id = Some(s.id.clone());
-            e.stop_name = Some(s.name.clone());
+            e.stop_id = Some(s.id.to_string());
+            e.stop_name = Some(s.name.to_string());
         }
         e
     }
@@ -602,13 +604,13 @@ impl Tracker {
 struct FitView {
     delay_s: Option<i32>,
     inferred: bool,
-    trip_id: Option<String>,
+    trip_id: Option<Arc<str>>,
 }
 
 /// The route-related fields of a state.
 #[derive(Debug, Default)]
 struct MatchView {
-    route: Option<String>,
+    route: Option<Arc<str>>,
     on_route: Option<bool>,
     off_route_m: Option<f64>,
     progress_m: Option<f64>,

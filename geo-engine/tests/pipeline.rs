@@ -53,7 +53,7 @@ fn full_run_with_detour() {
     let net = Network::bundled();
     let mut runs = 0;
     for c in net.corridors() {
-        let route = net.routes()[c.route].id.as_str();
+        let route = &*net.routes()[c.route].id;
         let Some(detour) = find_detour(&net, route, &c.id, 300.0, 600.0) else {
             println!("{}: no clear stretch for a detour", c.id);
             continue;
@@ -129,11 +129,7 @@ fn check_run(net: &Network, route: &str, corridor: &str, detour: Detour, seed: u
     // least two radii from its neighbours is arrived at.
     let ci = trace[0].corridor;
     let c = &net.corridors()[ci];
-    let order: Vec<&str> = c
-        .stops
-        .iter()
-        .map(|cs| net.stops()[cs.stop].id.as_str())
-        .collect();
+    let order: Vec<&str> = c.stops.iter().map(|cs| &*net.stops()[cs.stop].id).collect();
     let arrived: Vec<&str> = r
         .events
         .iter()
@@ -160,7 +156,7 @@ fn check_run(net: &Network, route: &str, corridor: &str, detour: Detour, seed: u
                 geo_engine::local::dist(net.stops()[o.stop].local, net.stops()[cs.stop].local)
                     > 2.0 * cfg.stop_radius_m
             });
-        let id = net.stops()[cs.stop].id.as_str();
+        let id = &*net.stops()[cs.stop].id;
         if isolated && !near_detour(cs.progress_m) {
             assert!(
                 arrived.contains(&id),

@@ -85,7 +85,7 @@ fn run_late(
         let at = net.frame().to_geo(corridor.point_at(prog).0);
         let ts = day0 + (t_s * 1000.0) as i64;
         let mut fix = Fix::new(at, ts);
-        fix.route = Some(route.clone());
+        fix.route = Some(route.to_string());
         if declare_trip {
             fix.trip = Some(s.trips[trip as usize].id.clone());
         }

@@ -120,7 +120,7 @@ pub fn state(
     ts: i64,
 ) -> Arc<VehicleState> {
     Arc::new(VehicleState {
-        vehicle: id.to_owned(),
+        vehicle: id.into(),
         lat,
         lon,
         raw_lat: lat,
@@ -128,8 +128,8 @@ pub fn state(
         ts,
         speed: Some(8.0),
         heading: Some(90.0),
-        route: route.map(str::to_owned),
-        trip: trip.map(str::to_owned),
+        route: route.map(Into::into),
+        trip: trip.map(Into::into),
         status: VehicleStatus::Moving,
         on_route: Some(true),
         off_route_m: Some(3.0),

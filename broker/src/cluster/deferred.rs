@@ -289,7 +289,7 @@ impl Deferred {
     /// names another vehicle or is older than the hub's is dropped. Called under `pushing`.
     fn push(&self, vehicle: &str, held: Held) {
         let state = match serde_json::from_str::<VehicleState>(&held.json) {
-            Ok(s) if s.vehicle == vehicle => s,
+            Ok(s) if *s.vehicle == *vehicle => s,
             Ok(_) => {
                 tracing::warn!(
                     vehicle,

@@ -58,7 +58,7 @@ fn pushed_ts(hub: &Hub, vehicle: &str) -> Option<i64> {
 fn live_ts(ingest: &Ingest, vehicle: &str) -> Option<i64> {
     let live = ingest.live().snapshot();
     live.iter()
-        .find(|l| l.state.vehicle == vehicle)
+        .find(|l| *l.state.vehicle == *vehicle)
         .map(|l| l.state.ts)
 }
 

@@ -18,7 +18,10 @@ fn trip_descriptor(net: &Network, fit: &TripFit) -> Option<TripDescriptor> {
     let trip = sched.trips.get(fit.trip as usize)?;
     Some(TripDescriptor {
         trip_id: Some(trip.id.clone()),
-        route_id: net.routes().get(trip.route as usize).map(|r| r.id.clone()),
+        route_id: net
+            .routes()
+            .get(trip.route as usize)
+            .map(|r| r.id.to_string()),
         direction_id: trip.direction.map(u32::from),
         start_date: Some(fit.start_date.to_string()),
         schedule_relationship: Some(trip_descriptor::ScheduleRelationship::Scheduled as i32),
@@ -28,8 +31,8 @@ fn trip_descriptor(net: &Network, fit: &TripFit) -> Option<TripDescriptor> {
 
 fn vehicle_descriptor(live: &Live) -> VehicleDescriptor {
     VehicleDescriptor {
-        id: Some(live.state.vehicle.clone()),
-        label: Some(live.state.vehicle.clone()),
+        id: Some(live.state.vehicle.to_string()),
+        label: Some(live.state.vehicle.to_string()),
         ..VehicleDescriptor::default()
     }
 }
@@ -41,7 +44,7 @@ pub fn vehicle_position(net: &Network, live: &Live) -> FeedEntity {
     let pattern = fit.and_then(|f| Some((f, net.schedule()?.pattern(f.trip)?)));
     let stop = pattern.and_then(|(f, p)| {
         let k = f.next as usize;
-        let stop_id = net.stops().get(*p.stops.get(k)? as usize)?.id.clone();
+        let stop_id = net.stops().get(*p.stops.get(k)? as usize)?.id.to_string();
         Some((p.sequences[k], stop_id, f.at_stop.is_some()))
     });
     let status = |at: bool| {
@@ -52,7 +55,7 @@ pub fn vehicle_position(net: &Network, live: &Live) -> FeedEntity {
         }
     };
     FeedEntity {
-        id: s.vehicle.clone(),
+        id: s.vehicle.to_string(),
         vehicle: Some(VehiclePosition {
             trip: fit.and_then(|f| trip_descriptor(net, f)),
             vehicle: Some(vehicle_descriptor(live)),
@@ -84,7 +87,11 @@ pub fn trip_update(net: &Network, live: &Live) -> Option<FeedEntity> {
         .predictions(sched)
         .into_iter()
         .filter_map(|p| {
-            let stop_id = net.stops().get(pattern.stops[p.index] as usize)?.id.clone();
+            let stop_id = net
+                .stops()
+                .get(pattern.stops[p.index] as usize)?
+                .id
+                .to_string();
             Some(StopTimeUpdate {
                 stop_sequence: Some(pattern.sequences[p.index]),
                 stop_id: Some(stop_id),

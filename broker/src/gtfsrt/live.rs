@@ -43,7 +43,7 @@ impl LiveVehicles {
         };
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         // A known vehicle (every update but its first): one lookup, no key allocation.
-        let slot = map.get_mut(state.vehicle.as_str());
+        let slot = map.get_mut(&*state.vehicle);
         let live = Arc::new(Live {
             state: state.clone(),
             fit,
@@ -52,7 +52,7 @@ impl LiveVehicles {
         let prev = match slot {
             Some(slot) => Some(std::mem::replace(slot, live.clone())),
             None => {
-                map.insert(state.vehicle.as_str().into(), live.clone());
+                map.insert(state.vehicle.clone(), live.clone());
                 None
             }
         };

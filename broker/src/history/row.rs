@@ -58,6 +58,10 @@ pub(crate) const POSITION_TYPES: [Type; 15] = [
 /// The columns of one position row, in [`POSITION_COPY`] order.
 pub(crate) struct PositionColumns<'a> {
     s: &'a VehicleState,
+    /// The state's shared strings as the `&str`s the driver encodes.
+    vehicle: &'a str,
+    route: Option<&'a str>,
+    trip: Option<&'a str>,
     ts: SystemTime,
     received_at: SystemTime,
     /// The schedule delay (GTFS timetables loaded), clamped into the column's `int4`.
@@ -68,6 +72,9 @@ impl<'a> PositionColumns<'a> {
     pub(crate) fn new(s: &'a VehicleState) -> Self {
         PositionColumns {
             s,
+            vehicle: &s.vehicle,
+            route: s.route.as_deref(),
+            trip: s.trip.as_deref(),
             ts: time(s.ts),
             received_at: time(s.received_at),
             delay_s: s
@@ -79,7 +86,7 @@ impl<'a> PositionColumns<'a> {
     pub(crate) fn values(&self) -> [&(dyn ToSql + Sync); 15] {
         let s = self.s;
         [
-            &s.vehicle,
+            &self.vehicle,
             &self.ts,
             &s.lat,
             &s.lon,
@@ -88,8 +95,8 @@ impl<'a> PositionColumns<'a> {
             &s.speed,
             &s.heading,
             &s.accuracy,
-            &s.route,
-            &s.trip,
+            &self.route,
+            &self.trip,
             &s.on_route,
             &s.off_route_m,
             &self.delay_s,

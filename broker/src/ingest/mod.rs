@@ -652,7 +652,7 @@ mod tests {
             speed: Some(8.5),
             heading: Some(90.0),
             route: Some("110".into()),
-            trip: Some("t-1".repeat(1500)),
+            trip: Some("t-1".repeat(1500).into()),
             status: VehicleStatus::Moving,
             on_route: Some(true),
             off_route_m: None,

@@ -313,7 +313,7 @@ fn plan(
                 let group = if cluster { slot } else { 0 };
                 let state_json = state_json.unwrap_or_default();
                 let tracker_bytes = tracker_bytes.unwrap_or_default();
-                let bytes = key.len() + state_json.len() + tracker_bytes.len();
+                let bytes = key.byte_len() + state_json.len() + tracker_bytes.len();
                 if writes.slot != Some(group)
                     || writes.keys.len() >= FENCED_PER_CALL
                     || (writes.bytes + bytes > FENCED_BYTES_PER_CALL && !writes.keys.is_empty())
@@ -329,7 +329,8 @@ fn plan(
             let pipe = cut.pipe(slot);
             pipe.add_command(hset(key, state_json, tracker_bytes));
             if expiry.due(id, now) {
-                let mut expire = redis::Cmd::with_capacity(3, "PEXPIRE".len() + key.len() + 20);
+                let mut expire =
+                    redis::Cmd::with_capacity(3, "PEXPIRE".len() + key.byte_len() + 20);
                 expire.arg("PEXPIRE").arg(key).arg(ttl_ms);
                 pipe.add_command(expire);
             }
@@ -373,7 +374,7 @@ fn plan(
 fn hset(key: Key<'_>, state: Option<&[u8]>, tracker: Option<&[u8]>) -> redis::Cmd {
     let field = |name: &str, json: Option<&[u8]>| json.map_or(0, |j| name.len() + j.len());
     let bytes = "HSET".len()
-        + key.len()
+        + key.byte_len()
         + field(keys::FIELD_STATE, state)
         + field(keys::FIELD_TRACKER, tracker);
     let mut cmd = redis::Cmd::with_capacity(6, bytes);
@@ -394,7 +395,7 @@ fn xadd(track: Key<'_>, ts: i64, json: &[u8]) -> redis::Cmd {
     let id = id.format(ts.max(1));
     let mut cmd = redis::Cmd::with_capacity(
         8,
-        "XADD MAXLEN ~ 10000 -0 state".len() + track.len() + id.len() + json.len(),
+        "XADD MAXLEN ~ 10000 -0 state".len() + track.byte_len() + id.len() + json.len(),
     );
     cmd.arg("XADD")
         .arg(track)
@@ -460,7 +461,7 @@ mod tests {
 
     fn state(vehicle: &str, route: String) -> Arc<VehicleState> {
         let mut state = super::super::pending::tests::state(vehicle, 1, VehicleStatus::Moving);
-        Arc::make_mut(&mut state).route = Some(route);
+        Arc::make_mut(&mut state).route = Some(route.into());
         state
     }
 

@@ -104,7 +104,7 @@ impl Schedule {
             .stops()
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.id.as_str(), i as u32))
+            .map(|(i, s)| (&*s.id, i as u32))
             .collect();
         let mut sched = Schedule::empty(tz, calendar, net);
         let mut pattern_index: HashMap<PatternKey, u32> = HashMap::new();

@@ -2,6 +2,8 @@
 //! route, place and time and then kept until the trip ends), how late it is and which stops
 //! remain. Plain data, snapshotted with the tracker.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::infer::{infer, service_date_of};
@@ -24,7 +26,7 @@ pub struct TripFit {
     /// Index into [`Schedule::trips`].
     pub trip: u32,
     /// Its `trip_id`, to notice another timetable after a restore.
-    pub trip_id: String,
+    pub trip_id: Arc<str>,
     /// Chosen by fleetmq, not named by the vehicle.
     pub inferred: bool,
     /// Service date, `YYYYMMDD` (GTFS-Realtime `start_date`).
@@ -89,7 +91,7 @@ impl TripTracking {
             && sched
                 .trips
                 .get(f.trip as usize)
-                .is_none_or(|t| t.id != f.trip_id)
+                .is_none_or(|t| *t.id != *f.trip_id)
         {
             self.current = None;
         }
@@ -142,7 +144,7 @@ impl TripTracking {
         if self
             .current
             .as_ref()
-            .is_some_and(|f| !f.inferred && f.trip_id == id)
+            .is_some_and(|f| !f.inferred && *f.trip_id == *id)
         {
             return;
         }
@@ -150,7 +152,7 @@ impl TripTracking {
             let (start_date, day_start_ms) = service_date_of(sched, t, ts)?;
             Some(TripFit {
                 trip: t,
-                trip_id: id.to_owned(),
+                trip_id: id.into(),
                 inferred: false,
                 start_date,
                 day_start_ms,
@@ -200,7 +202,7 @@ impl TripTracking {
                 self.last_try_ms = None;
                 self.current = Some(TripFit {
                     trip: c.trip,
-                    trip_id: sched.trips[c.trip as usize].id.clone(),
+                    trip_id: sched.trips[c.trip as usize].id.as_str().into(),
                     inferred: true,
                     start_date: c.start_date,
                     day_start_ms: c.day_start_ms,
@@ -230,7 +232,7 @@ impl TripFit {
         let k = (self.next as usize..pattern.stops.len()).find(|&k| {
             net.stops()
                 .get(pattern.stops[k] as usize)
-                .is_some_and(|s| s.id == stop_id)
+                .is_some_and(|s| *s.id == *stop_id)
         })?;
         Some(self.day_start_ms + times.get(k)?.arrival as i64 * 1000)
     }

@@ -148,8 +148,8 @@ mod tests {
             proptest::option::of(any::<i64>()),
         )
             .prop_map(|(id, name, distance_m, eta, scheduled, delay_s)| NextStop {
-                id,
-                name,
+                id: id.into(),
+                name: name.into(),
                 distance_m,
                 eta,
                 scheduled,
@@ -191,7 +191,7 @@ mod tests {
                 (vehicle, [lat, lon, raw_lat, raw_lon], ts, speed, heading, route, trip, status),
                 (on_route, [off, progress, accuracy, altitude, battery], stop, delay, inferred, at),
             )| VehicleState {
-                vehicle,
+                vehicle: vehicle.into(),
                 lat,
                 lon,
                 raw_lat,
@@ -199,8 +199,8 @@ mod tests {
                 ts,
                 speed,
                 heading,
-                route,
-                trip,
+                route: route.map(Into::into),
+                trip: trip.map(Into::into),
                 status,
                 on_route,
                 off_route_m: off,
@@ -219,7 +219,7 @@ mod tests {
 
     fn empty() -> VehicleState {
         VehicleState {
-            vehicle: String::new(),
+            vehicle: "".into(),
             lat: 0.0,
             lon: 0.0,
             raw_lat: 0.0,
@@ -246,7 +246,7 @@ mod tests {
 
     fn full() -> VehicleState {
         VehicleState {
-            vehicle: "a long vehicle id".repeat(4),
+            vehicle: "a long vehicle id".repeat(4).into(),
             speed: Some(1.0),
             heading: Some(2.0),
             route: Some("route".into()),
@@ -256,7 +256,7 @@ mod tests {
             progress_m: Some(4.0),
             next_stop: Some(NextStop {
                 id: "stop".into(),
-                name: "a long stop name".repeat(4),
+                name: "a long stop name".repeat(4).into(),
                 distance_m: 5.0,
                 eta: Some(6),
                 scheduled: Some(7),

@@ -20,6 +20,8 @@
 //! [`Tracker::read_snapshot`] reads JSON snapshots too (what fleetmq stored before the binary
 //! layout), so an upgrade keeps every vehicle's filters.
 
+use std::sync::Arc;
+
 use serde::{Serialize, Serializer};
 
 use super::{RouteMatch, Tracker};
@@ -55,8 +57,8 @@ pub enum SnapshotError {
 #[derive(Serialize)]
 struct Fields<'a> {
     vehicle: &'a str,
-    route: &'a Option<String>,
-    trip: &'a Option<String>,
+    route: &'a Option<Arc<str>>,
+    trip: &'a Option<Arc<str>>,
     last: &'a Option<LastFix>,
     dedup: &'a Dedup,
     jitter: &'a Jitter,
