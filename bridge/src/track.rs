@@ -3,6 +3,7 @@
 //! `track_capacity` per vehicle and at most `track_budget` over all vehicles.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use geo_engine::{VehicleState, VehicleStatus};
@@ -36,10 +37,10 @@ pub struct TrackPoint {
     pub progress_m: Option<f32>,
     /// The route the vehicle ran (riders of a route read only its fixes).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<Box<str>>,
+    pub route: Option<Arc<str>>,
     /// The trip the vehicle ran (riders of a trip read only its fixes, docs/security.md).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub trip: Option<Box<str>>,
+    pub trip: Option<Arc<str>>,
 }
 
 impl From<&VehicleState> for TrackPoint {
@@ -56,8 +57,9 @@ impl From<&VehicleState> for TrackPoint {
             on_route: s.on_route,
             off_route_m: f(s.off_route_m),
             progress_m: f(s.progress_m),
-            route: s.route.as_deref().map(Box::from),
-            trip: s.trip.as_deref().map(Box::from),
+            // Shared with the state (and with every point of the same route and trip).
+            route: s.route.clone(),
+            trip: s.trip.clone(),
         }
     }
 }
