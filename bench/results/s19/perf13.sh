@@ -12,7 +12,7 @@ done
 for n in $(seq $N); do for i in $(seq 100); do curl -sf http://127.0.0.1:2270$n/readyz >/dev/null && break; sleep 0.1; done; done
 if [ $N -gt 1 ]; then mq=127.0.0.1:22601,127.0.0.1:22602,127.0.0.1:22603; ws=ws://127.0.0.1:22702/ws,ws://127.0.0.1:22703/ws,ws://127.0.0.1:22701/ws
 else mq=127.0.0.1:22601; ws=ws://127.0.0.1:22701/ws; fi
-/tmp/s19/base/fleetmq-bench drive --mqtt $mq --ws $ws --drivers 10000 --interval-ms 1000 --duration 45 --watch riders=300 --pid $(IFS=,; echo "${pids[*]}") --json $B/$L.json > $B/$L.txt 2>&1 &
+${FB:-/tmp/s19/base/fleetmq-bench} drive --mqtt $mq --ws $ws --drivers 10000 --interval-ms 1000 --duration 45 --watch riders=300 --pid $(IFS=,; echo "${pids[*]}") --json $B/$L.json > $B/$L.txt 2>&1 &
 DP=$!
 sleep 15
 for p in ${pids[@]}; do echo "before $p $(awk '{print $14, $15}' /proc/$p/stat)"; done

@@ -4,7 +4,7 @@ rm -rf $W/d-$L; mkdir -p $W/d-$L
 (cd $W/d-$L && RUST_LOG=warn exec $BIN serve --mqtt 127.0.0.1:23883 --http 127.0.0.1:23880 > $W/$L.log 2>&1) &
 P=$!
 for i in $(seq 100); do curl -sf http://127.0.0.1:23880/readyz >/dev/null && break; sleep 0.1; done
-/tmp/s19/base/fleetmq-bench drive --mqtt 127.0.0.1:23883 --drivers 1000 --interval-ms 100 --duration 12 --pid $P --json $W/$L.json > $W/$L.txt 2>&1 &
+${FB:-/tmp/s19/base/fleetmq-bench} drive --mqtt 127.0.0.1:23883 --drivers 1000 --interval-ms 100 --duration 12 --pid $P --json $W/$L.json > $W/$L.txt 2>&1 &
 DP=$!
 sleep 3
 a=$(awk '{print $14, $15}' /proc/$P/stat)
