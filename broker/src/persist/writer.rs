@@ -248,17 +248,19 @@ impl Cut {
         }
     }
 
-    /// The pipeline a command on `key` goes into.
-    /// The slot of `key` on a Redis Cluster; 0 on one server (one group).
+    /// The group of `key`: its slot on a Redis Cluster; 0 on one server, which takes a
+    /// pipeline of any keys in any order.
     fn slot_of(&self, key: &str) -> u16 {
         if self.cluster { keys::slot(key) } else { 0 }
     }
 
+    /// [`Cut::slot_of`] for a per-vehicle key.
     fn slot_of_key(&self, key: Key<'_>) -> u16 {
         if self.cluster { key.slot() } else { 0 }
     }
 
-    /// The pipeline being filled for `group` (a key's slot from [`Cut::slot_of`]).
+    /// The pipeline being filled for `group` (from [`Cut::slot_of`]): a command goes into the
+    /// pipeline of its key's group.
     fn pipe(&mut self, group: u16) -> &mut Pipeline {
         let index = match self.open.get(&group) {
             Some(&i) if self.pipes[i].len() < COMMANDS_PER_PIPELINE => i,
@@ -286,20 +288,18 @@ fn plan(
     fenced: Option<(&str, &str, u64)>,
     now: Instant,
 ) -> Vec<Pipeline> {
+    let mut cut = Cut::new(cluster);
     let mut order: Vec<(u16, Key<'_>, &Arc<str>, &Entry)> = batch
         .iter()
         .map(|(id, e)| {
             let key = Key::vehicle(id);
-            // One Redis server takes any order and a pipeline of any keys.
-            let slot = if cluster { key.slot() } else { 0 };
-            (slot, key, id, e)
+            (cut.slot_of_key(key), key, id, e)
         })
         .collect();
     if cluster {
         order.sort_unstable_by_key(|(slot, ..)| *slot);
     }
     let ttl_ms = expiry.ttl_ms();
-    let mut cut = Cut::new(cluster);
     let mut geo_add: Vec<(f64, f64, &str)> = Vec::new();
     let mut geo_gone: Vec<&str> = Vec::new();
     let mut writes = FencedWrites::default();
@@ -310,16 +310,15 @@ fn plan(
         if let (true, Some((node, sha, lease_ms))) = (has_fields, fenced) {
             // Not held (lost, or Redis was down when the fix came): the owner writes the hash.
             if let Some(epoch) = entry.epoch {
-                let group = if cluster { slot } else { 0 };
                 let state_json = state_json.unwrap_or_default();
                 let tracker_bytes = tracker_bytes.unwrap_or_default();
                 let bytes = key.byte_len() + state_json.len() + tracker_bytes.len();
-                if writes.slot != Some(group)
+                if writes.slot != Some(slot)
                     || writes.keys.len() >= FENCED_PER_CALL
                     || (writes.bytes + bytes > FENCED_BYTES_PER_CALL && !writes.keys.is_empty())
                 {
                     writes.add_to(&mut cut, node, sha, (ttl_ms, lease_ms));
-                    writes.slot = Some(group);
+                    writes.slot = Some(slot);
                 }
                 writes.bytes += bytes;
                 writes.keys.push(key);
@@ -344,7 +343,7 @@ fn plan(
         }
         if !entry.track.is_empty() {
             let track = Key::track(id);
-            let pipe = cut.pipe(if cluster { track.slot() } else { 0 });
+            let pipe = cut.pipe(cut.slot_of_key(track));
             for point in &entry.track {
                 pipe.add_command(xadd(track, point.state.ts, point.json.as_bytes()));
             }
@@ -426,10 +425,10 @@ impl FencedWrites<'_> {
     /// The call for what was gathered, into its slot's pipeline; empties `self`. `ttls` =
     /// (state TTL ms, lease ms).
     fn add_to(&mut self, cut: &mut Cut, node: &str, sha: &str, ttls: (u64, u64)) {
-        let Some(first) = self.keys.first() else {
+        // Every key gathered is of the group `slot` (plan starts a call per group).
+        let (false, Some(slot)) = (self.keys.is_empty(), self.slot) else {
             return;
         };
-        let slot = cut.slot_of_key(*first);
         // Sized up front: no regrowth (and no copy) of a buffer this large per call. Per
         // argument about 20 bytes more for the epoch and the protocol's length prefixes.
         let args = 6 + 4 * self.keys.len();
