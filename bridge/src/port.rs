@@ -250,10 +250,16 @@ pub trait BrokerPort: Send + Sync + 'static {
     /// The next `max` stops of `vehicle` with their ETAs (and, on a trip with a timetable, their
     /// scheduled times and predicted delay), nearest first, for `GET /api/v1/vehicles/{id}/stops`.
     /// `None`: the broker does not know the vehicle or cannot tell; the bridge then lists the
-    /// state's `next_stop` alone. The default is `None`.
-    fn upcoming_stops(&self, vehicle: &str, max: usize) -> Option<Vec<geo_engine::NextStop>> {
+    /// state's `next_stop` alone. The default is `None`. The future owns what it needs (a
+    /// broker may have to ask its store: in a cluster, the node that processes the vehicle
+    /// holds its tracker).
+    fn upcoming_stops(
+        &self,
+        vehicle: &str,
+        max: usize,
+    ) -> BoxFuture<'static, Option<Vec<geo_engine::NextStop>>> {
         let _ = (vehicle, max);
-        None
+        Box::pin(async { None })
     }
 
     /// The GTFS-Realtime feed `feed` (`vehicle-positions`, `trip-updates` or `alerts`) as

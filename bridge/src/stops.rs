@@ -64,6 +64,7 @@ pub async fn upcoming(
     let stops = st
         .port
         .upcoming_stops(&id, limit)
+        .await
         .unwrap_or_else(|| s.next_stop.iter().cloned().collect());
     Ok(Json(json!({
         "vehicle": s.vehicle,

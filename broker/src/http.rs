@@ -143,8 +143,37 @@ impl BrokerPort for BridgePort {
         tokio::spawn(connection::serve(self.ctx.clone(), io, peer));
     }
 
-    fn upcoming_stops(&self, vehicle: &str, max: usize) -> Option<Vec<geo_engine::NextStop>> {
-        self.ctx.ingest.upcoming_stops(vehicle, max)
+    fn upcoming_stops(
+        &self,
+        vehicle: &str,
+        max: usize,
+    ) -> BoxFuture<'static, Option<Vec<geo_engine::NextStop>>> {
+        let ingest = self.ctx.ingest.clone();
+        // Processed here (always, outside a cluster): this node's tracker.
+        if let Some(stops) = ingest.upcoming_stops(vehicle, max) {
+            return Box::pin(async move { Some(stops) });
+        }
+        // In a cluster another node processes it and writes its tracker to Redis with every
+        // state: the answer is the processing node's, at most one write round behind.
+        let Some(store) = self
+            .ctx
+            .leases
+            .get()
+            .and(self.ctx.persist.get())
+            .filter(|s| s.is_up())
+        else {
+            return Box::pin(async { None });
+        };
+        let read = store.tracker(vehicle, ingest.now_ms());
+        Box::pin(async move {
+            match read.await {
+                Ok(tracker) => tracker.map(|t| t.upcoming_stops(ingest.network(), max)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis tracker read failed; listing the next stop only");
+                    None
+                }
+            }
+        })
     }
 
     fn gtfs_rt(&self, feed: &str, json: bool) -> Option<Bytes> {

@@ -11,6 +11,8 @@ three `fleetmq serve --cluster` nodes on one redis-server behind HAProxy (lease_
   0x8B; they come back on another node and continue the same way.
 - A vehicle held by a live node is handed over on request (HTTP ingest on another node) and
   back (its MQTT driver on the first node), its filters continuing each time.
+- `GET /api/v1/vehicles/{id}/stops` on the nodes that do not process a vehicle answers as its
+  processing node does.
 
 The fencing of an old owner's writes is `cluster::lease::tests` (Rust, a real redis-server).
 """
@@ -342,6 +344,33 @@ def test_live_holder_hands_the_vehicle_over_on_request(cluster):
         assert sorted(s["ts"] for s in states) == [
             fleet.fix(v, k)["ts"] for k in (FIXES - 1, FIXES)], name
         assert not [e["kind"] for e in events if e["kind"] in SPURIOUS], name
+
+
+def test_next_stops_on_every_node_are_the_processing_nodes(cluster):
+    """`GET /api/v1/vehicles/{id}/stops` on a node that does not process the vehicle lists what
+    the node that does lists (its tracker as written to Redis), not the state's next stop
+    alone."""
+    routes = get_json(cluster.nodes["n1"], "/api/v1/routes")
+    fleet = Fleet(routes, 2, "stops")
+    v = next(x for x in fleet.ids if not fleet.deviator(x))
+    n1 = cluster.nodes["n1"]
+    driver = connected(n1.addr, v)
+    _OPEN.append(driver)
+    for k in range(FIXES):
+        code, _ = driver.publish(topic(v), fleet.payload(v, k), 1)
+        assert reason_value(code) < 0x80
+    assert cluster.owners([v]) == {v: "n1"}
+    path = f"/api/v1/vehicles/{v}/stops?limit=8"
+    own = get_json(n1, path)
+    assert own["ts"] == fleet.fix(v, FIXES - 1)["ts"], own
+    assert len(own["stops"]) > 1, own  # more than the state's `next_stop`
+    for name in ("n2", "n3"):
+        node = cluster.nodes[name]
+        wait_for(lambda: get_json(node, path) == own, 10, f"the stops of {v} on {name}")
+    # A vehicle nobody knows is still a 404 on a node that does not process it.
+    r = requests.get(f"http://{cluster.nodes['n2'].http_host}:{cluster.nodes['n2'].http_port}"
+                     f"/api/v1/vehicles/{unique('nobody')}/stops", timeout=5)
+    assert r.status_code == 404, r.text
 
 
 def test_a_dead_nodes_vehicle_goes_offline_when_its_driver_never_returns(

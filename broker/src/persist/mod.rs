@@ -293,6 +293,31 @@ impl Store {
         }
     }
 
+    /// The tracker stored for `vehicle` (its processing node's, as of that node's last write
+    /// round), rebuilt as a restore would (`now_ms` marks a vehicle whose last state is offline
+    /// offline again); `None` when none is stored or it does not read. The future owns what
+    /// it needs.
+    ///
+    /// # Errors
+    /// Redis is down or refused the read.
+    pub fn tracker(
+        &self,
+        vehicle: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Option<Tracker>, PersistError>> + Send + 'static {
+        let mut conn = self.shared.conn.clone();
+        let key = keys::vehicle(vehicle);
+        async move {
+            let (tracker, state): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(keys::FIELD_TRACKER)
+                .arg(keys::FIELD_STATE)
+                .query_async(&mut conn)
+                .await?;
+            Ok(rebuild(&key, tracker.as_deref(), state.as_deref(), now_ms))
+        }
+    }
+
     /// The processed track of `vehicle` with `from_ms <= ts <= to_ms`, oldest first, at most the
     /// newest [`TRACK_READ_MAX`] entries. The future owns what it needs.
     ///
