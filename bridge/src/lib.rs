@@ -114,6 +114,6 @@ pub use hub::{Hub, HubConfig};
 pub use metrics::Metrics;
 pub use port::{
     Access, AuthError, BrokerPort, ClusterNode, IngestError, Ingested, MqttIo, MqttStream,
-    OpenAccess, PortError, Readiness,
+    OpenAccess, PortError, Readiness, UpcomingStops,
 };
 pub use server::serve;

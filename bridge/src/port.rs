@@ -63,6 +63,16 @@ pub enum PortError {
     Internal(String),
 }
 
+/// A vehicle's next stops as its tracker sees them ([`BrokerPort::upcoming_stops`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpcomingStops {
+    /// The route and trip of the tracker's latest state, which the stops are of.
+    pub route: Option<Arc<str>>,
+    pub trip: Option<Arc<str>>,
+    /// Nearest first.
+    pub stops: Vec<geo_engine::NextStop>,
+}
+
 /// What one HTTP or WebSocket client may see and do, as the broker decided from its token
 /// (docs/http-api.md#authentication). The bridge filters every state, event, list and snapshot
 /// through it.
@@ -248,16 +258,17 @@ pub trait BrokerPort: Send + Sync + 'static {
     }
 
     /// The next `max` stops of `vehicle` with their ETAs (and, on a trip with a timetable, their
-    /// scheduled times and predicted delay), nearest first, for `GET /api/v1/vehicles/{id}/stops`.
-    /// `None`: the broker does not know the vehicle or cannot tell; the bridge then lists the
-    /// state's `next_stop` alone. The default is `None`. The future owns what it needs (a
-    /// broker may have to ask its store: in a cluster, the node that processes the vehicle
-    /// holds its tracker).
+    /// scheduled times and predicted delay), nearest first, for `GET /api/v1/vehicles/{id}/stops`,
+    /// with the route and trip they are of. `None`: the broker does not know the vehicle or
+    /// cannot tell; the bridge then lists the state's `next_stop` alone, as it does when the
+    /// route or trip is not the state's (the caller's rights were checked on the state). The
+    /// default is `None`. The future owns what it needs (a broker may have to ask its store: in
+    /// a cluster, the node that processes the vehicle holds its tracker).
     fn upcoming_stops(
         &self,
         vehicle: &str,
         max: usize,
-    ) -> BoxFuture<'static, Option<Vec<geo_engine::NextStop>>> {
+    ) -> BoxFuture<'static, Option<UpcomingStops>> {
         let _ = (vehicle, max);
         Box::pin(async { None })
     }

@@ -1,8 +1,9 @@
 //! `GET /api/v1/vehicles/{id}/stops?limit=N` (docs/http-api.md#get-apiv1vehiclesidstops): the
 //! next stops of a vehicle with their ETAs, and on a trip with a timetable their scheduled
 //! times and delay — what the map's vehicle panel lists. The broker computes them
-//! ([`BrokerPort::upcoming_stops`](crate::BrokerPort::upcoming_stops)); a broker that does not
-//! gives the state's `next_stop` alone.
+//! ([`BrokerPort::upcoming_stops`](crate::BrokerPort::upcoming_stops)); a broker that does not,
+//! or whose stops are of another route or trip than the state's, gives the state's `next_stop`
+//! alone.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -61,11 +62,16 @@ pub async fn upcoming(
         })
         .ok_or_else(|| AppError::NotFound(format!("no vehicle {id:?}")))?;
     let s = &p.state;
+    // Only stops of the state's own route and trip: the caller's rights were checked on those
+    // (a tracker read from another node's last write may still be on the previous trip).
     let stops = st
         .port
         .upcoming_stops(&id, limit)
         .await
-        .unwrap_or_else(|| s.next_stop.iter().cloned().collect());
+        .filter(|u| {
+            u.route.as_deref() == s.route.as_deref() && u.trip.as_deref() == s.trip.as_deref()
+        })
+        .map_or_else(|| s.next_stop.iter().cloned().collect(), |u| u.stops);
     Ok(Json(json!({
         "vehicle": s.vehicle,
         "ts": s.ts,

@@ -84,6 +84,52 @@ async fn vehicle_lookup_and_404_body() {
     );
 }
 
+/// `/stops` lists the broker's stops only when they are of the state's route and trip (the
+/// caller's rights were checked on the state): stops of another trip, as a tracker read from
+/// another node's last write may still have, give way to the state's `next_stop`.
+#[tokio::test]
+async fn next_stops_only_of_the_states_own_trip() {
+    let (app, hub, port) = setup();
+    let stop = |id: &str, d: f64| geo_engine::NextStop {
+        id: id.into(),
+        name: id.into(),
+        distance_m: d,
+        eta: None,
+        scheduled: None,
+        delay_s: None,
+    };
+    let mut s = (*state("bus-1", -16.92, 145.77, Some("R1"), Some("T2"), 5)).clone();
+    s.next_stop = Some(stop("next", 50.0));
+    hub.push_state(Arc::new(s));
+    let ids = |v: &Value| -> Vec<String> {
+        v["stops"]
+            .as_array()
+            .expect("stops")
+            .iter()
+            .map(|s| s["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let upcoming = |trip: &str| fleetmq_bridge::UpcomingStops {
+        route: Some("R1".into()),
+        trip: Some(trip.into()),
+        stops: vec![stop("a", 10.0), stop("b", 20.0), stop("c", 30.0)],
+    };
+    *port.upcoming.lock().expect("lock") = Some(upcoming("T2"));
+    let (status, v) = get(&app, "/api/v1/vehicles/bus-1/stops?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (ids(&v), v["trip"].as_str()),
+        (vec!["a".into(), "b".into()], Some("T2"))
+    );
+    *port.upcoming.lock().expect("lock") = Some(upcoming("T1"));
+    let (status, v) = get(&app, "/api/v1/vehicles/bus-1/stops").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&v), vec!["next".to_owned()], "{v}");
+    *port.upcoming.lock().expect("lock") = None;
+    let (_, v) = get(&app, "/api/v1/vehicles/bus-1/stops").await;
+    assert_eq!(ids(&v), vec!["next".to_owned()], "{v}");
+}
+
 #[tokio::test]
 async fn list_near_orders_by_distance_with_limit_and_radius() {
     let (app, hub, _) = setup();

@@ -147,14 +147,15 @@ impl BrokerPort for BridgePort {
         &self,
         vehicle: &str,
         max: usize,
-    ) -> BoxFuture<'static, Option<Vec<geo_engine::NextStop>>> {
+    ) -> BoxFuture<'static, Option<fleetmq_bridge::UpcomingStops>> {
         let ingest = self.ctx.ingest.clone();
         // Processed here (always, outside a cluster): this node's tracker.
         if let Some(stops) = ingest.upcoming_stops(vehicle, max) {
             return Box::pin(async move { Some(stops) });
         }
-        // In a cluster another node processes it and writes its tracker to Redis with every
-        // state: the answer is the processing node's, at most one write round behind.
+        // In a cluster another node processes it and writes its tracker to Redis with its
+        // states: the answer is that node's as of its last write round (usually 100 ms
+        // behind; more while its writes lag or fail). Nothing stored yet: `None`.
         let Some(store) = self
             .ctx
             .leases
@@ -167,7 +168,9 @@ impl BrokerPort for BridgePort {
         let read = store.tracker(vehicle, ingest.now_ms());
         Box::pin(async move {
             match read.await {
-                Ok(tracker) => tracker.map(|t| t.upcoming_stops(ingest.network(), max)),
+                Ok(tracker) => {
+                    tracker.map(|t| crate::ingest::upcoming_stops(&t, ingest.network(), max))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "redis tracker read failed; listing the next stop only");
                     None

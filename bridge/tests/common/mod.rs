@@ -33,6 +33,8 @@ pub struct FakePort {
     pub auth: std::sync::atomic::AtomicBool,
     /// When set, `track` never answers (to exercise the request timeout).
     pub track_hangs: std::sync::atomic::AtomicBool,
+    /// What `upcoming_stops` answers.
+    pub upcoming: Mutex<Option<fleetmq_bridge::UpcomingStops>>,
 }
 
 /// A rider's access: the vehicles of one route.
@@ -88,6 +90,18 @@ impl BrokerPort for FakePort {
                 None => Err(AuthError::Invalid("unknown token".into())),
             },
         }
+    }
+
+    fn upcoming_stops(
+        &self,
+        _vehicle: &str,
+        max: usize,
+    ) -> BoxFuture<'static, Option<fleetmq_bridge::UpcomingStops>> {
+        let mut upcoming = self.upcoming.lock().expect("lock").clone();
+        if let Some(u) = &mut upcoming {
+            u.stops.truncate(max);
+        }
+        Box::pin(async move { upcoming })
     }
 
     fn track(

@@ -49,8 +49,9 @@ use crate::ingest::{StateSink, event_json_message, state_topic, state_topic_mess
 use crate::router::RouterMsg;
 use crate::trips::TripBook;
 
-/// Vehicles whose last keys a receiver remembers; past it the memory starts over (a duplicate
-/// may then pass once).
+/// Vehicles whose last keys a receiver remembers; past it the memory starts over: then one
+/// duplicate or older output of each vehicle may pass once (routed as its retained state until
+/// the vehicle's next one; the hub drops it, `deferred`'s age check).
 const MAX_ORDERED_VEHICLES: usize = 1_000_000;
 
 /// Nodes of another bus format a receiver warns about, once each.

@@ -34,6 +34,7 @@ use crate::gtfsrt::{self, Feeds, LiveVehicles};
 use crate::hash::FastState;
 use crate::message::{Message, Origin};
 use crate::metrics::Metrics;
+use fleetmq_bridge::UpcomingStops;
 pub use gate::{Gate, MAX_BATCH, Refused, Taken};
 pub use sink::StateSink;
 use slot::VehicleSlot;
@@ -187,12 +188,12 @@ impl Ingest {
         self.trackers.len()
     }
 
-    /// The next `max` stops of `vehicle` with their ETAs ([`Tracker::upcoming_stops`]); `None`
-    /// for a vehicle without a tracker. Holds the vehicle's lock for one short computation.
-    pub fn upcoming_stops(&self, vehicle: &str, max: usize) -> Option<Vec<geo_engine::NextStop>> {
+    /// The next `max` stops of `vehicle` with their ETAs ([`upcoming_stops`]); `None` for a
+    /// vehicle without a tracker. Holds the vehicle's lock for one short computation.
+    pub fn upcoming_stops(&self, vehicle: &str, max: usize) -> Option<UpcomingStops> {
         let t = self.trackers.get(vehicle)?.clone();
         let t = t.lock();
-        Some(t.upcoming_stops(&self.network, max))
+        Some(upcoming_stops(&t, &self.network, max))
     }
 
     /// Puts back a tracker restored from a snapshot (before any connection is accepted); with
@@ -536,6 +537,17 @@ thread_local! {
     /// into its shared `Arc<str>` (no per-state buffer allocation or regrowth).
     static STATE_JSON_BUF: std::cell::RefCell<Vec<u8>> =
         std::cell::RefCell::new(Vec::with_capacity(STATE_JSON_CAPACITY));
+}
+
+/// `tracker`'s next `max` stops ([`Tracker::upcoming_stops`]) with the route and trip of its
+/// latest state, which they are of.
+pub fn upcoming_stops(tracker: &Tracker, net: &Network, max: usize) -> UpcomingStops {
+    let state = tracker.state();
+    UpcomingStops {
+        route: state.and_then(|s| s.route.clone()),
+        trip: state.and_then(|s| s.trip.clone()),
+        stops: tracker.upcoming_stops(net, max),
+    }
 }
 
 /// `vehicles/{id}`, retained.
