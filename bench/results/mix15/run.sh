@@ -5,11 +5,12 @@
 #   ROW:   1k (10,000 drivers x 2 Hz, riders=900,routes=90,fleet=10)
 #          10k (9,900 drivers x 2.02 Hz, riders=9000,routes=900,fleet=100: fd limit 20,000)
 #   MODE:  plain or batch
-# Writes results/mix15/<label>.json (+ .txt with the table, the load average and both CPUs).
+# Writes results/mix15/<label>.json (+ .txt with the table, the load average and both CPUs), or
+# into $OUT when set (session 20: OUT=results/s20).
 set -euo pipefail
 BUILD=$1 ROW=$2 MODE=$3 DURATION=${4:-10}
 LABEL=${LABEL:-$(basename "$BUILD")-$ROW-$MODE}
-OUT=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-$(cd "$(dirname "$0")" && pwd)}
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 MQTT=$(free_port) HTTP=$(free_port)
 "$BUILD/fleetmq" serve --mqtt 127.0.0.1:$MQTT --http 127.0.0.1:$HTTP >/tmp/mix15-broker-$LABEL.log 2>&1 &
