@@ -23,6 +23,8 @@ use tokio::time::Instant;
 use crate::fleet::Prepared;
 use crate::frames;
 use crate::metrics::{Metrics, inc};
+use crate::slots::Slots;
+pub use crate::slots::VehicleIdx;
 
 /// Identifies a client within a hub.
 pub type ClientId = u64;
@@ -85,67 +87,16 @@ pub struct SubMeta {
     pub batch: bool,
 }
 
-/// A vehicle id as the hub interns it: one `Arc` per vehicle for the hub's life (the fleet never
-/// forgets a vehicle), so it is hashed and compared by address. The push path looks a slot up
-/// per client per update; hashing and comparing the id's bytes there were cache misses into
-/// each id's allocation (`perf`: half of `offer_state` and `take_due` with 1,000 watchers). A key
-/// holds its `Arc`, so the address cannot be reused by another vehicle while a slot keeps it.
-#[derive(Clone)]
-struct VehicleKey(Arc<str>);
-
-impl VehicleKey {
-    fn addr(&self) -> usize {
-        Arc::as_ptr(&self.0).cast::<u8>().addr()
-    }
-}
-
-impl PartialEq for VehicleKey {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for VehicleKey {}
-
-impl std::hash::Hash for VehicleKey {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.addr().hash(h);
-    }
-}
-
-impl PartialOrd for VehicleKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for VehicleKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.addr().cmp(&other.addr())
-    }
-}
-
-/// The coalescing slot of one (subscription, vehicle).
-#[derive(Default)]
-struct Slot {
-    /// The latest state not yet sent.
-    pending: Option<Arc<Prepared>>,
-    last_sent: Option<Instant>,
-    /// The `seq` of this slot's entry in the timer heap, if scheduled.
-    timer: Option<u64>,
-}
-
-/// A map keyed by vehicle on the push path (every state offered to every interested client
-/// hashes its [`VehicleKey`] here): foldhash, randomly seeded per map, instead of SipHash, which
-/// was a tenth of the broker's CPU with 1,000 watchers. Vehicles come only from accepted
-/// updates (bounded by `--max-vehicles`).
+/// A map keyed by vehicle on the push path: foldhash, randomly seeded per map, instead of
+/// SipHash, which was a tenth of the broker's CPU with 1,000 watchers. Vehicles come only from
+/// accepted updates (bounded by `--max-vehicles`).
 type VehicleMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The pending states of one batched subscription.
 #[derive(Default)]
 struct Batched {
     /// The latest unsent state of each vehicle that changed since the last frame.
-    pending: VehicleMap<VehicleKey, Arc<Prepared>>,
+    pending: VehicleMap<VehicleIdx, Arc<Prepared>>,
     last_sent: Option<Instant>,
     /// The `seq` of this subscription's entry in the timer heap, if scheduled.
     timer: Option<u64>,
@@ -157,13 +108,14 @@ struct Timer {
     seq: u64,
     sub: SubKey,
     /// The vehicle of a per-vehicle slot; `None` for a batched subscription's tick.
-    vehicle: Option<VehicleKey>,
+    vehicle: Option<VehicleIdx>,
 }
 
 #[derive(Default)]
 struct Queue {
     subs: HashMap<SubKey, SubMeta>,
-    slots: VehicleMap<(SubKey, VehicleKey), Slot>,
+    /// Per-vehicle subscriptions' slots.
+    slots: HashMap<SubKey, Slots>,
     batches: HashMap<SubKey, Batched>,
     /// Earliest-due first; at most one entry per slot.
     timers: BinaryHeap<Reverse<Timer>>,
@@ -189,23 +141,22 @@ impl Queue {
             return;
         }
         self.swept = Some(now);
-        let subs = &self.subs;
-        self.slots.retain(|(sub, _), slot| {
-            let interval = subs.get(sub).map_or(Duration::ZERO, |m| m.interval);
-            slot.pending.is_some()
-                || slot.timer.is_some()
-                || slot
-                    .last_sent
-                    .is_some_and(|t| now.duration_since(t) < interval)
-        });
+        for (sub, slots) in &mut self.slots {
+            let interval = self.subs.get(sub).map_or(Duration::ZERO, |m| m.interval);
+            slots.sweep(now, interval);
+        }
     }
 
     /// Schedules the slot of `(sub, vehicle)`, or with no vehicle the batched subscription `sub`.
-    fn schedule(&mut self, sub: SubKey, vehicle: Option<VehicleKey>, due: Instant) {
+    fn schedule(&mut self, sub: SubKey, vehicle: Option<VehicleIdx>, due: Instant) {
         self.seq += 1;
         let seq = self.seq;
         let timer = match &vehicle {
-            Some(v) => self.slots.get_mut(&(sub, v.clone())).map(|s| &mut s.timer),
+            Some(v) => self
+                .slots
+                .get_mut(&sub)
+                .and_then(|s| s.get_mut(*v))
+                .map(|s| &mut s.timer),
             None => self.batches.get_mut(&sub).map(|b| &mut b.timer),
         };
         if let Some(timer) = timer {
@@ -296,12 +247,7 @@ impl Client {
             q.batches.entry(sub).or_default().last_sent = Some(now);
         }
         // Updates that arrived while the snapshot was being made were parked unscheduled.
-        let parked: Vec<_> = q
-            .slots
-            .iter()
-            .filter(|(k, s)| k.0 == sub && s.pending.is_some() && s.timer.is_none())
-            .map(|(k, _)| k.1.clone())
-            .collect();
+        let parked = q.slots.get(&sub).map(Slots::parked).unwrap_or_default();
         for vehicle in parked {
             q.schedule(sub, Some(vehicle), now);
         }
@@ -319,16 +265,15 @@ impl Client {
     pub fn remove_sub(&self, sub: SubKey) {
         let mut q = self.lock();
         q.subs.remove(&sub);
-        q.slots.retain(|k, _| k.0 != sub);
+        q.slots.remove(&sub);
         q.batches.remove(&sub);
         q.timers.retain(|t| t.0.sub != sub);
     }
 
     /// Offers a new state of `vehicle` to subscription `sub`: it replaces any pending one and is sent
     /// when the subscription's interval since the last send has passed. `vehicle` is the hub's
-    /// interned id of the state's vehicle (the same `Arc` for every state of one vehicle).
-    pub fn offer_state(&self, sub: SubKey, p: &Arc<Prepared>, vehicle: &Arc<str>, now: Instant) {
-        let vehicle = VehicleKey(vehicle.clone());
+    /// index of the state's vehicle.
+    pub fn offer_state(&self, sub: SubKey, p: &Arc<Prepared>, vehicle: VehicleIdx, now: Instant) {
         let mut q = self.lock();
         if q.closing.is_some() {
             return;
@@ -352,7 +297,7 @@ impl Client {
         // One hash lookup per offer (this is the hottest line of a push): the slot's timer is
         // set here rather than through `schedule`, which would look the slot up again.
         let queue = &mut *q;
-        let slot = queue.slots.entry((sub, vehicle.clone())).or_default();
+        let slot = queue.slots.entry(sub).or_default().entry(vehicle);
         if slot.pending.replace(p.clone()).is_some() {
             inc(&self.metrics.deliveries_coalesced);
         }
@@ -413,7 +358,7 @@ impl Client {
     /// (subscription, vehicle), however long the writer is stuck.
     pub fn queued(&self) -> usize {
         let q = self.lock();
-        let states = q.slots.values().filter(|s| s.pending.is_some()).count()
+        let states = q.slots.values().map(Slots::pending).sum::<usize>()
             + q.batches.values().map(|b| b.pending.len()).sum::<usize>();
         states + q.events.len() + q.control.len()
     }
@@ -497,7 +442,7 @@ impl Client {
                 }
                 continue;
             };
-            let Some(slot) = q.slots.get_mut(&(t.sub, vehicle)) else {
+            let Some(slot) = q.slots.get_mut(&t.sub).and_then(|s| s.get_mut(vehicle)) else {
                 continue;
             };
             if slot.timer != Some(t.seq) {
@@ -592,9 +537,8 @@ mod tests {
     async fn latest_state_wins_and_interval_holds_back_the_next() {
         let c = client(8);
         c.add_sub(0, meta(true));
-        let v: Arc<str> = Arc::from("bus");
-        c.offer_state(0, &prepared("bus", 1), &v, Instant::now());
-        c.offer_state(0, &prepared("bus", 2), &v, Instant::now());
+        c.offer_state(0, &prepared("bus", 1), 0, Instant::now());
+        c.offer_state(0, &prepared("bus", 2), 0, Instant::now());
         let sent = texts(c.take_due());
         assert_eq!(sent.len(), 1);
         assert!(sent[0].contains(r#""ts":2"#), "{sent:?}");
@@ -605,7 +549,7 @@ mod tests {
             1
         );
         // The next state waits for the interval.
-        c.offer_state(0, &prepared("bus", 3), &v, Instant::now());
+        c.offer_state(0, &prepared("bus", 3), 0, Instant::now());
         assert!(matches!(c.take_due(), Err(Some(_))));
         tokio::time::advance(Duration::from_millis(1001)).await;
         let sent = texts(c.take_due());
@@ -616,8 +560,7 @@ mod tests {
     async fn updates_wait_for_the_snapshot() {
         let c = client(8);
         c.add_sub(0, meta(false));
-        let v: Arc<str> = Arc::from("bus");
-        c.offer_state(0, &prepared("bus", 1), &v, Instant::now());
+        c.offer_state(0, &prepared("bus", 1), 0, Instant::now());
         assert!(
             texts(c.take_due()).is_empty(),
             "no update before the snapshot"
@@ -669,10 +612,9 @@ mod tests {
             },
         );
         assert_eq!(texts(c.take_due()), vec!["SNAP".to_string()]);
-        let ids: Vec<Arc<str>> = (0..10).map(|i| Arc::from(format!("bus-{i}"))).collect();
         for ts in 0..100 {
-            for v in &ids {
-                c.offer_state(0, &prepared(v, ts), v, Instant::now());
+            for v in 0..10 {
+                c.offer_state(0, &prepared(&format!("bus-{v}"), ts), v, Instant::now());
             }
         }
         assert_eq!(c.queued(), 10, "one pending state per vehicle");
@@ -689,14 +631,14 @@ mod tests {
     async fn idle_slots_are_swept() {
         let c = client(2);
         c.add_sub(0, meta(true));
-        for i in 0..10 {
-            let v: Arc<str> = Arc::from(format!("bus-{i}"));
-            c.offer_state(0, &prepared(&v, 1), &v, Instant::now());
+        for v in 0..10 {
+            c.offer_state(0, &prepared(&format!("bus-{v}"), 1), v, Instant::now());
         }
         assert_eq!(texts(c.take_due()).len(), 10);
-        assert_eq!(c.lock().slots.len(), 10);
+        let held = |c: &Client| c.lock().slots.values().map(Slots::len).sum::<usize>();
+        assert_eq!(held(&c), 10);
         tokio::time::advance(SWEEP_EVERY + Duration::from_secs(1)).await;
         let _ = c.take_due();
-        assert_eq!(c.lock().slots.len(), 0);
+        assert_eq!(held(&c), 0);
     }
 }

@@ -15,6 +15,7 @@ use geo_engine::{Point, VehicleState, VehicleStatus};
 use crate::filter::Criteria;
 use crate::grid::{Bbox, Cell, Grid};
 use crate::port::Access;
+use crate::slots::VehicleIdx;
 use crate::track::{Ring, TrackLimits, TrackPoint};
 
 /// The maps' hasher: foldhash, randomly seeded (vehicle ids are client-chosen), instead of
@@ -70,6 +71,8 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Arc<str> {
 struct Entry {
     /// The map key, shared with the cell index.
     id: Arc<str>,
+    /// The vehicle's index: dense from 0 in order of arrival (`slots`).
+    idx: VehicleIdx,
     latest: Arc<Prepared>,
     track: Ring,
     cell: Cell,
@@ -165,7 +168,7 @@ impl Fleet {
     ///
     /// # Errors
     /// [`Full`] when the vehicle is new and the fleet is at `max_vehicles`.
-    pub fn upsert(&self, p: &Arc<Prepared>) -> Result<(Option<Arc<Prepared>>, Arc<str>), Full> {
+    pub fn upsert(&self, p: &Arc<Prepared>) -> Result<(Option<Arc<Prepared>>, VehicleIdx), Full> {
         let s = &p.state;
         let cell = self.grid.cell(s.lat, s.lon);
         let mut shard = Self::write(self.shard(&s.vehicle));
@@ -180,13 +183,18 @@ impl Fleet {
                 shard.cells.entry(cell).or_default().insert(id);
                 e.cell = cell;
             }
-            return Ok((Some(prev), e.id.clone()));
+            return Ok((Some(prev), e.idx));
         }
         // A new vehicle: reserve a place first so that concurrent inserts cannot overshoot.
-        if self.count.fetch_add(1, Ordering::Relaxed) >= self.max_vehicles {
+        // The count before is the vehicle's index: each successful reservation takes the next
+        // one (a refused one gives its increment back before any other can succeed, since the
+        // count stays at or over the bound meanwhile), and vehicles are never removed.
+        let idx = self.count.fetch_add(1, Ordering::Relaxed);
+        if idx >= self.max_vehicles {
             self.count.fetch_sub(1, Ordering::Relaxed);
             return Err(Full);
         }
+        let idx = VehicleIdx::try_from(idx).map_err(|_| Full)?;
         let id: Arc<str> = s.vehicle.clone();
         let mut track = Ring::default();
         track.push(TrackPoint::from(&**s), &self.track);
@@ -195,13 +203,14 @@ impl Fleet {
             id.clone(),
             Entry {
                 id: id.clone(),
+                idx,
                 latest: p.clone(),
                 track,
                 cell,
                 updated: Instant::now(),
             },
         );
-        Ok((None, id))
+        Ok((None, idx))
     }
 
     /// Vehicles not offline whose latest state came in longer than `silent_for` ago.

@@ -180,7 +180,7 @@ impl Hub {
         }
         let now = Instant::now();
         for (client, sub) in targets {
-            client.offer_state(sub, &p, &vehicle, now);
+            client.offer_state(sub, &p, vehicle, now);
         }
     }
 

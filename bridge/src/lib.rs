@@ -102,6 +102,7 @@ mod rest;
 mod routes;
 pub mod server;
 mod session;
+mod slots;
 mod sse;
 mod stops;
 mod subs;
