@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use crate::fleet::Prepared;
 use crate::frames;
 use crate::metrics::{Metrics, inc};
-use crate::slots::Slots;
 pub use crate::slots::VehicleIdx;
+use crate::slots::{Slots, TimerSeq};
 
 /// Identifies a client within a hub.
 pub type ClientId = u64;
@@ -99,13 +99,13 @@ struct Batched {
     pending: VehicleMap<VehicleIdx, Arc<Prepared>>,
     last_sent: Option<Instant>,
     /// The `seq` of this subscription's entry in the timer heap, if scheduled.
-    timer: Option<u64>,
+    timer: Option<TimerSeq>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Timer {
     due: Instant,
-    seq: u64,
+    seq: TimerSeq,
     sub: SubKey,
     /// The vehicle of a per-vehicle slot; `None` for a batched subscription's tick.
     vehicle: Option<VehicleIdx>,
@@ -125,6 +125,13 @@ struct Queue {
     closing: Option<CloseReason>,
     /// When idle slots were last dropped.
     swept: Option<Instant>,
+}
+
+/// The next timer's sequence number from a queue's counter.
+fn next_seq(counter: &mut u64) -> TimerSeq {
+    *counter += 1;
+    // Counting from 1, a u64 does not come back to 0.
+    TimerSeq::new(*counter).unwrap_or(TimerSeq::MAX)
 }
 
 /// How often a queue drops the slots of vehicles it has not heard of for a whole interval.
@@ -149,8 +156,7 @@ impl Queue {
 
     /// Schedules the slot of `(sub, vehicle)`, or with no vehicle the batched subscription `sub`.
     fn schedule(&mut self, sub: SubKey, vehicle: Option<VehicleIdx>, due: Instant) {
-        self.seq += 1;
-        let seq = self.seq;
+        let seq = next_seq(&mut self.seq);
         let timer = match &vehicle {
             Some(v) => self
                 .slots
@@ -303,11 +309,11 @@ impl Client {
         }
         if slot.timer.is_none() {
             let due = slot.last_sent.map_or(now, |t| (t + interval).max(now));
-            queue.seq += 1;
-            slot.timer = Some(queue.seq);
+            let seq = next_seq(&mut queue.seq);
+            slot.timer = Some(seq);
             queue.timers.push(Reverse(Timer {
                 due,
-                seq: queue.seq,
+                seq,
                 sub,
                 vehicle: Some(vehicle),
             }));
