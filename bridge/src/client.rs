@@ -23,8 +23,7 @@ use tokio::time::Instant;
 use crate::fleet::Prepared;
 use crate::frames;
 use crate::metrics::{Metrics, inc};
-pub use crate::slots::VehicleIdx;
-use crate::slots::{Slots, TimerSeq};
+use crate::slots::{Slots, TimerSeq, VehicleIdx};
 
 /// Identifies a client within a hub.
 pub type ClientId = u64;

@@ -189,12 +189,15 @@ impl Fleet {
         // The count before is the vehicle's index: each successful reservation takes the next
         // one (a refused one gives its increment back before any other can succeed, since the
         // count stays at or over the bound meanwhile), and vehicles are never removed.
-        let idx = self.count.fetch_add(1, Ordering::Relaxed);
-        if idx >= self.max_vehicles {
+        // An index past `VehicleIdx` counts as over the bound too, and gives its place back.
+        let reserved = self.count.fetch_add(1, Ordering::Relaxed);
+        let Some(idx) = (reserved < self.max_vehicles)
+            .then(|| VehicleIdx::try_from(reserved).ok())
+            .flatten()
+        else {
             self.count.fetch_sub(1, Ordering::Relaxed);
             return Err(Full);
-        }
-        let idx = VehicleIdx::try_from(idx).map_err(|_| Full)?;
+        };
         let id: Arc<str> = s.vehicle.clone();
         let mut track = Ring::default();
         track.push(TrackPoint::from(&**s), &self.track);
