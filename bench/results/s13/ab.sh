@@ -41,6 +41,8 @@ l = d['latency_us']
 print(f"  updates/s {d['updates_per_sec']:.0f} lost {d['lost']} µs/update {d['broker_cpu_us_per_update']:.2f}"
       f" p50/p99/max {l['p50']/1000:.2f}/{l['p99']/1000:.1f}/{l['max']/1000:.1f} ms"
       f" worst s0-4 {max(w[:5]) if w else 0} ms, from s5 {max(w[5:]) if len(w) > 5 else 0} ms")
+if 'broker_cpu_us_per_update_steady' in d:  # fleetmq-bench from session 22 on
+    print(f"  µs/update from s {d['warmup_s']} of driving to the last fix: {d['broker_cpu_us_per_update_steady']:.2f}")
 if 'latency_steady_us' in d:  # fleetmq-bench from session 14 on
     s = d['latency_steady_us']
     print(f"  from s {d['warmup_s']} of driving: p50/p99/max {s['p50']/1000:.2f}/{s['p99']/1000:.1f}/{s['max']/1000:.1f} ms")

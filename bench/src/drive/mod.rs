@@ -155,6 +155,12 @@ pub struct Figures {
     /// microseconds; absent without `--pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_cpu_us_per_update: Option<f64>,
+    /// The same over the steady window only, from `warmup_s` seconds after the first fix to the
+    /// last one, divided by the updates sent in that window: what a vehicle that stays connected
+    /// costs, without the first fixes (restore, lease) and the disconnects at the end. Absent
+    /// without `--pid` or when the warm-up covers the whole run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_cpu_us_per_update_steady: Option<f64>,
     /// With `--watch`: the latency of each watcher kind (`riders`, `routes`, `fleet`) alone.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub latency_by_kind_us: BTreeMap<&'static str, Latency>,
@@ -390,6 +396,13 @@ pub async fn run(args: Args) -> Result<Figures> {
     let qos = QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce);
     let pids = args.pid.clone().unwrap_or_default();
     let cpu_before = cpu::total_cpu_us(&pids)?;
+    let steady_cpu = (!pids.is_empty()).then(|| {
+        let window = start
+            .checked_add(Duration::from_secs(args.warmup))
+            .filter(|from| *from < end)
+            .map(|from| (from, end));
+        tokio::spawn(steady_cpu(pids.clone(), window, shared.counters.clone()))
+    });
     let mut drivers = JoinSet::new();
     let n = args.drivers as u32;
     let job = |i: usize| driver::Job {
@@ -463,6 +476,10 @@ pub async fn run(args: Args) -> Result<Figures> {
     }
     drop(progress);
     let cpu_used = cpu::total_cpu_us(&pids)?.saturating_sub(cpu_before);
+    let steady_us_per_update = match steady_cpu {
+        Some(task) => task.await??,
+        None => None,
+    };
     let figures = Figures {
         updates_sent,
         states_received,
@@ -473,6 +490,7 @@ pub async fn run(args: Args) -> Result<Figures> {
         lost: shared.ledger.lost(),
         broker_cpu_us_per_update: (!pids.is_empty())
             .then(|| cpu_used as f64 / updates_sent.max(1) as f64),
+        broker_cpu_us_per_update_steady: steady_us_per_update,
         latency_by_kind_us: match args.watch {
             Some(_) => by_kind.iter().map(|(k, h)| (*k, Latency::of(h))).collect(),
             None => BTreeMap::new(),
@@ -556,9 +574,39 @@ pub async fn run(args: Args) -> Result<Figures> {
         ));
         rows.push(("broker CPU µs/update".to_string(), format!("{us:.2}")));
     }
+    if let Some(us) = figures.broker_cpu_us_per_update_steady {
+        rows.push((
+            format!("  from s {} of driving", args.warmup),
+            format!("{us:.2}"),
+        ));
+    }
     report::print_table("drive", &rows);
     report::write_json(args.json.as_deref(), &figures)?;
     Ok(figures)
+}
+
+/// Broker CPU µs per update sent between the two instants of `window` (`None`: no window, or no
+/// update in it), read from `/proc/PID/stat` of `pids` and the drivers' sent counter.
+async fn steady_cpu(
+    pids: Vec<u32>,
+    window: Option<(Instant, Instant)>,
+    counters: Arc<Counters>,
+) -> Result<Option<f64>> {
+    let Some((from, to)) = window else {
+        return Ok(None);
+    };
+    tokio::time::sleep_until(from.into()).await;
+    let (cpu0, sent0) = (
+        cpu::total_cpu_us(&pids)?,
+        counters.a.load(Ordering::Relaxed),
+    );
+    tokio::time::sleep_until(to.into()).await;
+    let (cpu1, sent1) = (
+        cpu::total_cpu_us(&pids)?,
+        counters.a.load(Ordering::Relaxed),
+    );
+    let sent = sent1.saturating_sub(sent0);
+    Ok((sent > 0).then(|| cpu1.saturating_sub(cpu0) as f64 / sent as f64))
 }
 
 /// What each WebSocket watcher subscribes to: the `--watch` mix, or `--watchers` route watchers.
