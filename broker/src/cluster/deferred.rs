@@ -81,6 +81,8 @@ pub struct Received<'a> {
     /// The vehicle's first state this node received: it goes in at once, so the fleet lists
     /// the vehicle.
     pub first: bool,
+    /// When its frame came (one clock read per frame, not per state).
+    pub arrived: Instant,
 }
 
 /// Received states on their way into this node's hub and GTFS-Realtime live set (module doc).
@@ -151,7 +153,7 @@ impl Deferred {
             json,
             fit,
             deviated,
-            arrived: Instant::now(),
+            arrived: r.arrived,
         };
         let wanted = r.first
             || self

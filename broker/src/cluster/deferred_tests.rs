@@ -2,6 +2,7 @@
 //! seen had every state been pushed on arrival.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use fleetmq_bridge::{Hub, HubConfig};
 use geo_engine::{Event, Network, PipelineConfig, VehicleState};
@@ -48,6 +49,7 @@ fn at<'a>(vehicle: &'a str, route: Option<&'a str>, first: bool) -> Received<'a>
         route,
         trip: None,
         first,
+        arrived: Instant::now(),
     }
 }
 

@@ -223,7 +223,7 @@ impl LocalOutputs {
                 () = stop.cancelled() => return,
             };
             let Some((_, frame)) = next else { return };
-            self.frame(&frame, &mut seen, &mut routed, &mut warned);
+            self.frame(&frame, Instant::now(), &mut seen, &mut routed, &mut warned);
             // The frame's messages go to the router together, after all of it is read: one
             // send and one wake-up per frame, not per record.
             if !routed.is_empty() {
@@ -236,10 +236,12 @@ impl LocalOutputs {
         }
     }
 
-    /// Reads one frame into the sinks; its messages for the router into `routed`.
+    /// Reads one frame, which came at `arrived`, into the sinks; its messages for the router
+    /// into `routed`.
     fn frame(
         &self,
         frame: &Bytes,
+        arrived: Instant,
         seen: &mut FastMap<String, Seen>,
         routed: &mut Vec<Arc<crate::message::Message>>,
         warned: &mut Vec<Box<[u8]>>,
@@ -262,7 +264,7 @@ impl LocalOutputs {
         };
         for r in Records::new(records) {
             match r {
-                Ok(r) => routed.extend(self.output(frame, &r, seen)),
+                Ok(r) => routed.extend(self.output(frame, arrived, &r, seen)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cluster: unreadable output on the bus; the rest of its frame skipped")
                 }
@@ -270,11 +272,12 @@ impl LocalOutputs {
         }
     }
 
-    /// One record of `frame` into the sinks; the message for the router, `None` when stale or
-    /// unreadable.
+    /// One record of `frame` (come at `arrived`) into the sinks; the message for the router,
+    /// `None` when stale or unreadable.
     fn output(
         &self,
         frame: &Bytes,
+        arrived: Instant,
         r: &Record<'_>,
         seen: &mut FastMap<String, Seen>,
     ) -> Option<Arc<crate::message::Message>> {
@@ -290,13 +293,14 @@ impl LocalOutputs {
                     }
                 });
                 if let Some(book) = &self.trips {
-                    book.observe(r.vehicle, r.route, r.trip, Instant::now());
+                    book.observe(r.vehicle, r.route, r.trip, arrived);
                 }
                 let state = super::deferred::Received {
                     vehicle: r.vehicle,
                     route: r.route,
                     trip: r.trip,
                     first,
+                    arrived,
                 };
                 self.outputs.state(state, json.clone(), fit, r.deviated);
                 Some(state_topic_message(state_topic, json))

@@ -5,7 +5,7 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -220,7 +220,13 @@ fn state_json(ts: i64) -> String {
 fn read(outputs: &LocalOutputs, frame: Vec<u8>) -> Vec<Arc<crate::message::Message>> {
     let mut routed = Vec::new();
     let mut seen = crate::hash::FastMap::default();
-    outputs.frame(&Bytes::from(frame), &mut seen, &mut routed, &mut Vec::new());
+    outputs.frame(
+        &Bytes::from(frame),
+        Instant::now(),
+        &mut seen,
+        &mut routed,
+        &mut Vec::new(),
+    );
     routed
 }
 
