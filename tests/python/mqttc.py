@@ -52,9 +52,10 @@ class Client:
 
     def __init__(self, addr: Tuple[str, int], client_id: str = "", protocol: int = V5,
                  manual_ack: bool = False, transport: str = "tcp", ws_path: str = "/mqtt",
-                 tls_ca: Optional[str] = None):
+                 tls_ca: Optional[str] = None, reconnect: bool = True):
         """`transport` "websockets" speaks MQTT over WebSocket at `ws_path`; `tls_ca` (a PEM CA
-        file) turns on TLS."""
+        file) turns on TLS; `reconnect` False stops paho from connecting again by itself after
+        the server closed the connection (a client taken over must stay away)."""
         self.addr = addr
         self.protocol = protocol
         self.client_id = client_id
@@ -69,17 +70,20 @@ class Client:
         self.transport = transport
         self.ws_path = ws_path
         self.tls_ca = tls_ca
+        self.reconnect = reconnect
         self.paho: Optional[mqtt.Client] = None
 
     def _new_paho(self, clean_start: bool) -> mqtt.Client:
         if self.protocol == V5:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                  protocol=V5, manual_ack=self.manual_ack,
-                                 transport=self.transport)
+                                 transport=self.transport,
+                                 reconnect_on_failure=self.reconnect)
         else:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                  clean_session=clean_start, protocol=self.protocol,
-                                 manual_ack=self.manual_ack, transport=self.transport)
+                                 manual_ack=self.manual_ack, transport=self.transport,
+                                 reconnect_on_failure=self.reconnect)
         if self.transport == "websockets":
             client.ws_set_options(path=self.ws_path)
         if self.tls_ca is not None:
@@ -250,9 +254,11 @@ class Client:
             self.messages.clear()
 
 
-def connected(addr, client_id: Optional[str] = None, protocol: int = V5, **kwargs) -> Client:
+def connected(addr, client_id: Optional[str] = None, protocol: int = V5, reconnect: bool = True,
+              **kwargs) -> Client:
     """A connected client with a fresh unique client id unless one is given."""
-    client = Client(addr, client_id if client_id is not None else unique("c"), protocol)
+    client = Client(addr, client_id if client_id is not None else unique("c"), protocol,
+                    reconnect=reconnect)
     client.connect(**kwargs)
     return client
 

@@ -5,7 +5,8 @@ Debian's mosquitto_pub / mosquitto_sub.
 - subscribers on B and C with overlapping filters, publisher on A: one copy each;
 - a `$share` group spread over the nodes: one copy per group;
 - client id `x` connecting to C kicks `x` on A (v5: DISCONNECT 0x8E; 3.1.1: closed), its will
-  is published once; the owner key in Redis follows the session;
+  is published once; the owner key in Redis follows the session; so do 80 ids connecting on B
+  at once (their claims go to Redis in one batch);
 - a retained message set on A reaches a new subscriber on C, and its clear from B clears it
   everywhere; sets and clears racing on two nodes end the same everywhere;
 - Redis stopped: local delivery goes on; back: routes rewritten, cross-node delivery resumes.
@@ -16,6 +17,7 @@ until a probe published on the publishing node reaches its subscribers, with a d
 
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -169,7 +171,7 @@ def test_a_client_id_connecting_on_another_node_kicks_the_old_one_will_once(clus
     marker_pub = connected(a.addr, unique("marker"))
     ready_subscription(marker_pub, will_topic, [watcher])
 
-    old = Client(a.addr, client_id)
+    old = Client(a.addr, client_id, reconnect=False)
     old.connect(will={"topic": will_topic, "payload": b"gone", "qos": 1})
     new = Client(c.addr, client_id)
     new.connect()
@@ -193,10 +195,36 @@ def test_a_client_id_connecting_on_another_node_kicks_the_old_one_will_once(clus
              "the owner key deleted")
 
     # 3.1.1: the old connection is closed (no DISCONNECT from a server in 3.1.1).
-    old311 = Client(a.addr, unique("y"), protocol=V311)
+    old311 = Client(a.addr, unique("y"), protocol=V311, reconnect=False)
     old311.connect()
     Client(b.addr, old311.client_id, protocol=V311).connect()
     old311.wait_disconnected(timeout=10)
+
+
+def test_a_storm_of_ids_moving_to_another_node_kicks_every_old_connection(cluster):
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    ids = [unique("storm") for _ in range(80)]
+    owner = lambda i: cluster.redis_reply("GET", f"fleetmq:client:{i}")  # noqa: E731
+    olds, news = [], []
+    with ThreadPoolExecutor(16) as pool:
+        try:
+            # Taken over, an old client must stay away (paho would connect again and take
+            # the id back).
+            olds = list(pool.map(lambda i: connected(a.addr, i, reconnect=False), ids))
+            # A's claims first: one landing after B's would kick B's connection instead.
+            wait_for(lambda: all(owner(i) == "a" for i in ids), 10, "every id owned by A")
+            news = list(pool.map(lambda i: connected(b.addr, i), ids))
+            for old in olds:
+                _, reason, _ = old.wait_disconnected(timeout=10)
+                assert reason.value == 0x8E, f"{old.client_id} taken over: {reason}"
+            assert all(owner(i) == "b" for i in ids)
+            assert all(n.disconnected is None for n in news)
+            # Clean start, no expiry: each session ends with its connection, and its key goes.
+            list(pool.map(lambda n: n.disconnect(), news))
+            wait_for(lambda: all(owner(i) is None for i in ids), 10, "every owner key deleted")
+        finally:
+            for c in olds + news:
+                c.close()
 
 
 def retained_at(node, base, topic, want_marker=None):

@@ -6,7 +6,8 @@ on one redis-server and on a 3-master Redis Cluster, real paho v5 clients.
   messages published on C; resumed on B: session present, all 100 in order, nothing else;
 - kill -9 of the node holding a session's connection with messages unacknowledged and queued:
   resumed on B, nothing lost, the unacknowledged ones again with DUP and their packet ids;
-- clean start on another node discards the stored session;
+- clean start on another node discards the stored session, also for three ids among 120
+  clean-start clients connecting at once (their deletes go to Redis in one batch);
 - Redis away: a CONNECT that needs the session store gets CONNACK 0x88, a QoS 1 publish with a
   durable subscriber gets PUBACK 0x80 (v5) or disconnects its 3.1.1 publisher without an ack;
 - garbage written into Redis by others (queue entries, notices, records) is skipped or deleted.
@@ -14,6 +15,8 @@ on one redis-server and on a 3-master Redis Cluster, real paho v5 clients.
 The table of durable sessions spreads asynchronously (a notice, a sync every 2 s): a test first
 publishes probes on the publishing node until one is in the session's queue in Redis.
 """
+
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -220,6 +223,41 @@ def test_clean_start_on_another_node_discards_the_stored_session(cluster):
     again = persistent(a, client_id)
     assert not again.session_present
     again.disconnect()
+    publisher.disconnect()
+
+
+def test_clean_starts_in_a_storm_of_connects_discard_their_stored_sessions(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    base = unique("storm")
+    stored = [unique("st") for _ in range(3)]
+    for client_id in stored:
+        first = persistent(a, client_id)
+        first.subscribe(f"{base}/#", qos=1)
+        first.disconnect()
+    publisher = connected(c.addr, unique("pub"))
+    for client_id in stored:
+        wait_queued(cluster, publisher, client_id, f"{base}/probe")
+    others = [unique("plain") for _ in range(117)]
+    ids = others[:40] + stored[:1] + others[40:80] + stored[1:2] + others[80:] + stored[2:]
+    clients = []
+    with ThreadPoolExecutor(16) as pool:
+        try:
+            clients = list(pool.map(lambda i: connected(b.addr, i), ids))
+            assert not any(cl.session_present for cl in clients)
+
+            def deleted():
+                return all(cluster.redis_reply("HEXISTS", "fleetmq:sessions", i) == "0"
+                           and queue_len(cluster, i) == 0 for i in stored)
+            wait_for(deleted, 10, "the three stored sessions deleted")
+            list(pool.map(lambda cl: cl.disconnect(), clients))
+        finally:
+            for cl in clients:
+                cl.close()
+    # A later resume of each finds no session.
+    for client_id in stored:
+        again = persistent(a, client_id)
+        assert not again.session_present
+        again.disconnect()
     publisher.disconnect()
 
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redis::AsyncCommands as _;
+use redis::{AsyncCommands as _, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +20,27 @@ use super::routing::{
     inbox, routes_key,
 };
 use crate::persist::Conn;
+use crate::persist::conn::query_each;
 use crate::persist::pubsub::Publisher;
+
+/// Commands taken off the queue at once.
+const BATCH: usize = 512;
+/// Commands per pipeline.
+const PER_PIPELINE: usize = 256;
+
+/// A client id's owner key to take or give up.
+enum Owner {
+    Claim(Box<str>),
+    Release(Box<str>),
+}
+
+impl Owner {
+    fn client_id(&self) -> &str {
+        match self {
+            Owner::Claim(id) | Owner::Release(id) => id,
+        }
+    }
+}
 
 /// Writes a retained frame (or clears it, `ARGV[3]` empty) only when its stamp is newer.
 const RETAIN_SCRIPT: &str = r"
@@ -56,16 +76,19 @@ impl RouteSync {
     ) {
         let mut tick = tokio::time::interval(SYNC_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
                 () = stop.cancelled() => {
                     let _: Result<(), _> = self.conn.del(routes_key(&self.node)).await;
                     return;
                 }
-                c = commands.recv() => match c {
-                    Some(c) => self.command(c).await,
-                    None => return,
-                },
+                n = commands.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    self.commands(batch.drain(..)).await;
+                }
                 () = self.shared.refresh.notified() => self.read_routes().await,
                 _ = tick.tick() => {
                     self.write_routes().await;
@@ -75,13 +98,30 @@ impl RouteSync {
         }
     }
 
+    /// Runs commands in order; a run of claims and releases (a connect storm) goes out
+    /// together, in per-slot pipelines that keep the order of each client id's commands.
+    async fn commands(&mut self, commands: impl Iterator<Item = Command>) {
+        let mut owners: Vec<Owner> = Vec::new();
+        for c in commands {
+            match c {
+                Command::Claim(id) => owners.push(Owner::Claim(id)),
+                Command::Release(id) => owners.push(Owner::Release(id)),
+                other => {
+                    self.owners(std::mem::take(&mut owners)).await;
+                    self.command(other).await;
+                }
+            }
+        }
+        self.owners(owners).await;
+    }
+
     async fn command(&mut self, c: Command) {
         let key = routes_key(&self.node);
         let result = match c {
             Command::Add(f) => self.conn.sadd::<_, _, ()>(&key, &*f).await,
             Command::Remove(f) => self.conn.srem::<_, _, ()>(&key, &*f).await,
-            Command::Claim(id) => return self.claim(&id).await,
-            Command::Release(id) => return self.release(&id).await,
+            Command::Claim(id) => return self.owners(vec![Owner::Claim(id)]).await,
+            Command::Release(id) => return self.owners(vec![Owner::Release(id)]).await,
             Command::Retain {
                 topic,
                 stamp,
@@ -96,40 +136,60 @@ impl RouteSync {
         }
     }
 
-    /// Takes `client_id` for this node; kicks the node that held it.
-    async fn claim(&mut self, client_id: &str) {
-        let previous: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(client_key(client_id))
-            .arg(&*self.node)
-            .arg("GET")
-            .query_async(&mut self.conn)
-            .await;
-        match previous {
-            Ok(Some(owner)) if *owner != *self.node => {
-                self.publisher
-                    .publish(&inbox(&owner), frame::kick(client_id));
+    /// Claims (takes the client id for this node, kicking the node that held it) and
+    /// releases (deletes the id's owner key if it still names this node: another node may
+    /// have claimed it since), in one batch.
+    async fn owners(&mut self, owners: Vec<Owner>) {
+        if owners.is_empty() {
+            return;
+        }
+        let cmds = owners
+            .iter()
+            .map(|o| {
+                let key = client_key(o.client_id());
+                let mut cmd;
+                match o {
+                    Owner::Claim(_) => {
+                        cmd = redis::cmd("SET");
+                        cmd.arg(&key).arg(&*self.node).arg("GET");
+                    }
+                    Owner::Release(_) => {
+                        cmd = redis::cmd("EVAL");
+                        cmd.arg(RELEASE_SCRIPT).arg(1).arg(&key).arg(&*self.node);
+                    }
+                }
+                (key, cmd)
+            })
+            .collect();
+        let replies = match query_each(&self.conn, cmds, PER_PIPELINE).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                tracing::debug!(error = %e, "cluster: client ids not claimed or released");
+                return;
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "cluster: client id not claimed"),
+        };
+        for (o, reply) in owners.iter().zip(replies) {
+            match (o, reply) {
+                (Owner::Claim(id), Ok(Value::BulkString(owner)))
+                    if *owner != *self.node.as_bytes() =>
+                {
+                    // An owner that is not UTF-8 was not written by a node.
+                    if let Ok(owner) = std::str::from_utf8(&owner) {
+                        self.publisher.publish(&inbox(owner), frame::kick(id));
+                    }
+                }
+                (_, Ok(_)) => {}
+                (Owner::Claim(_), Err(e)) => {
+                    tracing::debug!(error = %e, "cluster: client id not claimed");
+                }
+                (Owner::Release(_), Err(e)) => {
+                    tracing::debug!(error = %e, "cluster: client id not released");
+                }
+            }
         }
     }
 
     /// Stores (or clears) a retained message in Redis unless a newer one is there.
-    /// Deletes the client id's owner key if it still names this node (another node may have
-    /// claimed it since).
-    async fn release(&mut self, client_id: &str) {
-        let result: redis::RedisResult<i64> = redis::cmd("EVAL")
-            .arg(RELEASE_SCRIPT)
-            .arg(1)
-            .arg(client_key(client_id))
-            .arg(&*self.node)
-            .query_async(&mut self.conn)
-            .await;
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "cluster: client id not released");
-        }
-    }
-
     async fn retain(&mut self, topic: &str, stamp: &str, frame: Option<Bytes>) {
         // EVAL: the script is tiny and retained writes are rare (the redis crate's `script`
         // feature, for EVALSHA, is not built).

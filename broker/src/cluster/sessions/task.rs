@@ -43,6 +43,12 @@ if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET
 return 1
 ";
 
+/// Forgets of a run that were not done: how many, and the first failure.
+struct Unforgotten {
+    count: usize,
+    first: redis::RedisError,
+}
+
 pub(super) struct Task {
     pub(super) node: Arc<str>,
     pub(super) known: Arc<Known>,
@@ -113,8 +119,27 @@ impl Task {
         // after the first, which its wake or the poll brings anyway.
         let mut reads: Vec<(Arc<str>, EntryId)> = Vec::new();
         let mut read: HashSet<Arc<str>> = HashSet::new();
+        // A run of forgets (a connect storm of clean-start clients) goes out together too; an
+        // op of another kind waits for it, and it for the writes and reads before it, so every
+        // op still takes effect in order.
+        let mut forgets: Vec<(Arc<str>, bool)> = Vec::new();
         for op in ops {
+            if !forgets.is_empty() && !matches!(op, Op::Forget { .. }) {
+                self.forget(std::mem::take(&mut forgets)).await;
+            }
             match op {
+                Op::Forget {
+                    client_id,
+                    mine_only,
+                } => {
+                    if forgets.is_empty() {
+                        self.flush(std::mem::take(&mut writes)).await;
+                        self.read_all(std::mem::take(&mut reads)).await;
+                        read.clear();
+                    }
+                    self.held.remove(&client_id);
+                    forgets.push((client_id, mine_only));
+                }
                 Op::Read { client_id, after } => {
                     if read.insert(client_id.clone()) {
                         reads.push((client_id, after));
@@ -182,6 +207,8 @@ impl Task {
                 }
             }
         }
+        // At most one of the two is left: each kind flushes the other when it comes.
+        self.forget(forgets).await;
         self.flush(writes).await;
         self.read_all(reads).await;
     }
@@ -358,10 +385,7 @@ impl Task {
                 mine_only,
             } => {
                 self.held.remove(&client_id);
-                if let Err(e) = self.forget(&client_id, mine_only).await {
-                    self.drop_unavailable(1);
-                    tracing::debug!(error = %e, "sessions: session not deleted");
-                }
+                self.forget(vec![(client_id, mine_only)]).await;
             }
             Op::Drop { client_id } => {
                 self.held.remove(&client_id);
@@ -379,7 +403,9 @@ impl Task {
         mut record: Record,
     ) -> redis::RedisResult<Option<Resumed>> {
         if clean_start {
-            self.forget(client_id, false).await?;
+            self.forget_all(vec![(client_id.clone(), false)])
+                .await
+                .map_err(|u| u.first)?;
         }
         let mut resumed = None;
         if load {
@@ -406,7 +432,9 @@ impl Task {
         }
         if record.expiry == 0 {
             // Resumed for this connection only: it ends with it, nothing stays stored.
-            self.forget(client_id, false).await?;
+            self.forget_all(vec![(client_id.clone(), false)])
+                .await
+                .map_err(|u| u.first)?;
             return Ok(resumed);
         }
         let json = serde_json::to_string(&record).unwrap_or_default();
@@ -493,38 +521,113 @@ impl Task {
         }
     }
 
-    /// Deletes record, queue and marks; with `mine_only` only when the record names this node.
-    async fn forget(&mut self, client_id: &str, mine_only: bool) -> redis::RedisResult<()> {
-        if mine_only {
-            let deleted: i64 = redis::cmd("EVAL")
-                .arg(SAVE_SCRIPT)
-                .arg(1)
-                .arg(SESSIONS_KEY)
-                .arg(client_id)
-                .arg(&*self.node)
-                .arg("")
-                .query_async(&mut self.conn)
-                .await?;
-            if deleted == 0 {
-                return Ok(());
-            }
-        } else {
-            let _: () = redis::cmd("HDEL")
-                .arg(SESSIONS_KEY)
-                .arg(client_id)
-                .query_async(&mut self.conn)
-                .await?;
+    /// [`Self::forget_all`] for the router, which does not wait for a forget: each one not
+    /// done is counted as dropped, the first failure logged.
+    async fn forget(&mut self, forgets: Vec<(Arc<str>, bool)>) {
+        if let Err(Unforgotten { count, first }) = self.forget_all(forgets).await {
+            self.drop_unavailable(count);
+            tracing::debug!(error = %first, "sessions: session not deleted");
         }
-        // Same hash tag: one slot.
-        let _: () = redis::pipe()
-            .del(queue_key(client_id))
-            .ignore()
-            .del(sent_key(client_id))
-            .ignore()
-            .query_async(&mut self.conn)
-            .await?;
-        self.announce(client_id, None);
-        Ok(())
+    }
+
+    /// Deletes each session's record, queue and marks; with `mine_only` only when the record
+    /// names this node. Two round trips for the whole run: the records (one key, one
+    /// pipeline), then the queues and marks of those deleted (and, without `mine_only`, of
+    /// every one: a queue whose record went in an earlier failed attempt must not outlive it).
+    /// Only a record that was there is announced: the others' tables cannot hold one that
+    /// never was (a stale copy goes at their next full read).
+    ///
+    /// # Errors
+    /// How many were not done, and the first failure; the others are done.
+    async fn forget_all(&mut self, forgets: Vec<(Arc<str>, bool)>) -> Result<(), Unforgotten> {
+        if forgets.is_empty() {
+            return Ok(());
+        }
+        let records = forgets
+            .iter()
+            .map(|(client_id, mine_only)| {
+                let cmd = if *mine_only {
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(SAVE_SCRIPT)
+                        .arg(1)
+                        .arg(SESSIONS_KEY)
+                        .arg(&**client_id)
+                        .arg(&*self.node)
+                        .arg("");
+                    cmd
+                } else {
+                    let mut cmd = redis::cmd("HDEL");
+                    cmd.arg(SESSIONS_KEY).arg(&**client_id);
+                    cmd
+                };
+                (SESSIONS_KEY.to_string(), cmd)
+            })
+            .collect();
+        let deleted = match query_each(&self.conn, records, PER_PIPELINE).await {
+            Ok(replies) => replies,
+            Err(first) => {
+                return Err(Unforgotten {
+                    count: forgets.len(),
+                    first,
+                });
+            }
+        };
+        let mut failed = 0;
+        let mut first_error = None;
+        let mut gone = Vec::new();
+        let mut cmds = Vec::new();
+        for ((client_id, mine_only), reply) in forgets.into_iter().zip(deleted) {
+            let was_there = match reply {
+                Ok(Value::Int(n)) => n > 0,
+                Ok(_) => false,
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            if !was_there && mine_only {
+                continue;
+            }
+            for key in [queue_key(&client_id), sent_key(&client_id)] {
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(&key);
+                cmds.push((key, cmd));
+            }
+            if was_there {
+                gone.push(client_id);
+            }
+        }
+        for client_id in gone {
+            self.announce(&client_id, None);
+        }
+        // A queue or mark not deleted fails its forget (two commands each).
+        let deletes = cmds.len() / 2;
+        if deletes > 0 {
+            match query_each(&self.conn, cmds, PER_PIPELINE).await {
+                Ok(replies) => {
+                    let mut replies = replies.into_iter();
+                    while let Some(queue) = replies.next() {
+                        let sent = replies.next().unwrap_or(Ok(Value::Nil));
+                        if let Err(e) = queue.and(sent) {
+                            failed += 1;
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed += deletes;
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(first) => Err(Unforgotten {
+                count: failed,
+                first,
+            }),
+        }
     }
 
     /// Updates this node's table and tells the others.
