@@ -264,14 +264,18 @@ impl Broker {
         };
         let hub = Hub::new(HubConfig::default());
         // The trip book learns each state first, so that everything routed after it (MQTT,
-        // the hub) is judged by the vehicle's current trip.
+        // the hub) is judged by the vehicle's current trip. Only a rider's JWT claims read it:
+        // without a JWT key it is not fed (a lookup per state, on every node of a cluster).
         let trips = Arc::new(TripBook::new(self.config.trip_ttl));
+        let read_trips = self.auth.may_scope_by_trip();
         let acl = Arc::new((*self.acl).clone().with_trips(trips.clone()));
         // What serves this node's own clients; other nodes' outputs go into these too.
-        let local_sinks = [
-            Arc::new(TripSink(trips.clone())) as Arc<dyn crate::ingest::StateSink>,
-            Arc::new(HubSink(hub.clone())),
-        ];
+        let trip_sink = read_trips
+            .then(|| Arc::new(TripSink(trips.clone())) as Arc<dyn crate::ingest::StateSink>);
+        let local_sinks: Vec<Arc<dyn crate::ingest::StateSink>> = trip_sink
+            .into_iter()
+            .chain([Arc::new(HubSink(hub.clone())) as Arc<dyn crate::ingest::StateSink>])
+            .collect();
         let local_node = LocalNode {
             me: Me {
                 id: self
@@ -417,7 +421,7 @@ impl Broker {
             let outputs = LocalOutputs {
                 node: cluster.node.clone(),
                 router: router_tx.clone(),
-                trips: Some(trips.clone()),
+                trips: read_trips.then(|| trips.clone()),
                 outputs: deferred,
             };
             tokio::spawn(outputs.run(inbox, token.clone()));

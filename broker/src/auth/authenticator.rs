@@ -49,6 +49,12 @@ impl Authenticator {
         self.users.is_some() || self.jwt.is_some()
     }
 
+    /// Whether clients may hold a rider's `routes` and `trips` claims, which only a JWT
+    /// carries: without a JWT key nothing ever asks the trip book.
+    pub fn may_scope_by_trip(&self) -> bool {
+        self.jwt.is_some()
+    }
+
     /// The users file's driver vehicles (empty without a users file).
     pub fn driver_vehicles(&self) -> impl Iterator<Item = &str> {
         self.users.iter().flat_map(UsersFile::driver_vehicles)
