@@ -373,14 +373,15 @@ impl Leases {
             .map(|(vehicle, epoch)| {
                 let mut state_json = Vec::new();
                 let mut snapshot = Vec::new();
-                if let Some(t) = self.ingest.tracker_copy(vehicle) {
+                let written = self.ingest.with_tracker(vehicle, |t| {
                     if let Some(s) = t.state() {
                         s.write_json(&mut state_json);
                     }
-                    if let Err(e) = t.write_snapshot(&mut snapshot, &state_json) {
-                        tracing::error!(vehicle = &**vehicle, error = %e, "lease: tracker not serializable");
-                        snapshot.clear();
-                    }
+                    t.write_snapshot(&mut snapshot, &state_json)
+                });
+                if let Some(Err(e)) = written {
+                    tracing::error!(vehicle = &**vehicle, error = %e, "lease: tracker not serializable");
+                    snapshot.clear();
                 }
                 (keys::vehicle(vehicle), *epoch, state_json, snapshot)
             })

@@ -144,11 +144,12 @@ impl Ingest {
             .store(self.trackers.len() as i64, Relaxed);
     }
 
-    /// A copy of the vehicle's tracker, to flush when its lease is given up.
-    pub fn tracker_copy(&self, vehicle: &str) -> Option<Tracker> {
+    /// `f` of the vehicle's tracker, under the tracker's lock (and not the map's): to
+    /// serialize it when its lease is given up, without copying it first. `f` must not block.
+    pub fn with_tracker<R>(&self, vehicle: &str, f: impl FnOnce(&Tracker) -> R) -> Option<R> {
         let t = self.trackers.get(vehicle)?.clone();
-        let copy = t.lock().clone();
-        Some(copy)
+        let tracker = t.lock();
+        Some(f(&tracker))
     }
 
     /// Drops the vehicle's tracker: another node processes it now (lease given up or lost).

@@ -170,7 +170,7 @@ async fn an_old_owner_is_fenced_out_and_the_new_one_continues_its_filters() {
     // a's renewal finds the lease gone: a drops its tracker. Its release is refused too.
     super::renew::renew(&a).await.expect("renew round");
     assert!(!a.holds(vehicle));
-    assert!(ingest_a.tracker_copy(vehicle).is_none());
+    assert!(ingest_a.with_tracker(vehicle, |_| ()).is_none());
 
     // b releases: the lease fields go, the epoch stays (the next owner's is larger).
     b.release(std::iter::once(vehicle)).await;
