@@ -147,17 +147,18 @@ impl RouteSync {
             .iter()
             .map(|o| {
                 let key = client_key(o.client_id());
-                let mut cmd;
-                match o {
+                let cmd = match o {
                     Owner::Claim(_) => {
-                        cmd = redis::cmd("SET");
+                        let mut cmd = redis::cmd("SET");
                         cmd.arg(&key).arg(&*self.node).arg("GET");
+                        cmd
                     }
                     Owner::Release(_) => {
-                        cmd = redis::cmd("EVAL");
+                        let mut cmd = redis::cmd("EVAL");
                         cmd.arg(RELEASE_SCRIPT).arg(1).arg(&key).arg(&*self.node);
+                        cmd
                     }
-                }
+                };
                 (key, cmd)
             })
             .collect();
