@@ -64,10 +64,12 @@ pub struct Outgoing {
 /// What the writer gets from [`Client::next_batch`].
 #[derive(Debug)]
 pub enum Batch {
-    /// Messages to send now; `oldest` is when the longest-waiting of them became due.
+    /// Messages to send now; `oldest` is when the longest-waiting of them became due; `full`:
+    /// the batch reached the batch limit, so more may be due already.
     Messages {
         msgs: Vec<Outgoing>,
         oldest: Instant,
+        full: bool,
     },
     /// Stop and close the connection.
     Close(CloseReason),
@@ -472,13 +474,14 @@ impl Client {
         if msgs.is_empty() {
             Err(q.timers.peek().map(|t| t.0.due))
         } else {
-            Ok(Batch::Messages { msgs, oldest })
+            let full = msgs.len() >= cap;
+            Ok(Batch::Messages { msgs, oldest, full })
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::fleet::Prepared;
 
@@ -494,7 +497,8 @@ mod tests {
         )
     }
 
-    fn prepared(vehicle: &str, ts: i64) -> Arc<Prepared> {
+    /// A state of `vehicle` at `ts`, prepared as the hub pushes it.
+    pub(crate) fn prepared(vehicle: &str, ts: i64) -> Arc<Prepared> {
         let s = geo_engine::VehicleState {
             vehicle: vehicle.into(),
             lat: 1.0,

@@ -36,6 +36,9 @@ pub struct HubConfig {
     /// A client that stays behind this long is closed with 1013
     /// (docs/http-api.md#connection-limits: 30 s).
     pub slow_client_timeout: Duration,
+    /// How long the writer of a busy WebSocket or SSE client lets updates gather after each
+    /// write ([`crate::pump`]); zero writes each batch as soon as it is due.
+    pub write_delay: Duration,
     /// Track points kept per vehicle for `/track` when the broker has no durable store.
     pub track_capacity: usize,
     /// Track points kept over all vehicles (about 64 bytes each); past it, each new point of a
@@ -61,6 +64,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             slow_client_timeout: Duration::from_secs(30),
+            write_delay: Duration::from_millis(5),
             track_capacity: 1000,
             track_budget: 4_000_000,
             max_vehicles: 1_000_000,
@@ -213,6 +217,14 @@ impl Hub {
         let now = Instant::now();
         for (client, sub) in targets {
             client.offer_event(sub, &json, now);
+        }
+    }
+
+    /// The writer's timing of this hub's clients.
+    pub(crate) fn pace(&self) -> crate::pump::Pace {
+        crate::pump::Pace {
+            slow: self.inner.config.slow_client_timeout,
+            write_delay: self.inner.config.write_delay,
         }
     }
 

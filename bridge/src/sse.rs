@@ -101,9 +101,8 @@ pub async fn handler(
         let client = session.client().clone();
         let closed = tx.clone();
         let mut out = ChannelOutlet(tx);
-        let slow = hub.config().slow_client_timeout;
         tokio::select! {
-            _ = pump(&client, &mut out, slow, hub.metrics()) => {}
+            _ = pump(&client, &mut out, hub.pace(), hub.metrics()) => {}
             () = closed.closed() => {}
             () = ShutdownSignal::wait(signal) => client.close(CloseReason::Shutdown),
             // The token expired: dropping the sender ends the response body.

@@ -144,7 +144,7 @@ async fn run(
     let ending = tokio::select! {
         () = reader => Ending::Gone,
         () = pinger => Ending::Gone,
-        e = pump(&client, &mut outlet, slow, hub.metrics()) => e,
+        e = pump(&client, &mut outlet, hub.pace(), hub.metrics()) => e,
         () = ShutdownSignal::wait(signal) => Ending::Closed(CloseReason::Shutdown),
         () = expiry => Ending::Closed(CloseReason::Expired),
     };
