@@ -88,9 +88,12 @@ mod tests {
     use crate::client::tests::prepared;
     use crate::client::{QueueLimits, SubMeta};
 
-    /// Records when each batch was written and the `ts` of the states in it.
+    /// One write: when, and the `ts` of the states in it.
+    type Write = (Instant, Vec<i64>);
+
+    /// Records every write.
     #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<(Instant, Vec<i64>)>>>);
+    struct Recorder(Arc<Mutex<Vec<Write>>>);
 
     impl Outlet for Recorder {
         async fn send_batch(&mut self, msgs: Vec<Outgoing>) -> Result<(), ()> {
