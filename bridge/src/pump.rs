@@ -7,7 +7,7 @@
 //! thousands of updates a second) would otherwise cost a wake-up of its writer, a frame flush and
 //! a `write` per update, on the server and on the client. Once its writes come closer together
 //! than twice [`Pace::write_delay`], the writer waits out one delay after each write before it
-//! takes the next batch, so everything that became due meanwhile goes in one write (Centrifugo's
+//! takes the next batch, so everything that became due meanwhile goes in one write (Centrifugo PRO's
 //! `client.write_delay` does the same). A client written to less often (a rider following one
 //! bus) never waits; a batch that filled the batch limit is followed at once (the client is
 //! behind, waiting would only grow that). At most one delay is added to an update's latency.
