@@ -47,11 +47,7 @@ pub struct Pace {
 /// by `oldest due + slow` means the client has been behind for `slow`: it is closed as slow.
 pub async fn pump(client: &Client, out: &mut impl Outlet, pace: Pace, metrics: &Metrics) -> Ending {
     let mut last_write: Option<Instant> = None;
-    let mut hold_until: Option<Instant> = None;
     loop {
-        if let Some(until) = hold_until.take() {
-            tokio::time::sleep_until(until).await;
-        }
         match client.next_batch().await {
             Batch::Close(reason) => return Ending::Closed(reason),
             Batch::Messages { msgs, oldest, full } => {
@@ -71,10 +67,10 @@ pub async fn pump(client: &Client, out: &mut impl Outlet, pace: Pace, metrics: &
                 let now = Instant::now();
                 let busy =
                     last_write.is_some_and(|prev| now.duration_since(prev) < pace.write_delay * 2);
-                if busy && !full && !pace.write_delay.is_zero() {
-                    hold_until = Some(now + pace.write_delay);
-                }
                 last_write = Some(now);
+                if busy && !full && !pace.write_delay.is_zero() {
+                    tokio::time::sleep_until(now + pace.write_delay).await;
+                }
             }
         }
     }
